@@ -1,0 +1,113 @@
+//! What a runtime needs to know before it starts. The relay's YAML config maps
+//! onto these types; nothing here parses files.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How short-header packets find the shard that owns their connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Steering {
+    /// A classic BPF program on the `SO_REUSEPORT` group reads the shard index
+    /// from the destination connection id; the mesh forwards the stragglers.
+    Bpf,
+    /// No BPF: the kernel spreads packets by 4-tuple hash and every packet that
+    /// lands on the wrong shard crosses the mesh. Slower; useful where BPF is
+    /// refused and for testing the forwarding path alone.
+    ForwardOnly,
+}
+
+/// QUIC transport limits applied to every connection of the runtime.
+#[derive(Debug, Clone)]
+pub struct QuicLimits {
+    /// A connection with no traffic for this long is closed.
+    pub idle_timeout: Duration,
+    /// Send a PING after this much silence; `None` disables keep-alive.
+    pub keep_alive: Option<Duration>,
+    /// Bidirectional streams the peer may have open at once.
+    pub max_concurrent_bidi_streams: u32,
+    /// Unidirectional streams the peer may have open at once.
+    pub max_concurrent_uni_streams: u32,
+    /// Bytes the peer may send on one stream ahead of our reads.
+    pub stream_receive_window: u32,
+    /// Bytes the peer may send on all streams together ahead of our reads.
+    pub receive_window: u32,
+    /// Bytes we buffer for sending on all streams of one connection.
+    pub send_window: u64,
+    /// Largest number of queued incoming datagram bytes; `None` disables datagrams.
+    pub datagram_receive_buffer: Option<usize>,
+}
+
+impl Default for QuicLimits {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(30),
+            keep_alive: Some(Duration::from_secs(10)),
+            max_concurrent_bidi_streams: 256,
+            max_concurrent_uni_streams: 1024,
+            stream_receive_window: 1024 * 1024,
+            receive_window: 16 * 1024 * 1024,
+            send_window: 16 * 1024 * 1024,
+            datagram_receive_buffer: Some(1024 * 1024),
+        }
+    }
+}
+
+/// Everything a [`crate::Runtime`] needs to start.
+#[derive(Clone)]
+pub struct RuntimeConfig {
+    /// The one UDP address every shard binds with `SO_REUSEPORT`. Port 0 picks
+    /// a free port once and binds every shard to it.
+    pub listen: SocketAddr,
+    /// Number of shards (threads). Must be between 1 and 255: the shard index
+    /// rides in one byte of every connection id.
+    pub shards: usize,
+    /// Pin shard K to the K-th available core.
+    pub pin_cores: bool,
+    /// See [`Steering`].
+    pub steering: Steering,
+    /// Batch outgoing packets with UDP GSO where the kernel supports it.
+    pub gso: bool,
+    /// `SO_SNDBUF` / `SO_RCVBUF` asked of the kernel for each shard socket.
+    pub socket_buffer_bytes: usize,
+    /// How long graceful shutdown may take before connections are dropped.
+    pub shutdown_timeout: Duration,
+    /// Transport limits.
+    pub quic: QuicLimits,
+    /// Server TLS (certificate and ALPN list, newest protocol first). `None`
+    /// runs a client-only runtime that accepts nothing.
+    pub server_tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl std::fmt::Debug for RuntimeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeConfig")
+            .field("listen", &self.listen)
+            .field("shards", &self.shards)
+            .field("pin_cores", &self.pin_cores)
+            .field("steering", &self.steering)
+            .field("gso", &self.gso)
+            .field("socket_buffer_bytes", &self.socket_buffer_bytes)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("quic", &self.quic)
+            .field("server_tls", &self.server_tls.is_some())
+            .finish()
+    }
+}
+
+impl RuntimeConfig {
+    /// A config with defaults for everything but the address and TLS.
+    pub fn new(listen: SocketAddr, shards: usize) -> Self {
+        Self {
+            listen,
+            shards,
+            pin_cores: false,
+            steering: Steering::Bpf,
+            gso: true,
+            socket_buffer_bytes: 8 * 1024 * 1024,
+            shutdown_timeout: Duration::from_secs(2),
+            quic: QuicLimits::default(),
+            server_tls: None,
+        }
+    }
+}

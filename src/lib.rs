@@ -1,0 +1,1 @@
+//! qumo: a thread-per-core Media over QUIC relay.
