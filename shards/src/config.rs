@@ -72,6 +72,8 @@ pub struct RuntimeConfig {
     pub socket_buffer_bytes: usize,
     /// How long graceful shutdown may take before connections are dropped.
     pub shutdown_timeout: Duration,
+    /// Application close code every connection gets at graceful shutdown.
+    pub shutdown_close_code: u32,
     /// Transport limits.
     pub quic: QuicLimits,
     /// Server TLS (certificate and ALPN list, newest protocol first). `None`
@@ -89,6 +91,7 @@ impl std::fmt::Debug for RuntimeConfig {
             .field("gso", &self.gso)
             .field("socket_buffer_bytes", &self.socket_buffer_bytes)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("shutdown_close_code", &self.shutdown_close_code)
             .field("quic", &self.quic)
             .field("server_tls", &self.server_tls.is_some())
             .finish()
@@ -106,6 +109,7 @@ impl RuntimeConfig {
             gso: true,
             socket_buffer_bytes: 8 * 1024 * 1024,
             shutdown_timeout: Duration::from_secs(2),
+            shutdown_close_code: 0,
             quic: QuicLimits::default(),
             server_tls: None,
         }

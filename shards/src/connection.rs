@@ -1,0 +1,237 @@
+//! The application's handle on one QUIC connection of its shard.
+//!
+//! Handles are cheap clones (`Rc`) and never leave their shard's thread. Each
+//! operation borrows the shard core briefly, acts on quinn-proto, and queues
+//! the connection for the driver to send whatever the action produced.
+
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use quinn_proto::{ConnectionError, Dir, SendDatagramError, StreamId, VarInt};
+
+use crate::core::{dir_index, ConnEntry, ConnShared, ShardCore};
+use crate::notify::register;
+use crate::stats::ConnectionStats;
+use crate::stream::{RecvStream, SendStream};
+
+/// A QUIC connection owned by the current shard.
+#[derive(Clone)]
+pub struct Connection {
+    pub(crate) core: Rc<ShardCore>,
+    pub(crate) shared: Rc<ConnShared>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("shard", &self.core.index)
+            .field("id", &self.shared.id)
+            .finish()
+    }
+}
+
+impl Connection {
+    pub(crate) fn new(core: Rc<ShardCore>, shared: Rc<ConnShared>) -> Self {
+        Self { core, shared }
+    }
+
+    /// Run `f` on this connection's live entry, then queue the connection for
+    /// sending. Fails with the reason the connection ended, once it has.
+    pub(crate) fn with_entry<R>(
+        &self,
+        f: impl FnOnce(&mut ConnEntry) -> R,
+    ) -> Result<R, ConnectionError> {
+        if let Some(error) = self.shared.error() {
+            return Err(error);
+        }
+        let mut guard = self.core.inner.borrow_mut();
+        let inner = &mut *guard;
+        let entry = inner
+            .conns
+            .get_mut(&self.shared.handle)
+            .filter(|e| e.shared.id == self.shared.id)
+            .ok_or(ConnectionError::LocallyClosed)?;
+        let result = f(entry);
+        self.core.touch(inner, self.shared.handle);
+        Ok(result)
+    }
+
+    /// Unique among this shard's connections for the life of the process.
+    pub fn stable_id(&self) -> u64 {
+        self.shared.id
+    }
+
+    /// Index of the shard that owns this connection.
+    pub fn shard(&self) -> usize {
+        self.core.index
+    }
+
+    /// The application protocol negotiated with ALPN.
+    pub fn alpn(&self) -> Option<Vec<u8>> {
+        self.shared.alpn.borrow().clone()
+    }
+
+    /// The server name the client asked for (SNI), on accepted connections.
+    pub fn server_name(&self) -> Option<String> {
+        self.shared.server_name.borrow().clone()
+    }
+
+    /// The peer's current address; it changes when the peer migrates.
+    pub fn remote_address(&self) -> Option<SocketAddr> {
+        self.with_entry(|e| e.conn.remote_address()).ok()
+    }
+
+    /// The reason the connection ended, if it has.
+    pub fn close_reason(&self) -> Option<ConnectionError> {
+        self.shared.error()
+    }
+
+    /// Wait for the handshake to complete (client connections).
+    pub(crate) async fn established(&self) -> Result<(), ConnectionError> {
+        poll_fn(|cx| {
+            if let Some(error) = self.shared.error() {
+                return Poll::Ready(Err(error));
+            }
+            if self.shared.connected.get() {
+                return Poll::Ready(Ok(()));
+            }
+            register(&mut self.shared.state_waiters.borrow_mut(), cx);
+            Poll::Pending
+        })
+        .await
+    }
+
+    fn poll_open(&self, cx: &mut Context<'_>, dir: Dir) -> Poll<Result<StreamId, ConnectionError>> {
+        let opened = self.with_entry(|e| match e.conn.streams().open(dir) {
+            Some(id) => Some(id),
+            None => {
+                register(&mut e.openers[dir_index(dir)], cx);
+                None
+            }
+        });
+        match opened {
+            Ok(Some(id)) => Poll::Ready(Ok(id)),
+            Ok(None) => Poll::Pending,
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_accept(
+        &self,
+        cx: &mut Context<'_>,
+        dir: Dir,
+    ) -> Poll<Result<StreamId, ConnectionError>> {
+        let accepted = self.with_entry(|e| match e.conn.streams().accept(dir) {
+            Some(id) => Some(id),
+            None => {
+                register(&mut e.accepters[dir_index(dir)], cx);
+                None
+            }
+        });
+        match accepted {
+            Ok(Some(id)) => Poll::Ready(Ok(id)),
+            Ok(None) => Poll::Pending,
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    /// Open a unidirectional stream, waiting while the peer's stream limit
+    /// is reached.
+    pub async fn open_uni(&self) -> Result<SendStream, ConnectionError> {
+        let id = poll_fn(|cx| self.poll_open(cx, Dir::Uni)).await?;
+        Ok(SendStream::new(self.clone(), id))
+    }
+
+    /// Open a bidirectional stream.
+    pub async fn open_bi(&self) -> Result<(SendStream, RecvStream), ConnectionError> {
+        let id = poll_fn(|cx| self.poll_open(cx, Dir::Bi)).await?;
+        Ok((
+            SendStream::new(self.clone(), id),
+            RecvStream::new(self.clone(), id),
+        ))
+    }
+
+    /// Wait for the peer to open a unidirectional stream.
+    pub async fn accept_uni(&self) -> Result<RecvStream, ConnectionError> {
+        let id = poll_fn(|cx| self.poll_accept(cx, Dir::Uni)).await?;
+        Ok(RecvStream::new(self.clone(), id))
+    }
+
+    /// Wait for the peer to open a bidirectional stream.
+    pub async fn accept_bi(&self) -> Result<(SendStream, RecvStream), ConnectionError> {
+        let id = poll_fn(|cx| self.poll_accept(cx, Dir::Bi)).await?;
+        Ok((
+            SendStream::new(self.clone(), id),
+            RecvStream::new(self.clone(), id),
+        ))
+    }
+
+    /// Send an unreliable datagram; the oldest queued one is dropped if the
+    /// send buffer is full.
+    pub fn send_datagram(&self, data: Bytes) -> Result<(), DatagramError> {
+        self.with_entry(|e| e.conn.datagrams().send(data, true))?
+            .map_err(DatagramError::Send)
+    }
+
+    /// Largest datagram the peer and path accept now, if datagrams are on.
+    pub fn max_datagram_size(&self) -> Option<usize> {
+        self.with_entry(|e| e.conn.datagrams().max_size())
+            .ok()
+            .flatten()
+    }
+
+    /// Wait for the next datagram from the peer.
+    pub async fn read_datagram(&self) -> Result<Bytes, ConnectionError> {
+        poll_fn(|cx| {
+            let received = self.with_entry(|e| match e.conn.datagrams().recv() {
+                Some(data) => Some(data),
+                None => {
+                    register(&mut e.datagram_readers, cx);
+                    None
+                }
+            });
+            match received {
+                Ok(Some(data)) => Poll::Ready(Ok(data)),
+                Ok(None) => Poll::Pending,
+                Err(e) => Poll::Ready(Err(e)),
+            }
+        })
+        .await
+    }
+
+    /// Close the connection with an application error code and reason.
+    /// Pending stream data is abandoned; the peer sees the code.
+    pub fn close(&self, code: VarInt, reason: &[u8]) {
+        self.core
+            .close(&self.shared, code, Bytes::copy_from_slice(reason));
+    }
+
+    /// Wait until the connection ends, for whatever reason.
+    pub async fn closed(&self) -> ConnectionError {
+        poll_fn(|cx| {
+            if let Some(error) = self.shared.error() {
+                return Poll::Ready(error);
+            }
+            register(&mut self.shared.state_waiters.borrow_mut(), cx);
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Round-trip time, congestion window, losses and traffic so far.
+    pub fn stats(&self) -> Option<ConnectionStats> {
+        self.with_entry(|e| e.conn.stats().into()).ok()
+    }
+}
+
+/// Why a datagram was not sent.
+#[derive(Debug, thiserror::Error)]
+pub enum DatagramError {
+    #[error("connection lost: {0}")]
+    ConnectionLost(#[from] ConnectionError),
+    #[error(transparent)]
+    Send(SendDatagramError),
+}

@@ -1,0 +1,642 @@
+//! One shard's QUIC state: the quinn-proto endpoint, its connections, their
+//! timers and the wakers of the tasks waiting on them.
+//!
+//! Everything here is single-threaded (`Rc`, `RefCell`): a shard's state is
+//! touched only by its own thread. No borrow is ever held across an `.await`.
+//! Waking a waker while borrowed is fine: a local wake only schedules.
+
+use std::cell::{Cell, RefCell};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::Waker;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use quinn_proto::{
+    ConnectionError, ConnectionHandle, DatagramEvent, Dir, EcnCodepoint, Endpoint, Event,
+    ServerConfig, StreamEvent, StreamId, VarInt,
+};
+use tracing::{debug, trace, warn};
+
+use crate::notify::{wake_all, LocalNotify};
+use crate::socket::{is_per_datagram_error, UdpIo};
+use crate::stats::ShardStats;
+
+/// Most datagrams one connection may send in one flush before others get a
+/// turn; keeps one fast connection from starving the rest of the shard.
+const TRANSMIT_BUDGET: usize = 64;
+
+/// State that outlives a connection's entry in the shard: what its handles
+/// need to answer after the QUIC state is gone.
+pub(crate) struct ConnShared {
+    /// Unique for the life of the shard; quinn-proto reuses handles.
+    pub id: u64,
+    pub handle: ConnectionHandle,
+    pub connected: Cell<bool>,
+    pub alpn: RefCell<Option<Vec<u8>>>,
+    pub server_name: RefCell<Option<String>>,
+    pub error: RefCell<Option<ConnectionError>>,
+    /// Tasks waiting for the handshake or for the connection to end.
+    pub state_waiters: RefCell<Vec<Waker>>,
+}
+
+impl ConnShared {
+    pub fn error(&self) -> Option<ConnectionError> {
+        self.error.borrow().clone()
+    }
+
+    fn fail(&self, reason: ConnectionError) {
+        let mut error = self.error.borrow_mut();
+        if error.is_none() {
+            *error = Some(reason);
+        }
+        drop(error);
+        wake_all(&mut self.state_waiters.borrow_mut());
+    }
+}
+
+/// A live connection in the shard.
+pub(crate) struct ConnEntry {
+    pub conn: quinn_proto::Connection,
+    pub shared: Rc<ConnShared>,
+    queued: bool,
+    /// The deadline quinn-proto asked for.
+    timer: Option<Instant>,
+    /// The earliest deadline this connection has in the timer heap.
+    timer_in_heap: Option<Instant>,
+    pub readers: HashMap<StreamId, Waker>,
+    pub writers: HashMap<StreamId, Waker>,
+    /// Waiting for a send stream to be finished (all acked) or stopped.
+    pub finishers: HashMap<StreamId, Waker>,
+    pub accepters: [Vec<Waker>; 2],
+    pub openers: [Vec<Waker>; 2],
+    pub datagram_readers: Vec<Waker>,
+}
+
+impl ConnEntry {
+    fn new(conn: quinn_proto::Connection, shared: Rc<ConnShared>) -> Self {
+        Self {
+            conn,
+            shared,
+            queued: false,
+            timer: None,
+            timer_in_heap: None,
+            readers: HashMap::new(),
+            writers: HashMap::new(),
+            finishers: HashMap::new(),
+            accepters: [Vec::new(), Vec::new()],
+            openers: [Vec::new(), Vec::new()],
+            datagram_readers: Vec::new(),
+        }
+    }
+
+    fn wake_everyone(&mut self) {
+        for (_, w) in self.readers.drain() {
+            w.wake();
+        }
+        for (_, w) in self.writers.drain() {
+            w.wake();
+        }
+        for (_, w) in self.finishers.drain() {
+            w.wake();
+        }
+        for waiters in self.accepters.iter_mut().chain(self.openers.iter_mut()) {
+            wake_all(waiters);
+        }
+        wake_all(&mut self.datagram_readers);
+        wake_all(&mut self.shared.state_waiters.borrow_mut());
+    }
+}
+
+pub(crate) fn dir_index(dir: Dir) -> usize {
+    match dir {
+        Dir::Bi => 0,
+        Dir::Uni => 1,
+    }
+}
+
+/// A datagram that arrived on one shard's socket for another's connection.
+pub struct ForwardedDatagram {
+    pub remote: SocketAddr,
+    pub local_ip: Option<IpAddr>,
+    pub ecn: Option<EcnCodepoint>,
+    pub data: BytesMut,
+}
+
+/// A transmit the socket refused with `WouldBlock`, kept until it is writable.
+struct BlockedTransmit {
+    transmit: quinn_proto::Transmit,
+    contents: Vec<u8>,
+}
+
+pub(crate) struct ShardInner {
+    pub endpoint: Endpoint,
+    pub conns: HashMap<ConnectionHandle, ConnEntry>,
+    queue: Vec<ConnectionHandle>,
+    timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
+    pub accept_queue: VecDeque<Rc<ConnShared>>,
+    pub accept_waiters: Vec<Waker>,
+    pub shutting_down: bool,
+    pub shutdown_deadline: Option<Instant>,
+    pub shutdown_waiters: Vec<Waker>,
+    next_conn_id: u64,
+    server_config: Option<Arc<ServerConfig>>,
+    transmit_buf: Vec<u8>,
+    blocked: Option<BlockedTransmit>,
+}
+
+/// One shard's QUIC core, shared by its tasks and every handle it gives out.
+pub(crate) struct ShardCore {
+    pub index: usize,
+    pub shard_count: usize,
+    pub inner: RefCell<ShardInner>,
+    pub stats: Arc<ShardStats>,
+    /// Wakes the driver: connections are queued or a timer moved earlier.
+    pub driver: LocalNotify,
+    pub io: UdpIo,
+    pub transport: Arc<quinn_proto::TransportConfig>,
+    close_code: VarInt,
+    close_reason: Bytes,
+}
+
+pub(crate) struct CoreParams {
+    pub index: usize,
+    pub shard_count: usize,
+    pub endpoint: Endpoint,
+    pub server_config: Option<Arc<ServerConfig>>,
+    pub stats: Arc<ShardStats>,
+    pub io: UdpIo,
+    pub transport: Arc<quinn_proto::TransportConfig>,
+    pub close_code: VarInt,
+    pub close_reason: Bytes,
+}
+
+impl ShardCore {
+    pub fn new(p: CoreParams) -> Self {
+        Self {
+            index: p.index,
+            shard_count: p.shard_count,
+            inner: RefCell::new(ShardInner {
+                endpoint: p.endpoint,
+                conns: HashMap::new(),
+                queue: Vec::new(),
+                timers: BinaryHeap::new(),
+                accept_queue: VecDeque::new(),
+                accept_waiters: Vec::new(),
+                shutting_down: false,
+                shutdown_deadline: None,
+                shutdown_waiters: Vec::new(),
+                next_conn_id: 0,
+                server_config: p.server_config,
+                transmit_buf: Vec::new(),
+                blocked: None,
+            }),
+            stats: p.stats,
+            driver: LocalNotify::default(),
+            io: p.io,
+            transport: p.transport,
+            close_code: p.close_code,
+            close_reason: p.close_reason,
+        }
+    }
+
+    /// Queue a connection for the driver's next flush.
+    pub fn touch(&self, inner: &mut ShardInner, handle: ConnectionHandle) {
+        if let Some(entry) = inner.conns.get_mut(&handle) {
+            if !entry.queued {
+                entry.queued = true;
+                inner.queue.push(handle);
+            }
+            self.driver.notify();
+        }
+    }
+
+    fn insert(
+        &self,
+        inner: &mut ShardInner,
+        handle: ConnectionHandle,
+        conn: quinn_proto::Connection,
+    ) -> Rc<ConnShared> {
+        inner.next_conn_id += 1;
+        let shared = Rc::new(ConnShared {
+            id: inner.next_conn_id,
+            handle,
+            connected: Cell::new(false),
+            alpn: RefCell::new(None),
+            server_name: RefCell::new(None),
+            error: RefCell::new(None),
+            state_waiters: RefCell::new(Vec::new()),
+        });
+        inner
+            .conns
+            .insert(handle, ConnEntry::new(conn, shared.clone()));
+        ShardStats::add(&self.stats.connections_open, 1);
+        self.touch(inner, handle);
+        shared
+    }
+
+    /// Feed one datagram that belongs to this shard into the endpoint.
+    pub fn handle_datagram(
+        &self,
+        now: Instant,
+        remote: SocketAddr,
+        local_ip: Option<IpAddr>,
+        ecn: Option<EcnCodepoint>,
+        data: BytesMut,
+    ) {
+        let mut guard = self.inner.borrow_mut();
+        let inner = &mut *guard;
+        let mut response = Vec::new();
+        match inner
+            .endpoint
+            .handle(now, remote, local_ip, ecn, data, &mut response)
+        {
+            Some(DatagramEvent::ConnectionEvent(handle, event)) => {
+                if let Some(entry) = inner.conns.get_mut(&handle) {
+                    entry.conn.handle_event(event);
+                    self.touch(inner, handle);
+                }
+            }
+            Some(DatagramEvent::NewConnection(incoming)) => {
+                if inner.shutting_down || inner.server_config.is_none() {
+                    ShardStats::add(&self.stats.connections_refused, 1);
+                    let transmit = inner.endpoint.refuse(incoming, &mut response);
+                    self.send_now(&transmit, &response);
+                    return;
+                }
+                match inner.endpoint.accept(incoming, now, &mut response, None) {
+                    Ok((handle, conn)) => {
+                        ShardStats::add(&self.stats.connections_accepted, 1);
+                        debug!(shard = self.index, %remote, "connection accepted");
+                        self.insert(inner, handle, conn);
+                    }
+                    Err(e) => {
+                        debug!(shard = self.index, %remote, error = %e.cause, "connection not accepted");
+                        if let Some(transmit) = e.response {
+                            self.send_now(&transmit, &response);
+                        }
+                    }
+                }
+            }
+            Some(DatagramEvent::Response(transmit)) => self.send_now(&transmit, &response),
+            None => {}
+        }
+    }
+
+    /// Send a stateless response at once. If the socket is full it is
+    /// dropped: the peer retransmits, as for any lost packet.
+    fn send_now(&self, transmit: &quinn_proto::Transmit, contents: &[u8]) {
+        match self.io.try_send(&udp_transmit(transmit, contents)) {
+            Ok(()) => self.count_sent(transmit),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => trace!(error = %e, "stateless response not sent"),
+        }
+    }
+
+    fn count_sent(&self, transmit: &quinn_proto::Transmit) {
+        let segments = transmit
+            .segment_size
+            .map_or(1, |s| transmit.size.div_ceil(s));
+        ShardStats::add(&self.stats.datagrams_sent, segments as u64);
+        ShardStats::add(&self.stats.bytes_sent, transmit.size as u64);
+        ShardStats::add(&self.stats.send_calls, 1);
+    }
+
+    /// Run quinn-proto timers that are due.
+    pub fn fire_timers(&self, now: Instant) {
+        let mut guard = self.inner.borrow_mut();
+        let inner = &mut *guard;
+        while let Some(&Reverse((at, handle, id))) = inner.timers.peek() {
+            if at > now {
+                break;
+            }
+            inner.timers.pop();
+            let handle = ConnectionHandle(handle);
+            let Some(entry) = inner.conns.get_mut(&handle) else {
+                continue;
+            };
+            if entry.shared.id != id || entry.timer_in_heap != Some(at) {
+                continue; // superseded by an earlier entry for this connection
+            }
+            entry.timer_in_heap = None;
+            match entry.timer {
+                Some(deadline) if deadline <= now => {
+                    entry.conn.handle_timeout(now);
+                    self.touch(inner, handle);
+                }
+                Some(deadline) => {
+                    entry.timer_in_heap = Some(deadline);
+                    inner.timers.push(Reverse((deadline, handle.0, id)));
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// The earliest instant the driver must wake for.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let inner = self.inner.borrow();
+        let timer = inner.timers.peek().map(|Reverse((at, _, _))| *at);
+        match (timer, inner.shutdown_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether a transmit is waiting for the socket to become writable.
+    pub fn is_send_blocked(&self) -> bool {
+        self.inner.borrow().blocked.is_some()
+    }
+
+    /// Retry the transmit the socket refused. Returns false if still blocked.
+    pub fn retry_blocked(&self) -> bool {
+        let mut inner = self.inner.borrow_mut();
+        let Some(blocked) = inner.blocked.take() else {
+            return true;
+        };
+        match self
+            .io
+            .try_send(&udp_transmit(&blocked.transmit, &blocked.contents))
+        {
+            Ok(()) => {
+                self.count_sent(&blocked.transmit);
+                true
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                inner.blocked = Some(blocked);
+                false
+            }
+            Err(e) => {
+                self.log_send_error(&e);
+                true
+            }
+        }
+    }
+
+    fn log_send_error(&self, e: &std::io::Error) {
+        if is_per_datagram_error(e) {
+            trace!(shard = self.index, error = %e, "datagram not sent");
+        } else {
+            warn!(shard = self.index, error = %e, "send failed");
+        }
+    }
+
+    /// Drive every queued connection: endpoint events, transmits, application
+    /// events, timers. Returns true if work is left (budget or blocked socket).
+    pub fn flush(&self, now: Instant) -> bool {
+        let mut guard = self.inner.borrow_mut();
+        let inner = &mut *guard;
+        let queue = std::mem::take(&mut inner.queue);
+        let max_segments = self.io.max_segments();
+        let mut more = false;
+        for (i, &handle) in queue.iter().enumerate() {
+            if inner.blocked.is_some() {
+                // Keep the rest queued for when the socket drains.
+                for &h in &queue[i..] {
+                    inner.queue.push(h);
+                }
+                return true;
+            }
+            more |= self.drive(inner, handle, now, max_segments);
+        }
+        more || !inner.queue.is_empty()
+    }
+
+    fn drive(
+        &self,
+        inner: &mut ShardInner,
+        handle: ConnectionHandle,
+        now: Instant,
+        max_segments: usize,
+    ) -> bool {
+        let Some(entry) = inner.conns.get_mut(&handle) else {
+            return false;
+        };
+        entry.queued = false;
+        let mut drained = false;
+        while let Some(event) = entry.conn.poll_endpoint_events() {
+            drained |= event.is_drained();
+            if let Some(reply) = inner.endpoint.handle_event(handle, event) {
+                entry.conn.handle_event(reply);
+            }
+        }
+
+        let mut sent = 0;
+        let mut again = false;
+        let mut buf = std::mem::take(&mut inner.transmit_buf);
+        while sent < TRANSMIT_BUDGET {
+            buf.clear();
+            let Some(transmit) = entry.conn.poll_transmit(now, max_segments, &mut buf) else {
+                break;
+            };
+            sent += transmit
+                .segment_size
+                .map_or(1, |s| transmit.size.div_ceil(s));
+            match self.io.try_send(&udp_transmit(&transmit, &buf)) {
+                Ok(()) => self.count_sent(&transmit),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    inner.blocked = Some(BlockedTransmit {
+                        transmit,
+                        contents: std::mem::take(&mut buf),
+                    });
+                    again = true;
+                    break;
+                }
+                Err(e) => self.log_send_error(&e),
+            }
+        }
+        if sent >= TRANSMIT_BUDGET {
+            again = true;
+        }
+        inner.transmit_buf = buf;
+
+        while let Some(event) = entry.conn.poll() {
+            self.on_event(
+                &mut inner.accept_queue,
+                &mut inner.accept_waiters,
+                entry,
+                event,
+            );
+        }
+
+        let deadline = entry.conn.poll_timeout();
+        entry.timer = deadline;
+        if let Some(deadline) = deadline {
+            if entry.timer_in_heap.is_none_or(|t| deadline < t) {
+                entry.timer_in_heap = Some(deadline);
+                inner
+                    .timers
+                    .push(Reverse((deadline, handle.0, entry.shared.id)));
+            }
+        }
+
+        if drained || entry.conn.is_drained() {
+            if let Some(mut entry) = inner.conns.remove(&handle) {
+                entry.shared.fail(ConnectionError::LocallyClosed);
+                entry.wake_everyone();
+                ShardStats::sub(&self.stats.connections_open, 1);
+                debug!(
+                    shard = self.index,
+                    id = entry.shared.id,
+                    "connection drained"
+                );
+            }
+            return false;
+        }
+        if again && !entry.queued {
+            entry.queued = true;
+            inner.queue.push(handle);
+        }
+        again
+    }
+
+    fn on_event(
+        &self,
+        accept_queue: &mut VecDeque<Rc<ConnShared>>,
+        accept_waiters: &mut Vec<Waker>,
+        entry: &mut ConnEntry,
+        event: Event,
+    ) {
+        match event {
+            Event::HandshakeDataReady | Event::DatagramsUnblocked => {}
+            Event::Connected => {
+                let shared = &entry.shared;
+                if let Some(data) = entry.conn.crypto_session().handshake_data() {
+                    if let Ok(data) = data.downcast::<quinn_proto::crypto::rustls::HandshakeData>()
+                    {
+                        *shared.alpn.borrow_mut() = data.protocol;
+                        *shared.server_name.borrow_mut() = data.server_name;
+                    }
+                }
+                shared.connected.set(true);
+                wake_all(&mut shared.state_waiters.borrow_mut());
+                if entry.conn.side().is_server() {
+                    accept_queue.push_back(shared.clone());
+                    wake_all(accept_waiters);
+                }
+            }
+            Event::ConnectionLost { reason } => {
+                debug!(shard = self.index, id = entry.shared.id, %reason, "connection lost");
+                entry.shared.fail(reason);
+                entry.wake_everyone();
+            }
+            Event::Stream(StreamEvent::Opened { dir }) => {
+                wake_all(&mut entry.accepters[dir_index(dir)])
+            }
+            Event::Stream(StreamEvent::Available { dir }) => {
+                wake_all(&mut entry.openers[dir_index(dir)])
+            }
+            Event::Stream(StreamEvent::Readable { id }) => {
+                if let Some(w) = entry.readers.remove(&id) {
+                    w.wake();
+                }
+            }
+            Event::Stream(StreamEvent::Writable { id }) => {
+                if let Some(w) = entry.writers.remove(&id) {
+                    w.wake();
+                }
+            }
+            Event::Stream(StreamEvent::Finished { id }) => {
+                if let Some(w) = entry.finishers.remove(&id) {
+                    w.wake();
+                }
+            }
+            Event::Stream(StreamEvent::Stopped { id, .. }) => {
+                // A blocked writer must learn of the stop, and so must a task
+                // waiting for the stream to finish.
+                if let Some(w) = entry.writers.remove(&id) {
+                    w.wake();
+                }
+                if let Some(w) = entry.finishers.remove(&id) {
+                    w.wake();
+                }
+            }
+            Event::DatagramReceived => wake_all(&mut entry.datagram_readers),
+        }
+    }
+
+    /// Open a client connection.
+    pub fn connect(
+        &self,
+        config: quinn_proto::ClientConfig,
+        remote: SocketAddr,
+        server_name: &str,
+    ) -> Result<Rc<ConnShared>, quinn_proto::ConnectError> {
+        let mut guard = self.inner.borrow_mut();
+        let inner = &mut *guard;
+        let (handle, conn) = inner
+            .endpoint
+            .connect(Instant::now(), config, remote, server_name)?;
+        ShardStats::add(&self.stats.connections_initiated, 1);
+        Ok(self.insert(inner, handle, conn))
+    }
+
+    /// Close one connection from the application.
+    pub fn close(&self, shared: &ConnShared, code: VarInt, reason: Bytes) {
+        let mut guard = self.inner.borrow_mut();
+        let inner = &mut *guard;
+        if let Some(entry) = inner.conns.get_mut(&shared.handle) {
+            if entry.shared.id == shared.id {
+                entry.conn.close(Instant::now(), code, reason);
+                entry.shared.fail(ConnectionError::LocallyClosed);
+                entry.wake_everyone();
+                self.touch(inner, shared.handle);
+            }
+        }
+    }
+
+    /// Stop accepting and close every connection with the shutdown code.
+    pub fn begin_shutdown(&self, deadline: Instant) {
+        let mut guard = self.inner.borrow_mut();
+        let inner = &mut *guard;
+        if inner.shutting_down {
+            return;
+        }
+        inner.shutting_down = true;
+        inner.shutdown_deadline = Some(deadline);
+        wake_all(&mut inner.accept_waiters);
+        wake_all(&mut inner.shutdown_waiters);
+        let now = Instant::now();
+        let handles: Vec<_> = inner.conns.keys().copied().collect();
+        for handle in handles {
+            if let Some(entry) = inner.conns.get_mut(&handle) {
+                entry
+                    .conn
+                    .close(now, self.close_code, self.close_reason.clone());
+                entry.shared.fail(ConnectionError::LocallyClosed);
+                entry.wake_everyone();
+            }
+            self.touch(inner, handle);
+        }
+        debug!(
+            shard = self.index,
+            connections = inner.conns.len(),
+            "shutting down"
+        );
+    }
+
+    /// Shutdown is complete: every connection has sent its close and drained,
+    /// or the deadline has passed.
+    pub fn shutdown_complete(&self, now: Instant) -> bool {
+        let inner = self.inner.borrow();
+        inner.shutting_down
+            && (inner.conns.is_empty() || inner.shutdown_deadline.is_some_and(|d| now >= d))
+    }
+}
+
+fn udp_transmit<'a>(t: &quinn_proto::Transmit, contents: &'a [u8]) -> quinn_udp::Transmit<'a> {
+    quinn_udp::Transmit {
+        destination: t.destination,
+        ecn: t.ecn.map(|e| match e {
+            EcnCodepoint::Ect0 => quinn_udp::EcnCodepoint::Ect0,
+            EcnCodepoint::Ect1 => quinn_udp::EcnCodepoint::Ect1,
+            EcnCodepoint::Ce => quinn_udp::EcnCodepoint::Ce,
+        }),
+        contents: &contents[..t.size],
+        segment_size: t.segment_size,
+        src_ip: t.src_ip,
+    }
+}

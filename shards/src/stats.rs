@@ -1,0 +1,102 @@
+//! Counters. Each shard writes its own with relaxed atomics (one writer, so
+//! no contention); any thread may read a snapshot.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+macro_rules! shard_counters {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        /// Live counters of one shard.
+        #[derive(Debug, Default)]
+        pub struct ShardStats { $($(#[$doc])* pub $name: AtomicU64,)* }
+
+        /// A point-in-time copy of [`ShardStats`].
+        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+        pub struct ShardStatsSnapshot { $($(#[$doc])* pub $name: u64,)* }
+
+        impl ShardStats {
+            pub fn snapshot(&self) -> ShardStatsSnapshot {
+                ShardStatsSnapshot { $($name: self.$name.load(Ordering::Relaxed),)* }
+            }
+        }
+    };
+}
+
+shard_counters! {
+    /// Connections accepted from clients since start.
+    connections_accepted,
+    /// Connections this shard opened as a client since start.
+    connections_initiated,
+    /// Connections currently held (handshaking, open or draining).
+    connections_open,
+    /// Incoming connections refused (shutting down, or over a limit).
+    connections_refused,
+    /// UDP datagrams received on this shard's socket.
+    datagrams_received,
+    /// Bytes of those datagrams.
+    bytes_received,
+    /// UDP datagrams sent (GSO segments counted one by one).
+    datagrams_sent,
+    /// Bytes of those datagrams.
+    bytes_sent,
+    /// Send syscalls made (fewer than datagrams when GSO batches).
+    send_calls,
+    /// Datagrams that arrived here but belong to another shard's connection
+    /// and were forwarded over the mesh.
+    datagrams_forwarded_out,
+    /// Datagrams that another shard forwarded here.
+    datagrams_forwarded_in,
+    /// Application mesh messages received.
+    mesh_messages_received,
+}
+
+impl ShardStats {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        // One writer per counter: a load and a store are enough, and cheaper
+        // than a locked read-modify-write.
+        counter.store(counter.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn sub(counter: &AtomicU64, n: u64) {
+        counter.store(
+            counter.load(Ordering::Relaxed).saturating_sub(n),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+/// Per-connection figures from the QUIC stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionStats {
+    /// Smoothed round-trip time.
+    pub rtt: Duration,
+    /// Congestion window in bytes.
+    pub cwnd: u64,
+    /// Packets declared lost.
+    pub lost_packets: u64,
+    /// Packets sent.
+    pub sent_packets: u64,
+    /// UDP datagrams and bytes sent and received on this connection.
+    pub datagrams_sent: u64,
+    pub bytes_sent: u64,
+    pub datagrams_received: u64,
+    pub bytes_received: u64,
+    /// Current path MTU.
+    pub mtu: u16,
+}
+
+impl From<quinn_proto::ConnectionStats> for ConnectionStats {
+    fn from(s: quinn_proto::ConnectionStats) -> Self {
+        Self {
+            rtt: s.path.rtt,
+            cwnd: s.path.cwnd,
+            lost_packets: s.path.lost_packets,
+            sent_packets: s.path.sent_packets,
+            datagrams_sent: s.udp_tx.datagrams,
+            bytes_sent: s.udp_tx.bytes,
+            datagrams_received: s.udp_rx.datagrams,
+            bytes_received: s.udp_rx.bytes,
+            mtu: s.path.current_mtu,
+        }
+    }
+}
