@@ -1,1 +1,3 @@
 //! qumo: a thread-per-core Media over QUIC relay.
+
+pub mod tls;
