@@ -1,1 +1,12 @@
 //! qumo: a thread-per-core Media over QUIC relay.
+
+pub mod config;
+pub mod logging;
+pub mod relay;
+pub mod tls;
+
+/// ALPN protocols the relay offers, newest first: rustls picks the first
+/// protocol in the server's list that the client also offers, so this order
+/// makes a client that speaks several versions get the newest. `h3` is for
+/// WebTransport (HTTP/3) clients.
+pub const ALPN_PROTOCOLS: &[&[u8]] = &[b"moq-lite-06", b"moq-lite-05", b"moq-lite-04", b"h3"];

@@ -1,1 +1,163 @@
-fn main() {}
+//! `qumo-relay`: load the configuration, set up logging and TLS, run the relay.
+//!
+//! Exit codes (`sysexits.h`):
+//!
+//! | code | when |
+//! |------|------|
+//! | 0    | clean shutdown, `--help`, `--version` |
+//! | 1    | the relay failed after start-up |
+//! | 64   | bad command line (`EX_USAGE`) |
+//! | 66   | config, certificate or key file missing or unreadable (`EX_NOINPUT`) |
+//! | 78   | invalid configuration, unusable certificate or key, bad `RUST_LOG` (`EX_CONFIG`) |
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use qumo::config::{Config, EX_CONFIG};
+
+const DEFAULT_CONFIG: &str = "configs/config.yaml";
+const EX_USAGE: u8 = 64;
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Command {
+    Run { config: PathBuf },
+    Help,
+    Version,
+}
+
+fn usage() -> String {
+    format!(
+        "Usage: qumo-relay [--config|-c PATH]\n\
+         \n\
+         A thread-per-core Media over QUIC relay.\n\
+         \n\
+         Options:\n  \
+           -c, --config PATH   configuration file (default: {DEFAULT_CONFIG})\n  \
+           -h, --help          print this help\n  \
+           -V, --version       print the version\n\
+         \n\
+         RUST_LOG, when set, overrides logging.level.\n\
+         Exit codes: 0 ok, 1 relay failure, 64 bad usage, 66 missing input file, 78 bad configuration.\n"
+    )
+}
+
+/// Hand-parsed: four options do not justify an argument-parsing crate.
+fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
+    let mut config = None;
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "-V" | "--version" => return Ok(Command::Version),
+            "-c" | "--config" => {
+                let path = args.next().ok_or_else(|| format!("{arg} needs a path"))?;
+                config = Some(PathBuf::from(path));
+            }
+            _ => match arg.strip_prefix("--config=") {
+                Some(path) => config = Some(PathBuf::from(path)),
+                None => return Err(format!("unexpected argument {arg:?}")),
+            },
+        }
+    }
+    Ok(Command::Run {
+        config: config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG)),
+    })
+}
+
+fn fail(message: impl std::fmt::Display, code: i32) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+fn main() -> ExitCode {
+    let config_path = match parse_args(std::env::args().skip(1)) {
+        Ok(Command::Run { config }) => config,
+        Ok(Command::Help) => {
+            print!("{}", usage());
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Version) => {
+            println!("qumo-relay {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprint!("error: {message}\n\n{}", usage());
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let file = config_path.display().to_string();
+
+    let config = match Config::load(&config_path) {
+        Ok(config) => config,
+        Err(e) => return fail(&e, e.exit_code()),
+    };
+    if let Err(e) = qumo::logging::init(&config.logging.level) {
+        return fail(e, EX_CONFIG);
+    }
+    tracing::info!(config = %file, version = env!("CARGO_PKG_VERSION"), "qumo-relay starting");
+
+    let alpn = qumo::ALPN_PROTOCOLS.iter().map(|p| p.to_vec()).collect();
+    let tls = match config.server_tls(&file, alpn) {
+        Ok(tls) => tls,
+        Err(e) => return fail(&e, e.exit_code()),
+    };
+    let runtime_config = config.runtime_config(tls.config);
+    tracing::debug!(?runtime_config, "runtime configuration");
+
+    match qumo::relay::run(&config, runtime_config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e, 1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn no_arguments_run_the_default_config() {
+        assert_eq!(
+            parse_args(args(&[])),
+            Ok(Command::Run {
+                config: PathBuf::from(DEFAULT_CONFIG)
+            })
+        );
+    }
+
+    #[test]
+    fn config_path_is_taken_in_all_three_spellings() {
+        for list in [
+            &["-c", "x.yaml"][..],
+            &["--config", "x.yaml"],
+            &["--config=x.yaml"],
+        ] {
+            assert_eq!(
+                parse_args(args(list)),
+                Ok(Command::Run {
+                    config: PathBuf::from("x.yaml")
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn config_flag_without_a_path_is_a_usage_error() {
+        assert!(parse_args(args(&["--config"])).is_err());
+    }
+
+    #[test]
+    fn unknown_argument_is_a_usage_error() {
+        assert!(parse_args(args(&["--frobnicate"])).is_err());
+    }
+
+    #[test]
+    fn help_and_version_win_over_other_arguments() {
+        assert_eq!(parse_args(args(&["-c", "x", "--help"])), Ok(Command::Help));
+        assert_eq!(parse_args(args(&["-V"])), Ok(Command::Version));
+    }
+}

@@ -1,0 +1,883 @@
+//! The relay's configuration: a YAML file, every key optional.
+//!
+//! Parsing is strict: every section denies unknown keys, so a misspelt key is
+//! an error rather than a silently ignored setting. After parsing,
+//! validation checks ranges and the relations between keys, so a
+//! [`Config`] returned by [`Config::load`] or [`Config::from_yaml_str`] is
+//! always usable as it is.
+//!
+//! Durations are humantime strings (`"2s"`, `"500ms"`, `"1m 30s"`). Byte sizes
+//! are integers or strings with a binary unit (`"8 MiB"`, `"64KiB"`, `"1GiB"`).
+//!
+//! # Exit codes
+//!
+//! [`ConfigError::exit_code`] maps each class of error to a `sysexits.h` code:
+//!
+//! | code | name          | when |
+//! |------|---------------|------|
+//! | 66   | `EX_NOINPUT`  | the config file, or the certificate or key file it names, is missing or unreadable |
+//! | 78   | `EX_CONFIG`   | invalid content: YAML syntax, unknown key, bad or out-of-range value, a certificate or key that cannot be used, an invalid `RUST_LOG` |
+//!
+//! The binary adds 64 (`EX_USAGE`) for a bad command line and 1 for a relay
+//! that fails after start-up.
+
+use std::fmt;
+use std::net::{Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::tls::{CertificateSource, PemFile, TlsError};
+
+/// `sysexits.h` `EX_NOINPUT`: an input file did not exist or was not readable.
+pub const EX_NOINPUT: i32 = 66;
+/// `sysexits.h` `EX_CONFIG`: something was found in an unconfigured or
+/// misconfigured state.
+pub const EX_CONFIG: i32 = 78;
+
+/// Largest shard count: the shard index rides in one byte of every
+/// connection id.
+pub const MAX_SHARDS: usize = 255;
+
+/// Largest value of a QUIC variable-length integer (RFC 9000, 16).
+const VARINT_MAX: u64 = (1 << 62) - 1;
+
+/// The whole configuration file. Every key has a default; an empty file is a
+/// valid configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Sockets and threads.
+    pub server: ServerConfig,
+    /// The server certificate.
+    pub tls: TlsConfig,
+    /// QUIC transport limits, per connection.
+    pub quic: QuicConfig,
+    /// MoQ relay behaviour and limits.
+    pub relay: RelayConfig,
+    /// Log output.
+    pub logging: LoggingConfig,
+}
+
+/// `server.*`: sockets and threads.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// UDP address every shard binds with `SO_REUSEPORT`.
+    pub address: SocketAddr,
+    /// Number of shards (threads); 0 means one per available core. At most
+    /// [`MAX_SHARDS`].
+    pub shards: usize,
+    /// Pin shard K to the K-th available core.
+    pub pin_cores: bool,
+    /// How packets find the shard that owns their connection.
+    pub steering: SteeringMode,
+    /// Batch outgoing packets with UDP GSO where the kernel supports it.
+    pub gso: bool,
+    /// `SO_SNDBUF` / `SO_RCVBUF` asked for each shard socket. 1 ..= `i32::MAX`
+    /// (the kernel takes an `int`).
+    #[serde(deserialize_with = "de::bytes")]
+    pub socket_buffer_bytes: u64,
+    /// How long graceful shutdown may take before connections are dropped.
+    #[serde(deserialize_with = "de::duration")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            address: SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 4433),
+            shards: 0,
+            pin_cores: true,
+            steering: SteeringMode::Bpf,
+            gso: true,
+            socket_buffer_bytes: 8 * MIB,
+            shutdown_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// `server.steering`, mirrored from [`qumo_shards::Steering`] so that the
+/// runtime crate needs no serde.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SteeringMode {
+    /// `bpf`: a BPF program steers packets by connection id.
+    Bpf,
+    /// `forward-only`: no BPF; misdelivered packets cross the mesh.
+    ForwardOnly,
+}
+
+impl From<SteeringMode> for qumo_shards::Steering {
+    fn from(mode: SteeringMode) -> Self {
+        match mode {
+            SteeringMode::Bpf => qumo_shards::Steering::Bpf,
+            SteeringMode::ForwardOnly => qumo_shards::Steering::ForwardOnly,
+        }
+    }
+}
+
+/// `tls.*`: either PEM files or a generated certificate, never both.
+///
+/// Invariant (checked when the file is loaded): exactly one of the two forms
+/// is set, so [`TlsConfig::source`] always has an answer.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first. Needs `key_file`.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of the leaf certificate. Needs `cert_file`.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Names (DNS names or IP addresses) for a self-signed certificate
+    /// generated at start-up.
+    #[serde(default)]
+    pub generate: Option<Vec<String>>,
+}
+
+/// The `tls` section when the file has none: a certificate for `localhost`,
+/// so that the default configuration runs with no setup. A `tls` section that
+/// is present starts from nothing, so setting `cert_file` does not collide
+/// with this default.
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            cert_file: None,
+            key_file: None,
+            generate: Some(vec!["localhost".to_string()]),
+        }
+    }
+}
+
+impl TlsConfig {
+    /// Where the certificate comes from. `None` only for a configuration that
+    /// validation refuses.
+    pub fn source(&self) -> Option<CertificateSource> {
+        match (&self.cert_file, &self.key_file, &self.generate) {
+            (Some(cert_file), Some(key_file), None) => Some(CertificateSource::Files {
+                cert_file: cert_file.clone(),
+                key_file: key_file.clone(),
+            }),
+            (None, None, Some(names)) => Some(CertificateSource::Generate {
+                names: names.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// `quic.*`: transport limits applied to every connection.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuicConfig {
+    /// Close a connection after this long without traffic. > 0.
+    #[serde(deserialize_with = "de::duration")]
+    pub idle_timeout: Duration,
+    /// Send a PING after this much silence; `None` (YAML `null` or `"off"`)
+    /// disables it. Shorter than `idle_timeout`.
+    #[serde(deserialize_with = "de::optional_duration")]
+    pub keep_alive: Option<Duration>,
+    /// Bidirectional streams a peer may have open at once. 1 ..= `u32::MAX`.
+    pub max_concurrent_bidi_streams: u32,
+    /// Unidirectional streams a peer may have open at once. 1 ..= `u32::MAX`.
+    pub max_concurrent_uni_streams: u32,
+    /// Bytes a peer may send on one stream ahead of our reads. 1 ..= `u32::MAX`.
+    #[serde(deserialize_with = "de::bytes")]
+    pub stream_receive_window: u64,
+    /// Bytes a peer may send on all streams ahead of our reads. 1 ..= `u32::MAX`.
+    #[serde(deserialize_with = "de::bytes")]
+    pub receive_window: u64,
+    /// Bytes buffered for sending per connection. 1 ..= 2^62 - 1.
+    #[serde(deserialize_with = "de::bytes")]
+    pub send_window: u64,
+    /// Incoming datagram bytes queued per connection; 0 disables datagrams.
+    #[serde(deserialize_with = "de::bytes")]
+    pub datagram_receive_buffer: u64,
+}
+
+impl Default for QuicConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(30),
+            keep_alive: Some(Duration::from_secs(10)),
+            max_concurrent_bidi_streams: 256,
+            max_concurrent_uni_streams: 1024,
+            stream_receive_window: MIB,
+            receive_window: 16 * MIB,
+            send_window: 16 * MIB,
+            datagram_receive_buffer: MIB,
+        }
+    }
+}
+
+/// `relay.*`: MoQ relay behaviour and the limits that keep one client from
+/// taking the whole relay.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelayConfig {
+    /// Newest groups kept per track for late joiners. >= 1.
+    pub group_cache_size: usize,
+    /// Sessions open at once, whole relay. >= 1.
+    pub max_sessions: usize,
+    /// Subscriptions one session may hold. >= 1.
+    pub max_subscriptions_per_session: usize,
+    /// Longest announce prefix accepted, in bytes. >= 1.
+    pub max_announce_prefix_len: usize,
+    /// Largest frame accepted, in bytes. 1 ..= `max_cached_bytes_per_track`.
+    #[serde(deserialize_with = "de::bytes")]
+    pub max_frame_size: u64,
+    /// Cached bytes per track; the oldest groups are dropped beyond it. >= 1.
+    #[serde(deserialize_with = "de::bytes")]
+    pub max_cached_bytes_per_track: u64,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            group_cache_size: 3,
+            max_sessions: 10_000,
+            max_subscriptions_per_session: 1024,
+            max_announce_prefix_len: 1024,
+            max_frame_size: 4 * MIB,
+            max_cached_bytes_per_track: 64 * MIB,
+        }
+    }
+}
+
+/// `logging.*`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoggingConfig {
+    /// A `tracing` filter (`info`, `debug`, `qumo=debug,info`, ...). The
+    /// `RUST_LOG` environment variable, when set, replaces it.
+    pub level: String,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_string(),
+        }
+    }
+}
+
+const MIB: u64 = 1024 * 1024;
+
+/// Why a configuration was refused. Every message names the file and, where
+/// there is one, the dotted key (`server.address`) and the reason.
+///
+/// See the [module documentation](self) for the exit code of each class.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The configuration file is missing or unreadable.
+    #[error("{file}: cannot read the configuration file: {source}")]
+    Io {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid YAML.
+    #[error("{file}: YAML syntax error{}: {reason}", at(*location))]
+    Syntax {
+        file: String,
+        reason: String,
+        location: Option<(usize, usize)>,
+    },
+    /// A key that no section knows (usually a typo).
+    #[error("{file}: {key}: unknown key{}: {reason}", at(*location))]
+    UnknownKey {
+        file: String,
+        key: String,
+        reason: String,
+        location: Option<(usize, usize)>,
+    },
+    /// A value of the wrong type, out of range, or inconsistent with another.
+    #[error("{file}: {key}: bad value{}: {reason}", at(*location))]
+    BadValue {
+        file: String,
+        key: String,
+        reason: String,
+        location: Option<(usize, usize)>,
+    },
+    /// The certificate or key file named by `key` is missing or unreadable.
+    #[error("{file}: {key}: cannot read {}: {source}", path.display())]
+    CertificateUnreadable {
+        file: String,
+        key: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The certificate or key file exists but cannot be used.
+    #[error("{file}: {key}: {reason}")]
+    CertificateInvalid {
+        file: String,
+        key: &'static str,
+        reason: String,
+    },
+}
+
+/// `" at line L column C"`, or nothing when the location is unknown.
+fn at(location: Option<(usize, usize)>) -> String {
+    match location {
+        Some((line, column)) => format!(" at line {line} column {column}"),
+        None => String::new(),
+    }
+}
+
+impl ConfigError {
+    /// The process exit code for this error: [`EX_NOINPUT`] (66) when an
+    /// input file is missing or unreadable, [`EX_CONFIG`] (78) otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ConfigError::Io { .. } | ConfigError::CertificateUnreadable { .. } => EX_NOINPUT,
+            ConfigError::Syntax { .. }
+            | ConfigError::UnknownKey { .. }
+            | ConfigError::BadValue { .. }
+            | ConfigError::CertificateInvalid { .. } => EX_CONFIG,
+        }
+    }
+
+    /// Attribute a TLS set-up failure to the configuration file and key that
+    /// caused it.
+    pub fn from_tls(file: impl fmt::Display, error: TlsError) -> Self {
+        let file = file.to_string();
+        let key_of = |which| match which {
+            PemFile::Certificate => "tls.cert_file",
+            PemFile::PrivateKey => "tls.key_file",
+        };
+        match error {
+            TlsError::Read {
+                which,
+                path,
+                source,
+            } => ConfigError::CertificateUnreadable {
+                file,
+                key: key_of(which),
+                path,
+                source,
+            },
+            TlsError::Parse { which, .. } => ConfigError::CertificateInvalid {
+                file,
+                key: key_of(which),
+                reason: error.to_string(),
+            },
+            TlsError::Pair { .. } => ConfigError::CertificateInvalid {
+                file,
+                key: "tls.key_file",
+                reason: error.to_string(),
+            },
+            TlsError::Generate { .. } => ConfigError::CertificateInvalid {
+                file,
+                key: "tls.generate",
+                reason: error.to_string(),
+            },
+            TlsError::Rustls(_) => ConfigError::CertificateInvalid {
+                file,
+                key: "tls",
+                reason: error.to_string(),
+            },
+        }
+    }
+}
+
+impl Config {
+    /// Read, parse and validate the configuration file at `path`.
+    pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
+        let path = path.as_ref();
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            file: file.clone(),
+            source,
+        })?;
+        Self::from_yaml_str(&text, &file)
+    }
+
+    /// Parse and validate YAML text; `file` only names the source in errors.
+    pub fn from_yaml_str(text: &str, file: &str) -> Result<Config, ConfigError> {
+        // Parse as plain YAML first: a failure here is a syntax error, which
+        // the typed pass below could not tell apart from a bad value.
+        let value: serde_yaml::Value =
+            serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax {
+                file: file.to_string(),
+                location: location(&e),
+                reason: strip_location(e.to_string(), &e),
+            })?;
+        // An empty file (or one holding only comments) is all defaults.
+        if value.is_null() {
+            return Ok(Config::default());
+        }
+        let config: Config =
+            serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text))
+                .map_err(|e| classify(file, e))?;
+        config
+            .validate()
+            .map_err(|(key, reason)| ConfigError::BadValue {
+                file: file.to_string(),
+                key: key.to_string(),
+                reason,
+                location: None,
+            })?;
+        Ok(config)
+    }
+
+    /// Check ranges and relations between keys. On failure, returns the dotted
+    /// key and the reason.
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        fn check(
+            ok: bool,
+            key: &'static str,
+            reason: impl FnOnce() -> String,
+        ) -> Result<(), (&'static str, String)> {
+            if ok {
+                Ok(())
+            } else {
+                Err((key, reason()))
+            }
+        }
+        let u32_max = u64::from(u32::MAX);
+
+        let s = &self.server;
+        check(s.shards <= MAX_SHARDS, "server.shards", || {
+            format!(
+                "{} is too many: at most {MAX_SHARDS} (the shard index is one byte of the connection id); 0 means one per core",
+                s.shards
+            )
+        })?;
+        check(
+            (1..=i32::MAX as u64).contains(&s.socket_buffer_bytes),
+            "server.socket_buffer_bytes",
+            || {
+                format!(
+                    "{} is out of range 1 ..= {}",
+                    s.socket_buffer_bytes,
+                    i32::MAX
+                )
+            },
+        )?;
+
+        self.validate_tls()?;
+
+        let q = &self.quic;
+        check(!q.idle_timeout.is_zero(), "quic.idle_timeout", || {
+            "must be greater than zero".into()
+        })?;
+        check(
+            q.idle_timeout.as_millis() <= u128::from(VARINT_MAX),
+            "quic.idle_timeout",
+            || "too long: QUIC carries it as a variable-length integer of milliseconds".into(),
+        )?;
+        if let Some(keep_alive) = q.keep_alive {
+            check(!keep_alive.is_zero(), "quic.keep_alive", || {
+                "must be greater than zero; use \"off\" or null to disable keep-alive".into()
+            })?;
+            check(keep_alive < q.idle_timeout, "quic.keep_alive", || {
+                format!(
+                    "{} must be shorter than quic.idle_timeout ({}), or the connection times out between PINGs",
+                    humantime::format_duration(keep_alive),
+                    humantime::format_duration(q.idle_timeout)
+                )
+            })?;
+        }
+        check(
+            q.max_concurrent_bidi_streams >= 1,
+            "quic.max_concurrent_bidi_streams",
+            || {
+                "must be at least 1: MoQ sessions and subscriptions use bidirectional streams"
+                    .into()
+            },
+        )?;
+        check(
+            q.max_concurrent_uni_streams >= 1,
+            "quic.max_concurrent_uni_streams",
+            || "must be at least 1: MoQ groups travel on unidirectional streams".into(),
+        )?;
+        for (key, value) in [
+            ("quic.stream_receive_window", q.stream_receive_window),
+            ("quic.receive_window", q.receive_window),
+        ] {
+            check((1..=u32_max).contains(&value), key, || {
+                format!("{value} is out of range 1 ..= {u32_max}")
+            })?;
+        }
+        check(
+            (1..=VARINT_MAX).contains(&q.send_window),
+            "quic.send_window",
+            || format!("{} is out of range 1 ..= {VARINT_MAX}", q.send_window),
+        )?;
+        check(
+            usize::try_from(q.datagram_receive_buffer).is_ok(),
+            "quic.datagram_receive_buffer",
+            || format!("{} does not fit in memory", q.datagram_receive_buffer),
+        )?;
+
+        let r = &self.relay;
+        for (key, value) in [
+            ("relay.group_cache_size", r.group_cache_size),
+            ("relay.max_sessions", r.max_sessions),
+            (
+                "relay.max_subscriptions_per_session",
+                r.max_subscriptions_per_session,
+            ),
+            ("relay.max_announce_prefix_len", r.max_announce_prefix_len),
+        ] {
+            check(value >= 1, key, || "must be at least 1".into())?;
+        }
+        check(
+            r.max_cached_bytes_per_track >= 1,
+            "relay.max_cached_bytes_per_track",
+            || "must be at least 1".into(),
+        )?;
+        check(
+            (1..=r.max_cached_bytes_per_track).contains(&r.max_frame_size),
+            "relay.max_frame_size",
+            || {
+                format!(
+                    "{} is out of range 1 ..= relay.max_cached_bytes_per_track ({}): the cache must hold at least one frame",
+                    r.max_frame_size, r.max_cached_bytes_per_track
+                )
+            },
+        )?;
+        for (key, value) in [
+            ("relay.max_frame_size", r.max_frame_size),
+            (
+                "relay.max_cached_bytes_per_track",
+                r.max_cached_bytes_per_track,
+            ),
+        ] {
+            check(usize::try_from(value).is_ok(), key, || {
+                format!("{value} does not fit in memory")
+            })?;
+        }
+
+        tracing_subscriber::EnvFilter::try_new(&self.logging.level)
+            .map(|_| ())
+            .map_err(|e| {
+                (
+                    "logging.level",
+                    format!(
+                        "{:?} is not a valid tracing filter: {e}",
+                        self.logging.level
+                    ),
+                )
+            })
+    }
+
+    fn validate_tls(&self) -> Result<(), (&'static str, String)> {
+        let t = &self.tls;
+        let files = t.cert_file.is_some() || t.key_file.is_some();
+        match (&t.generate, files) {
+            (Some(_), true) => Err((
+                "tls",
+                "set either tls.generate or tls.cert_file and tls.key_file, not both".into(),
+            )),
+            (None, false) => Err((
+                "tls",
+                "set either tls.generate (a self-signed certificate) or tls.cert_file and tls.key_file"
+                    .into(),
+            )),
+            (Some(names), false) => {
+                if names.is_empty() {
+                    return Err((
+                        "tls.generate",
+                        "must list at least one name (e.g. [localhost])".into(),
+                    ));
+                }
+                match names.iter().find(|n| !is_certificate_name(n)) {
+                    Some(bad) => Err((
+                        "tls.generate",
+                        format!("{bad:?} is neither an IP address nor a DNS name"),
+                    )),
+                    None => Ok(()),
+                }
+            }
+            (None, true) => {
+                let cert = t.cert_file.as_deref().unwrap_or(Path::new(""));
+                let key = t.key_file.as_deref().unwrap_or(Path::new(""));
+                if cert.as_os_str().is_empty() {
+                    Err(("tls.cert_file", "missing or empty; tls.key_file needs it".into()))
+                } else if key.as_os_str().is_empty() {
+                    Err(("tls.key_file", "missing or empty; tls.cert_file needs it".into()))
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// The shard count to run: `server.shards`, or one per available core
+    /// when it is 0, never more than [`MAX_SHARDS`] and never less than 1.
+    pub fn effective_shards(&self) -> usize {
+        let shards = match self.server.shards {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        shards.clamp(1, MAX_SHARDS)
+    }
+
+    /// The certificate source. `None` only for a configuration that
+    /// validation refuses, which `load` never returns.
+    pub fn certificate_source(&self) -> Option<CertificateSource> {
+        self.tls.source()
+    }
+
+    /// Build server TLS for this configuration, attributing failures to
+    /// `file` and the `tls.*` key at fault.
+    pub fn server_tls(
+        &self,
+        file: &str,
+        alpn: Vec<Vec<u8>>,
+    ) -> Result<crate::tls::ServerTls, ConfigError> {
+        let source = self.tls.source().ok_or_else(|| {
+            // Unreachable for a validated config; report it rather than panic.
+            let (key, reason) = self
+                .validate_tls()
+                .err()
+                .unwrap_or(("tls", "no certificate configured".into()));
+            ConfigError::BadValue {
+                file: file.to_string(),
+                key: key.to_string(),
+                reason,
+                location: None,
+            }
+        })?;
+        crate::tls::server_tls(&source, alpn).map_err(|e| ConfigError::from_tls(file, e))
+    }
+
+    /// The runtime's view of this configuration. Values were range-checked when
+    /// the file was loaded; conversions saturate rather than panic should an
+    /// unvalidated config get here.
+    pub fn runtime_config(
+        &self,
+        server_tls: Arc<rustls::ServerConfig>,
+    ) -> qumo_shards::RuntimeConfig {
+        let s = &self.server;
+        let q = &self.quic;
+        let to_u32 = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+        let to_usize = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        qumo_shards::RuntimeConfig {
+            listen: s.address,
+            shards: self.effective_shards(),
+            pin_cores: s.pin_cores,
+            steering: s.steering.into(),
+            gso: s.gso,
+            socket_buffer_bytes: to_usize(s.socket_buffer_bytes),
+            shutdown_timeout: s.shutdown_timeout,
+            quic: qumo_shards::QuicLimits {
+                idle_timeout: q.idle_timeout,
+                keep_alive: q.keep_alive,
+                max_concurrent_bidi_streams: q.max_concurrent_bidi_streams,
+                max_concurrent_uni_streams: q.max_concurrent_uni_streams,
+                stream_receive_window: to_u32(q.stream_receive_window),
+                receive_window: to_u32(q.receive_window),
+                send_window: q.send_window,
+                datagram_receive_buffer: match q.datagram_receive_buffer {
+                    0 => None,
+                    n => Some(to_usize(n)),
+                },
+            },
+            server_tls: Some(server_tls),
+        }
+    }
+}
+
+/// An IP address, or a DNS name made of letters, digits, `-`, `.` and a
+/// leading `*.` wildcard. Checked here because rcgen accepts any ASCII, and a
+/// certificate for a name no client can ask for would only fail later.
+fn is_certificate_name(name: &str) -> bool {
+    if name.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    let host = name.strip_prefix("*.").unwrap_or(name);
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+/// Line and column (1-based) of a YAML error.
+fn location(e: &serde_yaml::Error) -> Option<(usize, usize)> {
+    e.location().map(|l| (l.line(), l.column()))
+}
+
+/// serde_yaml and libyaml put `" at line L column C"` into their messages;
+/// the location is reported separately, so drop it.
+fn strip_location(message: String, e: &serde_yaml::Error) -> String {
+    match e.location() {
+        Some(l) => message.replacen(
+            &format!(" at line {} column {}", l.line(), l.column()),
+            "",
+            1,
+        ),
+        None => message,
+    }
+}
+
+/// Sort a typed-parse failure into unknown key or bad value, keyed by the
+/// dotted path serde_path_to_error recorded.
+fn classify(file: &str, e: serde_path_to_error::Error<serde_yaml::Error>) -> ConfigError {
+    let path = e.path().to_string();
+    let key = if path == "." {
+        "(top level)".to_string()
+    } else {
+        path.clone()
+    };
+    let inner = e.into_inner();
+    let location = location(&inner);
+    let mut reason = strip_location(inner.to_string(), &inner);
+    // serde_yaml prefixes its own path (for an unknown key, the parent's);
+    // ours is already in `key`.
+    if let Some((prefix, rest)) = reason.split_once(": ") {
+        let parent_or_self = path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']));
+        if parent_or_self {
+            reason = rest.to_string();
+        }
+    }
+    if let Some(rest) = reason.strip_prefix("unknown field ") {
+        // "`adress`, expected one of `address`, ..." -> "expected one of ..."
+        let expected = rest.split_once(", ").map_or("", |(_, e)| e);
+        ConfigError::UnknownKey {
+            file: file.to_string(),
+            key,
+            reason: if expected.is_empty() {
+                "this section takes no keys".to_string()
+            } else {
+                expected.to_string()
+            },
+            location,
+        }
+    } else {
+        ConfigError::BadValue {
+            file: file.to_string(),
+            key,
+            reason,
+            location,
+        }
+    }
+}
+
+/// Deserializers for the value syntaxes serde does not know.
+mod de {
+    use std::fmt;
+    use std::time::Duration;
+
+    use serde::de::{self, Deserializer, Visitor};
+
+    /// A humantime duration string.
+    pub(super) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        d.deserialize_str(DurationVisitor)
+    }
+
+    /// A duration, or `null` / `"off"` for none.
+    pub(super) fn optional_duration<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        d.deserialize_option(OptionalDurationVisitor)
+    }
+
+    /// A byte count: an integer, or a string such as `"8 MiB"`.
+    pub(super) fn bytes<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        d.deserialize_any(BytesVisitor)
+    }
+
+    struct DurationVisitor;
+
+    impl Visitor<'_> for DurationVisitor {
+        type Value = Duration;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a duration such as \"10s\" or \"500ms\"")
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
+            humantime::parse_duration(v)
+                .map_err(|e| E::custom(format!("{v:?} is not a duration such as \"10s\": {e}")))
+        }
+    }
+
+    struct OptionalDurationVisitor;
+
+    impl<'de> Visitor<'de> for OptionalDurationVisitor {
+        type Value = Option<Duration>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a duration such as \"10s\", or \"off\" or null")
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_str(self)
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            if v == "off" {
+                Ok(None)
+            } else {
+                DurationVisitor.visit_str(v).map(Some)
+            }
+        }
+    }
+
+    struct BytesVisitor;
+
+    impl Visitor<'_> for BytesVisitor {
+        type Value = u64;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a byte count: an integer, or a string such as \"8 MiB\"")
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
+            Ok(v)
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
+            u64::try_from(v).map_err(|_| E::custom(format!("{v} is negative")))
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<u64, E> {
+            parse_bytes(v).ok_or_else(|| {
+                E::custom(format!(
+                    "{v:?} is not a byte count such as 1048576, \"64 KiB\", \"8 MiB\" or \"1 GiB\""
+                ))
+            })
+        }
+    }
+
+    /// `"<integer> [B|KiB|MiB|GiB]"`, binary units only: decimal `MB` is a
+    /// common mistake for `MiB`, so it is refused rather than guessed.
+    pub(super) fn parse_bytes(text: &str) -> Option<u64> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (digits, unit) = text.split_at(split);
+        let number: u64 = digits.parse().ok()?;
+        let multiplier: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            _ => return None,
+        };
+        number.checked_mul(multiplier)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,189 @@
+//! The real binary, started with bad configuration files: each class of
+//! error exits with its documented code, and stderr names the file, the key
+//! and the reason.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+const EX_NOINPUT: i32 = 66;
+const EX_CONFIG: i32 = 78;
+
+struct Outcome {
+    code: Option<i32>,
+    stderr: String,
+}
+
+fn run_with_config(path: &Path) -> Outcome {
+    let output = Command::new(env!("CARGO_BIN_EXE_qumo-relay"))
+        .arg("--config")
+        .arg(path)
+        // The file's logging.level must decide, not the developer's shell.
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the binary starts");
+    Outcome {
+        code: output.status.code(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Write `text` as `config.yaml` in a fresh directory; keep the directory
+/// alive for as long as the path is used.
+fn config_file(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
+/// The single `error: ...` line, which must name the config file.
+fn error_line(outcome: &Outcome, file: &Path) -> String {
+    let line = outcome
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line in {:?}", outcome.stderr))
+        .to_string();
+    assert!(
+        line.contains(&file.display().to_string()),
+        "names the file: {line}"
+    );
+    line
+}
+
+#[test]
+fn missing_config_file_exits_66_and_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("absent.yaml");
+    let outcome = run_with_config(&path);
+    assert_eq!(outcome.code, Some(EX_NOINPUT), "{}", outcome.stderr);
+    let line = error_line(&outcome, &path);
+    assert!(line.contains("cannot read"), "{line}");
+}
+
+#[test]
+fn yaml_syntax_error_exits_78_with_its_line() {
+    let (_dir, path) = config_file("server:\n  address: \"[::]:4433\"\n   shards: 2\n");
+    let outcome = run_with_config(&path);
+    assert_eq!(outcome.code, Some(EX_CONFIG), "{}", outcome.stderr);
+    let line = error_line(&outcome, &path);
+    assert!(line.contains("YAML syntax error at line 3"), "{line}");
+}
+
+#[test]
+fn unknown_key_exits_78_and_names_its_dotted_path() {
+    let (_dir, path) = config_file("server:\n  adress: \"[::]:4433\"\n");
+    let outcome = run_with_config(&path);
+    assert_eq!(outcome.code, Some(EX_CONFIG), "{}", outcome.stderr);
+    let line = error_line(&outcome, &path);
+    assert!(line.contains("server.adress"), "{line}");
+    assert!(line.contains("unknown key"), "{line}");
+    assert!(line.contains("`address`"), "lists the known keys: {line}");
+}
+
+#[test]
+fn unparsable_address_exits_78_and_names_server_address() {
+    let (_dir, path) = config_file("server:\n  address: \"not an address\"\n");
+    let outcome = run_with_config(&path);
+    assert_eq!(outcome.code, Some(EX_CONFIG), "{}", outcome.stderr);
+    let line = error_line(&outcome, &path);
+    assert!(line.contains("server.address"), "{line}");
+    assert!(line.contains("invalid socket address"), "{line}");
+}
+
+#[test]
+fn out_of_range_shard_count_exits_78_and_gives_the_limit() {
+    let (_dir, path) = config_file("server:\n  shards: 1000\n");
+    let outcome = run_with_config(&path);
+    assert_eq!(outcome.code, Some(EX_CONFIG), "{}", outcome.stderr);
+    let line = error_line(&outcome, &path);
+    assert!(line.contains("server.shards"), "{line}");
+    assert!(line.contains("at most 255"), "{line}");
+}
+
+#[test]
+fn missing_certificate_file_exits_66_and_names_the_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("absent-cert.pem");
+    let key = dir.path().join("absent-key.pem");
+    let (_config_dir, path) = config_file(&format!(
+        "tls:\n  cert_file: {:?}\n  key_file: {:?}\n",
+        cert.display().to_string(),
+        key.display().to_string()
+    ));
+    let outcome = run_with_config(&path);
+    assert_eq!(outcome.code, Some(EX_NOINPUT), "{}", outcome.stderr);
+    let line = error_line(&outcome, &path);
+    assert!(line.contains("tls.cert_file"), "{line}");
+    assert!(line.contains(&cert.display().to_string()), "{line}");
+}
+
+#[test]
+fn unparsable_certificate_file_exits_78_and_names_the_certificate() {
+    let (dir, path) = config_file("");
+    let cert = dir.path().join("cert.pem");
+    std::fs::write(&cert, "not a certificate\n").unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "tls:\n  cert_file: {:?}\n  key_file: {:?}\n",
+            cert.display().to_string(),
+            cert.display().to_string()
+        ),
+    )
+    .unwrap();
+    let outcome = run_with_config(&path);
+    assert_eq!(outcome.code, Some(EX_CONFIG), "{}", outcome.stderr);
+    let line = error_line(&outcome, &path);
+    assert!(line.contains("tls.cert_file"), "{line}");
+    assert!(line.contains(&cert.display().to_string()), "{line}");
+}
+
+#[test]
+fn both_tls_forms_exit_78_and_name_tls() {
+    let (_dir, path) =
+        config_file("tls:\n  generate: [localhost]\n  cert_file: c.pem\n  key_file: k.pem\n");
+    let outcome = run_with_config(&path);
+    assert_eq!(outcome.code, Some(EX_CONFIG), "{}", outcome.stderr);
+    let line = error_line(&outcome, &path);
+    assert!(line.contains(": tls: "), "{line}");
+    assert!(line.contains("not both"), "{line}");
+}
+
+#[test]
+fn generated_certificate_fingerprint_is_logged_as_hex() {
+    let (_dir, path) = config_file(
+        "server:\n  address: \"127.0.0.1:0\"\n  shards: 1\n  pin_cores: false\n  steering: forward-only\n\
+         tls:\n  generate: [localhost]\nlogging:\n  level: info\n",
+    );
+    // Once the relay runs for real the process does not exit by itself, so
+    // read stderr only until the fingerprint line, then stop it.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qumo-relay"))
+        .arg("--config")
+        .arg(&path)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let mut seen = Vec::new();
+    let mut fingerprint = None;
+    for line in BufReader::new(stderr).lines() {
+        let line = line.unwrap_or_default();
+        if let Some(rest) = line.split("sha256=").nth(1) {
+            fingerprint = rest.split_whitespace().next().map(str::to_string);
+            break;
+        }
+        seen.push(line);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let hex = fingerprint.unwrap_or_else(|| panic!("no fingerprint logged: {seen:#?}"));
+    assert_eq!(hex.len(), 64, "{hex}");
+    assert!(
+        hex.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')),
+        "{hex}"
+    );
+}
