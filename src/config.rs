@@ -666,6 +666,8 @@ impl Config {
             gso: s.gso,
             socket_buffer_bytes: to_usize(s.socket_buffer_bytes),
             shutdown_timeout: s.shutdown_timeout,
+            // QUIC's NO_ERROR: shutting down is not a fault of the peer's.
+            shutdown_close_code: 0,
             quic: qumo_shards::QuicLimits {
                 idle_timeout: q.idle_timeout,
                 keep_alive: q.keep_alive,
