@@ -55,6 +55,12 @@ fn bind_one(addr: SocketAddr, buffer_bytes: usize) -> io::Result<std::net::UdpSo
 /// How many datagrams one receive call may return.
 pub const RECV_BATCH: usize = 32;
 
+/// Most datagrams in one GSO send. The kernel takes up to 64 segments, but
+/// the whole send must fit one 64 KiB UDP datagram: 40 segments of quinn's
+/// largest payload (1472 bytes) is 58,880 bytes, safely under. A larger
+/// batch fails with EMSGSIZE and would be lost whole.
+pub const MAX_GSO_SEGMENTS: usize = 40;
+
 /// One shard's socket, driven through quinn-udp.
 pub struct UdpIo {
     socket: monoio::net::udp::UdpSocket,
@@ -78,7 +84,7 @@ impl UdpIo {
     /// Datagrams that one send may carry (1 when GSO is off or unsupported).
     pub fn max_segments(&self) -> usize {
         if self.gso {
-            self.state.max_gso_segments().max(1)
+            self.state.max_gso_segments().clamp(1, MAX_GSO_SEGMENTS)
         } else {
             1
         }

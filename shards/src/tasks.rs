@@ -49,14 +49,16 @@ impl<M> Default for AppInbox<M> {
     }
 }
 
-/// Largest UDP payload we accept; GRO may pack several into one buffer.
-const MAX_DATAGRAM: usize = 65_535;
+/// Room for one datagram: quinn-proto advertises a max UDP payload of 1472
+/// bytes, so peers send no more. GRO packs up to `gro_segments` of them into
+/// one buffer, and a buffer too small for that truncates the whole burst.
+const DATAGRAM_ROOM: usize = 1500;
 /// Receive batches handled before yielding to the driver, so sending (and
 /// with it ACKs) keeps pace under a flood.
 const RECV_BATCHES_PER_TURN: usize = 8;
 
 pub(crate) async fn receive<M>(core: Rc<ShardCore>, mesh: MeshSender<Envelope<M>>) {
-    let segment_room = MAX_DATAGRAM.min(core.io.gro_segments() * 1500).max(1500);
+    let segment_room = DATAGRAM_ROOM * core.io.gro_segments();
     let mut storage = vec![0u8; segment_room * RECV_BATCH];
     let mut meta = vec![RecvMeta::default(); RECV_BATCH];
     let mut batches = 0;
