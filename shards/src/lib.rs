@@ -16,6 +16,7 @@ mod context;
 mod core;
 pub mod mesh;
 mod notify;
+pub use notify::yield_now;
 mod runtime;
 pub mod socket;
 pub mod stats;

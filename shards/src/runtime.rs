@@ -211,6 +211,12 @@ impl<M: Send + 'static> Runtime<M> {
         self.stats.iter().map(|s| s.snapshot()).collect()
     }
 
+    /// Cross-thread wake-ups shard `shard`'s mailbox has needed so far; far
+    /// fewer than messages when batching works.
+    pub fn mesh_wakeups(&self, shard: usize) -> u64 {
+        self.mesh.wakeups(shard)
+    }
+
     /// Post an application message to shard `to` from outside the runtime.
     pub fn send(&self, to: usize, message: M) -> Result<(), M> {
         self.mesh
