@@ -1,6 +1,7 @@
 //! qumo: a thread-per-core Media over QUIC relay.
 
 pub mod config;
+pub mod lite;
 pub mod logging;
 pub mod relay;
 pub mod tls;

@@ -1,0 +1,7 @@
+//! Control-stream messages (announce, subscribe, track, probe, goaway, fetch, bidi stream type).
+//! The body lives in `lite::fuzzing` so a stable `#[test]` replays it too.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| qumo::lite::fuzzing::control(data));

@@ -1,0 +1,7 @@
+//! Media data: uni stream type, GROUP header + FRAME headers, datagram header.
+//! The body lives in `lite::fuzzing` so a stable `#[test]` replays it too.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| qumo::lite::fuzzing::data(data));
