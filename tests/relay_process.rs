@@ -154,6 +154,14 @@ async fn sigterm_closes_clients_with_the_shutdown_code_and_exits_zero() {
         Some(&b"moq-lite-04"[..])
     );
 
+    // Until the client has confirmed the handshake, a close also travels
+    // in Handshake packets, which can only carry a transport APPLICATION_ERROR
+    // without the code (RFC 9000 10.2.3). Get 1-RTT data acknowledged first.
+    let mut probe = conn.open_uni().await.unwrap();
+    probe.write_all(b"ping").await.unwrap();
+    probe.finish().unwrap();
+    assert_eq!(probe.stopped().await.unwrap(), None);
+
     let started = Instant::now();
     // SAFETY: plain kill(2) on our own child's pid.
     assert_eq!(
