@@ -198,17 +198,19 @@ pub struct QuicConfig {
     pub datagram_receive_buffer: u64,
 }
 
+/// The runtime's defaults are the config's: one source of truth.
 impl Default for QuicConfig {
     fn default() -> Self {
+        let d = qumo_shards::QuicLimits::default();
         Self {
-            idle_timeout: Duration::from_secs(30),
-            keep_alive: Some(Duration::from_secs(10)),
-            max_concurrent_bidi_streams: 256,
-            max_concurrent_uni_streams: 1024,
-            stream_receive_window: MIB,
-            receive_window: 16 * MIB,
-            send_window: 16 * MIB,
-            datagram_receive_buffer: MIB,
+            idle_timeout: d.idle_timeout,
+            keep_alive: d.keep_alive,
+            max_concurrent_bidi_streams: d.max_concurrent_bidi_streams,
+            max_concurrent_uni_streams: d.max_concurrent_uni_streams,
+            stream_receive_window: d.stream_receive_window.into(),
+            receive_window: d.receive_window.into(),
+            send_window: d.send_window,
+            datagram_receive_buffer: d.datagram_receive_buffer.unwrap_or(0) as u64,
         }
     }
 }

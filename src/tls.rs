@@ -288,6 +288,26 @@ mod tests {
         vec!["localhost".to_string()]
     }
 
+    /// Write a self-signed certificate and a key (its own, or a stranger's
+    /// when `mismatched`) as PEM files in `dir`.
+    fn write_pem_pair(dir: &Path, mismatched: bool) -> (PathBuf, PathBuf) {
+        let key_pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let cert = rcgen::CertificateParams::new(localhost())
+            .unwrap()
+            .self_signed(&key_pair)
+            .unwrap();
+        let key = if mismatched {
+            rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap()
+        } else {
+            key_pair
+        };
+        let cert_file = dir.join("cert.pem");
+        let key_file = dir.join("key.pem");
+        std::fs::write(&cert_file, cert.pem()).unwrap();
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        (cert_file, key_file)
+    }
+
     #[test]
     fn generated_certificate_is_p256_and_valid_for_at_most_14_days() {
         let now = SystemTime::now();
@@ -358,15 +378,7 @@ mod tests {
     #[test]
     fn certificate_and_key_load_from_pem_files() {
         let dir = tempfile::tempdir().unwrap();
-        let key_pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let cert = rcgen::CertificateParams::new(localhost())
-            .unwrap()
-            .self_signed(&key_pair)
-            .unwrap();
-        let cert_file = dir.path().join("cert.pem");
-        let key_file = dir.path().join("key.pem");
-        std::fs::write(&cert_file, cert.pem()).unwrap();
-        std::fs::write(&key_file, key_pair.serialize_pem()).unwrap();
+        let (cert_file, key_file) = write_pem_pair(dir.path(), false);
 
         let tls = server_tls(
             &CertificateSource::Files {
@@ -446,16 +458,7 @@ mod tests {
     #[test]
     fn key_that_does_not_match_the_certificate_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let key_pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let other_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let cert = rcgen::CertificateParams::new(localhost())
-            .unwrap()
-            .self_signed(&key_pair)
-            .unwrap();
-        let cert_file = dir.path().join("cert.pem");
-        let key_file = dir.path().join("key.pem");
-        std::fs::write(&cert_file, cert.pem()).unwrap();
-        std::fs::write(&key_file, other_key.serialize_pem()).unwrap();
+        let (cert_file, key_file) = write_pem_pair(dir.path(), true);
         let err = server_tls(
             &CertificateSource::Files {
                 cert_file,

@@ -97,12 +97,7 @@ impl<M> ShardContext<M> {
     /// Post `message` to shard `to` (which may be this one). Gives the
     /// message back if that shard has stopped.
     pub fn send(&self, to: usize, message: M) -> Result<(), M> {
-        self.mesh
-            .send(to, Envelope::App(message))
-            .map_err(|e| match e {
-                Envelope::App(m) => m,
-                _ => unreachable!("send returns the envelope it was given"),
-            })
+        crate::tasks::post(&self.mesh, to, message)
     }
 
     /// Wait for the next application message from any shard.

@@ -219,12 +219,7 @@ impl<M: Send + 'static> Runtime<M> {
 
     /// Post an application message to shard `to` from outside the runtime.
     pub fn send(&self, to: usize, message: M) -> Result<(), M> {
-        self.mesh
-            .send(to, Envelope::App(message))
-            .map_err(|e| match e {
-                Envelope::App(m) => m,
-                _ => unreachable!("send returns the envelope it was given"),
-            })
+        crate::tasks::post(&self.mesh, to, message)
     }
 
     pub fn shutdown_handle(&self) -> ShutdownHandle {

@@ -34,6 +34,14 @@ pub enum Envelope<M> {
     App(M),
 }
 
+/// Post an application message; give it back if shard `to` is gone.
+pub(crate) fn post<M>(mesh: &MeshSender<Envelope<M>>, to: usize, message: M) -> Result<(), M> {
+    mesh.send(to, Envelope::App(message)).map_err(|e| match e {
+        Envelope::App(m) => m,
+        _ => unreachable!("send returns the envelope it was given"),
+    })
+}
+
 /// Application messages that reached this shard, waiting for the app.
 pub(crate) struct AppInbox<M> {
     pub queue: RefCell<VecDeque<M>>,
