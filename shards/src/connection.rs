@@ -38,11 +38,14 @@ impl Connection {
         Self { core, shared }
     }
 
-    /// Run `f` on this connection's live entry, then queue the connection for
-    /// sending. Fails with the reason the connection ended, once it has.
-    pub(crate) fn with_entry<R>(
+    /// Run `f` on this connection's live entry; if `f` sets its flag, queue
+    /// the connection so the driver sends what the action produced. Reads,
+    /// lookups and operations that come back Pending leave the flag down, so
+    /// waiting costs the driver nothing. Fails with the reason the connection
+    /// ended, once it has.
+    pub(crate) fn access<R>(
         &self,
-        f: impl FnOnce(&mut ConnEntry) -> R,
+        f: impl FnOnce(&mut ConnEntry, &mut bool) -> R,
     ) -> Result<R, ConnectionError> {
         if let Some(error) = self.shared.error() {
             return Err(error);
@@ -54,9 +57,28 @@ impl Connection {
             .get_mut(&self.shared.handle)
             .filter(|e| e.shared.id == self.shared.id)
             .ok_or(ConnectionError::LocallyClosed)?;
-        let result = f(entry);
-        self.core.touch(inner, self.shared.handle);
+        let mut queue = false;
+        let result = f(entry, &mut queue);
+        if queue {
+            self.core.touch(inner, self.shared.handle);
+        }
         Ok(result)
+    }
+
+    /// An action that always has something to send (finish, reset, stop...).
+    pub(crate) fn with_entry<R>(
+        &self,
+        f: impl FnOnce(&mut ConnEntry) -> R,
+    ) -> Result<R, ConnectionError> {
+        self.access(|e, queue| {
+            *queue = true;
+            f(e)
+        })
+    }
+
+    /// A look at the connection that sends nothing.
+    fn inspect<R>(&self, f: impl FnOnce(&mut ConnEntry) -> R) -> Result<R, ConnectionError> {
+        self.access(|e, _| f(e))
     }
 
     /// Unique among this shard's connections for the life of the process.
@@ -81,7 +103,7 @@ impl Connection {
 
     /// The peer's current address; it changes when the peer migrates.
     pub fn remote_address(&self) -> Option<SocketAddr> {
-        self.with_entry(|e| e.conn.remote_address()).ok()
+        self.inspect(|e| e.conn.remote_address()).ok()
     }
 
     /// The reason the connection ended, if it has.
@@ -105,8 +127,11 @@ impl Connection {
     }
 
     fn poll_open(&self, cx: &mut Context<'_>, dir: Dir) -> Poll<Result<StreamId, ConnectionError>> {
-        let opened = self.with_entry(|e| match e.conn.streams().open(dir) {
-            Some(id) => Some(id),
+        let opened = self.access(|e, queue| match e.conn.streams().open(dir) {
+            Some(id) => {
+                *queue = true;
+                Some(id)
+            }
             None => {
                 register(&mut e.openers[dir_index(dir)], cx);
                 None
@@ -124,8 +149,11 @@ impl Connection {
         cx: &mut Context<'_>,
         dir: Dir,
     ) -> Poll<Result<StreamId, ConnectionError>> {
-        let accepted = self.with_entry(|e| match e.conn.streams().accept(dir) {
-            Some(id) => Some(id),
+        let accepted = self.access(|e, queue| match e.conn.streams().accept(dir) {
+            Some(id) => {
+                *queue = true;
+                Some(id)
+            }
             None => {
                 register(&mut e.accepters[dir_index(dir)], cx);
                 None
@@ -186,7 +214,7 @@ impl Connection {
     /// Wait for the next datagram from the peer.
     pub async fn read_datagram(&self) -> Result<Bytes, ConnectionError> {
         poll_fn(|cx| {
-            let received = self.with_entry(|e| match e.conn.datagrams().recv() {
+            let received = self.inspect(|e| match e.conn.datagrams().recv() {
                 Some(data) => Some(data),
                 None => {
                     register(&mut e.datagram_readers, cx);
@@ -223,7 +251,7 @@ impl Connection {
 
     /// Round-trip time, congestion window, losses and traffic so far.
     pub fn stats(&self) -> Option<ConnectionStats> {
-        self.with_entry(|e| e.conn.stats().into()).ok()
+        self.inspect(|e| e.conn.stats().into()).ok()
     }
 }
 

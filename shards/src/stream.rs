@@ -60,10 +60,14 @@ impl SendStream {
         write: impl FnOnce(&mut quinn_proto::SendStream<'_>) -> Result<T, quinn_proto::WriteError>,
     ) -> Poll<Result<T, WriteError>> {
         let id = self.id;
-        let result = self.conn.with_entry(|e| {
+        let result = self.conn.access(|e, queue| {
             let written = write(&mut e.conn.send_stream(id));
-            if matches!(written, Err(quinn_proto::WriteError::Blocked)) {
-                e.writers.insert(id, cx.waker().clone());
+            match written {
+                Ok(_) => *queue = true,
+                Err(quinn_proto::WriteError::Blocked) => {
+                    e.writers.insert(id, cx.waker().clone());
+                }
+                Err(_) => {}
             }
             written
         });
@@ -137,7 +141,7 @@ impl SendStream {
     pub async fn stopped(&mut self) -> Result<Option<VarInt>, WriteError> {
         let id = self.id;
         poll_fn(|cx| {
-            let state = self.conn.with_entry(|e| {
+            let state = self.conn.access(|e, _| {
                 let state = e.conn.send_stream(id).stopped();
                 if matches!(state, Ok(None)) {
                     e.finishers.insert(id, cx.waker().clone());
@@ -192,7 +196,7 @@ impl RecvStream {
         max: usize,
     ) -> Poll<Result<Option<Bytes>, ReadStreamError>> {
         let id = self.id;
-        let result = self.conn.with_entry(|e| {
+        let result = self.conn.access(|e, queue| {
             let mut stream = e.conn.recv_stream(id);
             let mut chunks = match stream.read(true) {
                 Ok(chunks) => chunks,
@@ -202,9 +206,9 @@ impl RecvStream {
                 }
             };
             let next = chunks.next(max);
-            // Finalizing may free flow-control credit; with_entry queues the
-            // connection so the credit goes out.
-            let _ = chunks.finalize();
+            // Reading may free flow-control credit worth announcing; only
+            // then is there anything to send.
+            *queue = chunks.finalize().should_transmit();
             match next {
                 Ok(Some(chunk)) => Ok(Some(Some(chunk.bytes))),
                 Ok(None) => Ok(Some(None)),
