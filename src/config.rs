@@ -234,6 +234,11 @@ pub struct RelayConfig {
     /// Cached bytes per track; the oldest groups are dropped beyond it. >= 1.
     #[serde(deserialize_with = "de::bytes")]
     pub max_cached_bytes_per_track: u64,
+    /// How long a group that is no longer the newest may still be sent to a
+    /// subscriber whose SUBSCRIBE says `max_latency` 0 (no preference). A
+    /// subscriber that falls further behind has such groups reset.
+    #[serde(deserialize_with = "de::duration")]
+    pub default_max_latency: Duration,
 }
 
 impl Default for RelayConfig {
@@ -245,6 +250,7 @@ impl Default for RelayConfig {
             max_announce_prefix_len: 1024,
             max_frame_size: 4 * MIB,
             max_cached_bytes_per_track: 64 * MIB,
+            default_max_latency: Duration::from_secs(2),
         }
     }
 }

@@ -1,10 +1,16 @@
 //! qumo: a thread-per-core Media over QUIC relay.
 
 pub mod config;
+pub mod http;
 pub mod lite;
 pub mod logging;
+pub mod message;
+pub mod origin;
 pub mod relay;
+pub mod session;
+pub mod shard;
 pub mod tls;
+pub mod track;
 
 /// ALPN protocols the relay offers, newest first: rustls picks the first
 /// protocol in the server's list that the client also offers, so this order

@@ -1,14 +1,19 @@
-//! The relay process: starts the shards, serves connections on each, and
-//! stops gracefully on SIGINT/SIGTERM.
-//!
-//! MoQ sessions are not wired in yet: a connection is accepted, logged and
-//! held until the peer or shutdown closes it. Session handling plugs in at
-//! [`serve_connection`].
+//! The relay process: starts the shards, runs a moq-lite session on every
+//! connection, and stops gracefully on SIGINT/SIGTERM (GOAWAY first).
+
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use qumo_shards::{Connection, Runtime, RuntimeConfig, RuntimeError, ShardContext};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::config::Config;
+use crate::lite::{Limits, Version};
+use crate::session::{self, codes, transport::Transport};
+use crate::shard::{Settings, Shard};
+
+pub use crate::message::ShardMessage;
 
 /// Why the relay could not run.
 #[derive(Debug, thiserror::Error)]
@@ -19,14 +24,52 @@ pub enum RelayError {
     Signals(std::io::Error),
 }
 
-/// Messages shards exchange about tracks. None yet: fan-out arrives with
-/// the MoQ session layer.
-#[derive(Debug)]
-pub enum ShardMessage {}
+/// What every shard shares: the settings and the relay-wide session count.
+#[derive(Clone)]
+struct Shared {
+    settings: Settings,
+    hop: u64,
+    max_sessions: usize,
+    sessions: Arc<AtomicUsize>,
+}
+
+/// The shard settings a config asks for.
+pub fn settings(config: &Config) -> Settings {
+    let r = &config.relay;
+    Settings {
+        limits: Limits {
+            max_path: r.max_announce_prefix_len.max(4096),
+            ..Limits::default()
+        },
+        group_cache_size: r.group_cache_size,
+        max_cached_bytes_per_track: r.max_cached_bytes_per_track,
+        max_subscriptions_per_session: r.max_subscriptions_per_session,
+        max_announce_prefix_len: r.max_announce_prefix_len,
+        max_frame_size: r.max_frame_size,
+        default_max_latency: r.default_max_latency,
+    }
+}
+
+/// Start the relay's shards; the caller waits on or stops the runtime.
+pub fn start(
+    config: &Config,
+    runtime_config: RuntimeConfig,
+) -> Result<Runtime<ShardMessage>, RelayError> {
+    let shared = Shared {
+        settings: settings(config),
+        hop: random_hop(),
+        max_sessions: config.relay.max_sessions,
+        sessions: Arc::new(AtomicUsize::new(0)),
+    };
+    let runtime = Runtime::<ShardMessage>::start(runtime_config, move |ctx| {
+        serve_shard(ctx, shared.clone())
+    })?;
+    Ok(runtime)
+}
 
 /// Run the relay until a signal stops it.
-pub fn run(_config: &Config, runtime_config: RuntimeConfig) -> Result<(), RelayError> {
-    let runtime = Runtime::<ShardMessage>::start(runtime_config, serve_shard)?;
+pub fn run(config: &Config, runtime_config: RuntimeConfig) -> Result<(), RelayError> {
+    let runtime = start(config, runtime_config)?;
     runtime.shutdown_on_signals().map_err(RelayError::Signals)?;
     info!(
         address = %runtime.local_addr(),
@@ -39,17 +82,62 @@ pub fn run(_config: &Config, runtime_config: RuntimeConfig) -> Result<(), RelayE
     Ok(())
 }
 
-async fn serve_shard(ctx: ShardContext<ShardMessage>) {
-    while let Some(conn) = ctx.accept().await {
-        monoio::spawn(serve_connection(conn));
+async fn serve_shard(ctx: ShardContext<ShardMessage>, shared: Shared) {
+    let shard = Rc::new(Shard::new(ctx, shared.settings.clone(), shared.hop));
+    monoio::spawn(dispatch(shard.clone()));
+    while let Some(conn) = shard.context().accept().await {
+        monoio::spawn(serve_connection(shard.clone(), shared.clone(), conn));
     }
 }
 
-async fn serve_connection(conn: Connection) {
-    let alpn = conn
-        .alpn()
-        .map(|p| String::from_utf8_lossy(&p).into_owned());
-    debug!(shard = conn.shard(), id = conn.stable_id(), remote = ?conn.remote_address(), ?alpn, "connection open");
-    let reason = conn.closed().await;
-    debug!(shard = conn.shard(), id = conn.stable_id(), %reason, "connection closed");
+/// Handle messages from other shards (and this one) in batches.
+async fn dispatch(shard: Rc<Shard>) {
+    let mut batch = Vec::new();
+    loop {
+        let first = shard.context().recv().await;
+        shard.handle(first);
+        shard.context().drain_messages(&mut batch);
+        for message in batch.drain(..) {
+            shard.handle(message);
+        }
+    }
+}
+
+async fn serve_connection(shard: Rc<Shard>, shared: Shared, conn: Connection) {
+    let open = shared.sessions.fetch_add(1, Ordering::Relaxed) + 1;
+    let _guard = SessionCount(shared.sessions.clone());
+    if open > shared.max_sessions {
+        warn!(limit = shared.max_sessions, remote = ?conn.remote_address(), "session refused: relay.max_sessions reached");
+        conn.close(
+            session::code(codes::TOO_MANY_SESSIONS),
+            b"too many sessions",
+        );
+        return;
+    }
+    let alpn = conn.alpn().unwrap_or_default();
+    match Version::from_alpn(&alpn) {
+        Some(version) => {
+            session::run(shard, Transport::Quic(conn), version, String::new()).await;
+        }
+        None => {
+            debug!(alpn = %String::from_utf8_lossy(&alpn), "no moq-lite version for this ALPN");
+            conn.close(session::code(codes::VERSION), b"unsupported ALPN");
+        }
+    }
+}
+
+struct SessionCount(Arc<AtomicUsize>);
+
+impl Drop for SessionCount {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A relay id for announce hop chains: a QUIC varint, never 0 (0 means
+/// "anonymous").
+fn random_hop() -> u64 {
+    let mut bytes = [0u8; 8];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
+    (u64::from_le_bytes(bytes) & crate::lite::VARINT_MAX).max(1)
 }

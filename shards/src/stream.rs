@@ -108,6 +108,18 @@ impl SendStream {
         Ok(())
     }
 
+    /// Write as much of `chunks` as there is room for, without copying;
+    /// written bytes are split off the front of the chunks. `Pending` (with
+    /// `cx` registered) only when nothing could be written. For callers that
+    /// wait on other events at the same time as on room to write.
+    pub fn poll_write_chunks(
+        &mut self,
+        cx: &mut Context<'_>,
+        chunks: &mut [Bytes],
+    ) -> Poll<Result<usize, WriteError>> {
+        self.poll_write_with(cx, |s| s.write_chunks(chunks).map(|w| w.bytes))
+    }
+
     /// Finish the stream: no more data; the peer reads to the end.
     pub fn finish(&mut self) -> Result<(), WriteError> {
         self.done = true;

@@ -1,0 +1,132 @@
+//! What shards tell each other. Every message is `Send` and carries media as
+//! `Bytes`, so a frame crosses a shard boundary by reference count, never by
+//! copy. Messages between two shards arrive in the order they were sent;
+//! the track protocol below relies on that.
+//!
+//! A track's life across shards (owner = `hash(track) % shards`):
+//! 1. A subscriber's shard sends [`ShardMessage::Subscribe`] to the owner.
+//! 2. The owner's hub answers [`ShardMessage::Attached`] with its cached
+//!    groups and, the first time, asks the publisher's shard for one
+//!    upstream subscription ([`ShardMessage::Upstream`]).
+//! 3. The publisher's shard sends each group and frame to the owner
+//!    ([`ShardMessage::Media`] to the hub), and the owner sends each one
+//!    once to every subscribing shard ([`ShardMessage::Media`] to a replica).
+//! 4. A shard whose last local subscriber left sends
+//!    [`ShardMessage::Unsubscribe`]; when no shard is left the owner sends
+//!    [`ShardMessage::UpstreamCancel`].
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::track::{Frame, TrackProperties};
+
+/// A track: broadcast path and track name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TrackName {
+    pub broadcast: String,
+    pub track: String,
+}
+
+pub type TrackKey = Arc<TrackName>;
+
+impl fmt::Display for TrackName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.broadcast, self.track)
+    }
+}
+
+/// A session, named relay-wide: its shard and its id there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionRef {
+    pub shard: usize,
+    pub id: u64,
+}
+
+/// A track hub, named relay-wide: its owner shard and its id there. Ids are
+/// never reused on a shard, so a stale reference finds nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HubRef {
+    pub owner: usize,
+    pub id: u64,
+}
+
+/// One step of a track's media, in the order the publisher produced it.
+#[derive(Debug, Clone)]
+pub enum MediaEvent {
+    Group {
+        sequence: u64,
+    },
+    Frame {
+        sequence: u64,
+        timestamp: u64,
+        payload: Bytes,
+    },
+    GroupEnd {
+        sequence: u64,
+    },
+    GroupReset {
+        sequence: u64,
+        code: u32,
+    },
+    Properties(TrackProperties),
+    /// The publisher ended the track: `None` cleanly, else with this code.
+    TrackEnd {
+        code: Option<u32>,
+    },
+}
+
+/// A cached group as it travels in an [`ShardMessage::Attached`] snapshot.
+#[derive(Debug, Clone)]
+pub struct GroupSnapshot {
+    pub sequence: u64,
+    pub frames: Vec<Frame>,
+    /// `None` while the group is still open.
+    pub ended: Option<crate::track::GroupState>,
+}
+
+#[derive(Debug)]
+pub enum ShardMessage {
+    /// A broadcast became available (or not) through `publisher`. Sent to
+    /// every shard: each keeps the whole announce table, since broadcasts
+    /// change rarely and subscribes then resolve locally.
+    Announce {
+        path: Arc<str>,
+        publisher: SessionRef,
+        hops: Arc<[u64]>,
+        active: bool,
+    },
+    /// To the owner: shard `from` has local subscribers for `key`. `token`
+    /// names that shard's replica and comes back in `Attached`, so a late
+    /// answer meant for an earlier replica is recognised.
+    Subscribe {
+        key: TrackKey,
+        from: usize,
+        token: u64,
+    },
+    /// To the owner: shard `from` has no local subscriber left for `key`.
+    Unsubscribe { key: TrackKey, from: usize },
+    /// From the owner: `key` is served by `hub`; here are its cached groups.
+    Attached {
+        key: TrackKey,
+        token: u64,
+        hub: HubRef,
+        properties: Option<TrackProperties>,
+        groups: Vec<GroupSnapshot>,
+        /// Set when the track cannot be served (e.g. no publisher): the
+        /// subscribers get this stream error code.
+        ended: Option<Option<u32>>,
+    },
+    /// From the owner to the publisher's shard: subscribe upstream to `key`
+    /// and send its media to `hub`.
+    Upstream {
+        key: TrackKey,
+        publisher: SessionRef,
+        hub: HubRef,
+    },
+    /// From the owner: nobody wants `hub`'s track any more.
+    UpstreamCancel { publisher: SessionRef, hub: HubRef },
+    /// Media for a hub (publisher -> owner) or for a replica (owner -> shard).
+    Media { hub: HubRef, event: MediaEvent },
+}

@@ -1,0 +1,388 @@
+//! The peer as a publisher: we ask what it announces, subscribe upstream to
+//! the tracks the owner shards ask for, and read its group streams, sending
+//! every group and frame to the track's hub.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use qumo_shards::SendStream;
+use tracing::{debug, info, warn};
+
+use super::reader::{ReadError, StreamReader};
+use super::util::{race, Either, Signal};
+use super::{codes, Session};
+use crate::lite::{
+    Announce, AnnounceOk, AnnounceRequest, BidiType, DecodeError, FrameHeader, GroupHeader,
+    Subscribe, SubscribeReply, Timestamps, TrackInfo, TrackRequest,
+};
+use crate::message::{HubRef, MediaEvent, TrackKey};
+use crate::track::TrackProperties;
+
+/// One upstream subscription: ours, to the peer, on behalf of a hub.
+pub struct Upstream {
+    pub hub: HubRef,
+    pub key: TrackKey,
+    /// Raised when the owner cancels it.
+    pub cancelled: Signal,
+}
+
+/// Ask the peer for its broadcasts (prefix "") and publish them relay-wide.
+pub async fn announcements(session: Rc<Session>) {
+    let result = race(read_announcements(&session), session.closed.raised()).await;
+    if let Either::Left(Err(e)) = result {
+        match e {
+            ReadError::Decode(_) | ReadError::Truncated => session.violation("ANNOUNCE", &e),
+            ReadError::Stream(_) => {
+                debug!(session = session.id.id, error = %e, "announce stream ended")
+            }
+        }
+    }
+    // Whatever it announced is gone with the stream.
+    for path in session.announced.borrow_mut().drain() {
+        session
+            .shard
+            .announce(&path, session.id, Arc::from([]), false);
+    }
+}
+
+async fn read_announcements(session: &Rc<Session>) -> Result<(), ReadError> {
+    let Ok((mut send, recv)) = session.transport.open_bi().await else {
+        return Ok(());
+    };
+    let request = AnnounceRequest {
+        prefix: String::new(),
+        exclude_hop: session.shard.hop,
+    };
+    if send
+        .write_chunk(session.encode(&[&BidiType::Announce, &request]))
+        .await
+        .is_err()
+    {
+        return Ok(());
+    }
+    let mut reader = session.reader(recv, bytes::Bytes::new());
+    let mut peer_hop = None;
+    if session.version.has_announce_ok() {
+        let ok: AnnounceOk = reader.expect().await?;
+        peer_hop = (ok.hop != 0).then_some(ok.hop);
+    }
+    // Lite-06 names announcements by START order.
+    let mut by_id: HashMap<u64, String> = HashMap::new();
+    let mut next_id = 0u64;
+    while let Some(announce) = reader.decode::<Announce>().await? {
+        let (suffix, hops, active) = match announce {
+            Announce::Active { suffix, hops } | Announce::Restarted { suffix, hops } => {
+                (suffix, hops, true)
+            }
+            Announce::Ended { suffix, hops } => (suffix, hops, false),
+            Announce::Start { suffix, hops, .. } => {
+                by_id.insert(next_id, suffix.clone());
+                next_id += 1;
+                (suffix, hops, true)
+            }
+            Announce::Restart { id, hops, .. } => match by_id.get(&id) {
+                Some(suffix) => (suffix.clone(), hops, true),
+                None => return Err(unknown_announce(id)),
+            },
+            Announce::End { id } => match by_id.remove(&id) {
+                Some(suffix) => (suffix, Vec::new(), false),
+                None => return Err(unknown_announce(id)),
+            },
+            // Lite-06 skips types it does not know; so do we.
+            Announce::Unknown { .. } => continue,
+        };
+        let path = session.absolute(&suffix);
+        if hops.contains(&session.shard.hop) {
+            debug!(session = session.id.id, %path, "ignoring an announce that passed through us");
+            continue;
+        }
+        let mut hops = hops;
+        hops.extend(peer_hop);
+        let fresh = match active {
+            true => session.announced.borrow_mut().insert(path.clone()),
+            false => session.announced.borrow_mut().remove(&path),
+        };
+        if fresh {
+            info!(session = session.id.id, broadcast = %path, active, "announce");
+            session
+                .shard
+                .announce(&path, session.id, Arc::from(hops), active);
+        }
+    }
+    let _ = send.finish();
+    Ok(())
+}
+
+fn unknown_announce(id: u64) -> ReadError {
+    debug!(id, "announce names an id that was never started");
+    ReadError::Decode(DecodeError::InvalidValue {
+        what: "announce id (never started)",
+    })
+}
+
+impl Session {
+    /// Subscribe upstream to `key` for `hub` (asked by the owner shard).
+    pub fn subscribe_upstream(self: &Rc<Self>, key: TrackKey, hub: HubRef) {
+        if self.upstream_ids.borrow().contains_key(&hub) {
+            return;
+        }
+        let id = self.next_subscribe_id.get();
+        self.next_subscribe_id.set(id + 1);
+        let upstream = Rc::new(Upstream {
+            hub,
+            key,
+            cancelled: Signal::default(),
+        });
+        self.upstreams.borrow_mut().insert(id, upstream.clone());
+        self.upstream_ids.borrow_mut().insert(hub, id);
+        monoio::spawn(run_upstream(self.clone(), id, upstream));
+    }
+
+    /// The owner no longer wants `hub`'s track.
+    pub fn cancel_upstream(&self, hub: HubRef) {
+        let Some(id) = self.upstream_ids.borrow_mut().remove(&hub) else {
+            return;
+        };
+        if let Some(upstream) = self.upstreams.borrow_mut().remove(&id) {
+            upstream.cancelled.raise();
+        }
+    }
+
+    /// Every upstream subscription ends with the session: clean ends for
+    /// the hubs, so subscribers see the publisher leave.
+    pub fn end_upstreams(&self) {
+        let upstreams: Vec<_> = self.upstreams.borrow_mut().drain().collect();
+        self.upstream_ids.borrow_mut().clear();
+        for (_, upstream) in upstreams {
+            upstream.cancelled.raise();
+            self.shard
+                .to_hub(upstream.hub, MediaEvent::TrackEnd { code: None });
+        }
+    }
+}
+
+async fn run_upstream(session: Rc<Session>, id: u64, upstream: Rc<Upstream>) {
+    let hub = upstream.hub;
+    let Some(broadcast) = session.relative(&upstream.key.broadcast).map(str::to_owned) else {
+        session.shard.to_hub(
+            hub,
+            MediaEvent::TrackEnd {
+                code: Some(codes::NOT_FOUND),
+            },
+        );
+        return;
+    };
+    debug!(session = session.id.id, id, track = %upstream.key, "subscribing upstream");
+    if session.version.has_track_stream() {
+        monoio::spawn(fetch_properties(
+            session.clone(),
+            upstream.clone(),
+            broadcast.clone(),
+        ));
+    } else {
+        // Lite-04 frames carry no timestamps: the relay stamps arrival time
+        // in milliseconds, so the properties are the defaults.
+        session
+            .shard
+            .to_hub(hub, MediaEvent::Properties(TrackProperties::default()));
+    }
+    let request = Subscribe {
+        id,
+        broadcast,
+        track: upstream.key.track.clone(),
+        priority: 0,
+        max_latency: 0,
+        start_group: None,
+        end_group: None,
+        start_frame: 0,
+        end_frame: None,
+    };
+    let end = race(
+        subscribe_stream(&session, request),
+        race(upstream.cancelled.raised(), session.closed.raised()),
+    )
+    .await;
+    match end {
+        Either::Left((code, mut send)) => {
+            // The publisher ended the subscription: tell the hub, unless it
+            // was the hub that cancelled it meanwhile.
+            if session.upstreams.borrow_mut().remove(&id).is_some() {
+                session.upstream_ids.borrow_mut().remove(&hub);
+                session.shard.to_hub(hub, MediaEvent::TrackEnd { code });
+            }
+            if let Some(send) = send.as_mut() {
+                let _ = send.finish();
+            }
+        }
+        // Cancelled: dropping the stream halves stops and finishes them.
+        Either::Right(_) => {}
+    }
+}
+
+/// Run one SUBSCRIBE stream until the publisher ends it: `None` for a clean
+/// end, or the reset code.
+async fn subscribe_stream(
+    session: &Rc<Session>,
+    request: Subscribe,
+) -> (Option<u32>, Option<SendStream>) {
+    let Ok((mut send, recv)) = session.transport.open_bi().await else {
+        return (Some(codes::CANCEL), None);
+    };
+    if send
+        .write_chunk(session.encode(&[&BidiType::Subscribe, &request]))
+        .await
+        .is_err()
+    {
+        return (Some(codes::CANCEL), Some(send));
+    }
+    let mut reader = session.reader(recv, bytes::Bytes::new());
+    loop {
+        match reader.decode::<SubscribeReply>().await {
+            Ok(Some(SubscribeReply::Drop(drop))) => {
+                debug!(id = request.id, ?drop, "upstream dropped groups");
+            }
+            Ok(Some(reply)) => debug!(id = request.id, ?reply, "upstream reply"),
+            Ok(None) => return (None, Some(send)),
+            Err(ReadError::Stream(qumo_shards::ReadStreamError::Reset(code))) => {
+                let code = u32::try_from(code.into_inner()).unwrap_or(codes::CANCEL);
+                return (Some(code), Some(send));
+            }
+            Err(e) => {
+                warn!(session = session.id.id, id = request.id, error = %e, "upstream subscribe failed");
+                return (Some(codes::CANCEL), Some(send));
+            }
+        }
+    }
+}
+
+/// Lite-05+: ask the publisher for the track's properties (its timescale
+/// above all) and pass them to the hub.
+async fn fetch_properties(session: Rc<Session>, upstream: Rc<Upstream>, broadcast: String) {
+    let fetch = async {
+        let (mut send, recv) = session.transport.open_bi().await.ok()?;
+        let request = TrackRequest {
+            broadcast,
+            track: upstream.key.track.clone(),
+        };
+        send.write_chunk(session.encode(&[&BidiType::Track, &request]))
+            .await
+            .ok()?;
+        let _ = send.finish();
+        let mut reader = session.reader(recv, bytes::Bytes::new());
+        reader.expect::<TrackInfo>().await.ok()
+    };
+    let properties = match race(fetch, upstream.cancelled.raised()).await {
+        Either::Left(Some(info)) => TrackProperties {
+            priority: info.priority,
+            max_latency: info.max_latency,
+            timescale: info.timescale,
+        },
+        // No answer: frames keep the publisher's timestamps; say ms.
+        Either::Left(None) => TrackProperties::default(),
+        Either::Right(()) => return,
+    };
+    session
+        .shard
+        .to_hub(upstream.hub, MediaEvent::Properties(properties));
+}
+
+/// A GROUP stream from the peer: forward its frames to the hub.
+pub async fn group(session: Rc<Session>, mut reader: StreamReader) {
+    let header: GroupHeader = match reader.expect().await {
+        Ok(header) => header,
+        Err(ReadError::Stream(_)) => return,
+        Err(e) => return session.violation("GROUP", &e),
+    };
+    let Some(upstream) = session.upstreams.borrow().get(&header.subscribe).cloned() else {
+        // A subscription we cancelled (or never made): not wanted.
+        return session.stop(&mut reader, codes::CANCEL);
+    };
+    let hub = upstream.hub;
+    let sequence = header.sequence;
+    session.shard.to_hub(hub, MediaEvent::Group { sequence });
+    reader.limits_mut().max_frame = session.shard.settings.max_frame_size;
+
+    let frames = read_frames(&session, &mut reader, hub, sequence);
+    let end = match race(frames, upstream.cancelled.raised()).await {
+        Either::Left(end) => end,
+        Either::Right(()) => Err(codes::CANCEL),
+    };
+    match end {
+        Ok(()) => session.shard.to_hub(hub, MediaEvent::GroupEnd { sequence }),
+        Err(code) => {
+            session.stop(&mut reader, code);
+            session
+                .shard
+                .to_hub(hub, MediaEvent::GroupReset { sequence, code });
+        }
+    }
+}
+
+async fn read_frames(
+    session: &Rc<Session>,
+    reader: &mut StreamReader,
+    hub: HubRef,
+    sequence: u64,
+) -> Result<(), u32> {
+    let mut timestamps = Timestamps::default();
+    loop {
+        match reader.at_end().await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => return Err(stream_code(&e)),
+        }
+        let header: FrameHeader = match reader.expect().await {
+            Ok(header) => header,
+            Err(ReadError::Decode(DecodeError::TooLong { .. })) => {
+                debug!(session = session.id.id, "frame over relay.max_frame_size");
+                return Err(codes::FRAME_TOO_LARGE);
+            }
+            Err(ReadError::Decode(e)) => {
+                session.violation("FRAME", &e);
+                return Err(codes::CANCEL);
+            }
+            Err(e) => return Err(stream_code(&e)),
+        };
+        let timestamp = match header.timestamp_delta {
+            Some(delta) => match timestamps.apply(delta) {
+                Ok(ts) => ts,
+                Err(e) => {
+                    session.violation("FRAME timestamp", &e);
+                    return Err(codes::CANCEL);
+                }
+            },
+            None => arrival_ms(),
+        };
+        let payload = match reader.payload(header.size as usize).await {
+            Ok(payload) => payload,
+            Err(e) => return Err(stream_code(&e)),
+        };
+        session.shard.to_hub(
+            hub,
+            MediaEvent::Frame {
+                sequence,
+                timestamp,
+                payload,
+            },
+        );
+    }
+}
+
+fn stream_code(e: &ReadError) -> u32 {
+    match e {
+        ReadError::Stream(qumo_shards::ReadStreamError::Reset(code)) => {
+            u32::try_from(code.into_inner()).unwrap_or(codes::CANCEL)
+        }
+        ReadError::Truncated => codes::WRONG_SIZE,
+        _ => codes::CANCEL,
+    }
+}
+
+/// Wall-clock milliseconds, the timestamp a lite-04 frame gets on arrival.
+fn arrival_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

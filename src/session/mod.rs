@@ -1,0 +1,301 @@
+//! One moq-lite session: a peer that may publish, subscribe, or both.
+//!
+//! Tasks per session, all on the connection's shard:
+//! - the bidi acceptor: the peer's ANNOUNCE_REQUEST, SUBSCRIBE, TRACK, PROBE,
+//!   GOAWAY and FETCH streams, each served by its own task (`serve`);
+//! - the uni acceptor: GROUP streams answering our upstream subscriptions
+//!   (`consume`) and, on lite-05+, the peer's SETUP;
+//! - the announce consumer: our ANNOUNCE_REQUEST (prefix "") to the peer,
+//!   which learns what it publishes (`consume`).
+//!
+//! Malformed input on a control stream closes the session with
+//! PROTOCOL_VIOLATION; a bad or unwanted data stream is reset alone.
+
+pub mod codes;
+mod consume;
+pub mod reader;
+mod serve;
+pub mod transport;
+pub mod util;
+mod writer;
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use qumo_shards::{SendStream, VarInt};
+use tracing::{debug, info, warn};
+
+use crate::lite::{BidiType, Encode, Goaway, Limits, ProbeLevel, Setup, UniType, Version};
+use crate::message::{HubRef, SessionRef};
+use crate::shard::Shard;
+use reader::{ReadError, StreamReader};
+use transport::Transport;
+use util::{race, Either, Signal};
+
+pub use consume::Upstream;
+
+/// How long a lite-05+ client has to send its SETUP.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a session ended abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    #[error("read: {0}")]
+    Read(#[from] ReadError),
+    #[error("transport: {0}")]
+    Transport(#[from] transport::TransportError),
+    #[error("write: {0}")]
+    Write(#[from] qumo_shards::WriteError),
+    #[error("no SETUP within {0:?}")]
+    SetupTimeout(Duration),
+}
+
+/// A live session and what it holds.
+pub struct Session {
+    pub id: SessionRef,
+    pub transport: Transport,
+    pub version: Version,
+    /// Session root: every path the peer names is relative to it.
+    pub root: RefCell<String>,
+    pub shard: Rc<Shard>,
+    /// Our subscriptions to the peer's tracks, by subscribe id.
+    upstreams: RefCell<HashMap<u64, Rc<Upstream>>>,
+    upstream_ids: RefCell<HashMap<HubRef, u64>>,
+    next_subscribe_id: Cell<u64>,
+    /// Broadcasts the peer announced to us (absolute paths).
+    announced: RefCell<HashSet<String>>,
+    /// The peer's subscriptions to us, for the per-session limit.
+    subscriptions: Cell<usize>,
+    /// Raised when the session ends; every task of it stops.
+    pub closed: Signal,
+}
+
+impl Session {
+    pub fn limits(&self) -> Limits {
+        self.shard.settings.limits
+    }
+
+    /// An absolute path for a path the peer named.
+    pub fn absolute(&self, path: &str) -> String {
+        crate::origin::join(&self.root.borrow(), path)
+    }
+
+    /// The peer's name for an absolute path under our root.
+    pub fn relative<'a>(&self, path: &'a str) -> Option<&'a str> {
+        crate::origin::strip_prefix(path, &self.root.borrow())
+    }
+
+    fn reader(&self, stream: qumo_shards::RecvStream, leftover: Bytes) -> StreamReader {
+        StreamReader::new(stream, leftover, self.version, self.limits())
+    }
+
+    /// Encode `msg` after an optional stream type into one buffer.
+    fn encode(&self, parts: &[&dyn EncodeDyn]) -> Bytes {
+        let mut buf = BytesMut::new();
+        for part in parts {
+            if let Err(e) = part.encode_dyn(&mut buf, self.version) {
+                // Our own messages only; a failure is a bug worth seeing.
+                warn!(error = %e, "cannot encode an outgoing message");
+            }
+        }
+        buf.freeze()
+    }
+
+    /// Reset a stream with a moq-lite stream code.
+    fn reset(&self, stream: &mut SendStream, code: u32) {
+        let _ = stream.reset(self.transport.stream_code(code));
+    }
+
+    fn stop(&self, reader: &mut StreamReader, code: u32) {
+        reader.stop(self.transport.stream_code(code));
+    }
+
+    /// Close the whole session for a protocol violation.
+    fn violation(&self, what: &str, error: &dyn std::fmt::Display) {
+        warn!(session = self.id.id, %what, %error, "closing session: protocol violation");
+        self.transport
+            .close(codes::PROTOCOL_VIOLATION, &format!("{what}: {error}"));
+        self.closed.raise();
+    }
+}
+
+/// `Encode` as a trait object (its generic `BufMut` keeps it from being one).
+trait EncodeDyn {
+    fn encode_dyn(
+        &self,
+        out: &mut BytesMut,
+        version: Version,
+    ) -> Result<usize, crate::lite::EncodeError>;
+}
+
+impl<T: Encode> EncodeDyn for T {
+    fn encode_dyn(
+        &self,
+        out: &mut BytesMut,
+        version: Version,
+    ) -> Result<usize, crate::lite::EncodeError> {
+        self.encode(out, version)
+    }
+}
+
+/// Run a session until the peer leaves or the relay shuts down.
+pub async fn run(shard: Rc<Shard>, transport: Transport, version: Version, root: String) {
+    let conn = transport.connection().clone();
+    let session = Rc::new(Session {
+        id: SessionRef {
+            shard: shard.index(),
+            id: conn.stable_id(),
+        },
+        transport,
+        version,
+        root: RefCell::new(crate::origin::normalize(&root)),
+        shard: shard.clone(),
+        upstreams: RefCell::new(HashMap::new()),
+        upstream_ids: RefCell::new(HashMap::new()),
+        next_subscribe_id: Cell::new(0),
+        announced: RefCell::new(HashSet::new()),
+        subscriptions: Cell::new(0),
+        closed: Signal::default(),
+    });
+    info!(session = session.id.id, remote = ?conn.remote_address(), %version, "session open");
+
+    if version.has_setup() {
+        if let Err(e) = exchange_setup(&session).await {
+            warn!(session = session.id.id, error = %e, "session setup failed");
+            session
+                .transport
+                .close(codes::PROTOCOL_VIOLATION, "setup failed");
+            return;
+        }
+    }
+
+    shard.register_session(session.clone());
+    monoio::spawn(accept_bi(session.clone()));
+    monoio::spawn(accept_uni(session.clone()));
+    monoio::spawn(consume::announcements(session.clone()));
+    monoio::spawn(goaway_on_shutdown(session.clone()));
+
+    match race(session.transport.closed(), session.closed.raised()).await {
+        Either::Left(()) => session.closed.raise(),
+        Either::Right(()) => {}
+    }
+    shard.unregister_session(&session);
+    info!(session = session.id.id, "session closed");
+}
+
+/// Lite-05+: read the peer's SETUP (its root path on raw QUIC) and send ours.
+async fn exchange_setup(session: &Rc<Session>) -> Result<(), SessionError> {
+    let ours = Setup {
+        probe: ProbeLevel::None,
+        path: None,
+        role: None,
+        cost: None,
+        hop: Some(session.shard.hop),
+    };
+    let mut send = session.transport.open_uni().await?;
+    send.write_chunk(session.encode(&[&UniType::Setup, &ours]))
+        .await?;
+    send.finish()?;
+
+    let read = async {
+        loop {
+            let (recv, leftover) = session.transport.accept_uni().await?;
+            let mut reader = session.reader(recv, leftover);
+            match reader.expect::<UniType>().await {
+                Ok(UniType::Setup) => {
+                    return Ok::<_, SessionError>(reader.expect::<Setup>().await?)
+                }
+                // Nothing legitimate comes before SETUP; refuse and wait on.
+                Ok(_) | Err(ReadError::Decode(_)) => {
+                    session.stop(&mut reader, codes::UNEXPECTED_STREAM)
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    let timeout = monoio::time::sleep(SETUP_TIMEOUT);
+    let setup = match race(read, timeout).await {
+        Either::Left(setup) => setup?,
+        Either::Right(()) => return Err(SessionError::SetupTimeout(SETUP_TIMEOUT)),
+    };
+    // The WebTransport URL path wins; the SETUP path is for raw QUIC.
+    if let (Some(path), true) = (&setup.path, session.root.borrow().is_empty()) {
+        *session.root.borrow_mut() = crate::origin::normalize(path);
+    }
+    debug!(session = session.id.id, ?setup, "peer setup");
+    Ok(())
+}
+
+async fn accept_bi(session: Rc<Session>) {
+    loop {
+        let accepted = race(session.transport.accept_bi(), session.closed.raised()).await;
+        let Either::Left(Ok((send, recv, leftover))) = accepted else {
+            session.closed.raise();
+            return;
+        };
+        let mut reader = session.reader(recv, leftover);
+        let session = session.clone();
+        monoio::spawn(async move {
+            let kind = match reader.expect::<BidiType>().await {
+                Ok(kind) if kind.exists_in(session.version) => kind,
+                Ok(_) | Err(ReadError::Decode(_)) => {
+                    // Unknown or not in this version: reset it, keep the session.
+                    let mut send = send;
+                    session.reset(&mut send, codes::UNEXPECTED_STREAM);
+                    session.stop(&mut reader, codes::UNEXPECTED_STREAM);
+                    return;
+                }
+                Err(_) => return,
+            };
+            serve::bidi(session, kind, send, reader).await;
+        });
+    }
+}
+
+async fn accept_uni(session: Rc<Session>) {
+    loop {
+        let accepted = race(session.transport.accept_uni(), session.closed.raised()).await;
+        let Either::Left(Ok((recv, leftover))) = accepted else {
+            session.closed.raise();
+            return;
+        };
+        let mut reader = session.reader(recv, leftover);
+        let session = session.clone();
+        monoio::spawn(async move {
+            match reader.expect::<UniType>().await {
+                Ok(UniType::Group) => consume::group(session, reader).await,
+                // A second SETUP, or an unknown type: refuse this stream only.
+                Ok(UniType::Setup) | Err(ReadError::Decode(_)) => {
+                    session.stop(&mut reader, codes::UNEXPECTED_STREAM)
+                }
+                Err(_) => {}
+            }
+        });
+    }
+}
+
+/// At shutdown, tell the peer to go away (GOAWAY with no new URI) before the
+/// runtime closes the connection.
+async fn goaway_on_shutdown(session: Rc<Session>) {
+    let shard = session.shard.clone();
+    if let Either::Right(()) = race(session.closed.raised(), shard.shutdown_started()).await {
+        let Ok((mut send, _recv)) = session.transport.open_bi().await else {
+            return;
+        };
+        let msg = session.encode(&[&BidiType::Goaway, &Goaway { uri: String::new() }]);
+        if send.write_chunk(msg).await.is_ok() {
+            let _ = send.finish();
+        }
+        debug!(session = session.id.id, "sent GOAWAY");
+    }
+}
+
+/// Codes as QUIC varints, for the places that need one.
+pub fn code(code: u32) -> VarInt {
+    VarInt::from_u32(code)
+}

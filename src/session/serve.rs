@@ -1,0 +1,398 @@
+//! The peer as a subscriber: its ANNOUNCE_REQUEST, SUBSCRIBE, TRACK, PROBE,
+//! GOAWAY and FETCH streams, answered from the shard's announce table and
+//! track replicas.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use qumo_shards::SendStream;
+use tracing::{debug, info};
+
+use super::reader::StreamReader;
+use super::util::{race, Either, Signal};
+use super::writer::write_group;
+use super::{codes, Session};
+use crate::lite::{
+    Announce, AnnounceOk, AnnounceRequest, BidiType, Cost, Encode, Subscribe, SubscribeOk,
+    SubscribeReply, SubscribeUpdate, TrackInfo, TrackRequest, MAX_HOPS,
+};
+use crate::message::{TrackKey, TrackName};
+use crate::track::{Group, TrackReplica, TrackState};
+
+/// How long a TRACK request waits for the publisher's properties.
+const TRACK_INFO_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub async fn bidi(session: Rc<Session>, kind: BidiType, send: SendStream, reader: StreamReader) {
+    match kind {
+        BidiType::Announce => announce(session, send, reader).await,
+        BidiType::Subscribe => subscribe(session, send, reader).await,
+        BidiType::Track => track(session, send, reader).await,
+        // We send no PROBE reports (no bandwidth estimate to give); hold the
+        // stream until the peer is done with it.
+        BidiType::Probe | BidiType::Goaway => {
+            let mut reader = reader;
+            if kind == BidiType::Goaway {
+                info!(session = session.id.id, "peer sent GOAWAY");
+            }
+            let _ = race(drain(&mut reader), session.closed.raised()).await;
+            drop(send);
+        }
+        // FETCH of past groups is not served: answer "not found".
+        BidiType::Fetch => {
+            let (mut send, mut reader) = (send, reader);
+            session.reset(&mut send, codes::NOT_FOUND);
+            session.stop(&mut reader, codes::NOT_FOUND);
+        }
+    }
+}
+
+async fn drain(reader: &mut StreamReader) {
+    // The messages on these streams need no answer from us.
+    let _ = reader.discard_to_end().await;
+}
+
+/// The peer asks which broadcasts exist under a prefix.
+async fn announce(session: Rc<Session>, mut send: SendStream, mut reader: StreamReader) {
+    let request = match reader.expect::<AnnounceRequest>().await {
+        Ok(request) => request,
+        Err(e) => return session.violation("ANNOUNCE_REQUEST", &e),
+    };
+    if request.prefix.len() > session.shard.settings.max_announce_prefix_len {
+        debug!(
+            session = session.id.id,
+            len = request.prefix.len(),
+            "announce prefix too long"
+        );
+        session.reset(&mut send, codes::NO_CAPACITY);
+        return session.stop(&mut reader, codes::NO_CAPACITY);
+    }
+    let prefix = session.absolute(&request.prefix);
+    let (listener_id, listener, initial) = session.shard.listen(&prefix, session.id);
+    let version = session.version;
+    let own_hop = session.shard.hop;
+    // Lite-06 names an announcement by the order of its START.
+    let mut ids: HashMap<String, u64> = HashMap::new();
+    let mut next_id = 0u64;
+    let mut to_wire = |event: &crate::origin::AnnounceEvent| -> Option<Announce> {
+        let mut hops: Vec<u64> = event.hops.to_vec();
+        if !version.has_announce_ok() {
+            // Lite-04 receivers expect the sender on the chain; 05+ add it
+            // themselves from ANNOUNCE_OK.
+            hops.push(own_hop);
+        }
+        if hops.len() > MAX_HOPS {
+            return None;
+        }
+        let suffix = event.suffix.clone();
+        Some(match (version.has_announce_id(), event.active) {
+            (false, true) => Announce::Active { suffix, hops },
+            (false, false) => Announce::Ended { suffix, hops },
+            (true, true) => {
+                ids.insert(suffix.clone(), next_id);
+                next_id += 1;
+                Announce::Start {
+                    suffix,
+                    hops,
+                    cost: Cost::default(),
+                }
+            }
+            (true, false) => Announce::End {
+                id: ids.remove(&suffix)?,
+            },
+        })
+    };
+
+    let result = async {
+        let mut first = Vec::new();
+        if version.has_announce_ok() {
+            AnnounceOk {
+                hop: own_hop,
+                active: initial.len() as u64,
+            }
+            .encode(&mut first, version)
+            .ok();
+        }
+        for event in &initial {
+            if let Some(msg) = to_wire(event) {
+                msg.encode(&mut first, version).ok();
+            }
+        }
+        send.write_all(&first).await?;
+        loop {
+            let next = race(poll_fn(|cx| listener.poll_next(cx)), reader.at_end()).await;
+            match next {
+                Either::Left(event) => {
+                    if let Some(msg) = to_wire(&event) {
+                        let mut buf = Vec::new();
+                        msg.encode(&mut buf, version).ok();
+                        send.write_all(&buf).await?;
+                    }
+                }
+                // The peer closed its side (or sent junk): we are done.
+                Either::Right(_) => return Ok::<_, qumo_shards::WriteError>(()),
+            }
+        }
+    };
+    let _ = race(result, session.closed.raised()).await;
+    session.shard.unlisten(listener_id);
+    let _ = send.finish();
+}
+
+/// Per-subscription state shared by its cursor and its group writers.
+pub struct Subscription {
+    pub id: u64,
+    pub priority: Cell<u8>,
+    pub max_latency: Cell<Duration>,
+    /// Raised when the subscriber cancels or the session ends.
+    pub cancelled: Signal,
+}
+
+impl Subscription {
+    /// Whether `group` is too old to still send: superseded longer ago than
+    /// the max latency.
+    pub fn expired(&self, group: &Group, now: std::time::Instant) -> bool {
+        group
+            .superseded_at()
+            .is_some_and(|at| now.saturating_duration_since(at) > self.max_latency.get())
+    }
+}
+
+/// The peer subscribes to a track.
+async fn subscribe(session: Rc<Session>, mut send: SendStream, mut reader: StreamReader) {
+    let request = match reader.expect::<Subscribe>().await {
+        Ok(request) => request,
+        Err(e) => return session.violation("SUBSCRIBE", &e),
+    };
+    let settings = &session.shard.settings;
+    if session.subscriptions.get() >= settings.max_subscriptions_per_session {
+        debug!(session = session.id.id, "subscription limit reached");
+        session.reset(&mut send, codes::NO_CAPACITY);
+        return session.stop(&mut reader, codes::NO_CAPACITY);
+    }
+    let key: TrackKey = Arc::new(TrackName {
+        broadcast: session.absolute(&request.broadcast),
+        track: request.track.clone(),
+    });
+    if session.shard.publisher_of(&key.broadcast).is_none() {
+        debug!(session = session.id.id, track = %key, "subscribe: no such broadcast");
+        session.reset(&mut send, codes::NOT_FOUND);
+        return session.stop(&mut reader, codes::NOT_FOUND);
+    }
+    info!(session = session.id.id, id = request.id, track = %key, "subscribe");
+    session.subscriptions.set(session.subscriptions.get() + 1);
+    let replica = session.shard.subscribe_local(&key);
+    replica.add_subscriber();
+
+    let sub = Rc::new(Subscription {
+        id: request.id,
+        priority: Cell::new(request.priority),
+        max_latency: Cell::new(effective_latency(
+            request.max_latency,
+            settings.default_max_latency,
+        )),
+        cancelled: Signal::default(),
+    });
+
+    let outcome = serve_track(&session, &sub, &replica, &request, &mut send, reader).await;
+    sub.cancelled.raise();
+    match outcome {
+        Ok(TrackEnd::Clean(next)) => {
+            if session.version.has_track_stream() {
+                let end = SubscribeReply::End { group: next };
+                let _ = send.write_chunk(session.encode(&[&end])).await;
+            }
+            let _ = send.finish();
+        }
+        Ok(TrackEnd::Reset(code)) => session.reset(&mut send, code),
+        Ok(TrackEnd::Cancelled) | Err(_) => {
+            let _ = send.finish();
+        }
+    }
+    debug!(session = session.id.id, id = request.id, track = %key, "subscription over");
+    session.subscriptions.set(session.subscriptions.get() - 1);
+    if replica.remove_subscriber() == 0 {
+        session.shard.release_local(&key, &replica);
+    }
+}
+
+fn effective_latency(requested_ms: u64, default: Duration) -> Duration {
+    match requested_ms {
+        0 => default,
+        ms => Duration::from_millis(ms),
+    }
+}
+
+enum TrackEnd {
+    /// The track ended; the next group would have had this sequence.
+    Clean(u64),
+    Reset(u32),
+    Cancelled,
+}
+
+enum Step {
+    Group(Rc<Group>),
+    Ended(Option<u32>),
+    Cancelled,
+}
+
+/// Follow the replica by cursor: each group goes to its own writer task.
+async fn serve_track(
+    session: &Rc<Session>,
+    sub: &Rc<Subscription>,
+    replica: &Rc<TrackReplica>,
+    request: &Subscribe,
+    send: &mut SendStream,
+    reader: StreamReader,
+) -> Result<TrackEnd, qumo_shards::WriteError> {
+    if !session.version.has_track_stream() {
+        let ok = SubscribeReply::Ok(SubscribeOk {
+            priority: request.priority,
+            max_latency: 0,
+            start_group: None,
+            end_group: None,
+        });
+        send.write_chunk(session.encode(&[&ok])).await?;
+    }
+    monoio::spawn(read_updates(session.clone(), sub.clone(), reader));
+
+    let mut last: Option<u64> = request.start_group.map(|s| s.saturating_sub(1));
+    let mut started = false;
+    if let Some(start) = request.start_group {
+        if start == 0 {
+            last = None;
+        }
+    }
+    loop {
+        let step = poll_fn(|cx| {
+            if sub.cancelled.poll_raised(cx).is_ready() || session.closed.is_raised() {
+                return Poll::Ready(Step::Cancelled);
+            }
+            let now = std::time::Instant::now();
+            if let Some(group) = next_group(replica, last, sub, now) {
+                return Poll::Ready(Step::Group(group));
+            }
+            if let TrackState::Ended(code) = replica.state() {
+                return Poll::Ready(Step::Ended(code));
+            }
+            replica.register(cx);
+            let _ = session.closed.poll_raised(cx);
+            Poll::Pending
+        })
+        .await;
+        match step {
+            Step::Group(group) => {
+                if !started && session.version.has_track_stream() {
+                    let start = SubscribeReply::Start {
+                        group: group.sequence,
+                    };
+                    send.write_chunk(session.encode(&[&start])).await?;
+                }
+                started = true;
+                last = Some(group.sequence);
+                monoio::spawn(write_group(session.clone(), sub.clone(), group));
+            }
+            Step::Ended(None) => return Ok(TrackEnd::Clean(last.map_or(0, |l| l + 1))),
+            Step::Ended(Some(code)) => return Ok(TrackEnd::Reset(code)),
+            Step::Cancelled => return Ok(TrackEnd::Cancelled),
+        }
+    }
+}
+
+/// The group to send after `last`: the next one in order, unless it and
+/// its successors are too old, in which case skip ahead (never past the
+/// newest).
+fn next_group(
+    replica: &TrackReplica,
+    last: Option<u64>,
+    sub: &Subscription,
+    now: std::time::Instant,
+) -> Option<Rc<Group>> {
+    let Some(last) = last else {
+        // A new subscription starts at the newest group.
+        return replica.newest_after(None);
+    };
+    let mut candidate = replica.group_after(Some(last))?;
+    while sub.expired(&candidate, now) {
+        match replica.group_after(Some(candidate.sequence)) {
+            Some(newer) => candidate = newer,
+            None => break,
+        }
+    }
+    Some(candidate)
+}
+
+/// SUBSCRIBE_UPDATEs until the subscriber closes its side.
+async fn read_updates(session: Rc<Session>, sub: Rc<Subscription>, mut reader: StreamReader) {
+    let default = session.shard.settings.default_max_latency;
+    loop {
+        match race(reader.decode::<SubscribeUpdate>(), sub.cancelled.raised()).await {
+            Either::Left(Ok(Some(update))) => {
+                sub.priority.set(update.priority);
+                sub.max_latency
+                    .set(effective_latency(update.max_latency, default));
+            }
+            Either::Left(Ok(None)) | Either::Left(Err(super::reader::ReadError::Stream(_))) => {
+                break;
+            }
+            Either::Left(Err(e)) => {
+                session.violation("SUBSCRIBE_UPDATE", &e);
+                break;
+            }
+            Either::Right(()) => return,
+        }
+    }
+    sub.cancelled.raise();
+}
+
+/// The peer asks for a track's properties (lite-05+).
+async fn track(session: Rc<Session>, mut send: SendStream, mut reader: StreamReader) {
+    let request = match reader.expect::<TrackRequest>().await {
+        Ok(request) => request,
+        Err(e) => return session.violation("TRACK", &e),
+    };
+    let key: TrackKey = Arc::new(TrackName {
+        broadcast: session.absolute(&request.broadcast),
+        track: request.track,
+    });
+    if session.shard.publisher_of(&key.broadcast).is_none() {
+        session.reset(&mut send, codes::NOT_FOUND);
+        return;
+    }
+    // Holding a subscriber makes the owner subscribe upstream, which is how
+    // the publisher's properties reach this shard.
+    let replica = session.shard.subscribe_local(&key);
+    replica.add_subscriber();
+    let wait = poll_fn(|cx| {
+        if let Some(p) = replica.properties() {
+            return Poll::Ready(Ok(p));
+        }
+        if let TrackState::Ended(code) = replica.state() {
+            return Poll::Ready(Err(code.unwrap_or(codes::NOT_FOUND)));
+        }
+        replica.register(cx);
+        Poll::Pending
+    });
+    let outcome = race(wait, monoio::time::sleep(TRACK_INFO_TIMEOUT)).await;
+    match outcome {
+        Either::Left(Ok(p)) => {
+            let info = TrackInfo {
+                priority: p.priority,
+                max_latency: p.max_latency,
+                timescale: p.timescale,
+            };
+            if send.write_chunk(session.encode(&[&info])).await.is_ok() {
+                let _ = send.finish();
+            }
+        }
+        Either::Left(Err(code)) => session.reset(&mut send, code),
+        Either::Right(()) => session.reset(&mut send, codes::NOT_FOUND),
+    }
+    if replica.remove_subscriber() == 0 {
+        session.shard.release_local(&key, &replica);
+    }
+}

@@ -1,0 +1,76 @@
+//! The streams a session runs on: raw QUIC, or WebTransport over HTTP/3
+//! where every stream carries a session prefix. The session code sees one
+//! interface and never the difference.
+
+use bytes::Bytes;
+use qumo_shards::{Connection, ConnectionError, RecvStream, SendStream, VarInt};
+
+/// Why the transport failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("connection: {0}")]
+    Connection(#[from] ConnectionError),
+}
+
+#[derive(Clone)]
+pub enum Transport {
+    Quic(Connection),
+}
+
+impl Transport {
+    pub fn connection(&self) -> &Connection {
+        match self {
+            Transport::Quic(conn) => conn,
+        }
+    }
+
+    pub async fn open_uni(&self) -> Result<SendStream, TransportError> {
+        match self {
+            Transport::Quic(conn) => Ok(conn.open_uni().await?),
+        }
+    }
+
+    pub async fn open_bi(&self) -> Result<(SendStream, RecvStream), TransportError> {
+        match self {
+            Transport::Quic(conn) => Ok(conn.open_bi().await?),
+        }
+    }
+
+    /// The next peer stream and any bytes already read past its prefix.
+    pub async fn accept_uni(&self) -> Result<(RecvStream, Bytes), TransportError> {
+        match self {
+            Transport::Quic(conn) => Ok((conn.accept_uni().await?, Bytes::new())),
+        }
+    }
+
+    pub async fn accept_bi(&self) -> Result<(SendStream, RecvStream, Bytes), TransportError> {
+        match self {
+            Transport::Quic(conn) => {
+                let (send, recv) = conn.accept_bi().await?;
+                Ok((send, recv, Bytes::new()))
+            }
+        }
+    }
+
+    /// A moq-lite stream error code as this transport puts it on the wire.
+    pub fn stream_code(&self, code: u32) -> VarInt {
+        match self {
+            Transport::Quic(_) => VarInt::from_u32(code),
+        }
+    }
+
+    /// Close the session with a moq-lite session code.
+    pub fn close(&self, code: u32, reason: &str) {
+        match self {
+            Transport::Quic(conn) => conn.close(VarInt::from_u32(code), reason.as_bytes()),
+        }
+    }
+
+    pub async fn closed(&self) {
+        match self {
+            Transport::Quic(conn) => {
+                conn.closed().await;
+            }
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! Writes one cached group to one subscriber on its own uni stream.
+//!
+//! The writer is a cursor into the shared group: it never copies a payload
+//! (frames go to quinn-proto as `Bytes`) and never makes anyone wait for it.
+//! It gives up, resetting its stream, when:
+//! - the subscriber cancels or the session ends (CANCEL);
+//! - the group was superseded longer ago than the subscriber's max latency
+//!   (TOO_FAR_BEHIND): a subscriber that cannot keep up loses old groups
+//!   instead of queueing them;
+//! - the group itself was reset or evicted upstream (that code).
+
+use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use monoio::time::Sleep;
+use qumo_shards::SendStream;
+
+use super::serve::Subscription;
+use super::util::{race, Either};
+use super::{codes, Session};
+use crate::lite::{Encode, FrameHeader, GroupHeader, Timestamps, UniType};
+use crate::track::{Group, NextFrame};
+
+enum Outcome {
+    Done,
+    Reset(u32),
+    /// The stream itself failed (peer stopped it, connection gone).
+    Lost,
+}
+
+pub async fn write_group(session: Rc<Session>, sub: Rc<Subscription>, group: Rc<Group>) {
+    let mut deadline = Deadline::default();
+    // Opening waits for the peer's stream credit; a group that expires
+    // meanwhile is skipped without ever opening a stream.
+    let gate = poll_fn(|cx| match give_up(&sub, &group, &mut deadline, cx) {
+        Some(code) => Poll::Ready(code),
+        None => Poll::Pending,
+    });
+    let mut stream = match race(session.transport.open_uni(), gate).await {
+        Either::Left(Ok(stream)) => stream,
+        Either::Left(Err(_)) | Either::Right(_) => return,
+    };
+    // Newer groups first: the live edge matters more than the backlog.
+    let _ = stream.set_priority(priority(sub.priority.get(), group.sequence));
+
+    let mut header = BytesMut::new();
+    let group_header = GroupHeader {
+        subscribe: sub.id,
+        sequence: group.sequence,
+        frame_start: 0,
+    };
+    let _ = UniType::Group.encode(&mut header, session.version);
+    let _ = group_header.encode(&mut header, session.version);
+
+    let mut pending: VecDeque<Bytes> = VecDeque::from([header.freeze()]);
+    let mut cursor = 0usize;
+    let mut timestamps = Timestamps::default();
+    let timed = session.version.has_frame_timestamps();
+
+    let outcome = poll_fn(|cx| loop {
+        if let Some(code) = give_up(&sub, &group, &mut deadline, cx) {
+            return Poll::Ready(Outcome::Reset(code));
+        }
+        if !pending.is_empty() {
+            match stream.poll_write_chunks(cx, pending.make_contiguous()) {
+                Poll::Ready(Ok(_)) => {
+                    while pending.front().is_some_and(Bytes::is_empty) {
+                        pending.pop_front();
+                    }
+                    continue;
+                }
+                Poll::Ready(Err(_)) => return Poll::Ready(Outcome::Lost),
+                Poll::Pending => {
+                    group.register(cx);
+                    return Poll::Pending;
+                }
+            }
+        }
+        match group.poll_frame(cx, cursor) {
+            Poll::Ready(NextFrame::Frame(frame)) => {
+                cursor += 1;
+                let timestamp_delta = match timed {
+                    true => Some(timestamps.delta(frame.timestamp).unwrap_or(0)),
+                    false => None,
+                };
+                let mut head = BytesMut::with_capacity(16);
+                let header = FrameHeader {
+                    timestamp_delta,
+                    size: frame.payload.len() as u64,
+                };
+                let _ = header.encode(&mut head, session.version);
+                pending.push_back(head.freeze());
+                if !frame.payload.is_empty() {
+                    pending.push_back(frame.payload);
+                }
+            }
+            Poll::Ready(NextFrame::End) => return Poll::Ready(Outcome::Done),
+            Poll::Ready(NextFrame::Reset(code)) => return Poll::Ready(Outcome::Reset(code)),
+            Poll::Pending => return Poll::Pending,
+        }
+    })
+    .await;
+    finish(&session, &mut stream, outcome);
+}
+
+fn finish(session: &Session, stream: &mut SendStream, outcome: Outcome) {
+    match outcome {
+        Outcome::Done => {
+            let _ = stream.finish();
+        }
+        Outcome::Reset(code) => session.reset(stream, code),
+        Outcome::Lost => {}
+    }
+}
+
+/// Why to stop now, if at all; registers the wake-ups that could change
+/// the answer (cancel, the group being superseded, the expiry timer).
+fn give_up(
+    sub: &Subscription,
+    group: &Group,
+    deadline: &mut Deadline,
+    cx: &mut Context<'_>,
+) -> Option<u32> {
+    if sub.cancelled.poll_raised(cx).is_ready() {
+        return Some(codes::CANCEL);
+    }
+    let Some(superseded) = group.superseded_at() else {
+        group.register(cx);
+        return None;
+    };
+    let due = superseded + sub.max_latency.get();
+    if Instant::now() >= due {
+        return Some(codes::TOO_FAR_BEHIND);
+    }
+    deadline
+        .poll(cx, due)
+        .is_ready()
+        .then_some(codes::TOO_FAR_BEHIND)
+}
+
+/// A timer re-armed whenever the due time changes.
+#[derive(Default)]
+struct Deadline {
+    due: Option<Instant>,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl Deadline {
+    fn poll(&mut self, cx: &mut Context<'_>, due: Instant) -> Poll<()> {
+        if self.due != Some(due) {
+            self.due = Some(due);
+            self.sleep = Some(Box::pin(monoio::time::sleep_until(due.into())));
+        }
+        match self.sleep.as_mut() {
+            Some(sleep) => sleep.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// quinn-proto sends higher priorities first. The subscriber's priority
+/// ranks its tracks; within a track the newer group wins.
+fn priority(track: u8, sequence: u64) -> i32 {
+    (i32::from(track) << 23) | (sequence & 0x7f_ffff) as i32
+}

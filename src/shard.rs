@@ -1,0 +1,502 @@
+//! One shard's relay state: the announce table, the hubs of the tracks it
+//! owns, the replicas of the tracks its subscribers read, and its sessions.
+//! Everything here is touched by this shard's thread only; other shards
+//! reach it through [`ShardMessage`]s, handled in arrival order.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use qumo_shards::ShardContext;
+use tracing::{debug, warn};
+
+use crate::lite::Limits;
+use crate::message::{GroupSnapshot, HubRef, MediaEvent, SessionRef, ShardMessage, TrackKey};
+use crate::origin::{AnnounceEvent, Listener, Origin};
+use crate::session::{codes, Session};
+use crate::track::{GroupState, TrackReplica, TrackState};
+
+/// The relay limits and policies every session on a shard applies.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub limits: Limits,
+    pub group_cache_size: usize,
+    pub max_cached_bytes_per_track: u64,
+    pub max_subscriptions_per_session: usize,
+    pub max_announce_prefix_len: usize,
+    pub max_frame_size: u64,
+    pub default_max_latency: Duration,
+}
+
+/// The owner's side of a track: the upstream subscription and the shards
+/// that receive its media.
+struct Hub {
+    key: TrackKey,
+    /// The owner's cache, which is also its local subscribers' replica.
+    replica: Rc<TrackReplica>,
+    /// Other shards with subscribers; each gets every event once.
+    shards: BTreeSet<usize>,
+    publisher: SessionRef,
+}
+
+pub struct Shard {
+    ctx: ShardContext<ShardMessage>,
+    pub settings: Settings,
+    /// This relay's hop id in announce chains (the same on every shard).
+    pub hop: u64,
+    origin: RefCell<Origin>,
+    hubs: RefCell<HashMap<u64, Hub>>,
+    hub_ids: RefCell<HashMap<TrackKey, u64>>,
+    next_hub: Cell<u64>,
+    next_token: Cell<u64>,
+    replicas: RefCell<HashMap<TrackKey, Rc<TrackReplica>>>,
+    attached: RefCell<HashMap<HubRef, Rc<TrackReplica>>>,
+    sessions: RefCell<HashMap<u64, Rc<Session>>>,
+}
+
+impl Shard {
+    pub fn new(ctx: ShardContext<ShardMessage>, settings: Settings, hop: u64) -> Self {
+        Self {
+            ctx,
+            settings,
+            hop,
+            origin: RefCell::new(Origin::default()),
+            hubs: RefCell::new(HashMap::new()),
+            hub_ids: RefCell::new(HashMap::new()),
+            next_hub: Cell::new(0),
+            next_token: Cell::new(0),
+            replicas: RefCell::new(HashMap::new()),
+            attached: RefCell::new(HashMap::new()),
+            sessions: RefCell::new(HashMap::new()),
+        }
+    }
+
+    pub fn index(&self) -> usize {
+        self.ctx.index()
+    }
+
+    pub fn context(&self) -> &ShardContext<ShardMessage> {
+        &self.ctx
+    }
+
+    pub async fn shutdown_started(&self) {
+        self.ctx.shutdown_started().await
+    }
+
+    /// The shard that owns `key`'s hub. A fixed hash, so every shard agrees.
+    pub fn owner(&self, key: &TrackKey) -> usize {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut hasher);
+        (hasher.finish() % self.ctx.shard_count() as u64) as usize
+    }
+
+    fn post(&self, to: usize, message: ShardMessage) {
+        if self.ctx.send(to, message).is_err() {
+            debug!(to, "shard stopped; message dropped");
+        }
+    }
+
+    // --- sessions -------------------------------------------------------
+
+    pub fn register_session(&self, session: Rc<Session>) {
+        self.sessions.borrow_mut().insert(session.id.id, session);
+    }
+
+    pub fn unregister_session(&self, session: &Rc<Session>) {
+        self.sessions.borrow_mut().remove(&session.id.id);
+        session.end_upstreams();
+    }
+
+    // --- announcements --------------------------------------------------
+
+    /// Tell every shard (this one included) that `path` is (in)active.
+    pub fn announce(&self, path: &str, publisher: SessionRef, hops: Arc<[u64]>, active: bool) {
+        let path: Arc<str> = Arc::from(path);
+        for shard in 0..self.ctx.shard_count() {
+            self.post(
+                shard,
+                ShardMessage::Announce {
+                    path: path.clone(),
+                    publisher,
+                    hops: hops.clone(),
+                    active,
+                },
+            );
+        }
+    }
+
+    pub fn publisher_of(&self, broadcast: &str) -> Option<SessionRef> {
+        self.origin.borrow().publisher(broadcast)
+    }
+
+    pub fn listen(
+        &self,
+        prefix: &str,
+        session: SessionRef,
+    ) -> (u64, Rc<Listener>, Vec<AnnounceEvent>) {
+        self.origin.borrow_mut().listen(prefix, session)
+    }
+
+    pub fn unlisten(&self, id: u64) {
+        self.origin.borrow_mut().unlisten(id);
+    }
+
+    // --- subscriber side ------------------------------------------------
+
+    /// The local replica of `key`, asking the owner for the track if this
+    /// shard has none yet.
+    pub fn subscribe_local(&self, key: &TrackKey) -> Rc<TrackReplica> {
+        if let Some(replica) = self.replicas.borrow().get(key) {
+            if !matches!(replica.state(), TrackState::Ended(_)) {
+                return replica.clone();
+            }
+        }
+        let owner = self.owner(key);
+        // On the owner, a live hub's cache is the replica.
+        if owner == self.index() {
+            if let Some(id) = self.hub_ids.borrow().get(key) {
+                let replica = self.hubs.borrow()[id].replica.clone();
+                self.replicas
+                    .borrow_mut()
+                    .insert(key.clone(), replica.clone());
+                return replica;
+            }
+        }
+        let replica = self.new_replica(key);
+        self.replicas
+            .borrow_mut()
+            .insert(key.clone(), replica.clone());
+        self.post(
+            owner,
+            ShardMessage::Subscribe {
+                key: key.clone(),
+                from: self.index(),
+                token: replica.token,
+            },
+        );
+        replica
+    }
+
+    /// The last local subscriber of `replica` left.
+    pub fn release_local(&self, key: &TrackKey, replica: &Rc<TrackReplica>) {
+        {
+            let mut replicas = self.replicas.borrow_mut();
+            match replicas.get(key) {
+                Some(current) if Rc::ptr_eq(current, replica) => {
+                    replicas.remove(key);
+                }
+                // Already replaced (the track ended and a new one started).
+                _ => return,
+            }
+        }
+        self.attached
+            .borrow_mut()
+            .retain(|_, r| !Rc::ptr_eq(r, replica));
+        let owner = self.owner(key);
+        if owner == self.index() {
+            self.hub_maybe_idle(key);
+        } else {
+            self.post(
+                owner,
+                ShardMessage::Unsubscribe {
+                    key: key.clone(),
+                    from: self.index(),
+                },
+            );
+        }
+    }
+
+    // --- publisher side -------------------------------------------------
+
+    /// Send a media event to its hub (through the mesh, which keeps order).
+    pub fn to_hub(&self, hub: HubRef, event: MediaEvent) {
+        self.post(hub.owner, ShardMessage::Media { hub, event });
+    }
+
+    // --- messages -------------------------------------------------------
+
+    pub fn handle(&self, message: ShardMessage) {
+        match message {
+            ShardMessage::Announce {
+                path,
+                publisher,
+                hops,
+                active,
+            } => self
+                .origin
+                .borrow_mut()
+                .update(&path, publisher, hops, active),
+            ShardMessage::Subscribe { key, from, token } => self.hub_subscribe(key, from, token),
+            ShardMessage::Unsubscribe { key, from } => {
+                if let Some(id) = self.hub_ids.borrow().get(&key).copied() {
+                    if let Some(hub) = self.hubs.borrow_mut().get_mut(&id) {
+                        hub.shards.remove(&from);
+                    }
+                }
+                self.hub_maybe_idle(&key);
+            }
+            ShardMessage::Attached {
+                key,
+                token,
+                hub,
+                properties,
+                groups,
+                ended,
+            } => self.attached(key, token, hub, properties, groups, ended),
+            ShardMessage::Upstream {
+                key,
+                publisher,
+                hub,
+            } => {
+                let session = self.sessions.borrow().get(&publisher.id).cloned();
+                match session {
+                    Some(session) => session.subscribe_upstream(key, hub),
+                    None => self.to_hub(
+                        hub,
+                        MediaEvent::TrackEnd {
+                            code: Some(codes::NOT_FOUND),
+                        },
+                    ),
+                }
+            }
+            ShardMessage::UpstreamCancel { publisher, hub } => {
+                let session = self.sessions.borrow().get(&publisher.id).cloned();
+                if let Some(session) = session {
+                    session.cancel_upstream(hub);
+                }
+            }
+            ShardMessage::Media { hub, event } => self.media(hub, event),
+        }
+    }
+
+    fn new_replica(&self, key: &TrackKey) -> Rc<TrackReplica> {
+        let token = self.next_token.get();
+        self.next_token.set(token + 1);
+        Rc::new(TrackReplica::new(
+            key.clone(),
+            token,
+            self.settings.group_cache_size,
+            self.settings.max_cached_bytes_per_track,
+        ))
+    }
+
+    /// Owner: shard `from` wants `key`.
+    fn hub_subscribe(&self, key: TrackKey, from: usize, token: u64) {
+        let me = self.index();
+        // Our own subscriber left before this message was handled.
+        if from == me && !self.replicas.borrow().contains_key(&key) {
+            return;
+        }
+        let existing = self.hub_ids.borrow().get(&key).copied();
+        let id = match existing {
+            Some(id) => id,
+            None => {
+                let Some(publisher) = self.publisher_of(&key.broadcast) else {
+                    return self.refuse(key, from, token, codes::NOT_FOUND);
+                };
+                let id = self.next_hub.get();
+                self.next_hub.set(id + 1);
+                let replica = self.replicas.borrow().get(&key).cloned();
+                let replica = replica.unwrap_or_else(|| self.new_replica(&key));
+                replica.attach(None);
+                debug!(shard = me, track = %key, hub = id, ?publisher, "hub created");
+                self.hubs.borrow_mut().insert(
+                    id,
+                    Hub {
+                        key: key.clone(),
+                        replica,
+                        shards: BTreeSet::new(),
+                        publisher,
+                    },
+                );
+                self.hub_ids.borrow_mut().insert(key.clone(), id);
+                self.post(
+                    publisher.shard,
+                    ShardMessage::Upstream {
+                        key: key.clone(),
+                        publisher,
+                        hub: HubRef { owner: me, id },
+                    },
+                );
+                id
+            }
+        };
+        if from == me {
+            return;
+        }
+        let mut hubs = self.hubs.borrow_mut();
+        let hub = hubs.get_mut(&id).expect("hub ids and hubs agree");
+        if !hub.shards.insert(from) {
+            return;
+        }
+        let groups = hub
+            .replica
+            .groups()
+            .iter()
+            .map(|g| GroupSnapshot {
+                sequence: g.sequence,
+                frames: g.frames(),
+                ended: (g.state() != GroupState::Open).then_some(g.state()),
+            })
+            .collect();
+        let message = ShardMessage::Attached {
+            key,
+            token,
+            hub: HubRef { owner: me, id },
+            properties: hub.replica.properties(),
+            groups,
+            ended: None,
+        };
+        drop(hubs);
+        self.post(from, message);
+    }
+
+    fn refuse(&self, key: TrackKey, from: usize, token: u64, code: u32) {
+        if from == self.index() {
+            if let Some(replica) = self.replicas.borrow().get(&key) {
+                replica.end(Some(code));
+            }
+            return;
+        }
+        self.post(
+            from,
+            ShardMessage::Attached {
+                key,
+                token,
+                hub: HubRef {
+                    owner: self.index(),
+                    id: u64::MAX,
+                },
+                properties: None,
+                groups: Vec::new(),
+                ended: Some(Some(code)),
+            },
+        );
+    }
+
+    /// Owner: drop the hub and its upstream once nobody reads it.
+    fn hub_maybe_idle(&self, key: &TrackKey) {
+        let Some(id) = self.hub_ids.borrow().get(key).copied() else {
+            return;
+        };
+        let idle = {
+            let hubs = self.hubs.borrow();
+            let hub = &hubs[&id];
+            hub.shards.is_empty() && !self.replicas.borrow().contains_key(key)
+        };
+        if idle {
+            let hub = self.remove_hub(id);
+            debug!(track = %key, hub = id, "hub idle; cancelling upstream");
+            self.post(
+                hub.publisher.shard,
+                ShardMessage::UpstreamCancel {
+                    publisher: hub.publisher,
+                    hub: HubRef {
+                        owner: self.index(),
+                        id,
+                    },
+                },
+            );
+        }
+    }
+
+    fn remove_hub(&self, id: u64) -> Hub {
+        let hub = self.hubs.borrow_mut().remove(&id).expect("hub exists");
+        self.hub_ids.borrow_mut().remove(&hub.key);
+        hub
+    }
+
+    /// Subscriber shard: the owner answered.
+    fn attached(
+        &self,
+        key: TrackKey,
+        token: u64,
+        hub: HubRef,
+        properties: Option<crate::track::TrackProperties>,
+        groups: Vec<GroupSnapshot>,
+        ended: Option<Option<u32>>,
+    ) {
+        let replica = self.replicas.borrow().get(&key).cloned();
+        let current = |r: &Rc<TrackReplica>| r.token == token && r.state() == TrackState::Pending;
+        let Some(replica) = replica.filter(current) else {
+            // Everyone left before the answer came: let the owner know.
+            if ended.is_none() {
+                self.post(
+                    hub.owner,
+                    ShardMessage::Unsubscribe {
+                        key,
+                        from: self.index(),
+                    },
+                );
+            }
+            return;
+        };
+        if let Some(code) = ended {
+            replica.end(code);
+            return;
+        }
+        let now = Instant::now();
+        for group in groups {
+            let sequence = group.sequence;
+            replica.apply(MediaEvent::Group { sequence }, now);
+            for frame in group.frames {
+                replica.apply(
+                    MediaEvent::Frame {
+                        sequence,
+                        timestamp: frame.timestamp,
+                        payload: frame.payload,
+                    },
+                    now,
+                );
+            }
+            match group.ended {
+                Some(GroupState::Done) => replica.apply(MediaEvent::GroupEnd { sequence }, now),
+                Some(GroupState::Reset(code)) => {
+                    replica.apply(MediaEvent::GroupReset { sequence, code }, now)
+                }
+                _ => None,
+            };
+        }
+        replica.attach(properties);
+        self.attached.borrow_mut().insert(hub, replica);
+    }
+
+    /// A media event: on the owner, for a hub (cache it, fan it out); on a
+    /// subscriber shard, for a replica.
+    fn media(&self, hub_ref: HubRef, event: MediaEvent) {
+        let now = Instant::now();
+        if hub_ref.owner != self.index() {
+            let replica = self.attached.borrow().get(&hub_ref).cloned();
+            if let Some(replica) = replica {
+                replica.apply(event, now);
+            }
+            return;
+        }
+        let ended = matches!(event, MediaEvent::TrackEnd { .. });
+        {
+            let hubs = self.hubs.borrow();
+            let Some(hub) = hubs.get(&hub_ref.id) else {
+                return;
+            };
+            for &shard in &hub.shards {
+                self.post(
+                    shard,
+                    ShardMessage::Media {
+                        hub: hub_ref,
+                        event: event.clone(),
+                    },
+                );
+            }
+            if let Some(code) = hub.replica.apply(event, now) {
+                warn!(track = %hub.key, code, "group outgrew the track cache; reset");
+            }
+        }
+        if ended {
+            let hub = self.remove_hub(hub_ref.id);
+            debug!(track = %hub.key, "track ended");
+        }
+    }
+}

@@ -1,0 +1,390 @@
+//! A shard's local copy of one track: the newest groups, each a list of
+//! frames as `Bytes`, and the wake-ups of the local subscribers reading it.
+//!
+//! Invariants:
+//! - Groups are kept sorted by sequence; at most `cache_groups` of them and,
+//!   beyond the newest group, at most `cache_bytes` of payload. An evicted or
+//!   oversized group that is still open is marked reset, so a writer holding
+//!   it stops instead of waiting for frames that will never be appended.
+//! - Every state change wakes every waiter (track or group); waiters re-check.
+//!   One shard thread owns a replica, so plain `Cell`/`RefCell` suffice.
+//! - The replica never blocks on a subscriber: writers read it by cursor.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::message::{MediaEvent, TrackKey};
+use crate::session::codes;
+
+/// One frame: its timestamp in the track's timescale, and its payload.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub timestamp: u64,
+    pub payload: Bytes,
+}
+
+/// How a group ended, if it has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupState {
+    Open,
+    Done,
+    /// Abandoned with this stream error code.
+    Reset(u32),
+}
+
+/// What a writer finds at its cursor.
+#[derive(Debug, Clone)]
+pub enum NextFrame {
+    Frame(Frame),
+    End,
+    Reset(u32),
+}
+
+/// A group: frames appended in order, read by any number of cursors.
+#[derive(Debug)]
+pub struct Group {
+    pub sequence: u64,
+    frames: RefCell<Vec<Frame>>,
+    state: Cell<GroupState>,
+    bytes: Cell<u64>,
+    /// When a newer group arrived; a superseded group is what a lagging
+    /// subscriber may skip.
+    superseded_at: Cell<Option<Instant>>,
+    waiters: RefCell<Vec<Waker>>,
+}
+
+impl Group {
+    fn new(sequence: u64) -> Self {
+        Self {
+            sequence,
+            frames: RefCell::new(Vec::new()),
+            state: Cell::new(GroupState::Open),
+            bytes: Cell::new(0),
+            superseded_at: Cell::new(None),
+            waiters: RefCell::new(Vec::new()),
+        }
+    }
+
+    pub fn state(&self) -> GroupState {
+        self.state.get()
+    }
+
+    pub fn superseded_at(&self) -> Option<Instant> {
+        self.superseded_at.get()
+    }
+
+    pub fn frame_count(&self) -> usize {
+        self.frames.borrow().len()
+    }
+
+    /// All frames so far (for a snapshot to another shard).
+    pub fn frames(&self) -> Vec<Frame> {
+        self.frames.borrow().clone()
+    }
+
+    /// The frame at `index`, the group's end, or `Pending` with `cx`
+    /// registered for the next change.
+    pub fn poll_frame(&self, cx: &mut Context<'_>, index: usize) -> Poll<NextFrame> {
+        if let Some(frame) = self.frames.borrow().get(index) {
+            return Poll::Ready(NextFrame::Frame(frame.clone()));
+        }
+        match self.state.get() {
+            GroupState::Done => Poll::Ready(NextFrame::End),
+            GroupState::Reset(code) => Poll::Ready(NextFrame::Reset(code)),
+            GroupState::Open => {
+                self.register(cx);
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Be woken on the next change (frame, end, reset, superseded).
+    pub fn register(&self, cx: &Context<'_>) {
+        register(&mut self.waiters.borrow_mut(), cx);
+    }
+
+    fn push(&self, frame: Frame) {
+        self.bytes
+            .set(self.bytes.get() + frame.payload.len() as u64);
+        self.frames.borrow_mut().push(frame);
+        self.wake();
+    }
+
+    fn end(&self, state: GroupState) {
+        if self.state.get() == GroupState::Open {
+            self.state.set(state);
+            self.wake();
+        }
+    }
+
+    fn supersede(&self, now: Instant) {
+        if self.superseded_at.get().is_none() {
+            self.superseded_at.set(Some(now));
+            self.wake();
+        }
+    }
+
+    fn wake(&self) {
+        for waker in self.waiters.borrow_mut().drain(..) {
+            waker.wake();
+        }
+    }
+}
+
+/// Where the track stands as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrackState {
+    /// Waiting for the owner to attach this shard.
+    Pending,
+    Live,
+    /// Over: `None` for a clean end, else the stream error code.
+    Ended(Option<u32>),
+}
+
+/// Track properties learned from the publisher (lite-05+ TRACK_INFO), or
+/// the defaults used for a lite-04 publisher, whose frames the relay
+/// stamps with arrival time in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrackProperties {
+    pub priority: u8,
+    pub max_latency: u64,
+    pub timescale: u64,
+}
+
+impl Default for TrackProperties {
+    fn default() -> Self {
+        Self {
+            priority: 0,
+            max_latency: 0,
+            timescale: 1000,
+        }
+    }
+}
+
+/// A shard's copy of a track's newest groups.
+#[derive(Debug)]
+pub struct TrackReplica {
+    pub key: TrackKey,
+    /// Names this replica in the subscribe handshake with the owner.
+    pub token: u64,
+    groups: RefCell<VecDeque<Rc<Group>>>,
+    cache_groups: usize,
+    cache_bytes: u64,
+    state: Cell<TrackState>,
+    properties: Cell<Option<TrackProperties>>,
+    subscribers: Cell<usize>,
+    waiters: RefCell<Vec<Waker>>,
+}
+
+impl TrackReplica {
+    pub fn new(key: TrackKey, token: u64, cache_groups: usize, cache_bytes: u64) -> Self {
+        Self {
+            key,
+            token,
+            groups: RefCell::new(VecDeque::new()),
+            cache_groups: cache_groups.max(1),
+            cache_bytes,
+            state: Cell::new(TrackState::Pending),
+            properties: Cell::new(None),
+            subscribers: Cell::new(0),
+            waiters: RefCell::new(Vec::new()),
+        }
+    }
+
+    pub fn state(&self) -> TrackState {
+        self.state.get()
+    }
+
+    pub fn properties(&self) -> Option<TrackProperties> {
+        self.properties.get()
+    }
+
+    pub fn subscribers(&self) -> usize {
+        self.subscribers.get()
+    }
+
+    pub fn add_subscriber(&self) {
+        self.subscribers.set(self.subscribers.get() + 1);
+    }
+
+    /// Returns how many remain.
+    pub fn remove_subscriber(&self) -> usize {
+        let left = self.subscribers.get().saturating_sub(1);
+        self.subscribers.set(left);
+        left
+    }
+
+    /// The cached groups, oldest first.
+    pub fn groups(&self) -> Vec<Rc<Group>> {
+        self.groups.borrow().iter().cloned().collect()
+    }
+
+    pub fn newest_sequence(&self) -> Option<u64> {
+        self.groups.borrow().back().map(|g| g.sequence)
+    }
+
+    /// The first cached group with a sequence above `after` (any group when
+    /// `after` is `None`, starting from the newest).
+    pub fn group_after(&self, after: Option<u64>) -> Option<Rc<Group>> {
+        let groups = self.groups.borrow();
+        match after {
+            None => groups.back().cloned(),
+            Some(after) => groups.iter().find(|g| g.sequence > after).cloned(),
+        }
+    }
+
+    /// The newest cached group, if newer than `after`.
+    pub fn newest_after(&self, after: Option<u64>) -> Option<Rc<Group>> {
+        let groups = self.groups.borrow();
+        let newest = groups.back()?;
+        match after {
+            Some(after) if newest.sequence <= after => None,
+            _ => Some(newest.clone()),
+        }
+    }
+
+    /// Be woken on the next track-level change (new group, end, properties).
+    pub fn register(&self, cx: &Context<'_>) {
+        register(&mut self.waiters.borrow_mut(), cx);
+    }
+
+    /// The owner attached this shard: the track is live from here on.
+    pub fn attach(&self, properties: Option<TrackProperties>) {
+        if self.state.get() == TrackState::Pending {
+            self.state.set(TrackState::Live);
+        }
+        if properties.is_some() {
+            self.properties.set(properties);
+        }
+        self.wake();
+    }
+
+    /// Apply one media event from the owner (or, on the owner, from the
+    /// publisher). Returns the reset code when the event made a group exceed
+    /// the cache on its own, so the owner can stop the upstream group.
+    pub fn apply(&self, event: MediaEvent, now: Instant) -> Option<u32> {
+        if matches!(self.state.get(), TrackState::Ended(_)) {
+            return None;
+        }
+        match event {
+            MediaEvent::Group { sequence } => self.open_group(sequence, now),
+            MediaEvent::Frame {
+                sequence,
+                timestamp,
+                payload,
+            } => return self.push_frame(sequence, Frame { timestamp, payload }),
+            MediaEvent::GroupEnd { sequence } => {
+                if let Some(g) = self.find(sequence) {
+                    g.end(GroupState::Done);
+                }
+            }
+            MediaEvent::GroupReset { sequence, code } => {
+                if let Some(g) = self.find(sequence) {
+                    g.end(GroupState::Reset(code));
+                }
+            }
+            MediaEvent::Properties(properties) => {
+                self.properties.set(Some(properties));
+                self.wake();
+            }
+            MediaEvent::TrackEnd { code } => self.end(code),
+        }
+        None
+    }
+
+    /// End the track: open groups are reset, waiters woken.
+    pub fn end(&self, code: Option<u32>) {
+        if matches!(self.state.get(), TrackState::Ended(_)) {
+            return;
+        }
+        self.state.set(TrackState::Ended(code));
+        for group in self.groups.borrow().iter() {
+            group.end(GroupState::Reset(code.unwrap_or(codes::CANCEL)));
+        }
+        self.wake();
+    }
+
+    fn find(&self, sequence: u64) -> Option<Rc<Group>> {
+        self.groups
+            .borrow()
+            .iter()
+            .rev()
+            .find(|g| g.sequence == sequence)
+            .cloned()
+    }
+
+    fn open_group(&self, sequence: u64, now: Instant) {
+        let mut groups = self.groups.borrow_mut();
+        // Groups may arrive out of order (each is its own QUIC stream); keep
+        // them sorted and ignore a repeat.
+        let at = groups.partition_point(|g| g.sequence < sequence);
+        if groups.get(at).is_some_and(|g| g.sequence == sequence) {
+            return;
+        }
+        // A group older than everything kept, with the cache full, would be
+        // evicted at once: drop it instead.
+        if at == 0 && groups.len() >= self.cache_groups {
+            return;
+        }
+        let group = Rc::new(Group::new(sequence));
+        if at == groups.len() {
+            if let Some(previous) = groups.back() {
+                previous.supersede(now);
+            }
+        } else {
+            group.supersede(now);
+        }
+        groups.insert(at, group);
+        while groups.len() > self.cache_groups {
+            if let Some(old) = groups.pop_front() {
+                old.end(GroupState::Reset(codes::EVICTED));
+            }
+        }
+        drop(groups);
+        self.wake();
+    }
+
+    fn push_frame(&self, sequence: u64, frame: Frame) -> Option<u32> {
+        let group = self.find(sequence)?;
+        if group.state() != GroupState::Open {
+            return None;
+        }
+        group.push(frame);
+        // Enforce the byte cap: drop the oldest groups first; if the newest
+        // group alone is over, it is reset (GROUP_TOO_LARGE).
+        let mut groups = self.groups.borrow_mut();
+        let mut total: u64 = groups.iter().map(|g| g.bytes.get()).sum();
+        while total > self.cache_bytes && groups.len() > 1 {
+            let Some(old) = groups.pop_front() else { break };
+            total -= old.bytes.get();
+            old.end(GroupState::Reset(codes::EVICTED));
+        }
+        if total > self.cache_bytes {
+            if let Some(only) = groups.pop_front() {
+                only.end(GroupState::Reset(codes::GROUP_TOO_LARGE));
+                return Some(codes::GROUP_TOO_LARGE);
+            }
+        }
+        None
+    }
+
+    fn wake(&self) {
+        for waker in self.waiters.borrow_mut().drain(..) {
+            waker.wake();
+        }
+    }
+}
+
+fn register(wakers: &mut Vec<Waker>, cx: &Context<'_>) {
+    if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+        wakers.push(cx.waker().clone());
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,112 @@
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::message::TrackName;
+
+fn replica(groups: usize, bytes: u64) -> TrackReplica {
+    let key = Arc::new(TrackName {
+        broadcast: "b".into(),
+        track: "t".into(),
+    });
+    TrackReplica::new(key, 0, groups, bytes)
+}
+
+fn frame(sequence: u64, len: usize) -> MediaEvent {
+    MediaEvent::Frame {
+        sequence,
+        timestamp: 0,
+        payload: Bytes::from(vec![7u8; len]),
+    }
+}
+
+fn poll(group: &Group, index: usize) -> Poll<NextFrame> {
+    group.poll_frame(&mut Context::from_waker(Waker::noop()), index)
+}
+
+fn sequences(r: &TrackReplica) -> Vec<u64> {
+    r.groups().iter().map(|g| g.sequence).collect()
+}
+
+#[test]
+fn groups_stay_sorted_when_they_arrive_out_of_order() {
+    let r = replica(4, 1 << 20);
+    let now = Instant::now();
+    for s in [1, 3, 2] {
+        r.apply(MediaEvent::Group { sequence: s }, now);
+    }
+    assert_eq!(sequences(&r), [1, 2, 3]);
+    // Only the newest group is not superseded.
+    let superseded: Vec<bool> = r
+        .groups()
+        .iter()
+        .map(|g| g.superseded_at().is_some())
+        .collect();
+    assert_eq!(superseded, [true, true, false]);
+}
+
+#[test]
+fn the_cache_keeps_the_newest_groups_and_resets_evicted_open_ones() {
+    let r = replica(2, 1 << 20);
+    let now = Instant::now();
+    r.apply(MediaEvent::Group { sequence: 0 }, now);
+    let first = r.group_after(None).unwrap();
+    r.apply(MediaEvent::Group { sequence: 1 }, now);
+    r.apply(MediaEvent::Group { sequence: 2 }, now);
+    assert_eq!(sequences(&r), [1, 2]);
+    assert_eq!(first.state(), GroupState::Reset(codes::EVICTED));
+    // A group older than everything in a full cache is not taken.
+    r.apply(MediaEvent::Group { sequence: 0 }, now);
+    assert_eq!(sequences(&r), [1, 2]);
+}
+
+#[test]
+fn a_cursor_reads_frames_in_order_then_the_end() {
+    let r = replica(2, 1 << 20);
+    let now = Instant::now();
+    r.apply(MediaEvent::Group { sequence: 5 }, now);
+    r.apply(frame(5, 3), now);
+    let g = r.group_after(None).unwrap();
+    assert!(matches!(poll(&g, 0), Poll::Ready(NextFrame::Frame(f)) if f.payload.len() == 3));
+    assert!(poll(&g, 1).is_pending());
+    r.apply(frame(5, 4), now);
+    r.apply(MediaEvent::GroupEnd { sequence: 5 }, now);
+    assert!(matches!(poll(&g, 1), Poll::Ready(NextFrame::Frame(f)) if f.payload.len() == 4));
+    assert!(matches!(poll(&g, 2), Poll::Ready(NextFrame::End)));
+}
+
+#[test]
+fn the_byte_cap_drops_old_groups_first_and_resets_a_lone_giant() {
+    let r = replica(8, 100);
+    let now = Instant::now();
+    r.apply(MediaEvent::Group { sequence: 0 }, now);
+    r.apply(frame(0, 60), now);
+    r.apply(MediaEvent::Group { sequence: 1 }, now);
+    assert_eq!(r.apply(frame(1, 60), now), None);
+    assert_eq!(sequences(&r), [1], "the older group made room");
+    assert_eq!(r.apply(frame(1, 60), now), Some(codes::GROUP_TOO_LARGE));
+    assert!(sequences(&r).is_empty());
+}
+
+#[test]
+fn ending_the_track_resets_open_groups_and_ignores_later_media() {
+    let r = replica(4, 1 << 20);
+    let now = Instant::now();
+    r.apply(MediaEvent::Group { sequence: 0 }, now);
+    r.apply(MediaEvent::GroupEnd { sequence: 0 }, now);
+    r.apply(MediaEvent::Group { sequence: 1 }, now);
+    r.apply(MediaEvent::TrackEnd { code: None }, now);
+    let groups = r.groups();
+    assert_eq!(
+        groups[0].state(),
+        GroupState::Done,
+        "finished groups stay readable"
+    );
+    assert_eq!(groups[1].state(), GroupState::Reset(codes::CANCEL));
+    assert_eq!(r.state(), TrackState::Ended(None));
+    r.apply(MediaEvent::Group { sequence: 2 }, now);
+    assert_eq!(sequences(&r), [0, 1]);
+}
