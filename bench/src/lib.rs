@@ -1,0 +1,17 @@
+//! qumo-bench: a thread-per-core moq-lite load generator.
+//!
+//! One process runs P publishers and S subscribers as QUIC clients on the
+//! `qumo-shards` runtime, against any relay that speaks moq-lite over raw
+//! QUIC. Every frame carries its send time; subscribers measure delivered
+//! bytes, lost groups and publish-to-receive latency. See `qumo-bench --help`
+//! and `scripts/loadtest.sh`.
+
+pub mod args;
+pub mod histogram;
+pub mod loss;
+pub mod payload;
+pub mod plot;
+pub mod procfs;
+pub mod report;
+pub mod stats;
+pub mod tls;
