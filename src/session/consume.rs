@@ -249,6 +249,10 @@ async fn subscribe_stream(
                 let code = u32::try_from(code.into_inner()).unwrap_or(codes::CANCEL);
                 return (Some(code), Some(send));
             }
+            // The publisher went away: its tracks end cleanly.
+            Err(ReadError::Stream(qumo_shards::ReadStreamError::ConnectionLost(_))) => {
+                return (None, Some(send));
+            }
             Err(e) => {
                 warn!(session = session.id.id, id = request.id, error = %e, "upstream subscribe failed");
                 return (Some(codes::CANCEL), Some(send));

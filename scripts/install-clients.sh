@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Install the pinned third-party MoQ clients the interop tests run against,
+# under $HOME/.cache/qumo so that a warm machine skips them:
+#   - moq-clock 0.10.21 (moq-dev, crates.io): raw QUIC and WebTransport
+#   - Chromium + playwright-core + @moq/net 0.3.4: tests/browser/install.sh
+# Idempotent; safe to run before every test run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CACHE="${QUMO_CACHE:-$HOME/.cache/qumo}"
+mkdir -p "$CACHE/bin"
+
+MOQ_CLOCK_VERSION=0.10.21
+if ! "$CACHE/bin/moq-clock" --version 2>/dev/null | grep -q "$MOQ_CLOCK_VERSION"; then
+    echo "== installing moq-clock $MOQ_CLOCK_VERSION into $CACHE"
+    cargo install --locked --root "$CACHE" "moq-clock@$MOQ_CLOCK_VERSION"
+else
+    echo "== moq-clock $MOQ_CLOCK_VERSION already installed"
+fi
+
+if [[ -f tests/browser/install.sh ]]; then
+    bash tests/browser/install.sh
+fi

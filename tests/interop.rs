@@ -1,0 +1,150 @@
+//! Interop with a real third-party client: moq-dev's `moq-clock` 0.10.21
+//! publishes a clock through `qumo-relay` and another `moq-clock` prints its
+//! ticks. `scripts/install-clients.sh` installs the client (README's test
+//! command runs it); set `QUMO_MOQ_CLOCK` to use another copy.
+//!
+//! With two shards the kernel spreads connections, so a test that needs the
+//! publisher and subscriber on different shards (or on the same one) starts
+//! subscribers until one lands where it wants, reading the relay's log.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{moq_clock, Relay};
+
+/// Start a clock publisher and wait until the relay has its announcement.
+fn publish(relay: &Relay, url: &str, broadcast: &str) -> (support::Client, usize) {
+    let publisher = moq_clock(url, broadcast, "publish");
+    let line = relay
+        .wait_for(
+            &format!("broadcast={broadcast} active=true"),
+            Duration::from_secs(10),
+        )
+        .expect("the relay saw the clock's announcement");
+    (publisher, support::shard_of(&line))
+}
+
+/// Start subscribers until one sits on a shard `wanted` accepts; return it
+/// with its shard.
+fn subscribe_where(
+    relay: &Relay,
+    url: &str,
+    broadcast: &str,
+    wanted: impl Fn(usize) -> bool,
+) -> (support::Client, usize) {
+    for attempt in 0..12 {
+        let subscriber = moq_clock(url, broadcast, "subscribe");
+        let needle = format!("track={broadcast}/seconds");
+        let line = relay
+            .wait_for_nth(&needle, attempt, Duration::from_secs(10))
+            .expect("the relay saw the subscription");
+        let shard = support::shard_of(&line);
+        if wanted(shard) {
+            return (subscriber, shard);
+        }
+        drop(subscriber);
+    }
+    panic!("no subscriber landed on a wanted shard in 12 tries");
+}
+
+#[test]
+fn moq_clock_ticks_reach_a_subscriber_on_another_shard() {
+    let relay = Relay::start(2);
+    let url = format!("moql://{}", relay.addr);
+    let (_publisher, pub_shard) = publish(&relay, &url, "cross");
+    let (subscriber, sub_shard) = subscribe_where(&relay, &url, "cross", |s| s != pub_shard);
+    assert_ne!(pub_shard, sub_shard);
+    let ticks = subscriber.ticks(3, Duration::from_secs(10));
+    assert!(
+        ticks.len() >= 3,
+        "got {ticks:?}; relay log:\n{}",
+        relay.log()
+    );
+}
+
+#[test]
+fn moq_clock_ticks_reach_a_subscriber_on_the_same_shard() {
+    let relay = Relay::start(2);
+    let url = format!("moql://{}", relay.addr);
+    let (_publisher, pub_shard) = publish(&relay, &url, "same");
+    let (subscriber, _) = subscribe_where(&relay, &url, "same", |s| s == pub_shard);
+    let ticks = subscriber.ticks(3, Duration::from_secs(10));
+    assert!(
+        ticks.len() >= 3,
+        "got {ticks:?}; relay log:\n{}",
+        relay.log()
+    );
+}
+
+#[test]
+fn many_subscribers_share_one_upstream_subscription() {
+    let relay = Relay::start(2);
+    let url = format!("moql://{}", relay.addr);
+    let (_publisher, _) = publish(&relay, &url, "fan");
+    let subscribers: Vec<_> = (0..4)
+        .map(|_| moq_clock(&url, "fan", "subscribe"))
+        .collect();
+    for s in &subscribers {
+        let ticks = s.ticks(2, Duration::from_secs(10));
+        assert!(
+            ticks.len() >= 2,
+            "got {ticks:?}; relay log:\n{}",
+            relay.log()
+        );
+    }
+    assert_eq!(
+        relay.count("subscribing upstream"),
+        1,
+        "one upstream subscription for four subscribers; log:\n{}",
+        relay.log()
+    );
+}
+
+#[test]
+fn a_subscriber_hears_the_broadcast_end_when_the_publisher_leaves() {
+    // A killed publisher says no goodbye: the relay notices by idle timeout.
+    let relay = Relay::start_with(2, "quic:\n  idle_timeout: 2s\n  keep_alive: 500ms\n");
+    let url = format!("moql://{}", relay.addr);
+    let (publisher, _) = publish(&relay, &url, "leaving");
+    let subscriber = moq_clock(&url, "leaving", "subscribe");
+    assert!(subscriber.ticks(1, Duration::from_secs(10)).len() == 1);
+    drop(publisher);
+    assert!(
+        subscriber
+            .wait_stderr("broadcast is offline", Duration::from_secs(10))
+            .is_some(),
+        "the subscriber was told the broadcast ended; its log:\n{}\nrelay log:\n{}",
+        subscriber.stderr.snapshot().join("\n"),
+        relay.log()
+    );
+}
+
+#[test]
+fn a_subscriber_joining_late_gets_the_cached_group_at_once() {
+    // moq-clock starts a group each minute: keep clear of the rollover so
+    // the cached group has several frames.
+    let second = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            % 60
+    };
+    while !(2..=40).contains(&second()) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let relay = Relay::start(1);
+    let url = format!("moql://{}", relay.addr);
+    let (_publisher, _) = publish(&relay, &url, "late");
+    std::thread::sleep(Duration::from_secs(4));
+    let subscriber = moq_clock(&url, "late", "subscribe");
+    // The cached group's ticks come at once, faster than the clock makes
+    // them (one a second).
+    let ticks = subscriber.ticks(3, Duration::from_millis(1500));
+    assert!(
+        ticks.len() >= 3,
+        "got {ticks:?}; relay log:\n{}",
+        relay.log()
+    );
+}

@@ -1,0 +1,262 @@
+//! Shared by the process-level tests: the real `qumo-relay` binary with its
+//! log captured, and real third-party clients.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Lines a child process printed, collected by a reader thread.
+#[derive(Clone, Default)]
+pub struct Lines(Arc<Mutex<Vec<String>>>);
+
+impl Lines {
+    fn collect(source: impl Read + Send + 'static) -> Self {
+        let lines = Lines::default();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(source).lines().map_while(Result::ok) {
+                sink.0.lock().unwrap().push(line);
+            }
+        });
+        lines
+    }
+
+    pub fn snapshot(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// The `nth` (from 0) line containing `needle`, waiting up to `timeout`.
+    pub fn wait_for_nth(&self, needle: &str, nth: usize, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self
+                .snapshot()
+                .into_iter()
+                .filter(|l| l.contains(needle))
+                .nth(nth)
+            {
+                return Some(line);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+pub struct Relay {
+    child: Child,
+    pub addr: SocketAddr,
+    pub fingerprint: String,
+    log: Lines,
+    _dir: tempfile::TempDir,
+}
+
+impl Relay {
+    /// The relay on an ephemeral UDP port of 127.0.0.1 with `shards` shards
+    /// and debug logs from qumo itself.
+    pub fn start(shards: usize) -> Relay {
+        Self::start_with(shards, "")
+    }
+
+    /// As [`Relay::start`], with extra top-level YAML sections (`quic:`,
+    /// `relay:`).
+    pub fn start_with(shards: usize, sections: &str) -> Relay {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("relay.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "server:\n  address: \"127.0.0.1:0\"\n  shards: {shards}\n  shutdown_timeout: 2s\n\
+                 tls:\n  generate: [localhost]\n{sections}logging:\n  level: \"info,qumo=debug\"\n"
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_qumo-relay"))
+            .arg("--config")
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .env("NO_COLOR", "1")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let log = Lines::collect(child.stderr.take().unwrap());
+        let listening = log
+            .wait_for_nth("qumo-relay listening", 0, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("relay did not start: {:#?}", log.snapshot()));
+        let addr = field(&listening, "address").parse().unwrap();
+        let fingerprint = log
+            .snapshot()
+            .iter()
+            .find(|l| l.contains("sha256="))
+            .map(|l| field(l, "sha256"))
+            .expect("fingerprint logged");
+        Relay {
+            child,
+            addr,
+            fingerprint,
+            log,
+            _dir: dir,
+        }
+    }
+
+    pub fn wait_for(&self, needle: &str, timeout: Duration) -> Option<String> {
+        self.log.wait_for_nth(needle, 0, timeout)
+    }
+
+    pub fn wait_for_nth(&self, needle: &str, nth: usize, timeout: Duration) -> Option<String> {
+        self.log.wait_for_nth(needle, nth, timeout)
+    }
+
+    pub fn count(&self, needle: &str) -> usize {
+        self.log
+            .snapshot()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    pub fn log(&self) -> String {
+        self.log.snapshot().join("\n")
+    }
+
+    /// Resident memory of the relay process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `key=value` from a log line.
+pub fn field(line: &str, key: &str) -> String {
+    let rest = line
+        .split(&format!("{key}="))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no {key}= in {line}"));
+    rest.split_whitespace().next().unwrap().to_string()
+}
+
+/// The shard whose thread wrote a log line (`shard-N`).
+pub fn shard_of(line: &str) -> usize {
+    let rest = line
+        .split("shard-")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no shard thread in {line}"));
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// A third-party client process, killed when dropped.
+pub struct Client {
+    child: Child,
+    pub stdout: Lines,
+    pub stderr: Lines,
+}
+
+impl Client {
+    /// Wait until `n` lines that look like clock ticks were printed.
+    pub fn ticks(&self, n: usize, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ticks: Vec<String> = self
+                .stdout
+                .snapshot()
+                .into_iter()
+                .filter(|l| is_tick(l))
+                .collect();
+            if ticks.len() >= n || Instant::now() >= deadline {
+                return ticks;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn wait_stderr(&self, needle: &str, timeout: Duration) -> Option<String> {
+        self.stderr.wait_for_nth(needle, 0, timeout)
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS`, as moq-clock prints a tick.
+pub fn is_tick(line: &str) -> bool {
+    let b = line.trim().as_bytes();
+    b.len() == 19
+        && b[4] == b'-'
+        && b[10] == b' '
+        && b[13] == b':'
+        && b[16] == b':'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| matches!(i, 4 | 7 | 10 | 13 | 16) || c.is_ascii_digit())
+}
+
+/// A pinned third-party client binary, installed by
+/// `scripts/install-clients.sh` under `$HOME/.cache/qumo/bin`.
+pub fn client_binary(name: &str, env: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env) {
+        return PathBuf::from(path);
+    }
+    let path = PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
+        .join(".cache/qumo/bin")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{name} is not installed at {}: run scripts/install-clients.sh (or set {env})",
+        path.display()
+    );
+    path
+}
+
+/// `moq-clock --url URL --broadcast NAME publish|subscribe`, trusting any
+/// certificate (the relay's is self-signed).
+pub fn moq_clock(url: &str, broadcast: &str, mode: &str) -> Client {
+    let mut child = Command::new(client_binary("moq-clock", "QUMO_MOQ_CLOCK"))
+        .args([
+            "--url",
+            url,
+            "--broadcast",
+            broadcast,
+            "--tls-disable-verify",
+            mode,
+        ])
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("moq-clock runs");
+    let stdout = Lines::collect(child.stdout.take().unwrap());
+    let stderr = Lines::collect(child.stderr.take().unwrap());
+    Client {
+        child,
+        stdout,
+        stderr,
+    }
+}
