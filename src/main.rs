@@ -5,7 +5,7 @@
 //! | code | when |
 //! |------|------|
 //! | 0    | clean shutdown, `--help`, `--version` |
-//! | 1    | the relay failed after start-up |
+//! | 1    | the relay failed: a QUIC or certificate-hash HTTP address in use, or a failure while running |
 //! | 64   | bad command line (`EX_USAGE`) |
 //! | 66   | config, certificate or key file missing or unreadable (`EX_NOINPUT`) |
 //! | 78   | invalid configuration, unusable certificate or key, bad `RUST_LOG` (`EX_CONFIG`) |
@@ -104,6 +104,28 @@ fn main() -> ExitCode {
     };
     let runtime_config = config.runtime_config(tls.config);
     tracing::debug!(?runtime_config, "runtime configuration");
+
+    // A generated certificate is published for browsers to pin: plain HTTP
+    // on TCP at the QUIC listener's address. With port 0 the TCP side gets an
+    // ephemeral port of its own (logged), not the QUIC one.
+    let _certificate_server = match &tls.fingerprint {
+        Some(fingerprint) => {
+            let listen = runtime_config.listen;
+            match qumo::http::serve_certificate_hash(listen, fingerprint.hex.clone()) {
+                Ok(server) => Some(server),
+                Err(e) => {
+                    return fail(
+                        format_args!(
+                            "cannot serve {} on TCP {listen}: {e}",
+                            qumo::http::CERTIFICATE_PATH
+                        ),
+                        1,
+                    )
+                }
+            }
+        }
+        None => None,
+    };
 
     match qumo::relay::run(&config, runtime_config) {
         Ok(()) => ExitCode::SUCCESS,
