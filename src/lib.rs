@@ -11,6 +11,7 @@ pub mod session;
 pub mod shard;
 pub mod tls;
 pub mod track;
+pub mod webtransport;
 
 /// ALPN protocols the relay offers, newest first: rustls picks the first
 /// protocol in the server's list that the client also offers, so this order
