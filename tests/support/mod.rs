@@ -2,6 +2,8 @@
 //! log captured, and real third-party clients.
 #![allow(dead_code)]
 
+pub mod lite;
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -112,6 +114,21 @@ impl Relay {
 
     pub fn wait_for_nth(&self, needle: &str, nth: usize, timeout: Duration) -> Option<String> {
         self.log.wait_for_nth(needle, nth, timeout)
+    }
+
+    /// [`Relay::wait_for`] without blocking the async runtime the test's
+    /// own peers run on.
+    pub async fn wait_for_async(&self, needle: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.log.snapshot().into_iter().find(|l| l.contains(needle)) {
+                return Some(line);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub fn count(&self, needle: &str) -> usize {

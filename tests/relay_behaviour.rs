@@ -1,0 +1,287 @@
+//! The relay under precise control: a moq-lite peer of our own (quinn +
+//! the relay's codec) misbehaves, reads slowly, or goes over limits, and
+//! the relay must contain it.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use qumo::lite::{BidiType, Version};
+use support::lite::{within, Peer};
+use support::Relay;
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// A frame that carries its send time (ns since `epoch`) and `len` bytes.
+fn stamped(epoch: Instant, len: usize) -> Bytes {
+    let mut frame = vec![0u8; len.max(8)];
+    let ns = epoch.elapsed().as_nanos() as u64;
+    frame[..8].copy_from_slice(&ns.to_le_bytes());
+    Bytes::from(frame)
+}
+
+fn age(epoch: Instant, frame: &[u8]) -> Duration {
+    let sent = u64::from_le_bytes(frame[..8].try_into().unwrap());
+    epoch.elapsed() - Duration::from_nanos(sent)
+}
+
+/// Connect a publisher of `broadcast` and wait for the relay to have it.
+async fn publisher(
+    relay: &Relay,
+    version: Version,
+    broadcast: &str,
+) -> (Peer, tokio::sync::mpsc::UnboundedReceiver<u64>) {
+    let peer = Peer::connect(relay.addr, &relay.fingerprint, version).await;
+    let subscriptions = peer.publish(broadcast);
+    let announced = format!("broadcast={broadcast} active=true");
+    let relay_log = relay.wait_for_async(&announced, 10 * SECOND).await;
+    assert!(
+        relay_log.is_some(),
+        "announce reached the relay:\n{}",
+        relay.log()
+    );
+    (peer, subscriptions)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_subscriber_that_reads_nothing_does_not_delay_another() {
+    let relay = Relay::start_with(
+        2,
+        "relay:\n  default_max_latency: 300ms\n  group_cache_size: 3\n",
+    );
+    let (publisher, mut subscriptions) = publisher(&relay, Version::Lite05, "live").await;
+    let fast = Peer::connect(relay.addr, &relay.fingerprint, Version::Lite05).await;
+    let slow = Peer::connect_slow(relay.addr, &relay.fingerprint, Version::Lite04).await;
+    let _fast_sub = fast.subscribe(1, "live", "video", 0).await.unwrap();
+    let _slow_sub = slow.subscribe(1, "live", "video", 0).await.unwrap();
+    let upstream = within("upstream subscribe", 5 * SECOND, subscriptions.recv())
+        .await
+        .unwrap();
+
+    // 4 s of 10 groups/s, 10 frames of 8 KB each: 6.4 Mbit/s per subscriber.
+    let epoch = Instant::now();
+    let rss_before = relay.rss_kib();
+    let sender = tokio::spawn(async move {
+        for sequence in 0..40u64 {
+            let frames: Vec<Bytes> = (0..10).map(|_| stamped(epoch, 8_000)).collect();
+            publisher.send_group(upstream, sequence, &frames).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        publisher
+    });
+
+    let mut worst = Duration::ZERO;
+    let mut groups = 0;
+    let reader = async {
+        while groups < 40 {
+            let (_, frames) = fast
+                .read_group()
+                .await
+                .expect("fast subscriber gets whole groups");
+            for frame in &frames {
+                worst = worst.max(age(epoch, frame));
+            }
+            groups += 1;
+        }
+    };
+    if tokio::time::timeout(20 * SECOND, reader).await.is_err() {
+        panic!(
+            "the fast subscriber got {groups} of 40 groups; relay log:\n{}",
+            relay.log()
+        );
+    }
+    let _publisher = sender.await.unwrap();
+    let rss_after = relay.rss_kib();
+
+    assert_eq!(groups, 40);
+    assert!(
+        worst < Duration::from_millis(400),
+        "publish-to-receive latency of the fast subscriber stayed low: worst {worst:?}"
+    );
+    // The slow subscriber's backlog is bounded: it can hold 4 streams, so
+    // the relay reset or skipped the rest instead of queueing them.
+    let mut complete = 0;
+    let mut too_far_behind = 0;
+    let drain = async {
+        loop {
+            match tokio::time::timeout(SECOND, slow.read_group()).await {
+                Ok(Ok(_)) => complete += 1,
+                Ok(Err(e)) if e == "reset 5" => too_far_behind += 1,
+                Ok(Err(_)) => {}
+                Err(_) => break,
+            }
+        }
+    };
+    drain.await;
+    assert!(
+        complete < 40,
+        "the slow subscriber lost old groups ({complete} complete)"
+    );
+    assert!(
+        too_far_behind > 0,
+        "old groups were reset with TOO_FAR_BEHIND"
+    );
+    assert!(
+        rss_after < rss_before + 64 * 1024,
+        "relay memory stayed bounded: {rss_before} KiB -> {rss_after} KiB"
+    );
+    eprintln!(
+        "fast worst latency {worst:?}; slow: {complete} complete, {too_far_behind} reset; rss {rss_before} -> {rss_after} KiB"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn going_over_the_subscription_limit_refuses_that_subscribe_only() {
+    let relay = Relay::start_with(1, "relay:\n  max_subscriptions_per_session: 2\n");
+    let (publisher, mut subscriptions) = publisher(&relay, Version::Lite04, "cam").await;
+    let viewer = Peer::connect(relay.addr, &relay.fingerprint, Version::Lite04).await;
+    let _a = viewer.subscribe(1, "cam", "a", 0).await.unwrap();
+    let _b = viewer.subscribe(2, "cam", "b", 0).await.unwrap();
+    let refused = viewer.subscribe(3, "cam", "c", 0).await;
+    assert_eq!(
+        refused.err().as_deref(),
+        Some("reset 48"),
+        "NO_CAPACITY (0x30)"
+    );
+    // The accepted subscriptions still work.
+    let first = within("upstream", 5 * SECOND, subscriptions.recv())
+        .await
+        .unwrap();
+    publisher
+        .send_group(first, 0, &[Bytes::from_static(b"hi")])
+        .await;
+    let (_, frames) = within("group", 5 * SECOND, viewer.read_group())
+        .await
+        .unwrap();
+    assert_eq!(frames, [Bytes::from_static(b"hi")]);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn subscribing_to_an_unknown_broadcast_is_not_found() {
+    let relay = Relay::start(2);
+    let viewer = Peer::connect(relay.addr, &relay.fingerprint, Version::Lite04).await;
+    let refused = viewer.subscribe(1, "nobody", "video", 0).await;
+    assert_eq!(
+        refused.err().as_deref(),
+        Some("reset 51"),
+        "NOT_FOUND (0x33)"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_malformed_message_closes_only_that_session() {
+    let relay = Relay::start(2);
+    let (publisher, mut subscriptions) = publisher(&relay, Version::Lite04, "news").await;
+    let good = Peer::connect(relay.addr, &relay.fingerprint, Version::Lite04).await;
+    let _sub = good.subscribe(1, "news", "video", 0).await.unwrap();
+    let upstream = within("upstream", 5 * SECOND, subscriptions.recv())
+        .await
+        .unwrap();
+
+    // A SUBSCRIBE whose body claims more fields than its length holds.
+    let bad = Peer::connect(relay.addr, &relay.fingerprint, Version::Lite04).await;
+    let (mut send, _recv) = bad.conn.open_bi().await.unwrap();
+    send.write_all(&[BidiType::Subscribe.code() as u8, 2, 0x40, 0x01])
+        .await
+        .unwrap();
+    let closed = within("bad session closed", 5 * SECOND, bad.conn.closed()).await;
+    match closed {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(
+                close.error_code,
+                quinn::VarInt::from_u32(3),
+                "PROTOCOL_VIOLATION"
+            );
+        }
+        other => panic!("expected an application close, got {other}"),
+    }
+
+    publisher
+        .send_group(upstream, 0, &[Bytes::from_static(b"still here")])
+        .await;
+    let (_, frames) = within("group after the bad session", 5 * SECOND, good.read_group())
+        .await
+        .unwrap();
+    assert_eq!(frames, [Bytes::from_static(b"still here")]);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_unknown_stream_type_is_reset_and_the_session_goes_on() {
+    let relay = Relay::start(1);
+    let (_publisher, _subs) = publisher(&relay, Version::Lite04, "show").await;
+    let peer = Peer::connect(relay.addr, &relay.fingerprint, Version::Lite04).await;
+    let (mut send, mut recv) = peer.conn.open_bi().await.unwrap();
+    send.write_all(&[0x3f]).await.unwrap();
+    let read = within("reset", 5 * SECOND, recv.read_chunk(16, true)).await;
+    assert!(
+        matches!(read, Err(quinn::ReadError::Reset(_))),
+        "got {read:?}"
+    );
+    assert!(peer.subscribe(1, "show", "video", 0).await.is_ok());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_frame_over_the_size_limit_resets_its_group_and_later_groups_flow() {
+    let relay = Relay::start_with(1, "relay:\n  max_frame_size: 1 KiB\n");
+    let (publisher, mut subscriptions) = publisher(&relay, Version::Lite04, "big").await;
+    let viewer = Peer::connect(relay.addr, &relay.fingerprint, Version::Lite04).await;
+    let _sub = viewer.subscribe(1, "big", "video", 0).await.unwrap();
+    let upstream = within("upstream", 5 * SECOND, subscriptions.recv())
+        .await
+        .unwrap();
+    publisher
+        .send_group(upstream, 0, &[Bytes::from(vec![1u8; 4096])])
+        .await;
+    let first = within("oversized group", 5 * SECOND, viewer.read_group()).await;
+    assert_eq!(
+        first.err().as_deref(),
+        Some("reset 56"),
+        "FRAME_TOO_LARGE (0x38)"
+    );
+    publisher
+        .send_group(upstream, 1, &[Bytes::from_static(b"small")])
+        .await;
+    let (header, frames) = within("next group", 5 * SECOND, viewer.read_group())
+        .await
+        .unwrap();
+    assert_eq!(
+        (header.sequence, frames),
+        (1, vec![Bytes::from_static(b"small")])
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_lite05_publisher_reaches_lite04_and_lite06_subscribers() {
+    let relay = Relay::start(2);
+    let (publisher, mut subscriptions) = publisher(&relay, Version::Lite05, "mix").await;
+    let old = Peer::connect(relay.addr, &relay.fingerprint, Version::Lite04).await;
+    let new = Peer::connect(relay.addr, &relay.fingerprint, Version::Lite06).await;
+    let _a = old.subscribe(1, "mix", "audio", 0).await.unwrap();
+    let _b = new.subscribe(7, "mix", "audio", 0).await.unwrap();
+    let upstream = within("upstream", 5 * SECOND, subscriptions.recv())
+        .await
+        .unwrap();
+    // Give the second subscriber's path time to attach before media flows.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    publisher
+        .send_group(
+            upstream,
+            0,
+            &[Bytes::from_static(b"one"), Bytes::from_static(b"two")],
+        )
+        .await;
+    let (h_old, f_old) = within("lite-04 group", 5 * SECOND, old.read_group())
+        .await
+        .unwrap();
+    let (h_new, f_new) = within("lite-06 group", 5 * SECOND, new.read_group())
+        .await
+        .unwrap();
+    assert_eq!(
+        (h_old.subscribe, h_new.subscribe),
+        (1, 7),
+        "each subscriber's own id"
+    );
+    assert_eq!(f_old, f_new);
+    assert_eq!(f_old.len(), 2);
+}

@@ -1,0 +1,380 @@
+//! A minimal moq-lite peer on quinn + tokio, for tests that need to drive
+//! the relay precisely (misbehave, read slowly, time frames). It uses the
+//! relay's own codec; the interop tests cover third-party encoders.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use qumo::lite::{
+    Announce, AnnounceOk, AnnounceRequest, BidiType, Decode, DecodeError, Encode, FrameHeader,
+    GroupHeader, Limits, Subscribe, SubscribeOk, SubscribeReply, UniType, Version,
+};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio::sync::mpsc;
+
+/// Accepts exactly the certificate whose SHA-256 the relay logged, as a
+/// browser pinning `serverCertificateHashes` would.
+#[derive(Debug)]
+struct PinnedHash(String);
+
+impl ServerCertVerifier for PinnedHash {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let digest = ring::digest::digest(&ring::digest::SHA256, end_entity);
+        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        if hex == self.0 {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(format!(
+                "certificate hash {hex} not pinned"
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("TLS 1.2 is not used by QUIC".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A quinn client endpoint that pins the relay's certificate hash.
+pub fn endpoint(
+    fingerprint: &str,
+    alpn: &str,
+    transport: quinn::TransportConfig,
+) -> quinn::Endpoint {
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(Arc::new(PinnedHash(fingerprint.to_string())))
+    .with_no_client_auth();
+    tls.alpn_protocols = vec![alpn.as_bytes().to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(Arc::new(transport));
+    endpoint.set_default_client_config(config);
+    endpoint
+}
+
+/// Reads moq-lite messages off a quinn stream.
+pub struct Reader {
+    pub stream: quinn::RecvStream,
+    buf: BytesMut,
+    version: Version,
+}
+
+impl Reader {
+    pub fn new(stream: quinn::RecvStream, version: Version) -> Self {
+        Self {
+            stream,
+            buf: BytesMut::new(),
+            version,
+        }
+    }
+
+    /// The next message; `None` at a clean end; `Err` carries a reset code
+    /// or a description.
+    pub async fn decode<T: Decode>(&mut self) -> Result<Option<T>, String> {
+        loop {
+            if !self.buf.is_empty() {
+                match T::decode(&self.buf, self.version, &Limits::default()) {
+                    Ok((msg, n)) => {
+                        self.buf.advance(n);
+                        return Ok(Some(msg));
+                    }
+                    Err(DecodeError::Short) => {}
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            match self.stream.read_chunk(usize::MAX, true).await {
+                Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk.bytes),
+                Ok(None) if self.buf.is_empty() => return Ok(None),
+                Ok(None) => return Err("truncated".into()),
+                Err(quinn::ReadError::Reset(code)) => return Err(format!("reset {code}")),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+
+    pub async fn payload(&mut self, len: usize) -> Result<Bytes, String> {
+        while self.buf.len() < len {
+            match self.stream.read_chunk(usize::MAX, true).await {
+                Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk.bytes),
+                Ok(None) => return Err("truncated".into()),
+                Err(quinn::ReadError::Reset(code)) => return Err(format!("reset {code}")),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(self.buf.split_to(len).freeze())
+    }
+
+    pub async fn at_end(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        match self.stream.read_chunk(usize::MAX, true).await {
+            Ok(Some(chunk)) => {
+                self.buf.extend_from_slice(&chunk.bytes);
+                false
+            }
+            _ => true,
+        }
+    }
+}
+
+pub fn encode(version: Version, parts: &[&dyn EncodeDyn]) -> Bytes {
+    let mut buf = BytesMut::new();
+    for p in parts {
+        p.encode_dyn(&mut buf, version);
+    }
+    buf.freeze()
+}
+
+pub trait EncodeDyn {
+    fn encode_dyn(&self, out: &mut BytesMut, version: Version);
+}
+
+impl<T: Encode> EncodeDyn for T {
+    fn encode_dyn(&self, out: &mut BytesMut, version: Version) {
+        self.encode(out, version).expect("test messages encode");
+    }
+}
+
+/// One moq-lite session to the relay.
+#[derive(Clone)]
+pub struct Peer {
+    pub conn: quinn::Connection,
+    pub version: Version,
+    _endpoint: quinn::Endpoint,
+}
+
+impl Peer {
+    pub async fn connect(addr: std::net::SocketAddr, fingerprint: &str, version: Version) -> Peer {
+        let mut transport = quinn::TransportConfig::default();
+        transport.max_concurrent_uni_streams(1024u32.into());
+        Self::connect_with(addr, fingerprint, version, transport).await
+    }
+
+    /// A peer that can take in little before its application reads: a few
+    /// streams, small windows.
+    pub async fn connect_slow(
+        addr: std::net::SocketAddr,
+        fingerprint: &str,
+        version: Version,
+    ) -> Peer {
+        let mut transport = quinn::TransportConfig::default();
+        transport.max_concurrent_uni_streams(4u32.into());
+        transport.stream_receive_window(64_000u32.into());
+        transport.receive_window(256_000u32.into());
+        Self::connect_with(addr, fingerprint, version, transport).await
+    }
+
+    pub async fn connect_with(
+        addr: std::net::SocketAddr,
+        fingerprint: &str,
+        version: Version,
+        transport: quinn::TransportConfig,
+    ) -> Peer {
+        let endpoint = endpoint(fingerprint, version.alpn(), transport);
+        let conn = endpoint
+            .connect(addr, "localhost")
+            .unwrap()
+            .await
+            .expect("connects to the relay");
+        if version.has_setup() {
+            let mut send = conn.open_uni().await.unwrap();
+            let setup = qumo::lite::Setup {
+                probe: qumo::lite::ProbeLevel::None,
+                path: None,
+                role: None,
+                cost: None,
+                hop: None,
+            };
+            send.write_all(&encode(version, &[&UniType::Setup, &setup]))
+                .await
+                .unwrap();
+            let _ = send.finish();
+        }
+        Peer {
+            conn,
+            version,
+            _endpoint: endpoint,
+        }
+    }
+
+    /// Open a bidi stream that starts with `kind` and `msg`.
+    pub async fn request(
+        &self,
+        kind: BidiType,
+        msg: &dyn EncodeDyn,
+    ) -> (quinn::SendStream, Reader) {
+        let (mut send, recv) = self.conn.open_bi().await.unwrap();
+        let bytes = encode(self.version, &[&kind, msg]);
+        send.write_all(&bytes).await.unwrap();
+        (send, Reader::new(recv, self.version))
+    }
+
+    /// Subscribe; returns the stream halves after the relay accepted (lite-04
+    /// SUBSCRIBE_OK) or the error.
+    pub async fn subscribe(
+        &self,
+        id: u64,
+        broadcast: &str,
+        track: &str,
+        max_latency: u64,
+    ) -> Result<(quinn::SendStream, Reader), String> {
+        let request = Subscribe {
+            id,
+            broadcast: broadcast.into(),
+            track: track.into(),
+            max_latency,
+            ..Subscribe::default()
+        };
+        let (send, mut reader) = self.request(BidiType::Subscribe, &request).await;
+        if !self.version.has_track_stream() {
+            match reader.decode::<SubscribeReply>().await? {
+                Some(SubscribeReply::Ok(_)) => {}
+                other => return Err(format!("unexpected reply {other:?}")),
+            }
+        }
+        Ok((send, reader))
+    }
+
+    /// Publish `broadcast`: answer the relay's announce request and its
+    /// subscriptions. Each SUBSCRIBE id the relay sends arrives on the
+    /// returned channel.
+    pub fn publish(&self, broadcast: &str) -> mpsc::UnboundedReceiver<u64> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let peer = self.clone();
+        let broadcast = broadcast.to_string();
+        tokio::spawn(async move {
+            while let Ok((mut send, recv)) = peer.conn.accept_bi().await {
+                let mut reader = Reader::new(recv, peer.version);
+                let Ok(Some(kind)) = reader.decode::<BidiType>().await else {
+                    continue;
+                };
+                match kind {
+                    BidiType::Announce => {
+                        let _: AnnounceRequest = reader.decode().await.unwrap().unwrap();
+                        let mut out = BytesMut::new();
+                        if peer.version.has_announce_ok() {
+                            AnnounceOk { hop: 0, active: 1 }.encode_dyn(&mut out, peer.version);
+                        }
+                        Announce::Active {
+                            suffix: broadcast.clone(),
+                            hops: vec![],
+                        }
+                        .encode_dyn(&mut out, peer.version);
+                        send.write_all(&out).await.unwrap();
+                        tokio::spawn(async move {
+                            let _keep = (send, reader);
+                            std::future::pending::<()>().await
+                        });
+                    }
+                    BidiType::Subscribe => {
+                        let sub: Subscribe = reader.decode().await.unwrap().unwrap();
+                        if !peer.version.has_track_stream() {
+                            let ok = SubscribeReply::Ok(SubscribeOk::default());
+                            let ok = encode(peer.version, &[&ok]);
+                            send.write_all(&ok).await.unwrap();
+                        }
+                        let _ = tx.send(sub.id);
+                        tokio::spawn(async move {
+                            let _keep = send;
+                            let _ = reader.decode::<qumo::lite::SubscribeUpdate>().await;
+                        });
+                    }
+                    _ => {}
+                }
+            }
+        });
+        rx
+    }
+
+    /// Send one whole group of frames on its own stream.
+    pub async fn send_group(&self, subscribe: u64, sequence: u64, frames: &[Bytes]) {
+        let mut send = self.conn.open_uni().await.unwrap();
+        let header = GroupHeader {
+            subscribe,
+            sequence,
+            frame_start: 0,
+        };
+        let mut out = BytesMut::new();
+        UniType::Group.encode_dyn(&mut out, self.version);
+        header.encode_dyn(&mut out, self.version);
+        for frame in frames {
+            FrameHeader {
+                timestamp_delta: self.version.has_frame_timestamps().then_some(0),
+                size: frame.len() as u64,
+            }
+            .encode_dyn(&mut out, self.version);
+            out.extend_from_slice(frame);
+        }
+        send.write_all(&out).await.unwrap();
+        let _ = send.finish();
+    }
+
+    /// Read one group stream: its header and frames, or the reset code.
+    pub async fn read_group(&self) -> Result<(GroupHeader, Vec<Bytes>), String> {
+        let mut reader = loop {
+            let recv = self.conn.accept_uni().await.map_err(|e| e.to_string())?;
+            let mut reader = Reader::new(recv, self.version);
+            match reader.decode::<UniType>().await?.ok_or("empty stream")? {
+                UniType::Group => break reader,
+                // The relay's SETUP (lite-05+).
+                UniType::Setup => continue,
+            }
+        };
+        let header: GroupHeader = reader.decode().await?.ok_or("no header")?;
+        let mut frames = Vec::new();
+        while !reader.at_end().await {
+            let frame: FrameHeader = reader.decode().await?.ok_or("no frame")?;
+            frames.push(reader.payload(frame.size as usize).await?);
+        }
+        Ok((header, frames))
+    }
+}
+
+/// Wait for a future with a deadline, panicking with `what` on expiry.
+pub async fn within<T>(what: &str, limit: Duration, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(limit, f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
