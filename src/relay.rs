@@ -10,8 +10,10 @@ use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::lite::{Limits, Version};
+use crate::session::util::{race, Either};
 use crate::session::{self, codes, transport::Transport};
 use crate::shard::{Settings, Shard};
+use crate::webtransport::WtSession;
 
 pub use crate::message::ShardMessage;
 
@@ -115,16 +117,49 @@ async fn serve_connection(shard: Rc<Shard>, shared: Shared, conn: Connection) {
         return;
     }
     let alpn = conn.alpn().unwrap_or_default();
-    match Version::from_alpn(&alpn) {
-        Some(version) => {
-            session::run(shard, Transport::Quic(conn), version, String::new()).await;
-        }
-        None => {
-            debug!(alpn = %String::from_utf8_lossy(&alpn), "no moq-lite version for this ALPN");
-            conn.close(session::code(codes::VERSION), b"unsupported ALPN");
-        }
+    if let Some(version) = Version::from_alpn(&alpn) {
+        return session::run(shard, Transport::Quic(conn), version, String::new()).await;
     }
+    if alpn != b"h3" {
+        debug!(alpn = %String::from_utf8_lossy(&alpn), "no moq-lite version for this ALPN");
+        return conn.close(session::code(codes::VERSION), b"unsupported ALPN");
+    }
+    // WebTransport: the version is negotiated in the CONNECT request, the
+    // session root is its URL path.
+    let choose = |offered: &[String]| {
+        Version::ALL
+            .into_iter()
+            .find(|v| offered.iter().any(|o| o == v.wt_protocol()))
+            .map(|v| v.wt_protocol().to_string())
+    };
+    let handshake = race(
+        WtSession::accept(conn.clone(), choose),
+        monoio::time::sleep(WEBTRANSPORT_HANDSHAKE_TIMEOUT),
+    )
+    .await;
+    let wt = match handshake {
+        Either::Left(Ok(wt)) => wt,
+        Either::Left(Err(e)) => return debug!(error = %e, "WebTransport handshake failed"),
+        Either::Right(()) => {
+            debug!("WebTransport handshake timed out");
+            return conn.close(
+                session::code(codes::PROTOCOL_VIOLATION),
+                b"handshake timeout",
+            );
+        }
+    };
+    // A client that names no protocol speaks the oldest we know (lite-04),
+    // as moq-clock 0.10.21 does.
+    let version = wt
+        .protocol()
+        .and_then(Version::from_wt_protocol)
+        .unwrap_or(Version::Lite04);
+    let root = wt.path().to_string();
+    session::run(shard, Transport::Web(wt), version, root).await;
 }
+
+/// How long a WebTransport client has to send its CONNECT.
+const WEBTRANSPORT_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 struct SessionCount(Arc<AtomicUsize>);
 

@@ -246,7 +246,7 @@ async fn subscribe_stream(
             Ok(Some(reply)) => debug!(id = request.id, ?reply, "upstream reply"),
             Ok(None) => return (None, Some(send)),
             Err(ReadError::Stream(qumo_shards::ReadStreamError::Reset(code))) => {
-                let code = u32::try_from(code.into_inner()).unwrap_or(codes::CANCEL);
+                let code = session.transport.moq_code(code).unwrap_or(codes::CANCEL);
                 return (Some(code), Some(send));
             }
             // The publisher went away: its tracks end cleanly.
@@ -335,7 +335,7 @@ async fn read_frames(
         match reader.at_end().await {
             Ok(true) => return Ok(()),
             Ok(false) => {}
-            Err(e) => return Err(stream_code(&e)),
+            Err(e) => return Err(stream_code(session, &e)),
         }
         let header: FrameHeader = match reader.expect().await {
             Ok(header) => header,
@@ -347,7 +347,7 @@ async fn read_frames(
                 session.violation("FRAME", &e);
                 return Err(codes::CANCEL);
             }
-            Err(e) => return Err(stream_code(&e)),
+            Err(e) => return Err(stream_code(session, &e)),
         };
         let timestamp = match header.timestamp_delta {
             Some(delta) => match timestamps.apply(delta) {
@@ -361,7 +361,7 @@ async fn read_frames(
         };
         let payload = match reader.payload(header.size as usize).await {
             Ok(payload) => payload,
-            Err(e) => return Err(stream_code(&e)),
+            Err(e) => return Err(stream_code(session, &e)),
         };
         session.shard.to_hub(
             hub,
@@ -374,10 +374,10 @@ async fn read_frames(
     }
 }
 
-fn stream_code(e: &ReadError) -> u32 {
+fn stream_code(session: &Session, e: &ReadError) -> u32 {
     match e {
         ReadError::Stream(qumo_shards::ReadStreamError::Reset(code)) => {
-            u32::try_from(code.into_inner()).unwrap_or(codes::CANCEL)
+            session.transport.moq_code(*code).unwrap_or(codes::CANCEL)
         }
         ReadError::Truncated => codes::WRONG_SIZE,
         _ => codes::CANCEL,

@@ -5,34 +5,42 @@
 use bytes::Bytes;
 use qumo_shards::{Connection, ConnectionError, RecvStream, SendStream, VarInt};
 
+use crate::webtransport::{self, WtError, WtSession};
+
 /// Why the transport failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     #[error("connection: {0}")]
     Connection(#[from] ConnectionError),
+    #[error("webtransport: {0}")]
+    WebTransport(#[from] WtError),
 }
 
 #[derive(Clone)]
 pub enum Transport {
     Quic(Connection),
+    Web(WtSession),
 }
 
 impl Transport {
     pub fn connection(&self) -> &Connection {
         match self {
             Transport::Quic(conn) => conn,
+            Transport::Web(wt) => wt.connection(),
         }
     }
 
     pub async fn open_uni(&self) -> Result<SendStream, TransportError> {
         match self {
             Transport::Quic(conn) => Ok(conn.open_uni().await?),
+            Transport::Web(wt) => Ok(wt.open_uni().await?),
         }
     }
 
     pub async fn open_bi(&self) -> Result<(SendStream, RecvStream), TransportError> {
         match self {
             Transport::Quic(conn) => Ok(conn.open_bi().await?),
+            Transport::Web(wt) => Ok(wt.open_bi().await?),
         }
     }
 
@@ -40,6 +48,7 @@ impl Transport {
     pub async fn accept_uni(&self) -> Result<(RecvStream, Bytes), TransportError> {
         match self {
             Transport::Quic(conn) => Ok((conn.accept_uni().await?, Bytes::new())),
+            Transport::Web(wt) => Ok(wt.accept_uni().await?),
         }
     }
 
@@ -49,6 +58,7 @@ impl Transport {
                 let (send, recv) = conn.accept_bi().await?;
                 Ok((send, recv, Bytes::new()))
             }
+            Transport::Web(wt) => Ok(wt.accept_bi().await?),
         }
     }
 
@@ -56,6 +66,15 @@ impl Transport {
     pub fn stream_code(&self, code: u32) -> VarInt {
         match self {
             Transport::Quic(_) => VarInt::from_u32(code),
+            Transport::Web(_) => webtransport::error_code(code),
+        }
+    }
+
+    /// A received stream error code back in moq-lite terms.
+    pub fn moq_code(&self, code: VarInt) -> Option<u32> {
+        match self {
+            Transport::Quic(_) => u32::try_from(code.into_inner()).ok(),
+            Transport::Web(_) => webtransport::app_code(code),
         }
     }
 
@@ -63,6 +82,7 @@ impl Transport {
     pub fn close(&self, code: u32, reason: &str) {
         match self {
             Transport::Quic(conn) => conn.close(VarInt::from_u32(code), reason.as_bytes()),
+            Transport::Web(wt) => wt.close(code, reason),
         }
     }
 
@@ -70,6 +90,9 @@ impl Transport {
         match self {
             Transport::Quic(conn) => {
                 conn.closed().await;
+            }
+            Transport::Web(wt) => {
+                wt.closed().await;
             }
         }
     }

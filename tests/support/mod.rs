@@ -69,12 +69,17 @@ impl Relay {
     /// As [`Relay::start`], with extra top-level YAML sections (`quic:`,
     /// `relay:`).
     pub fn start_with(shards: usize, sections: &str) -> Relay {
+        Self::start_on("127.0.0.1:0", shards, sections)
+    }
+
+    /// As [`Relay::start_with`], listening on `address`.
+    pub fn start_on(address: &str, shards: usize, sections: &str) -> Relay {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("relay.yaml");
         std::fs::write(
             &config,
             format!(
-                "server:\n  address: \"127.0.0.1:0\"\n  shards: {shards}\n  shutdown_timeout: 2s\n\
+                "server:\n  address: \"{address}\"\n  shards: {shards}\n  shutdown_timeout: 2s\n\
                  tls:\n  generate: [localhost]\n{sections}logging:\n  level: \"info,qumo=debug\"\n"
             ),
         )
@@ -159,6 +164,18 @@ impl Drop for Relay {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A port free for both UDP and TCP on 127.0.0.1 (the relay serves the
+/// certificate hash over TCP on its QUIC port number).
+pub fn free_port() -> u16 {
+    loop {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
     }
 }
 
@@ -254,15 +271,25 @@ pub fn client_binary(name: &str, env: &str) -> PathBuf {
 /// `moq-clock --url URL --broadcast NAME publish|subscribe`, trusting any
 /// certificate (the relay's is self-signed).
 pub fn moq_clock(url: &str, broadcast: &str, mode: &str) -> Client {
+    spawn_moq_clock(&[
+        "--url",
+        url,
+        "--broadcast",
+        broadcast,
+        "--tls-disable-verify",
+        mode,
+    ])
+}
+
+/// A moq-clock subscriber that verifies the certificate (for `http://`
+/// URLs, by the hash it fetched).
+pub fn moq_clock_strict(url: &str, broadcast: &str) -> Client {
+    spawn_moq_clock(&["--url", url, "--broadcast", broadcast, "subscribe"])
+}
+
+fn spawn_moq_clock(args: &[&str]) -> Client {
     let mut child = Command::new(client_binary("moq-clock", "QUMO_MOQ_CLOCK"))
-        .args([
-            "--url",
-            url,
-            "--broadcast",
-            broadcast,
-            "--tls-disable-verify",
-            mode,
-        ])
+        .args(args)
         .env("NO_COLOR", "1")
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
