@@ -96,11 +96,14 @@ struct RelaySampler {
 }
 
 impl RelaySampler {
-    fn new(pid: u32) -> Result<Self, String> {
+    /// `baseline`: the relay's RSS before the first step of a ramp, so that
+    /// memory the allocator kept from an earlier step is not mistaken for
+    /// the idle size.
+    fn new(pid: u32, baseline: Option<u64>) -> Result<Self, String> {
         let rss = procfs::rss_kb(pid).ok_or_else(|| format!("no process {pid} to sample"))?;
         Ok(Self {
             pid,
-            rss_before: rss,
+            rss_before: baseline.unwrap_or(rss),
             cpu_start: None,
             cpu_end: None,
             rss_steady: rss,
@@ -123,9 +126,13 @@ pub fn run_once(
     addr: SocketAddr,
     tls: Arc<rustls::ClientConfig>,
     prefix: String,
+    relay_baseline_kb: Option<u64>,
 ) -> Result<Step, String> {
     let n = threads(cfg);
-    let mut relay = cfg.relay_pid.map(RelaySampler::new).transpose()?;
+    let mut relay = cfg
+        .relay_pid
+        .map(|pid| RelaySampler::new(pid, relay_baseline_kb))
+        .transpose()?;
     let plan = Arc::new(Plan::new(cfg.clone(), subscribers, addr, tls, prefix));
     let listen: SocketAddr = match addr {
         SocketAddr::V4(_) => "0.0.0.0:0".parse().expect("address"),
@@ -328,8 +335,16 @@ pub fn run(cfg: &Config) -> Result<Report, String> {
         format!("qumo-bench/{}-{secs}", std::process::id())
     });
     let mut steps = Vec::new();
+    let baseline = cfg.relay_pid.and_then(procfs::rss_kb);
     match &cfg.ramp {
-        None => steps.push(run_once(cfg, cfg.load.subscribers, addr, tls, base)?),
+        None => steps.push(run_once(
+            cfg,
+            cfg.load.subscribers,
+            addr,
+            tls,
+            base,
+            baseline,
+        )?),
         Some(ramp) => {
             let mut s = cfg.load.subscribers;
             let (mut best, mut fail) = (None::<usize>, None::<usize>);
@@ -346,7 +361,14 @@ pub fn run(cfg: &Config) -> Result<Report, String> {
                     i + 1,
                     step_cfg.load.expected_mbps()
                 );
-                let step = run_once(&step_cfg, s, addr, tls.clone(), format!("{base}/s{i}"))?;
+                let step = run_once(
+                    &step_cfg,
+                    s,
+                    addr,
+                    tls.clone(),
+                    format!("{base}/s{i}"),
+                    baseline,
+                )?;
                 eprintln!(
                     "qumo-bench: ramp step {}: {}",
                     i + 1,

@@ -1,0 +1,251 @@
+#!/usr/bin/env bash
+# Load-test a qumo relay on this host with qumo-bench: how many subscribers
+# one relay holds for a stream profile, and at what cost.
+#
+#   scripts/loadtest.sh [--shards N] [--profile NAME] [--subscribers S]
+#                       [--duration SECS] [--url URL] [--ramp]
+#                       [--json FILE] [--plot FILE]
+#
+# Builds release binaries, starts qumo-relay on a free loopback port with a
+# generated certificate (or targets --url, a relay already running on this
+# host), runs the profile, prints the summary and, as its last line:
+#
+#   RESULT subscribers=S delivered_mbps=X expected_mbps=Y relay_cpu_s_per_gb=Z
+#          p50_ms=A p99_ms=B lost_groups=L failed_connections=F rss_kb_per_sub=R
+#
+# (one line). Loopback only, bounded in time, and every process it started
+# is stopped on exit, Ctrl-C included.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+usage() {
+    cat <<'EOF'
+Usage: scripts/loadtest.sh [OPTIONS]
+
+Options:
+  --shards N          relay shards (threads) to start qumo-relay with (default 1)
+  --profile NAME      load profile (default fanout):
+                        fanout           1 publisher -> S subscribers, ~1 Mbit/s each
+                        audio            64 kbit/s tracks, 10 publishers
+                        sd               ~1 Mbit/s tracks, 4 publishers
+                        hd               ~4 Mbit/s tracks, 2 publishers
+                        many-publishers  100 publishers, one subscriber per track
+                        smoke            CI check, ~10 s, 50 subscribers; fails on
+                                         any lost group or failed connection
+  --subscribers S     subscriber connections (the ramp's first step with --ramp)
+  --duration SECS     measured (steady) window per run or ramp step
+  --url URL           load a relay already running on this host
+                      (moql://127.0.0.1:PORT); nothing is started
+  --ramp              double the subscriber count until a step loses a group,
+                      fails a connection, drops a subscriber or passes the p99
+                      budget, then bisect; report the highest count held
+  --json FILE         write the results as JSON
+  --plot FILE         write latency and relay CPU against subscribers as SVG
+  -h, --help          this help
+
+Environment:
+  LOADTEST_P99_BUDGET_MS   ramp p99 budget in ms (default 200)
+  LOADTEST_BENCH_THREADS   qumo-bench client threads (default: cores - shards, >= 1)
+  LOADTEST_TIMEOUT         hard limit for the whole load in seconds
+                           (default 300, or 1800 with --ramp)
+  LOADTEST_BENCH_ARGS      extra qumo-bench options (see qumo-bench --help)
+
+The last line of output is the RESULT line. Exit status: 0 ok, 1 the smoke
+profile found loss or a failed connection, 2 the load could not run, 64 bad
+usage.
+EOF
+}
+
+die() {
+    echo "loadtest.sh: $*" >&2
+    exit 2
+}
+
+shards=1
+profile=fanout
+subscribers=""
+duration=""
+url=""
+ramp=0
+json=""
+plot=""
+
+while [ $# -gt 0 ]; do
+    arg="$1"
+    value=""
+    case "$arg" in
+        --*=*) value="${arg#*=}"; arg="${arg%%=*}" ;;
+    esac
+    need_value() {
+        if [ -z "$value" ]; then
+            [ $# -ge 2 ] || { echo "loadtest.sh: $arg needs a value" >&2; exit 64; }
+            value="$2"
+            shift_extra=1
+        fi
+    }
+    shift_extra=0
+    case "$arg" in
+        -h|--help) usage; exit 0 ;;
+        --shards) need_value "$@"; shards="$value" ;;
+        --profile) need_value "$@"; profile="$value" ;;
+        --subscribers) need_value "$@"; subscribers="$value" ;;
+        --duration) need_value "$@"; duration="$value" ;;
+        --url) need_value "$@"; url="$value" ;;
+        --json) need_value "$@"; json="$value" ;;
+        --plot) need_value "$@"; plot="$value" ;;
+        --ramp) ramp=1 ;;
+        *) echo "loadtest.sh: unknown option $1 (see --help)" >&2; exit 64 ;;
+    esac
+    shift
+    [ "$shift_extra" = 1 ] && shift
+done
+
+case "$shards" in ''|*[!0-9]*) echo "loadtest.sh: --shards wants a number" >&2; exit 64 ;; esac
+[ "$shards" -ge 1 ] && [ "$shards" -le 255 ] || { echo "loadtest.sh: --shards 1..255" >&2; exit 64; }
+case "$profile" in
+    fanout|audio|sd|hd|many-publishers|smoke) ;;
+    *) echo "loadtest.sh: unknown profile $profile (see --help)" >&2; exit 64 ;;
+esac
+if [ -n "$subscribers" ]; then
+    case "$subscribers" in *[!0-9]*) echo "loadtest.sh: --subscribers wants a number" >&2; exit 64 ;; esac
+fi
+if [ -n "$duration" ]; then
+    case "$duration" in *[!0-9.]*) echo "loadtest.sh: --duration wants seconds" >&2; exit 64 ;; esac
+fi
+if [ -n "$url" ]; then
+    # Loopback only: this script never sends load anywhere else.
+    case "$url" in
+        moql://127.*|moql://localhost:*|moql://localhost|moql://\[::1\]*) ;;
+        *) echo "loadtest.sh: --url must be a moql:// address on this host (127.0.0.0/8, localhost, [::1])" >&2; exit 64 ;;
+    esac
+fi
+
+cores=$(nproc 2>/dev/null || echo 2)
+bench_threads="${LOADTEST_BENCH_THREADS:-$(( cores > shards ? cores - shards : 1 ))}"
+if [ "$ramp" = 1 ]; then limit="${LOADTEST_TIMEOUT:-1800}"; else limit="${LOADTEST_TIMEOUT:-300}"; fi
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/qumo-loadtest.XXXXXX")
+echo "== building release binaries"
+if ! cargo build --release --locked -p qumo -p qumo-bench --bins >"$tmp/build.log" 2>&1; then
+    cat "$tmp/build.log" >&2
+    rm -rf "$tmp"
+    die "release build failed"
+fi
+relay_bin=target/release/qumo-relay
+bench_bin=target/release/qumo-bench
+relay_pid=""
+bench_pid=""
+cleanup() {
+    local status=$?
+    trap - EXIT INT TERM
+    if [ -n "$bench_pid" ] && kill -0 "$bench_pid" 2>/dev/null; then
+        kill -INT "$bench_pid" 2>/dev/null || true
+        sleep 1
+        kill -KILL "$bench_pid" 2>/dev/null || true
+    fi
+    if [ -n "$relay_pid" ] && kill -0 "$relay_pid" 2>/dev/null; then
+        kill -TERM "$relay_pid" 2>/dev/null || true
+        for _ in $(seq 1 50); do
+            kill -0 "$relay_pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$relay_pid" 2>/dev/null || true
+        wait "$relay_pid" 2>/dev/null || true
+    fi
+    rm -rf "$tmp"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+bench_tls=()
+if [ -z "$url" ]; then
+    # A free UDP port on loopback.
+    port=""
+    for _ in $(seq 1 50); do
+        candidate=$(( 20000 + RANDOM % 40000 ))
+        if [ -z "$(ss -Hlun "sport = :$candidate" 2>/dev/null)" ]; then
+            port=$candidate
+            break
+        fi
+    done
+    [ -n "$port" ] || die "no free UDP port found"
+    cat >"$tmp/relay.yaml" <<EOF
+server:
+  address: "127.0.0.1:$port"
+  shards: $shards
+tls:
+  generate: [localhost]
+logging:
+  level: info
+EOF
+    echo "== starting qumo-relay: $shards shard(s) on 127.0.0.1:$port"
+    "$relay_bin" --config "$tmp/relay.yaml" >"$tmp/relay.log" 2>&1 &
+    relay_pid=$!
+    fingerprint=""
+    for _ in $(seq 1 100); do
+        kill -0 "$relay_pid" 2>/dev/null || { cat "$tmp/relay.log" >&2; die "qumo-relay exited at start-up"; }
+        fingerprint=$(grep -o 'sha256=[0-9a-f]\{64\}' "$tmp/relay.log" | head -1 | cut -d= -f2 || true)
+        if [ -n "$fingerprint" ] && grep -q 'runtime started' "$tmp/relay.log"; then
+            break
+        fi
+        sleep 0.1
+    done
+    [ -n "$fingerprint" ] || { cat "$tmp/relay.log" >&2; die "qumo-relay logged no certificate fingerprint"; }
+    url="moql://127.0.0.1:$port"
+    bench_tls=(--fingerprint "$fingerprint" --server-name localhost --relay-pid "$relay_pid" --relay-shards "$shards")
+else
+    # A relay someone else started: its certificate is unknown, and its
+    # process is sampled if this host shows which one owns the port.
+    bench_tls=(--tls-disable-verify)
+    port="${url##*:}"
+    port="${port%%/*}"
+    owner=$(ss -Hlunp "sport = :$port" 2>/dev/null | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2 || true)
+    if [ -n "$owner" ]; then
+        bench_tls+=(--relay-pid "$owner")
+    else
+        echo "loadtest.sh: no local process found on UDP port $port; relay CPU and RSS will read na" >&2
+    fi
+fi
+
+bench_args=(--url "$url" --profile "$profile" --threads "$bench_threads" "${bench_tls[@]}")
+[ -n "$subscribers" ] && bench_args+=(--subscribers "$subscribers")
+[ -n "$duration" ] && bench_args+=(--duration "$duration")
+[ "$ramp" = 1 ] && bench_args+=(--ramp --p99-budget-ms "${LOADTEST_P99_BUDGET_MS:-200}")
+[ -n "$json" ] && bench_args+=(--json "$json")
+[ -n "$plot" ] && bench_args+=(--plot "$plot")
+# shellcheck disable=SC2206
+[ -n "${LOADTEST_BENCH_ARGS:-}" ] && bench_args+=(${LOADTEST_BENCH_ARGS})
+
+echo "== qumo-bench ${bench_args[*]}"
+set +e
+timeout --signal=INT --kill-after=10 "$limit" "$bench_bin" "${bench_args[@]}" >"$tmp/bench.out" &
+bench_pid=$!
+wait "$bench_pid"
+status=$?
+bench_pid=""
+set -e
+
+result=$(grep '^RESULT ' "$tmp/bench.out" | tail -1 || true)
+grep -v '^RESULT ' "$tmp/bench.out" || true
+
+if [ -n "$relay_pid" ] && ! kill -0 "$relay_pid" 2>/dev/null; then
+    echo "loadtest.sh: qumo-relay died during the load; its log ends:" >&2
+    tail -20 "$tmp/relay.log" >&2
+    status=2
+elif [ -n "$relay_pid" ] && grep -Eq ' (ERROR|WARN) ' "$tmp/relay.log"; then
+    echo "== relay warnings and errors (first 10):"
+    grep -E ' (ERROR|WARN) ' "$tmp/relay.log" | head -10
+fi
+case "$status" in
+    0) ;;
+    1) echo "loadtest.sh: FAIL: the $profile profile's checks did not pass" ;;
+    124) echo "loadtest.sh: the load ran past its ${limit} s limit"; status=2 ;;
+    *) echo "loadtest.sh: qumo-bench exited with status $status"; [ "$status" = 64 ] || status=2 ;;
+esac
+if [ -z "$result" ]; then
+    result="RESULT subscribers=0 delivered_mbps=0.0 expected_mbps=0.0 relay_cpu_s_per_gb=na p50_ms=0.00 p99_ms=0.00 lost_groups=0 failed_connections=0 rss_kb_per_sub=na"
+    [ "$status" = 0 ] && status=2
+fi
+echo "$result"
+exit "$status"
