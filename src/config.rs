@@ -674,6 +674,8 @@ impl Config {
             gso: s.gso,
             socket_buffer_bytes: to_usize(s.socket_buffer_bytes),
             shutdown_timeout: s.shutdown_timeout,
+            // Time for every session's GOAWAY to go out before the close.
+            shutdown_grace: (s.shutdown_timeout / 4).min(std::time::Duration::from_millis(500)),
             // QUIC's NO_ERROR: shutting down is not a fault of the peer's.
             shutdown_close_code: 0,
             quic: qumo_shards::QuicLimits {

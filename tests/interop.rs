@@ -189,3 +189,19 @@ fn moq_clock_pins_the_certificate_hash_it_fetches_over_http() {
         relay.log()
     );
 }
+
+#[test]
+fn shutting_down_sends_goaway_to_moq_clock_before_closing() {
+    let relay = Relay::start(2);
+    let url = format!("moql://{}", relay.addr);
+    let (publisher, _) = publish(&relay, &url, "bye");
+    relay.terminate();
+    assert!(
+        publisher
+            .wait_stderr("goaway", Duration::from_secs(5))
+            .is_some(),
+        "moq-clock saw the GOAWAY; its log:\n{}\nrelay log:\n{}",
+        publisher.stderr.snapshot().join("\n"),
+        relay.log()
+    );
+}

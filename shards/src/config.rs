@@ -72,6 +72,11 @@ pub struct RuntimeConfig {
     pub socket_buffer_bytes: usize,
     /// How long graceful shutdown may take before connections are dropped.
     pub shutdown_timeout: Duration,
+    /// At shutdown, how long the application has (after `shutdown_started`
+    /// fires and new connections are refused) to say goodbye on its own
+    /// protocol, e.g. a GOAWAY, before every connection is closed. Counts
+    /// within `shutdown_timeout`.
+    pub shutdown_grace: Duration,
     /// Application close code every connection gets at graceful shutdown.
     pub shutdown_close_code: u32,
     /// Transport limits.
@@ -91,6 +96,7 @@ impl std::fmt::Debug for RuntimeConfig {
             .field("gso", &self.gso)
             .field("socket_buffer_bytes", &self.socket_buffer_bytes)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("shutdown_grace", &self.shutdown_grace)
             .field("shutdown_close_code", &self.shutdown_close_code)
             .field("quic", &self.quic)
             .field("server_tls", &self.server_tls.is_some())
@@ -109,6 +115,7 @@ impl RuntimeConfig {
             gso: true,
             socket_buffer_bytes: 8 * 1024 * 1024,
             shutdown_timeout: Duration::from_secs(2),
+            shutdown_grace: Duration::ZERO,
             shutdown_close_code: 0,
             quic: QuicLimits::default(),
             server_tls: None,

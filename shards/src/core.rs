@@ -141,6 +141,9 @@ pub(crate) struct ShardInner {
     pub accept_waiters: Vec<Waker>,
     pub shutting_down: bool,
     pub shutdown_deadline: Option<Instant>,
+    /// When connections get closed during a graceful shutdown; `None` once
+    /// they have been (or before shutdown).
+    pub close_at: Option<Instant>,
     pub shutdown_waiters: Vec<Waker>,
     next_conn_id: u64,
     server_config: Option<Arc<ServerConfig>>,
@@ -188,6 +191,7 @@ impl ShardCore {
                 accept_waiters: Vec::new(),
                 shutting_down: false,
                 shutdown_deadline: None,
+                close_at: None,
                 shutdown_waiters: Vec::new(),
                 next_conn_id: 0,
                 server_config: p.server_config,
@@ -340,10 +344,10 @@ impl ShardCore {
     pub fn next_deadline(&self) -> Option<Instant> {
         let inner = self.inner.borrow();
         let timer = inner.timers.peek().map(|Reverse((at, _, _))| *at);
-        match (timer, inner.shutdown_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [timer, inner.shutdown_deadline, inner.close_at]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Whether a transmit is waiting for the socket to become writable.
@@ -588,18 +592,31 @@ impl ShardCore {
         }
     }
 
-    /// Stop accepting and close every connection with the shutdown code.
-    pub fn begin_shutdown(&self, deadline: Instant) {
+    /// Stop accepting, tell the application, and close every connection
+    /// with the shutdown code at `close_at` (at once if it has passed).
+    pub fn begin_shutdown(&self, deadline: Instant, close_at: Instant) {
+        {
+            let mut inner = self.inner.borrow_mut();
+            if inner.shutting_down {
+                return;
+            }
+            inner.shutting_down = true;
+            inner.shutdown_deadline = Some(deadline);
+            inner.close_at = Some(close_at);
+            wake_all(&mut inner.accept_waiters);
+            wake_all(&mut inner.shutdown_waiters);
+        }
+        self.close_all_when_due(Instant::now());
+    }
+
+    /// Close every connection if the shutdown grace has run out.
+    pub fn close_all_when_due(&self, now: Instant) {
         let mut guard = self.inner.borrow_mut();
         let inner = &mut *guard;
-        if inner.shutting_down {
-            return;
+        match inner.close_at {
+            Some(at) if at <= now => inner.close_at = None,
+            _ => return,
         }
-        inner.shutting_down = true;
-        inner.shutdown_deadline = Some(deadline);
-        wake_all(&mut inner.accept_waiters);
-        wake_all(&mut inner.shutdown_waiters);
-        let now = Instant::now();
         let handles: Vec<_> = inner.conns.keys().copied().collect();
         for handle in handles {
             if let Some(entry) = inner.conns.get_mut(&handle) {

@@ -356,6 +356,7 @@ async fn run_shard<M, F, Fut>(
         seed.mesh_rx,
         inbox.clone(),
         seed.config.shutdown_timeout,
+        seed.config.shutdown_grace.min(seed.config.shutdown_timeout),
     ));
     let context = ShardContext {
         core: core.clone(),

@@ -149,6 +149,7 @@ pub(crate) async fn mesh_inbox<M>(
     inbox: MeshReceiver<Envelope<M>>,
     app: Rc<AppInbox<M>>,
     shutdown_timeout: std::time::Duration,
+    shutdown_grace: std::time::Duration,
 ) {
     let mut batch = Vec::new();
     loop {
@@ -161,7 +162,9 @@ pub(crate) async fn mesh_inbox<M>(
                     ShardStats::add(&core.stats.datagrams_forwarded_in, 1);
                     core.handle_datagram(now, d.remote, d.local_ip, d.ecn, d.data);
                 }
-                Envelope::Shutdown => core.begin_shutdown(now + shutdown_timeout),
+                Envelope::Shutdown => {
+                    core.begin_shutdown(now + shutdown_timeout, now + shutdown_grace)
+                }
                 Envelope::App(message) => {
                     app.queue.borrow_mut().push_back(message);
                     app_messages += 1;
@@ -191,6 +194,7 @@ pub(crate) async fn driver(core: Rc<ShardCore>) {
             wait_for_work(&core).await;
         }
         let now = Instant::now();
+        core.close_all_when_due(now);
         core.fire_timers(now);
         let more = core.flush(now);
         if core.shutdown_complete(now) {

@@ -148,6 +148,12 @@ impl Relay {
         self.log.snapshot().join("\n")
     }
 
+    /// Ask the relay to shut down gracefully (SIGTERM).
+    pub fn terminate(&self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+    }
+
     /// Resident memory of the relay process, in KiB.
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
