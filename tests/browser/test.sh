@@ -89,10 +89,10 @@ fi
 echo "test.sh: qumo-relay pid $RELAY_PID on udp [::]:$PORT, certificate sha256=$HASH"
 
 NODE_ARGS=(--relay "localhost:$PORT" --hash "$HASH" --moq-clock "$MOQ_CLOCK"
-	--clock-url "$CLOCK_SCHEME://localhost:$PORT" --timeout 25)
+	--clock-url "$CLOCK_SCHEME://localhost:$PORT" --timeout 20)
 [[ -n "${NETLOG:-}" ]] && NODE_ARGS+=(--netlog "$NETLOG")
 set +e
-timeout -k 5 85 node "$HERE/run.mjs" "${NODE_ARGS[@]}" &
+timeout -k 5 75 node "$HERE/run.mjs" "${NODE_ARGS[@]}" &
 NODE_PID=$!
 wait "$NODE_PID"
 RC=$?
