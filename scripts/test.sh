@@ -13,5 +13,5 @@ cargo test --workspace --locked "$@"
 if [[ -f tests/browser/test.sh ]]; then
     echo "== browser interop"
     cargo build --locked --bin qumo-relay
-    bash tests/browser/test.sh
+    QUMO_RELAY="${CARGO_TARGET_DIR:-target}/debug/qumo-relay" bash tests/browser/test.sh
 fi

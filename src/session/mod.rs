@@ -166,7 +166,13 @@ pub async fn run(shard: Rc<Shard>, transport: Transport, version: Version, root:
 
     if version.has_setup() {
         if let Err(e) = exchange_setup(&session).await {
-            warn!(session = session.id.id, error = %e, "session setup failed");
+            match e {
+                // The peer left (or never spoke): nothing wrong on our side.
+                SessionError::Transport(_) | SessionError::Read(ReadError::Stream(_)) => {
+                    debug!(session = session.id.id, error = %e, "session ended before SETUP")
+                }
+                _ => warn!(session = session.id.id, error = %e, "session setup failed"),
+            }
             session
                 .transport
                 .close(codes::PROTOCOL_VIOLATION, "setup failed");

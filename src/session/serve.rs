@@ -27,6 +27,10 @@ use crate::track::{Group, TrackReplica, TrackState};
 /// How long a TRACK request waits for the publisher's properties.
 const TRACK_INFO_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long the upstream subscription a TRACK request made is kept for the
+/// SUBSCRIBE that normally follows.
+const TRACK_HOLD: Duration = Duration::from_secs(2);
+
 pub async fn bidi(session: Rc<Session>, kind: BidiType, send: SendStream, reader: StreamReader) {
     match kind {
         BidiType::Announce => announce(session, send, reader).await,
@@ -392,6 +396,9 @@ async fn track(session: Rc<Session>, mut send: SendStream, mut reader: StreamRea
         Either::Left(Err(code)) => session.reset(&mut send, code),
         Either::Right(()) => session.reset(&mut send, codes::NOT_FOUND),
     }
+    // A TRACK request is usually followed at once by the SUBSCRIBE: keep
+    // the upstream subscription a moment so that one does not start over.
+    monoio::time::sleep(TRACK_HOLD).await;
     if replica.remove_subscriber() == 0 {
         session.shard.release_local(&key, &replica);
     }
