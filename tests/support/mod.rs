@@ -154,6 +154,11 @@ impl Relay {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
     }
 
+    /// Wait for the relay to exit by itself.
+    pub fn wait_exit(mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
+
     /// Resident memory of the relay process, in KiB.
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
