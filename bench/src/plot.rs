@@ -9,6 +9,8 @@ struct Point {
     p50: f64,
     p99: f64,
     cpu: Option<f64>,
+    relay_cores: Option<f64>,
+    bench_cores: Option<f64>,
     pass: bool,
 }
 
@@ -24,6 +26,11 @@ fn points(report: &Value) -> Result<Vec<Point>, String> {
                 p50: s["latency_ms"]["p50"].as_f64()?,
                 p99: s["latency_ms"]["p99"].as_f64()?,
                 cpu: s["relay"]["cpu_s_per_gb"].as_f64(),
+                relay_cores: s["relay"]["cores"].as_f64(),
+                bench_cores: s["bench_cpu_s"]
+                    .as_f64()
+                    .zip(s["measured_s"].as_f64())
+                    .map(|(c, m)| c / m.max(1e-9)),
                 pass: s["pass"].as_bool().unwrap_or(true),
             })
         })
@@ -67,6 +74,8 @@ struct Panel<'a> {
     y_label: &'a str,
     x_max: f64,
     y_max: f64,
+    /// Log scale from `y_min` (a power of ten) to `y_max`.
+    log_from: Option<f64>,
 }
 
 impl Panel<'_> {
@@ -74,12 +83,47 @@ impl Panel<'_> {
         LEFT + v / self.x_max * (W - LEFT - RIGHT)
     }
     fn y(&self, v: f64) -> f64 {
-        self.top + 30.0 + (1.0 - v / self.y_max) * (PANEL_H - 70.0)
+        let frac = match self.log_from {
+            Some(lo) => (v.max(lo).log10() - lo.log10()) / (self.y_max.log10() - lo.log10()),
+            None => v / self.y_max,
+        };
+        self.top + 30.0 + (1.0 - frac) * (PANEL_H - 70.0)
+    }
+
+    fn y_bottom(&self) -> f64 {
+        self.log_from.unwrap_or(0.0)
+    }
+
+    fn y_ticks(&self) -> Vec<f64> {
+        match self.log_from {
+            Some(lo) => {
+                let mut t = vec![lo];
+                while *t.last().unwrap_or(&lo) * 10.0 <= self.y_max * 1.0001 {
+                    t.push(t[t.len() - 1] * 10.0);
+                }
+                t
+            }
+            None => (0..=4).map(|i| self.y_max * i as f64 / 4.0).collect(),
+        }
+    }
+
+    /// A dashed horizontal line at `v`, labelled.
+    fn limit(&self, out: &mut String, v: f64, label: &str) {
+        let y = self.y(v.min(self.y_max));
+        out.push_str(&format!(
+            "<line x1=\"{:.1}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#d00\" stroke-dasharray=\"6,4\"/>\n\
+             <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" fill=\"#d00\">{}</text>\n",
+            self.x(0.0),
+            self.x(self.x_max),
+            self.x(0.0) + 4.0,
+            y - 4.0,
+            esc(label)
+        ));
     }
 
     fn frame(&self, out: &mut String) {
         let (x0, x1) = (self.x(0.0), self.x(self.x_max));
-        let (y0, y1) = (self.y(0.0), self.y(self.y_max));
+        let (y0, y1) = (self.y(self.y_bottom()), self.y(self.y_max));
         out.push_str(&format!(
             "<text x=\"{LEFT}\" y=\"{:.1}\" font-size=\"14\" font-weight=\"bold\">{}</text>\n",
             self.top + 18.0,
@@ -87,15 +131,19 @@ impl Panel<'_> {
         ));
         for i in 0..=4 {
             let fx = self.x_max * i as f64 / 4.0;
-            let fy = self.y_max * i as f64 / 4.0;
-            let (gx, gy) = (self.x(fx), self.y(fy));
+            let gx = self.x(fx);
             out.push_str(&format!(
                 "<line x1=\"{gx:.1}\" y1=\"{y0:.1}\" x2=\"{gx:.1}\" y2=\"{y1:.1}\" stroke=\"#ddd\"/>\n\
-                 <line x1=\"{x0:.1}\" y1=\"{gy:.1}\" x2=\"{x1:.1}\" y2=\"{gy:.1}\" stroke=\"#ddd\"/>\n\
-                 <text x=\"{gx:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"middle\">{}</text>\n\
-                 <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"end\">{}</text>\n",
+                 <text x=\"{gx:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"middle\">{}</text>\n",
                 y0 + 14.0,
                 fmt_tick(fx),
+            ));
+        }
+        for fy in self.y_ticks() {
+            let gy = self.y(fy);
+            out.push_str(&format!(
+                "<line x1=\"{x0:.1}\" y1=\"{gy:.1}\" x2=\"{x1:.1}\" y2=\"{gy:.1}\" stroke=\"#ddd\"/>\n\
+                 <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"end\">{}</text>\n",
                 x0 - 6.0,
                 gy + 4.0,
                 fmt_tick(fy)
@@ -148,7 +196,7 @@ impl Panel<'_> {
                 ));
             }
         }
-        let lx = W - RIGHT - 150.0 + 75.0 * slot as f64;
+        let lx = W - RIGHT - 225.0 + 75.0 * slot as f64;
         let ly = self.top + 18.0;
         out.push_str(&format!(
             "<line x1=\"{lx:.1}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"{color}\" stroke-width=\"2\"/>\n\
@@ -176,8 +224,27 @@ fn fmt_tick(v: f64) -> String {
 pub fn svg(report: &Value) -> Result<String, String> {
     let pts = points(report)?;
     let x_max = nice_max(pts.iter().map(|p| p.subs).fold(0.0, f64::max));
-    let lat_max = nice_max(pts.iter().map(|p| p.p99).fold(0.0, f64::max));
+    let lat_top = pts.iter().map(|p| p.p99).fold(0.0, f64::max);
+    let lat_low = pts
+        .iter()
+        .map(|p| p.p50)
+        .filter(|v| *v > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    // Latency spans decades once a step fails: log scale then.
+    let lat_log = (lat_low.is_finite() && lat_top / lat_low > 50.0)
+        .then(|| 10f64.powf(lat_low.log10().floor()));
+    let lat_max = match lat_log {
+        Some(_) => 10f64.powf(lat_top.log10().ceil()),
+        None => nice_max(lat_top),
+    };
     let cpu_max = nice_max(pts.iter().filter_map(|p| p.cpu).fold(0.0, f64::max));
+    let cores_max = nice_max(
+        pts.iter()
+            .flat_map(|p| [p.relay_cores, p.bench_cores])
+            .flatten()
+            .fold(0.0, f64::max)
+            * 100.0,
+    );
     let title = format!(
         "qumo-bench {} profile {} against {} ({}{})",
         report["mode"].as_str().unwrap_or("run"),
@@ -189,7 +256,7 @@ pub fn svg(report: &Value) -> Result<String, String> {
             .map(|n| format!(", {n} relay shard{}", if n == 1 { "" } else { "s" }))
             .unwrap_or_default(),
     );
-    let h = 40.0 + 2.0 * PANEL_H;
+    let h = 40.0 + 3.0 * PANEL_H;
     let mut out = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{h}\" viewBox=\"0 0 {W} {h}\" font-family=\"sans-serif\">\n\
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
@@ -199,15 +266,19 @@ pub fn svg(report: &Value) -> Result<String, String> {
     let lat = Panel {
         top: 40.0,
         title: "publish-to-receive latency",
-        y_label: "ms",
+        y_label: if lat_log.is_some() { "ms (log)" } else { "ms" },
         x_max,
         y_max: lat_max,
+        log_from: lat_log,
     };
     lat.frame(&mut out);
+    if let Some(budget) = report["p99_budget_ms"].as_f64() {
+        lat.limit(&mut out, budget, &format!("p99 budget {budget} ms"));
+    }
     let p50: Vec<_> = pts.iter().map(|p| (p.subs, p.p50, p.pass)).collect();
     let p99: Vec<_> = pts.iter().map(|p| (p.subs, p.p99, p.pass)).collect();
-    lat.series(&mut out, &p50, "#1f77b4", "p50", 0);
-    lat.series(&mut out, &p99, "#ff7f0e", "p99", 1);
+    lat.series(&mut out, &p50, "#1f77b4", "p50", 1);
+    lat.series(&mut out, &p99, "#ff7f0e", "p99", 2);
 
     let cpu = Panel {
         top: 40.0 + PANEL_H,
@@ -215,6 +286,7 @@ pub fn svg(report: &Value) -> Result<String, String> {
         y_label: "CPU s / GB",
         x_max,
         y_max: cpu_max,
+        log_from: None,
     };
     cpu.frame(&mut out);
     let cpu_pts: Vec<_> = pts
@@ -228,7 +300,27 @@ pub fn svg(report: &Value) -> Result<String, String> {
             cpu.y(cpu_max / 2.0)
         ));
     }
-    cpu.series(&mut out, &cpu_pts, "#2ca02c", "relay", 1);
+    cpu.series(&mut out, &cpu_pts, "#2ca02c", "relay", 2);
+
+    let busy = Panel {
+        top: 40.0 + 2.0 * PANEL_H,
+        title: "CPU busy (100 % = one core): is the relay or the bench the limit?",
+        y_label: "% of a core",
+        x_max,
+        y_max: cores_max,
+        log_from: None,
+    };
+    busy.frame(&mut out);
+    let relay_pts: Vec<_> = pts
+        .iter()
+        .filter_map(|p| Some((p.subs, p.relay_cores? * 100.0, p.pass)))
+        .collect();
+    let bench_pts: Vec<_> = pts
+        .iter()
+        .filter_map(|p| Some((p.subs, p.bench_cores? * 100.0, p.pass)))
+        .collect();
+    busy.series(&mut out, &relay_pts, "#2ca02c", "relay", 1);
+    busy.series(&mut out, &bench_pts, "#9467bd", "bench", 2);
     out.push_str("</svg>\n");
     Ok(out)
 }
@@ -267,7 +359,12 @@ mod tests {
         let v: Value = serde_json::from_str(&r.to_json()).unwrap();
         let s = svg(&v).unwrap();
         assert!(s.starts_with("<svg") && s.trim_end().ends_with("</svg>"));
-        assert_eq!(s.matches("<polyline").count(), 3);
+        assert_eq!(s.matches("<polyline").count(), 5);
+        assert!(
+            s.contains("ms (log)"),
+            "latency spanning decades is drawn on a log scale"
+        );
+        assert!(s.contains("p99 budget 200 ms"));
         assert!(s.contains("stroke=\"#d00\""), "failed step marked");
         assert!(s.contains("relay CPU per delivered GB"));
     }

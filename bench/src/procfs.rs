@@ -46,6 +46,21 @@ pub fn rss_kb(pid: u32) -> Option<u64> {
     rss_kb_from_status(&status)
 }
 
+/// `RcvbufErrors` from the text of `/proc/net/snmp`: UDP datagrams the
+/// kernel dropped because a socket's receive buffer was full.
+pub fn udp_rcvbuf_errors_from_snmp(snmp: &str) -> Option<u64> {
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let names: Vec<&str> = udp.next()?.split_whitespace().collect();
+    let values: Vec<&str> = udp.next()?.split_whitespace().collect();
+    let i = names.iter().position(|n| *n == "RcvbufErrors")?;
+    values.get(i)?.parse().ok()
+}
+
+/// UDP receive-buffer drops on this host so far (every socket).
+pub fn udp_rcvbuf_errors() -> Option<u64> {
+    udp_rcvbuf_errors_from_snmp(&std::fs::read_to_string("/proc/net/snmp").ok()?)
+}
+
 /// CPU seconds used so far by this process.
 pub fn own_cpu_seconds() -> Option<f64> {
     cpu_seconds(std::process::id())
@@ -68,6 +83,13 @@ mod tests {
         let status = "Name:\tqumo-relay\nVmPeak:\t  9000 kB\nVmRSS:\t   51234 kB\nThreads:\t3\n";
         assert_eq!(rss_kb_from_status(status), Some(51234));
         assert_eq!(rss_kb_from_status("Name: x\n"), None);
+    }
+
+    #[test]
+    fn udp_buffer_drops_are_read_by_column_name() {
+        let snmp = "Ip: Forwarding\nIp: 1\nUdp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors\nUdp: 10 0 7 12 7 0\nUdpLite: InDatagrams\nUdpLite: 0\n";
+        assert_eq!(udp_rcvbuf_errors_from_snmp(snmp), Some(7));
+        assert_eq!(udp_rcvbuf_errors_from_snmp("Ip: 1\n"), None);
     }
 
     #[test]

@@ -69,6 +69,10 @@ pub struct Step {
     pub relay: Option<Relay>,
     /// CPU seconds the bench itself used in the measured window.
     pub bench_cpu_s: Option<f64>,
+    /// UDP datagrams this host dropped for full socket receive buffers in
+    /// the measured window (all sockets: relay and bench). QUIC recovers
+    /// them by retransmission, which shows up as latency.
+    pub udp_rcvbuf_drops: Option<u64>,
     pub counters: Counters,
     pub pass: bool,
     /// Why the step failed, empty when it passed.
@@ -264,14 +268,14 @@ impl Report {
             s.push_str(&single(st));
         } else {
             s.push_str(&format!(
-                "\n{:>7} {:>7} {:>9} {:>9} {:>7} {:>7} {:>8} {:>5} {:>6} {:>9} {:>9} {:>7}  verdict\n",
+                "\n{:>7} {:>7} {:>9} {:>9} {:>7} {:>7} {:>8} {:>5} {:>6} {:>9} {:>8} {:>8} {:>7} {:>9}  verdict\n",
                 "subs", "held", "Mbit/s", "expected", "p50 ms", "p99 ms", "max ms", "lost",
-                "failed", "CPU s/GB", "relay %", "kB/sub",
+                "failed", "CPU s/GB", "relay %", "bench %", "kB/sub", "UDP drops",
             ));
             for st in &self.steps {
                 let r = st.relay.as_ref();
                 s.push_str(&format!(
-                    "{:>7} {:>7} {:>9.1} {:>9.1} {:>7.2} {:>7.2} {:>8.1} {:>5} {:>6} {:>9} {:>9} {:>7}  {}\n",
+                    "{:>7} {:>7} {:>9.1} {:>9.1} {:>7.2} {:>7.2} {:>8.1} {:>5} {:>6} {:>9} {:>8} {:>8} {:>7} {:>9}  {}\n",
                     st.subscribers,
                     st.subscribers_held,
                     st.delivered_mbps,
@@ -283,7 +287,11 @@ impl Report {
                     st.failed_connections,
                     opt(r.and_then(|r| r.cpu_s_per_gb), 2),
                     opt(r.map(|r| r.cores * 100.0), 0),
+                    opt(st.bench_cpu_s.map(|b| b / st.measured_s.max(1e-9) * 100.0), 0),
                     opt(r.and_then(|r| r.rss_kb_per_sub), 1),
+                    st.udp_rcvbuf_drops
+                        .map(|d| d.to_string())
+                        .unwrap_or_else(|| "na".into()),
                     if st.pass { "held".to_string() } else { st.failures.join("; ") },
                 ));
             }
@@ -354,6 +362,11 @@ fn single(st: &Step) -> String {
         }
         None => s.push_str("  relay         not sampled (no --relay-pid)\n"),
     }
+    if let Some(d) = st.udp_rcvbuf_drops {
+        s.push_str(&format!(
+            "  UDP drops     {d} datagrams dropped for full socket buffers (host-wide)\n"
+        ));
+    }
     if let Some(b) = st.bench_cpu_s {
         s.push_str(&format!(
             "  bench CPU     {:.2} s ({:.0} % of a core)\n",
@@ -412,6 +425,7 @@ pub(crate) mod tests {
                 rss_kb_per_sub: Some(10.0),
             }),
             bench_cpu_s: Some(1.0),
+            udp_rcvbuf_drops: Some(0),
             counters: Counters {
                 steady_frames: 100,
                 ..Counters::default()

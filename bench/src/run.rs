@@ -152,6 +152,7 @@ pub fn run_once(
     let mut finals: Vec<Option<Final>> = vec![None; n];
     let mut interval = Histogram::new();
     let mut bench_cpu = (None, None);
+    let mut udp_drops = (None, None);
     let mut next_tick = Instant::now() + TICK;
     let mut prev_bytes = 0;
     let hard_deadline = plan.steady_end + Duration::from_secs(15);
@@ -170,6 +171,7 @@ pub fn run_once(
         let now = Instant::now();
         if bench_cpu.0.is_none() && now >= plan.steady_start {
             bench_cpu.0 = procfs::own_cpu_seconds();
+            udp_drops.0 = procfs::udp_rcvbuf_errors();
             if let Some(r) = relay.as_mut() {
                 r.cpu_start = procfs::cpu_seconds(r.pid);
                 r.sample_rss();
@@ -177,6 +179,7 @@ pub fn run_once(
         }
         if bench_cpu.1.is_none() && now >= plan.steady_end {
             bench_cpu.1 = procfs::own_cpu_seconds();
+            udp_drops.1 = procfs::udp_rcvbuf_errors();
             if let Some(r) = relay.as_mut() {
                 r.cpu_end = procfs::cpu_seconds(r.pid);
                 r.sample_rss();
@@ -287,6 +290,10 @@ pub fn run_once(
         relay,
         bench_cpu_s: match bench_cpu {
             (Some(a), Some(b)) => Some(b - a),
+            _ => None,
+        },
+        udp_rcvbuf_drops: match udp_drops {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
             _ => None,
         },
         counters: total,
