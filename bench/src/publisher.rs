@@ -64,6 +64,7 @@ async fn sleep_until(t: Instant) {
 
 pub async fn run_publisher(shard: Rc<Shard>, ctx: ShardContext<()>, publisher: usize) {
     let plan = shard.plan.clone();
+    shard.c.borrow_mut().pub_attempted += 1;
     let conn = match ctx
         .connect(plan.addr, &plan.cfg.server_name, plan.tls.clone())
         .await

@@ -63,6 +63,7 @@ async fn shard_main(ctx: ShardContext<()>, plan: Arc<Plan>, tx: mpsc::Sender<Sha
         .filter(|s| s.conn.close_reason().is_none())
         .count() as u64;
     shard.stop();
+    shard.c.borrow_mut().fail_pending_handshakes();
     for conn in shard.conns.borrow().iter() {
         conn.close(VarInt::from_u32(CLOSE_DONE), b"bench done");
     }

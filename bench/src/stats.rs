@@ -22,10 +22,14 @@ macro_rules! counters {
 }
 
 counters! {
+    /// Publisher connections started.
+    pub_attempted,
     /// Publisher connections that completed their handshake.
     pub_connected,
     /// Publisher connections that failed, or ended before the run did.
     pub_failed,
+    /// Subscriber connections started.
+    sub_attempted,
     /// Subscriber connections that completed their handshake.
     sub_connected,
     /// Subscriber connections whose handshake failed.
@@ -76,6 +80,15 @@ impl Counters {
     /// connections that ended before the run did.
     pub fn failed_connections(&self) -> u64 {
         self.pub_failed + self.sub_failed + self.sub_dropped
+    }
+
+    /// At the end of a run, count handshakes still pending as failed.
+    pub fn fail_pending_handshakes(&mut self) {
+        let pending = |attempted: u64, connected: u64, failed: u64| {
+            attempted.saturating_sub(connected + failed)
+        };
+        self.pub_failed += pending(self.pub_attempted, self.pub_connected, self.pub_failed);
+        self.sub_failed += pending(self.sub_attempted, self.sub_connected, self.sub_failed);
     }
 }
 
@@ -129,6 +142,21 @@ mod tests {
         assert_eq!(c.lost_groups, 1);
         c.add_lost(-5);
         assert_eq!(c.lost_groups, 0);
+    }
+
+    #[test]
+    fn handshakes_still_pending_at_the_end_count_as_failed() {
+        let mut c = Counters {
+            sub_attempted: 10,
+            sub_connected: 7,
+            sub_failed: 1,
+            pub_attempted: 1,
+            ..Counters::default()
+        };
+        c.fail_pending_handshakes();
+        assert_eq!((c.sub_failed, c.pub_failed), (3, 1));
+        c.fail_pending_handshakes();
+        assert_eq!((c.sub_failed, c.pub_failed), (3, 1));
     }
 
     #[test]

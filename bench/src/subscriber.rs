@@ -98,6 +98,7 @@ pub async fn run_subscriber(shard: Rc<Shard>, ctx: ShardContext<()>, j: usize) {
     if shard.stopping() {
         return;
     }
+    shard.c.borrow_mut().sub_attempted += 1;
     let conn = match ctx
         .connect(plan.addr, &plan.cfg.server_name, plan.tls.clone())
         .await
