@@ -7,6 +7,12 @@
 //! written off is taken back off the lost count and counted as late. Groups
 //! still inside the window when the run ends are judged by nobody: they may
 //! be in flight.
+//!
+//! Counting starts at the first group delivered. When the publisher's
+//! SUBSCRIBE_START named an earlier group (a relay may name where its
+//! source's feed starts, then serve only groups young enough for the
+//! subscriber), the groups between are reported as skipped at the start,
+//! not as lost: they are a joining cost, not a delivery failure.
 
 use std::collections::VecDeque;
 
@@ -20,9 +26,15 @@ enum Slot {
 #[derive(Debug, Clone)]
 pub struct GroupTracker {
     window: usize,
-    /// Lowest sequence not yet judged; `None` before the first group or start.
+    /// Lowest sequence not yet judged; `None` before the first group.
     base: Option<u64>,
+    /// The lowest `base` ever held: groups below it were never expected.
+    origin: Option<u64>,
     slots: VecDeque<Slot>,
+    /// Where the publisher said delivery starts.
+    promised: Option<u64>,
+    /// The skipped-at-start count last reported through a [`Delta`].
+    skipped_reported: u64,
     /// Groups judged lost (never started, reset, or cut short) minus late ones.
     pub lost: u64,
     /// Groups that started after they had been counted lost.
@@ -40,6 +52,7 @@ pub struct GroupTracker {
 pub struct Delta {
     pub lost: i64,
     pub late: u64,
+    pub skipped: i64,
 }
 
 impl GroupTracker {
@@ -49,7 +62,10 @@ impl GroupTracker {
         Self {
             window: window.max(1),
             base: None,
+            origin: None,
             slots: VecDeque::new(),
+            promised: None,
+            skipped_reported: 0,
             lost: 0,
             late: 0,
             reset: 0,
@@ -58,45 +74,59 @@ impl GroupTracker {
         }
     }
 
-    /// The publisher said delivery starts at `group` (SUBSCRIBE_START, or the
-    /// first group). Earlier groups are not expected.
+    /// Groups between the announced start and the first group delivered.
+    pub fn skipped_at_start(&self) -> u64 {
+        match (self.promised, self.origin) {
+            (Some(p), Some(first)) if p < first => first - p,
+            _ => 0,
+        }
+    }
+
+    fn skip_delta(&mut self) -> i64 {
+        let now = self.skipped_at_start();
+        let d = now as i64 - self.skipped_reported as i64;
+        self.skipped_reported = now;
+        d
+    }
+
+    /// The publisher said delivery starts at `group` (SUBSCRIBE_START or
+    /// SUBSCRIBE_OK's start).
     pub fn start_at(&mut self, group: u64) -> Delta {
-        match self.base {
-            None => {
-                self.base = Some(group);
-                Delta::default()
-            }
-            Some(base) if group == base => Delta::default(),
-            // Groups below the first one seen are promised too.
-            Some(base) if group < base => {
-                let gap = ((base - group) as usize).min(4096);
-                for _ in 0..gap {
-                    self.slots.push_front(Slot::Missing);
-                }
-                self.base = Some(base - gap as u64);
-                self.judge()
-            }
-            Some(base) => {
-                // The start came after earlier groups were marked expected:
-                // forget the gap below the announced start.
-                let drop = ((group - base) as usize).min(self.slots.len());
-                self.slots.drain(..drop);
-                self.base = Some(group);
-                Delta::default()
-            }
+        self.promised = Some(group);
+        Delta {
+            skipped: self.skip_delta(),
+            ..Delta::default()
         }
     }
 
     /// A group stream with this sequence opened.
     pub fn on_group(&mut self, seq: u64) -> Delta {
         let base = *self.base.get_or_insert(seq);
+        let origin = *self.origin.get_or_insert(seq);
+        self.started += 1;
         if seq < base {
-            // Judged already: lost then, here now.
-            self.started += 1;
-            if self.lost > 0 {
+            if base == origin && self.slots.len() + ((base - seq) as usize) <= 2 * self.window {
+                // An early group overtaken by a later one before anything
+                // was judged: counting starts here instead.
+                for _ in 0..(base - seq) {
+                    self.slots.push_front(Slot::Missing);
+                }
+                self.slots[0] = Slot::Started;
+                self.base = Some(seq);
+                self.origin = Some(seq);
+                let mut d = self.judge();
+                d.skipped = self.skip_delta();
+                return d;
+            }
+            if seq >= origin && self.lost > 0 {
+                // Judged already: lost then, here now.
                 self.lost -= 1;
                 self.late += 1;
-                return Delta { lost: -1, late: 1 };
+                return Delta {
+                    lost: -1,
+                    late: 1,
+                    skipped: 0,
+                };
             }
             self.duplicate += 1;
             return Delta::default();
@@ -106,19 +136,24 @@ impl GroupTracker {
             self.slots.resize(i + 1, Slot::Missing);
         }
         if self.slots[i] == Slot::Started {
+            self.started -= 1;
             self.duplicate += 1;
             return Delta::default();
         }
         self.slots[i] = Slot::Started;
-        self.started += 1;
-        self.judge()
+        let mut d = self.judge();
+        d.skipped = self.skip_delta();
+        d
     }
 
     /// A group stream was reset, or ended before all its frames.
     pub fn on_reset(&mut self) -> Delta {
         self.reset += 1;
         self.lost += 1;
-        Delta { lost: 1, late: 0 }
+        Delta {
+            lost: 1,
+            ..Delta::default()
+        }
     }
 
     /// Write off what has fallen more than `window` behind the newest group.
@@ -182,7 +217,7 @@ mod tests {
         }
         assert_eq!(t.lost, 1);
         let d = t.on_group(1);
-        assert_eq!(d, Delta { lost: -1, late: 1 });
+        assert_eq!((d.lost, d.late), (-1, 1));
         assert_eq!((t.lost, t.late), (0, 1));
     }
 
@@ -204,44 +239,43 @@ mod tests {
     }
 
     #[test]
-    fn the_announced_start_sets_where_loss_counting_begins() {
+    fn groups_between_the_announced_start_and_the_first_delivered_are_skipped_not_lost() {
         let mut t = GroupTracker::new(2);
-        t.start_at(5);
-        for seq in [6, 7, 8] {
-            t.on_group(seq);
+        assert_eq!(t.start_at(5).skipped, 0);
+        let mut skipped = 0;
+        for seq in [7, 8, 9, 10] {
+            skipped += t.on_group(seq).skipped;
         }
-        assert_eq!(t.lost, 1, "group 5 was promised and never came");
+        assert_eq!((t.lost, t.skipped_at_start(), skipped), (0, 2, 2));
 
+        // The same when START arrives after the first group.
         let mut t = GroupTracker::new(2);
-        t.start_at(5);
-        for seq in 5..9 {
-            t.on_group(seq);
-        }
+        t.on_group(7);
+        assert_eq!(t.start_at(5).skipped, 2);
         assert_eq!(t.lost, 0);
     }
 
     #[test]
-    fn a_start_that_arrives_after_its_first_group_forgets_the_gap_below_it() {
-        let mut t = GroupTracker::new(2);
-        t.on_group(3);
-        t.on_group(4);
-        t.start_at(3);
-        for seq in 5..10 {
+    fn an_early_group_overtaken_at_the_start_is_neither_lost_nor_duplicate() {
+        let mut t = GroupTracker::new(3);
+        t.start_at(4);
+        let mut skipped = t.on_group(5).skipped;
+        skipped += t.on_group(4).skipped;
+        for seq in 6..12 {
             t.on_group(seq);
         }
-        assert_eq!(t.lost, 0);
+        assert_eq!((t.lost, t.duplicate, t.started), (0, 0, 8));
+        assert_eq!((t.skipped_at_start(), skipped), (0, 0));
     }
 
     #[test]
-    fn a_start_below_the_first_group_seen_expects_the_groups_between() {
+    fn a_gap_after_the_first_group_is_lost_whatever_the_start_said() {
         let mut t = GroupTracker::new(2);
-        t.on_group(5);
         t.start_at(3);
-        t.on_group(4);
-        for seq in 6..9 {
+        for seq in [3, 5, 6, 7] {
             t.on_group(seq);
         }
-        assert_eq!(t.lost, 1, "group 3 was promised and never came");
+        assert_eq!(t.lost, 1);
     }
 
     #[test]

@@ -328,11 +328,12 @@ fn single(st: &Step) -> String {
         st.measured_s,
     ));
     s.push_str(&format!(
-        "  groups        {} lost, {} reset, {} cut short, {} late; {} complete of {} started\n",
+        "  groups        {} lost, {} reset, {} cut short, {} late, {} skipped when joining; {} complete of {} started\n",
         st.lost_groups,
         c.groups_reset,
         c.groups_incomplete,
         c.late_groups,
+        c.groups_skipped_at_start,
         c.groups_complete,
         c.groups_started
     ));

@@ -64,6 +64,9 @@ counters! {
     lost_groups,
     /// Groups delivered after their loss was counted.
     late_groups,
+    /// Groups between a SUBSCRIBE_START and the first group delivered:
+    /// skipped when joining, not lost.
+    groups_skipped_at_start,
     /// Group streams for a subscription id the subscriber did not know.
     unknown_groups,
     /// Frames whose payload held no send stamp.

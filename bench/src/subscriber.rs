@@ -90,6 +90,7 @@ fn apply(shard: &Shard, d: Delta) {
     let mut c = shard.c.borrow_mut();
     c.add_lost(d.lost);
     c.late_groups += d.late;
+    c.groups_skipped_at_start = (c.groups_skipped_at_start as i64 + d.skipped).max(0) as u64;
 }
 
 pub async fn run_subscriber(shard: Rc<Shard>, ctx: ShardContext<()>, j: usize) {
