@@ -15,8 +15,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::{self, PemObject};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 
 /// Where the server certificate comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +124,83 @@ impl CertificateFingerprint {
             let _ = write!(hex, "{byte:02x}");
         }
         Self { sha256, hex }
+    }
+}
+
+/// A client-side verifier for a relay's self-signed certificate: it accepts
+/// the certificate whose [`CertificateFingerprint`] is pinned (or any, with
+/// no pin, for `--tls-disable-verify` style testing), and still checks the
+/// handshake signature against it, as a browser using
+/// `serverCertificateHashes` does. For qumo's own clients: the load
+/// generator and the tests.
+#[derive(Debug)]
+pub struct PinnedCertificate {
+    pin: Option<[u8; 32]>,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl PinnedCertificate {
+    /// Accept only the certificate with this SHA-256.
+    pub fn new(sha256: [u8; 32]) -> Self {
+        Self::with(Some(sha256))
+    }
+
+    /// Accept any certificate (the signature is still checked).
+    pub fn any() -> Self {
+        Self::with(None)
+    }
+
+    fn with(pin: Option<[u8; 32]>) -> Self {
+        Self {
+            pin,
+            algorithms: rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        }
+    }
+}
+
+impl ServerCertVerifier for PinnedCertificate {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(pin) = self.pin else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        let seen = CertificateFingerprint::of_der(end_entity);
+        if seen.sha256 == pin {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(format!(
+                "certificate sha256 {} is not the pinned one",
+                seen.hex
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("TLS 1.2 is not used by QUIC".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
     }
 }
 

@@ -10,64 +10,16 @@ use qumo::lite::{
     Announce, AnnounceOk, AnnounceRequest, BidiType, Decode, DecodeError, Encode, FrameHeader,
     GroupHeader, Limits, Subscribe, SubscribeOk, SubscribeReply, UniType, Version,
 };
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use qumo::tls::PinnedCertificate;
 use tokio::sync::mpsc;
 
-/// Accepts exactly the certificate whose SHA-256 the relay logged, as a
-/// browser pinning `serverCertificateHashes` would.
-#[derive(Debug)]
-struct PinnedHash(String);
-
-impl ServerCertVerifier for PinnedHash {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let digest = ring::digest::digest(&ring::digest::SHA256, end_entity);
-        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-        if hex == self.0 {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(format!(
-                "certificate hash {hex} not pinned"
-            )))
-        }
+/// The digest a fingerprint's 64 hex digits spell.
+fn sha256(hex: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex fingerprint");
     }
-
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("TLS 1.2 is not used by QUIC".into()))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        rustls::crypto::ring::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
+    out
 }
 
 /// A quinn client endpoint that pins the relay's certificate hash.
@@ -82,7 +34,7 @@ pub fn endpoint(
     .with_protocol_versions(&[&rustls::version::TLS13])
     .unwrap()
     .dangerous()
-    .with_custom_certificate_verifier(Arc::new(PinnedHash(fingerprint.to_string())))
+    .with_custom_certificate_verifier(Arc::new(PinnedCertificate::new(sha256(fingerprint))))
     .with_no_client_auth();
     tls.alpn_protocols = vec![alpn.as_bytes().to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
