@@ -20,6 +20,7 @@ use bytes::Bytes;
 
 use crate::message::{MediaEvent, TrackKey};
 use crate::session::codes;
+use crate::session::util::register;
 
 /// One frame: its timestamp in the track's timescale, and its payload.
 #[derive(Debug, Clone)]
@@ -377,12 +378,6 @@ impl TrackReplica {
         for waker in self.waiters.borrow_mut().drain(..) {
             waker.wake();
         }
-    }
-}
-
-fn register(wakers: &mut Vec<Waker>, cx: &Context<'_>) {
-    if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
-        wakers.push(cx.waker().clone());
     }
 }
 

@@ -245,9 +245,8 @@ async fn subscribe_stream(
             }
             Ok(Some(reply)) => debug!(id = request.id, ?reply, "upstream reply"),
             Ok(None) => return (None, Some(send)),
-            Err(ReadError::Stream(qumo_shards::ReadStreamError::Reset(code))) => {
-                let code = session.transport.moq_code(code).unwrap_or(codes::CANCEL);
-                return (Some(code), Some(send));
+            Err(e @ ReadError::Stream(qumo_shards::ReadStreamError::Reset(_))) => {
+                return (Some(stream_code(session, &e)), Some(send));
             }
             // The publisher went away: its tracks end cleanly.
             Err(ReadError::Stream(qumo_shards::ReadStreamError::ConnectionLost(_))) => {

@@ -43,7 +43,8 @@ pub async fn bidi(session: Rc<Session>, kind: BidiType, send: SendStream, reader
             if kind == BidiType::Goaway {
                 info!(session = session.id.id, "peer sent GOAWAY");
             }
-            let _ = race(drain(&mut reader), session.closed.raised()).await;
+            // Their messages need no answer from us: read to the end.
+            let _ = race(reader.discard_to_end(), session.closed.raised()).await;
             drop(send);
         }
         // FETCH of past groups is not served: answer "not found".
@@ -53,11 +54,6 @@ pub async fn bidi(session: Rc<Session>, kind: BidiType, send: SendStream, reader
             session.stop(&mut reader, codes::NOT_FOUND);
         }
     }
-}
-
-async fn drain(reader: &mut StreamReader) {
-    // The messages on these streams need no answer from us.
-    let _ = reader.discard_to_end().await;
 }
 
 /// The peer asks which broadcasts exist under a prefix.
@@ -264,13 +260,10 @@ async fn serve_track(
     }
     monoio::spawn(read_updates(session.clone(), sub.clone(), reader));
 
-    let mut last: Option<u64> = request.start_group.map(|s| s.saturating_sub(1));
+    // Resume just before the requested start; none (or 0) starts at the
+    // newest group.
+    let mut last: Option<u64> = request.start_group.and_then(|s| s.checked_sub(1));
     let mut started = false;
-    if let Some(start) = request.start_group {
-        if start == 0 {
-            last = None;
-        }
-    }
     loop {
         let step = poll_fn(|cx| {
             if sub.cancelled.poll_raised(cx).is_ready() || session.closed.is_raised() {

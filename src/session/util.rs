@@ -54,14 +54,18 @@ impl Signal {
         if self.raised.get() {
             return Poll::Ready(());
         }
-        let mut waiters = self.waiters.borrow_mut();
-        if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
-            waiters.push(cx.waker().clone());
-        }
+        register(&mut self.waiters.borrow_mut(), cx);
         Poll::Pending
     }
 
     pub async fn raised(&self) {
         poll_fn(|cx| self.poll_raised(cx)).await
+    }
+}
+
+/// Add `cx`'s waker to `wakers` unless an equivalent one is there already.
+pub fn register(wakers: &mut Vec<Waker>, cx: &Context<'_>) {
+    if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+        wakers.push(cx.waker().clone());
     }
 }
