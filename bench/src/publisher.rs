@@ -10,13 +10,13 @@ use qumo::lite::{
     BidiType, GroupHeader, Role, Subscribe, SubscribeOk, SubscribeReply, SubscribeUpdate,
     Timestamps, TrackInfo, TrackRequest, UniType, Version,
 };
-use qumo_shards::{Connection, RecvStream, SendStream, ShardContext, VarInt};
+use qumo_shards::{Connection, RecvStream, SendStream, ShardContext};
 
 use crate::payload::{frame_head, now_us, padding, STAMP_LEN};
 use crate::plan::{Plan, Shard};
 use crate::session::{
-    enc, encode_all, read_bidi_type, read_uni_type, refuse, send_setup, serve_announce, MsgReader,
-    CODE_CANCEL,
+    enc, encode_all, read_bidi_type, read_uni_type, refuse, send_setup, serve_announce, wire_code,
+    MsgReader, CODE_CANCEL,
 };
 
 /// Timescale the publisher stamps frame headers in (microseconds).
@@ -95,7 +95,7 @@ pub async fn run_publisher(shard: Rc<Shard>, ctx: ShardContext<()>, publisher: u
             while let Ok(recv) = conn.accept_uni().await {
                 monoio::spawn(async move {
                     if let Some((_, mut reader)) = read_uni_type(recv, version).await {
-                        let _ = reader.recv.stop(VarInt::from_u32(CODE_CANCEL));
+                        let _ = reader.recv.stop(wire_code(CODE_CANCEL));
                     }
                 });
             }
@@ -170,7 +170,7 @@ async fn serve_subscribe(
     let plan = shard.plan.clone();
     let version = plan.cfg.version;
     let Ok(Some(sub)) = reader.next::<Subscribe>().await else {
-        let _ = send.reset(VarInt::from_u32(CODE_CANCEL));
+        let _ = send.reset(wire_code(CODE_CANCEL));
         return;
     };
     let Some(track) = catalog.find(&sub.broadcast, &sub.track) else {
@@ -259,7 +259,7 @@ async fn serve_group(
     for f in 0..plan.cfg.load.frames_per_group {
         sleep_until(plan.frame_time(track, seq, f)).await;
         if cancelled.get() || shard.stopping() {
-            let _ = stream.reset(VarInt::from_u32(CODE_CANCEL));
+            let _ = stream.reset(wire_code(CODE_CANCEL));
             return;
         }
         let sent = now_us();

@@ -11,6 +11,12 @@ use qumo_shards::{Connection, ReadStreamError, RecvStream, SendStream, VarInt, W
 /// moq-lite stream reset codes (moq-net's `StreamError`).
 pub const CODE_CANCEL: u32 = 0x1;
 pub const CODE_NOT_FOUND: u32 = 0x33;
+/// A stream code as moq-native puts it on the wire, raw QUIC included:
+/// WebTransport's HTTP/3 code space (see `qumo::session::transport`).
+pub fn wire_code(code: u32) -> VarInt {
+    qumo::webtransport::error_code(code)
+}
+
 /// Session close code for a clean end (moq-net's `SessionError::Cancel`).
 pub const CLOSE_DONE: u32 = 0x0;
 
@@ -213,7 +219,7 @@ pub async fn serve_announce(
     paths: &[String],
 ) {
     let Ok(Some(request)) = reader.next::<AnnounceRequest>().await else {
-        let _ = send.reset(VarInt::from_u32(CODE_CANCEL));
+        let _ = send.reset(wire_code(CODE_CANCEL));
         return;
     };
     if send
@@ -249,8 +255,8 @@ pub async fn read_bidi_type(recv: RecvStream, version: Version) -> Option<(BidiT
 
 /// Refuse a stream the bench does not serve.
 pub fn refuse(send: &mut SendStream, reader: &mut MsgReader) {
-    let _ = send.reset(VarInt::from_u32(CODE_NOT_FOUND));
-    let _ = reader.recv.stop(VarInt::from_u32(CODE_NOT_FOUND));
+    let _ = send.reset(wire_code(CODE_NOT_FOUND));
+    let _ = reader.recv.stop(wire_code(CODE_NOT_FOUND));
 }
 
 #[cfg(test)]

@@ -13,14 +13,14 @@ use qumo::lite::{
     Announce, AnnounceOk, AnnounceRequest, BidiType, GroupHeader, Role, Subscribe, SubscribeReply,
     UniType,
 };
-use qumo_shards::{Connection, ReadStreamError, RecvStream, SendStream, ShardContext, VarInt};
+use qumo_shards::{Connection, ReadStreamError, RecvStream, SendStream, ShardContext};
 
 use crate::loss::{Delta, GroupTracker};
 use crate::payload::{Frame, FrameParser};
 use crate::plan::{Plan, Shard};
 use crate::session::{
-    enc, encode_all, read_bidi_type, read_uni_type, refuse, send_setup, serve_announce, MsgReader,
-    CODE_CANCEL,
+    enc, encode_all, read_bidi_type, read_uni_type, refuse, send_setup, serve_announce, wire_code,
+    MsgReader, CODE_CANCEL,
 };
 
 /// How many newer groups may start before a missing one counts as lost.
@@ -315,7 +315,7 @@ async fn read_replies(
             Ok(Some(SubscribeReply::End { .. })) => {}
             Ok(Some(SubscribeReply::Drop(drop))) => {
                 if !accepted && !sub.delivered.get() {
-                    let _ = send.reset(VarInt::from_u32(CODE_CANCEL));
+                    let _ = send.reset(wire_code(CODE_CANCEL));
                     return false;
                 }
                 // Announced gaps count as lost groups.
@@ -335,7 +335,7 @@ async fn read_group(shard: Rc<Shard>, sc: Rc<SubConn>, recv: RecvStream) {
         return;
     };
     if ty != UniType::Group {
-        let _ = reader.recv.stop(VarInt::from_u32(CODE_CANCEL));
+        let _ = reader.recv.stop(wire_code(CODE_CANCEL));
         return;
     }
     let header = match reader.next::<GroupHeader>().await {
@@ -345,7 +345,7 @@ async fn read_group(shard: Rc<Shard>, sc: Rc<SubConn>, recv: RecvStream) {
     let sub = sc.subs.borrow().get(&header.subscribe).cloned();
     let Some(sub) = sub else {
         shard.c.borrow_mut().unknown_groups += 1;
-        let _ = reader.recv.stop(VarInt::from_u32(CODE_CANCEL));
+        let _ = reader.recv.stop(wire_code(CODE_CANCEL));
         return;
     };
     {
@@ -398,7 +398,7 @@ async fn read_group(shard: Rc<Shard>, sc: Rc<SubConn>, recv: RecvStream) {
                 "malformed group stream",
                 format!("group {}", header.sequence),
             );
-            let _ = recv.stop(VarInt::from_u32(CODE_CANCEL));
+            let _ = recv.stop(wire_code(CODE_CANCEL));
         }
         shard.c.borrow_mut().groups_incomplete += 1;
         let d = sub.tracker.borrow_mut().on_reset();

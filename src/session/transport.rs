@@ -62,18 +62,26 @@ impl Transport {
         }
     }
 
-    /// A moq-lite stream error code as this transport puts it on the wire.
+    /// A moq-lite stream error code as it goes on the wire.
+    ///
+    /// Both transports use WebTransport's HTTP/3 code space: moq-native
+    /// clients (moq-clock, the `moq` CLI, moq-relay) run raw QUIC through
+    /// web-transport-quinn's `Session::raw`, which decodes every stream reset
+    /// and STOP_SENDING through it and fails the whole session on a code
+    /// outside it ("invalid RESET_STREAM"). Session close codes stay raw on
+    /// QUIC: web-transport-quinn passes those through.
     pub fn stream_code(&self, code: u32) -> VarInt {
-        match self {
-            Transport::Quic(_) => VarInt::from_u32(code),
-            Transport::Web(_) => webtransport::error_code(code),
-        }
+        webtransport::error_code(code)
     }
 
-    /// A received stream error code back in moq-lite terms.
+    /// A received stream error code back in moq-lite terms. A raw QUIC peer
+    /// that sends a bare code outside the WebTransport range is taken at its
+    /// word rather than refused.
     pub fn moq_code(&self, code: VarInt) -> Option<u32> {
         match self {
-            Transport::Quic(_) => u32::try_from(code.into_inner()).ok(),
+            Transport::Quic(_) => {
+                webtransport::app_code(code).or_else(|| u32::try_from(code.into_inner()).ok())
+            }
             Transport::Web(_) => webtransport::app_code(code),
         }
     }

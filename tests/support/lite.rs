@@ -13,6 +13,17 @@ use qumo::lite::{
 use qumo::tls::PinnedCertificate;
 use tokio::sync::mpsc;
 
+/// A stream reset as moq-native reads it on raw QUIC: web-transport-quinn
+/// decodes the code from WebTransport's HTTP/3 range, and a code outside it
+/// fails the whole session ("invalid RESET_STREAM"). Tests assert on this
+/// text, so a relay that put bare codes on the wire would fail them.
+fn reset_reason(code: quinn::VarInt) -> String {
+    match qumo::webtransport::app_code(code) {
+        Some(code) => format!("reset {code}"),
+        None => format!("invalid RESET_STREAM: {code}"),
+    }
+}
+
 /// The digest a fingerprint's 64 hex digits spell.
 fn sha256(hex: &str) -> [u8; 32] {
     let mut out = [0u8; 32];
@@ -79,7 +90,7 @@ impl Reader {
                 Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk.bytes),
                 Ok(None) if self.buf.is_empty() => return Ok(None),
                 Ok(None) => return Err("truncated".into()),
-                Err(quinn::ReadError::Reset(code)) => return Err(format!("reset {code}")),
+                Err(quinn::ReadError::Reset(code)) => return Err(reset_reason(code)),
                 Err(e) => return Err(e.to_string()),
             }
         }
@@ -90,23 +101,26 @@ impl Reader {
             match self.stream.read_chunk(usize::MAX, true).await {
                 Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk.bytes),
                 Ok(None) => return Err("truncated".into()),
-                Err(quinn::ReadError::Reset(code)) => return Err(format!("reset {code}")),
+                Err(quinn::ReadError::Reset(code)) => return Err(reset_reason(code)),
                 Err(e) => return Err(e.to_string()),
             }
         }
         Ok(self.buf.split_to(len).freeze())
     }
 
-    pub async fn at_end(&mut self) -> bool {
+    /// Whether the stream finished cleanly here; a reset is an error.
+    pub async fn at_end(&mut self) -> Result<bool, String> {
         if !self.buf.is_empty() {
-            return false;
+            return Ok(false);
         }
         match self.stream.read_chunk(usize::MAX, true).await {
             Ok(Some(chunk)) => {
                 self.buf.extend_from_slice(&chunk.bytes);
-                false
+                Ok(false)
             }
-            _ => true,
+            Ok(None) => Ok(true),
+            Err(quinn::ReadError::Reset(code)) => Err(reset_reason(code)),
+            Err(e) => Err(e.to_string()),
         }
     }
 }
@@ -282,6 +296,17 @@ impl Peer {
 
     /// Send one whole group of frames on its own stream.
     pub async fn send_group(&self, subscribe: u64, sequence: u64, frames: &[Bytes]) {
+        let mut send = self.open_group(subscribe, sequence, frames).await;
+        let _ = send.finish();
+    }
+
+    /// Start a group stream with `frames` and leave it open.
+    pub async fn open_group(
+        &self,
+        subscribe: u64,
+        sequence: u64,
+        frames: &[Bytes],
+    ) -> quinn::SendStream {
         let mut send = self.conn.open_uni().await.unwrap();
         let header = GroupHeader {
             subscribe,
@@ -300,7 +325,7 @@ impl Peer {
             out.extend_from_slice(frame);
         }
         send.write_all(&out).await.unwrap();
-        let _ = send.finish();
+        send
     }
 
     /// Read one group stream: its header and frames, or the reset code.
@@ -316,7 +341,7 @@ impl Peer {
         };
         let header: GroupHeader = reader.decode().await?.ok_or("no header")?;
         let mut frames = Vec::new();
-        while !reader.at_end().await {
+        while !reader.at_end().await? {
             let frame: FrameHeader = reader.decode().await?.ok_or("no frame")?;
             frames.push(reader.payload(frame.size as usize).await?);
         }
