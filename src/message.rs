@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::session::codes;
 use crate::track::{Frame, TrackProperties};
 
 /// A track: broadcast path and track name.
@@ -72,9 +73,33 @@ pub enum MediaEvent {
     },
     Properties(TrackProperties),
     /// The publisher ended the track: `None` cleanly, else with this code.
+    /// Groups still open are reset with `open_groups`: CANCEL when the
+    /// track was ended, SESSION_CLOSED when its publisher vanished.
     TrackEnd {
         code: Option<u32>,
+        open_groups: u32,
     },
+}
+
+impl MediaEvent {
+    /// The publisher ended the track (`None` cleanly, else with a code);
+    /// groups it left open are cancelled.
+    pub fn track_end(code: Option<u32>) -> Self {
+        MediaEvent::TrackEnd {
+            code,
+            open_groups: code.unwrap_or(codes::CANCEL),
+        }
+    }
+
+    /// The publisher's session closed: the track ends cleanly, since a
+    /// departed publisher is the normal end of a live broadcast, but groups
+    /// it left open were cut short and say so.
+    pub fn vanished() -> Self {
+        MediaEvent::TrackEnd {
+            code: None,
+            open_groups: codes::SESSION_CLOSED,
+        }
+    }
 }
 
 /// A cached group as it travels in an [`ShardMessage::Attached`] snapshot.

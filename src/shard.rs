@@ -258,6 +258,7 @@ impl Shard {
                         hub,
                         MediaEvent::TrackEnd {
                             code: Some(codes::NOT_FOUND),
+                            open_groups: codes::NOT_FOUND,
                         },
                     ),
                 }
@@ -357,7 +358,7 @@ impl Shard {
     fn refuse(&self, key: TrackKey, from: usize, token: u64, code: u32) {
         if from == self.index() {
             if let Some(replica) = self.replicas.borrow().get(&key) {
-                replica.end(Some(code));
+                replica.end(Some(code), code);
             }
             return;
         }
@@ -435,7 +436,7 @@ impl Shard {
             return;
         };
         if let Some(code) = ended {
-            replica.end(code);
+            replica.end(code, code.unwrap_or(codes::CANCEL));
             return;
         }
         let now = Instant::now();

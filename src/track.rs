@@ -293,19 +293,19 @@ impl TrackReplica {
                 self.properties.set(Some(properties));
                 self.wake();
             }
-            MediaEvent::TrackEnd { code } => self.end(code),
+            MediaEvent::TrackEnd { code, open_groups } => self.end(code, open_groups),
         }
         None
     }
 
-    /// End the track: open groups are reset, waiters woken.
-    pub fn end(&self, code: Option<u32>) {
+    /// End the track: open groups are reset with `open_groups`, waiters woken.
+    pub fn end(&self, code: Option<u32>, open_groups: u32) {
         if matches!(self.state.get(), TrackState::Ended(_)) {
             return;
         }
         self.state.set(TrackState::Ended(code));
         for group in self.groups.borrow().iter() {
-            group.end(GroupState::Reset(code.unwrap_or(codes::CANCEL)));
+            group.end(GroupState::Reset(open_groups));
         }
         self.wake();
     }

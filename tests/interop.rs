@@ -102,7 +102,7 @@ fn many_subscribers_share_one_upstream_subscription() {
 }
 
 #[test]
-fn a_subscriber_hears_the_broadcast_end_when_the_publisher_leaves() {
+fn a_subscriber_gets_a_clean_end_when_the_publisher_leaves() {
     // A killed publisher says no goodbye: the relay notices by idle timeout.
     let relay = Relay::start_with(2, "quic:\n  idle_timeout: 2s\n  keep_alive: 500ms\n");
     let url = format!("moql://{}", relay.addr);
@@ -110,18 +110,38 @@ fn a_subscriber_hears_the_broadcast_end_when_the_publisher_leaves() {
     let subscriber = moq_clock(&url, "leaving", "subscribe");
     assert!(!subscriber.ticks(1, Duration::from_secs(10)).is_empty());
     drop(publisher);
-    // moq-clock logs "broadcast closed" when the announcement's end reaches
-    // its subscription first, "broadcast is offline" when its announce loop
-    // sees it first: either way it learned the broadcast ended.
+    // moq-clock hears the end one of three ways, whichever of the relay's
+    // messages it handles first: the subscription finishing ("subscribe
+    // complete"), the announcement ending ("broadcast is offline"), or the
+    // broadcast closing under the subscription ("broadcast closed"). Never
+    // "subscribe error": the relay ends a departed publisher's tracks
+    // cleanly. (The minute's group was open, so it is reset with
+    // SESSION_CLOSED; moq-clock exits on that, as it would behind moq-relay.)
+    let heard = [
+        "subscribe complete",
+        "broadcast is offline",
+        "broadcast closed",
+    ];
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let told = loop {
+        let log = subscriber.stderr.snapshot();
+        if let Some(line) = log.iter().find(|l| heard.iter().any(|h| l.contains(h))) {
+            break Some(line.clone());
+        }
+        if std::time::Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = subscriber.stderr.snapshot();
     assert!(
-        subscriber
-            .wait_stderr("broadcast c", Duration::from_secs(10))
-            .or_else(|| subscriber.wait_stderr("broadcast is offline", Duration::ZERO))
-            .is_some(),
-        "the subscriber was told the broadcast ended; its log:\n{}\nrelay log:\n{}",
-        subscriber.stderr.snapshot().join("\n"),
+        told.is_some() && !log.iter().any(|l| l.contains("subscribe error")),
+        "the subscriber heard a clean end; its log:\n{}\nrelay log:\n{}",
+        log.join("\n"),
         relay.log()
     );
+    // That the announcement ends is asserted by the scripted peer in
+    // relay_behaviour, where no race decides what is logged.
 }
 
 #[test]

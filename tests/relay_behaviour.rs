@@ -337,3 +337,55 @@ async fn an_announce_prefix_over_the_limit_is_refused_on_that_stream_only() {
     let (_send, _reader) = peer.request(BidiType::Announce, &short).await;
     assert!(peer.conn.close_reason().is_none(), "the session goes on");
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_publisher_that_vanishes_mid_group_ends_its_broadcast_and_cuts_the_open_group() {
+    let relay = Relay::start(2);
+    let (publisher, mut subscriptions) = publisher(&relay, Version::Lite05, "gone").await;
+    let watcher = Peer::connect(relay.addr, &relay.fingerprint, Version::Lite04).await;
+    let request = qumo::lite::AnnounceRequest {
+        prefix: String::new(),
+        exclude_hop: 0,
+    };
+    let (_send, mut announcements) = watcher.request(BidiType::Announce, &request).await;
+    let first = within("announce", 5 * SECOND, announcements.decode()).await;
+    assert!(
+        matches!(&first, Ok(Some(qumo::lite::Announce::Active { suffix, .. })) if suffix == "gone"),
+        "got {first:?}"
+    );
+    let (_sub_send, mut subscription) = watcher.subscribe(1, "gone", "video", 0).await.unwrap();
+    let upstream = within("upstream subscribe", 5 * SECOND, subscriptions.recv())
+        .await
+        .unwrap();
+    let _open = publisher
+        .open_group(upstream, 0, &[Bytes::from_static(b"half")])
+        .await;
+    let group = tokio::spawn({
+        let watcher = watcher.clone();
+        async move { watcher.read_group().await }
+    });
+    relay
+        .wait_for_async("hub created", 5 * SECOND)
+        .await
+        .expect("the relay created the hub");
+    tokio::time::sleep(SECOND / 5).await;
+    publisher.conn.close(0u32.into(), b"vanish");
+
+    // The cut group is reset, in the code space moq-native decodes, with
+    // SESSION_CLOSED; the frame before the cut was delivered.
+    let cut = within("group reset", 5 * SECOND, group).await.unwrap();
+    assert_eq!(cut.err().as_deref(), Some("reset 3"));
+    // The announcement ends ...
+    let ended = within("announce ended", 5 * SECOND, announcements.decode()).await;
+    assert!(
+        matches!(&ended, Ok(Some(qumo::lite::Announce::Ended { suffix, .. })) if suffix == "gone"),
+        "got {ended:?}"
+    );
+    // ... and the subscription ends cleanly: lite-04 finishes the stream.
+    let end = within("subscription end", 5 * SECOND, subscription.at_end()).await;
+    assert_eq!(end, Ok(true));
+    assert!(
+        watcher.conn.close_reason().is_none(),
+        "the watcher stays up"
+    );
+}

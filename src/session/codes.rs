@@ -29,5 +29,8 @@ pub const EVICTED: u32 = 0x35;
 pub const WRONG_SIZE: u32 = 0x37;
 /// Stream: a frame over `relay.max_frame_size`.
 pub const FRAME_TOO_LARGE: u32 = 0x38;
+/// Stream: the session that fed this group closed before finishing it
+/// (moq-net's SESSION_CLOSED).
+pub const SESSION_CLOSED: u32 = 0x3;
 /// Stream: a stream type this session does not accept (or a malformed one).
 pub const UNEXPECTED_STREAM: u32 = 0x3;

@@ -157,8 +157,7 @@ impl Session {
         self.upstream_ids.borrow_mut().clear();
         for (_, upstream) in upstreams {
             upstream.cancelled.raise();
-            self.shard
-                .to_hub(upstream.hub, MediaEvent::TrackEnd { code: None });
+            self.shard.to_hub(upstream.hub, MediaEvent::vanished());
         }
     }
 }
@@ -166,12 +165,9 @@ impl Session {
 async fn run_upstream(session: Rc<Session>, id: u64, upstream: Rc<Upstream>) {
     let hub = upstream.hub;
     let Some(broadcast) = session.relative(&upstream.key.broadcast).map(str::to_owned) else {
-        session.shard.to_hub(
-            hub,
-            MediaEvent::TrackEnd {
-                code: Some(codes::NOT_FOUND),
-            },
-        );
+        session
+            .shard
+            .to_hub(hub, MediaEvent::track_end(Some(codes::NOT_FOUND)));
         return;
     };
     debug!(session = session.id.id, id, track = %upstream.key, "subscribing upstream");
@@ -210,7 +206,7 @@ async fn run_upstream(session: Rc<Session>, id: u64, upstream: Rc<Upstream>) {
             // was the hub that cancelled it meanwhile.
             if session.upstreams.borrow_mut().remove(&id).is_some() {
                 session.upstream_ids.borrow_mut().remove(&hub);
-                session.shard.to_hub(hub, MediaEvent::TrackEnd { code });
+                session.shard.to_hub(hub, MediaEvent::track_end(code));
             }
             if let Some(send) = send.as_mut() {
                 let _ = send.finish();
@@ -379,6 +375,7 @@ fn stream_code(session: &Session, e: &ReadError) -> u32 {
             session.transport.moq_code(*code).unwrap_or(codes::CANCEL)
         }
         ReadError::Truncated => codes::WRONG_SIZE,
+        ReadError::Stream(qumo_shards::ReadStreamError::ConnectionLost(_)) => codes::SESSION_CLOSED,
         _ => codes::CANCEL,
     }
 }

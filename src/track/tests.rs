@@ -98,7 +98,7 @@ fn ending_the_track_resets_open_groups_and_ignores_later_media() {
     r.apply(MediaEvent::Group { sequence: 0 }, now);
     r.apply(MediaEvent::GroupEnd { sequence: 0 }, now);
     r.apply(MediaEvent::Group { sequence: 1 }, now);
-    r.apply(MediaEvent::TrackEnd { code: None }, now);
+    r.apply(MediaEvent::track_end(None), now);
     let groups = r.groups();
     assert_eq!(
         groups[0].state(),
@@ -109,4 +109,18 @@ fn ending_the_track_resets_open_groups_and_ignores_later_media() {
     assert_eq!(r.state(), TrackState::Ended(None));
     r.apply(MediaEvent::Group { sequence: 2 }, now);
     assert_eq!(sequences(&r), [0, 1]);
+}
+
+#[test]
+fn a_vanished_publisher_ends_the_track_cleanly_and_marks_open_groups_cut() {
+    let r = replica(4, 1 << 20);
+    let now = Instant::now();
+    r.apply(MediaEvent::Group { sequence: 0 }, now);
+    r.apply(MediaEvent::GroupEnd { sequence: 0 }, now);
+    r.apply(MediaEvent::Group { sequence: 1 }, now);
+    r.apply(MediaEvent::vanished(), now);
+    let groups = r.groups();
+    assert_eq!(groups[0].state(), GroupState::Done);
+    assert_eq!(groups[1].state(), GroupState::Reset(codes::SESSION_CLOSED));
+    assert_eq!(r.state(), TrackState::Ended(None));
 }
