@@ -389,3 +389,57 @@ async fn a_publisher_that_vanishes_mid_group_ends_its_broadcast_and_cuts_the_ope
         "the watcher stays up"
     );
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_group_still_in_flight_when_its_publisher_ends_the_track_reaches_the_subscriber() {
+    // QUIC delivers each group on its own stream, so a publisher's end of a
+    // subscription can overtake its last group; the relay must wait for it.
+    for version in [Version::Lite04, Version::Lite06] {
+        let relay = Relay::start(2);
+        let publisher = Peer::connect(relay.addr, &relay.fingerprint, version).await;
+        let mut upstreams = publisher.publish_upstreams("vod");
+        relay
+            .wait_for_async("broadcast=vod active=true", 10 * SECOND)
+            .await
+            .expect("announced");
+        let subscriber = Peer::connect(relay.addr, &relay.fingerprint, version).await;
+        let (_send, mut replies) = subscriber.subscribe(1, "vod", "video", 0).await.unwrap();
+        let mut upstream = within("upstream subscribe", 5 * SECOND, upstreams.recv())
+            .await
+            .unwrap();
+        publisher
+            .send_group(upstream.id, 0, &[Bytes::from_static(b"first")])
+            .await;
+        let (first, _) = within("group 0", 5 * SECOND, subscriber.read_group())
+            .await
+            .unwrap();
+        assert_eq!(first.sequence, 0);
+
+        upstream.end(2).await;
+        tokio::time::sleep(SECOND / 10).await;
+        publisher
+            .send_group(upstream.id, 1, &[Bytes::from_static(b"last")])
+            .await;
+        let last = within("group 1", 5 * SECOND, subscriber.read_group()).await;
+        let (header, frames) = last.unwrap_or_else(|e| panic!("{version:?}: {e}"));
+        assert_eq!(
+            (header.sequence, frames),
+            (1, vec![Bytes::from_static(b"last")]),
+            "{version:?}"
+        );
+
+        // Then the subscription ends cleanly (lite-06: START, END{2}, FIN).
+        if version.has_track_stream() {
+            let mut end = None;
+            while let Ok(Some(reply)) = within("reply", 5 * SECOND, replies.decode()).await {
+                if let qumo::lite::SubscribeReply::End { group } = reply {
+                    end = Some(group);
+                }
+            }
+            assert_eq!(end, Some(2), "{version:?}");
+        } else {
+            let fin = within("subscription end", 5 * SECOND, replies.at_end()).await;
+            assert_eq!(fin, Ok(true), "{version:?}");
+        }
+    }
+}

@@ -11,11 +11,12 @@ use qumo_shards::SendStream;
 use tracing::{debug, info, warn};
 
 use super::reader::{ReadError, StreamReader};
+use super::tail::{self, GroupTally};
 use super::util::{race, Either, Signal};
 use super::{codes, Session};
 use crate::lite::{
     Announce, AnnounceOk, AnnounceRequest, BidiType, DecodeError, FrameHeader, GroupHeader,
-    Subscribe, SubscribeReply, Timestamps, TrackInfo, TrackRequest,
+    Subscribe, SubscribeReply, Timestamps, TrackInfo, TrackRequest, Version,
 };
 use crate::message::{HubRef, MediaEvent, TrackKey};
 use crate::track::TrackProperties;
@@ -26,6 +27,8 @@ pub struct Upstream {
     pub key: TrackKey,
     /// Raised when the owner cancels it.
     pub cancelled: Signal,
+    /// Its group streams, so that its end waits for the tail.
+    pub groups: GroupTally,
 }
 
 /// Ask the peer for its broadcasts (prefix "") and publish them relay-wide.
@@ -134,6 +137,7 @@ impl Session {
             hub,
             key,
             cancelled: Signal::default(),
+            groups: GroupTally::default(),
         });
         self.upstreams.borrow_mut().insert(id, upstream.clone());
         self.upstream_ids.borrow_mut().insert(hub, id);
@@ -201,9 +205,23 @@ async fn run_upstream(session: Rc<Session>, id: u64, upstream: Rc<Upstream>) {
     )
     .await;
     match end {
-        Either::Left((code, mut send)) => {
+        Either::Left(Ended {
+            code,
+            mut send,
+            end,
+        }) => {
+            if code.is_none() {
+                // Only lite-06 ENDs are taken at their word (exclusive).
+                let end = end.filter(|_| session.version >= Version::Lite06);
+                let stop = async {
+                    race(upstream.cancelled.raised(), session.closed.raised()).await;
+                };
+                let groups = &upstream.groups;
+                groups.touch();
+                tail::wait_until(tail::UPSTREAM_LIMIT, stop, |now| groups.settled(end, now)).await;
+            }
             // The publisher ended the subscription: tell the hub, unless it
-            // was the hub that cancelled it meanwhile.
+            // was the hub that cancelled it meanwhile (or the session ended).
             if session.upstreams.borrow_mut().remove(&id).is_some() {
                 session.upstream_ids.borrow_mut().remove(&hub);
                 session.shard.to_hub(hub, MediaEvent::track_end(code));
@@ -217,42 +235,62 @@ async fn run_upstream(session: Rc<Session>, id: u64, upstream: Rc<Upstream>) {
     }
 }
 
-/// Run one SUBSCRIBE stream until the publisher ends it: `None` for a clean
-/// end, or the reset code.
-async fn subscribe_stream(
-    session: &Rc<Session>,
-    request: Subscribe,
-) -> (Option<u32>, Option<SendStream>) {
+/// How the publisher ended a SUBSCRIBE stream.
+struct Ended {
+    /// `None` for a clean end, else the reset code.
+    code: Option<u32>,
+    send: Option<SendStream>,
+    /// The sequence SUBSCRIBE_END named, if it sent one.
+    end: Option<u64>,
+}
+
+/// Run one SUBSCRIBE stream until the publisher ends it.
+async fn subscribe_stream(session: &Rc<Session>, request: Subscribe) -> Ended {
+    let failed = |send| Ended {
+        code: Some(codes::CANCEL),
+        send,
+        end: None,
+    };
     let Ok((mut send, recv)) = session.transport.open_bi().await else {
-        return (Some(codes::CANCEL), None);
+        return failed(None);
     };
     if send
         .write_chunk(session.encode(&[&BidiType::Subscribe, &request]))
         .await
         .is_err()
     {
-        return (Some(codes::CANCEL), Some(send));
+        return failed(Some(send));
     }
     let mut reader = session.reader(recv, bytes::Bytes::new());
-    loop {
+    let mut end = None;
+    let code = loop {
         match reader.decode::<SubscribeReply>().await {
             Ok(Some(SubscribeReply::Drop(drop))) => {
                 debug!(id = request.id, ?drop, "upstream dropped groups");
             }
-            Ok(Some(reply)) => debug!(id = request.id, ?reply, "upstream reply"),
-            Ok(None) => return (None, Some(send)),
+            Ok(Some(reply)) => {
+                debug!(id = request.id, ?reply, "upstream reply");
+                if let SubscribeReply::End { group } = reply {
+                    end = Some(group);
+                }
+            }
+            Ok(None) => break None,
             Err(e @ ReadError::Stream(qumo_shards::ReadStreamError::Reset(_))) => {
-                return (Some(stream_code(session, &e)), Some(send));
+                break Some(stream_code(session, &e));
             }
-            // The publisher went away: its tracks end cleanly.
-            Err(ReadError::Stream(qumo_shards::ReadStreamError::ConnectionLost(_))) => {
-                return (None, Some(send));
-            }
+            // The publisher went away: its tracks end cleanly (the session's
+            // close ends them, see `end_upstreams`).
+            Err(ReadError::Stream(qumo_shards::ReadStreamError::ConnectionLost(_))) => break None,
             Err(e) => {
                 warn!(session = session.id.id, id = request.id, error = %e, "upstream subscribe failed");
-                return (Some(codes::CANCEL), Some(send));
+                break Some(codes::CANCEL);
             }
         }
+    };
+    Ended {
+        code,
+        send: Some(send),
+        end,
     }
 }
 
@@ -300,6 +338,7 @@ pub async fn group(session: Rc<Session>, mut reader: StreamReader) {
     };
     let hub = upstream.hub;
     let sequence = header.sequence;
+    let _open = upstream.groups.track(sequence);
     session.shard.to_hub(hub, MediaEvent::Group { sequence });
     reader.limits_mut().max_frame = session.shard.settings.max_frame_size;
 

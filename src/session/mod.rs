@@ -15,6 +15,7 @@ pub mod codes;
 mod consume;
 pub mod reader;
 mod serve;
+mod tail;
 pub mod transport;
 pub mod util;
 mod writer;

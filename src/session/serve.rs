@@ -14,6 +14,7 @@ use qumo_shards::SendStream;
 use tracing::{debug, info};
 
 use super::reader::StreamReader;
+use super::tail::{self, GroupTally};
 use super::util::{race, Either, Signal};
 use super::writer::write_group;
 use super::{codes, Session};
@@ -150,6 +151,8 @@ pub struct Subscription {
     pub max_latency: Cell<Duration>,
     /// Raised when the subscriber cancels or the session ends.
     pub cancelled: Signal,
+    /// Its group writers, so that a clean end waits for them.
+    pub writers: GroupTally,
 }
 
 impl Subscription {
@@ -196,20 +199,32 @@ async fn subscribe(session: Rc<Session>, mut send: SendStream, mut reader: Strea
             settings.default_max_latency,
         )),
         cancelled: Signal::default(),
+        writers: GroupTally::default(),
     });
 
     let outcome = serve_track(&session, &sub, &replica, &request, &mut send, reader).await;
-    sub.cancelled.raise();
     match outcome {
         Ok(TrackEnd::Clean(next)) => {
+            // END names the boundary at once; the FIN waits for the groups
+            // still being written (see `tail`), as moq-net's does.
             if session.version.has_track_stream() {
                 let end = SubscribeReply::End { group: next };
                 let _ = send.write_chunk(session.encode(&[&end])).await;
             }
+            let stop = async {
+                race(sub.cancelled.raised(), session.closed.raised()).await;
+            };
+            let writers = &sub.writers;
+            tail::wait_until(sub.max_latency.get(), stop, |_| writers.open() == 0).await;
+            sub.cancelled.raise();
             let _ = send.finish();
         }
-        Ok(TrackEnd::Reset(code)) => session.reset(&mut send, code),
+        Ok(TrackEnd::Reset(code)) => {
+            sub.cancelled.raise();
+            session.reset(&mut send, code);
+        }
         Ok(TrackEnd::Cancelled) | Err(_) => {
+            sub.cancelled.raise();
             let _ = send.finish();
         }
     }

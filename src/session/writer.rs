@@ -34,6 +34,7 @@ enum Outcome {
 }
 
 pub async fn write_group(session: Rc<Session>, sub: Rc<Subscription>, group: Rc<Group>) {
+    let _open = sub.writers.track(group.sequence);
     let mut deadline = Deadline::default();
     // Opening waits for the peer's stream credit; a group that expires
     // meanwhile is skipped without ever opening a stream.

@@ -245,8 +245,29 @@ impl Peer {
 
     /// Publish `broadcast`: answer the relay's announce request and its
     /// subscriptions. Each SUBSCRIBE id the relay sends arrives on the
-    /// returned channel.
+    /// returned channel; the subscription stays open.
     pub fn publish(&self, broadcast: &str) -> mpsc::UnboundedReceiver<u64> {
+        let mut upstreams = self.publish_upstreams(broadcast);
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(upstream) = upstreams.recv().await {
+                let _ = tx.send(upstream.id);
+                tokio::spawn(async move {
+                    let mut upstream = upstream;
+                    let _ = upstream
+                        .reader
+                        .decode::<qumo::lite::SubscribeUpdate>()
+                        .await;
+                    drop(upstream);
+                });
+            }
+        });
+        rx
+    }
+
+    /// Like [`Peer::publish`], but each subscription's streams are handed
+    /// over, so a test can end it.
+    pub fn publish_upstreams(&self, broadcast: &str) -> mpsc::UnboundedReceiver<Upstream> {
         let (tx, rx) = mpsc::unbounded_channel();
         let peer = self.clone();
         let broadcast = broadcast.to_string();
@@ -263,11 +284,18 @@ impl Peer {
                         if peer.version.has_announce_ok() {
                             AnnounceOk { hop: 0, active: 1 }.encode_dyn(&mut out, peer.version);
                         }
-                        Announce::Active {
-                            suffix: broadcast.clone(),
-                            hops: vec![],
-                        }
-                        .encode_dyn(&mut out, peer.version);
+                        let active = match peer.version {
+                            Version::Lite06 => Announce::Start {
+                                suffix: broadcast.clone(),
+                                hops: vec![],
+                                cost: Default::default(),
+                            },
+                            _ => Announce::Active {
+                                suffix: broadcast.clone(),
+                                hops: vec![],
+                            },
+                        };
+                        active.encode_dyn(&mut out, peer.version);
                         send.write_all(&out).await.unwrap();
                         tokio::spawn(async move {
                             let _keep = (send, reader);
@@ -281,10 +309,11 @@ impl Peer {
                             let ok = encode(peer.version, &[&ok]);
                             send.write_all(&ok).await.unwrap();
                         }
-                        let _ = tx.send(sub.id);
-                        tokio::spawn(async move {
-                            let _keep = send;
-                            let _ = reader.decode::<qumo::lite::SubscribeUpdate>().await;
+                        let _ = tx.send(Upstream {
+                            id: sub.id,
+                            send,
+                            reader,
+                            version: peer.version,
                         });
                     }
                     _ => {}
@@ -346,6 +375,29 @@ impl Peer {
             frames.push(reader.payload(frame.size as usize).await?);
         }
         Ok((header, frames))
+    }
+}
+
+/// A subscription the relay made to a scripted publisher.
+pub struct Upstream {
+    pub id: u64,
+    pub send: quinn::SendStream,
+    pub reader: Reader,
+    version: Version,
+}
+
+impl Upstream {
+    /// End it cleanly: lite-05+ SUBSCRIBE_END naming the exclusive final
+    /// sequence, then FIN (lite-04: FIN alone).
+    pub async fn end(&mut self, end_group: u64) {
+        if self.version.has_track_stream() {
+            let end = SubscribeReply::End { group: end_group };
+            self.send
+                .write_all(&encode(self.version, &[&end]))
+                .await
+                .unwrap();
+        }
+        let _ = self.send.finish();
     }
 }
 
