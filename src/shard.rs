@@ -254,13 +254,7 @@ impl Shard {
                 let session = self.sessions.borrow().get(&publisher.id).cloned();
                 match session {
                     Some(session) => session.subscribe_upstream(key, hub),
-                    None => self.to_hub(
-                        hub,
-                        MediaEvent::TrackEnd {
-                            code: Some(codes::NOT_FOUND),
-                            open_groups: codes::NOT_FOUND,
-                        },
-                    ),
+                    None => self.to_hub(hub, MediaEvent::track_end(Some(codes::NOT_FOUND))),
                 }
             }
             ShardMessage::UpstreamCancel { publisher, hub } => {

@@ -3,8 +3,8 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 use qumo::lite::{
-    Announce, AnnounceOk, AnnounceRequest, BidiType, Cost, Decode, DecodeError, Encode, Limits,
-    Role, Setup, UniType, Version,
+    Announce, AnnounceOk, AnnounceRequest, BidiType, Decode, DecodeError, Encode, Limits, Role,
+    Setup, UniType, Version,
 };
 use qumo_shards::{Connection, ReadStreamError, RecvStream, SendStream, VarInt, WriteError};
 
@@ -193,18 +193,11 @@ pub fn announce_reply(version: Version, request: &AnnounceRequest, paths: &[Stri
             );
         }
         for suffix in suffixes {
-            let msg = match v.has_announce_id() {
-                true => Announce::Start {
-                    suffix: suffix.to_string(),
-                    hops: Vec::new(),
-                    cost: Cost::default(),
-                },
-                false => Announce::Active {
-                    suffix: suffix.to_string(),
-                    hops: Vec::new(),
-                },
-            };
-            enc(out, &msg, v);
+            enc(
+                out,
+                &Announce::available(suffix.to_string(), Vec::new(), v),
+                v,
+            );
         }
     })
 }

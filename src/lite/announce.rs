@@ -173,6 +173,19 @@ const STATUS_ACTIVE: u8 = 1;
 const STATUS_RESTART: u8 = 2;
 
 impl Announce {
+    /// "Available at `suffix` via `hops`" as `version` says it: lite-06
+    /// ANNOUNCE_START (no route cost), else the active status.
+    pub fn available(suffix: String, hops: Vec<u64>, version: Version) -> Self {
+        match version.has_announce_id() {
+            true => Announce::Start {
+                suffix,
+                hops,
+                cost: Cost::default(),
+            },
+            false => Announce::Active { suffix, hops },
+        }
+    }
+
     fn not_in(what: &'static str, version: Version) -> EncodeError {
         EncodeError::NotInVersion { what, version }
     }
@@ -503,17 +516,7 @@ mod tests {
     #[test]
     fn announce_hop_chains_are_bounded_and_loop_free() {
         for v in Version::ALL {
-            let mk = |hops: Vec<u64>| match v {
-                Version::Lite06 => Announce::Start {
-                    suffix: String::new(),
-                    hops,
-                    cost: Cost::default(),
-                },
-                _ => Announce::Active {
-                    suffix: String::new(),
-                    hops,
-                },
-            };
+            let mk = |hops: Vec<u64>| Announce::available(String::new(), hops, v);
             round_trip(&mk(vec![1]), v);
             round_trip(&mk((1..=32).collect()), v);
             round_trip(&mk(vec![0; 32]), v);

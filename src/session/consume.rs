@@ -213,9 +213,7 @@ async fn run_upstream(session: Rc<Session>, id: u64, upstream: Rc<Upstream>) {
             if code.is_none() {
                 // Only lite-06 ENDs are taken at their word (exclusive).
                 let end = end.filter(|_| session.version >= Version::Lite06);
-                let stop = async {
-                    race(upstream.cancelled.raised(), session.closed.raised()).await;
-                };
+                let stop = race(upstream.cancelled.raised(), session.closed.raised());
                 let groups = &upstream.groups;
                 groups.touch();
                 tail::wait_until(tail::UPSTREAM_LIMIT, stop, |now| groups.settled(end, now)).await;

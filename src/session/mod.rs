@@ -230,9 +230,12 @@ async fn exchange_setup(session: &Rc<Session>) -> Result<(), SessionError> {
         Either::Left(setup) => setup?,
         Either::Right(()) => return Err(SessionError::SetupTimeout(SETUP_TIMEOUT)),
     };
-    // The WebTransport URL path wins; the SETUP path is for raw QUIC.
-    if let (Some(path), true) = (&setup.path, session.root.borrow().is_empty()) {
-        *session.root.borrow_mut() = crate::origin::normalize(path);
+    // The WebTransport URL path wins; the SETUP path is for raw QUIC. The
+    // emptiness check is its own statement: a borrow in an `if let`
+    // condition lives through the body, whose `borrow_mut` would panic.
+    let root_is_empty = session.root.borrow().is_empty();
+    if let (Some(path), true) = (&setup.path, root_is_empty) {
+        session.root.replace(crate::origin::normalize(path));
     }
     debug!(session = session.id.id, ?setup, "peer setup");
     Ok(())

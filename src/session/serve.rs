@@ -211,9 +211,7 @@ async fn subscribe(session: Rc<Session>, mut send: SendStream, mut reader: Strea
                 let end = SubscribeReply::End { group: next };
                 let _ = send.write_chunk(session.encode(&[&end])).await;
             }
-            let stop = async {
-                race(sub.cancelled.raised(), session.closed.raised()).await;
-            };
+            let stop = race(sub.cancelled.raised(), session.closed.raised());
             let writers = &sub.writers;
             tail::wait_until(sub.max_latency.get(), stop, |_| writers.open() == 0).await;
             sub.cancelled.raise();

@@ -92,9 +92,9 @@ impl Drop for OpenGroup<'_> {
 
 /// Wait until `done()` holds, `limit` passes, or `stop` completes; true
 /// only when `done()` held.
-pub async fn wait_until(
+pub async fn wait_until<T>(
     limit: Duration,
-    stop: impl Future<Output = ()>,
+    stop: impl Future<Output = T>,
     done: impl Fn(Instant) -> bool,
 ) -> bool {
     let deadline = Instant::now() + limit;
@@ -112,7 +112,7 @@ pub async fn wait_until(
     };
     match race(poll, stop).await {
         Either::Left(done) => done,
-        Either::Right(()) => false,
+        Either::Right(_) => false,
     }
 }
 

@@ -13,14 +13,18 @@ use qumo::lite::{
 use qumo::tls::PinnedCertificate;
 use tokio::sync::mpsc;
 
-/// A stream reset as moq-native reads it on raw QUIC: web-transport-quinn
-/// decodes the code from WebTransport's HTTP/3 range, and a code outside it
-/// fails the whole session ("invalid RESET_STREAM"). Tests assert on this
-/// text, so a relay that put bare codes on the wire would fail them.
-fn reset_reason(code: quinn::VarInt) -> String {
-    match qumo::webtransport::app_code(code) {
-        Some(code) => format!("reset {code}"),
-        None => format!("invalid RESET_STREAM: {code}"),
+/// A read error as text; a stream reset as moq-native reads it on raw QUIC:
+/// web-transport-quinn decodes the code from WebTransport's HTTP/3 range,
+/// and a code outside it fails the whole session ("invalid RESET_STREAM").
+/// Tests assert on this text, so a relay that put bare codes on the wire
+/// would fail them.
+fn read_error(e: quinn::ReadError) -> String {
+    match e {
+        quinn::ReadError::Reset(code) => match qumo::webtransport::app_code(code) {
+            Some(code) => format!("reset {code}"),
+            None => format!("invalid RESET_STREAM: {code}"),
+        },
+        e => e.to_string(),
     }
 }
 
@@ -90,8 +94,7 @@ impl Reader {
                 Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk.bytes),
                 Ok(None) if self.buf.is_empty() => return Ok(None),
                 Ok(None) => return Err("truncated".into()),
-                Err(quinn::ReadError::Reset(code)) => return Err(reset_reason(code)),
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(read_error(e)),
             }
         }
     }
@@ -101,8 +104,7 @@ impl Reader {
             match self.stream.read_chunk(usize::MAX, true).await {
                 Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk.bytes),
                 Ok(None) => return Err("truncated".into()),
-                Err(quinn::ReadError::Reset(code)) => return Err(reset_reason(code)),
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(read_error(e)),
             }
         }
         Ok(self.buf.split_to(len).freeze())
@@ -119,8 +121,7 @@ impl Reader {
                 Ok(false)
             }
             Ok(None) => Ok(true),
-            Err(quinn::ReadError::Reset(code)) => Err(reset_reason(code)),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(read_error(e)),
         }
     }
 }
@@ -250,15 +251,14 @@ impl Peer {
         let mut upstreams = self.publish_upstreams(broadcast);
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(async move {
-            while let Some(upstream) = upstreams.recv().await {
+            while let Some(mut upstream) = upstreams.recv().await {
                 let _ = tx.send(upstream.id);
+                // Held open until the relay closes its side.
                 tokio::spawn(async move {
-                    let mut upstream = upstream;
                     let _ = upstream
                         .reader
                         .decode::<qumo::lite::SubscribeUpdate>()
                         .await;
-                    drop(upstream);
                 });
             }
         });
@@ -284,18 +284,8 @@ impl Peer {
                         if peer.version.has_announce_ok() {
                             AnnounceOk { hop: 0, active: 1 }.encode_dyn(&mut out, peer.version);
                         }
-                        let active = match peer.version {
-                            Version::Lite06 => Announce::Start {
-                                suffix: broadcast.clone(),
-                                hops: vec![],
-                                cost: Default::default(),
-                            },
-                            _ => Announce::Active {
-                                suffix: broadcast.clone(),
-                                hops: vec![],
-                            },
-                        };
-                        active.encode_dyn(&mut out, peer.version);
+                        Announce::available(broadcast.clone(), vec![], peer.version)
+                            .encode_dyn(&mut out, peer.version);
                         send.write_all(&out).await.unwrap();
                         tokio::spawn(async move {
                             let _keep = (send, reader);
