@@ -5,6 +5,7 @@ pub mod http;
 pub mod lite;
 pub mod logging;
 pub mod message;
+pub mod metrics;
 pub mod origin;
 pub mod relay;
 pub mod session;

@@ -127,7 +127,8 @@ fn main() -> ExitCode {
         None => None,
     };
 
-    match qumo::relay::run(&config, runtime_config) {
+    let metrics = std::sync::Arc::new(qumo::metrics::Metrics::default());
+    match qumo::relay::run(&config, runtime_config, metrics) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e, 1),
     }

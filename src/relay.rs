@@ -10,6 +10,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::lite::{Limits, Version};
+use crate::metrics::Metrics;
 use crate::session::util::{race, Either};
 use crate::session::{self, codes, transport::Transport};
 use crate::shard::{Settings, Shard};
@@ -33,6 +34,7 @@ struct Shared {
     hop: u64,
     max_sessions: usize,
     sessions: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
 }
 
 /// The shard settings a config asks for.
@@ -56,12 +58,14 @@ pub fn settings(config: &Config) -> Settings {
 pub fn start(
     config: &Config,
     runtime_config: RuntimeConfig,
+    metrics: Arc<Metrics>,
 ) -> Result<Runtime<ShardMessage>, RelayError> {
     let shared = Shared {
         settings: settings(config),
         hop: random_hop(),
         max_sessions: config.relay.max_sessions,
         sessions: Arc::new(AtomicUsize::new(0)),
+        metrics,
     };
     let runtime = Runtime::<ShardMessage>::start(runtime_config, move |ctx| {
         serve_shard(ctx, shared.clone())
@@ -70,8 +74,12 @@ pub fn start(
 }
 
 /// Run the relay until a signal stops it.
-pub fn run(config: &Config, runtime_config: RuntimeConfig) -> Result<(), RelayError> {
-    let runtime = start(config, runtime_config)?;
+pub fn run(
+    config: &Config,
+    runtime_config: RuntimeConfig,
+    metrics: Arc<Metrics>,
+) -> Result<(), RelayError> {
+    let runtime = start(config, runtime_config, metrics)?;
     runtime.shutdown_on_signals().map_err(RelayError::Signals)?;
     info!(
         address = %runtime.local_addr(),
@@ -85,7 +93,8 @@ pub fn run(config: &Config, runtime_config: RuntimeConfig) -> Result<(), RelayEr
 }
 
 async fn serve_shard(ctx: ShardContext<ShardMessage>, shared: Shared) {
-    let shard = Rc::new(Shard::new(ctx, shared.settings.clone(), shared.hop));
+    let stats = shared.metrics.register(ctx.index());
+    let shard = Rc::new(Shard::new(ctx, shared.settings.clone(), shared.hop, stats));
     monoio::spawn(dispatch(shard.clone()));
     while let Some(conn) = shard.context().accept().await {
         monoio::spawn(serve_connection(shard.clone(), shared.clone(), conn));
@@ -109,6 +118,7 @@ async fn serve_connection(shard: Rc<Shard>, shared: Shared, conn: Connection) {
     let open = shared.sessions.fetch_add(1, Ordering::Relaxed) + 1;
     let _guard = SessionCount(shared.sessions.clone());
     if open > shared.max_sessions {
+        shard.stats.sessions_refused_max_sessions.inc();
         warn!(limit = shared.max_sessions, remote = ?conn.remote_address(), "session refused: relay.max_sessions reached");
         conn.close(
             session::code(codes::TOO_MANY_SESSIONS),

@@ -15,6 +15,7 @@ use tracing::{debug, warn};
 
 use crate::lite::Limits;
 use crate::message::{GroupSnapshot, HubRef, MediaEvent, SessionRef, ShardMessage, TrackKey};
+use crate::metrics::RelayStats;
 use crate::origin::{AnnounceEvent, Listener, Origin};
 use crate::session::{codes, Session};
 use crate::track::{GroupState, TrackReplica, TrackState};
@@ -45,6 +46,8 @@ struct Hub {
 pub struct Shard {
     ctx: ShardContext<ShardMessage>,
     pub settings: Settings,
+    /// This shard's relay counters (see `crate::metrics`).
+    pub stats: Arc<RelayStats>,
     /// This relay's hop id in announce chains (the same on every shard).
     pub hop: u64,
     origin: RefCell<Origin>,
@@ -58,10 +61,16 @@ pub struct Shard {
 }
 
 impl Shard {
-    pub fn new(ctx: ShardContext<ShardMessage>, settings: Settings, hop: u64) -> Self {
+    pub fn new(
+        ctx: ShardContext<ShardMessage>,
+        settings: Settings,
+        hop: u64,
+        stats: Arc<RelayStats>,
+    ) -> Self {
         Self {
             ctx,
             settings,
+            stats,
             hop,
             origin: RefCell::new(Origin::default()),
             hubs: RefCell::new(HashMap::new()),

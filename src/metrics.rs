@@ -1,0 +1,147 @@
+//! The relay's own counters, one set per shard. Each shard's thread is the
+//! only writer of its set (relaxed atomics, no contention); any thread may
+//! read them, e.g. to render `/metrics`. The QUIC runtime keeps its own
+//! per-shard counters (`qumo_shards::ShardStats`) beside these.
+//!
+//! Every bound a peer can hit has a counter here, so an operator can see
+//! which limit refused what.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Whether a figure only grows (a Prometheus counter) or goes up and down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+}
+
+/// One figure. A single writer (its shard), so a load and a store are
+/// enough; readers on other threads see a recent value.
+#[derive(Debug, Default)]
+pub struct Figure(AtomicU64);
+
+impl Figure {
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    pub fn add(&self, n: u64) {
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
+    }
+
+    pub fn dec(&self) {
+        self.sub(1);
+    }
+
+    pub fn sub(&self, n: u64) {
+        self.0.store(
+            self.0.load(Ordering::Relaxed).saturating_sub(n),
+            Ordering::Relaxed,
+        );
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+macro_rules! relay_stats {
+    ($($(#[doc = $doc:literal])* $name:ident: $kind:ident,)*) => {
+        /// One shard's relay counters.
+        #[derive(Debug, Default)]
+        pub struct RelayStats { $($(#[doc = $doc])* pub $name: Figure,)* }
+
+        impl RelayStats {
+            /// Every figure: its name (without the `qumo_` prefix), help
+            /// text, kind and value.
+            pub fn visit(&self, mut f: impl FnMut(&'static str, &'static str, Kind, u64)) {
+                $(f(stringify!($name), concat!($($doc),*).trim(), Kind::$kind, self.$name.get());)*
+            }
+        }
+    };
+}
+
+relay_stats! {
+    /// Sessions open on this shard.
+    sessions_open: Gauge,
+    /// Sessions refused because relay.max_sessions was reached.
+    sessions_refused_max_sessions: Counter,
+    /// Sessions closed for a protocol violation.
+    sessions_protocol_violations: Counter,
+    /// Sessions that sent no SETUP (or, lite-04, opened nothing) in time.
+    sessions_setup_timeouts: Counter,
+    /// Session tasks that panicked and were contained (a relay bug).
+    sessions_panicked: Counter,
+    /// Subscriptions open on this shard.
+    subscriptions_open: Gauge,
+    /// Subscriptions or TRACK requests refused by max_subscriptions_per_session.
+    subscriptions_refused_limit: Counter,
+    /// Announce prefixes refused as too long.
+    announce_prefix_refused: Counter,
+    /// Groups reset because a frame exceeded relay.max_frame_size.
+    frames_too_large: Counter,
+}
+
+/// Every shard's [`RelayStats`], registered as the shards start.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    shards: Mutex<Vec<(usize, Arc<RelayStats>)>>,
+}
+
+impl Metrics {
+    /// A fresh set of counters for shard `index`.
+    pub fn register(&self, index: usize) -> Arc<RelayStats> {
+        let stats = Arc::new(RelayStats::default());
+        let mut shards = self.shards.lock().unwrap_or_else(|e| e.into_inner());
+        shards.push((index, stats.clone()));
+        shards.sort_by_key(|(i, _)| *i);
+        stats
+    }
+
+    /// Each shard's counters, by shard index.
+    pub fn shards(&self) -> Vec<(usize, Arc<RelayStats>)> {
+        self.shards
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_are_visited_with_their_help_and_kind() {
+        let stats = RelayStats::default();
+        stats.sessions_open.inc();
+        stats.sessions_open.inc();
+        stats.sessions_open.dec();
+        stats.frames_too_large.add(3);
+        let mut seen = Vec::new();
+        stats.visit(|name, help, kind, value| seen.push((name, help, kind, value)));
+        assert!(seen.contains(&(
+            "sessions_open",
+            "Sessions open on this shard.",
+            Kind::Gauge,
+            1
+        )));
+        assert!(seen
+            .iter()
+            .any(|s| s.0 == "frames_too_large" && s.3 == 3 && s.2 == Kind::Counter));
+    }
+
+    #[test]
+    fn shards_are_listed_in_index_order() {
+        let metrics = Metrics::default();
+        metrics.register(1).sessions_open.inc();
+        metrics.register(0);
+        let shards = metrics.shards();
+        assert_eq!(shards.iter().map(|s| s.0).collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(shards[1].1.sessions_open.get(), 1);
+    }
+}
