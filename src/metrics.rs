@@ -44,6 +44,11 @@ impl Figure {
         );
     }
 
+    /// A gauge that mirrors a collection's size, set where it changes.
+    pub fn set(&self, n: u64) {
+        self.0.store(n, Ordering::Relaxed);
+    }
+
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
@@ -84,6 +89,20 @@ relay_stats! {
     announce_prefix_refused: Counter,
     /// Groups reset because a frame exceeded relay.max_frame_size.
     frames_too_large: Counter,
+    /// Session states in memory: open, or ended with tasks still finishing. Staying above sessions_open after peers left means a task outlived its session.
+    session_states_alive: Gauge,
+    /// Announce listeners (peers' ANNOUNCE_REQUEST streams) open on this shard.
+    announce_listeners_open: Gauge,
+    /// Broadcasts in this shard's announce table (every shard holds the whole table).
+    broadcasts_announced: Gauge,
+    /// Track hubs (upstream fan-out points) this shard owns.
+    hubs_open: Gauge,
+    /// Track replicas this shard's subscribers read.
+    track_replicas_open: Gauge,
+    /// This shard's replicas attached to a hub on another shard.
+    hub_attachments_open: Gauge,
+    /// Upstream subscriptions this shard's sessions hold to their publishers.
+    upstream_subscriptions_open: Gauge,
 }
 
 /// Every shard's [`RelayStats`], registered as the shards start.

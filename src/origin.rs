@@ -146,6 +146,15 @@ impl Origin {
     pub fn unlisten(&mut self, id: u64) {
         self.listeners.remove(&id);
     }
+
+    /// Active broadcasts in the table.
+    pub fn broadcast_count(&self) -> usize {
+        self.broadcasts.len()
+    }
+
+    pub fn listener_count(&self) -> usize {
+        self.listeners.len()
+    }
 }
 
 /// `path` relative to `prefix`, if `prefix` covers it.

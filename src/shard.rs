@@ -112,11 +112,34 @@ impl Shard {
 
     pub fn register_session(&self, session: Rc<Session>) {
         self.sessions.borrow_mut().insert(session.id.id, session);
+        self.count_state();
     }
 
     pub fn unregister_session(&self, session: &Rc<Session>) {
         self.sessions.borrow_mut().remove(&session.id.id);
+        self.count_state();
         session.end_upstreams();
+    }
+
+    /// Mirror the size of every table into its gauge; called wherever one
+    /// changes, so that state left behind by a departed peer shows.
+    fn count_state(&self) {
+        let stats = &self.stats;
+        let origin = self.origin.borrow();
+        stats.sessions_open.set(self.sessions.borrow().len() as u64);
+        stats
+            .announce_listeners_open
+            .set(origin.listener_count() as u64);
+        stats
+            .broadcasts_announced
+            .set(origin.broadcast_count() as u64);
+        stats.hubs_open.set(self.hubs.borrow().len() as u64);
+        stats
+            .track_replicas_open
+            .set(self.replicas.borrow().len() as u64);
+        stats
+            .hub_attachments_open
+            .set(self.attached.borrow().len() as u64);
     }
 
     // --- announcements --------------------------------------------------
@@ -146,11 +169,14 @@ impl Shard {
         prefix: &str,
         session: SessionRef,
     ) -> (u64, Rc<Listener>, Vec<AnnounceEvent>) {
-        self.origin.borrow_mut().listen(prefix, session)
+        let listening = self.origin.borrow_mut().listen(prefix, session);
+        self.count_state();
+        listening
     }
 
     pub fn unlisten(&self, id: u64) {
         self.origin.borrow_mut().unlisten(id);
+        self.count_state();
     }
 
     // --- subscriber side ------------------------------------------------
@@ -171,6 +197,7 @@ impl Shard {
                 self.replicas
                     .borrow_mut()
                     .insert(key.clone(), replica.clone());
+                self.count_state();
                 return replica;
             }
         }
@@ -178,6 +205,7 @@ impl Shard {
         self.replicas
             .borrow_mut()
             .insert(key.clone(), replica.clone());
+        self.count_state();
         self.post(
             owner,
             ShardMessage::Subscribe {
@@ -204,6 +232,7 @@ impl Shard {
         self.attached
             .borrow_mut()
             .retain(|_, r| !Rc::ptr_eq(r, replica));
+        self.count_state();
         let owner = self.owner(key);
         if owner == self.index() {
             self.hub_maybe_idle(key);
@@ -234,10 +263,12 @@ impl Shard {
                 publisher,
                 hops,
                 active,
-            } => self
-                .origin
-                .borrow_mut()
-                .update(&path, publisher, hops, active),
+            } => {
+                self.origin
+                    .borrow_mut()
+                    .update(&path, publisher, hops, active);
+                self.count_state();
+            }
             ShardMessage::Subscribe { key, from, token } => self.hub_subscribe(key, from, token),
             ShardMessage::Unsubscribe { key, from } => {
                 if let Some(id) = self.hub_ids.borrow().get(&key).copied() {
@@ -317,6 +348,7 @@ impl Shard {
                     },
                 );
                 self.hub_ids.borrow_mut().insert(key.clone(), id);
+                self.count_state();
                 self.post(
                     publisher.shard,
                     ShardMessage::Upstream {
@@ -410,6 +442,7 @@ impl Shard {
     fn remove_hub(&self, id: u64) -> Hub {
         let hub = self.hubs.borrow_mut().remove(&id).expect("hub exists");
         self.hub_ids.borrow_mut().remove(&hub.key);
+        self.count_state();
         hub
     }
 
@@ -466,6 +499,7 @@ impl Shard {
         }
         replica.attach(properties);
         self.attached.borrow_mut().insert(hub, replica);
+        self.count_state();
     }
 
     /// A media event: on the owner, for a hub (cache it, fan it out); on a

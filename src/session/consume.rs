@@ -140,6 +140,7 @@ impl Session {
             groups: GroupTally::default(),
         });
         self.upstreams.borrow_mut().insert(id, upstream.clone());
+        self.shard.stats.upstream_subscriptions_open.inc();
         self.upstream_ids.borrow_mut().insert(hub, id);
         monoio::spawn(run_upstream(self.clone(), id, upstream));
     }
@@ -150,6 +151,7 @@ impl Session {
             return;
         };
         if let Some(upstream) = self.upstreams.borrow_mut().remove(&id) {
+            self.shard.stats.upstream_subscriptions_open.dec();
             upstream.cancelled.raise();
         }
     }
@@ -158,6 +160,10 @@ impl Session {
     /// the hubs, so subscribers see the publisher leave.
     pub fn end_upstreams(&self) {
         let upstreams: Vec<_> = self.upstreams.borrow_mut().drain().collect();
+        self.shard
+            .stats
+            .upstream_subscriptions_open
+            .sub(upstreams.len() as u64);
         self.upstream_ids.borrow_mut().clear();
         for (_, upstream) in upstreams {
             upstream.cancelled.raise();
@@ -221,6 +227,7 @@ async fn run_upstream(session: Rc<Session>, id: u64, upstream: Rc<Upstream>) {
             // The publisher ended the subscription: tell the hub, unless it
             // was the hub that cancelled it meanwhile (or the session ended).
             if session.upstreams.borrow_mut().remove(&id).is_some() {
+                session.shard.stats.upstream_subscriptions_open.dec();
                 session.upstream_ids.borrow_mut().remove(&hub);
                 session.shard.to_hub(hub, MediaEvent::track_end(code));
             }

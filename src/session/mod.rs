@@ -125,6 +125,13 @@ impl Session {
     }
 }
 
+/// Counted so that a task outliving its session shows (see `session_states_alive`).
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.shard.stats.session_states_alive.dec();
+    }
+}
+
 /// `Encode` as a trait object (its generic `BufMut` keeps it from being one).
 trait EncodeDyn {
     fn encode_dyn(
@@ -163,6 +170,7 @@ pub async fn run(shard: Rc<Shard>, transport: Transport, version: Version, root:
         subscriptions: Cell::new(0),
         closed: Signal::default(),
     });
+    shard.stats.session_states_alive.inc();
     info!(session = session.id.id, remote = ?conn.remote_address(), %version, "session open");
 
     if version.has_setup() {

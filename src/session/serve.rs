@@ -188,6 +188,7 @@ async fn subscribe(session: Rc<Session>, mut send: SendStream, mut reader: Strea
     }
     info!(session = session.id.id, id = request.id, track = %key, "subscribe");
     session.subscriptions.set(session.subscriptions.get() + 1);
+    session.shard.stats.subscriptions_open.inc();
     let replica = session.shard.subscribe_local(&key);
     replica.add_subscriber();
 
@@ -228,6 +229,7 @@ async fn subscribe(session: Rc<Session>, mut send: SendStream, mut reader: Strea
     }
     debug!(session = session.id.id, id = request.id, track = %key, "subscription over");
     session.subscriptions.set(session.subscriptions.get() - 1);
+    session.shard.stats.subscriptions_open.dec();
     if replica.remove_subscriber() == 0 {
         session.shard.release_local(&key, &replica);
     }
