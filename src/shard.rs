@@ -219,6 +219,13 @@ impl Shard {
 
     /// The last local subscriber of `replica` left.
     pub fn release_local(&self, key: &TrackKey, replica: &Rc<TrackReplica>) {
+        // Its attachment goes first, even when the replica was replaced: an
+        // ended replica's entry would otherwise stay, with its groups, for
+        // as long as the shard runs (found by tests/session_fuzz.rs).
+        self.attached
+            .borrow_mut()
+            .retain(|_, r| !Rc::ptr_eq(r, replica));
+        self.count_state();
         {
             let mut replicas = self.replicas.borrow_mut();
             match replicas.get(key) {
@@ -229,9 +236,6 @@ impl Shard {
                 _ => return,
             }
         }
-        self.attached
-            .borrow_mut()
-            .retain(|_, r| !Rc::ptr_eq(r, replica));
         self.count_state();
         let owner = self.owner(key);
         if owner == self.index() {

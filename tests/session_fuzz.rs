@@ -280,6 +280,12 @@ impl Rx {
     async fn drain(mut self) {
         while self.chunk().await.is_some() {}
     }
+
+    /// Hold the stream unread until the session ends.
+    async fn keep_until(self, conn: &Conn) -> Self {
+        conn.closed().await;
+        self
+    }
 }
 
 /// Decodes moq-lite messages off an [`Rx`]; any failure is `None`.
@@ -610,7 +616,7 @@ async fn connect(
         seed: rng.u64(..),
     };
     tokio::spawn(answer_bidi(conn.clone(), behaviour.clone()));
-    tokio::spawn(answer_uni(conn, behaviour.seed));
+    tokio::spawn(answer_uni(conn.clone(), behaviour.seed));
     Some(live)
 }
 
@@ -755,21 +761,27 @@ async fn hold(conn: &Conn, tx: Tx, rx: Rx) {
 }
 
 /// Read what the relay sends on its uni streams (SETUP, groups), now and
-/// then refusing one.
+/// then refusing one; a slow session reads only the first bytes of each and
+/// holds it, so the relay's group writers stay open until the session ends.
 async fn answer_uni(conn: Conn, seed: u64) {
     let mut rng = Rng::with_seed(seed ^ 0x5eed);
+    let slow = rng.u8(0..4) == 0;
     while let Some(mut rx) = conn.accept_uni().await {
         if rng.u8(0..8) == 0 {
             rx.stop(rng.u32(0..20));
             continue;
         }
+        let conn = conn.clone();
         tokio::spawn(async move {
             let first = rx.chunk().await;
             // lite-04/05/06 all give GROUP the stream type 0.
             if first.is_some_and(|c| c.first() == Some(&0)) {
                 GROUPS_RECEIVED.fetch_add(1, Ordering::Relaxed);
             }
-            rx.drain().await;
+            match slow {
+                true => drop(rx.keep_until(&conn).await),
+                false => rx.drain().await,
+            }
         });
     }
 }
@@ -1093,6 +1105,13 @@ fn fuzzed_sessions_never_panic_a_shard_and_leave_nothing_behind() {
             panic!("case seed={seed}: {e}\nreplay: QUMO_FUZZ_SEED={seed} cargo test --test session_fuzz -- --nocapture");
         }
         seed += 1;
+        if seconds.is_some() && (seed - start) % 50 == 0 {
+            println!(
+                "session fuzz: {} cases, {sessions} sessions, {:.0?}",
+                seed - start,
+                began.elapsed()
+            );
+        }
     }
     println!(
         "session fuzz: {} cases (seeds {start}..{seed}), {sessions} sessions in {:.1?}; \
