@@ -1122,3 +1122,108 @@ fn fuzzed_sessions_never_panic_a_shard_and_leave_nothing_behind() {
         GROUPS_RECEIVED.load(Ordering::Relaxed),
     );
 }
+
+/// The shard that owns a track's hub, as `Shard::owner` computes it.
+fn owner(broadcast: &str, track: &str, shards: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let key = qumo::message::TrackName {
+        broadcast: broadcast.into(),
+        track: track.into(),
+    };
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut hasher);
+    (hasher.finish() % shards as u64) as usize
+}
+
+/// Poll `done` until it holds, or panic naming `what` after 10 s.
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The leak the fuzzer found (seed 118), made deterministic: a track ends
+/// while a subscription to it on another shard is still finishing (its
+/// subscriber reads nothing, so a group writer stays open), the same
+/// subscriber asks for the track again, then everyone leaves. The
+/// subscriber shard's attachment to the first hub must go with them.
+#[test]
+fn a_track_subscribed_again_after_it_ended_leaves_no_attachment_behind() {
+    let relay = Relay::start();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let version = Version::Lite06;
+        // Small windows, and it never accepts a uni stream: the relay's
+        // writer of a large group blocks.
+        let subscriber = Peer::connect_slow(relay.addr(), &relay.hex, version).await;
+        until("the subscriber's session", || {
+            relay.gauge("sessions_open") == 1
+        })
+        .await;
+        let shards = relay.metrics.shards();
+        let at = shards
+            .iter()
+            .position(|(_, s)| s.sessions_open.get() == 1)
+            .unwrap();
+        let broadcast = (0..)
+            .map(|n| format!("leak/{n}"))
+            .find(|b| owner(b, "video", shards.len()) != at)
+            .unwrap();
+
+        let publisher = Peer::connect(relay.addr(), &relay.hex, version).await;
+        let mut upstreams = publisher.publish_upstreams(&broadcast);
+        let everywhere = shards.len() as u64;
+        until("the announce", || {
+            relay.gauge("broadcasts_announced") == everywhere
+        })
+        .await;
+
+        let (_first_send, mut first) = subscriber
+            .subscribe(1, &broadcast, "video", 10_000)
+            .await
+            .unwrap();
+        let mut upstream = tokio::time::timeout(Duration::from_secs(10), upstreams.recv())
+            .await
+            .expect("the relay subscribes upstream")
+            .unwrap();
+        let frame = Bytes::from(vec![7u8; 60_000]);
+        let frames = [frame.clone(), frame.clone(), frame];
+        publisher.send_group(upstream.id, 0, &frames).await;
+        upstream.end(1).await;
+        // The subscriber's shard has the end once it says so on the stream.
+        let ended = async {
+            loop {
+                match first.decode::<SubscribeReply>().await {
+                    Ok(Some(SubscribeReply::End { .. })) => return,
+                    Ok(Some(_)) => continue,
+                    other => panic!("the first subscription ended with {other:?}"),
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), ended)
+            .await
+            .expect("SUBSCRIBE_END for the first subscription");
+
+        // The first subscription still waits for its writer; a second one
+        // makes a new replica, a new hub and a new attachment.
+        let _second = subscriber
+            .subscribe(2, &broadcast, "video", 0)
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), upstreams.recv())
+            .await
+            .expect("the second subscription reaches the publisher")
+            .unwrap();
+
+        subscriber.conn.close(0u32.into(), b"");
+        publisher.conn.close(0u32.into(), b"");
+        if let Err(left) = relay.settle().await {
+            panic!("state left after both peers left:\n  {}", left.join("\n  "));
+        }
+    });
+}
