@@ -223,6 +223,15 @@ impl Conn {
         }
     }
 
+    /// Datagrams the relay does not read: they must stay within the
+    /// runtime's receive buffer.
+    fn send_datagram(&self, payload: Bytes) {
+        let _ = match self {
+            Conn::Quic(c) => c.send_datagram(payload).is_ok(),
+            Conn::Web(c) => c.send_datagram(payload).is_ok(),
+        };
+    }
+
     fn close(&self, code: u32, reason: &[u8]) {
         match self {
             Conn::Quic(c) => c.close(code.into(), reason),
@@ -663,6 +672,9 @@ async fn answer_request(conn: Conn, behaviour: Behaviour, seed: u64, mut tx: Tx,
                 out = mutate(&mut rng, out);
             }
             tx.write(&out).await;
+            if rng.u8(0..10) == 0 {
+                return tx.reset(rng.u32(0..20));
+            }
             // Sometimes take it back, or restart it, a little later.
             if behaviour.publishes.is_some() && rng.u8(0..6) == 0 {
                 tokio::time::sleep(Duration::from_millis(rng.u64(0..200))).await;
@@ -908,7 +920,12 @@ async fn operate(rng: &mut Rng, sessions: &mut Vec<Live>, i: usize, names: &Name
                 rx.stop(rng.u32(0..20));
             }
         }
-        73..=77 => {
+        73..=74 => {
+            for _ in 0..rng.usize(1..20) {
+                live.conn.send_datagram(noise(rng, 0..1200).into());
+            }
+        }
+        75..=77 => {
             if !live.streams.is_empty() {
                 let n = rng.usize(0..live.streams.len());
                 live.streams.swap_remove(n);
