@@ -155,6 +155,15 @@ mod tests {
     }
 
     #[test]
+    fn a_gauge_set_from_a_table_size_replaces_its_value() {
+        let stats = RelayStats::default();
+        stats.hubs_open.inc();
+        stats.hubs_open.set(5);
+        stats.hubs_open.set(2);
+        assert_eq!(stats.hubs_open.get(), 2);
+    }
+
+    #[test]
     fn shards_are_listed_in_index_order() {
         let metrics = Metrics::default();
         metrics.register(1).sessions_open.inc();
