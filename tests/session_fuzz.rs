@@ -539,7 +539,8 @@ struct Live {
     version: Version,
     /// Streams the case may still write, finish, reset or stop.
     streams: Vec<(Option<Tx>, Option<Rx>)>,
-    _endpoint: Option<quinn::Endpoint>,
+    /// Its quinn endpoint (raw QUIC), kept until the close went out.
+    endpoint: Option<quinn::Endpoint>,
 }
 
 async fn connect(
@@ -589,7 +590,7 @@ async fn connect(
         conn: conn.clone(),
         version,
         streams: Vec::new(),
-        _endpoint: endpoint,
+        endpoint,
     };
     if version.has_setup() {
         let setup = Setup {
@@ -964,7 +965,7 @@ async fn end(rng: &mut Rng, mut live: Live) {
         live.conn.close(rng.u32(1..1000), b"fuzz");
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), live.conn.closed()).await;
-    if let Some(endpoint) = live._endpoint.take() {
+    if let Some(endpoint) = live.endpoint.take() {
         let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
     }
 }
