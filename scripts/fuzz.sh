@@ -35,7 +35,7 @@ if [ "$what" != codec ]; then
     start="${QUMO_FUZZ_START:-$(((RANDOM << 15 | RANDOM) + 1000))}"
     echo "== session fuzzer for ${seconds}s from seed $start"
     QUMO_FUZZ_START="$start" QUMO_FUZZ_CASES=1 QUMO_FUZZ_SECONDS="$seconds" \
-        cargo test --locked --test session_fuzz -- --nocapture
+        cargo test --locked --test session_fuzz fuzzed_sessions -- --nocapture
 fi
 
 if [ "$what" != session ]; then
