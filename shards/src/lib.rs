@@ -23,6 +23,8 @@ pub mod stats;
 pub mod steering;
 mod stream;
 mod tasks;
+mod wait;
+pub use wait::{WaitList, Waiter};
 
 pub use config::{QuicLimits, RuntimeConfig, Steering};
 pub use connection::{Connection, DatagramError};
