@@ -271,7 +271,7 @@ async fn serve_track(
         });
         send.write_chunk(session.encode(&[&ok])).await?;
     }
-    monoio::spawn(read_updates(session.clone(), sub.clone(), reader));
+    session.spawn(read_updates(session.clone(), sub.clone(), reader));
 
     // Resume just before the requested start; none (or 0) starts at the
     // newest group.
@@ -308,7 +308,7 @@ async fn serve_track(
                 }
                 started = true;
                 last = Some(group.sequence);
-                monoio::spawn(write_group(session.clone(), sub.clone(), group));
+                session.spawn(write_group(session.clone(), sub.clone(), group));
             }
             Step::Ended(None) => return Ok(TrackEnd::Clean(last.map_or(0, |l| l + 1))),
             Step::Ended(Some(code)) => return Ok(TrackEnd::Reset(code)),

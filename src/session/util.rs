@@ -2,6 +2,7 @@
 
 use std::cell::Cell;
 use std::future::{poll_fn, Future};
+use std::panic::AssertUnwindSafe;
 use std::pin::pin;
 use std::task::{Context, Poll};
 
@@ -28,6 +29,31 @@ pub async fn race<A: Future, B: Future>(a: A, b: B) -> Either<A::Output, B::Outp
         Poll::Pending
     })
     .await
+}
+
+/// Run `fut`, turning a panic inside it into `Err` with the panic's
+/// message, so that a bug hit by one session's input ends that session
+/// rather than the shard and every session on it. Panics are still bugs:
+/// this is the last line of defence, not the first.
+pub async fn catch_unwind<F: Future>(fut: F) -> Result<F::Output, String> {
+    let mut fut = pin!(fut);
+    poll_fn(
+        |cx| match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(panic) => Poll::Ready(Err(panic_message(panic.as_ref()))),
+        },
+    )
+    .await
+}
+
+/// The text of a panic payload.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// A one-way flag: once raised it stays raised, and raising wakes every
@@ -80,6 +106,22 @@ impl Signal {
 mod tests {
     use super::*;
     use std::task::Waker;
+
+    #[test]
+    fn a_panicking_future_becomes_an_error_with_its_message() {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut fut = std::pin::pin!(catch_unwind(async {
+            if std::hint::black_box(true) {
+                panic!("boom {}", 7);
+            }
+        }));
+        match fut.as_mut().poll(&mut cx) {
+            Poll::Ready(Err(message)) => assert_eq!(message, "boom 7"),
+            _ => panic!("the panic was not caught"),
+        }
+        let mut fine = std::pin::pin!(catch_unwind(async { 5 }));
+        assert!(matches!(fine.as_mut().poll(&mut cx), Poll::Ready(Ok(5))));
+    }
 
     /// A task that stops waiting before the raise (a finished group writer)
     /// must not leave its waker behind: before the wait-list, every group of
