@@ -239,6 +239,32 @@ pub struct RelayConfig {
     /// subscriber that falls further behind has such groups reset.
     #[serde(deserialize_with = "de::duration")]
     pub default_max_latency: Duration,
+    /// The most `max_latency` a subscriber may ask for; a larger request is
+    /// cut to this. Bounds how long a lagging subscriber keeps old groups
+    /// alive. >= `default_max_latency`.
+    #[serde(deserialize_with = "de::duration")]
+    pub max_latency_ceiling: Duration,
+    /// Frames one group may carry; a group with more is reset
+    /// (GROUP_TOO_LARGE). >= 1.
+    pub max_frames_per_group: usize,
+    /// Broadcasts one session may announce at once. >= 1.
+    pub max_broadcasts_per_session: usize,
+    /// ANNOUNCE_REQUEST streams one session may hold open at once. >= 1.
+    pub max_announce_requests_per_session: usize,
+    /// Announce changes queued for one ANNOUNCE_REQUEST whose peer does not
+    /// read them; beyond it the stream is reset (NO_CAPACITY). >= 1.
+    pub max_announce_backlog: usize,
+    /// Bytes of frames a session's publisher may have partly received at
+    /// once (a frame reserves its whole size when its header arrives);
+    /// further frames wait, and QUIC flow control holds the peer back.
+    /// >= `max_frame_size`.
+    #[serde(deserialize_with = "de::bytes")]
+    pub max_buffered_frame_bytes_per_session: u64,
+    /// How long a new session has to start: lite-05+ must send SETUP,
+    /// lite-04 (which has none) must open a stream or answer the relay's
+    /// ANNOUNCE_REQUEST. > 0.
+    #[serde(deserialize_with = "de::duration")]
+    pub setup_timeout: Duration,
 }
 
 impl Default for RelayConfig {
@@ -251,6 +277,13 @@ impl Default for RelayConfig {
             max_frame_size: 4 * MIB,
             max_cached_bytes_per_track: 64 * MIB,
             default_max_latency: Duration::from_secs(2),
+            max_latency_ceiling: Duration::from_secs(10),
+            max_frames_per_group: 16_384,
+            max_broadcasts_per_session: 1024,
+            max_announce_requests_per_session: 64,
+            max_announce_backlog: 4096,
+            max_buffered_frame_bytes_per_session: 16 * MIB,
+            setup_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -531,9 +564,42 @@ impl Config {
                 r.max_subscriptions_per_session,
             ),
             ("relay.max_announce_prefix_len", r.max_announce_prefix_len),
+            ("relay.max_frames_per_group", r.max_frames_per_group),
+            (
+                "relay.max_broadcasts_per_session",
+                r.max_broadcasts_per_session,
+            ),
+            (
+                "relay.max_announce_requests_per_session",
+                r.max_announce_requests_per_session,
+            ),
+            ("relay.max_announce_backlog", r.max_announce_backlog),
         ] {
             check(value >= 1, key, || "must be at least 1".into())?;
         }
+        check(
+            r.max_latency_ceiling >= r.default_max_latency,
+            "relay.max_latency_ceiling",
+            || {
+                format!(
+                    "{:?} is below relay.default_max_latency ({:?})",
+                    r.max_latency_ceiling, r.default_max_latency
+                )
+            },
+        )?;
+        check(
+            r.max_buffered_frame_bytes_per_session >= r.max_frame_size,
+            "relay.max_buffered_frame_bytes_per_session",
+            || {
+                format!(
+                    "{} is below relay.max_frame_size ({}): a whole frame must fit",
+                    r.max_buffered_frame_bytes_per_session, r.max_frame_size
+                )
+            },
+        )?;
+        check(!r.setup_timeout.is_zero(), "relay.setup_timeout", || {
+            "must be greater than 0".into()
+        })?;
         check(
             r.max_cached_bytes_per_track >= 1,
             "relay.max_cached_bytes_per_track",
@@ -550,6 +616,10 @@ impl Config {
             },
         )?;
         for (key, value) in [
+            (
+                "relay.max_buffered_frame_bytes_per_session",
+                r.max_buffered_frame_bytes_per_session,
+            ),
             ("relay.max_frame_size", r.max_frame_size),
             (
                 "relay.max_cached_bytes_per_track",

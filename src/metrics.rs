@@ -84,6 +84,19 @@ relay_stats! {
     announce_prefix_refused: Counter,
     /// Groups reset because a frame exceeded relay.max_frame_size.
     frames_too_large: Counter,
+    /// Groups reset because they exceeded relay.max_frames_per_group.
+    groups_too_many_frames: Counter,
+    /// Sessions closed for announcing more than relay.max_broadcasts_per_session.
+    broadcasts_refused_limit: Counter,
+    /// ANNOUNCE_REQUESTs refused by relay.max_announce_requests_per_session.
+    announce_requests_refused_limit: Counter,
+    /// ANNOUNCE_REQUEST streams reset because their peer fell
+    /// relay.max_announce_backlog changes behind.
+    announce_backlog_overflows: Counter,
+    /// Frames that waited for relay.max_buffered_frame_bytes_per_session.
+    frames_waited_for_buffer: Counter,
+    /// Subscriptions whose max_latency was cut to relay.max_latency_ceiling.
+    latency_requests_capped: Counter,
 }
 
 /// Every shard's [`RelayStats`], registered as the shards start.

@@ -51,6 +51,13 @@ pub fn settings(config: &Config) -> Settings {
         max_announce_prefix_len: r.max_announce_prefix_len,
         max_frame_size: r.max_frame_size,
         default_max_latency: r.default_max_latency,
+        max_latency_ceiling: r.max_latency_ceiling,
+        max_frames_per_group: r.max_frames_per_group,
+        max_broadcasts_per_session: r.max_broadcasts_per_session,
+        max_announce_requests_per_session: r.max_announce_requests_per_session,
+        max_announce_backlog: r.max_announce_backlog,
+        max_buffered_frame_bytes_per_session: r.max_buffered_frame_bytes_per_session,
+        setup_timeout: r.setup_timeout,
     }
 }
 

@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 use crate::lite::Limits;
 use crate::message::{GroupSnapshot, HubRef, MediaEvent, SessionRef, ShardMessage, TrackKey};
 use crate::metrics::RelayStats;
-use crate::origin::{AnnounceEvent, Listener, Origin};
+use crate::origin::{Listener, Origin, Page};
 use crate::session::{codes, Session};
 use crate::track::{GroupState, TrackReplica, TrackState};
 
@@ -30,6 +30,13 @@ pub struct Settings {
     pub max_announce_prefix_len: usize,
     pub max_frame_size: u64,
     pub default_max_latency: Duration,
+    pub max_latency_ceiling: Duration,
+    pub max_frames_per_group: usize,
+    pub max_broadcasts_per_session: usize,
+    pub max_announce_requests_per_session: usize,
+    pub max_announce_backlog: usize,
+    pub max_buffered_frame_bytes_per_session: u64,
+    pub setup_timeout: Duration,
 }
 
 /// The owner's side of a track: the upstream subscription and the shards
@@ -141,12 +148,24 @@ impl Shard {
         self.origin.borrow().publisher(broadcast)
     }
 
-    pub fn listen(
+    pub fn listen(&self, prefix: &str, session: SessionRef) -> (u64, Rc<Listener>) {
+        let backlog = self.settings.max_announce_backlog;
+        self.origin.borrow_mut().listen(prefix, session, backlog)
+    }
+
+    /// A page of the announce table; see [`Origin::page`].
+    pub fn announced_page(
         &self,
         prefix: &str,
         session: SessionRef,
-    ) -> (u64, Rc<Listener>, Vec<AnnounceEvent>) {
-        self.origin.borrow_mut().listen(prefix, session)
+        after: Option<&str>,
+        limit: usize,
+    ) -> Page {
+        self.origin.borrow().page(prefix, session, after, limit)
+    }
+
+    pub fn count_announced(&self, prefix: &str, session: SessionRef) -> usize {
+        self.origin.borrow().count_active(prefix, session)
     }
 
     pub fn unlisten(&self, id: u64) {

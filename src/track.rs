@@ -22,6 +22,12 @@ use crate::message::{MediaEvent, TrackKey};
 use crate::session::codes;
 use crate::session::util::{WaitList, Waiter};
 
+/// What the cache charges a frame beyond its payload: its slot in the
+/// group and its share of the messages that carried it. Without it, a
+/// publisher of empty frames would fill memory under a cache counted in
+/// payload bytes alone.
+pub const FRAME_OVERHEAD: u64 = 64;
+
 /// One frame: its timestamp in the track's timescale, and its payload.
 #[derive(Debug, Clone)]
 pub struct Frame {
@@ -117,7 +123,7 @@ impl Group {
 
     fn push(&self, frame: Frame) {
         self.bytes
-            .set(self.bytes.get() + frame.payload.len() as u64);
+            .set(self.bytes.get() + frame.payload.len() as u64 + FRAME_OVERHEAD);
         self.frames.borrow_mut().push(frame);
         self.wake();
     }

@@ -329,6 +329,10 @@ fn relay_limits_must_be_at_least_one() {
         "max_announce_prefix_len",
         "max_frame_size",
         "max_cached_bytes_per_track",
+        "max_frames_per_group",
+        "max_broadcasts_per_session",
+        "max_announce_requests_per_session",
+        "max_announce_backlog",
     ] {
         let (got, _) = bad_value(&format!("relay: {{{key}: 0}}"));
         assert_eq!(got, format!("relay.{key}"));
@@ -531,4 +535,37 @@ fn every_error_message_names_the_file() {
         assert!(err.to_string().starts_with("test.yaml: "), "{err}");
         assert_eq!(err.exit_code(), EX_CONFIG, "{err}");
     }
+}
+
+#[test]
+fn latency_ceiling_below_the_default_is_refused() {
+    let (key, message) = bad_value("relay: {default_max_latency: 5s, max_latency_ceiling: 2s}");
+    assert_eq!(key, "relay.max_latency_ceiling");
+    assert!(message.contains("default_max_latency"), "{message}");
+}
+
+#[test]
+fn frame_buffer_smaller_than_a_frame_is_refused() {
+    let (key, message) =
+        bad_value("relay: {max_frame_size: 2 MiB, max_buffered_frame_bytes_per_session: 1 MiB}");
+    assert_eq!(key, "relay.max_buffered_frame_bytes_per_session");
+    assert!(message.contains("max_frame_size"), "{message}");
+}
+
+#[test]
+fn zero_setup_timeout_is_refused() {
+    let (key, _) = bad_value("relay: {setup_timeout: 0s}");
+    assert_eq!(key, "relay.setup_timeout");
+}
+
+#[test]
+fn hardening_defaults_bound_what_a_peer_controls() {
+    let r = Config::default().relay;
+    assert_eq!(r.max_latency_ceiling, Duration::from_secs(10));
+    assert_eq!(r.max_frames_per_group, 16_384);
+    assert_eq!(r.max_broadcasts_per_session, 1024);
+    assert_eq!(r.max_announce_requests_per_session, 64);
+    assert_eq!(r.max_announce_backlog, 4096);
+    assert_eq!(r.max_buffered_frame_bytes_per_session, 16 << 20);
+    assert_eq!(r.setup_timeout, Duration::from_secs(10));
 }

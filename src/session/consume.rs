@@ -71,16 +71,23 @@ async fn read_announcements(session: &Rc<Session>) -> Result<(), ReadError> {
         let ok: AnnounceOk = reader.expect().await?;
         peer_hop = (ok.hop != 0).then_some(ok.hop);
     }
+    let max_broadcasts = session.shard.settings.max_broadcasts_per_session;
     // Lite-06 names announcements by START order.
     let mut by_id: HashMap<u64, String> = HashMap::new();
     let mut next_id = 0u64;
     while let Some(announce) = reader.decode::<Announce>().await? {
+        session.spoke.set(true);
         let (suffix, hops, active) = match announce {
             Announce::Active { suffix, hops } | Announce::Restarted { suffix, hops } => {
                 (suffix, hops, true)
             }
             Announce::Ended { suffix, hops } => (suffix, hops, false),
             Announce::Start { suffix, hops, .. } => {
+                // Every START takes an id, even one for a path already
+                // live, so the table of ids is what the cap must bound.
+                if by_id.len() >= max_broadcasts {
+                    return Err(too_many_broadcasts(session, max_broadcasts));
+                }
                 by_id.insert(next_id, suffix.clone());
                 next_id += 1;
                 (suffix, hops, true)
@@ -103,6 +110,12 @@ async fn read_announcements(session: &Rc<Session>) -> Result<(), ReadError> {
         }
         let mut hops = hops;
         hops.extend(peer_hop);
+        if active && session.announced.borrow().len() >= max_broadcasts {
+            let known = session.announced.borrow().contains(&path);
+            if !known {
+                return Err(too_many_broadcasts(session, max_broadcasts));
+            }
+        }
         let fresh = match active {
             true => session.announced.borrow_mut().insert(path.clone()),
             false => session.announced.borrow_mut().remove(&path),
@@ -116,6 +129,17 @@ async fn read_announcements(session: &Rc<Session>) -> Result<(), ReadError> {
     }
     let _ = send.finish();
     Ok(())
+}
+
+fn too_many_broadcasts(session: &Session, limit: usize) -> ReadError {
+    debug!(
+        session = session.id.id,
+        limit, "relay.max_broadcasts_per_session reached"
+    );
+    session.shard.stats.broadcasts_refused_limit.inc();
+    ReadError::Decode(DecodeError::InvalidValue {
+        what: "announce: more broadcasts than relay.max_broadcasts_per_session",
+    })
 }
 
 fn unknown_announce(id: u64) -> ReadError {
@@ -363,6 +387,8 @@ async fn read_frames(
     sequence: u64,
 ) -> Result<(), u32> {
     let mut timestamps = Timestamps::default();
+    let max_frames = session.shard.settings.max_frames_per_group;
+    let mut frames = 0usize;
     loop {
         match reader.at_end().await {
             Ok(true) => return Ok(()),
@@ -373,6 +399,7 @@ async fn read_frames(
             Ok(header) => header,
             Err(ReadError::Decode(DecodeError::TooLong { .. })) => {
                 debug!(session = session.id.id, "frame over relay.max_frame_size");
+                session.shard.stats.frames_too_large.inc();
                 return Err(codes::FRAME_TOO_LARGE);
             }
             Err(ReadError::Decode(e)) => {
@@ -381,6 +408,15 @@ async fn read_frames(
             }
             Err(e) => return Err(stream_code(session, &e)),
         };
+        frames += 1;
+        if frames > max_frames {
+            debug!(
+                session = session.id.id,
+                max_frames, "group over relay.max_frames_per_group"
+            );
+            session.shard.stats.groups_too_many_frames.inc();
+            return Err(codes::GROUP_TOO_LARGE);
+        }
         let timestamp = match header.timestamp_delta {
             Some(delta) => match timestamps.apply(delta) {
                 Ok(ts) => ts,
@@ -391,6 +427,10 @@ async fn read_frames(
             },
             None => arrival_ms(),
         };
+        let (_reserved, waited) = session.frame_budget.reserve(header.size).await;
+        if waited {
+            session.shard.stats.frames_waited_for_buffer.inc();
+        }
         let payload = match reader.payload(header.size as usize).await {
             Ok(payload) => payload,
             Err(e) => return Err(stream_code(session, &e)),

@@ -11,6 +11,7 @@
 //! Malformed input on a control stream closes the session with
 //! PROTOCOL_VIOLATION; a bad or unwanted data stream is reset alone.
 
+mod budget;
 pub mod codes;
 mod consume;
 pub mod reader;
@@ -38,9 +39,6 @@ use util::{race, Either, Signal};
 
 pub use consume::Upstream;
 
-/// How long a lite-05+ client has to send its SETUP.
-const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Why a session ended abnormally.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -52,7 +50,7 @@ pub enum SessionError {
     Transport(#[from] transport::TransportError),
     #[error("write: {0}")]
     Write(#[from] qumo_shards::WriteError),
-    #[error("no SETUP within {0:?}")]
+    #[error("no SETUP within {0:?} (relay.setup_timeout)")]
     SetupTimeout(Duration),
 }
 
@@ -72,6 +70,12 @@ pub struct Session {
     announced: RefCell<HashSet<String>>,
     /// The peer's subscriptions to us, for the per-session limit.
     subscriptions: Cell<usize>,
+    /// The peer's open ANNOUNCE_REQUEST streams, for the per-session limit.
+    announce_requests: Cell<usize>,
+    /// Bytes of the peer's frames held partly received.
+    frame_budget: budget::ByteBudget,
+    /// Whether the peer has done anything yet (lite-04's SETUP deadline).
+    spoke: Cell<bool>,
     /// Raised when the session ends; every task of it stops.
     pub closed: Signal,
 }
@@ -139,7 +143,10 @@ impl Session {
 
     /// Close the whole session for a protocol violation.
     fn violation(&self, what: &str, error: &dyn std::fmt::Display) {
-        warn!(session = self.id.id, %what, %error, "closing session: protocol violation");
+        // Debug, not warn: a flood of bad sessions must not flood the log;
+        // the counter shows the rate.
+        debug!(session = self.id.id, %what, %error, "closing session: protocol violation");
+        self.shard.stats.sessions_protocol_violations.inc();
         self.transport
             .close(codes::PROTOCOL_VIOLATION, &format!("{what}: {error}"));
         self.closed.raise();
@@ -182,22 +189,35 @@ pub async fn run(shard: Rc<Shard>, transport: Transport, version: Version, root:
         next_subscribe_id: Cell::new(0),
         announced: RefCell::new(HashSet::new()),
         subscriptions: Cell::new(0),
+        announce_requests: Cell::new(0),
+        frame_budget: budget::ByteBudget::new(shard.settings.max_buffered_frame_bytes_per_session),
+        spoke: Cell::new(false),
         closed: Signal::default(),
     });
     info!(session = session.id.id, remote = ?conn.remote_address(), %version, "session open");
 
     if version.has_setup() {
         if let Err(e) = exchange_setup(&session).await {
-            match e {
-                // The peer left (or never spoke): nothing wrong on our side.
+            let code = match e {
+                // The peer left: nothing wrong on our side.
                 SessionError::Transport(_) | SessionError::Read(ReadError::Stream(_)) => {
-                    debug!(session = session.id.id, error = %e, "session ended before SETUP")
+                    debug!(session = session.id.id, error = %e, "session ended before SETUP");
+                    codes::PROTOCOL_VIOLATION
                 }
-                _ => warn!(session = session.id.id, error = %e, "session setup failed"),
-            }
-            session
-                .transport
-                .close(codes::PROTOCOL_VIOLATION, "setup failed");
+                // Silence costs the relay a session slot: counted, not warned
+                // about (a flood would multiply the warning).
+                SessionError::SetupTimeout(_) => {
+                    debug!(session = session.id.id, error = %e, "session setup timed out");
+                    shard.stats.sessions_setup_timeouts.inc();
+                    codes::TIMEOUT
+                }
+                _ => {
+                    debug!(session = session.id.id, error = %e, "session setup failed");
+                    shard.stats.sessions_protocol_violations.inc();
+                    codes::PROTOCOL_VIOLATION
+                }
+            };
+            session.transport.close(code, "setup failed");
             return;
         }
     }
@@ -209,6 +229,9 @@ pub async fn run(shard: Rc<Shard>, transport: Transport, version: Version, root:
     session.spawn(accept_uni(session.clone()));
     session.spawn(consume::announcements(session.clone()));
     session.spawn(goaway_on_shutdown(session.clone()));
+    if !version.has_setup() {
+        session.spawn(lite04_deadline(session.clone()));
+    }
 
     match race(session.transport.closed(), session.closed.raised()).await {
         Either::Left(()) => session.closed.raise(),
@@ -259,10 +282,10 @@ async fn exchange_setup(session: &Rc<Session>) -> Result<(), SessionError> {
             }
         }
     };
-    let timeout = monoio::time::sleep(SETUP_TIMEOUT);
-    let setup = match race(read, timeout).await {
+    let limit = session.shard.settings.setup_timeout;
+    let setup = match race(read, monoio::time::sleep(limit)).await {
         Either::Left(setup) => setup?,
-        Either::Right(()) => return Err(SessionError::SetupTimeout(SETUP_TIMEOUT)),
+        Either::Right(()) => return Err(SessionError::SetupTimeout(limit)),
     };
     // The WebTransport URL path wins; the SETUP path is for raw QUIC. The
     // emptiness check is its own statement: a borrow in an `if let`
@@ -275,6 +298,24 @@ async fn exchange_setup(session: &Rc<Session>) -> Result<(), SessionError> {
     Ok(())
 }
 
+/// Lite-04 has no SETUP, so its deadline is the peer's first act: a stream
+/// of its own, or an answer on the relay's ANNOUNCE_REQUEST. A session that
+/// does neither holds a slot for nothing and is closed with TIMEOUT.
+async fn lite04_deadline(session: Rc<Session>) {
+    let limit = session.shard.settings.setup_timeout;
+    let expired = race(monoio::time::sleep(limit), session.closed.raised()).await;
+    if let (Either::Left(()), false) = (expired, session.spoke.get()) {
+        debug!(
+            session = session.id.id,
+            ?limit,
+            "lite-04 session silent past relay.setup_timeout"
+        );
+        session.shard.stats.sessions_setup_timeouts.inc();
+        session.transport.close(codes::TIMEOUT, "setup timeout");
+        session.closed.raise();
+    }
+}
+
 async fn accept_bi(session: Rc<Session>) {
     loop {
         let accepted = race(session.transport.accept_bi(), session.closed.raised()).await;
@@ -282,6 +323,7 @@ async fn accept_bi(session: Rc<Session>) {
             session.closed.raise();
             return;
         };
+        session.spoke.set(true);
         let mut reader = session.reader(recv, leftover);
         session.spawn({
             let session = session.clone();
@@ -310,6 +352,7 @@ async fn accept_uni(session: Rc<Session>) {
             session.closed.raise();
             return;
         };
+        session.spoke.set(true);
         let mut reader = session.reader(recv, leftover);
         session.spawn({
             let session = session.clone();

@@ -23,6 +23,7 @@ use crate::lite::{
     SubscribeReply, SubscribeUpdate, TrackInfo, TrackRequest, MAX_HOPS,
 };
 use crate::message::{TrackKey, TrackName};
+use crate::origin::{AnnounceEvent, Heard, Listener};
 use crate::track::{Group, TrackReplica, TrackState};
 
 /// How long a TRACK request waits for the publisher's properties.
@@ -57,29 +58,86 @@ pub async fn bidi(session: Rc<Session>, kind: BidiType, send: SendStream, reader
     }
 }
 
+/// Broadcasts per page of the initial announce table: one page is encoded
+/// and written (waiting for the peer's flow control), then other tasks of
+/// the shard get a turn.
+const ANNOUNCE_PAGE: usize = 256;
+
 /// The peer asks which broadcasts exist under a prefix.
 async fn announce(session: Rc<Session>, mut send: SendStream, mut reader: StreamReader) {
     let request = match reader.expect::<AnnounceRequest>().await {
         Ok(request) => request,
         Err(e) => return session.violation("ANNOUNCE_REQUEST", &e),
     };
-    if request.prefix.len() > session.shard.settings.max_announce_prefix_len {
+    let settings = &session.shard.settings;
+    if request.prefix.len() > settings.max_announce_prefix_len {
         debug!(
             session = session.id.id,
             len = request.prefix.len(),
             "announce prefix too long"
         );
+        session.shard.stats.announce_prefix_refused.inc();
         session.reset(&mut send, codes::NO_CAPACITY);
         return session.stop(&mut reader, codes::NO_CAPACITY);
     }
+    if session.announce_requests.get() >= settings.max_announce_requests_per_session {
+        debug!(session = session.id.id, "announce request limit reached");
+        session.shard.stats.announce_requests_refused_limit.inc();
+        session.reset(&mut send, codes::NO_CAPACITY);
+        return session.stop(&mut reader, codes::NO_CAPACITY);
+    }
+    session
+        .announce_requests
+        .set(session.announce_requests.get() + 1);
     let prefix = session.absolute(&request.prefix);
-    let (listener_id, listener, initial) = session.shard.listen(&prefix, session.id);
+    let (listener_id, listener) = session.shard.listen(&prefix, session.id);
+    let outcome = race(
+        serve_announcements(&session, &prefix, &listener, &mut send, &mut reader),
+        session.closed.raised(),
+    )
+    .await;
+    session.shard.unlisten(listener_id);
+    session
+        .announce_requests
+        .set(session.announce_requests.get() - 1);
+    match outcome {
+        Either::Left(Ok(AnnounceEnd::Overflowed)) => {
+            debug!(session = session.id.id, %prefix, "announce backlog overflowed; stream reset");
+            session.shard.stats.announce_backlog_overflows.inc();
+            session.reset(&mut send, codes::NO_CAPACITY);
+            session.stop(&mut reader, codes::NO_CAPACITY);
+        }
+        _ => {
+            let _ = send.finish();
+        }
+    }
+}
+
+enum AnnounceEnd {
+    /// The peer closed its side (or sent junk after the request).
+    PeerDone,
+    /// The peer fell `max_announce_backlog` changes behind.
+    Overflowed,
+}
+
+/// ANNOUNCE_OK (lite-05+), the active broadcasts page by page, then every
+/// change as it happens. Changes heard while the table is still being
+/// paged are sent only for suffixes already paged: the rest are read from
+/// the table itself when their page comes, so each broadcast is told once,
+/// in its state at that moment.
+async fn serve_announcements(
+    session: &Rc<Session>,
+    prefix: &str,
+    listener: &Listener,
+    send: &mut SendStream,
+    reader: &mut StreamReader,
+) -> Result<AnnounceEnd, qumo_shards::WriteError> {
     let version = session.version;
     let own_hop = session.shard.hop;
     // Lite-06 names an announcement by the order of its START.
     let mut ids: HashMap<String, u64> = HashMap::new();
     let mut next_id = 0u64;
-    let mut to_wire = |event: &crate::origin::AnnounceEvent| -> Option<Announce> {
+    let mut to_wire = |event: &AnnounceEvent| -> Option<Announce> {
         let mut hops: Vec<u64> = event.hops.to_vec();
         if !version.has_announce_ok() {
             // Lite-04 receivers expect the sender on the chain; 05+ add it
@@ -108,40 +166,67 @@ async fn announce(session: Rc<Session>, mut send: SendStream, mut reader: Stream
         })
     };
 
-    let result = async {
-        let mut first = Vec::new();
-        if version.has_announce_ok() {
-            AnnounceOk {
-                hop: own_hop,
-                active: initial.len() as u64,
-            }
-            .encode(&mut first, version)
-            .ok();
+    let mut out = Vec::new();
+    if version.has_announce_ok() {
+        // Where the initial set ends; moq-net reads and drops it. Changes
+        // while paging can make the pages differ from it by a few.
+        let active = session.shard.count_announced(prefix, session.id);
+        AnnounceOk {
+            hop: own_hop,
+            active: active as u64,
         }
-        for event in &initial {
-            if let Some(msg) = to_wire(event) {
-                msg.encode(&mut first, version).ok();
-            }
-        }
-        send.write_all(&first).await?;
-        loop {
-            let next = race(poll_fn(|cx| listener.poll_next(cx)), reader.at_end()).await;
-            match next {
-                Either::Left(event) => {
-                    if let Some(msg) = to_wire(&event) {
-                        let mut buf = Vec::new();
-                        msg.encode(&mut buf, version).ok();
-                        send.write_all(&buf).await?;
-                    }
+        .encode(&mut out, version)
+        .ok();
+    }
+    let mut cursor: Option<String> = None;
+    let mut paging = true;
+    loop {
+        // Take the queued changes, then the next page, with no await in
+        // between: a change queued before the page was read is in it.
+        while let Some(heard) = listener.try_next() {
+            let event = match heard {
+                Heard::Overflowed => return Ok(AnnounceEnd::Overflowed),
+                Heard::Change(event) => event,
+            };
+            let paged = cursor
+                .as_deref()
+                .is_some_and(|c| event.suffix.as_str() <= c);
+            if !paging || paged {
+                if let Some(msg) = to_wire(&event) {
+                    msg.encode(&mut out, version).ok();
                 }
-                // The peer closed its side (or sent junk): we are done.
-                Either::Right(_) => return Ok::<_, qumo_shards::WriteError>(()),
             }
         }
-    };
-    let _ = race(result, session.closed.raised()).await;
-    session.shard.unlisten(listener_id);
-    let _ = send.finish();
+        if paging {
+            let page =
+                session
+                    .shard
+                    .announced_page(prefix, session.id, cursor.as_deref(), ANNOUNCE_PAGE);
+            for event in &page.events {
+                if let Some(msg) = to_wire(event) {
+                    msg.encode(&mut out, version).ok();
+                }
+            }
+            cursor = page.cursor.or(cursor);
+            paging = !page.done;
+        }
+        if !out.is_empty() {
+            let write = send.write_all(&out);
+            match race(write, reader.at_end()).await {
+                Either::Left(result) => result?,
+                Either::Right(_) => return Ok(AnnounceEnd::PeerDone),
+            }
+            out.clear();
+        }
+        if paging {
+            qumo_shards::yield_now().await;
+            continue;
+        }
+        let next = race(poll_fn(|cx| listener.poll_ready(cx)), reader.at_end()).await;
+        if let Either::Right(_) = next {
+            return Ok(AnnounceEnd::PeerDone);
+        }
+    }
 }
 
 /// Per-subscription state shared by its cursor and its group writers.
@@ -194,10 +279,7 @@ async fn subscribe(session: Rc<Session>, mut send: SendStream, mut reader: Strea
     let sub = Rc::new(Subscription {
         id: request.id,
         priority: Cell::new(request.priority),
-        max_latency: Cell::new(effective_latency(
-            request.max_latency,
-            settings.default_max_latency,
-        )),
+        max_latency: Cell::new(effective_latency(request.max_latency, settings)),
         cancelled: Signal::default(),
         writers: GroupTally::default(),
     });
@@ -233,10 +315,13 @@ async fn subscribe(session: Rc<Session>, mut send: SendStream, mut reader: Strea
     }
 }
 
-fn effective_latency(requested_ms: u64, default: Duration) -> Duration {
+/// The latency a subscription gets: the relay's default for "no
+/// preference" (0), else what it asked for, never above the ceiling (a
+/// subscriber must not make the relay keep old groups for an hour).
+fn effective_latency(requested_ms: u64, settings: &crate::shard::Settings) -> Duration {
     match requested_ms {
-        0 => default,
-        ms => Duration::from_millis(ms),
+        0 => settings.default_max_latency,
+        ms => Duration::from_millis(ms).min(settings.max_latency_ceiling),
     }
 }
 
@@ -342,13 +427,13 @@ fn next_group(
 
 /// SUBSCRIBE_UPDATEs until the subscriber closes its side.
 async fn read_updates(session: Rc<Session>, sub: Rc<Subscription>, mut reader: StreamReader) {
-    let default = session.shard.settings.default_max_latency;
+    let settings = &session.shard.settings;
     loop {
         match race(reader.decode::<SubscribeUpdate>(), sub.cancelled.raised()).await {
             Either::Left(Ok(Some(update))) => {
                 sub.priority.set(update.priority);
                 sub.max_latency
-                    .set(effective_latency(update.max_latency, default));
+                    .set(effective_latency(update.max_latency, settings));
             }
             Either::Left(Ok(None)) | Either::Left(Err(super::reader::ReadError::Stream(_))) => {
                 break;

@@ -24,7 +24,7 @@ use super::serve::Subscription;
 use super::util::{race, Either, Waiter};
 use super::{codes, Session};
 use crate::lite::{Encode, FrameHeader, GroupHeader, Timestamps, UniType};
-use crate::track::{Group, NextFrame};
+use crate::track::{Group, GroupState, NextFrame};
 
 enum Outcome {
     Done,
@@ -142,6 +142,13 @@ fn give_up(
 ) -> Option<u32> {
     if sub.cancelled.poll_raised(&waiters.cancel, cx).is_ready() {
         return Some(codes::CANCEL);
+    }
+    // A group the cache let go of is dropped at once, even by a writer
+    // still waiting for stream credit: holding it would keep its frames
+    // alive for as long as the subscriber reads nothing. (Other resets
+    // reach the subscriber after the frames before them.)
+    if let GroupState::Reset(code @ (codes::EVICTED | codes::GROUP_TOO_LARGE)) = group.state() {
+        return Some(code);
     }
     let Some(superseded) = group.superseded_at() else {
         waiters.group.register(cx);
