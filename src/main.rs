@@ -108,10 +108,17 @@ fn main() -> ExitCode {
     // A generated certificate is published for browsers to pin: plain HTTP
     // on TCP at the QUIC listener's address. With port 0 the TCP side gets an
     // ephemeral port of its own (logged), not the QUIC one.
+    let http_limits = config.http.limits();
+    let certificate_stats = std::sync::Arc::new(qumo::http::HttpStats::default());
     let _certificate_server = match &tls.fingerprint {
         Some(fingerprint) => {
             let listen = runtime_config.listen;
-            match qumo::http::serve_certificate_hash(listen, fingerprint.hex.clone()) {
+            match qumo::http::serve_certificate_hash(
+                listen,
+                fingerprint.hex.clone(),
+                http_limits,
+                certificate_stats.clone(),
+            ) {
                 Ok(server) => Some(server),
                 Err(e) => {
                     return fail(
@@ -128,6 +135,24 @@ fn main() -> ExitCode {
     };
 
     let metrics = std::sync::Arc::new(qumo::metrics::Metrics::default());
+    // Bound before the shards start, so a taken address stops the relay
+    // before it accepts anyone; it reads the shards' counters once they run.
+    let _admin_server = match config.admin.address {
+        Some(address) => {
+            let listeners = vec![("certificate", certificate_stats)];
+            match qumo::admin::serve(address, http_limits, metrics.clone(), listeners) {
+                Ok(server) => Some(server),
+                Err(e) => {
+                    return fail(
+                        format_args!("cannot serve admin.address on TCP {address}: {e}"),
+                        1,
+                    )
+                }
+            }
+        }
+        None => None,
+    };
+
     match qumo::relay::run(&config, runtime_config, metrics) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e, 1),
