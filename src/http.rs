@@ -236,7 +236,11 @@ struct Slot {
 impl Slot {
     /// A slot if fewer than `max` are taken. Only the accept loop takes
     /// slots, so the check and the increment need not be one atomic step.
-    fn take(stats: &Arc<HttpStats>, gauge: fn(&HttpStats) -> &AtomicU64, max: usize) -> Option<Slot> {
+    fn take(
+        stats: &Arc<HttpStats>,
+        gauge: fn(&HttpStats) -> &AtomicU64,
+        max: usize,
+    ) -> Option<Slot> {
         let count = gauge(stats);
         if count.load(Ordering::Relaxed) >= max as u64 {
             return None;
@@ -326,8 +330,7 @@ async fn serve(stream: TcpStream, limits: HttpLimits, stats: &Arc<HttpStats>, ha
         let response = handler(&request);
         async move { Ok::<_, Infallible>(response) }
     });
-    let connection =
-        builder(limits.header_timeout).serve_connection(TokioIo::new(stream), service);
+    let connection = builder(limits.header_timeout).serve_connection(TokioIo::new(stream), service);
     finish(connection, limits.request_timeout, stats).await;
 }
 
@@ -527,7 +530,10 @@ mod tests {
             assert!(text.starts_with("HTTP/1.1 405"), "{method}: {text}");
             assert!(text.contains("\r\nAllow: GET, HEAD, OPTIONS\r\n"), "{text}");
         }
-        let preflight = exchange(addr, b"OPTIONS /certificate.sha256 HTTP/1.1\r\nHost: x\r\n\r\n");
+        let preflight = exchange(
+            addr,
+            b"OPTIONS /certificate.sha256 HTTP/1.1\r\nHost: x\r\n\r\n",
+        );
         assert!(preflight.starts_with("HTTP/1.1 204"), "{preflight}");
         assert!(preflight.contains("Access-Control-Allow-Methods: GET, HEAD, OPTIONS"));
         assert_eq!(status(b"garbage\r\n\r\n"), "HTTP/1.1 400");
@@ -553,7 +559,8 @@ mod tests {
         let mut idle = TcpStream::connect(server.local_addr()).unwrap();
         // Far shorter than request_timeout: only the head deadline can close
         // it before this read gives up.
-        idle.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        idle.set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
         let mut rest = Vec::new();
         match idle.read_to_end(&mut rest) {
             Ok(_) => {}
@@ -579,14 +586,20 @@ mod tests {
             stats.connections_open.load(Ordering::Relaxed) == 2
         });
         let busy = exchange(addr, b"GET /certificate.sha256 HTTP/1.1\r\nHost: x\r\n\r\n");
-        assert!(busy.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{busy}");
+        assert!(
+            busy.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+            "{busy}"
+        );
         assert_eq!(stats.connections_refused.load(Ordering::Relaxed), 1);
         drop(holders);
         wait_until("slots freed", || {
             stats.connections_open.load(Ordering::Relaxed) == 0
         });
         let ok = exchange(addr, b"GET /certificate.sha256 HTTP/1.1\r\nHost: x\r\n\r\n");
-        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n") && ok.ends_with(HEX), "{ok}");
+        assert!(
+            ok.starts_with("HTTP/1.1 200 OK\r\n") && ok.ends_with(HEX),
+            "{ok}"
+        );
     }
 
     #[test]

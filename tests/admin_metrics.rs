@@ -19,10 +19,7 @@ async fn metrics_parse_label_every_shard_and_move_with_connections() {
     let admin = http::admin_addr(&relay);
 
     let before = http::wait_metrics(admin, LIMIT, "both shards registered", |s| {
-        s.iter()
-            .filter(|s| s.name == "qumo_sessions_open")
-            .count()
-            == 2
+        s.iter().filter(|s| s.name == "qumo_sessions_open").count() == 2
     });
     for name in [
         "qumo_sessions_open",

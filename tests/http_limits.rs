@@ -23,11 +23,7 @@ const CERT: &str = "/certificate.sha256";
 /// with an admin listener; `http` is the body of the `http:` section.
 fn relay(http: &str) -> (Relay, SocketAddr, SocketAddr) {
     let port = support::free_port();
-    let relay = Relay::start_on(
-        &format!("127.0.0.1:{port}"),
-        1,
-        &http::sections(http),
-    );
+    let relay = Relay::start_on(&format!("127.0.0.1:{port}"), 1, &http::sections(http));
     let certificate = SocketAddr::from(([127, 0, 0, 1], port));
     let admin = http::admin_addr(&relay);
     (relay, certificate, admin)
@@ -42,13 +38,15 @@ fn certificate_metric(admin: SocketAddr, name: &str) -> f64 {
 fn legitimate_gets_are_answered_while_slowloris_clients_hold_connections() {
     // Twice what starved the hand-written server (4 workers), each holding
     // its slot: the head deadline is far longer than the test.
-    let (relay, certificate, admin) = relay(
-        "  max_connections: 16\n  header_timeout: 60s\n  request_timeout: 60s\n",
-    );
+    let (relay, certificate, admin) =
+        relay("  max_connections: 16\n  header_timeout: 60s\n  request_timeout: 60s\n");
     let slow = http::slowloris(certificate, 8);
-    http::wait_metrics(admin, Duration::from_secs(10), "8 slow connections open", |s| {
-        http::value(s, "qumo_http_connections_open", "listener", "certificate") == Some(8.0)
-    });
+    http::wait_metrics(
+        admin,
+        Duration::from_secs(10),
+        "8 slow connections open",
+        |s| http::value(s, "qumo_http_connections_open", "listener", "certificate") == Some(8.0),
+    );
     for _ in 0..10 {
         let body = http::get_ok(certificate, CERT, ANSWER_BOUND);
         assert_eq!(body, relay.fingerprint);
@@ -65,9 +63,8 @@ fn legitimate_gets_are_answered_while_slowloris_clients_hold_connections() {
 
 #[test]
 fn over_the_connection_cap_a_flood_is_answered_503_and_nobody_hangs() {
-    let (relay, certificate, admin) = relay(
-        "  max_connections: 4\n  header_timeout: 60s\n  request_timeout: 60s\n",
-    );
+    let (relay, certificate, admin) =
+        relay("  max_connections: 4\n  header_timeout: 60s\n  request_timeout: 60s\n");
     let holders = http::slowloris(certificate, 4);
     http::wait_metrics(admin, Duration::from_secs(10), "the cap reached", |s| {
         http::value(s, "qumo_http_connections_open", "listener", "certificate") == Some(4.0)
@@ -92,24 +89,35 @@ fn over_the_connection_cap_a_flood_is_answered_503_and_nobody_hangs() {
     // Refusals run at most max_connections at once, so the rest may be
     // closed instead; at least the first few are answered.
     assert!(answered_503 >= 1, "no 503 among {FLOOD} refusals");
-    http::wait_metrics(admin, Duration::from_secs(10), "every refusal counted", |s| {
-        http::value(s, "qumo_http_connections_refused_total", "listener", "certificate")
-            == Some(FLOOD as f64)
-    });
+    http::wait_metrics(
+        admin,
+        Duration::from_secs(10),
+        "every refusal counted",
+        |s| {
+            http::value(
+                s,
+                "qumo_http_connections_refused_total",
+                "listener",
+                "certificate",
+            ) == Some(FLOOD as f64)
+        },
+    );
 
     // Slots free again once the holders go.
     drop(holders);
     http::wait_metrics(admin, Duration::from_secs(10), "the slots freed", |s| {
         http::value(s, "qumo_http_connections_open", "listener", "certificate") == Some(0.0)
     });
-    assert_eq!(http::get_ok(certificate, CERT, ANSWER_BOUND), relay.fingerprint);
+    assert_eq!(
+        http::get_ok(certificate, CERT, ANSWER_BOUND),
+        relay.fingerprint
+    );
 }
 
 #[test]
 fn slow_and_idle_connections_are_closed_at_the_head_deadline() {
-    let (relay, certificate, admin) = relay(
-        "  max_connections: 16\n  header_timeout: 2s\n  request_timeout: 30s\n",
-    );
+    let (relay, certificate, admin) =
+        relay("  max_connections: 16\n  header_timeout: 2s\n  request_timeout: 30s\n");
     // Trickling a header byte a second does not extend the deadline.
     let slow = http::slowloris(certificate, 6);
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -120,21 +128,33 @@ fn slow_and_idle_connections_are_closed_at_the_head_deadline() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    http::wait_metrics(admin, Duration::from_secs(10), "the timeouts counted", |s| {
-        http::value(s, "qumo_http_connections_timed_out_total", "listener", "certificate")
-            == Some(6.0)
-            && http::value(s, "qumo_http_connections_open", "listener", "certificate") == Some(0.0)
-    });
-    assert_eq!(http::get_ok(certificate, CERT, ANSWER_BOUND), relay.fingerprint);
+    http::wait_metrics(
+        admin,
+        Duration::from_secs(10),
+        "the timeouts counted",
+        |s| {
+            http::value(
+                s,
+                "qumo_http_connections_timed_out_total",
+                "listener",
+                "certificate",
+            ) == Some(6.0)
+                && http::value(s, "qumo_http_connections_open", "listener", "certificate")
+                    == Some(0.0)
+        },
+    );
+    assert_eq!(
+        http::get_ok(certificate, CERT, ANSWER_BOUND),
+        relay.fingerprint
+    );
 }
 
 #[test]
 fn moq_clock_over_http_gets_ticks_while_slowloris_clients_are_connected() {
     // The measured failure: with 4 slowloris clients, moq-clock given an
     // http:// URL could not fetch the hash and got no tick in 25 s.
-    let (relay, certificate, _admin) = relay(
-        "  max_connections: 16\n  header_timeout: 60s\n  request_timeout: 60s\n",
-    );
+    let (relay, certificate, _admin) =
+        relay("  max_connections: 16\n  header_timeout: 60s\n  request_timeout: 60s\n");
     let _slow = http::slowloris(certificate, 8);
     let port = certificate.port();
     let _publisher = support::moq_clock(&format!("moql://127.0.0.1:{port}"), "slow", "publish");

@@ -558,8 +558,8 @@ fn http_bounds_are_range_checked() {
     }
     let (_, message) = bad_value("http: {header_timeout: 20s, request_timeout: 10s}");
     assert!(message.contains("http.request_timeout (10s)"), "{message}");
-    let c = parse("http: {max_connections: 65536, header_timeout: 1s, request_timeout: 5m}")
-        .unwrap();
+    let c =
+        parse("http: {max_connections: 65536, header_timeout: 1s, request_timeout: 5m}").unwrap();
     assert_eq!(c.http.limits().max_connections, 65536);
     assert_eq!(c.http.limits().request_timeout, Duration::from_secs(300));
 }
