@@ -284,6 +284,9 @@ pub struct HttpConfig {
     /// Connections served at once per listener; more get a 503.
     /// 1 ..= [`MAX_HTTP_CONNECTIONS`].
     pub max_connections: usize,
+    /// Of those, how many one source (an IPv4 address or an IPv6 /64) may
+    /// hold. 1 ..= `max_connections`.
+    pub max_connections_per_source: usize,
     /// Time a client has to send its whole request head. > 0, at most
     /// `request_timeout`.
     #[serde(deserialize_with = "de::duration")]
@@ -305,6 +308,7 @@ impl Default for HttpConfig {
         let d = crate::http::HttpLimits::default();
         Self {
             max_connections: d.max_connections,
+            max_connections_per_source: d.max_connections_per_source,
             header_timeout: d.header_timeout,
             request_timeout: d.request_timeout,
         }
@@ -316,6 +320,7 @@ impl HttpConfig {
     pub fn limits(&self) -> crate::http::HttpLimits {
         crate::http::HttpLimits {
             max_connections: self.max_connections,
+            max_connections_per_source: self.max_connections_per_source,
             header_timeout: self.header_timeout,
             request_timeout: self.request_timeout,
         }
@@ -628,6 +633,16 @@ impl Config {
                 format!(
                     "{} is out of range 1 ..= {MAX_HTTP_CONNECTIONS}",
                     h.max_connections
+                )
+            },
+        )?;
+        check(
+            (1..=h.max_connections).contains(&h.max_connections_per_source),
+            "http.max_connections_per_source",
+            || {
+                format!(
+                    "{} is out of range 1 ..= http.max_connections ({})",
+                    h.max_connections_per_source, h.max_connections
                 )
             },
         )?;

@@ -24,6 +24,9 @@
 //!   `header_read_timeout`, a deadline for the whole head, not per byte: a
 //!   client sending a byte a second does not extend it);
 //! - the whole connection, head, answer and close, within `request_timeout`;
+//! - at most `max_connections_per_source` from one source (an IPv4
+//!   address, or an IPv6 /64, the least a subscriber is given), so that one
+//!   host cannot take every slot;
 //! - at most `max_connections` are served at once. One more is refused:
 //!   answered `503 Service Unavailable` by a refusal of its own, which reads
 //!   the request first so that closing does not reset the connection. At most
@@ -33,11 +36,12 @@
 //! Request heads are parsed by hyper (at most 8 KiB, 100 header lines;
 //! larger is a 431); bodies are never read.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -75,6 +79,9 @@ pub type Handler = Arc<dyn Fn(&Request<Incoming>) -> HttpResponse + Send + Sync>
 pub struct HttpLimits {
     /// Connections served at once; more are refused with a 503.
     pub max_connections: usize,
+    /// Of those, how many one source may hold (an IPv4 address, or an IPv6
+    /// /64); more are refused with a 503. At most `max_connections`.
+    pub max_connections_per_source: usize,
     /// Time for the client to send its whole request head.
     pub header_timeout: Duration,
     /// Time for the whole connection: head, answer and close.
@@ -85,6 +92,7 @@ impl Default for HttpLimits {
     fn default() -> Self {
         Self {
             max_connections: 64,
+            max_connections_per_source: 8,
             header_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
         }
@@ -124,6 +132,8 @@ http_stats! {
     requests: Counter,
     /// Refusals (503 answers) in progress; at most http.max_connections.
     refusals_open: Gauge,
+    /// Connections refused because their source already held http.max_connections_per_source.
+    connections_refused_per_source: Counter,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -267,15 +277,71 @@ fn refusing_gauge(stats: &HttpStats) -> &AtomicU64 {
     &stats.refusals_open
 }
 
+/// Where a connection comes from, as far as the per-source cap goes: an
+/// IPv4 address, or an IPv6 /64 (a host is given at least a /64, so single
+/// addresses would let it multiply itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Source {
+    V4(Ipv4Addr),
+    V6Prefix(u64),
+}
+
+impl Source {
+    fn of(ip: IpAddr) -> Source {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => Source::V4(v4),
+            IpAddr::V6(v6) => Source::V6Prefix((u128::from(v6) >> 64) as u64),
+        }
+    }
+}
+
+/// Connections held per source; an entry lives while its count is above 0,
+/// so the map never has more than `max_connections` entries.
+type Sources = Arc<Mutex<HashMap<Source, usize>>>;
+
+/// One connection's place in its source's count.
+struct SourceSlot {
+    sources: Sources,
+    source: Source,
+}
+
+impl SourceSlot {
+    fn take(sources: &Sources, source: Source, max: usize) -> Option<SourceSlot> {
+        let mut map = sources.lock().unwrap_or_else(|e| e.into_inner());
+        let held = map.entry(source).or_insert(0);
+        if *held >= max {
+            return None;
+        }
+        *held += 1;
+        Some(SourceSlot {
+            sources: sources.clone(),
+            source,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut map = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(held) = map.get_mut(&self.source) {
+            *held -= 1;
+            if *held == 0 {
+                map.remove(&self.source);
+            }
+        }
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
     limits: HttpLimits,
     stats: Arc<HttpStats>,
     handler: Handler,
 ) {
+    let sources = Sources::default();
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Out of descriptors and the like: a flood must not spin us.
                 debug!(error = %e, "HTTP accept failed");
@@ -283,21 +349,37 @@ async fn accept_loop(
                 continue;
             }
         };
-        if let Some(slot) = Slot::take(&stats, open_gauge, limits.max_connections) {
-            bump(&stats.connections_accepted);
-            let stats = stats.clone();
-            let handler = handler.clone();
-            tokio::spawn(async move {
-                serve(stream, limits, &stats, handler).await;
-                drop(slot);
-            });
-            continue;
+        let source = Source::of(peer.ip());
+        match (
+            Slot::take(&stats, open_gauge, limits.max_connections),
+            SourceSlot::take(&sources, source, limits.max_connections_per_source),
+        ) {
+            (Some(slot), Some(source_slot)) => {
+                bump(&stats.connections_accepted);
+                let stats = stats.clone();
+                let handler = handler.clone();
+                tokio::spawn(async move {
+                    serve(stream, limits, &stats, handler).await;
+                    drop((slot, source_slot));
+                });
+                continue;
+            }
+            (None, _) => {
+                bump(&stats.connections_refused);
+                debug!(
+                    limit = limits.max_connections,
+                    "HTTP connection refused: http.max_connections open"
+                );
+            }
+            (Some(_), None) => {
+                bump(&stats.connections_refused_per_source);
+                debug!(
+                    %peer,
+                    limit = limits.max_connections_per_source,
+                    "HTTP connection refused: http.max_connections_per_source held by its source"
+                );
+            }
         }
-        bump(&stats.connections_refused);
-        debug!(
-            limit = limits.max_connections,
-            "HTTP connection refused: http.max_connections open"
-        );
         if let Some(slot) = Slot::take(&stats, refusing_gauge, limits.max_connections) {
             tokio::spawn(async move {
                 refuse(stream, limits).await;
@@ -576,6 +658,7 @@ mod tests {
     fn over_the_cap_a_client_is_answered_503_and_served_again_once_a_slot_frees() {
         let limits = HttpLimits {
             max_connections: 2,
+            max_connections_per_source: 2,
             header_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(30),
         };
@@ -599,6 +682,59 @@ mod tests {
         assert!(
             ok.starts_with("HTTP/1.1 200 OK\r\n") && ok.ends_with(HEX),
             "{ok}"
+        );
+    }
+
+    #[test]
+    fn one_source_cannot_hold_more_than_its_share() {
+        let limits = HttpLimits {
+            max_connections: 8,
+            max_connections_per_source: 2,
+            header_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(30),
+        };
+        let (server, stats) = start(limits);
+        let addr = server.local_addr();
+        let from = |ip: [u8; 4]| {
+            let socket =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            socket.bind(&SocketAddr::from((ip, 0)).into()).unwrap();
+            socket.connect(&addr.into()).unwrap();
+            TcpStream::from(socket)
+        };
+        let _held: Vec<TcpStream> = (0..2).map(|_| from([127, 0, 0, 2])).collect();
+        wait_until("both held", || {
+            stats.connections_open.load(Ordering::Relaxed) == 2
+        });
+        let mut third = from([127, 0, 0, 2]);
+        third
+            .write_all(b"GET /certificate.sha256 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        third
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut text = String::new();
+        third.read_to_string(&mut text).unwrap();
+        assert!(text.starts_with("HTTP/1.1 503 "), "{text}");
+        assert_eq!(
+            stats.connections_refused_per_source.load(Ordering::Relaxed),
+            1
+        );
+        // Another source still gets in.
+        let ok = exchange(addr, b"GET /certificate.sha256 HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+    }
+
+    #[test]
+    fn ipv6_sources_are_counted_by_their_64_prefix() {
+        let a = Source::of("2001:db8:1:2::1".parse().unwrap());
+        let b = Source::of("2001:db8:1:2:ffff::9".parse().unwrap());
+        let c = Source::of("2001:db8:1:3::1".parse().unwrap());
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(
+            Source::of("::ffff:192.0.2.1".parse().unwrap()),
+            Source::of("192.0.2.1".parse().unwrap())
         );
     }
 

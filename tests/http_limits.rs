@@ -1,7 +1,8 @@
 //! The certificate endpoint (`GET /certificate.sha256`, TCP at the QUIC port
 //! number) under slowloris: slow and idle clients hold only their own
 //! connection slots until `http.header_timeout`, legitimate clients keep
-//! being answered, and a client over `http.max_connections` is answered 503
+//! being answered, one host cannot take more than
+//! `http.max_connections_per_source`, and a client over `http.max_connections` is answered 503
 //! at once rather than left hanging or reset. Each figure is read back from
 //! the admin listener's `/metrics`, as an operator would.
 
@@ -29,18 +30,15 @@ fn relay(http: &str) -> (Relay, SocketAddr, SocketAddr) {
     (relay, certificate, admin)
 }
 
-fn certificate_metric(admin: SocketAddr, name: &str) -> f64 {
-    let samples = http::parse_metrics(&http::get_ok(admin, "/metrics", ANSWER_BOUND));
-    http::value(&samples, name, "listener", "certificate").unwrap_or_else(|| panic!("no {name}"))
-}
-
 #[test]
 fn legitimate_gets_are_answered_while_slowloris_clients_hold_connections() {
     // Twice what starved the hand-written server (4 workers), each holding
-    // its slot: the head deadline is far longer than the test.
-    let (relay, certificate, admin) =
-        relay("  max_connections: 16\n  header_timeout: 60s\n  request_timeout: 60s\n");
-    let slow = http::slowloris(certificate, 8);
+    // its slot: the head deadline is far longer than the test. The slow
+    // clients come from another "host" and take all it may hold.
+    let (relay, certificate, admin) = relay(
+        "  max_connections: 16\n  max_connections_per_source: 8\n  header_timeout: 60s\n  request_timeout: 60s\n",
+    );
+    let slow = http::slowloris_from(http::OTHER_SOURCE, certificate, 8);
     http::wait_metrics(
         admin,
         Duration::from_secs(10),
@@ -51,20 +49,32 @@ fn legitimate_gets_are_answered_while_slowloris_clients_hold_connections() {
         let body = http::get_ok(certificate, CERT, ANSWER_BOUND);
         assert_eq!(body, relay.fingerprint);
     }
+    // The slow host is refused more, at once, and nobody else is.
+    match http::get_from(http::OTHER_SOURCE, certificate, CERT, ANSWER_BOUND) {
+        Outcome::Answer(text) => assert!(text.starts_with("HTTP/1.1 503 "), "{text}"),
+        other => panic!("a ninth connection from the slow host: {other:?}"),
+    }
     assert!(
         slow.iter().all(|s| !s.is_closed()),
         "the slow clients still hold their connections"
     );
+    let samples = http::parse_metrics(&http::get_ok(admin, "/metrics", ANSWER_BOUND));
+    let certificate_figure = |name| http::value(&samples, name, "listener", "certificate").unwrap();
     assert_eq!(
-        certificate_metric(admin, "qumo_http_connections_refused_total"),
+        certificate_figure("qumo_http_connections_refused_per_source_total"),
+        1.0
+    );
+    assert_eq!(
+        certificate_figure("qumo_http_connections_refused_total"),
         0.0
     );
+    assert_eq!(certificate_figure("qumo_http_requests_total"), 10.0);
 }
 
 #[test]
 fn over_the_connection_cap_a_flood_is_answered_503_and_nobody_hangs() {
     let (relay, certificate, admin) =
-        relay("  max_connections: 4\n  header_timeout: 60s\n  request_timeout: 60s\n");
+        relay("  max_connections: 4\n  max_connections_per_source: 4\n  header_timeout: 60s\n  request_timeout: 60s\n");
     let holders = http::slowloris(certificate, 4);
     http::wait_metrics(admin, Duration::from_secs(10), "the cap reached", |s| {
         http::value(s, "qumo_http_connections_open", "listener", "certificate") == Some(4.0)
@@ -117,7 +127,7 @@ fn over_the_connection_cap_a_flood_is_answered_503_and_nobody_hangs() {
 #[test]
 fn slow_and_idle_connections_are_closed_at_the_head_deadline() {
     let (relay, certificate, admin) =
-        relay("  max_connections: 16\n  header_timeout: 2s\n  request_timeout: 30s\n");
+        relay("  max_connections: 16\n  max_connections_per_source: 16\n  header_timeout: 2s\n  request_timeout: 30s\n");
     // Trickling a header byte a second does not extend the deadline.
     let slow = http::slowloris(certificate, 6);
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -155,7 +165,7 @@ fn moq_clock_over_http_gets_ticks_while_slowloris_clients_are_connected() {
     // http:// URL could not fetch the hash and got no tick in 25 s.
     let (relay, certificate, _admin) =
         relay("  max_connections: 16\n  header_timeout: 60s\n  request_timeout: 60s\n");
-    let _slow = http::slowloris(certificate, 8);
+    let _slow = http::slowloris_from(http::OTHER_SOURCE, certificate, 8);
     let port = certificate.port();
     let _publisher = support::moq_clock(&format!("moql://127.0.0.1:{port}"), "slow", "publish");
     relay

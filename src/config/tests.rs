@@ -68,6 +68,7 @@ fn defaults_match_the_documented_values() {
     assert_eq!(c.relay.max_cached_bytes_per_track, 64 << 20);
     assert_eq!(c.logging.level, "info");
     assert_eq!(c.http.max_connections, 64);
+    assert_eq!(c.http.max_connections_per_source, 8);
     assert_eq!(c.http.header_timeout, Duration::from_secs(5));
     assert_eq!(c.http.request_timeout, Duration::from_secs(10));
     assert_eq!(c.admin.address, None);
@@ -545,6 +546,14 @@ fn http_bounds_are_range_checked() {
     for (text, key) in [
         ("http: {max_connections: 0}", "http.max_connections"),
         ("http: {max_connections: 65537}", "http.max_connections"),
+        (
+            "http: {max_connections_per_source: 0}",
+            "http.max_connections_per_source",
+        ),
+        (
+            "http: {max_connections: 4, max_connections_per_source: 5}",
+            "http.max_connections_per_source",
+        ),
         ("http: {request_timeout: 0s}", "http.request_timeout"),
         ("http: {request_timeout: 301s}", "http.request_timeout"),
         ("http: {header_timeout: 0s}", "http.header_timeout"),

@@ -2,7 +2,7 @@
 //! clients, and `/metrics` scrapes of the relay's admin listener.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -22,9 +22,18 @@ pub enum Outcome {
 /// `GET path` over a fresh connection, reading until the server closes or
 /// `limit` passes.
 pub fn get(addr: SocketAddr, path: &str, limit: Duration) -> Outcome {
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, limit) else {
+    let Ok(stream) = TcpStream::connect_timeout(&addr, limit) else {
         return Outcome::Closed;
     };
+    exchange(stream, path, limit)
+}
+
+/// As [`get`], from `from`.
+pub fn get_from(from: Ipv4Addr, addr: SocketAddr, path: &str, limit: Duration) -> Outcome {
+    exchange(connect_from(from, addr), path, limit)
+}
+
+fn exchange(mut stream: TcpStream, path: &str, limit: Duration) -> Outcome {
     stream.set_read_timeout(Some(limit)).unwrap();
     let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
     if stream.write_all(request.as_bytes()).is_err() {
@@ -84,7 +93,13 @@ pub struct Slowloris {
 
 impl Slowloris {
     pub fn open(addr: SocketAddr, slowness: Slowness) -> Slowloris {
-        let mut stream = TcpStream::connect(addr).expect("the HTTP side listens");
+        Self::open_from(SOURCE, addr, slowness)
+    }
+
+    /// As [`Slowloris::open`], from loopback address `from` (any 127.x
+    /// works on Linux), to stand for another host.
+    pub fn open_from(from: Ipv4Addr, addr: SocketAddr, slowness: Slowness) -> Slowloris {
+        let mut stream = connect_from(from, addr);
         // A read that waits a second paces the trickle and notices a close.
         stream
             .set_read_timeout(Some(Duration::from_secs(1)))
@@ -142,8 +157,26 @@ impl Drop for Slowloris {
     }
 }
 
+/// Where the tests' ordinary clients connect from.
+pub const SOURCE: Ipv4Addr = Ipv4Addr::LOCALHOST;
+/// Another "host" on loopback, for attackers.
+pub const OTHER_SOURCE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+
+/// A TCP connection to `addr` from `from`.
+pub fn connect_from(from: Ipv4Addr, addr: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::from((from, 0)).into()).unwrap();
+    socket.connect(&addr.into()).expect("the HTTP side listens");
+    socket.into()
+}
+
 /// `count` slow connections, alternating trickling and idle ones.
 pub fn slowloris(addr: SocketAddr, count: usize) -> Vec<Slowloris> {
+    slowloris_from(SOURCE, addr, count)
+}
+
+/// As [`slowloris`], from `from`.
+pub fn slowloris_from(from: Ipv4Addr, addr: SocketAddr, count: usize) -> Vec<Slowloris> {
     (0..count)
         .map(|i| {
             let slowness = if i % 2 == 0 {
@@ -151,7 +184,7 @@ pub fn slowloris(addr: SocketAddr, count: usize) -> Vec<Slowloris> {
             } else {
                 Slowness::Idle
             };
-            Slowloris::open(addr, slowness)
+            Slowloris::open_from(from, addr, slowness)
         })
         .collect()
 }
