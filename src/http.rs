@@ -349,44 +349,47 @@ async fn accept_loop(
                 continue;
             }
         };
+        let Some(slot) = Slot::take(&stats, open_gauge, limits.max_connections) else {
+            bump(&stats.connections_refused);
+            debug!(
+                limit = limits.max_connections,
+                "HTTP connection refused: http.max_connections open"
+            );
+            refuse_if_room(stream, limits, &stats);
+            continue;
+        };
         let source = Source::of(peer.ip());
-        match (
-            Slot::take(&stats, open_gauge, limits.max_connections),
-            SourceSlot::take(&sources, source, limits.max_connections_per_source),
-        ) {
-            (Some(slot), Some(source_slot)) => {
-                bump(&stats.connections_accepted);
-                let stats = stats.clone();
-                let handler = handler.clone();
-                tokio::spawn(async move {
-                    serve(stream, limits, &stats, handler).await;
-                    drop((slot, source_slot));
-                });
-                continue;
-            }
-            (None, _) => {
-                bump(&stats.connections_refused);
-                debug!(
-                    limit = limits.max_connections,
-                    "HTTP connection refused: http.max_connections open"
-                );
-            }
-            (Some(_), None) => {
-                bump(&stats.connections_refused_per_source);
-                debug!(
-                    %peer,
-                    limit = limits.max_connections_per_source,
-                    "HTTP connection refused: http.max_connections_per_source held by its source"
-                );
-            }
-        }
-        if let Some(slot) = Slot::take(&stats, refusing_gauge, limits.max_connections) {
-            tokio::spawn(async move {
-                refuse(stream, limits).await;
-                drop(slot);
-            });
-        }
-        // else: dropped, so closed at once.
+        let Some(source_slot) =
+            SourceSlot::take(&sources, source, limits.max_connections_per_source)
+        else {
+            drop(slot);
+            bump(&stats.connections_refused_per_source);
+            debug!(
+                %peer,
+                limit = limits.max_connections_per_source,
+                "HTTP connection refused: http.max_connections_per_source held by its source"
+            );
+            refuse_if_room(stream, limits, &stats);
+            continue;
+        };
+        bump(&stats.connections_accepted);
+        let stats = stats.clone();
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            serve(stream, limits, &stats, handler).await;
+            drop((slot, source_slot));
+        });
+    }
+}
+
+/// Answer 503 in a task of its own if fewer than `max_connections` refusals
+/// are under way; else drop the connection, which closes it at once.
+fn refuse_if_room(stream: TcpStream, limits: HttpLimits, stats: &Arc<HttpStats>) {
+    if let Some(slot) = Slot::take(stats, refusing_gauge, limits.max_connections) {
+        tokio::spawn(async move {
+            refuse(stream, limits).await;
+            drop(slot);
+        });
     }
 }
 

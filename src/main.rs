@@ -5,7 +5,7 @@
 //! | code | when |
 //! |------|------|
 //! | 0    | clean shutdown, `--help`, `--version` |
-//! | 1    | the relay failed: a QUIC or certificate-hash HTTP address in use, or a failure while running |
+//! | 1    | the relay failed: a QUIC, certificate-hash HTTP or `admin.address` in use, or a failure while running |
 //! | 64   | bad command line (`EX_USAGE`) |
 //! | 66   | config, certificate or key file missing or unreadable (`EX_NOINPUT`) |
 //! | 78   | invalid configuration, unusable certificate or key, bad `RUST_LOG` (`EX_CONFIG`) |
