@@ -1,5 +1,6 @@
 //! The operators' HTTP listener (`admin.address`): `GET /metrics` in the
-//! Prometheus (OpenMetrics) text format and `GET /healthz`.
+//! Prometheus (OpenMetrics) text format and `GET /healthz` (200 while
+//! serving, 503 once SIGTERM or SIGINT began a graceful shutdown).
 //!
 //! `/metrics` is rendered by `prometheus-client` from the counters the shards
 //! already keep: each scrape reads every shard's [`RelayStats`] and the QUIC
@@ -12,6 +13,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use hyper::body::Incoming;
@@ -27,8 +29,9 @@ use crate::metrics::{Kind, Metrics, RelayStats};
 
 /// Where `/metrics` is served.
 pub const METRICS_PATH: &str = "/metrics";
-/// 200 while the relay runs (`/health` is the same, for load balancers
-/// that expect that spelling).
+/// 200 while the relay serves, 503 once a shutdown began, so that a load
+/// balancer drains it (`/health` is the same, for those that expect that
+/// spelling).
 pub const HEALTH_PATHS: [&str; 2] = ["/healthz", "/health"];
 /// The exposition format `prometheus-client` writes.
 pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -180,7 +183,7 @@ pub fn registry(collector: QumoCollector) -> Registry {
 }
 
 /// The admin listener's answer to `request`.
-fn answer(registry: &Registry, method: &Method, path: &str) -> HttpResponse {
+fn answer(registry: &Registry, stopping: bool, method: &Method, path: &str) -> HttpResponse {
     if !matches!(*method, Method::GET | Method::HEAD) {
         let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
         response
@@ -197,25 +200,30 @@ fn answer(registry: &Registry, method: &Method, path: &str) -> HttpResponse {
         return response;
     }
     if HEALTH_PATHS.contains(&path) {
-        return plain(StatusCode::OK, "ok\n");
+        return match stopping {
+            false => plain(StatusCode::OK, "ok\n"),
+            true => plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
+        };
     }
     plain(StatusCode::NOT_FOUND, "not found\n")
 }
 
 /// Serve `/metrics` and `/healthz` on TCP `addr`, reading `metrics` and the
-/// named HTTP listeners' counters (this listener's own are `stats`, under
-/// `admin`).
+/// named HTTP listeners' counters (this listener's own are added under
+/// `admin`); `/healthz` answers 503 once `stopping` is set.
 pub fn serve(
     addr: SocketAddr,
     limits: HttpLimits,
     metrics: Arc<Metrics>,
     mut http: Vec<(&'static str, Arc<HttpStats>)>,
+    stopping: Arc<AtomicBool>,
 ) -> std::io::Result<HttpServer> {
     let stats = Arc::new(HttpStats::default());
     http.push(("admin", stats.clone()));
     let registry = registry(QumoCollector::new(metrics, http));
     let handler: Handler = Arc::new(move |request: &Request<Incoming>| {
-        answer(&registry, request.method(), request.uri().path())
+        let stopping = stopping.load(Ordering::Relaxed);
+        answer(&registry, stopping, request.method(), request.uri().path())
     });
     let server = HttpServer::start("admin", addr, limits, stats, handler)?;
     tracing::info!(address = %server.local_addr(), "admin HTTP listening (/metrics, /healthz)");
@@ -281,11 +289,17 @@ mod tests {
     fn health_and_unknown_paths() {
         let (_, _, collector) = collector();
         let registry = registry(collector);
-        assert_eq!(answer(&registry, &Method::GET, "/healthz").status(), 200);
-        assert_eq!(answer(&registry, &Method::GET, "/health").status(), 200);
-        assert_eq!(answer(&registry, &Method::GET, "/").status(), 404);
-        assert_eq!(answer(&registry, &Method::POST, "/metrics").status(), 405);
-        let metrics = answer(&registry, &Method::GET, "/metrics");
+        for path in HEALTH_PATHS {
+            assert_eq!(answer(&registry, false, &Method::GET, path).status(), 200);
+            assert_eq!(answer(&registry, true, &Method::GET, path).status(), 503);
+        }
+        assert_eq!(answer(&registry, false, &Method::GET, "/").status(), 404);
+        assert_eq!(
+            answer(&registry, false, &Method::POST, "/metrics").status(),
+            405
+        );
+        let metrics = answer(&registry, true, &Method::GET, "/metrics");
+        assert_eq!(metrics.status(), 200, "metrics are served while stopping");
         assert_eq!(
             metrics.headers()[header::CONTENT_TYPE],
             METRICS_CONTENT_TYPE

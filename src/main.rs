@@ -12,6 +12,8 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use qumo::config::{Config, EX_CONFIG};
 
@@ -109,7 +111,7 @@ fn main() -> ExitCode {
     // on TCP at the QUIC listener's address. With port 0 the TCP side gets an
     // ephemeral port of its own (logged), not the QUIC one.
     let http_limits = config.http.limits();
-    let certificate_stats = std::sync::Arc::new(qumo::http::HttpStats::default());
+    let certificate_stats = Arc::new(qumo::http::HttpStats::default());
     let _certificate_server = match &tls.fingerprint {
         Some(fingerprint) => {
             let listen = runtime_config.listen;
@@ -134,13 +136,22 @@ fn main() -> ExitCode {
         None => None,
     };
 
-    let metrics = std::sync::Arc::new(qumo::metrics::Metrics::default());
+    let metrics = Arc::new(qumo::metrics::Metrics::default());
     // Bound before the shards start, so a taken address stops the relay
     // before it accepts anyone; it reads the shards' counters once they run.
     let _admin_server = match config.admin.address {
         Some(address) => {
             let listeners = vec![("certificate", certificate_stats)];
-            match qumo::admin::serve(address, http_limits, metrics.clone(), listeners) {
+            // Set by the first SIGINT/SIGTERM, beside the runtime's own
+            // handler (signal-hook chains them), so /healthz turns 503 for
+            // load balancers while the relay drains.
+            let stopping = Arc::new(AtomicBool::new(false));
+            for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                if let Err(e) = signal_hook::flag::register(signal, stopping.clone()) {
+                    return fail(format_args!("cannot install signal handlers: {e}"), 1);
+                }
+            }
+            match qumo::admin::serve(address, http_limits, metrics.clone(), listeners, stopping) {
                 Ok(server) => Some(server),
                 Err(e) => {
                     return fail(
