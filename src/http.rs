@@ -658,6 +658,44 @@ mod tests {
     }
 
     #[test]
+    fn a_client_that_never_reads_its_answer_is_cut_at_the_request_timeout() {
+        // A large answer (as /metrics is with many shards) to a client that
+        // does not read it: only the overall deadline frees the slot.
+        let limits = HttpLimits {
+            request_timeout: Duration::from_millis(500),
+            ..HttpLimits::default()
+        };
+        let stats = Arc::new(HttpStats::default());
+        let large = Bytes::from(vec![b'x'; 16 << 20]);
+        let handler: Handler =
+            Arc::new(move |_: &Request<Incoming>| plain(StatusCode::OK, large.clone()));
+        let server = HttpServer::start(
+            "large",
+            "127.0.0.1:0".parse().unwrap(),
+            limits,
+            stats.clone(),
+            handler,
+        )
+        .unwrap();
+        let mut stream = TcpStream::connect(server.local_addr()).unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        wait_until("the deadline counted", || {
+            stats.connections_timed_out.load(Ordering::Relaxed) == 1
+        });
+        assert_eq!(stats.connections_open.load(Ordering::Relaxed), 0);
+        // What the server had sent is still readable, then the close: less
+        // than the whole answer.
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut received = Vec::new();
+        let _ = stream.read_to_end(&mut received);
+        assert!(received.len() < 16 << 20, "{} bytes", received.len());
+    }
+
+    #[test]
     fn over_the_cap_a_client_is_answered_503_and_served_again_once_a_slot_frees() {
         let limits = HttpLimits {
             max_connections: 2,
