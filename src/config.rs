@@ -59,6 +59,10 @@ pub struct Config {
     pub relay: RelayConfig,
     /// Log output.
     pub logging: LoggingConfig,
+    /// Bounds of the HTTP listeners (certificate hash, admin).
+    pub http: HttpConfig,
+    /// The operators' HTTP listener (`/metrics`, `/healthz`).
+    pub admin: AdminConfig,
 }
 
 /// `server.*`: sockets and threads.
@@ -303,6 +307,66 @@ impl Default for LoggingConfig {
             level: "info".to_string(),
         }
     }
+}
+
+/// `http.*`: what one client may hold on each HTTP listener (the
+/// certificate hash on the QUIC port number, and the admin listener).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Connections served at once per listener; more get a 503.
+    /// 1 ..= [`MAX_HTTP_CONNECTIONS`].
+    pub max_connections: usize,
+    /// Of those, how many one source (an IPv4 address or an IPv6 /64) may
+    /// hold. 1 ..= `max_connections`.
+    pub max_connections_per_source: usize,
+    /// Time a client has to send its whole request head. > 0, at most
+    /// `request_timeout`.
+    #[serde(deserialize_with = "de::duration")]
+    pub header_timeout: Duration,
+    /// Time for a whole connection: request, answer, close. > 0, at most
+    /// [`MAX_HTTP_REQUEST_TIMEOUT`].
+    #[serde(deserialize_with = "de::duration")]
+    pub request_timeout: Duration,
+}
+
+/// Largest `http.max_connections`: each connection holds a descriptor.
+pub const MAX_HTTP_CONNECTIONS: usize = 65_536;
+/// Longest `http.request_timeout`: answers are a few bytes; anything longer
+/// only lets slow clients hold their slots.
+pub const MAX_HTTP_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        let d = crate::http::HttpLimits::default();
+        Self {
+            max_connections: d.max_connections,
+            max_connections_per_source: d.max_connections_per_source,
+            header_timeout: d.header_timeout,
+            request_timeout: d.request_timeout,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The listeners' view of these bounds.
+    pub fn limits(&self) -> crate::http::HttpLimits {
+        crate::http::HttpLimits {
+            max_connections: self.max_connections,
+            max_connections_per_source: self.max_connections_per_source,
+            header_timeout: self.header_timeout,
+            request_timeout: self.request_timeout,
+        }
+    }
+}
+
+/// `admin.*`: the operators' HTTP listener.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// TCP address for `/metrics` and `/healthz`; `None` (the default, YAML
+    /// `null` or absent) runs no admin listener.
+    pub address: Option<SocketAddr>,
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -630,6 +694,50 @@ impl Config {
                 format!("{value} does not fit in memory")
             })?;
         }
+
+        let h = &self.http;
+        check(
+            (1..=MAX_HTTP_CONNECTIONS).contains(&h.max_connections),
+            "http.max_connections",
+            || {
+                format!(
+                    "{} is out of range 1 ..= {MAX_HTTP_CONNECTIONS}",
+                    h.max_connections
+                )
+            },
+        )?;
+        check(
+            (1..=h.max_connections).contains(&h.max_connections_per_source),
+            "http.max_connections_per_source",
+            || {
+                format!(
+                    "{} is out of range 1 ..= http.max_connections ({})",
+                    h.max_connections_per_source, h.max_connections
+                )
+            },
+        )?;
+        check(
+            !h.request_timeout.is_zero() && h.request_timeout <= MAX_HTTP_REQUEST_TIMEOUT,
+            "http.request_timeout",
+            || {
+                format!(
+                    "{} is out of range: more than 0 and at most {}",
+                    humantime::format_duration(h.request_timeout),
+                    humantime::format_duration(MAX_HTTP_REQUEST_TIMEOUT)
+                )
+            },
+        )?;
+        check(
+            !h.header_timeout.is_zero() && h.header_timeout <= h.request_timeout,
+            "http.header_timeout",
+            || {
+                format!(
+                    "{} is out of range: more than 0 and at most http.request_timeout ({})",
+                    humantime::format_duration(h.header_timeout),
+                    humantime::format_duration(h.request_timeout)
+                )
+            },
+        )?;
 
         tracing_subscriber::EnvFilter::try_new(&self.logging.level)
             .map(|_| ())

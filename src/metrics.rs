@@ -9,6 +9,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use qumo_shards::{ShardStats, ShardStatsSnapshot};
+
 /// Whether a figure only grows (a Prometheus counter) or goes up and down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -99,10 +101,12 @@ relay_stats! {
     latency_requests_capped: Counter,
 }
 
-/// Every shard's [`RelayStats`], registered as the shards start.
+/// Every shard's [`RelayStats`], registered as the shards start, and the
+/// QUIC runtime's own per-shard counters once it runs.
 #[derive(Debug, Default)]
 pub struct Metrics {
     shards: Mutex<Vec<(usize, Arc<RelayStats>)>>,
+    runtime: Mutex<Vec<Arc<ShardStats>>>,
 }
 
 impl Metrics {
@@ -121,6 +125,23 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Keep the runtime's counters (`Runtime::shard_stats`, shard K at
+    /// index K) for readers such as `/metrics`.
+    pub fn attach_runtime(&self, stats: Vec<Arc<ShardStats>>) {
+        *self.runtime.lock().unwrap_or_else(|e| e.into_inner()) = stats;
+    }
+
+    /// The runtime's counters now, by shard index; empty before the runtime
+    /// started.
+    pub fn runtime(&self) -> Vec<ShardStatsSnapshot> {
+        self.runtime
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|s| s.snapshot())
+            .collect()
     }
 }
 

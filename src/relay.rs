@@ -72,11 +72,12 @@ pub fn start(
         hop: random_hop(),
         max_sessions: config.relay.max_sessions,
         sessions: Arc::new(AtomicUsize::new(0)),
-        metrics,
+        metrics: metrics.clone(),
     };
     let runtime = Runtime::<ShardMessage>::start(runtime_config, move |ctx| {
         serve_shard(ctx, shared.clone())
     })?;
+    metrics.attach_runtime(runtime.shard_stats());
     Ok(runtime)
 }
 

@@ -211,6 +211,12 @@ impl<M: Send + 'static> Runtime<M> {
         self.stats.iter().map(|s| s.snapshot()).collect()
     }
 
+    /// Every shard's live counters, for a reader on another thread (an
+    /// exporter) that outlives this handle's borrow.
+    pub fn shard_stats(&self) -> Vec<Arc<ShardStats>> {
+        self.stats.clone()
+    }
+
     /// Cross-thread wake-ups shard `shard`'s mailbox has needed so far; far
     /// fewer than messages when batching works.
     pub fn mesh_wakeups(&self, shard: usize) -> u64 {

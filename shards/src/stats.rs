@@ -5,18 +5,27 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 macro_rules! shard_counters {
-    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+    ($($(#[doc = $doc:literal])* $name:ident),* $(,)?) => {
         /// Live counters of one shard.
         #[derive(Debug, Default)]
-        pub struct ShardStats { $($(#[$doc])* pub $name: AtomicU64,)* }
+        pub struct ShardStats { $($(#[doc = $doc])* pub $name: AtomicU64,)* }
 
         /// A point-in-time copy of [`ShardStats`].
         #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-        pub struct ShardStatsSnapshot { $($(#[$doc])* pub $name: u64,)* }
+        pub struct ShardStatsSnapshot { $($(#[doc = $doc])* pub $name: u64,)* }
 
         impl ShardStats {
             pub fn snapshot(&self) -> ShardStatsSnapshot {
                 ShardStatsSnapshot { $($name: self.$name.load(Ordering::Relaxed),)* }
+            }
+        }
+
+        impl ShardStatsSnapshot {
+            /// Every counter: its name, its doc text (one line, trimmed) and
+            /// its value, so that an exporter lists new counters without
+            /// being taught their names.
+            pub fn visit(&self, mut f: impl FnMut(&'static str, &'static str, u64)) {
+                $(f(stringify!($name), concat!($($doc, " "),*).trim(), self.$name);)*
             }
         }
     };

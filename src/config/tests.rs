@@ -67,6 +67,11 @@ fn defaults_match_the_documented_values() {
     assert_eq!(c.relay.max_frame_size, 4 << 20);
     assert_eq!(c.relay.max_cached_bytes_per_track, 64 << 20);
     assert_eq!(c.logging.level, "info");
+    assert_eq!(c.http.max_connections, 64);
+    assert_eq!(c.http.max_connections_per_source, 8);
+    assert_eq!(c.http.header_timeout, Duration::from_secs(5));
+    assert_eq!(c.http.request_timeout, Duration::from_secs(10));
+    assert_eq!(c.admin.address, None);
     assert!(c.validate().is_ok());
 }
 
@@ -115,7 +120,10 @@ fn example_lists_every_key() {
         })
     };
     let sections = accepted_keys(None);
-    assert_eq!(sections, ["server", "tls", "quic", "relay", "logging"]);
+    assert_eq!(
+        sections,
+        ["server", "tls", "quic", "relay", "logging", "http", "admin"]
+    );
     for section in &sections {
         assert!(documented(section), "{section}");
         let keys = accepted_keys(Some(section));
@@ -568,4 +576,50 @@ fn hardening_defaults_bound_what_a_peer_controls() {
     assert_eq!(r.max_announce_backlog, 4096);
     assert_eq!(r.max_buffered_frame_bytes_per_session, 16 << 20);
     assert_eq!(r.setup_timeout, Duration::from_secs(10));
+}
+
+#[test]
+fn http_bounds_are_range_checked() {
+    for (text, key) in [
+        ("http: {max_connections: 0}", "http.max_connections"),
+        ("http: {max_connections: 65537}", "http.max_connections"),
+        (
+            "http: {max_connections_per_source: 0}",
+            "http.max_connections_per_source",
+        ),
+        (
+            "http: {max_connections: 4, max_connections_per_source: 5}",
+            "http.max_connections_per_source",
+        ),
+        ("http: {request_timeout: 0s}", "http.request_timeout"),
+        ("http: {request_timeout: 301s}", "http.request_timeout"),
+        ("http: {header_timeout: 0s}", "http.header_timeout"),
+        (
+            "http: {header_timeout: 20s, request_timeout: 10s}",
+            "http.header_timeout",
+        ),
+    ] {
+        let (got, message) = bad_value(text);
+        assert_eq!(got, key, "{text}: {message}");
+    }
+    let (_, message) = bad_value("http: {header_timeout: 20s, request_timeout: 10s}");
+    assert!(message.contains("http.request_timeout (10s)"), "{message}");
+    let c =
+        parse("http: {max_connections: 65536, header_timeout: 1s, request_timeout: 5m}").unwrap();
+    assert_eq!(c.http.limits().max_connections, 65536);
+    assert_eq!(c.http.limits().request_timeout, Duration::from_secs(300));
+}
+
+#[test]
+fn admin_address_is_off_by_default_and_parsed_when_set() {
+    assert_eq!(parse("admin: {address: null}").unwrap().admin.address, None);
+    assert_eq!(
+        parse("admin: {address: \"127.0.0.1:9090\"}")
+            .unwrap()
+            .admin
+            .address,
+        Some("127.0.0.1:9090".parse().unwrap())
+    );
+    let (key, _) = bad_value("admin: {address: \"localhost:9090\"}");
+    assert_eq!(key, "admin.address");
 }
