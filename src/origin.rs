@@ -197,12 +197,10 @@ impl Origin {
         limit: usize,
     ) -> Page {
         let mut page = Page::default();
-        let mut visited = 0;
-        for (suffix, publishers) in self.under(prefix, after) {
+        for (visited, (suffix, publishers)) in self.under(prefix, after).enumerate() {
             if visited == limit {
                 return page;
             }
-            visited += 1;
             page.cursor = Some(suffix.to_owned());
             if let Some(current) = publishers.last().filter(|p| p.session != session) {
                 page.events.push(AnnounceEvent {
