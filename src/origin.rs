@@ -74,6 +74,15 @@ impl Listener {
         Poll::Pending
     }
 
+    /// Ready once the listener has overflowed; takes nothing.
+    pub fn poll_overflowed(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.overflowed.get() {
+            return Poll::Ready(());
+        }
+        *self.waker.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
     fn push(&self, event: AnnounceEvent) {
         if self.overflowed.get() {
             return;

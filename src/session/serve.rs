@@ -211,10 +211,14 @@ async fn serve_announcements(
             paging = !page.done;
         }
         if !out.is_empty() {
+            // A peer that stops reading blocks this write; its backlog
+            // overflowing must still end the stream.
             let write = send.write_all(&out);
-            match race(write, reader.at_end()).await {
+            let overflowed = poll_fn(|cx| listener.poll_overflowed(cx));
+            match race(write, race(reader.at_end(), overflowed)).await {
                 Either::Left(result) => result?,
-                Either::Right(_) => return Ok(AnnounceEnd::PeerDone),
+                Either::Right(Either::Left(_)) => return Ok(AnnounceEnd::PeerDone),
+                Either::Right(Either::Right(())) => return Ok(AnnounceEnd::Overflowed),
             }
             out.clear();
         }
@@ -279,7 +283,7 @@ async fn subscribe(session: Rc<Session>, mut send: SendStream, mut reader: Strea
     let sub = Rc::new(Subscription {
         id: request.id,
         priority: Cell::new(request.priority),
-        max_latency: Cell::new(effective_latency(request.max_latency, settings)),
+        max_latency: Cell::new(effective_latency(&session, request.max_latency)),
         cancelled: Signal::default(),
         writers: GroupTally::default(),
     });
@@ -318,10 +322,16 @@ async fn subscribe(session: Rc<Session>, mut send: SendStream, mut reader: Strea
 /// The latency a subscription gets: the relay's default for "no
 /// preference" (0), else what it asked for, never above the ceiling (a
 /// subscriber must not make the relay keep old groups for an hour).
-fn effective_latency(requested_ms: u64, settings: &crate::shard::Settings) -> Duration {
+fn effective_latency(session: &Session, requested_ms: u64) -> Duration {
+    let settings = &session.shard.settings;
+    let requested = Duration::from_millis(requested_ms);
     match requested_ms {
         0 => settings.default_max_latency,
-        ms => Duration::from_millis(ms).min(settings.max_latency_ceiling),
+        _ if requested > settings.max_latency_ceiling => {
+            session.shard.stats.latency_requests_capped.inc();
+            settings.max_latency_ceiling
+        }
+        _ => requested,
     }
 }
 
@@ -427,13 +437,12 @@ fn next_group(
 
 /// SUBSCRIBE_UPDATEs until the subscriber closes its side.
 async fn read_updates(session: Rc<Session>, sub: Rc<Subscription>, mut reader: StreamReader) {
-    let settings = &session.shard.settings;
     loop {
         match race(reader.decode::<SubscribeUpdate>(), sub.cancelled.raised()).await {
             Either::Left(Ok(Some(update))) => {
                 sub.priority.set(update.priority);
                 sub.max_latency
-                    .set(effective_latency(update.max_latency, settings));
+                    .set(effective_latency(&session, update.max_latency));
             }
             Either::Left(Ok(None)) | Either::Left(Err(super::reader::ReadError::Stream(_))) => {
                 break;
