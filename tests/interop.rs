@@ -225,3 +225,22 @@ fn shutting_down_sends_goaway_to_moq_clock_before_closing() {
         relay.log()
     );
 }
+
+#[test]
+fn moq_clock_connects_through_a_quic_retry_over_both_transports() {
+    // With retry: always every new connection must first echo a Retry
+    // token: moq-clock (quinn) over raw QUIC publishes, and over
+    // WebTransport (web-transport-quinn) subscribes.
+    let relay = Relay::start_with(2, "admission:\n  retry: always\n");
+    let (_publisher, _) = publish(&relay, &format!("moql://{}", relay.addr), "retried");
+    let subscriber = moq_clock(&format!("https://{}", relay.addr), "retried", "subscribe");
+    let ticks = subscriber.ticks(3, Duration::from_secs(10));
+    assert!(
+        ticks.len() >= 3,
+        "got {ticks:?}; relay log:\n{}",
+        relay.log()
+    );
+    // Both connections were sent a Retry before they were accepted.
+    assert!(relay.count("Retry sent") >= 2, "{}", relay.log());
+    assert!(relay.count("CONNECT request") >= 1, "{}", relay.log());
+}

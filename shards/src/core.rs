@@ -319,6 +319,7 @@ impl ShardCore {
                         match inner.endpoint.retry(incoming, &mut response) {
                             Ok(transmit) => {
                                 ShardStats::add(&self.stats.retries_sent, 1);
+                                debug!(shard = self.index, %remote, "Retry sent");
                                 self.send_now(&transmit, &response);
                             }
                             // Unreachable: unvalidated addresses may always
