@@ -573,8 +573,10 @@ fn admission_keys_map_to_the_runtime() {
 
 #[test]
 fn default_admission_matches_the_runtime_defaults() {
-    let mut expected = qumo_shards::AdmissionLimits::default();
-    expected.max_connections = Config::default().relay.max_sessions;
+    let expected = qumo_shards::AdmissionLimits {
+        max_connections: Config::default().relay.max_sessions,
+        ..Default::default()
+    };
     assert_eq!(
         format!("{:?}", Config::default().admission_limits()),
         format!("{expected:?}")
