@@ -59,7 +59,7 @@ async fn a_flood_of_unfinished_handshakes_is_bounded_and_real_clients_still_conn
             }));
         }
     }
-    let stats = wait_until(&runtime, Duration::from_secs(2), |s| {
+    let stats = wait_until(&runtime, Duration::from_secs(10), |s| {
         s.ignored_handshake_limit > 0
     })
     .await;
