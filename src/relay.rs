@@ -6,12 +6,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use qumo_shards::{Connection, Runtime, RuntimeConfig, RuntimeError, ShardContext};
-use tracing::{debug, info};
+use tracing::{debug, error, info};
 
 use crate::config::Config;
 use crate::lite::{Limits, Version};
 use crate::metrics::Metrics;
-use crate::session::util::{race, Either};
+use crate::session::util::{catch_unwind, race, Either};
 use crate::session::{self, codes, transport::Transport};
 use crate::shard::{Settings, Shard};
 use crate::webtransport::WtSession;
@@ -97,7 +97,18 @@ async fn serve_shard(ctx: ShardContext<ShardMessage>, shared: Shared) {
     let shard = Rc::new(Shard::new(ctx, shared.settings.clone(), shared.hop, stats));
     monoio::spawn(dispatch(shard.clone()));
     while let Some(conn) = shard.context().accept().await {
-        monoio::spawn(serve_connection(shard.clone(), shared.clone(), conn));
+        let (shard, shared) = (shard.clone(), shared.clone());
+        monoio::spawn(async move {
+            let conn_ = conn.clone();
+            let stats = shard.stats.clone();
+            // A bug hit before the session's own tasks start (its
+            // handshake, its SETUP) ends this connection, not the shard.
+            if let Err(panic) = catch_unwind(serve_connection(shard, shared, conn)).await {
+                error!(%panic, remote = ?conn_.remote_address(), "connection task panicked; closing it");
+                stats.sessions_panicked.inc();
+                conn_.close(session::code(codes::INTERNAL_ERROR), b"internal error");
+            }
+        });
     }
 }
 

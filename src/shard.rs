@@ -158,16 +158,21 @@ impl Shard {
     /// The local replica of `key`, asking the owner for the track if this
     /// shard has none yet.
     pub fn subscribe_local(&self, key: &TrackKey) -> Rc<TrackReplica> {
-        if let Some(replica) = self.replicas.borrow().get(key) {
+        // Each borrow is its own statement: one held in an `if let`
+        // condition lives through the body, where a nested borrow_mut of
+        // the same cell would panic the shard.
+        let existing = self.replicas.borrow().get(key).cloned();
+        if let Some(replica) = existing {
             if !matches!(replica.state(), TrackState::Ended(_)) {
-                return replica.clone();
+                return replica;
             }
         }
         let owner = self.owner(key);
         // On the owner, a live hub's cache is the replica.
         if owner == self.index() {
-            if let Some(id) = self.hub_ids.borrow().get(key) {
-                let replica = self.hubs.borrow()[id].replica.clone();
+            let id = self.hub_ids.borrow().get(key).copied();
+            let hub_replica = id.and_then(|id| Some(self.hubs.borrow().get(&id)?.replica.clone()));
+            if let Some(replica) = hub_replica {
                 self.replicas
                     .borrow_mut()
                     .insert(key.clone(), replica.clone());
@@ -240,7 +245,8 @@ impl Shard {
                 .update(&path, publisher, hops, active),
             ShardMessage::Subscribe { key, from, token } => self.hub_subscribe(key, from, token),
             ShardMessage::Unsubscribe { key, from } => {
-                if let Some(id) = self.hub_ids.borrow().get(&key).copied() {
+                let id = self.hub_ids.borrow().get(&key).copied();
+                if let Some(id) = id {
                     if let Some(hub) = self.hubs.borrow_mut().get_mut(&id) {
                         hub.shards.remove(&from);
                     }
@@ -332,7 +338,10 @@ impl Shard {
             return;
         }
         let mut hubs = self.hubs.borrow_mut();
-        let hub = hubs.get_mut(&id).expect("hub ids and hubs agree");
+        let Some(hub) = hubs.get_mut(&id) else {
+            warn!(track = %key, hub = id, "hub id without a hub; subscribe dropped (a relay bug)");
+            return;
+        };
         if !hub.shards.insert(from) {
             return;
         }
@@ -360,7 +369,8 @@ impl Shard {
 
     fn refuse(&self, key: TrackKey, from: usize, token: u64, code: u32) {
         if from == self.index() {
-            if let Some(replica) = self.replicas.borrow().get(&key) {
+            let replica = self.replicas.borrow().get(&key).cloned();
+            if let Some(replica) = replica {
                 replica.end(Some(code), code);
             }
             return;
@@ -388,11 +398,10 @@ impl Shard {
         };
         let idle = {
             let hubs = self.hubs.borrow();
-            let hub = &hubs[&id];
-            hub.shards.is_empty() && !self.replicas.borrow().contains_key(key)
+            hubs.get(&id).is_some_and(|hub| hub.shards.is_empty())
+                && !self.replicas.borrow().contains_key(key)
         };
-        if idle {
-            let hub = self.remove_hub(id);
+        if let Some(hub) = idle.then(|| self.remove_hub(id)).flatten() {
             debug!(track = %key, hub = id, "hub idle; cancelling upstream");
             self.post(
                 hub.publisher.shard,
@@ -407,10 +416,10 @@ impl Shard {
         }
     }
 
-    fn remove_hub(&self, id: u64) -> Hub {
-        let hub = self.hubs.borrow_mut().remove(&id).expect("hub exists");
+    fn remove_hub(&self, id: u64) -> Option<Hub> {
+        let hub = self.hubs.borrow_mut().remove(&id)?;
         self.hub_ids.borrow_mut().remove(&hub.key);
-        hub
+        Some(hub)
     }
 
     /// Subscriber shard: the owner answered.
@@ -498,8 +507,7 @@ impl Shard {
                 warn!(track = %hub.key, code, "group outgrew the track cache; reset");
             }
         }
-        if ended {
-            let hub = self.remove_hub(hub_ref.id);
+        if let Some(hub) = ended.then(|| self.remove_hub(hub_ref.id)).flatten() {
             debug!(track = %hub.key, "track ended");
         }
     }

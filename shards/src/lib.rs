@@ -24,6 +24,8 @@ pub mod stats;
 pub mod steering;
 mod stream;
 mod tasks;
+mod wait;
+pub use wait::{WaitList, Waiter};
 
 pub use config::{AdmissionLimits, QuicLimits, RetryPolicy, RuntimeConfig, Steering};
 pub use connection::{Connection, DatagramError};

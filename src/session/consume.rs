@@ -141,7 +141,7 @@ impl Session {
         });
         self.upstreams.borrow_mut().insert(id, upstream.clone());
         self.upstream_ids.borrow_mut().insert(hub, id);
-        monoio::spawn(run_upstream(self.clone(), id, upstream));
+        self.spawn(run_upstream(self.clone(), id, upstream));
     }
 
     /// The owner no longer wants `hub`'s track.
@@ -176,7 +176,7 @@ async fn run_upstream(session: Rc<Session>, id: u64, upstream: Rc<Upstream>) {
     };
     debug!(session = session.id.id, id, track = %upstream.key, "subscribing upstream");
     if session.version.has_track_stream() {
-        monoio::spawn(fetch_properties(
+        session.spawn(fetch_properties(
             session.clone(),
             upstream.clone(),
             broadcast.clone(),

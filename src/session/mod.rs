@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use qumo_shards::{SendStream, VarInt};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::lite::{BidiType, Encode, Goaway, Limits, ProbeLevel, Setup, UniType, Version};
 use crate::message::{HubRef, SessionRef};
@@ -116,6 +116,27 @@ impl Session {
         reader.stop(self.transport.stream_code(code));
     }
 
+    /// Run `task` as part of this session: a panic in it is contained to
+    /// the session (logged, counted, the session closed), not the shard.
+    fn spawn(self: &Rc<Self>, task: impl std::future::Future<Output = ()> + 'static) {
+        let session = self.clone();
+        monoio::spawn(async move {
+            if let Err(panic) = util::catch_unwind(task).await {
+                session.contain_panic(&panic);
+            }
+        });
+    }
+
+    /// A task of this session panicked (a relay bug): close the session so
+    /// its state is released, and keep the shard going.
+    fn contain_panic(&self, panic: &str) {
+        error!(session = self.id.id, %panic, "session task panicked; closing the session");
+        self.shard.stats.sessions_panicked.inc();
+        self.transport
+            .close(codes::INTERNAL_ERROR, "internal error");
+        self.closed.raise();
+    }
+
     /// Close the whole session for a protocol violation.
     fn violation(&self, what: &str, error: &dyn std::fmt::Display) {
         warn!(session = self.id.id, %what, %error, "closing session: protocol violation");
@@ -182,17 +203,30 @@ pub async fn run(shard: Rc<Shard>, transport: Transport, version: Version, root:
     }
 
     shard.register_session(session.clone());
-    monoio::spawn(accept_bi(session.clone()));
-    monoio::spawn(accept_uni(session.clone()));
-    monoio::spawn(consume::announcements(session.clone()));
-    monoio::spawn(goaway_on_shutdown(session.clone()));
+    // Unregistered on every way out of here, a panic's unwinding included.
+    let _registered = Registered(session.clone());
+    session.spawn(accept_bi(session.clone()));
+    session.spawn(accept_uni(session.clone()));
+    session.spawn(consume::announcements(session.clone()));
+    session.spawn(goaway_on_shutdown(session.clone()));
 
     match race(session.transport.closed(), session.closed.raised()).await {
         Either::Left(()) => session.closed.raise(),
         Either::Right(()) => {}
     }
-    shard.unregister_session(&session);
-    info!(session = session.id.id, "session closed");
+}
+
+/// A session registered with its shard: unregistered (its upstreams ended,
+/// its tasks told to stop) when dropped.
+struct Registered(Rc<Session>);
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let session = &self.0;
+        session.closed.raise();
+        session.shard.unregister_session(session);
+        info!(session = session.id.id, "session closed");
+    }
 }
 
 /// Lite-05+: read the peer's SETUP (its root path on raw QUIC) and send ours.
@@ -249,20 +283,22 @@ async fn accept_bi(session: Rc<Session>) {
             return;
         };
         let mut reader = session.reader(recv, leftover);
-        let session = session.clone();
-        monoio::spawn(async move {
-            let kind = match reader.expect::<BidiType>().await {
-                Ok(kind) if kind.exists_in(session.version) => kind,
-                Ok(_) | Err(ReadError::Decode(_)) => {
-                    // Unknown or not in this version: reset it, keep the session.
-                    let mut send = send;
-                    session.reset(&mut send, codes::UNEXPECTED_STREAM);
-                    session.stop(&mut reader, codes::UNEXPECTED_STREAM);
-                    return;
-                }
-                Err(_) => return,
-            };
-            serve::bidi(session, kind, send, reader).await;
+        session.spawn({
+            let session = session.clone();
+            async move {
+                let kind = match reader.expect::<BidiType>().await {
+                    Ok(kind) if kind.exists_in(session.version) => kind,
+                    Ok(_) | Err(ReadError::Decode(_)) => {
+                        // Unknown or not in this version: reset it, keep the session.
+                        let mut send = send;
+                        session.reset(&mut send, codes::UNEXPECTED_STREAM);
+                        session.stop(&mut reader, codes::UNEXPECTED_STREAM);
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                serve::bidi(session, kind, send, reader).await;
+            }
         });
     }
 }
@@ -275,15 +311,17 @@ async fn accept_uni(session: Rc<Session>) {
             return;
         };
         let mut reader = session.reader(recv, leftover);
-        let session = session.clone();
-        monoio::spawn(async move {
-            match reader.expect::<UniType>().await {
-                Ok(UniType::Group) => consume::group(session, reader).await,
-                // A second SETUP, or an unknown type: refuse this stream only.
-                Ok(UniType::Setup) | Err(ReadError::Decode(_)) => {
-                    session.stop(&mut reader, codes::UNEXPECTED_STREAM)
+        session.spawn({
+            let session = session.clone();
+            async move {
+                match reader.expect::<UniType>().await {
+                    Ok(UniType::Group) => consume::group(session, reader).await,
+                    // A second SETUP, or an unknown type: refuse this stream only.
+                    Ok(UniType::Setup) | Err(ReadError::Decode(_)) => {
+                        session.stop(&mut reader, codes::UNEXPECTED_STREAM)
+                    }
+                    Err(_) => {}
                 }
-                Err(_) => {}
             }
         });
     }

@@ -271,15 +271,20 @@ async fn serve_track(
         });
         send.write_chunk(session.encode(&[&ok])).await?;
     }
-    monoio::spawn(read_updates(session.clone(), sub.clone(), reader));
+    session.spawn(read_updates(session.clone(), sub.clone(), reader));
 
     // Resume just before the requested start; none (or 0) starts at the
     // newest group.
     let mut last: Option<u64> = request.start_group.and_then(|s| s.checked_sub(1));
     let mut started = false;
+    let cancel_waiter = sub.cancelled.waiter();
+    let closed_waiter = session.closed.waiter();
+    let replica_waiter = replica.waiter();
     loop {
         let step = poll_fn(|cx| {
-            if sub.cancelled.poll_raised(cx).is_ready() || session.closed.is_raised() {
+            if sub.cancelled.poll_raised(&cancel_waiter, cx).is_ready()
+                || session.closed.poll_raised(&closed_waiter, cx).is_ready()
+            {
                 return Poll::Ready(Step::Cancelled);
             }
             let now = std::time::Instant::now();
@@ -289,8 +294,7 @@ async fn serve_track(
             if let TrackState::Ended(code) = replica.state() {
                 return Poll::Ready(Step::Ended(code));
             }
-            replica.register(cx);
-            let _ = session.closed.poll_raised(cx);
+            replica_waiter.register(cx);
             Poll::Pending
         })
         .await;
@@ -304,7 +308,7 @@ async fn serve_track(
                 }
                 started = true;
                 last = Some(group.sequence);
-                monoio::spawn(write_group(session.clone(), sub.clone(), group));
+                session.spawn(write_group(session.clone(), sub.clone(), group));
             }
             Step::Ended(None) => return Ok(TrackEnd::Clean(last.map_or(0, |l| l + 1))),
             Step::Ended(Some(code)) => return Ok(TrackEnd::Reset(code)),
@@ -377,6 +381,7 @@ async fn track(session: Rc<Session>, mut send: SendStream, mut reader: StreamRea
     // the publisher's properties reach this shard.
     let replica = session.shard.subscribe_local(&key);
     replica.add_subscriber();
+    let waiter = replica.waiter();
     let wait = poll_fn(|cx| {
         if let Some(p) = replica.properties() {
             return Poll::Ready(Ok(p));
@@ -384,7 +389,7 @@ async fn track(session: Rc<Session>, mut send: SendStream, mut reader: StreamRea
         if let TrackState::Ended(code) = replica.state() {
             return Poll::Ready(Err(code.unwrap_or(codes::NOT_FOUND)));
         }
-        replica.register(cx);
+        waiter.register(cx);
         Poll::Pending
     });
     let outcome = race(wait, monoio::time::sleep(TRACK_INFO_TIMEOUT)).await;

@@ -24,7 +24,11 @@ fn frame(sequence: u64, len: usize) -> MediaEvent {
 }
 
 fn poll(group: &Group, index: usize) -> Poll<NextFrame> {
-    group.poll_frame(&mut Context::from_waker(Waker::noop()), index)
+    group.poll_frame(
+        &group.waiter(),
+        &mut Context::from_waker(Waker::noop()),
+        index,
+    )
 }
 
 fn sequences(r: &TrackReplica) -> Vec<u64> {
