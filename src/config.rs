@@ -226,7 +226,9 @@ pub struct AdmissionConfig {
     /// When a client must prove its address with a QUIC Retry first.
     pub retry: RetryMode,
     /// Under `retry: auto`, handshakes in progress on one shard at or above
-    /// which Retry is sent. 0 ..= `max_handshakes_per_shard`.
+    /// which Retry is sent. Any value; above `max_handshakes_per_shard` it
+    /// acts as that cap (Retry is sent at the latest when the cap is reached,
+    /// since a Retry holds nothing).
     pub retry_above_handshakes: usize,
     /// Handshakes in progress one shard holds at most; beyond it Initials
     /// are dropped (the client retransmits). >= 1.
@@ -619,16 +621,6 @@ impl Config {
             check(value >= 1, key, || "must be at least 1".into())?;
         }
         check(
-            a.retry_above_handshakes <= a.max_handshakes_per_shard,
-            "admission.retry_above_handshakes",
-            || {
-                format!(
-                    "{} is out of range 0 ..= admission.max_handshakes_per_shard ({}): above the cap, retry: auto would never send a Retry",
-                    a.retry_above_handshakes, a.max_handshakes_per_shard
-                )
-            },
-        )?;
-        check(
             !a.handshake_timeout.is_zero(),
             "admission.handshake_timeout",
             || "must be greater than zero".into(),
@@ -827,7 +819,7 @@ impl Config {
         let a = &self.admission;
         qumo_shards::AdmissionLimits {
             retry: a.retry.into(),
-            retry_above_handshakes: a.retry_above_handshakes,
+            retry_above_handshakes: a.retry_above_handshakes.min(a.max_handshakes_per_shard),
             max_handshakes_per_shard: a.max_handshakes_per_shard,
             handshake_timeout: a.handshake_timeout,
             max_connections: self.relay.max_sessions,

@@ -619,15 +619,18 @@ fn bad_admission_values_are_refused_naming_the_key() {
             "admission: {max_tracked_ips: 15}",
             "admission.max_tracked_ips",
         ),
-        (
-            "admission: {max_handshakes_per_shard: 10, retry_above_handshakes: 11}",
-            "admission.retry_above_handshakes",
-        ),
     ] {
         let (got, message) = bad_value(text);
         assert_eq!(got, key, "{text}: {message}");
     }
-    // The threshold may equal the cap, and 0 (Retry whenever auto is on).
-    parse("admission: {max_handshakes_per_shard: 10, retry_above_handshakes: 10}").unwrap();
     parse("admission: {retry_above_handshakes: 0}").unwrap();
+}
+
+#[test]
+fn a_retry_threshold_above_the_handshake_cap_acts_as_the_cap() {
+    // Lowering the cap alone must not make the default threshold an error,
+    // nor leave auto unable to send a Retry before Initials are dropped.
+    let c = parse("admission: {max_handshakes_per_shard: 10}").unwrap();
+    assert_eq!(c.admission.retry_above_handshakes, 64);
+    assert_eq!(c.admission_limits().retry_above_handshakes, 10);
 }
