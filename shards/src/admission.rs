@@ -113,7 +113,11 @@ impl Admission {
         }
         let retry = match l.retry {
             RetryPolicy::Never => false,
-            RetryPolicy::Auto => handshakes >= l.retry_above_handshakes,
+            // Never later than the cap: a Retry holds nothing, a dropped
+            // Initial costs the client a retransmission timeout.
+            RetryPolicy::Auto => {
+                handshakes >= l.retry_above_handshakes.min(l.max_handshakes_per_shard)
+            }
             RetryPolicy::Always => true,
         };
         if retry && !validated {

@@ -74,7 +74,8 @@ pub struct AdmissionLimits {
     /// See [`RetryPolicy`].
     pub retry: RetryPolicy,
     /// Under [`RetryPolicy::Auto`], handshakes in progress on one shard at or
-    /// above which unvalidated addresses are sent a Retry.
+    /// above which unvalidated addresses are sent a Retry; a value above
+    /// `max_handshakes_per_shard` acts as that cap.
     pub retry_above_handshakes: usize,
     /// Handshakes in progress one shard holds at most; a new Initial beyond
     /// it is dropped unanswered (the client retransmits it later). Per shard
