@@ -55,6 +55,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// QUIC transport limits, per connection.
     pub quic: QuicConfig,
+    /// Who may start a QUIC handshake, decided before any TLS work.
+    pub admission: AdmissionConfig,
     /// MoQ relay behaviour and limits.
     pub relay: RelayConfig,
     /// Log output.
@@ -218,6 +220,84 @@ impl Default for QuicConfig {
         }
     }
 }
+
+/// `admission.*`: limits on new connections, checked on a connection's first
+/// Initial packet before any TLS work, so that a flood of handshakes costs
+/// bounded memory. The relay-wide connection cap is `relay.max_sessions`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdmissionConfig {
+    /// When a client must prove its address with a QUIC Retry first.
+    pub retry: RetryMode,
+    /// Under `retry: auto`, handshakes in progress on one shard at or above
+    /// which Retry is sent. Any value; above `max_handshakes_per_shard` it
+    /// acts as that cap (Retry is sent at the latest when the cap is reached,
+    /// since a Retry holds nothing).
+    pub retry_above_handshakes: usize,
+    /// Handshakes in progress one shard holds at most; beyond it Initials
+    /// are dropped (the client retransmits). >= 1.
+    pub max_handshakes_per_shard: usize,
+    /// A connection still handshaking this long after its first packet is
+    /// closed. > 0.
+    #[serde(deserialize_with = "de::duration")]
+    pub handshake_timeout: Duration,
+    /// Connections one IP address (IPv6: one /64) may hold; more are
+    /// refused. >= 1.
+    pub max_connections_per_ip: usize,
+    /// New handshakes one IP address may start per second, on average. >= 1.
+    pub handshakes_per_ip_per_second: u32,
+    /// ... and at once. >= 1.
+    pub handshake_burst_per_ip: u32,
+    /// IP addresses remembered for the two limits above. >= 16.
+    pub max_tracked_ips: usize,
+}
+
+/// `admission.retry`, mirrored from [`qumo_shards::RetryPolicy`] so that the
+/// runtime crate needs no serde.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RetryMode {
+    /// `auto`: Retry while a shard is busy with handshakes.
+    Auto,
+    /// `always`: every new connection is sent a Retry.
+    Always,
+    /// `never`.
+    Never,
+}
+
+impl From<RetryMode> for qumo_shards::RetryPolicy {
+    fn from(mode: RetryMode) -> Self {
+        match mode {
+            RetryMode::Auto => qumo_shards::RetryPolicy::Auto,
+            RetryMode::Always => qumo_shards::RetryPolicy::Always,
+            RetryMode::Never => qumo_shards::RetryPolicy::Never,
+        }
+    }
+}
+
+/// The runtime's defaults are the config's: one source of truth.
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        let d = qumo_shards::AdmissionLimits::default();
+        Self {
+            retry: match d.retry {
+                qumo_shards::RetryPolicy::Auto => RetryMode::Auto,
+                qumo_shards::RetryPolicy::Always => RetryMode::Always,
+                qumo_shards::RetryPolicy::Never => RetryMode::Never,
+            },
+            retry_above_handshakes: d.retry_above_handshakes,
+            max_handshakes_per_shard: d.max_handshakes_per_shard,
+            handshake_timeout: d.handshake_timeout,
+            max_connections_per_ip: d.max_connections_per_source,
+            handshakes_per_ip_per_second: d.handshakes_per_source_per_second,
+            handshake_burst_per_ip: d.handshake_burst_per_source,
+            max_tracked_ips: d.max_tracked_sources,
+        }
+    }
+}
+
+/// Fewest sources the source table may hold: one per lock stripe.
+const MIN_TRACKED_IPS: usize = 16;
 
 /// `relay.*`: MoQ relay behaviour and the limits that keep one client from
 /// taking the whole relay.
@@ -619,6 +699,40 @@ impl Config {
             || format!("{} does not fit in memory", q.datagram_receive_buffer),
         )?;
 
+        let a = &self.admission;
+        for (key, value) in [
+            (
+                "admission.max_handshakes_per_shard",
+                a.max_handshakes_per_shard,
+            ),
+            ("admission.max_connections_per_ip", a.max_connections_per_ip),
+            (
+                "admission.handshakes_per_ip_per_second",
+                a.handshakes_per_ip_per_second as usize,
+            ),
+            (
+                "admission.handshake_burst_per_ip",
+                a.handshake_burst_per_ip as usize,
+            ),
+        ] {
+            check(value >= 1, key, || "must be at least 1".into())?;
+        }
+        check(
+            !a.handshake_timeout.is_zero(),
+            "admission.handshake_timeout",
+            || "must be greater than zero".into(),
+        )?;
+        check(
+            a.max_tracked_ips >= MIN_TRACKED_IPS,
+            "admission.max_tracked_ips",
+            || {
+                format!(
+                    "{} is too few: at least {MIN_TRACKED_IPS}",
+                    a.max_tracked_ips
+                )
+            },
+        )?;
+
         let r = &self.relay;
         for (key, value) in [
             ("relay.group_cache_size", r.group_cache_size),
@@ -869,7 +983,28 @@ impl Config {
                     n => Some(to_usize(n)),
                 },
             },
+            admission: self.admission_limits(),
             server_tls: Some(server_tls),
+        }
+    }
+
+    /// The runtime's admission limits. The runtime-wide connection cap is
+    /// `relay.max_sessions`: a client over it is refused on its first
+    /// Initial, before any TLS work; the relay's own TOO_MANY_SESSIONS close
+    /// stays for the race at the boundary (a connection counts until it has
+    /// drained, a session only until its task ends).
+    pub fn admission_limits(&self) -> qumo_shards::AdmissionLimits {
+        let a = &self.admission;
+        qumo_shards::AdmissionLimits {
+            retry: a.retry.into(),
+            retry_above_handshakes: a.retry_above_handshakes.min(a.max_handshakes_per_shard),
+            max_handshakes_per_shard: a.max_handshakes_per_shard,
+            handshake_timeout: a.handshake_timeout,
+            max_connections: self.relay.max_sessions,
+            max_connections_per_source: a.max_connections_per_ip,
+            handshakes_per_source_per_second: a.handshakes_per_ip_per_second,
+            handshake_burst_per_source: a.handshake_burst_per_ip,
+            max_tracked_sources: a.max_tracked_ips,
         }
     }
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use qumo_shards::{Connection, Runtime, RuntimeConfig, RuntimeError, ShardContext};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info};
 
 use crate::config::Config;
 use crate::lite::{Limits, Version};
@@ -138,7 +138,10 @@ async fn serve_connection(shard: Rc<Shard>, shared: Shared, conn: Connection) {
     let _guard = SessionCount(shared.sessions.clone());
     if open > shared.max_sessions {
         shard.stats.sessions_refused_max_sessions.inc();
-        warn!(limit = shared.max_sessions, remote = ?conn.remote_address(), "session refused: relay.max_sessions reached");
+        // Rare: the runtime refuses over the same limit before TLS (see
+        // Config::admission_limits); this catches the race at the boundary.
+        // Debug, not warn: a peer must not be able to multiply log lines.
+        debug!(limit = shared.max_sessions, remote = ?conn.remote_address(), "session refused: relay.max_sessions reached");
         conn.close(
             session::code(codes::TOO_MANY_SESSIONS),
             b"too many sessions",
