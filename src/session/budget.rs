@@ -32,16 +32,19 @@ impl ByteBudget {
     }
 
     /// Bytes not reserved now.
-    #[cfg(test)]
     pub fn available(&self) -> u64 {
         self.available.get()
     }
 
+    /// Whether reserving `bytes` now would have to wait.
+    pub fn would_wait(&self, bytes: u64) -> bool {
+        self.available.get() < bytes.min(self.total)
+    }
+
     /// Reserve `bytes` (at most the whole budget), waiting until they are
-    /// free. Returns the reservation and whether it had to wait.
-    pub async fn reserve(&self, bytes: u64) -> (Reservation<'_>, bool) {
+    /// free.
+    pub async fn reserve(&self, bytes: u64) -> Reservation<'_> {
         let bytes = bytes.min(self.total);
-        let mut waited = false;
         let waiter = self.waiters.waiter();
         poll_fn(|cx| {
             let available = self.available.get();
@@ -49,18 +52,14 @@ impl ByteBudget {
                 self.available.set(available - bytes);
                 return Poll::Ready(());
             }
-            waited = true;
             waiter.register(cx);
             Poll::Pending
         })
         .await;
-        (
-            Reservation {
-                budget: self,
-                bytes,
-            },
-            waited,
-        )
+        Reservation {
+            budget: self,
+            bytes,
+        }
     }
 }
 
@@ -90,18 +89,18 @@ mod tests {
         let budget = ByteBudget::new(100);
         let mut cx = Context::from_waker(Waker::noop());
         let mut first = pin!(budget.reserve(70));
-        let Poll::Ready((held, waited)) = first.as_mut().poll(&mut cx) else {
+        assert!(!budget.would_wait(70));
+        let Poll::Ready(held) = first.as_mut().poll(&mut cx) else {
             panic!("the first frame fits");
         };
-        assert!(!waited);
         assert_eq!(budget.available(), 30);
+        assert!(budget.would_wait(50));
         let mut second = pin!(budget.reserve(50));
         assert!(second.as_mut().poll(&mut cx).is_pending());
         drop(held);
-        let Poll::Ready((_held, waited)) = second.as_mut().poll(&mut cx) else {
+        let Poll::Ready(_held) = second.as_mut().poll(&mut cx) else {
             panic!("the bytes came back");
         };
-        assert!(waited);
         assert_eq!(budget.available(), 50);
     }
 
@@ -110,7 +109,7 @@ mod tests {
         let budget = ByteBudget::new(10);
         let mut cx = Context::from_waker(Waker::noop());
         let mut big = pin!(budget.reserve(1_000));
-        let Poll::Ready((_held, _)) = big.as_mut().poll(&mut cx) else {
+        let Poll::Ready(_held) = big.as_mut().poll(&mut cx) else {
             panic!("the whole budget is free");
         };
         assert_eq!(budget.available(), 0);

@@ -427,10 +427,10 @@ async fn read_frames(
             },
             None => arrival_ms(),
         };
-        let (_reserved, waited) = session.frame_budget.reserve(header.size).await;
-        if waited {
+        if session.frame_budget.would_wait(header.size) {
             session.shard.stats.frames_waited_for_buffer.inc();
         }
+        let _reserved = session.frame_budget.reserve(header.size).await;
         let payload = match reader.payload(header.size as usize).await {
             Ok(payload) => payload,
             Err(e) => return Err(stream_code(session, &e)),
