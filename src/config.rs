@@ -55,10 +55,16 @@ pub struct Config {
     pub tls: TlsConfig,
     /// QUIC transport limits, per connection.
     pub quic: QuicConfig,
+    /// Who may start a QUIC handshake, decided before any TLS work.
+    pub admission: AdmissionConfig,
     /// MoQ relay behaviour and limits.
     pub relay: RelayConfig,
     /// Log output.
     pub logging: LoggingConfig,
+    /// Bounds of the HTTP listeners (certificate hash, admin).
+    pub http: HttpConfig,
+    /// The operators' HTTP listener (`/metrics`, `/healthz`).
+    pub admin: AdminConfig,
 }
 
 /// `server.*`: sockets and threads.
@@ -215,6 +221,84 @@ impl Default for QuicConfig {
     }
 }
 
+/// `admission.*`: limits on new connections, checked on a connection's first
+/// Initial packet before any TLS work, so that a flood of handshakes costs
+/// bounded memory. The relay-wide connection cap is `relay.max_sessions`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdmissionConfig {
+    /// When a client must prove its address with a QUIC Retry first.
+    pub retry: RetryMode,
+    /// Under `retry: auto`, handshakes in progress on one shard at or above
+    /// which Retry is sent. Any value; above `max_handshakes_per_shard` it
+    /// acts as that cap (Retry is sent at the latest when the cap is reached,
+    /// since a Retry holds nothing).
+    pub retry_above_handshakes: usize,
+    /// Handshakes in progress one shard holds at most; beyond it Initials
+    /// are dropped (the client retransmits). >= 1.
+    pub max_handshakes_per_shard: usize,
+    /// A connection still handshaking this long after its first packet is
+    /// closed. > 0.
+    #[serde(deserialize_with = "de::duration")]
+    pub handshake_timeout: Duration,
+    /// Connections one IP address (IPv6: one /64) may hold; more are
+    /// refused. >= 1.
+    pub max_connections_per_ip: usize,
+    /// New handshakes one IP address may start per second, on average. >= 1.
+    pub handshakes_per_ip_per_second: u32,
+    /// ... and at once. >= 1.
+    pub handshake_burst_per_ip: u32,
+    /// IP addresses remembered for the two limits above. >= 16.
+    pub max_tracked_ips: usize,
+}
+
+/// `admission.retry`, mirrored from [`qumo_shards::RetryPolicy`] so that the
+/// runtime crate needs no serde.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RetryMode {
+    /// `auto`: Retry while a shard is busy with handshakes.
+    Auto,
+    /// `always`: every new connection is sent a Retry.
+    Always,
+    /// `never`.
+    Never,
+}
+
+impl From<RetryMode> for qumo_shards::RetryPolicy {
+    fn from(mode: RetryMode) -> Self {
+        match mode {
+            RetryMode::Auto => qumo_shards::RetryPolicy::Auto,
+            RetryMode::Always => qumo_shards::RetryPolicy::Always,
+            RetryMode::Never => qumo_shards::RetryPolicy::Never,
+        }
+    }
+}
+
+/// The runtime's defaults are the config's: one source of truth.
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        let d = qumo_shards::AdmissionLimits::default();
+        Self {
+            retry: match d.retry {
+                qumo_shards::RetryPolicy::Auto => RetryMode::Auto,
+                qumo_shards::RetryPolicy::Always => RetryMode::Always,
+                qumo_shards::RetryPolicy::Never => RetryMode::Never,
+            },
+            retry_above_handshakes: d.retry_above_handshakes,
+            max_handshakes_per_shard: d.max_handshakes_per_shard,
+            handshake_timeout: d.handshake_timeout,
+            max_connections_per_ip: d.max_connections_per_source,
+            handshakes_per_ip_per_second: d.handshakes_per_source_per_second,
+            handshake_burst_per_ip: d.handshake_burst_per_source,
+            max_tracked_ips: d.max_tracked_sources,
+        }
+    }
+}
+
+/// Fewest sources the source table may hold: one per lock stripe.
+const MIN_TRACKED_IPS: usize = 16;
+
 /// `relay.*`: MoQ relay behaviour and the limits that keep one client from
 /// taking the whole relay.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -239,6 +323,32 @@ pub struct RelayConfig {
     /// subscriber that falls further behind has such groups reset.
     #[serde(deserialize_with = "de::duration")]
     pub default_max_latency: Duration,
+    /// The most `max_latency` a subscriber may ask for; a larger request is
+    /// cut to this. Bounds how long a lagging subscriber keeps old groups
+    /// alive. >= `default_max_latency`.
+    #[serde(deserialize_with = "de::duration")]
+    pub max_latency_ceiling: Duration,
+    /// Frames one group may carry; a group with more is reset
+    /// (GROUP_TOO_LARGE). >= 1.
+    pub max_frames_per_group: usize,
+    /// Broadcasts one session may announce at once. >= 1.
+    pub max_broadcasts_per_session: usize,
+    /// ANNOUNCE_REQUEST streams one session may hold open at once. >= 1.
+    pub max_announce_requests_per_session: usize,
+    /// Announce changes queued for one ANNOUNCE_REQUEST whose peer does not
+    /// read them; beyond it the stream is reset (NO_CAPACITY). >= 1.
+    pub max_announce_backlog: usize,
+    /// Bytes of frames a session's publisher may have partly received at
+    /// once (a frame reserves its whole size when its header arrives);
+    /// further frames wait, and QUIC flow control holds the peer back.
+    /// >= `max_frame_size`.
+    #[serde(deserialize_with = "de::bytes")]
+    pub max_buffered_frame_bytes_per_session: u64,
+    /// How long a new session has to start: lite-05+ must send SETUP,
+    /// lite-04 (which has none) must open a stream or answer the relay's
+    /// ANNOUNCE_REQUEST. > 0.
+    #[serde(deserialize_with = "de::duration")]
+    pub setup_timeout: Duration,
 }
 
 impl Default for RelayConfig {
@@ -251,6 +361,13 @@ impl Default for RelayConfig {
             max_frame_size: 4 * MIB,
             max_cached_bytes_per_track: 64 * MIB,
             default_max_latency: Duration::from_secs(2),
+            max_latency_ceiling: Duration::from_secs(10),
+            max_frames_per_group: 16_384,
+            max_broadcasts_per_session: 1024,
+            max_announce_requests_per_session: 64,
+            max_announce_backlog: 4096,
+            max_buffered_frame_bytes_per_session: 16 * MIB,
+            setup_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -270,6 +387,66 @@ impl Default for LoggingConfig {
             level: "info".to_string(),
         }
     }
+}
+
+/// `http.*`: what one client may hold on each HTTP listener (the
+/// certificate hash on the QUIC port number, and the admin listener).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Connections served at once per listener; more get a 503.
+    /// 1 ..= [`MAX_HTTP_CONNECTIONS`].
+    pub max_connections: usize,
+    /// Of those, how many one source (an IPv4 address or an IPv6 /64) may
+    /// hold. 1 ..= `max_connections`.
+    pub max_connections_per_source: usize,
+    /// Time a client has to send its whole request head. > 0, at most
+    /// `request_timeout`.
+    #[serde(deserialize_with = "de::duration")]
+    pub header_timeout: Duration,
+    /// Time for a whole connection: request, answer, close. > 0, at most
+    /// [`MAX_HTTP_REQUEST_TIMEOUT`].
+    #[serde(deserialize_with = "de::duration")]
+    pub request_timeout: Duration,
+}
+
+/// Largest `http.max_connections`: each connection holds a descriptor.
+pub const MAX_HTTP_CONNECTIONS: usize = 65_536;
+/// Longest `http.request_timeout`: answers are a few bytes; anything longer
+/// only lets slow clients hold their slots.
+pub const MAX_HTTP_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        let d = crate::http::HttpLimits::default();
+        Self {
+            max_connections: d.max_connections,
+            max_connections_per_source: d.max_connections_per_source,
+            header_timeout: d.header_timeout,
+            request_timeout: d.request_timeout,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The listeners' view of these bounds.
+    pub fn limits(&self) -> crate::http::HttpLimits {
+        crate::http::HttpLimits {
+            max_connections: self.max_connections,
+            max_connections_per_source: self.max_connections_per_source,
+            header_timeout: self.header_timeout,
+            request_timeout: self.request_timeout,
+        }
+    }
+}
+
+/// `admin.*`: the operators' HTTP listener.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// TCP address for `/metrics` and `/healthz`; `None` (the default, YAML
+    /// `null` or absent) runs no admin listener.
+    pub address: Option<SocketAddr>,
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -522,6 +699,40 @@ impl Config {
             || format!("{} does not fit in memory", q.datagram_receive_buffer),
         )?;
 
+        let a = &self.admission;
+        for (key, value) in [
+            (
+                "admission.max_handshakes_per_shard",
+                a.max_handshakes_per_shard,
+            ),
+            ("admission.max_connections_per_ip", a.max_connections_per_ip),
+            (
+                "admission.handshakes_per_ip_per_second",
+                a.handshakes_per_ip_per_second as usize,
+            ),
+            (
+                "admission.handshake_burst_per_ip",
+                a.handshake_burst_per_ip as usize,
+            ),
+        ] {
+            check(value >= 1, key, || "must be at least 1".into())?;
+        }
+        check(
+            !a.handshake_timeout.is_zero(),
+            "admission.handshake_timeout",
+            || "must be greater than zero".into(),
+        )?;
+        check(
+            a.max_tracked_ips >= MIN_TRACKED_IPS,
+            "admission.max_tracked_ips",
+            || {
+                format!(
+                    "{} is too few: at least {MIN_TRACKED_IPS}",
+                    a.max_tracked_ips
+                )
+            },
+        )?;
+
         let r = &self.relay;
         for (key, value) in [
             ("relay.group_cache_size", r.group_cache_size),
@@ -531,9 +742,42 @@ impl Config {
                 r.max_subscriptions_per_session,
             ),
             ("relay.max_announce_prefix_len", r.max_announce_prefix_len),
+            ("relay.max_frames_per_group", r.max_frames_per_group),
+            (
+                "relay.max_broadcasts_per_session",
+                r.max_broadcasts_per_session,
+            ),
+            (
+                "relay.max_announce_requests_per_session",
+                r.max_announce_requests_per_session,
+            ),
+            ("relay.max_announce_backlog", r.max_announce_backlog),
         ] {
             check(value >= 1, key, || "must be at least 1".into())?;
         }
+        check(
+            r.max_latency_ceiling >= r.default_max_latency,
+            "relay.max_latency_ceiling",
+            || {
+                format!(
+                    "{:?} is below relay.default_max_latency ({:?})",
+                    r.max_latency_ceiling, r.default_max_latency
+                )
+            },
+        )?;
+        check(
+            r.max_buffered_frame_bytes_per_session >= r.max_frame_size,
+            "relay.max_buffered_frame_bytes_per_session",
+            || {
+                format!(
+                    "{} is below relay.max_frame_size ({}): a whole frame must fit",
+                    r.max_buffered_frame_bytes_per_session, r.max_frame_size
+                )
+            },
+        )?;
+        check(!r.setup_timeout.is_zero(), "relay.setup_timeout", || {
+            "must be greater than 0".into()
+        })?;
         check(
             r.max_cached_bytes_per_track >= 1,
             "relay.max_cached_bytes_per_track",
@@ -550,6 +794,10 @@ impl Config {
             },
         )?;
         for (key, value) in [
+            (
+                "relay.max_buffered_frame_bytes_per_session",
+                r.max_buffered_frame_bytes_per_session,
+            ),
             ("relay.max_frame_size", r.max_frame_size),
             (
                 "relay.max_cached_bytes_per_track",
@@ -560,6 +808,50 @@ impl Config {
                 format!("{value} does not fit in memory")
             })?;
         }
+
+        let h = &self.http;
+        check(
+            (1..=MAX_HTTP_CONNECTIONS).contains(&h.max_connections),
+            "http.max_connections",
+            || {
+                format!(
+                    "{} is out of range 1 ..= {MAX_HTTP_CONNECTIONS}",
+                    h.max_connections
+                )
+            },
+        )?;
+        check(
+            (1..=h.max_connections).contains(&h.max_connections_per_source),
+            "http.max_connections_per_source",
+            || {
+                format!(
+                    "{} is out of range 1 ..= http.max_connections ({})",
+                    h.max_connections_per_source, h.max_connections
+                )
+            },
+        )?;
+        check(
+            !h.request_timeout.is_zero() && h.request_timeout <= MAX_HTTP_REQUEST_TIMEOUT,
+            "http.request_timeout",
+            || {
+                format!(
+                    "{} is out of range: more than 0 and at most {}",
+                    humantime::format_duration(h.request_timeout),
+                    humantime::format_duration(MAX_HTTP_REQUEST_TIMEOUT)
+                )
+            },
+        )?;
+        check(
+            !h.header_timeout.is_zero() && h.header_timeout <= h.request_timeout,
+            "http.header_timeout",
+            || {
+                format!(
+                    "{} is out of range: more than 0 and at most http.request_timeout ({})",
+                    humantime::format_duration(h.header_timeout),
+                    humantime::format_duration(h.request_timeout)
+                )
+            },
+        )?;
 
         tracing_subscriber::EnvFilter::try_new(&self.logging.level)
             .map(|_| ())
@@ -691,7 +983,28 @@ impl Config {
                     n => Some(to_usize(n)),
                 },
             },
+            admission: self.admission_limits(),
             server_tls: Some(server_tls),
+        }
+    }
+
+    /// The runtime's admission limits. The runtime-wide connection cap is
+    /// `relay.max_sessions`: a client over it is refused on its first
+    /// Initial, before any TLS work; the relay's own TOO_MANY_SESSIONS close
+    /// stays for the race at the boundary (a connection counts until it has
+    /// drained, a session only until its task ends).
+    pub fn admission_limits(&self) -> qumo_shards::AdmissionLimits {
+        let a = &self.admission;
+        qumo_shards::AdmissionLimits {
+            retry: a.retry.into(),
+            retry_above_handshakes: a.retry_above_handshakes.min(a.max_handshakes_per_shard),
+            max_handshakes_per_shard: a.max_handshakes_per_shard,
+            handshake_timeout: a.handshake_timeout,
+            max_connections: self.relay.max_sessions,
+            max_connections_per_source: a.max_connections_per_ip,
+            handshakes_per_source_per_second: a.handshakes_per_ip_per_second,
+            handshake_burst_per_source: a.handshake_burst_per_ip,
+            max_tracked_sources: a.max_tracked_ips,
         }
     }
 }

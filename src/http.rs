@@ -1,5 +1,8 @@
-//! `GET /certificate.sha256` over plain HTTP/1.1 on TCP, at the port number
-//! of the QUIC listener.
+//! Plain HTTP/1.1 listeners on hyper: the certificate hash for browsers and
+//! `http://` clients (this module), and the operators' admin listener
+//! ([`crate::admin`]).
+//!
+//! # `GET /certificate.sha256`
 //!
 //! Browsers only accept a self-signed certificate for WebTransport when the
 //! page pins its SHA-256 (`serverCertificateHashes`). MoQ clients given an
@@ -8,114 +11,218 @@
 //! whitespace), then connect to `https://host:port/` pinning that hash. The
 //! body here is exactly what moq-relay serves: 64 lowercase hex digits, no
 //! newline, `text/plain; charset=utf-8`, with `Access-Control-Allow-Origin: *`
-//! so that pages from other origins may read it.
+//! so that pages from other origins may read it. It is served on TCP at the
+//! QUIC listener's port number.
 //!
-//! A small blocking server: one accept thread and a fixed pool of worker
-//! threads behind a bounded queue, so slow or idle clients never hold up the
-//! accept loop; when the queue is full a connection gets a best-effort 503.
-//! Requests are read with a 5 s timeout and an 8 KiB cap on the head; bodies
-//! are never read (every answer closes the connection).
+//! # Bounds
+//!
+//! Every listener runs on its own thread (a tokio current-thread runtime),
+//! so nothing here ever runs on a shard. Each connection carries one request
+//! (keep-alive off) and is bounded by [`HttpLimits`]:
+//!
+//! - the request head must arrive within `header_timeout` (hyper's
+//!   `header_read_timeout`, a deadline for the whole head, not per byte: a
+//!   client sending a byte a second does not extend it);
+//! - the whole connection, head, answer and close, within `request_timeout`;
+//! - at most `max_connections_per_source` from one source (an IPv4
+//!   address, or an IPv6 /64, the least a subscriber is given), so that one
+//!   host cannot take every slot;
+//! - at most `max_connections` are served at once. One more is refused:
+//!   answered `503 Service Unavailable` by a refusal of its own, which reads
+//!   the request first so that closing does not reset the connection. At most
+//!   `max_connections` refusals run at once too (each within a second); past
+//!   that a connection is closed at once.
+//!
+//! Request heads are parsed by hyper (at most 8 KiB, 100 header lines;
+//! larger is a 431); bodies are never read.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tracing::debug;
 
-/// The one resource served.
+use crate::metrics::Kind;
+
+/// The certificate hash's path.
 pub const CERTIFICATE_PATH: &str = "/certificate.sha256";
-/// Largest request head (request line and headers) accepted.
+/// Largest request head read (hyper's smallest buffer limit).
 pub const MAX_HEAD: usize = 8 * 1024;
-/// How long a client may take to send its request, or to take the answer.
-pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
-/// Connections served at once, and waiting for a worker.
-const WORKERS: usize = 4;
-const QUEUE: usize = 64;
-/// How often the accept loop looks at the stop flag if nothing wakes it.
-const ACCEPT_POLL: Duration = Duration::from_secs(1);
+/// Longest a refusal (the 503) may take: it must stay cheap under a flood.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
+/// Pause after an accept error such as `EMFILE`, so the loop does not spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
-/// A running certificate-hash server; stops when dropped.
-#[derive(Debug)]
-pub struct CertServer {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    accept: Option<JoinHandle<()>>,
+/// A response: always a complete, small body.
+pub type HttpResponse = Response<Full<Bytes>>;
+
+/// Turns a request into its answer. Called on the listener's thread; it must
+/// not block.
+pub type Handler = Arc<dyn Fn(&Request<Incoming>) -> HttpResponse + Send + Sync>;
+
+/// How much one listener lets its peers hold (`http.*` in the config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Connections served at once; more are refused with a 503.
+    pub max_connections: usize,
+    /// Of those, how many one source may hold (an IPv4 address, or an IPv6
+    /// /64); more are refused with a 503. At most `max_connections`.
+    pub max_connections_per_source: usize,
+    /// Time for the client to send its whole request head.
+    pub header_timeout: Duration,
+    /// Time for the whole connection: head, answer and close.
+    pub request_timeout: Duration,
 }
 
-impl CertServer {
-    /// The address the TCP listener is bound to (its own port when asked
-    /// for port 0).
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 64,
+            max_connections_per_source: 8,
+            header_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+macro_rules! http_stats {
+    ($($(#[doc = $doc:literal])* $name:ident: $kind:ident,)*) => {
+        /// One listener's counters; written by its thread, read by
+        /// `/metrics`.
+        #[derive(Debug, Default)]
+        pub struct HttpStats { $($(#[doc = $doc])* pub $name: AtomicU64,)* }
+
+        impl HttpStats {
+            /// Every figure: its name (without the `qumo_http_` prefix),
+            /// help text, kind and value.
+            pub fn visit(&self, mut f: impl FnMut(&'static str, &'static str, Kind, u64)) {
+                $(f(stringify!($name), concat!($($doc),*).trim(), Kind::$kind,
+                    self.$name.load(Ordering::Relaxed));)*
+            }
+        }
+    };
+}
+
+http_stats! {
+    /// Connections accepted and served (within http.max_connections).
+    connections_accepted: Counter,
+    /// Connections open now (served, not counting refusals).
+    connections_open: Gauge,
+    /// Connections refused because http.max_connections were open: answered 503, or closed when refusals were also at the cap.
+    connections_refused: Counter,
+    /// Connections closed because the request head (http.header_timeout) or the whole exchange (http.request_timeout) took too long.
+    connections_timed_out: Counter,
+    /// Connections closed for a malformed or oversized request, or an I/O error.
+    connections_failed: Counter,
+    /// Requests answered.
+    requests: Counter,
+    /// Refusals (503 answers) in progress; at most http.max_connections.
+    refusals_open: Gauge,
+    /// Connections refused because their source already held http.max_connections_per_source.
+    connections_refused_per_source: Counter,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A running listener; stops when dropped.
+pub struct HttpServer {
+    addr: SocketAddr,
+    stop: Arc<Notify>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for HttpServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpServer")
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+impl HttpServer {
+    /// Bind TCP `addr` (dual-stack when it is `[::]`) and serve `handler` on
+    /// a thread named `http-{name}`. Binding happens before this returns, so
+    /// an address in use is reported here.
+    pub fn start(
+        name: &str,
+        addr: SocketAddr,
+        limits: HttpLimits,
+        stats: Arc<HttpStats>,
+        handler: Handler,
+    ) -> std::io::Result<HttpServer> {
+        let listener = bind(addr)?;
+        let addr = listener.local_addr()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()?;
+        let stop = Arc::new(Notify::new());
+        let stopped = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("http-{name}"))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    match TcpListener::from_std(listener) {
+                        Ok(listener) => {
+                            tokio::select! {
+                                () = accept_loop(listener, limits, stats, handler) => {}
+                                () = stopped.notified() => {}
+                            }
+                        }
+                        Err(e) => tracing::error!(error = %e, "HTTP listener unusable"),
+                    }
+                });
+                // Dropping the runtime here cancels every connection task.
+            })?;
+        Ok(HttpServer {
+            addr,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The address the listener is bound to (its own port when asked for
+    /// port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
     }
 
-    /// Stop accepting and wait for the accept thread. Requests in progress
-    /// finish on their own, within [`IO_TIMEOUT`].
+    /// Stop listening and drop every connection.
     pub fn stop(mut self) {
         self.shutdown();
     }
 
     fn shutdown(&mut self) {
-        let Some(accept) = self.accept.take() else {
-            return;
-        };
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the blocking accept with a connection of our own.
-        let mut wake = self.addr;
-        if wake.ip().is_unspecified() {
-            wake.set_ip(match wake {
-                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-            });
+        if let Some(thread) = self.thread.take() {
+            self.stop.notify_one();
+            let _ = thread.join();
         }
-        let _ = TcpStream::connect_timeout(&wake, Duration::from_millis(200));
-        let _ = accept.join();
     }
 }
 
-impl Drop for CertServer {
+impl Drop for HttpServer {
     fn drop(&mut self) {
         self.shutdown();
     }
 }
 
-/// Serve `hex` at `GET /certificate.sha256` on TCP `addr` (dual-stack when
-/// `addr` is `[::]`). Port 0 binds an ephemeral port of its own, which cannot
-/// be the QUIC listener's: see [`CertServer::local_addr`].
-pub fn serve_certificate_hash(addr: SocketAddr, hex: String) -> std::io::Result<CertServer> {
-    let listener = bind(addr)?;
-    let addr = listener.local_addr()?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let body: Arc<str> = hex.into();
-
-    let (queue, jobs) = sync_channel::<TcpStream>(QUEUE);
-    let jobs = Arc::new(Mutex::new(jobs));
-    for i in 0..WORKERS {
-        let jobs = jobs.clone();
-        let body = body.clone();
-        std::thread::Builder::new()
-            .name(format!("http-{i}"))
-            .spawn(move || work(&jobs, &body))?;
-    }
-    let accept = {
-        let stop = stop.clone();
-        std::thread::Builder::new()
-            .name("http-accept".into())
-            .spawn(move || accept_loop(&listener, &queue, &stop))?
-    };
-    tracing::info!(%addr, path = CERTIFICATE_PATH, "serving the certificate hash over HTTP");
-    Ok(CertServer {
-        addr,
-        stop,
-        accept: Some(accept),
-    })
-}
-
-fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if addr.is_ipv6() {
         // `[::]` also takes IPv4, as the QUIC socket does.
@@ -124,374 +231,558 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     // A restart must not wait for the last run's TIME_WAIT connections.
     socket.set_reuse_address(true)?;
     socket.bind(&addr.into())?;
-    socket.listen(128)?;
-    // Lets the accept loop look at the stop flag even if the wake-up
-    // connection cannot get through.
-    socket.set_read_timeout(Some(ACCEPT_POLL))?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
     Ok(socket.into())
 }
 
-fn accept_loop(listener: &TcpListener, queue: &SyncSender<TcpStream>, stop: &AtomicBool) {
-    while !stop.load(Ordering::SeqCst) {
-        let stream = match listener.accept() {
-            Ok((stream, _)) => stream,
+/// One of a bounded number of places, given back (its gauge decremented)
+/// when the connection task ends, however it ends.
+struct Slot {
+    stats: Arc<HttpStats>,
+    gauge: fn(&HttpStats) -> &AtomicU64,
+}
+
+impl Slot {
+    /// A slot if fewer than `max` are taken. Only the accept loop takes
+    /// slots, so the check and the increment need not be one atomic step.
+    fn take(
+        stats: &Arc<HttpStats>,
+        gauge: fn(&HttpStats) -> &AtomicU64,
+        max: usize,
+    ) -> Option<Slot> {
+        let count = gauge(stats);
+        if count.load(Ordering::Relaxed) >= max as u64 {
+            return None;
+        }
+        count.fetch_add(1, Ordering::Relaxed);
+        Some(Slot {
+            stats: stats.clone(),
+            gauge,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        (self.gauge)(&self.stats).fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn open_gauge(stats: &HttpStats) -> &AtomicU64 {
+    &stats.connections_open
+}
+
+fn refusing_gauge(stats: &HttpStats) -> &AtomicU64 {
+    &stats.refusals_open
+}
+
+/// Where a connection comes from, as far as the per-source cap goes: an
+/// IPv4 address, or an IPv6 /64 (a host is given at least a /64, so single
+/// addresses would let it multiply itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Source {
+    V4(Ipv4Addr),
+    V6Prefix(u64),
+}
+
+impl Source {
+    fn of(ip: IpAddr) -> Source {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => Source::V4(v4),
+            IpAddr::V6(v6) => Source::V6Prefix((u128::from(v6) >> 64) as u64),
+        }
+    }
+}
+
+/// Connections held per source; an entry lives while its count is above 0,
+/// so the map never has more than `max_connections` entries.
+type Sources = Arc<Mutex<HashMap<Source, usize>>>;
+
+/// One connection's place in its source's count.
+struct SourceSlot {
+    sources: Sources,
+    source: Source,
+}
+
+impl SourceSlot {
+    fn take(sources: &Sources, source: Source, max: usize) -> Option<SourceSlot> {
+        let mut map = sources.lock().unwrap_or_else(|e| e.into_inner());
+        let held = map.entry(source).or_insert(0);
+        if *held >= max {
+            return None;
+        }
+        *held += 1;
+        Some(SourceSlot {
+            sources: sources.clone(),
+            source,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut map = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(held) = map.get_mut(&self.source) {
+            *held -= 1;
+            if *held == 0 {
+                map.remove(&self.source);
+            }
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    limits: HttpLimits,
+    stats: Arc<HttpStats>,
+    handler: Handler,
+) {
+    let sources = Sources::default();
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(e) => {
-                if !matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::Interrupted
-                        | std::io::ErrorKind::ConnectionAborted
-                ) {
-                    tracing::debug!(error = %e, "HTTP accept failed");
-                    // Out of descriptors and the like: do not spin.
-                    std::thread::sleep(Duration::from_millis(50));
-                }
+                // Out of descriptors and the like: a flood must not spin us.
+                debug!(error = %e, "HTTP accept failed");
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                 continue;
             }
         };
-        if let Err(TrySendError::Full(mut stream)) = queue.try_send(stream) {
-            // Every worker busy and the queue full: answer without waiting.
-            let _ = stream.set_nonblocking(true);
-            let _ = stream.write_all(&response(&Answer::busy(), false));
-        }
-    }
-}
-
-fn work(jobs: &Mutex<Receiver<TcpStream>>, body: &str) {
-    loop {
-        let next = match jobs.lock() {
-            Ok(jobs) => jobs.recv(),
-            Err(_) => return,
+        let Some(slot) = Slot::take(&stats, open_gauge, limits.max_connections) else {
+            bump(&stats.connections_refused);
+            debug!(
+                limit = limits.max_connections,
+                "HTTP connection refused: http.max_connections open"
+            );
+            refuse_if_room(stream, limits, &stats);
+            continue;
         };
-        match next {
-            Ok(stream) => serve(stream, body),
-            Err(_) => return, // the accept loop is gone
-        }
-    }
-}
-
-fn serve(mut stream: TcpStream, body: &str) {
-    let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
-    let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 2048];
-    let answer = loop {
-        match parse_head(&buf) {
-            Ok(Some(head)) => break answer(&head, body),
-            Ok(None) => {}
-            Err(error) => break Answer::error(error),
-        }
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return, // gone or too slow: nothing to answer
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    };
-    let head_only = answer.head_only;
-    let _ = stream.write_all(&response(&answer, head_only));
-    let _ = stream.flush();
-    let _ = stream.shutdown(std::net::Shutdown::Write);
-}
-
-/// A parsed request line; headers are checked for shape but not kept.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestHead {
-    pub method: String,
-    /// The path, without the query.
-    pub path: String,
-}
-
-/// Why a request head was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HeadError {
-    /// Not HTTP/1.x, or a line that does not parse.
-    Malformed,
-    /// No end of head within [`MAX_HEAD`] bytes.
-    TooLarge,
-}
-
-/// The request head at the start of `buf`: `Ok(None)` while it is
-/// incomplete. Bare LF line ends are accepted (RFC 9112, section 2.2).
-pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
-    let end = find_end(buf);
-    let Some(end) = end.filter(|&end| end <= MAX_HEAD) else {
-        return if buf.len() >= MAX_HEAD {
-            Err(HeadError::TooLarge)
-        } else {
-            Ok(None)
+        let source = Source::of(peer.ip());
+        let Some(source_slot) =
+            SourceSlot::take(&sources, source, limits.max_connections_per_source)
+        else {
+            drop(slot);
+            bump(&stats.connections_refused_per_source);
+            debug!(
+                %peer,
+                limit = limits.max_connections_per_source,
+                "HTTP connection refused: http.max_connections_per_source held by its source"
+            );
+            refuse_if_room(stream, limits, &stats);
+            continue;
         };
-    };
-    let head = std::str::from_utf8(&buf[..end]).map_err(|_| HeadError::Malformed)?;
-    let mut lines = head.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
-    let request_line = lines.next().ok_or(HeadError::Malformed)?;
-    let mut parts = request_line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(HeadError::Malformed);
-    };
-    let token = |s: &str| {
-        !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-    };
-    if !token(method)
-        || !matches!(version, "HTTP/1.0" | "HTTP/1.1")
-        || !target.starts_with('/')
-        || target.bytes().any(|b| b <= b' ' || b == 0x7f)
-    {
-        return Err(HeadError::Malformed);
-    }
-    for line in lines.filter(|l| !l.is_empty()) {
-        // Field lines are `name: value`; obsolete line folding is refused.
-        match line.split_once(':') {
-            Some((name, _)) if token(name) => {}
-            _ => return Err(HeadError::Malformed),
-        }
-    }
-    let path = target.split(['?', '#']).next().unwrap_or(target);
-    Ok(Some(RequestHead {
-        method: method.to_string(),
-        path: path.to_string(),
-    }))
-}
-
-/// Index just past the blank line that ends the head.
-fn find_end(buf: &[u8]) -> Option<usize> {
-    let mut prev_newline = false;
-    for (i, &b) in buf.iter().enumerate() {
-        match b {
-            b'\n' if prev_newline => return Some(i + 1),
-            b'\n' => prev_newline = true,
-            b'\r' => {}
-            _ => prev_newline = false,
-        }
-    }
-    None
-}
-
-/// What to send back.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Answer {
-    pub status: u16,
-    pub reason: &'static str,
-    pub body: String,
-    /// Extra header lines.
-    pub headers: Vec<(&'static str, &'static str)>,
-    /// HEAD: the head of the GET answer, without its body.
-    pub head_only: bool,
-}
-
-impl Answer {
-    fn new(status: u16, reason: &'static str, body: impl Into<String>) -> Self {
-        Self {
-            status,
-            reason,
-            body: body.into(),
-            headers: Vec::new(),
-            head_only: false,
-        }
-    }
-
-    fn error(error: HeadError) -> Self {
-        match error {
-            HeadError::Malformed => Self::new(400, "Bad Request", "bad request\n"),
-            HeadError::TooLarge => Self::new(
-                431,
-                "Request Header Fields Too Large",
-                "request head too large\n",
-            ),
-        }
-    }
-
-    fn busy() -> Self {
-        Self::new(503, "Service Unavailable", "busy\n")
+        bump(&stats.connections_accepted);
+        let stats = stats.clone();
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            serve(stream, limits, &stats, handler).await;
+            drop((slot, source_slot));
+        });
     }
 }
 
-/// The answer to a well-formed request.
-pub fn answer(head: &RequestHead, hex: &str) -> Answer {
-    const ALLOW: (&str, &str) = ("Allow", "GET, HEAD, OPTIONS");
-    let found = head.path == CERTIFICATE_PATH;
-    match head.method.as_str() {
-        "GET" | "HEAD" if found => {
-            let mut answer = Answer::new(200, "OK", hex);
-            answer.headers.push(("Cache-Control", "no-store"));
-            answer.head_only = head.method == "HEAD";
-            answer
+/// Answer 503 in a task of its own if fewer than `max_connections` refusals
+/// are under way; else drop the connection, which closes it at once.
+fn refuse_if_room(stream: TcpStream, limits: HttpLimits, stats: &Arc<HttpStats>) {
+    if let Some(slot) = Slot::take(stats, refusing_gauge, limits.max_connections) {
+        tokio::spawn(async move {
+            refuse(stream, limits).await;
+            drop(slot);
+        });
+    }
+}
+
+/// hyper's HTTP/1.1 server, one request per connection.
+fn builder(header_timeout: Duration) -> hyper::server::conn::http1::Builder {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .keep_alive(false)
+        .max_buf_size(MAX_HEAD)
+        // As the relay answered before hyper: `Content-Type`, not
+        // `content-type`, and no `Date`.
+        .title_case_headers(true)
+        .auto_date_header(false);
+    builder
+}
+
+async fn serve(stream: TcpStream, limits: HttpLimits, stats: &Arc<HttpStats>, handler: Handler) {
+    let counted = stats.clone();
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        bump(&counted.requests);
+        let response = handler(&request);
+        async move { Ok::<_, Infallible>(response) }
+    });
+    let connection = builder(limits.header_timeout).serve_connection(TokioIo::new(stream), service);
+    finish(connection, limits.request_timeout, stats).await;
+}
+
+/// Answer 503 to a connection over the cap. Reading its request before
+/// answering means the close is a FIN, not a reset that could discard the
+/// answer before the client reads it.
+async fn refuse(stream: TcpStream, limits: HttpLimits) {
+    let service = hyper::service::service_fn(|_: Request<Incoming>| async {
+        Ok::<_, Infallible>(plain(StatusCode::SERVICE_UNAVAILABLE, "busy\n"))
+    });
+    let timeout = limits.header_timeout.min(REFUSAL_TIMEOUT);
+    let connection = builder(timeout).serve_connection(TokioIo::new(stream), service);
+    let _ = tokio::time::timeout(timeout, connection).await;
+}
+
+async fn finish(
+    connection: impl Future<Output = hyper::Result<()>>,
+    deadline: Duration,
+    stats: &HttpStats,
+) {
+    match tokio::time::timeout(deadline, connection).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) if e.is_timeout() => {
+            bump(&stats.connections_timed_out);
+            debug!("HTTP request head not received within http.header_timeout");
         }
-        "GET" | "HEAD" => Answer::new(404, "Not Found", "not found\n"),
-        // A CORS preflight, for pages that fetch with extra headers.
-        "OPTIONS" => {
-            let mut answer = Answer::new(204, "No Content", "");
-            answer.headers.push(ALLOW);
-            answer
-                .headers
-                .push(("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS"));
-            answer.headers.push(("Access-Control-Allow-Headers", "*"));
-            answer.headers.push(("Access-Control-Max-Age", "86400"));
-            answer
+        Ok(Err(e)) => {
+            bump(&stats.connections_failed);
+            debug!(error = %e, "HTTP connection failed");
         }
-        _ => {
-            let mut answer = Answer::new(405, "Method Not Allowed", "method not allowed\n");
-            answer.headers.push(ALLOW);
-            answer
+        Err(_) => {
+            bump(&stats.connections_timed_out);
+            debug!("HTTP connection closed at http.request_timeout");
         }
     }
 }
 
-/// The bytes of an HTTP/1.1 response that closes the connection.
-pub fn response(answer: &Answer, head_only: bool) -> Vec<u8> {
-    let mut out = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nAccess-Control-Allow-Origin: *\r\nConnection: close\r\n",
-        answer.status,
-        answer.reason,
-        answer.body.len()
+/// A `text/plain` answer that closes the connection, readable from any
+/// origin.
+pub fn plain(status: StatusCode, body: impl Into<Bytes>) -> HttpResponse {
+    let body = body.into();
+    let mut response = Response::new(Full::new(body.clone()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    for (name, value) in &answer.headers {
-        out.push_str(&format!("{name}: {value}\r\n"));
-    }
-    out.push_str("\r\n");
-    if !head_only {
-        out.push_str(&answer.body);
-    }
-    out.into_bytes()
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// What `GET /certificate.sha256` and its neighbours answer, given the hex
+/// digest.
+pub fn certificate_answer(method: &Method, path: &str, hex: &str) -> HttpResponse {
+    const ALLOWED: &str = "GET, HEAD, OPTIONS";
+    let found = path == CERTIFICATE_PATH;
+    let mut response = match *method {
+        Method::GET | Method::HEAD if found => {
+            let mut response = plain(StatusCode::OK, Bytes::copy_from_slice(hex.as_bytes()));
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            return response;
+        }
+        Method::GET | Method::HEAD => return plain(StatusCode::NOT_FOUND, "not found\n"),
+        // A CORS preflight, for pages that fetch with extra headers.
+        Method::OPTIONS => {
+            let mut response = plain(StatusCode::NO_CONTENT, "");
+            let headers = response.headers_mut();
+            for (name, value) in [
+                (header::ACCESS_CONTROL_ALLOW_METHODS, ALLOWED),
+                (header::ACCESS_CONTROL_ALLOW_HEADERS, "*"),
+                (header::ACCESS_CONTROL_MAX_AGE, "86400"),
+            ] {
+                headers.insert(name, HeaderValue::from_static(value));
+            }
+            response
+        }
+        _ => plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
+    };
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(ALLOWED));
+    response
+}
+
+/// Serve `hex` at `GET /certificate.sha256` on TCP `addr`. Port 0 binds an
+/// ephemeral port of its own, which cannot be the QUIC listener's: see
+/// [`HttpServer::local_addr`].
+pub fn serve_certificate_hash(
+    addr: SocketAddr,
+    hex: String,
+    limits: HttpLimits,
+    stats: Arc<HttpStats>,
+) -> std::io::Result<HttpServer> {
+    let handler: Handler = Arc::new(move |request: &Request<Incoming>| {
+        certificate_answer(request.method(), request.uri().path(), &hex)
+    });
+    let server = HttpServer::start("certificate", addr, limits, stats, handler)?;
+    tracing::info!(addr = %server.local_addr(), path = CERTIFICATE_PATH, "serving the certificate hash over HTTP");
+    Ok(server)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Instant;
+
     use super::*;
 
     const HEX: &str = "00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff";
 
-    fn head(text: &str) -> Result<Option<RequestHead>, HeadError> {
-        parse_head(text.as_bytes())
+    fn start(limits: HttpLimits) -> (HttpServer, Arc<HttpStats>) {
+        let stats = Arc::new(HttpStats::default());
+        let server = serve_certificate_hash(
+            "127.0.0.1:0".parse().unwrap(),
+            HEX.into(),
+            limits,
+            stats.clone(),
+        )
+        .unwrap();
+        (server, stats)
     }
 
-    #[test]
-    fn a_get_of_the_certificate_hash_parses_with_crlf_or_bare_lf() {
-        for text in [
-            "GET /certificate.sha256 HTTP/1.1\r\nHost: localhost:4433\r\nAccept: */*\r\n\r\n",
-            "GET /certificate.sha256?x=1 HTTP/1.0\n\n",
-        ] {
-            let parsed = head(text).unwrap().unwrap();
-            assert_eq!(parsed.method, "GET");
-            assert_eq!(parsed.path, CERTIFICATE_PATH);
+    /// Send `request`, read until the server closes; the whole answer.
+    fn exchange(addr: SocketAddr, request: &[u8]) -> String {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream.write_all(request).unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        text
+    }
+
+    fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting: {what}");
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
     #[test]
-    fn an_incomplete_head_asks_for_more() {
-        let full = "GET /certificate.sha256 HTTP/1.1\r\nHost: a\r\n\r\n";
-        for cut in 0..full.len() {
-            assert_eq!(head(&full[..cut]), Ok(None), "cut {cut}");
-        }
-    }
-
-    #[test]
-    fn malformed_request_lines_and_headers_are_bad_requests() {
-        for text in [
-            "GET\r\n\r\n",
-            "GET /certificate.sha256\r\n\r\n",
-            "GET /certificate.sha256 HTTP/2.0\r\n\r\n",
-            "GET  /certificate.sha256 HTTP/1.1\r\n\r\n",
-            "GET certificate.sha256 HTTP/1.1\r\n\r\n",
-            "GET /a b HTTP/1.1\r\n\r\n",
-            "G(T / HTTP/1.1\r\n\r\n",
-            "GET / HTTP/1.1 extra\r\n\r\n",
-            "GET / HTTP/1.1\r\nno colon here\r\n\r\n",
-            "GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n",
-            "\r\n\r\n",
-        ] {
-            assert_eq!(head(text), Err(HeadError::Malformed), "{text:?}");
-        }
-        assert_eq!(
-            parse_head(b"GET /\xff HTTP/1.1\r\n\r\n"),
-            Err(HeadError::Malformed)
+    fn the_certificate_hash_is_the_bare_hex_with_the_headers_clients_read() {
+        let (server, stats) = start(HttpLimits::default());
+        let text = exchange(
+            server.local_addr(),
+            b"GET /certificate.sha256?x=1 HTTP/1.1\r\nHost: localhost\r\n\r\n",
         );
-    }
-
-    #[test]
-    fn a_head_over_8_kib_is_refused_without_waiting_for_its_end() {
-        let mut text = "GET / HTTP/1.1\r\n".to_string();
-        while text.len() < MAX_HEAD {
-            text.push_str("X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        for line in [
+            "Content-Type: text/plain; charset=utf-8",
+            "Content-Length: 64",
+            "Access-Control-Allow-Origin: *",
+            "Connection: close",
+            "Cache-Control: no-store",
+        ] {
+            assert!(head.contains(&format!("\r\n{line}")), "{line} in {head}");
         }
-        assert_eq!(head(&text), Err(HeadError::TooLarge));
-        text.push_str("\r\n");
-        assert_eq!(head(&text), Err(HeadError::TooLarge));
-        assert_eq!(Answer::error(HeadError::TooLarge).status, 431);
+        assert_eq!(body, HEX);
+        assert_eq!(stats.requests.load(Ordering::Relaxed), 1);
     }
 
     #[test]
-    fn the_certificate_path_answers_the_bare_hex_with_cors() {
-        let get = RequestHead {
-            method: "GET".into(),
-            path: CERTIFICATE_PATH.into(),
-        };
-        let answer = answer(&get, HEX);
-        assert_eq!((answer.status, answer.body.as_str()), (200, HEX));
-        let text = String::from_utf8(response(&answer, false)).unwrap();
+    fn head_answers_the_length_without_a_body() {
+        let (server, _) = start(HttpLimits::default());
+        let text = exchange(
+            server.local_addr(),
+            b"HEAD /certificate.sha256 HTTP/1.1\r\nHost: x\r\n\r\n",
+        );
         assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
-        assert!(text.contains("\r\nAccess-Control-Allow-Origin: *\r\n"));
-        assert!(text.contains("\r\nContent-Type: text/plain; charset=utf-8\r\n"));
-        assert!(text.contains("\r\nContent-Length: 64\r\n"));
-        assert!(text.ends_with(&format!("\r\n\r\n{HEX}")));
+        assert!(text.contains("\r\nContent-Length: 64\r\n"), "{text}");
+        assert!(text.ends_with("\r\n\r\n"), "{text}");
     }
 
     #[test]
-    fn head_answers_without_a_body() {
-        let request = RequestHead {
-            method: "HEAD".into(),
-            path: CERTIFICATE_PATH.into(),
-        };
-        let answer = answer(&request, HEX);
-        let text = String::from_utf8(response(&answer, answer.head_only)).unwrap();
-        assert!(text.contains("Content-Length: 64\r\n"));
-        assert!(text.ends_with("\r\n\r\n"));
-    }
-
-    #[test]
-    fn wrong_paths_are_404_and_wrong_methods_405() {
-        let other = RequestHead {
-            method: "GET".into(),
-            path: "/".into(),
-        };
-        assert_eq!(answer(&other, HEX).status, 404);
-        for method in ["POST", "PUT", "DELETE", "CONNECT"] {
-            let request = RequestHead {
-                method: method.into(),
-                path: CERTIFICATE_PATH.into(),
-            };
-            let answer = answer(&request, HEX);
-            assert_eq!(answer.status, 405, "{method}");
-            assert!(answer.headers.contains(&("Allow", "GET, HEAD, OPTIONS")));
-        }
-        let preflight = RequestHead {
-            method: "OPTIONS".into(),
-            path: CERTIFICATE_PATH.into(),
-        };
-        assert_eq!(answer(&preflight, HEX).status, 204);
-    }
-
-    #[test]
-    fn the_server_answers_over_tcp_and_stops() {
-        let server = serve_certificate_hash("127.0.0.1:0".parse().unwrap(), HEX.into()).unwrap();
+    fn wrong_paths_methods_and_malformed_requests_get_their_status() {
+        let (server, stats) = start(HttpLimits::default());
         let addr = server.local_addr();
-        let fetch = |request: &[u8]| {
-            let mut stream = TcpStream::connect(addr).unwrap();
-            stream.write_all(request).unwrap();
-            let mut text = String::new();
-            stream.read_to_string(&mut text).unwrap();
-            text
+        let status = |request: &[u8]| exchange(addr, request)[..12].to_string();
+        assert_eq!(status(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"), "HTTP/1.1 404");
+        for method in ["POST", "PUT", "DELETE"] {
+            let text = exchange(
+                addr,
+                format!("{method} /certificate.sha256 HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+            );
+            assert!(text.starts_with("HTTP/1.1 405"), "{method}: {text}");
+            assert!(text.contains("\r\nAllow: GET, HEAD, OPTIONS\r\n"), "{text}");
+        }
+        let preflight = exchange(
+            addr,
+            b"OPTIONS /certificate.sha256 HTTP/1.1\r\nHost: x\r\n\r\n",
+        );
+        assert!(preflight.starts_with("HTTP/1.1 204"), "{preflight}");
+        assert!(preflight.contains("Access-Control-Allow-Methods: GET, HEAD, OPTIONS"));
+        assert_eq!(status(b"garbage\r\n\r\n"), "HTTP/1.1 400");
+        let mut huge = b"GET / HTTP/1.1\r\n".to_vec();
+        while huge.len() <= MAX_HEAD {
+            huge.extend_from_slice(b"X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
+        }
+        huge.extend_from_slice(b"\r\n");
+        assert_eq!(status(&huge), "HTTP/1.1 431");
+        wait_until("failures counted", || {
+            stats.connections_failed.load(Ordering::Relaxed) >= 2
+        });
+    }
+
+    #[test]
+    fn a_silent_connection_is_closed_at_the_header_timeout() {
+        let limits = HttpLimits {
+            header_timeout: Duration::from_millis(300),
+            request_timeout: Duration::from_secs(120),
+            ..HttpLimits::default()
         };
-        let ok = fetch(b"GET /certificate.sha256 HTTP/1.1\r\nHost: x\r\n\r\n");
+        let (server, stats) = start(limits);
+        let mut idle = TcpStream::connect(server.local_addr()).unwrap();
+        // Far shorter than request_timeout: only the head deadline can close
+        // it before this read gives up.
+        idle.set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let mut rest = Vec::new();
+        match idle.read_to_end(&mut rest) {
+            Ok(_) => {}
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+        }
+        wait_until("the timeout counted", || {
+            stats.connections_timed_out.load(Ordering::Relaxed) == 1
+        });
+        assert_eq!(stats.connections_open.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_client_that_never_reads_its_answer_is_cut_at_the_request_timeout() {
+        // A large answer (as /metrics is with many shards) to a client that
+        // does not read it: only the overall deadline frees the slot.
+        let limits = HttpLimits {
+            request_timeout: Duration::from_millis(500),
+            ..HttpLimits::default()
+        };
+        let stats = Arc::new(HttpStats::default());
+        let large = Bytes::from(vec![b'x'; 16 << 20]);
+        let handler: Handler =
+            Arc::new(move |_: &Request<Incoming>| plain(StatusCode::OK, large.clone()));
+        let server = HttpServer::start(
+            "large",
+            "127.0.0.1:0".parse().unwrap(),
+            limits,
+            stats.clone(),
+            handler,
+        )
+        .unwrap();
+        let mut stream = TcpStream::connect(server.local_addr()).unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        wait_until("the deadline counted", || {
+            stats.connections_timed_out.load(Ordering::Relaxed) == 1
+        });
+        assert_eq!(stats.connections_open.load(Ordering::Relaxed), 0);
+        // What the server had sent is still readable, then the close: less
+        // than the whole answer.
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut received = Vec::new();
+        let _ = stream.read_to_end(&mut received);
+        assert!(received.len() < 16 << 20, "{} bytes", received.len());
+    }
+
+    #[test]
+    fn over_the_cap_a_client_is_answered_503_and_served_again_once_a_slot_frees() {
+        let limits = HttpLimits {
+            max_connections: 2,
+            max_connections_per_source: 2,
+            header_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(30),
+        };
+        let (server, stats) = start(limits);
+        let addr = server.local_addr();
+        let holders: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        wait_until("both slots taken", || {
+            stats.connections_open.load(Ordering::Relaxed) == 2
+        });
+        let busy = exchange(addr, b"GET /certificate.sha256 HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(
+            busy.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+            "{busy}"
+        );
+        assert_eq!(stats.connections_refused.load(Ordering::Relaxed), 1);
+        drop(holders);
+        wait_until("slots freed", || {
+            stats.connections_open.load(Ordering::Relaxed) == 0
+        });
+        let ok = exchange(addr, b"GET /certificate.sha256 HTTP/1.1\r\nHost: x\r\n\r\n");
         assert!(
             ok.starts_with("HTTP/1.1 200 OK\r\n") && ok.ends_with(HEX),
             "{ok}"
         );
-        assert!(fetch(b"GET /nope HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404 "));
-        assert!(fetch(b"garbage\r\n\r\n").starts_with("HTTP/1.1 400 "));
+    }
+
+    #[test]
+    fn one_source_cannot_hold_more_than_its_share() {
+        let limits = HttpLimits {
+            max_connections: 8,
+            max_connections_per_source: 2,
+            header_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(30),
+        };
+        let (server, stats) = start(limits);
+        let addr = server.local_addr();
+        let from = |ip: [u8; 4]| {
+            let socket =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            socket.bind(&SocketAddr::from((ip, 0)).into()).unwrap();
+            socket.connect(&addr.into()).unwrap();
+            TcpStream::from(socket)
+        };
+        let _held: Vec<TcpStream> = (0..2).map(|_| from([127, 0, 0, 2])).collect();
+        wait_until("both held", || {
+            stats.connections_open.load(Ordering::Relaxed) == 2
+        });
+        let mut third = from([127, 0, 0, 2]);
+        third
+            .write_all(b"GET /certificate.sha256 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        third
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut text = String::new();
+        third.read_to_string(&mut text).unwrap();
+        assert!(text.starts_with("HTTP/1.1 503 "), "{text}");
+        assert_eq!(
+            stats.connections_refused_per_source.load(Ordering::Relaxed),
+            1
+        );
+        // Another source still gets in.
+        let ok = exchange(addr, b"GET /certificate.sha256 HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+    }
+
+    #[test]
+    fn ipv6_sources_are_counted_by_their_64_prefix() {
+        let a = Source::of("2001:db8:1:2::1".parse().unwrap());
+        let b = Source::of("2001:db8:1:2:ffff::9".parse().unwrap());
+        let c = Source::of("2001:db8:1:3::1".parse().unwrap());
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(
+            Source::of("::ffff:192.0.2.1".parse().unwrap()),
+            Source::of("192.0.2.1".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn stopping_closes_the_listener() {
+        let (server, _) = start(HttpLimits::default());
+        let addr = server.local_addr();
         server.stop();
         assert!(TcpStream::connect(addr).is_err(), "still listening");
     }

@@ -1,5 +1,6 @@
 //! qumo: a thread-per-core Media over QUIC relay.
 
+pub mod admin;
 pub mod config;
 pub mod http;
 pub mod lite;

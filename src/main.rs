@@ -5,13 +5,15 @@
 //! | code | when |
 //! |------|------|
 //! | 0    | clean shutdown, `--help`, `--version` |
-//! | 1    | the relay failed: a QUIC or certificate-hash HTTP address in use, or a failure while running |
+//! | 1    | the relay failed: a QUIC, certificate-hash HTTP or `admin.address` in use, or a failure while running |
 //! | 64   | bad command line (`EX_USAGE`) |
 //! | 66   | config, certificate or key file missing or unreadable (`EX_NOINPUT`) |
 //! | 78   | invalid configuration, unusable certificate or key, bad `RUST_LOG` (`EX_CONFIG`) |
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use qumo::config::{Config, EX_CONFIG};
 
@@ -108,10 +110,17 @@ fn main() -> ExitCode {
     // A generated certificate is published for browsers to pin: plain HTTP
     // on TCP at the QUIC listener's address. With port 0 the TCP side gets an
     // ephemeral port of its own (logged), not the QUIC one.
+    let http_limits = config.http.limits();
+    let certificate_stats = Arc::new(qumo::http::HttpStats::default());
     let _certificate_server = match &tls.fingerprint {
         Some(fingerprint) => {
             let listen = runtime_config.listen;
-            match qumo::http::serve_certificate_hash(listen, fingerprint.hex.clone()) {
+            match qumo::http::serve_certificate_hash(
+                listen,
+                fingerprint.hex.clone(),
+                http_limits,
+                certificate_stats.clone(),
+            ) {
                 Ok(server) => Some(server),
                 Err(e) => {
                     return fail(
@@ -127,7 +136,34 @@ fn main() -> ExitCode {
         None => None,
     };
 
-    let metrics = std::sync::Arc::new(qumo::metrics::Metrics::default());
+    let metrics = Arc::new(qumo::metrics::Metrics::default());
+    // Bound before the shards start, so a taken address stops the relay
+    // before it accepts anyone; it reads the shards' counters once they run.
+    let _admin_server = match config.admin.address {
+        Some(address) => {
+            let listeners = vec![("certificate", certificate_stats)];
+            // Set by the first SIGINT/SIGTERM, beside the runtime's own
+            // handler (signal-hook chains them), so /healthz turns 503 for
+            // load balancers while the relay drains.
+            let stopping = Arc::new(AtomicBool::new(false));
+            for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                if let Err(e) = signal_hook::flag::register(signal, stopping.clone()) {
+                    return fail(format_args!("cannot install signal handlers: {e}"), 1);
+                }
+            }
+            match qumo::admin::serve(address, http_limits, metrics.clone(), listeners, stopping) {
+                Ok(server) => Some(server),
+                Err(e) => {
+                    return fail(
+                        format_args!("cannot serve admin.address on TCP {address}: {e}"),
+                        1,
+                    )
+                }
+            }
+        }
+        None => None,
+    };
+
     match qumo::relay::run(&config, runtime_config, metrics) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e, 1),

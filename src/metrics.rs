@@ -9,6 +9,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use qumo_shards::{ShardStats, ShardStatsSnapshot};
+
 /// Whether a figure only grows (a Prometheus counter) or goes up and down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -89,6 +91,19 @@ relay_stats! {
     announce_prefix_refused: Counter,
     /// Groups reset because a frame exceeded relay.max_frame_size.
     frames_too_large: Counter,
+    /// Groups reset because they exceeded relay.max_frames_per_group.
+    groups_too_many_frames: Counter,
+    /// Sessions closed for announcing more than relay.max_broadcasts_per_session.
+    broadcasts_refused_limit: Counter,
+    /// ANNOUNCE_REQUESTs refused by relay.max_announce_requests_per_session.
+    announce_requests_refused_limit: Counter,
+    /// ANNOUNCE_REQUEST streams reset because their peer fell
+    /// relay.max_announce_backlog changes behind.
+    announce_backlog_overflows: Counter,
+    /// Frames that waited for relay.max_buffered_frame_bytes_per_session.
+    frames_waited_for_buffer: Counter,
+    /// Subscriptions whose max_latency was cut to relay.max_latency_ceiling.
+    latency_requests_capped: Counter,
     /// Session states in memory: open, or ended with tasks still finishing. Staying above sessions_open after peers left means a task outlived its session.
     session_states_alive: Gauge,
     /// Announce listeners (peers' ANNOUNCE_REQUEST streams) open on this shard.
@@ -105,10 +120,12 @@ relay_stats! {
     upstream_subscriptions_open: Gauge,
 }
 
-/// Every shard's [`RelayStats`], registered as the shards start.
+/// Every shard's [`RelayStats`], registered as the shards start, and the
+/// QUIC runtime's own per-shard counters once it runs.
 #[derive(Debug, Default)]
 pub struct Metrics {
     shards: Mutex<Vec<(usize, Arc<RelayStats>)>>,
+    runtime: Mutex<Vec<Arc<ShardStats>>>,
 }
 
 impl Metrics {
@@ -127,6 +144,23 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Keep the runtime's counters (`Runtime::shard_stats`, shard K at
+    /// index K) for readers such as `/metrics`.
+    pub fn attach_runtime(&self, stats: Vec<Arc<ShardStats>>) {
+        *self.runtime.lock().unwrap_or_else(|e| e.into_inner()) = stats;
+    }
+
+    /// The runtime's counters now, by shard index; empty before the runtime
+    /// started.
+    pub fn runtime(&self) -> Vec<ShardStatsSnapshot> {
+        self.runtime
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|s| s.snapshot())
+            .collect()
     }
 }
 

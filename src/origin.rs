@@ -7,8 +7,9 @@
 //! segments, no leading or trailing `/`); a prefix matches a path equal to it
 //! or continuing after a `/`.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::Bound;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -23,32 +24,93 @@ pub struct AnnounceEvent {
     pub active: bool,
 }
 
-/// A peer's interest in broadcasts under `prefix`.
+/// A peer's interest in broadcasts under `prefix`: the changes since it
+/// started listening, queued until its serving task takes them.
 #[derive(Debug)]
 pub struct Listener {
     pub prefix: String,
     /// The listening session: its own broadcasts are not echoed back to it.
     pub session: SessionRef,
     queue: RefCell<VecDeque<AnnounceEvent>>,
+    /// Most changes queued; past it the listener is marked overflowed and
+    /// its queue dropped, so a peer that does not read costs bounded memory.
+    backlog: usize,
+    overflowed: Cell<bool>,
     waker: RefCell<Option<Waker>>,
 }
 
+/// What a listener's serving task finds next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Heard {
+    Change(AnnounceEvent),
+    /// More than `backlog` changes piled up unread; the listener is done.
+    Overflowed,
+}
+
 impl Listener {
+    /// The next queued change, if any, without waiting.
+    pub fn try_next(&self) -> Option<Heard> {
+        if self.overflowed.get() {
+            return Some(Heard::Overflowed);
+        }
+        self.queue.borrow_mut().pop_front().map(Heard::Change)
+    }
+
     /// The next change, or `Pending` with `cx` registered.
-    pub fn poll_next(&self, cx: &mut Context<'_>) -> Poll<AnnounceEvent> {
-        if let Some(event) = self.queue.borrow_mut().pop_front() {
-            return Poll::Ready(event);
+    pub fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Heard> {
+        if let Some(heard) = self.try_next() {
+            return Poll::Ready(heard);
+        }
+        *self.waker.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    /// Ready when [`Listener::try_next`] has something; takes nothing.
+    pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.overflowed.get() || !self.queue.borrow().is_empty() {
+            return Poll::Ready(());
+        }
+        *self.waker.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    /// Ready once the listener has overflowed; takes nothing.
+    pub fn poll_overflowed(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.overflowed.get() {
+            return Poll::Ready(());
         }
         *self.waker.borrow_mut() = Some(cx.waker().clone());
         Poll::Pending
     }
 
     fn push(&self, event: AnnounceEvent) {
-        self.queue.borrow_mut().push_back(event);
+        if self.overflowed.get() {
+            return;
+        }
+        let mut queue = self.queue.borrow_mut();
+        if queue.len() >= self.backlog {
+            queue.clear();
+            queue.shrink_to_fit();
+            self.overflowed.set(true);
+        } else {
+            queue.push_back(event);
+        }
+        drop(queue);
         if let Some(waker) = self.waker.borrow_mut().take() {
             waker.wake();
         }
     }
+}
+
+/// One page of a listener's initial table.
+#[derive(Debug, Default)]
+pub struct Page {
+    /// Active broadcasts under the prefix, in suffix order.
+    pub events: Vec<AnnounceEvent>,
+    /// The last suffix the page covered; the next page starts after it.
+    pub cursor: Option<String>,
+    /// Whether the table is exhausted.
+    pub done: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -110,37 +172,94 @@ impl Origin {
         }
     }
 
-    /// Listen for broadcasts under `prefix`; returns the listener and the
-    /// active broadcasts it starts with.
+    /// Listen for changes under `prefix` from now on. The broadcasts
+    /// already active are read page by page with [`Origin::page`], so a
+    /// large table is never copied whole for one request.
     pub fn listen(
         &mut self,
         prefix: &str,
         session: SessionRef,
-    ) -> (u64, Rc<Listener>, Vec<AnnounceEvent>) {
+        backlog: usize,
+    ) -> (u64, Rc<Listener>) {
         let id = self.next_listener;
         self.next_listener += 1;
         let listener = Rc::new(Listener {
             prefix: prefix.to_owned(),
             session,
             queue: RefCell::new(VecDeque::new()),
+            backlog: backlog.max(1),
+            overflowed: Cell::new(false),
             waker: RefCell::new(None),
         });
         self.listeners.insert(id, listener.clone());
-        let initial = self
-            .broadcasts
-            .range(prefix.to_owned()..)
-            .take_while(|(path, _)| path.starts_with(prefix))
-            .filter_map(|(path, publishers)| {
-                let suffix = strip_prefix(path, prefix)?;
-                let current = publishers.last()?;
-                (current.session != session).then(|| AnnounceEvent {
+        (id, listener)
+    }
+
+    /// Up to `limit` active broadcasts under `prefix` with a suffix after
+    /// `after` (from the start when `None`), in suffix order, leaving out
+    /// those `session` publishes itself.
+    pub fn page(
+        &self,
+        prefix: &str,
+        session: SessionRef,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Page {
+        let mut page = Page::default();
+        for (visited, (suffix, publishers)) in self.under(prefix, after).enumerate() {
+            if visited == limit {
+                return page;
+            }
+            page.cursor = Some(suffix.to_owned());
+            if let Some(current) = publishers.last().filter(|p| p.session != session) {
+                page.events.push(AnnounceEvent {
                     suffix: suffix.to_owned(),
                     hops: current.hops.clone(),
                     active: true,
-                })
-            })
-            .collect();
-        (id, listener, initial)
+                });
+            }
+        }
+        page.done = true;
+        page
+    }
+
+    /// How many broadcasts under `prefix` are active, not counting those
+    /// `session` publishes itself.
+    pub fn count_active(&self, prefix: &str, session: SessionRef) -> usize {
+        self.under(prefix, None)
+            .filter(|(_, publishers)| publishers.last().is_some_and(|p| p.session != session))
+            .count()
+    }
+
+    /// The broadcasts `prefix` covers, as (suffix, publishers), in suffix
+    /// order, after `after`. Only covered paths are visited (the path
+    /// itself, then `prefix/...`), so suffix order is path order.
+    fn under<'a>(
+        &'a self,
+        prefix: &'a str,
+        after: Option<&str>,
+    ) -> impl Iterator<Item = (&'a str, &'a Vec<Publisher>)> + 'a {
+        let exact = match (prefix.is_empty(), after) {
+            (false, None) => self.broadcasts.get_key_value(prefix),
+            _ => None,
+        };
+        let base = match prefix.is_empty() {
+            true => String::new(),
+            false => format!("{prefix}/"),
+        };
+        let lower = match after {
+            Some(after) if !after.is_empty() => Bound::Excluded(format!("{base}{after}")),
+            _ => Bound::Included(base.clone()),
+        };
+        let rest = self
+            .broadcasts
+            .range::<String, _>((lower, Bound::Unbounded))
+            .take_while(move |(path, _)| path.starts_with(&base))
+            .filter(|(path, _)| !path.is_empty());
+        exact
+            .into_iter()
+            .chain(rest)
+            .filter_map(move |(path, publishers)| Some((strip_prefix(path, prefix)?, publishers)))
     }
 
     pub fn unlisten(&mut self, id: u64) {
@@ -203,7 +322,7 @@ mod tests {
     fn drain(listener: &Listener) -> Vec<AnnounceEvent> {
         let mut cx = Context::from_waker(Waker::noop());
         let mut out = Vec::new();
-        while let Poll::Ready(e) = listener.poll_next(&mut cx) {
+        while let Poll::Ready(Heard::Change(e)) = listener.poll_next(&mut cx) {
             out.push(e);
         }
         out
@@ -229,15 +348,16 @@ mod tests {
         let mut origin = Origin::default();
         origin.update("live/a", session(1), Arc::from([]), true);
         origin.update("other/b", session(1), Arc::from([]), true);
-        let (_, _, initial) = origin.listen("live", session(2));
-        assert_eq!(initial.len(), 1);
-        assert_eq!(initial[0].suffix, "a");
+        let page = origin.page("live", session(2), None, 10);
+        assert_eq!(page.events.len(), 1);
+        assert_eq!(page.events[0].suffix, "a");
+        assert!(page.done);
     }
 
     #[test]
     fn a_listener_hears_start_and_end_but_not_its_own_broadcasts() {
         let mut origin = Origin::default();
-        let (_, listener, _) = origin.listen("", session(2));
+        let (_, listener) = origin.listen("", session(2), 100);
         origin.update("clock", session(1), Arc::from([7u64]), true);
         origin.update("mine", session(2), Arc::from([]), true);
         origin.update("clock", session(1), Arc::from([]), false);
@@ -253,7 +373,7 @@ mod tests {
         let mut origin = Origin::default();
         origin.update("clock", session(1), Arc::from([]), true);
         origin.update("clock", session(3), Arc::from([]), true);
-        let (_, listener, _) = origin.listen("", session(2));
+        let (_, listener) = origin.listen("", session(2), 100);
         origin.update("clock", session(3), Arc::from([]), false);
         assert_eq!(origin.publisher("clock"), Some(session(1)));
         let events = drain(&listener);
@@ -261,5 +381,42 @@ mod tests {
         origin.update("clock", session(1), Arc::from([]), false);
         assert_eq!(origin.publisher("clock"), None);
         assert!(!drain(&listener)[0].active);
+    }
+
+    #[test]
+    fn the_table_is_paged_in_suffix_order_covering_only_the_prefix() {
+        let mut origin = Origin::default();
+        for path in [
+            "live", "live-x", "live/c", "live/a", "live/b", "live2", "other",
+        ] {
+            origin.update(path, session(1), Arc::from([]), true);
+        }
+        origin.update("live/mine", session(2), Arc::from([]), true);
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = origin.page("live", session(2), cursor.as_deref(), 2);
+            seen.extend(page.events.iter().map(|e| e.suffix.clone()));
+            cursor = page.cursor.or(cursor);
+            if page.done {
+                break;
+            }
+        }
+        assert_eq!(seen, ["", "a", "b", "c"], "its own broadcast is left out");
+        assert_eq!(origin.count_active("live", session(2)), 4);
+        assert_eq!(origin.count_active("", session(2)), 7);
+        let all = origin.page("", session(3), None, 100);
+        assert_eq!(all.events.len(), 8);
+    }
+
+    #[test]
+    fn a_listener_that_falls_too_far_behind_is_overflowed_and_keeps_nothing() {
+        let mut origin = Origin::default();
+        let (_, listener) = origin.listen("", session(2), 3);
+        for i in 0..10 {
+            origin.update(&format!("b{i}"), session(1), Arc::from([]), true);
+        }
+        assert_eq!(listener.queue.borrow().len(), 0);
+        assert_eq!(listener.try_next(), Some(Heard::Overflowed));
     }
 }

@@ -6,12 +6,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use qumo_shards::{Connection, Runtime, RuntimeConfig, RuntimeError, ShardContext};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info};
 
 use crate::config::Config;
 use crate::lite::{Limits, Version};
 use crate::metrics::Metrics;
-use crate::session::util::{race, Either};
+use crate::session::util::{catch_unwind, race, Either};
 use crate::session::{self, codes, transport::Transport};
 use crate::shard::{Settings, Shard};
 use crate::webtransport::WtSession;
@@ -51,6 +51,13 @@ pub fn settings(config: &Config) -> Settings {
         max_announce_prefix_len: r.max_announce_prefix_len,
         max_frame_size: r.max_frame_size,
         default_max_latency: r.default_max_latency,
+        max_latency_ceiling: r.max_latency_ceiling,
+        max_frames_per_group: r.max_frames_per_group,
+        max_broadcasts_per_session: r.max_broadcasts_per_session,
+        max_announce_requests_per_session: r.max_announce_requests_per_session,
+        max_announce_backlog: r.max_announce_backlog,
+        max_buffered_frame_bytes_per_session: r.max_buffered_frame_bytes_per_session,
+        setup_timeout: r.setup_timeout,
     }
 }
 
@@ -65,11 +72,12 @@ pub fn start(
         hop: random_hop(),
         max_sessions: config.relay.max_sessions,
         sessions: Arc::new(AtomicUsize::new(0)),
-        metrics,
+        metrics: metrics.clone(),
     };
     let runtime = Runtime::<ShardMessage>::start(runtime_config, move |ctx| {
         serve_shard(ctx, shared.clone())
     })?;
+    metrics.attach_runtime(runtime.shard_stats());
     Ok(runtime)
 }
 
@@ -97,7 +105,18 @@ async fn serve_shard(ctx: ShardContext<ShardMessage>, shared: Shared) {
     let shard = Rc::new(Shard::new(ctx, shared.settings.clone(), shared.hop, stats));
     monoio::spawn(dispatch(shard.clone()));
     while let Some(conn) = shard.context().accept().await {
-        monoio::spawn(serve_connection(shard.clone(), shared.clone(), conn));
+        let (shard, shared) = (shard.clone(), shared.clone());
+        monoio::spawn(async move {
+            let conn_ = conn.clone();
+            let stats = shard.stats.clone();
+            // A bug hit before the session's own tasks start (its
+            // handshake, its SETUP) ends this connection, not the shard.
+            if let Err(panic) = catch_unwind(serve_connection(shard, shared, conn)).await {
+                error!(%panic, remote = ?conn_.remote_address(), "connection task panicked; closing it");
+                stats.sessions_panicked.inc();
+                conn_.close(session::code(codes::INTERNAL_ERROR), b"internal error");
+            }
+        });
     }
 }
 
@@ -119,7 +138,10 @@ async fn serve_connection(shard: Rc<Shard>, shared: Shared, conn: Connection) {
     let _guard = SessionCount(shared.sessions.clone());
     if open > shared.max_sessions {
         shard.stats.sessions_refused_max_sessions.inc();
-        warn!(limit = shared.max_sessions, remote = ?conn.remote_address(), "session refused: relay.max_sessions reached");
+        // Rare: the runtime refuses over the same limit before TLS (see
+        // Config::admission_limits); this catches the race at the boundary.
+        // Debug, not warn: a peer must not be able to multiply log lines.
+        debug!(limit = shared.max_sessions, remote = ?conn.remote_address(), "session refused: relay.max_sessions reached");
         conn.close(
             session::code(codes::TOO_MANY_SESSIONS),
             b"too many sessions",

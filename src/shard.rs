@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 use crate::lite::Limits;
 use crate::message::{GroupSnapshot, HubRef, MediaEvent, SessionRef, ShardMessage, TrackKey};
 use crate::metrics::RelayStats;
-use crate::origin::{AnnounceEvent, Listener, Origin};
+use crate::origin::{Listener, Origin, Page};
 use crate::session::{codes, Session};
 use crate::track::{GroupState, TrackReplica, TrackState};
 
@@ -30,6 +30,13 @@ pub struct Settings {
     pub max_announce_prefix_len: usize,
     pub max_frame_size: u64,
     pub default_max_latency: Duration,
+    pub max_latency_ceiling: Duration,
+    pub max_frames_per_group: usize,
+    pub max_broadcasts_per_session: usize,
+    pub max_announce_requests_per_session: usize,
+    pub max_announce_backlog: usize,
+    pub max_buffered_frame_bytes_per_session: u64,
+    pub setup_timeout: Duration,
 }
 
 /// The owner's side of a track: the upstream subscription and the shards
@@ -164,14 +171,26 @@ impl Shard {
         self.origin.borrow().publisher(broadcast)
     }
 
-    pub fn listen(
+    pub fn listen(&self, prefix: &str, session: SessionRef) -> (u64, Rc<Listener>) {
+        let backlog = self.settings.max_announce_backlog;
+        let listening = self.origin.borrow_mut().listen(prefix, session, backlog);
+        self.count_state();
+        listening
+    }
+
+    /// A page of the announce table; see [`Origin::page`].
+    pub fn announced_page(
         &self,
         prefix: &str,
         session: SessionRef,
-    ) -> (u64, Rc<Listener>, Vec<AnnounceEvent>) {
-        let listening = self.origin.borrow_mut().listen(prefix, session);
-        self.count_state();
-        listening
+        after: Option<&str>,
+        limit: usize,
+    ) -> Page {
+        self.origin.borrow().page(prefix, session, after, limit)
+    }
+
+    pub fn count_announced(&self, prefix: &str, session: SessionRef) -> usize {
+        self.origin.borrow().count_active(prefix, session)
     }
 
     pub fn unlisten(&self, id: u64) {
@@ -184,16 +203,21 @@ impl Shard {
     /// The local replica of `key`, asking the owner for the track if this
     /// shard has none yet.
     pub fn subscribe_local(&self, key: &TrackKey) -> Rc<TrackReplica> {
-        if let Some(replica) = self.replicas.borrow().get(key) {
+        // Each borrow is its own statement: one held in an `if let`
+        // condition lives through the body, where a nested borrow_mut of
+        // the same cell would panic the shard.
+        let existing = self.replicas.borrow().get(key).cloned();
+        if let Some(replica) = existing {
             if !matches!(replica.state(), TrackState::Ended(_)) {
-                return replica.clone();
+                return replica;
             }
         }
         let owner = self.owner(key);
         // On the owner, a live hub's cache is the replica.
         if owner == self.index() {
-            if let Some(id) = self.hub_ids.borrow().get(key) {
-                let replica = self.hubs.borrow()[id].replica.clone();
+            let id = self.hub_ids.borrow().get(key).copied();
+            let hub_replica = id.and_then(|id| Some(self.hubs.borrow().get(&id)?.replica.clone()));
+            if let Some(replica) = hub_replica {
                 self.replicas
                     .borrow_mut()
                     .insert(key.clone(), replica.clone());
@@ -275,7 +299,8 @@ impl Shard {
             }
             ShardMessage::Subscribe { key, from, token } => self.hub_subscribe(key, from, token),
             ShardMessage::Unsubscribe { key, from } => {
-                if let Some(id) = self.hub_ids.borrow().get(&key).copied() {
+                let id = self.hub_ids.borrow().get(&key).copied();
+                if let Some(id) = id {
                     if let Some(hub) = self.hubs.borrow_mut().get_mut(&id) {
                         hub.shards.remove(&from);
                     }
@@ -368,7 +393,10 @@ impl Shard {
             return;
         }
         let mut hubs = self.hubs.borrow_mut();
-        let hub = hubs.get_mut(&id).expect("hub ids and hubs agree");
+        let Some(hub) = hubs.get_mut(&id) else {
+            warn!(track = %key, hub = id, "hub id without a hub; subscribe dropped (a relay bug)");
+            return;
+        };
         if !hub.shards.insert(from) {
             return;
         }
@@ -396,7 +424,8 @@ impl Shard {
 
     fn refuse(&self, key: TrackKey, from: usize, token: u64, code: u32) {
         if from == self.index() {
-            if let Some(replica) = self.replicas.borrow().get(&key) {
+            let replica = self.replicas.borrow().get(&key).cloned();
+            if let Some(replica) = replica {
                 replica.end(Some(code), code);
             }
             return;
@@ -424,11 +453,10 @@ impl Shard {
         };
         let idle = {
             let hubs = self.hubs.borrow();
-            let hub = &hubs[&id];
-            hub.shards.is_empty() && !self.replicas.borrow().contains_key(key)
+            hubs.get(&id).is_some_and(|hub| hub.shards.is_empty())
+                && !self.replicas.borrow().contains_key(key)
         };
-        if idle {
-            let hub = self.remove_hub(id);
+        if let Some(hub) = idle.then(|| self.remove_hub(id)).flatten() {
             debug!(track = %key, hub = id, "hub idle; cancelling upstream");
             self.post(
                 hub.publisher.shard,
@@ -443,11 +471,11 @@ impl Shard {
         }
     }
 
-    fn remove_hub(&self, id: u64) -> Hub {
-        let hub = self.hubs.borrow_mut().remove(&id).expect("hub exists");
+    fn remove_hub(&self, id: u64) -> Option<Hub> {
+        let hub = self.hubs.borrow_mut().remove(&id)?;
         self.hub_ids.borrow_mut().remove(&hub.key);
         self.count_state();
-        hub
+        Some(hub)
     }
 
     /// Subscriber shard: the owner answered.
@@ -536,8 +564,7 @@ impl Shard {
                 warn!(track = %hub.key, code, "group outgrew the track cache; reset");
             }
         }
-        if ended {
-            let hub = self.remove_hub(hub_ref.id);
+        if let Some(hub) = ended.then(|| self.remove_hub(hub_ref.id)).flatten() {
             debug!(track = %hub.key, "track ended");
         }
     }

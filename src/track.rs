@@ -13,14 +13,20 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
 
 use crate::message::{MediaEvent, TrackKey};
 use crate::session::codes;
-use crate::session::util::register;
+use crate::session::util::{WaitList, Waiter};
+
+/// What the cache charges a frame beyond its payload: its slot in the
+/// group and its share of the messages that carried it. Without it, a
+/// publisher of empty frames would fill memory under a cache counted in
+/// payload bytes alone.
+pub const FRAME_OVERHEAD: u64 = 64;
 
 /// One frame: its timestamp in the track's timescale, and its payload.
 #[derive(Debug, Clone)]
@@ -56,7 +62,7 @@ pub struct Group {
     /// When a newer group arrived; a superseded group is what a lagging
     /// subscriber may skip.
     superseded_at: Cell<Option<Instant>>,
-    waiters: RefCell<Vec<Waker>>,
+    waiters: WaitList,
 }
 
 impl Group {
@@ -67,7 +73,7 @@ impl Group {
             state: Cell::new(GroupState::Open),
             bytes: Cell::new(0),
             superseded_at: Cell::new(None),
-            waiters: RefCell::new(Vec::new()),
+            waiters: WaitList::default(),
         }
     }
 
@@ -88,9 +94,14 @@ impl Group {
         self.frames.borrow().clone()
     }
 
-    /// The frame at `index`, the group's end, or `Pending` with `cx`
-    /// registered for the next change.
-    pub fn poll_frame(&self, cx: &mut Context<'_>, index: usize) -> Poll<NextFrame> {
+    /// The frame at `index`, the group's end, or `Pending` with `waiter`
+    /// (one of this group's) registered for the next change.
+    pub fn poll_frame(
+        &self,
+        waiter: &Waiter<'_>,
+        cx: &mut Context<'_>,
+        index: usize,
+    ) -> Poll<NextFrame> {
         if let Some(frame) = self.frames.borrow().get(index) {
             return Poll::Ready(NextFrame::Frame(frame.clone()));
         }
@@ -98,20 +109,21 @@ impl Group {
             GroupState::Done => Poll::Ready(NextFrame::End),
             GroupState::Reset(code) => Poll::Ready(NextFrame::Reset(code)),
             GroupState::Open => {
-                self.register(cx);
+                waiter.register(cx);
                 Poll::Pending
             }
         }
     }
 
-    /// Be woken on the next change (frame, end, reset, superseded).
-    pub fn register(&self, cx: &Context<'_>) {
-        register(&mut self.waiters.borrow_mut(), cx);
+    /// A place to be woken on the next change (frame, end, reset,
+    /// superseded), registered with [`Waiter::register`].
+    pub fn waiter(&self) -> Waiter<'_> {
+        self.waiters.waiter()
     }
 
     fn push(&self, frame: Frame) {
         self.bytes
-            .set(self.bytes.get() + frame.payload.len() as u64);
+            .set(self.bytes.get() + frame.payload.len() as u64 + FRAME_OVERHEAD);
         self.frames.borrow_mut().push(frame);
         self.wake();
     }
@@ -131,9 +143,7 @@ impl Group {
     }
 
     fn wake(&self) {
-        for waker in self.waiters.borrow_mut().drain(..) {
-            waker.wake();
-        }
+        self.waiters.wake_all();
     }
 }
 
@@ -179,7 +189,7 @@ pub struct TrackReplica {
     state: Cell<TrackState>,
     properties: Cell<Option<TrackProperties>>,
     subscribers: Cell<usize>,
-    waiters: RefCell<Vec<Waker>>,
+    waiters: WaitList,
 }
 
 impl TrackReplica {
@@ -193,7 +203,7 @@ impl TrackReplica {
             state: Cell::new(TrackState::Pending),
             properties: Cell::new(None),
             subscribers: Cell::new(0),
-            waiters: RefCell::new(Vec::new()),
+            waiters: WaitList::default(),
         }
     }
 
@@ -249,9 +259,10 @@ impl TrackReplica {
         }
     }
 
-    /// Be woken on the next track-level change (new group, end, properties).
-    pub fn register(&self, cx: &Context<'_>) {
-        register(&mut self.waiters.borrow_mut(), cx);
+    /// A place to be woken on the next track-level change (new group, end,
+    /// properties), registered with [`Waiter::register`].
+    pub fn waiter(&self) -> Waiter<'_> {
+        self.waiters.waiter()
     }
 
     /// The owner attached this shard: the track is live from here on.
@@ -375,9 +386,7 @@ impl TrackReplica {
     }
 
     fn wake(&self) {
-        for waker in self.waiters.borrow_mut().drain(..) {
-            waker.wake();
-        }
+        self.waiters.wake_all();
     }
 }
 

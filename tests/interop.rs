@@ -225,3 +225,49 @@ fn shutting_down_sends_goaway_to_moq_clock_before_closing() {
         relay.log()
     );
 }
+
+#[test]
+fn moq_clock_connects_through_a_quic_retry_over_both_transports() {
+    // With retry: always every new connection must first echo a Retry
+    // token: moq-clock (quinn) over raw QUIC publishes, and over
+    // WebTransport (web-transport-quinn) subscribes.
+    let relay = Relay::start_with(2, "admission:\n  retry: always\n");
+    let (_publisher, _) = publish(&relay, &format!("moql://{}", relay.addr), "retried");
+    let subscriber = moq_clock(&format!("https://{}", relay.addr), "retried", "subscribe");
+    let ticks = subscriber.ticks(3, Duration::from_secs(10));
+    assert!(
+        ticks.len() >= 3,
+        "got {ticks:?}; relay log:\n{}",
+        relay.log()
+    );
+    // Both connections were sent a Retry before they were accepted.
+    assert!(relay.count("Retry sent") >= 2, "{}", relay.log());
+    assert!(relay.count("CONNECT request") >= 1, "{}", relay.log());
+}
+
+#[test]
+fn moq_clock_over_the_session_cap_is_refused_before_any_handshake() {
+    // The issue: refused only after its TLS handshake, moq-clock retried
+    // 2907 full handshakes in 5 s. Now each attempt is refused on its first
+    // Initial, so however often it retries, no connection is accepted.
+    let relay = Relay::start_with(2, "relay:\n  max_sessions: 1\n");
+    let url = format!("moql://{}", relay.addr);
+    let (_publisher, _) = publish(&relay, &url, "full");
+    let _refused = moq_clock(&url, "full", "subscribe");
+    // It retries: wait for a few refused attempts.
+    assert!(
+        relay
+            .wait_for_nth("connection refused", 2, Duration::from_secs(10))
+            .is_some(),
+        "fewer than 3 refusals; relay log:\n{}",
+        relay.log()
+    );
+    eprintln!(
+        "moq-clock over the cap: {} attempts refused before TLS",
+        relay.count("connection refused")
+    );
+    // Only the publisher's connection was ever accepted: no TLS handshake
+    // for any of the refused attempts, and the relay's fallback never ran.
+    assert_eq!(relay.count("connection accepted"), 1, "{}", relay.log());
+    assert_eq!(relay.count("session refused"), 0, "{}", relay.log());
+}

@@ -289,23 +289,33 @@ async fn a_lite05_publisher_reaches_lite04_and_lite06_subscribers() {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn a_session_over_the_relay_limit_is_closed_and_the_first_goes_on() {
+async fn a_session_over_the_relay_limit_is_refused_before_its_handshake_and_the_first_goes_on() {
     let relay = Relay::start_with(1, "relay:\n  max_sessions: 1\n");
-    let (_publisher, _subs) = publisher(&relay, Version::Lite04, "only").await;
-    let extra = Peer::connect(relay.addr, &relay.fingerprint, Version::Lite04).await;
-    match within("refusal", 5 * SECOND, extra.conn.closed()).await {
-        quinn::ConnectionError::ApplicationClosed(close) => {
-            assert_eq!(
-                close.error_code,
-                quinn::VarInt::from_u32(0x30),
-                "TOO_MANY_SESSIONS"
-            );
-        }
-        other => panic!("expected an application close, got {other}"),
+    let (publisher, _subs) = publisher(&relay, Version::Lite04, "only").await;
+    let endpoint = support::lite::endpoint(
+        &relay.fingerprint,
+        Version::Lite04.alpn(),
+        quinn::TransportConfig::default(),
+    );
+    let attempt = endpoint.connect(relay.addr, "localhost").unwrap();
+    match within("refusal", 5 * SECOND, attempt).await {
+        Err(quinn::ConnectionError::ConnectionClosed(close))
+            if close.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED => {}
+        Err(other) => panic!("expected CONNECTION_REFUSED, got {other}"),
+        Ok(_) => panic!("a connection over relay.max_sessions was accepted"),
     }
-    assert!(relay.count("session refused") == 1, "{}", relay.log());
+    // Refused on its first Initial by the runtime: the relay never accepted
+    // a connection for it, so no TLS handshake was made and the relay's own
+    // TOO_MANY_SESSIONS close (the fallback) never ran.
+    let refused = relay
+        .wait_for_async("connection refused", 5 * SECOND)
+        .await
+        .unwrap_or_else(|| panic!("no refusal logged: {}", relay.log()));
+    assert!(refused.contains("ConnectionLimit"), "{refused}");
+    assert_eq!(relay.count("connection accepted"), 1, "{}", relay.log());
+    assert_eq!(relay.count("session refused"), 0, "{}", relay.log());
     assert!(
-        _publisher.conn.close_reason().is_none(),
+        publisher.conn.close_reason().is_none(),
         "the first session is untouched"
     );
 }

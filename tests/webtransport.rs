@@ -41,6 +41,11 @@ struct Server {
 
 impl Server {
     fn start() -> Self {
+        Self::start_with(|_| {})
+    }
+
+    /// As [`Server::start`], with the runtime's config adjusted first.
+    fn start_with(adjust: impl FnOnce(&mut RuntimeConfig)) -> Self {
         let tls = server_tls(
             &CertificateSource::Generate {
                 names: vec!["localhost".into()],
@@ -51,6 +56,7 @@ impl Server {
         let hash = tls.fingerprint.unwrap().sha256.to_vec();
         let mut config = RuntimeConfig::new("127.0.0.1:0".parse().unwrap(), 1);
         config.server_tls = Some(tls.config);
+        adjust(&mut config);
         let (tx, events) = unbounded_channel();
         let runtime = Runtime::start(config, move |ctx| serve(ctx, tx.clone())).unwrap();
         Server {
@@ -204,6 +210,24 @@ async fn the_connect_path_and_the_protocol_the_server_chose_reach_both_sides() {
             other => panic!("{other:?}"),
         }
         assert_eq!(session.response().protocol.as_deref(), Some("moq-lite-04"));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_web_transport_quinn_client_completes_its_handshake_through_a_quic_retry() {
+    within(async {
+        let server = Server::start_with(|config| {
+            config.admission.retry = qumo_shards::RetryPolicy::Always;
+        });
+        let (session, _) = server.session("/echo").await;
+        let (mut send, mut recv) = session.open_bi().await.unwrap();
+        send.write_all(b"validated").await.unwrap();
+        send.finish().unwrap();
+        assert_eq!(recv.read_to_end(64).await.unwrap(), b"validated");
+        let stats = server.runtime.stats();
+        assert_eq!(stats.iter().map(|s| s.retries_sent).sum::<u64>(), 1);
+        assert_eq!(stats.iter().map(|s| s.connections_accepted).sum::<u64>(), 1);
     })
     .await
 }

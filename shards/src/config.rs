@@ -53,6 +53,70 @@ impl Default for QuicLimits {
     }
 }
 
+/// When a new connection must first prove it owns its address with a QUIC
+/// Retry round trip (RFC 9000 8.1.2). A Retry costs the server no state and
+/// the client one round trip; it keeps a spoofed flood from reaching TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryPolicy {
+    /// Never send Retry.
+    Never,
+    /// Send Retry while a shard has at least
+    /// [`AdmissionLimits::retry_above_handshakes`] handshakes in progress.
+    Auto,
+    /// Every new connection is sent a Retry first.
+    Always,
+}
+
+/// Who may start a handshake, decided from the first Initial packet before
+/// any TLS work, so that a flood of Initials costs bounded memory.
+#[derive(Debug, Clone)]
+pub struct AdmissionLimits {
+    /// See [`RetryPolicy`].
+    pub retry: RetryPolicy,
+    /// Under [`RetryPolicy::Auto`], handshakes in progress on one shard at or
+    /// above which unvalidated addresses are sent a Retry; a value above
+    /// `max_handshakes_per_shard` acts as that cap.
+    pub retry_above_handshakes: usize,
+    /// Handshakes in progress one shard holds at most; a new Initial beyond
+    /// it is dropped unanswered (the client retransmits it later). Per shard
+    /// so the check needs no lock; the process holds at most
+    /// `shards * max_handshakes_per_shard`.
+    pub max_handshakes_per_shard: usize,
+    /// A connection that has not finished its handshake this long after its
+    /// first packet is closed.
+    pub handshake_timeout: Duration,
+    /// Connections (handshaking, open or closing) the whole runtime accepts;
+    /// beyond it new ones are refused with CONNECTION_REFUSED.
+    pub max_connections: usize,
+    /// Connections one source may hold across every shard; beyond it new
+    /// ones are refused. A source is an IPv4 address or an IPv6 /64.
+    pub max_connections_per_source: usize,
+    /// Handshakes one source may start per second, on average ...
+    pub handshakes_per_source_per_second: u32,
+    /// ... and in one burst; over the rate, Initials are dropped unanswered.
+    pub handshake_burst_per_source: u32,
+    /// Sources remembered at once. When full, sources that hold no
+    /// connection are forgotten; if every one holds a connection, Initials
+    /// from unknown sources are dropped until one leaves.
+    pub max_tracked_sources: usize,
+}
+
+impl Default for AdmissionLimits {
+    fn default() -> Self {
+        Self {
+            retry: RetryPolicy::Auto,
+            retry_above_handshakes: 64,
+            max_handshakes_per_shard: 512,
+            handshake_timeout: Duration::from_secs(10),
+            max_connections: usize::MAX,
+            max_connections_per_source: 1000,
+            handshakes_per_source_per_second: 100,
+            handshake_burst_per_source: 200,
+            max_tracked_sources: 65_536,
+        }
+    }
+}
+
 /// Everything a [`crate::Runtime`] needs to start.
 #[derive(Clone)]
 pub struct RuntimeConfig {
@@ -81,6 +145,8 @@ pub struct RuntimeConfig {
     pub shutdown_close_code: u32,
     /// Transport limits.
     pub quic: QuicLimits,
+    /// Admission control for new connections.
+    pub admission: AdmissionLimits,
     /// Server TLS (certificate and ALPN list, newest protocol first). `None`
     /// runs a client-only runtime that accepts nothing.
     pub server_tls: Option<Arc<rustls::ServerConfig>>,
@@ -99,6 +165,7 @@ impl std::fmt::Debug for RuntimeConfig {
             .field("shutdown_grace", &self.shutdown_grace)
             .field("shutdown_close_code", &self.shutdown_close_code)
             .field("quic", &self.quic)
+            .field("admission", &self.admission)
             .field("server_tls", &self.server_tls.is_some())
             .finish()
     }
@@ -118,6 +185,7 @@ impl RuntimeConfig {
             shutdown_grace: Duration::ZERO,
             shutdown_close_code: 0,
             quic: QuicLimits::default(),
+            admission: AdmissionLimits::default(),
             server_tls: None,
         }
     }

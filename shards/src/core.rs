@@ -21,6 +21,7 @@ use quinn_proto::{
 };
 use tracing::{debug, trace, warn};
 
+use crate::admission::{Admission, Refusal, SourceKey, Verdict};
 use crate::notify::{wake_all, LocalNotify};
 use crate::socket::{is_per_datagram_error, UdpIo};
 use crate::stats::ShardStats;
@@ -67,6 +68,15 @@ pub(crate) struct ConnEntry {
     timer: Option<Instant>,
     /// The earliest deadline this connection has in the timer heap.
     timer_in_heap: Option<Instant>,
+    /// The source this connection was admitted from; its slots are given
+    /// back when the connection leaves the shard. `None` for connections
+    /// this shard opened.
+    source: Option<SourceKey>,
+    /// Accepted and not yet established: counted in the shard's handshakes
+    /// in progress.
+    handshaking: bool,
+    /// When an unfinished handshake is closed.
+    handshake_deadline: Option<Instant>,
     pub readers: HashMap<StreamId, Waker>,
     pub writers: HashMap<StreamId, Waker>,
     /// Waiting for a send stream to be finished (all acked) or stopped.
@@ -84,12 +94,24 @@ impl ConnEntry {
             queued: false,
             timer: None,
             timer_in_heap: None,
+            source: None,
+            handshaking: false,
+            handshake_deadline: None,
             readers: HashMap::new(),
             writers: HashMap::new(),
             finishers: HashMap::new(),
             accepters: [Vec::new(), Vec::new()],
             openers: [Vec::new(), Vec::new()],
             datagram_readers: Vec::new(),
+        }
+    }
+
+    /// The earliest instant this connection needs the driver: quinn-proto's
+    /// timer or the handshake deadline.
+    fn next_wake(&self) -> Option<Instant> {
+        match (self.timer, self.handshake_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -145,6 +167,8 @@ pub(crate) struct ShardInner {
     /// they have been (or before shutdown).
     pub close_at: Option<Instant>,
     pub shutdown_waiters: Vec<Waker>,
+    /// Server connections accepted and not yet established or drained.
+    handshakes: usize,
     next_conn_id: u64,
     server_config: Option<Arc<ServerConfig>>,
     transmit_buf: Vec<u8>,
@@ -157,6 +181,8 @@ pub(crate) struct ShardCore {
     pub shard_count: usize,
     pub inner: RefCell<ShardInner>,
     pub stats: Arc<ShardStats>,
+    /// Admission limits, some shared with every other shard.
+    admission: Arc<Admission>,
     /// Wakes the driver: connections are queued or a timer moved earlier.
     pub driver: LocalNotify,
     pub io: UdpIo,
@@ -171,6 +197,7 @@ pub(crate) struct CoreParams {
     pub endpoint: Endpoint,
     pub server_config: Option<Arc<ServerConfig>>,
     pub stats: Arc<ShardStats>,
+    pub admission: Arc<Admission>,
     pub io: UdpIo,
     pub transport: Arc<quinn_proto::TransportConfig>,
     pub close_code: VarInt,
@@ -193,12 +220,14 @@ impl ShardCore {
                 shutdown_deadline: None,
                 close_at: None,
                 shutdown_waiters: Vec::new(),
+                handshakes: 0,
                 next_conn_id: 0,
                 server_config: p.server_config,
                 transmit_buf: Vec::new(),
                 blocked: None,
             }),
             stats: p.stats,
+            admission: p.admission,
             driver: LocalNotify::default(),
             io: p.io,
             transport: p.transport,
@@ -223,6 +252,7 @@ impl ShardCore {
         inner: &mut ShardInner,
         handle: ConnectionHandle,
         conn: quinn_proto::Connection,
+        admitted: Option<(SourceKey, Instant)>,
     ) -> Rc<ConnShared> {
         inner.next_conn_id += 1;
         let shared = Rc::new(ConnShared {
@@ -234,9 +264,15 @@ impl ShardCore {
             error: RefCell::new(None),
             state_waiters: RefCell::new(Vec::new()),
         });
-        inner
-            .conns
-            .insert(handle, ConnEntry::new(conn, shared.clone()));
+        let mut entry = ConnEntry::new(conn, shared.clone());
+        if let Some((source, now)) = admitted {
+            entry.source = Some(source);
+            entry.handshaking = true;
+            entry.handshake_deadline = Some(now + self.admission.limits().handshake_timeout);
+            inner.handshakes += 1;
+            self.publish_handshakes(inner.handshakes);
+        }
+        inner.conns.insert(handle, entry);
         ShardStats::add(&self.stats.connections_open, 1);
         self.touch(inner, handle);
         shared
@@ -271,13 +307,50 @@ impl ShardCore {
                     self.send_now(&transmit, &response);
                     return;
                 }
+                let verdict = self.admission.admit(
+                    remote.ip(),
+                    incoming.remote_address_validated(),
+                    inner.handshakes,
+                    now,
+                );
+                let source = match verdict {
+                    Verdict::Accept(source) => source,
+                    Verdict::Retry => {
+                        match inner.endpoint.retry(incoming, &mut response) {
+                            Ok(transmit) => {
+                                ShardStats::add(&self.stats.retries_sent, 1);
+                                debug!(shard = self.index, %remote, "Retry sent");
+                                self.send_now(&transmit, &response);
+                            }
+                            // Unreachable: unvalidated addresses may always
+                            // be retried. Drop it rather than serve it.
+                            Err(e) => inner.endpoint.ignore(e.into_incoming()),
+                        }
+                        return;
+                    }
+                    Verdict::Refuse(refusal) => {
+                        self.count_refusal(refusal);
+                        ShardStats::add(&self.stats.connections_refused, 1);
+                        debug!(shard = self.index, %remote, ?refusal, "connection refused");
+                        let transmit = inner.endpoint.refuse(incoming, &mut response);
+                        self.send_now(&transmit, &response);
+                        return;
+                    }
+                    Verdict::Ignore(refusal) => {
+                        self.count_refusal(refusal);
+                        trace!(shard = self.index, %remote, ?refusal, "initial dropped");
+                        inner.endpoint.ignore(incoming);
+                        return;
+                    }
+                };
                 match inner.endpoint.accept(incoming, now, &mut response, None) {
                     Ok((handle, conn)) => {
                         ShardStats::add(&self.stats.connections_accepted, 1);
                         debug!(shard = self.index, %remote, "connection accepted");
-                        self.insert(inner, handle, conn);
+                        self.insert(inner, handle, conn, Some((source, now)));
                     }
                     Err(e) => {
+                        self.admission.release(source);
                         debug!(shard = self.index, %remote, error = %e.cause, "connection not accepted");
                         if let Some(transmit) = e.response {
                             self.send_now(&transmit, &response);
@@ -287,6 +360,35 @@ impl ShardCore {
             }
             Some(DatagramEvent::Response(transmit)) => self.send_now(&transmit, &response),
             None => {}
+        }
+    }
+
+    fn count_refusal(&self, refusal: Refusal) {
+        let counter = match refusal {
+            Refusal::ConnectionLimit => &self.stats.refused_connection_limit,
+            Refusal::HandshakeLimit => &self.stats.ignored_handshake_limit,
+            Refusal::SourceConnectionLimit => &self.stats.refused_source_connection_limit,
+            Refusal::SourceRate => &self.stats.ignored_source_rate,
+            Refusal::SourceTableFull => &self.stats.ignored_source_table_full,
+        };
+        ShardStats::add(counter, 1);
+    }
+
+    fn publish_handshakes(&self, handshakes: usize) {
+        self.stats
+            .handshakes_in_progress
+            .store(handshakes as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A connection is no longer handshaking: established, or gone.
+    fn end_handshake(&self, inner: &mut ShardInner, handle: ConnectionHandle) {
+        if let Some(entry) = inner.conns.get_mut(&handle) {
+            if entry.handshaking {
+                entry.handshaking = false;
+                entry.handshake_deadline = None;
+                inner.handshakes = inner.handshakes.saturating_sub(1);
+                self.publish_handshakes(inner.handshakes);
+            }
         }
     }
 
@@ -326,9 +428,23 @@ impl ShardCore {
                 continue; // superseded by an earlier entry for this connection
             }
             entry.timer_in_heap = None;
-            match entry.timer {
+            match entry.next_wake() {
                 Some(deadline) if deadline <= now => {
-                    entry.conn.handle_timeout(now);
+                    if entry.handshake_deadline.is_some_and(|d| d <= now) {
+                        // Still counted as handshaking until it drains: its
+                        // state is held until then.
+                        entry.handshake_deadline = None;
+                        ShardStats::add(&self.stats.handshakes_timed_out, 1);
+                        debug!(shard = self.index, id, "handshake timed out");
+                        entry.conn.close(
+                            now,
+                            VarInt::from_u32(0),
+                            Bytes::from_static(b"handshake timed out"),
+                        );
+                    }
+                    if entry.timer.is_some_and(|t| t <= now) {
+                        entry.conn.handle_timeout(now);
+                    }
                     self.touch(inner, handle);
                 }
                 Some(deadline) => {
@@ -466,9 +582,14 @@ impl ShardCore {
             );
         }
 
-        let deadline = entry.conn.poll_timeout();
-        entry.timer = deadline;
-        if let Some(deadline) = deadline {
+        entry.timer = entry.conn.poll_timeout();
+        if entry.handshaking && entry.shared.connected.get() {
+            entry.handshaking = false;
+            entry.handshake_deadline = None;
+            inner.handshakes = inner.handshakes.saturating_sub(1);
+            self.publish_handshakes(inner.handshakes);
+        }
+        if let Some(deadline) = entry.next_wake() {
             if entry.timer_in_heap.is_none_or(|t| deadline < t) {
                 entry.timer_in_heap = Some(deadline);
                 inner
@@ -478,7 +599,11 @@ impl ShardCore {
         }
 
         if drained || entry.conn.is_drained() {
+            self.end_handshake(inner, handle);
             if let Some(mut entry) = inner.conns.remove(&handle) {
+                if let Some(source) = entry.source {
+                    self.admission.release(source);
+                }
                 entry.shared.fail(ConnectionError::LocallyClosed);
                 entry.wake_everyone();
                 ShardStats::sub(&self.stats.connections_open, 1);
@@ -575,7 +700,7 @@ impl ShardCore {
             .endpoint
             .connect(Instant::now(), config, remote, server_name)?;
         ShardStats::add(&self.stats.connections_initiated, 1);
-        Ok(self.insert(inner, handle, conn))
+        Ok(self.insert(inner, handle, conn, None))
     }
 
     /// Close one connection from the application.

@@ -9,6 +9,7 @@
 //! on every shard with a [`ShardContext`]; from there it accepts
 //! [`Connection`]s, opens streams and posts messages to other shards.
 
+mod admission;
 pub mod cid;
 pub mod config;
 mod connection;
@@ -23,8 +24,10 @@ pub mod stats;
 pub mod steering;
 mod stream;
 mod tasks;
+mod wait;
+pub use wait::{WaitList, Waiter};
 
-pub use config::{QuicLimits, RuntimeConfig, Steering};
+pub use config::{AdmissionLimits, QuicLimits, RetryPolicy, RuntimeConfig, Steering};
 pub use connection::{Connection, DatagramError};
 pub use context::{ConnectError, ShardContext};
 pub use runtime::{Runtime, RuntimeError, ShutdownHandle};

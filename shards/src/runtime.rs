@@ -10,6 +10,7 @@ use bytes::Bytes;
 use quinn_proto::{EndpointConfig, IdleTimeout, ServerConfig, TransportConfig, VarInt};
 use tracing::{error, info, warn};
 
+use crate::admission::Admission;
 use crate::cid::ShardCidGenerator;
 use crate::config::{QuicLimits, RuntimeConfig, Steering};
 use crate::context::ShardContext;
@@ -59,6 +60,7 @@ pub struct Runtime<M: Send + 'static> {
     threads: Vec<JoinHandle<()>>,
     mesh: MeshSender<Envelope<M>>,
     stats: Vec<Arc<ShardStats>>,
+    admission: Arc<Admission>,
 }
 
 /// What a shard thread needs from the starter.
@@ -69,6 +71,7 @@ struct ShardSeed<M> {
     mesh_tx: MeshSender<Envelope<M>>,
     mesh_rx: MeshReceiver<Envelope<M>>,
     stats: Arc<ShardStats>,
+    admission: Arc<Admission>,
     server_config: Option<Arc<ServerConfig>>,
     transport: Arc<TransportConfig>,
     config: RuntimeConfig,
@@ -132,6 +135,7 @@ impl<M: Send + 'static> Runtime<M> {
             None => None,
         };
 
+        let admission = Arc::new(Admission::new(config.admission.clone()));
         let (mesh_tx, receivers) = mesh(n);
         let stats: Vec<_> = (0..n).map(|_| Arc::new(ShardStats::default())).collect();
         let core_ids = if config.pin_cores {
@@ -150,6 +154,7 @@ impl<M: Send + 'static> Runtime<M> {
                 mesh_tx: mesh_tx.clone(),
                 mesh_rx,
                 stats: stats[index].clone(),
+                admission: admission.clone(),
                 server_config: server_config.clone(),
                 transport: transport.clone(),
                 config: config.clone(),
@@ -171,6 +176,7 @@ impl<M: Send + 'static> Runtime<M> {
             threads,
             mesh: mesh_tx,
             stats,
+            admission,
         };
         let mut driver = "";
         for _ in 0..n {
@@ -209,6 +215,19 @@ impl<M: Send + 'static> Runtime<M> {
     /// Every shard's counters now.
     pub fn stats(&self) -> Vec<ShardStatsSnapshot> {
         self.stats.iter().map(|s| s.snapshot()).collect()
+    }
+
+    /// Every shard's live counters, for a reader on another thread (an
+    /// exporter) that outlives this handle's borrow.
+    pub fn shard_stats(&self) -> Vec<Arc<ShardStats>> {
+        self.stats.clone()
+    }
+
+    /// Server connections admitted and not yet gone (handshaking, open or
+    /// closing), all shards together: what `max_connections` is checked
+    /// against.
+    pub fn admitted_connections(&self) -> usize {
+        self.admission.connections()
     }
 
     /// Cross-thread wake-ups shard `shard`'s mailbox has needed so far; far
@@ -344,6 +363,7 @@ async fn run_shard<M, F, Fut>(
         endpoint,
         server_config: seed.server_config,
         stats: seed.stats,
+        admission: seed.admission,
         io,
         transport: seed.transport,
         close_code: VarInt::from_u32(seed.config.shutdown_close_code),

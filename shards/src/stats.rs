@@ -5,18 +5,27 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 macro_rules! shard_counters {
-    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+    ($($(#[doc = $doc:literal])* $name:ident),* $(,)?) => {
         /// Live counters of one shard.
         #[derive(Debug, Default)]
-        pub struct ShardStats { $($(#[$doc])* pub $name: AtomicU64,)* }
+        pub struct ShardStats { $($(#[doc = $doc])* pub $name: AtomicU64,)* }
 
         /// A point-in-time copy of [`ShardStats`].
         #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-        pub struct ShardStatsSnapshot { $($(#[$doc])* pub $name: u64,)* }
+        pub struct ShardStatsSnapshot { $($(#[doc = $doc])* pub $name: u64,)* }
 
         impl ShardStats {
             pub fn snapshot(&self) -> ShardStatsSnapshot {
                 ShardStatsSnapshot { $($name: self.$name.load(Ordering::Relaxed),)* }
+            }
+        }
+
+        impl ShardStatsSnapshot {
+            /// Every counter: its name, its doc text (one line, trimmed) and
+            /// its value, so that an exporter lists new counters without
+            /// being taught their names.
+            pub fn visit(&self, mut f: impl FnMut(&'static str, &'static str, u64)) {
+                $(f(stringify!($name), concat!($($doc, " "),*).trim(), self.$name);)*
             }
         }
     };
@@ -48,6 +57,27 @@ shard_counters! {
     datagrams_forwarded_in,
     /// Application mesh messages received.
     mesh_messages_received,
+    /// Handshakes in progress on this shard (a gauge): accepted, not yet
+    /// established, not yet drained. At most `max_handshakes_per_shard`.
+    handshakes_in_progress,
+    /// Retry packets sent to make a client prove its address.
+    retries_sent,
+    /// Initials refused because the runtime held `max_connections`.
+    refused_connection_limit,
+    /// Initials dropped because this shard held `max_handshakes_per_shard`
+    /// handshakes in progress.
+    ignored_handshake_limit,
+    /// Initials refused because their source held
+    /// `max_connections_per_source`.
+    refused_source_connection_limit,
+    /// Initials dropped because their source had used its handshake burst.
+    ignored_source_rate,
+    /// Initials dropped because the source table was full of sources that
+    /// hold connections.
+    ignored_source_table_full,
+    /// Connections closed for not finishing their handshake within
+    /// `handshake_timeout`.
+    handshakes_timed_out,
 }
 
 impl ShardStats {

@@ -67,6 +67,19 @@ fn defaults_match_the_documented_values() {
     assert_eq!(c.relay.max_frame_size, 4 << 20);
     assert_eq!(c.relay.max_cached_bytes_per_track, 64 << 20);
     assert_eq!(c.logging.level, "info");
+    assert_eq!(c.admission.retry, RetryMode::Auto);
+    assert_eq!(c.admission.retry_above_handshakes, 64);
+    assert_eq!(c.admission.max_handshakes_per_shard, 512);
+    assert_eq!(c.admission.handshake_timeout, Duration::from_secs(10));
+    assert_eq!(c.admission.max_connections_per_ip, 1000);
+    assert_eq!(c.admission.handshakes_per_ip_per_second, 100);
+    assert_eq!(c.admission.handshake_burst_per_ip, 200);
+    assert_eq!(c.admission.max_tracked_ips, 65_536);
+    assert_eq!(c.http.max_connections, 64);
+    assert_eq!(c.http.max_connections_per_source, 8);
+    assert_eq!(c.http.header_timeout, Duration::from_secs(5));
+    assert_eq!(c.http.request_timeout, Duration::from_secs(10));
+    assert_eq!(c.admin.address, None);
     assert!(c.validate().is_ok());
 }
 
@@ -115,7 +128,19 @@ fn example_lists_every_key() {
         })
     };
     let sections = accepted_keys(None);
-    assert_eq!(sections, ["server", "tls", "quic", "relay", "logging"]);
+    assert_eq!(
+        sections,
+        [
+            "server",
+            "tls",
+            "quic",
+            "admission",
+            "relay",
+            "logging",
+            "http",
+            "admin"
+        ]
+    );
     for section in &sections {
         assert!(documented(section), "{section}");
         let keys = accepted_keys(Some(section));
@@ -329,6 +354,10 @@ fn relay_limits_must_be_at_least_one() {
         "max_announce_prefix_len",
         "max_frame_size",
         "max_cached_bytes_per_track",
+        "max_frames_per_group",
+        "max_broadcasts_per_session",
+        "max_announce_requests_per_session",
+        "max_announce_backlog",
     ] {
         let (got, _) = bad_value(&format!("relay: {{{key}: 0}}"));
         assert_eq!(got, format!("relay.{key}"));
@@ -531,4 +560,174 @@ fn every_error_message_names_the_file() {
         assert!(err.to_string().starts_with("test.yaml: "), "{err}");
         assert_eq!(err.exit_code(), EX_CONFIG, "{err}");
     }
+}
+
+#[test]
+fn latency_ceiling_below_the_default_is_refused() {
+    let (key, message) = bad_value("relay: {default_max_latency: 5s, max_latency_ceiling: 2s}");
+    assert_eq!(key, "relay.max_latency_ceiling");
+    assert!(message.contains("default_max_latency"), "{message}");
+}
+
+#[test]
+fn frame_buffer_smaller_than_a_frame_is_refused() {
+    let (key, message) =
+        bad_value("relay: {max_frame_size: 2 MiB, max_buffered_frame_bytes_per_session: 1 MiB}");
+    assert_eq!(key, "relay.max_buffered_frame_bytes_per_session");
+    assert!(message.contains("max_frame_size"), "{message}");
+}
+
+#[test]
+fn zero_setup_timeout_is_refused() {
+    let (key, _) = bad_value("relay: {setup_timeout: 0s}");
+    assert_eq!(key, "relay.setup_timeout");
+}
+
+#[test]
+fn hardening_defaults_bound_what_a_peer_controls() {
+    let r = Config::default().relay;
+    assert_eq!(r.max_latency_ceiling, Duration::from_secs(10));
+    assert_eq!(r.max_frames_per_group, 16_384);
+    assert_eq!(r.max_broadcasts_per_session, 1024);
+    assert_eq!(r.max_announce_requests_per_session, 64);
+    assert_eq!(r.max_announce_backlog, 4096);
+    assert_eq!(r.max_buffered_frame_bytes_per_session, 16 << 20);
+    assert_eq!(r.setup_timeout, Duration::from_secs(10));
+}
+
+#[test]
+fn http_bounds_are_range_checked() {
+    for (text, key) in [
+        ("http: {max_connections: 0}", "http.max_connections"),
+        ("http: {max_connections: 65537}", "http.max_connections"),
+        (
+            "http: {max_connections_per_source: 0}",
+            "http.max_connections_per_source",
+        ),
+        (
+            "http: {max_connections: 4, max_connections_per_source: 5}",
+            "http.max_connections_per_source",
+        ),
+        ("http: {request_timeout: 0s}", "http.request_timeout"),
+        ("http: {request_timeout: 301s}", "http.request_timeout"),
+        ("http: {header_timeout: 0s}", "http.header_timeout"),
+        (
+            "http: {header_timeout: 20s, request_timeout: 10s}",
+            "http.header_timeout",
+        ),
+    ] {
+        let (got, message) = bad_value(text);
+        assert_eq!(got, key, "{text}: {message}");
+    }
+    let (_, message) = bad_value("http: {header_timeout: 20s, request_timeout: 10s}");
+    assert!(message.contains("http.request_timeout (10s)"), "{message}");
+    let c =
+        parse("http: {max_connections: 65536, header_timeout: 1s, request_timeout: 5m}").unwrap();
+    assert_eq!(c.http.limits().max_connections, 65536);
+    assert_eq!(c.http.limits().request_timeout, Duration::from_secs(300));
+}
+
+#[test]
+fn admin_address_is_off_by_default_and_parsed_when_set() {
+    assert_eq!(parse("admin: {address: null}").unwrap().admin.address, None);
+    assert_eq!(
+        parse("admin: {address: \"127.0.0.1:9090\"}")
+            .unwrap()
+            .admin
+            .address,
+        Some("127.0.0.1:9090".parse().unwrap())
+    );
+    let (key, _) = bad_value("admin: {address: \"localhost:9090\"}");
+    assert_eq!(key, "admin.address");
+}
+
+#[test]
+fn admission_keys_map_to_the_runtime() {
+    let c = parse(
+        "admission:\n  retry: always\n  retry_above_handshakes: 3\n  max_handshakes_per_shard: 9\n  handshake_timeout: 4s\n  max_connections_per_ip: 5\n  handshakes_per_ip_per_second: 6\n  handshake_burst_per_ip: 7\n  max_tracked_ips: 100\n\
+         relay:\n  max_sessions: 42\n",
+    )
+    .unwrap();
+    let a = c.runtime_config(generated_tls_config()).admission;
+    assert_eq!(a.retry, qumo_shards::RetryPolicy::Always);
+    assert_eq!(a.retry_above_handshakes, 3);
+    assert_eq!(a.max_handshakes_per_shard, 9);
+    assert_eq!(a.handshake_timeout, Duration::from_secs(4));
+    assert_eq!(a.max_connections_per_source, 5);
+    assert_eq!(a.handshakes_per_source_per_second, 6);
+    assert_eq!(a.handshake_burst_per_source, 7);
+    assert_eq!(a.max_tracked_sources, 100);
+    // The runtime refuses over relay.max_sessions before any TLS work.
+    assert_eq!(a.max_connections, 42);
+    for (text, policy) in [
+        ("never", qumo_shards::RetryPolicy::Never),
+        ("auto", qumo_shards::RetryPolicy::Auto),
+    ] {
+        let c = parse(&format!("admission: {{retry: {text}}}")).unwrap();
+        assert_eq!(c.admission_limits().retry, policy);
+    }
+}
+
+#[test]
+fn default_admission_matches_the_runtime_defaults() {
+    let expected = qumo_shards::AdmissionLimits {
+        max_connections: Config::default().relay.max_sessions,
+        ..Default::default()
+    };
+    assert_eq!(
+        format!("{:?}", Config::default().admission_limits()),
+        format!("{expected:?}")
+    );
+}
+
+#[test]
+fn bad_admission_values_are_refused_naming_the_key() {
+    for (text, key) in [
+        ("admission: {retry: sometimes}", "admission.retry"),
+        (
+            "admission: {max_handshakes_per_shard: 0}",
+            "admission.max_handshakes_per_shard",
+        ),
+        (
+            "admission: {max_connections_per_ip: 0}",
+            "admission.max_connections_per_ip",
+        ),
+        (
+            "admission: {handshakes_per_ip_per_second: 0}",
+            "admission.handshakes_per_ip_per_second",
+        ),
+        (
+            "admission: {handshake_burst_per_ip: 0}",
+            "admission.handshake_burst_per_ip",
+        ),
+        (
+            "admission: {handshakes_per_ip_per_second: -1}",
+            "admission.handshakes_per_ip_per_second",
+        ),
+        (
+            "admission: {handshake_timeout: 0s}",
+            "admission.handshake_timeout",
+        ),
+        (
+            "admission: {handshake_timeout: soon}",
+            "admission.handshake_timeout",
+        ),
+        (
+            "admission: {max_tracked_ips: 15}",
+            "admission.max_tracked_ips",
+        ),
+    ] {
+        let (got, message) = bad_value(text);
+        assert_eq!(got, key, "{text}: {message}");
+    }
+    parse("admission: {retry_above_handshakes: 0}").unwrap();
+}
+
+#[test]
+fn a_retry_threshold_above_the_handshake_cap_acts_as_the_cap() {
+    // Lowering the cap alone must not make the default threshold an error,
+    // nor leave auto unable to send a Retry before Initials are dropped.
+    let c = parse("admission: {max_handshakes_per_shard: 10}").unwrap();
+    assert_eq!(c.admission.retry_above_handshakes, 64);
+    assert_eq!(c.admission_limits().retry_above_handshakes, 10);
 }

@@ -5,6 +5,10 @@
 
 /// Session: a clean close.
 pub const SESSION_CANCEL: u32 = 0x0;
+/// Session: the relay failed on its side (a contained bug).
+pub const INTERNAL_ERROR: u32 = 0x1;
+/// Session: the peer did not do what it must within a deadline (SETUP).
+pub const TIMEOUT: u32 = 0x11;
 /// Session: the peer broke the protocol (malformed or unexpected message).
 pub const PROTOCOL_VIOLATION: u32 = 0x3;
 /// Session: no shared version (e.g. WebTransport without a moq-lite protocol).

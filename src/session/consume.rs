@@ -71,16 +71,23 @@ async fn read_announcements(session: &Rc<Session>) -> Result<(), ReadError> {
         let ok: AnnounceOk = reader.expect().await?;
         peer_hop = (ok.hop != 0).then_some(ok.hop);
     }
+    let max_broadcasts = session.shard.settings.max_broadcasts_per_session;
     // Lite-06 names announcements by START order.
     let mut by_id: HashMap<u64, String> = HashMap::new();
     let mut next_id = 0u64;
     while let Some(announce) = reader.decode::<Announce>().await? {
+        session.spoke.set(true);
         let (suffix, hops, active) = match announce {
             Announce::Active { suffix, hops } | Announce::Restarted { suffix, hops } => {
                 (suffix, hops, true)
             }
             Announce::Ended { suffix, hops } => (suffix, hops, false),
             Announce::Start { suffix, hops, .. } => {
+                // Every START takes an id, even one for a path already
+                // live, so the table of ids is what the cap must bound.
+                if by_id.len() >= max_broadcasts {
+                    return Err(too_many_broadcasts(session, max_broadcasts));
+                }
                 by_id.insert(next_id, suffix.clone());
                 next_id += 1;
                 (suffix, hops, true)
@@ -103,6 +110,12 @@ async fn read_announcements(session: &Rc<Session>) -> Result<(), ReadError> {
         }
         let mut hops = hops;
         hops.extend(peer_hop);
+        if active && session.announced.borrow().len() >= max_broadcasts {
+            let known = session.announced.borrow().contains(&path);
+            if !known {
+                return Err(too_many_broadcasts(session, max_broadcasts));
+            }
+        }
         let fresh = match active {
             true => session.announced.borrow_mut().insert(path.clone()),
             false => session.announced.borrow_mut().remove(&path),
@@ -116,6 +129,17 @@ async fn read_announcements(session: &Rc<Session>) -> Result<(), ReadError> {
     }
     let _ = send.finish();
     Ok(())
+}
+
+fn too_many_broadcasts(session: &Session, limit: usize) -> ReadError {
+    debug!(
+        session = session.id.id,
+        limit, "relay.max_broadcasts_per_session reached"
+    );
+    session.shard.stats.broadcasts_refused_limit.inc();
+    ReadError::Decode(DecodeError::InvalidValue {
+        what: "announce: more broadcasts than relay.max_broadcasts_per_session",
+    })
 }
 
 fn unknown_announce(id: u64) -> ReadError {
@@ -142,7 +166,7 @@ impl Session {
         self.upstreams.borrow_mut().insert(id, upstream.clone());
         self.shard.stats.upstream_subscriptions_open.inc();
         self.upstream_ids.borrow_mut().insert(hub, id);
-        monoio::spawn(run_upstream(self.clone(), id, upstream));
+        self.spawn(run_upstream(self.clone(), id, upstream));
     }
 
     /// The owner no longer wants `hub`'s track.
@@ -182,7 +206,7 @@ async fn run_upstream(session: Rc<Session>, id: u64, upstream: Rc<Upstream>) {
     };
     debug!(session = session.id.id, id, track = %upstream.key, "subscribing upstream");
     if session.version.has_track_stream() {
-        monoio::spawn(fetch_properties(
+        session.spawn(fetch_properties(
             session.clone(),
             upstream.clone(),
             broadcast.clone(),
@@ -370,6 +394,8 @@ async fn read_frames(
     sequence: u64,
 ) -> Result<(), u32> {
     let mut timestamps = Timestamps::default();
+    let max_frames = session.shard.settings.max_frames_per_group;
+    let mut frames = 0usize;
     loop {
         match reader.at_end().await {
             Ok(true) => return Ok(()),
@@ -380,6 +406,7 @@ async fn read_frames(
             Ok(header) => header,
             Err(ReadError::Decode(DecodeError::TooLong { .. })) => {
                 debug!(session = session.id.id, "frame over relay.max_frame_size");
+                session.shard.stats.frames_too_large.inc();
                 return Err(codes::FRAME_TOO_LARGE);
             }
             Err(ReadError::Decode(e)) => {
@@ -388,6 +415,15 @@ async fn read_frames(
             }
             Err(e) => return Err(stream_code(session, &e)),
         };
+        frames += 1;
+        if frames > max_frames {
+            debug!(
+                session = session.id.id,
+                max_frames, "group over relay.max_frames_per_group"
+            );
+            session.shard.stats.groups_too_many_frames.inc();
+            return Err(codes::GROUP_TOO_LARGE);
+        }
         let timestamp = match header.timestamp_delta {
             Some(delta) => match timestamps.apply(delta) {
                 Ok(ts) => ts,
@@ -398,6 +434,10 @@ async fn read_frames(
             },
             None => arrival_ms(),
         };
+        if session.frame_budget.would_wait(header.size) {
+            session.shard.stats.frames_waited_for_buffer.inc();
+        }
+        let _reserved = session.frame_budget.reserve(header.size).await;
         let payload = match reader.payload(header.size as usize).await {
             Ok(payload) => payload,
             Err(e) => return Err(stream_code(session, &e)),

@@ -11,6 +11,7 @@
 //! Malformed input on a control stream closes the session with
 //! PROTOCOL_VIOLATION; a bad or unwanted data stream is reset alone.
 
+mod budget;
 pub mod codes;
 mod consume;
 pub mod reader;
@@ -27,7 +28,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use qumo_shards::{SendStream, VarInt};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::lite::{BidiType, Encode, Goaway, Limits, ProbeLevel, Setup, UniType, Version};
 use crate::message::{HubRef, SessionRef};
@@ -37,9 +38,6 @@ use transport::Transport;
 use util::{race, Either, Signal};
 
 pub use consume::Upstream;
-
-/// How long a lite-05+ client has to send its SETUP.
-const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a session ended abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +50,7 @@ pub enum SessionError {
     Transport(#[from] transport::TransportError),
     #[error("write: {0}")]
     Write(#[from] qumo_shards::WriteError),
-    #[error("no SETUP within {0:?}")]
+    #[error("no SETUP within {0:?} (relay.setup_timeout)")]
     SetupTimeout(Duration),
 }
 
@@ -72,6 +70,12 @@ pub struct Session {
     announced: RefCell<HashSet<String>>,
     /// The peer's subscriptions to us, for the per-session limit.
     subscriptions: Cell<usize>,
+    /// The peer's open ANNOUNCE_REQUEST streams, for the per-session limit.
+    announce_requests: Cell<usize>,
+    /// Bytes of the peer's frames held partly received.
+    frame_budget: budget::ByteBudget,
+    /// Whether the peer has done anything yet (lite-04's SETUP deadline).
+    spoke: Cell<bool>,
     /// Raised when the session ends; every task of it stops.
     pub closed: Signal,
 }
@@ -116,9 +120,33 @@ impl Session {
         reader.stop(self.transport.stream_code(code));
     }
 
+    /// Run `task` as part of this session: a panic in it is contained to
+    /// the session (logged, counted, the session closed), not the shard.
+    fn spawn(self: &Rc<Self>, task: impl std::future::Future<Output = ()> + 'static) {
+        let session = self.clone();
+        monoio::spawn(async move {
+            if let Err(panic) = util::catch_unwind(task).await {
+                session.contain_panic(&panic);
+            }
+        });
+    }
+
+    /// A task of this session panicked (a relay bug): close the session so
+    /// its state is released, and keep the shard going.
+    fn contain_panic(&self, panic: &str) {
+        error!(session = self.id.id, %panic, "session task panicked; closing the session");
+        self.shard.stats.sessions_panicked.inc();
+        self.transport
+            .close(codes::INTERNAL_ERROR, "internal error");
+        self.closed.raise();
+    }
+
     /// Close the whole session for a protocol violation.
     fn violation(&self, what: &str, error: &dyn std::fmt::Display) {
-        warn!(session = self.id.id, %what, %error, "closing session: protocol violation");
+        // Debug, not warn: a flood of bad sessions must not flood the log;
+        // the counter shows the rate.
+        debug!(session = self.id.id, %what, %error, "closing session: protocol violation");
+        self.shard.stats.sessions_protocol_violations.inc();
         self.transport
             .close(codes::PROTOCOL_VIOLATION, &format!("{what}: {error}"));
         self.closed.raise();
@@ -168,6 +196,9 @@ pub async fn run(shard: Rc<Shard>, transport: Transport, version: Version, root:
         next_subscribe_id: Cell::new(0),
         announced: RefCell::new(HashSet::new()),
         subscriptions: Cell::new(0),
+        announce_requests: Cell::new(0),
+        frame_budget: budget::ByteBudget::new(shard.settings.max_buffered_frame_bytes_per_session),
+        spoke: Cell::new(false),
         closed: Signal::default(),
     });
     shard.stats.session_states_alive.inc();
@@ -175,32 +206,58 @@ pub async fn run(shard: Rc<Shard>, transport: Transport, version: Version, root:
 
     if version.has_setup() {
         if let Err(e) = exchange_setup(&session).await {
-            match e {
-                // The peer left (or never spoke): nothing wrong on our side.
+            let code = match e {
+                // The peer left: nothing wrong on our side.
                 SessionError::Transport(_) | SessionError::Read(ReadError::Stream(_)) => {
-                    debug!(session = session.id.id, error = %e, "session ended before SETUP")
+                    debug!(session = session.id.id, error = %e, "session ended before SETUP");
+                    codes::PROTOCOL_VIOLATION
                 }
-                _ => warn!(session = session.id.id, error = %e, "session setup failed"),
-            }
-            session
-                .transport
-                .close(codes::PROTOCOL_VIOLATION, "setup failed");
+                // Silence costs the relay a session slot: counted, not warned
+                // about (a flood would multiply the warning).
+                SessionError::SetupTimeout(_) => {
+                    debug!(session = session.id.id, error = %e, "session setup timed out");
+                    shard.stats.sessions_setup_timeouts.inc();
+                    codes::TIMEOUT
+                }
+                _ => {
+                    debug!(session = session.id.id, error = %e, "session setup failed");
+                    shard.stats.sessions_protocol_violations.inc();
+                    codes::PROTOCOL_VIOLATION
+                }
+            };
+            session.transport.close(code, "setup failed");
             return;
         }
     }
 
     shard.register_session(session.clone());
-    monoio::spawn(accept_bi(session.clone()));
-    monoio::spawn(accept_uni(session.clone()));
-    monoio::spawn(consume::announcements(session.clone()));
-    monoio::spawn(goaway_on_shutdown(session.clone()));
+    // Unregistered on every way out of here, a panic's unwinding included.
+    let _registered = Registered(session.clone());
+    session.spawn(accept_bi(session.clone()));
+    session.spawn(accept_uni(session.clone()));
+    session.spawn(consume::announcements(session.clone()));
+    session.spawn(goaway_on_shutdown(session.clone()));
+    if !version.has_setup() {
+        session.spawn(lite04_deadline(session.clone()));
+    }
 
     match race(session.transport.closed(), session.closed.raised()).await {
         Either::Left(()) => session.closed.raise(),
         Either::Right(()) => {}
     }
-    shard.unregister_session(&session);
-    info!(session = session.id.id, "session closed");
+}
+
+/// A session registered with its shard: unregistered (its upstreams ended,
+/// its tasks told to stop) when dropped.
+struct Registered(Rc<Session>);
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let session = &self.0;
+        session.closed.raise();
+        session.shard.unregister_session(session);
+        info!(session = session.id.id, "session closed");
+    }
 }
 
 /// Lite-05+: read the peer's SETUP (its root path on raw QUIC) and send ours.
@@ -233,10 +290,10 @@ async fn exchange_setup(session: &Rc<Session>) -> Result<(), SessionError> {
             }
         }
     };
-    let timeout = monoio::time::sleep(SETUP_TIMEOUT);
-    let setup = match race(read, timeout).await {
+    let limit = session.shard.settings.setup_timeout;
+    let setup = match race(read, monoio::time::sleep(limit)).await {
         Either::Left(setup) => setup?,
-        Either::Right(()) => return Err(SessionError::SetupTimeout(SETUP_TIMEOUT)),
+        Either::Right(()) => return Err(SessionError::SetupTimeout(limit)),
     };
     // The WebTransport URL path wins; the SETUP path is for raw QUIC. The
     // emptiness check is its own statement: a borrow in an `if let`
@@ -249,6 +306,24 @@ async fn exchange_setup(session: &Rc<Session>) -> Result<(), SessionError> {
     Ok(())
 }
 
+/// Lite-04 has no SETUP, so its deadline is the peer's first act: a stream
+/// of its own, or an answer on the relay's ANNOUNCE_REQUEST. A session that
+/// does neither holds a slot for nothing and is closed with TIMEOUT.
+async fn lite04_deadline(session: Rc<Session>) {
+    let limit = session.shard.settings.setup_timeout;
+    let expired = race(monoio::time::sleep(limit), session.closed.raised()).await;
+    if let (Either::Left(()), false) = (expired, session.spoke.get()) {
+        debug!(
+            session = session.id.id,
+            ?limit,
+            "lite-04 session silent past relay.setup_timeout"
+        );
+        session.shard.stats.sessions_setup_timeouts.inc();
+        session.transport.close(codes::TIMEOUT, "setup timeout");
+        session.closed.raise();
+    }
+}
+
 async fn accept_bi(session: Rc<Session>) {
     loop {
         let accepted = race(session.transport.accept_bi(), session.closed.raised()).await;
@@ -256,21 +331,24 @@ async fn accept_bi(session: Rc<Session>) {
             session.closed.raise();
             return;
         };
+        session.spoke.set(true);
         let mut reader = session.reader(recv, leftover);
-        let session = session.clone();
-        monoio::spawn(async move {
-            let kind = match reader.expect::<BidiType>().await {
-                Ok(kind) if kind.exists_in(session.version) => kind,
-                Ok(_) | Err(ReadError::Decode(_)) => {
-                    // Unknown or not in this version: reset it, keep the session.
-                    let mut send = send;
-                    session.reset(&mut send, codes::UNEXPECTED_STREAM);
-                    session.stop(&mut reader, codes::UNEXPECTED_STREAM);
-                    return;
-                }
-                Err(_) => return,
-            };
-            serve::bidi(session, kind, send, reader).await;
+        session.spawn({
+            let session = session.clone();
+            async move {
+                let kind = match reader.expect::<BidiType>().await {
+                    Ok(kind) if kind.exists_in(session.version) => kind,
+                    Ok(_) | Err(ReadError::Decode(_)) => {
+                        // Unknown or not in this version: reset it, keep the session.
+                        let mut send = send;
+                        session.reset(&mut send, codes::UNEXPECTED_STREAM);
+                        session.stop(&mut reader, codes::UNEXPECTED_STREAM);
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                serve::bidi(session, kind, send, reader).await;
+            }
         });
     }
 }
@@ -282,16 +360,19 @@ async fn accept_uni(session: Rc<Session>) {
             session.closed.raise();
             return;
         };
+        session.spoke.set(true);
         let mut reader = session.reader(recv, leftover);
-        let session = session.clone();
-        monoio::spawn(async move {
-            match reader.expect::<UniType>().await {
-                Ok(UniType::Group) => consume::group(session, reader).await,
-                // A second SETUP, or an unknown type: refuse this stream only.
-                Ok(UniType::Setup) | Err(ReadError::Decode(_)) => {
-                    session.stop(&mut reader, codes::UNEXPECTED_STREAM)
+        session.spawn({
+            let session = session.clone();
+            async move {
+                match reader.expect::<UniType>().await {
+                    Ok(UniType::Group) => consume::group(session, reader).await,
+                    // A second SETUP, or an unknown type: refuse this stream only.
+                    Ok(UniType::Setup) | Err(ReadError::Decode(_)) => {
+                        session.stop(&mut reader, codes::UNEXPECTED_STREAM)
+                    }
+                    Err(_) => {}
                 }
-                Err(_) => {}
             }
         });
     }

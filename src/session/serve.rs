@@ -23,6 +23,7 @@ use crate::lite::{
     SubscribeReply, SubscribeUpdate, TrackInfo, TrackRequest, MAX_HOPS,
 };
 use crate::message::{TrackKey, TrackName};
+use crate::origin::{AnnounceEvent, Heard, Listener};
 use crate::track::{Group, TrackReplica, TrackState};
 
 /// How long a TRACK request waits for the publisher's properties.
@@ -57,29 +58,86 @@ pub async fn bidi(session: Rc<Session>, kind: BidiType, send: SendStream, reader
     }
 }
 
+/// Broadcasts per page of the initial announce table: one page is encoded
+/// and written (waiting for the peer's flow control), then other tasks of
+/// the shard get a turn.
+const ANNOUNCE_PAGE: usize = 256;
+
 /// The peer asks which broadcasts exist under a prefix.
 async fn announce(session: Rc<Session>, mut send: SendStream, mut reader: StreamReader) {
     let request = match reader.expect::<AnnounceRequest>().await {
         Ok(request) => request,
         Err(e) => return session.violation("ANNOUNCE_REQUEST", &e),
     };
-    if request.prefix.len() > session.shard.settings.max_announce_prefix_len {
+    let settings = &session.shard.settings;
+    if request.prefix.len() > settings.max_announce_prefix_len {
         debug!(
             session = session.id.id,
             len = request.prefix.len(),
             "announce prefix too long"
         );
+        session.shard.stats.announce_prefix_refused.inc();
         session.reset(&mut send, codes::NO_CAPACITY);
         return session.stop(&mut reader, codes::NO_CAPACITY);
     }
+    if session.announce_requests.get() >= settings.max_announce_requests_per_session {
+        debug!(session = session.id.id, "announce request limit reached");
+        session.shard.stats.announce_requests_refused_limit.inc();
+        session.reset(&mut send, codes::NO_CAPACITY);
+        return session.stop(&mut reader, codes::NO_CAPACITY);
+    }
+    session
+        .announce_requests
+        .set(session.announce_requests.get() + 1);
     let prefix = session.absolute(&request.prefix);
-    let (listener_id, listener, initial) = session.shard.listen(&prefix, session.id);
+    let (listener_id, listener) = session.shard.listen(&prefix, session.id);
+    let outcome = race(
+        serve_announcements(&session, &prefix, &listener, &mut send, &mut reader),
+        session.closed.raised(),
+    )
+    .await;
+    session.shard.unlisten(listener_id);
+    session
+        .announce_requests
+        .set(session.announce_requests.get() - 1);
+    match outcome {
+        Either::Left(Ok(AnnounceEnd::Overflowed)) => {
+            debug!(session = session.id.id, %prefix, "announce backlog overflowed; stream reset");
+            session.shard.stats.announce_backlog_overflows.inc();
+            session.reset(&mut send, codes::NO_CAPACITY);
+            session.stop(&mut reader, codes::NO_CAPACITY);
+        }
+        _ => {
+            let _ = send.finish();
+        }
+    }
+}
+
+enum AnnounceEnd {
+    /// The peer closed its side (or sent junk after the request).
+    PeerDone,
+    /// The peer fell `max_announce_backlog` changes behind.
+    Overflowed,
+}
+
+/// ANNOUNCE_OK (lite-05+), the active broadcasts page by page, then every
+/// change as it happens. Changes heard while the table is still being
+/// paged are sent only for suffixes already paged: the rest are read from
+/// the table itself when their page comes, so each broadcast is told once,
+/// in its state at that moment.
+async fn serve_announcements(
+    session: &Rc<Session>,
+    prefix: &str,
+    listener: &Listener,
+    send: &mut SendStream,
+    reader: &mut StreamReader,
+) -> Result<AnnounceEnd, qumo_shards::WriteError> {
     let version = session.version;
     let own_hop = session.shard.hop;
     // Lite-06 names an announcement by the order of its START.
     let mut ids: HashMap<String, u64> = HashMap::new();
     let mut next_id = 0u64;
-    let mut to_wire = |event: &crate::origin::AnnounceEvent| -> Option<Announce> {
+    let mut to_wire = |event: &AnnounceEvent| -> Option<Announce> {
         let mut hops: Vec<u64> = event.hops.to_vec();
         if !version.has_announce_ok() {
             // Lite-04 receivers expect the sender on the chain; 05+ add it
@@ -108,40 +166,71 @@ async fn announce(session: Rc<Session>, mut send: SendStream, mut reader: Stream
         })
     };
 
-    let result = async {
-        let mut first = Vec::new();
-        if version.has_announce_ok() {
-            AnnounceOk {
-                hop: own_hop,
-                active: initial.len() as u64,
-            }
-            .encode(&mut first, version)
-            .ok();
+    let mut out = Vec::new();
+    if version.has_announce_ok() {
+        // Where the initial set ends; moq-net reads and drops it. Changes
+        // while paging can make the pages differ from it by a few.
+        let active = session.shard.count_announced(prefix, session.id);
+        AnnounceOk {
+            hop: own_hop,
+            active: active as u64,
         }
-        for event in &initial {
-            if let Some(msg) = to_wire(event) {
-                msg.encode(&mut first, version).ok();
-            }
-        }
-        send.write_all(&first).await?;
-        loop {
-            let next = race(poll_fn(|cx| listener.poll_next(cx)), reader.at_end()).await;
-            match next {
-                Either::Left(event) => {
-                    if let Some(msg) = to_wire(&event) {
-                        let mut buf = Vec::new();
-                        msg.encode(&mut buf, version).ok();
-                        send.write_all(&buf).await?;
-                    }
+        .encode(&mut out, version)
+        .ok();
+    }
+    let mut cursor: Option<String> = None;
+    let mut paging = true;
+    loop {
+        // Take the queued changes, then the next page, with no await in
+        // between: a change queued before the page was read is in it.
+        while let Some(heard) = listener.try_next() {
+            let event = match heard {
+                Heard::Overflowed => return Ok(AnnounceEnd::Overflowed),
+                Heard::Change(event) => event,
+            };
+            let paged = cursor
+                .as_deref()
+                .is_some_and(|c| event.suffix.as_str() <= c);
+            if !paging || paged {
+                if let Some(msg) = to_wire(&event) {
+                    msg.encode(&mut out, version).ok();
                 }
-                // The peer closed its side (or sent junk): we are done.
-                Either::Right(_) => return Ok::<_, qumo_shards::WriteError>(()),
             }
         }
-    };
-    let _ = race(result, session.closed.raised()).await;
-    session.shard.unlisten(listener_id);
-    let _ = send.finish();
+        if paging {
+            let page =
+                session
+                    .shard
+                    .announced_page(prefix, session.id, cursor.as_deref(), ANNOUNCE_PAGE);
+            for event in &page.events {
+                if let Some(msg) = to_wire(event) {
+                    msg.encode(&mut out, version).ok();
+                }
+            }
+            cursor = page.cursor.or(cursor);
+            paging = !page.done;
+        }
+        if !out.is_empty() {
+            // A peer that stops reading blocks this write; its backlog
+            // overflowing must still end the stream.
+            let write = send.write_all(&out);
+            let overflowed = poll_fn(|cx| listener.poll_overflowed(cx));
+            match race(write, race(reader.at_end(), overflowed)).await {
+                Either::Left(result) => result?,
+                Either::Right(Either::Left(_)) => return Ok(AnnounceEnd::PeerDone),
+                Either::Right(Either::Right(())) => return Ok(AnnounceEnd::Overflowed),
+            }
+            out.clear();
+        }
+        if paging {
+            qumo_shards::yield_now().await;
+            continue;
+        }
+        let next = race(poll_fn(|cx| listener.poll_ready(cx)), reader.at_end()).await;
+        if let Either::Right(_) = next {
+            return Ok(AnnounceEnd::PeerDone);
+        }
+    }
 }
 
 /// Per-subscription state shared by its cursor and its group writers.
@@ -195,10 +284,7 @@ async fn subscribe(session: Rc<Session>, mut send: SendStream, mut reader: Strea
     let sub = Rc::new(Subscription {
         id: request.id,
         priority: Cell::new(request.priority),
-        max_latency: Cell::new(effective_latency(
-            request.max_latency,
-            settings.default_max_latency,
-        )),
+        max_latency: Cell::new(effective_latency(&session, request.max_latency)),
         cancelled: Signal::default(),
         writers: GroupTally::default(),
     });
@@ -235,10 +321,19 @@ async fn subscribe(session: Rc<Session>, mut send: SendStream, mut reader: Strea
     }
 }
 
-fn effective_latency(requested_ms: u64, default: Duration) -> Duration {
+/// The latency a subscription gets: the relay's default for "no
+/// preference" (0), else what it asked for, never above the ceiling (a
+/// subscriber must not make the relay keep old groups for an hour).
+fn effective_latency(session: &Session, requested_ms: u64) -> Duration {
+    let settings = &session.shard.settings;
+    let requested = Duration::from_millis(requested_ms);
     match requested_ms {
-        0 => default,
-        ms => Duration::from_millis(ms),
+        0 => settings.default_max_latency,
+        _ if requested > settings.max_latency_ceiling => {
+            session.shard.stats.latency_requests_capped.inc();
+            settings.max_latency_ceiling
+        }
+        _ => requested,
     }
 }
 
@@ -273,15 +368,20 @@ async fn serve_track(
         });
         send.write_chunk(session.encode(&[&ok])).await?;
     }
-    monoio::spawn(read_updates(session.clone(), sub.clone(), reader));
+    session.spawn(read_updates(session.clone(), sub.clone(), reader));
 
     // Resume just before the requested start; none (or 0) starts at the
     // newest group.
     let mut last: Option<u64> = request.start_group.and_then(|s| s.checked_sub(1));
     let mut started = false;
+    let cancel_waiter = sub.cancelled.waiter();
+    let closed_waiter = session.closed.waiter();
+    let replica_waiter = replica.waiter();
     loop {
         let step = poll_fn(|cx| {
-            if sub.cancelled.poll_raised(cx).is_ready() || session.closed.is_raised() {
+            if sub.cancelled.poll_raised(&cancel_waiter, cx).is_ready()
+                || session.closed.poll_raised(&closed_waiter, cx).is_ready()
+            {
                 return Poll::Ready(Step::Cancelled);
             }
             let now = std::time::Instant::now();
@@ -291,8 +391,7 @@ async fn serve_track(
             if let TrackState::Ended(code) = replica.state() {
                 return Poll::Ready(Step::Ended(code));
             }
-            replica.register(cx);
-            let _ = session.closed.poll_raised(cx);
+            replica_waiter.register(cx);
             Poll::Pending
         })
         .await;
@@ -306,7 +405,7 @@ async fn serve_track(
                 }
                 started = true;
                 last = Some(group.sequence);
-                monoio::spawn(write_group(session.clone(), sub.clone(), group));
+                session.spawn(write_group(session.clone(), sub.clone(), group));
             }
             Step::Ended(None) => return Ok(TrackEnd::Clean(last.map_or(0, |l| l + 1))),
             Step::Ended(Some(code)) => return Ok(TrackEnd::Reset(code)),
@@ -340,13 +439,12 @@ fn next_group(
 
 /// SUBSCRIBE_UPDATEs until the subscriber closes its side.
 async fn read_updates(session: Rc<Session>, sub: Rc<Subscription>, mut reader: StreamReader) {
-    let default = session.shard.settings.default_max_latency;
     loop {
         match race(reader.decode::<SubscribeUpdate>(), sub.cancelled.raised()).await {
             Either::Left(Ok(Some(update))) => {
                 sub.priority.set(update.priority);
                 sub.max_latency
-                    .set(effective_latency(update.max_latency, default));
+                    .set(effective_latency(&session, update.max_latency));
             }
             Either::Left(Ok(None)) | Either::Left(Err(super::reader::ReadError::Stream(_))) => {
                 break;
@@ -379,6 +477,7 @@ async fn track(session: Rc<Session>, mut send: SendStream, mut reader: StreamRea
     // the publisher's properties reach this shard.
     let replica = session.shard.subscribe_local(&key);
     replica.add_subscriber();
+    let waiter = replica.waiter();
     let wait = poll_fn(|cx| {
         if let Some(p) = replica.properties() {
             return Poll::Ready(Ok(p));
@@ -386,7 +485,7 @@ async fn track(session: Rc<Session>, mut send: SendStream, mut reader: StreamRea
         if let TrackState::Ended(code) = replica.state() {
             return Poll::Ready(Err(code.unwrap_or(codes::NOT_FOUND)));
         }
-        replica.register(cx);
+        waiter.register(cx);
         Poll::Pending
     });
     let outcome = race(wait, monoio::time::sleep(TRACK_INFO_TIMEOUT)).await;

@@ -21,10 +21,10 @@ use monoio::time::Sleep;
 use qumo_shards::SendStream;
 
 use super::serve::Subscription;
-use super::util::{race, Either};
+use super::util::{race, Either, Waiter};
 use super::{codes, Session};
 use crate::lite::{Encode, FrameHeader, GroupHeader, Timestamps, UniType};
-use crate::track::{Group, NextFrame};
+use crate::track::{Group, GroupState, NextFrame};
 
 enum Outcome {
     Done,
@@ -36,12 +36,18 @@ enum Outcome {
 pub async fn write_group(session: Rc<Session>, sub: Rc<Subscription>, group: Rc<Group>) {
     let _open = sub.writers.track(group.sequence);
     let mut deadline = Deadline::default();
+    let waiters = Waiters {
+        cancel: sub.cancelled.waiter(),
+        group: group.waiter(),
+    };
     // Opening waits for the peer's stream credit; a group that expires
     // meanwhile is skipped without ever opening a stream.
-    let gate = poll_fn(|cx| match give_up(&sub, &group, &mut deadline, cx) {
-        Some(code) => Poll::Ready(code),
-        None => Poll::Pending,
-    });
+    let gate = poll_fn(
+        |cx| match give_up(&sub, &group, &waiters, &mut deadline, cx) {
+            Some(code) => Poll::Ready(code),
+            None => Poll::Pending,
+        },
+    );
     let mut stream = match race(session.transport.open_uni(), gate).await {
         Either::Left(Ok(stream)) => stream,
         Either::Left(Err(_)) | Either::Right(_) => return,
@@ -64,7 +70,7 @@ pub async fn write_group(session: Rc<Session>, sub: Rc<Subscription>, group: Rc<
     let timed = session.version.has_frame_timestamps();
 
     let outcome = poll_fn(|cx| loop {
-        if let Some(code) = give_up(&sub, &group, &mut deadline, cx) {
+        if let Some(code) = give_up(&sub, &group, &waiters, &mut deadline, cx) {
             return Poll::Ready(Outcome::Reset(code));
         }
         if !pending.is_empty() {
@@ -77,12 +83,12 @@ pub async fn write_group(session: Rc<Session>, sub: Rc<Subscription>, group: Rc<
                 }
                 Poll::Ready(Err(_)) => return Poll::Ready(Outcome::Lost),
                 Poll::Pending => {
-                    group.register(cx);
+                    waiters.group.register(cx);
                     return Poll::Pending;
                 }
             }
         }
-        match group.poll_frame(cx, cursor) {
+        match group.poll_frame(&waiters.group, cx, cursor) {
             Poll::Ready(NextFrame::Frame(frame)) => {
                 cursor += 1;
                 let timestamp_delta = match timed {
@@ -119,19 +125,33 @@ fn finish(session: &Session, stream: &mut SendStream, outcome: Outcome) {
     }
 }
 
+/// A writer's places on what can wake it.
+struct Waiters<'a> {
+    cancel: Waiter<'a>,
+    group: Waiter<'a>,
+}
+
 /// Why to stop now, if at all; registers the wake-ups that could change
 /// the answer (cancel, the group being superseded, the expiry timer).
 fn give_up(
     sub: &Subscription,
     group: &Group,
+    waiters: &Waiters<'_>,
     deadline: &mut Deadline,
     cx: &mut Context<'_>,
 ) -> Option<u32> {
-    if sub.cancelled.poll_raised(cx).is_ready() {
+    if sub.cancelled.poll_raised(&waiters.cancel, cx).is_ready() {
         return Some(codes::CANCEL);
     }
+    // A group the cache let go of is dropped at once, even by a writer
+    // still waiting for stream credit: holding it would keep its frames
+    // alive for as long as the subscriber reads nothing. (Other resets
+    // reach the subscriber after the frames before them.)
+    if let GroupState::Reset(code @ (codes::EVICTED | codes::GROUP_TOO_LARGE)) = group.state() {
+        return Some(code);
+    }
     let Some(superseded) = group.superseded_at() else {
-        group.register(cx);
+        waiters.group.register(cx);
         return None;
     };
     let due = superseded + sub.max_latency.get();

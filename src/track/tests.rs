@@ -24,7 +24,11 @@ fn frame(sequence: u64, len: usize) -> MediaEvent {
 }
 
 fn poll(group: &Group, index: usize) -> Poll<NextFrame> {
-    group.poll_frame(&mut Context::from_waker(Waker::noop()), index)
+    group.poll_frame(
+        &group.waiter(),
+        &mut Context::from_waker(Waker::noop()),
+        index,
+    )
 }
 
 fn sequences(r: &TrackReplica) -> Vec<u64> {
@@ -80,7 +84,9 @@ fn a_cursor_reads_frames_in_order_then_the_end() {
 
 #[test]
 fn the_byte_cap_drops_old_groups_first_and_resets_a_lone_giant() {
-    let r = replica(8, 100);
+    // Each frame costs its payload plus FRAME_OVERHEAD.
+    let frame_cost = 60 + FRAME_OVERHEAD;
+    let r = replica(8, frame_cost + 40);
     let now = Instant::now();
     r.apply(MediaEvent::Group { sequence: 0 }, now);
     r.apply(frame(0, 60), now);
@@ -89,6 +95,23 @@ fn the_byte_cap_drops_old_groups_first_and_resets_a_lone_giant() {
     assert_eq!(sequences(&r), [1], "the older group made room");
     assert_eq!(r.apply(frame(1, 60), now), Some(codes::GROUP_TOO_LARGE));
     assert!(sequences(&r).is_empty());
+}
+
+#[test]
+fn empty_frames_are_charged_to_the_cache_too() {
+    // 10 M empty frames once grew the relay by 2.86 GB: a cache counted in
+    // payload bytes alone never filled.
+    let r = replica(8, 100 * FRAME_OVERHEAD);
+    let now = Instant::now();
+    r.apply(MediaEvent::Group { sequence: 0 }, now);
+    let mut reset_after = None;
+    for i in 0..1000 {
+        if r.apply(frame(0, 0), now).is_some() {
+            reset_after = Some(i + 1);
+            break;
+        }
+    }
+    assert_eq!(reset_after, Some(101), "the 101st empty frame overflows");
 }
 
 #[test]

@@ -251,14 +251,20 @@ impl Peer {
         let mut upstreams = self.publish_upstreams(broadcast);
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(async move {
-            while let Some(mut upstream) = upstreams.recv().await {
+            while let Some(upstream) = upstreams.recv().await {
                 let _ = tx.send(upstream.id);
-                // Held open until the relay closes its side.
+                // Held open, both halves, until the relay closes its side.
+                // The whole value is moved in and dropped at the end: a
+                // block that named only `upstream.reader` would capture
+                // just that field and drop the send half (a FIN, ending
+                // the subscription) at once.
                 tokio::spawn(async move {
+                    let mut upstream = upstream;
                     let _ = upstream
                         .reader
                         .decode::<qumo::lite::SubscribeUpdate>()
                         .await;
+                    drop(upstream);
                 });
             }
         });

@@ -2,6 +2,7 @@
 //! log captured, and real third-party clients.
 #![allow(dead_code)]
 
+pub mod http;
 pub mod lite;
 
 use std::io::{BufRead, BufReader, Read};

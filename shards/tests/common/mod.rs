@@ -2,6 +2,8 @@
 //! shards runtime, and a quinn client that trusts it.
 #![allow(dead_code)]
 
+pub mod initials;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
