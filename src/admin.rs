@@ -37,7 +37,7 @@ pub const HEALTH_PATHS: [&str; 2] = ["/healthz", "/health"];
 pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Runtime counters that go up and down; every other one only grows.
-const RUNTIME_GAUGES: &[&str] = &["connections_open"];
+const RUNTIME_GAUGES: &[&str] = &["connections_open", "handshakes_in_progress"];
 /// Prefix of every family: `qumo_sessions_open`, `qumo_http_requests_total`.
 const PREFIX: &str = "qumo";
 

@@ -77,7 +77,8 @@ async fn metrics_parse_label_every_shard_and_move_with_connections() {
 #[tokio::test]
 async fn a_relay_limit_hit_shows_in_its_shards_counter() {
     // One shard, so the first session is running before the second
-    // connection's handshake completes: the second is the one refused.
+    // connection's Initial arrives: the second is the one refused, before
+    // any TLS work (the runtime's connection cap is relay.max_sessions).
     let relay = Relay::start_with(
         1,
         &format!(
@@ -87,13 +88,24 @@ async fn a_relay_limit_hit_shows_in_its_shards_counter() {
     );
     let admin = http::admin_addr(&relay);
     let _first = Peer::connect(relay.addr, &relay.fingerprint, Version::Lite05).await;
-    // lite-04 sends nothing after the handshake, so its refusal cannot race
-    // a write of ours.
-    let _second = Peer::connect(relay.addr, &relay.fingerprint, Version::Lite04).await;
+    let endpoint = support::lite::endpoint(
+        &relay.fingerprint,
+        Version::Lite04.alpn(),
+        quinn::TransportConfig::default(),
+    );
+    let refused = endpoint
+        .connect(relay.addr, "localhost")
+        .unwrap()
+        .await
+        .expect_err("the second connection is refused");
+    assert!(
+        matches!(refused, quinn::ConnectionError::ConnectionClosed(_)),
+        "{refused}"
+    );
     tokio::task::spawn_blocking(move || {
-        http::wait_metrics(admin, LIMIT, "one session refused", |s| {
-            http::value(s, "qumo_sessions_refused_max_sessions_total", "shard", "0") == Some(1.0)
-                && http::value(s, "qumo_connections_accepted_total", "shard", "0") == Some(2.0)
+        http::wait_metrics(admin, LIMIT, "one connection refused", |s| {
+            http::value(s, "qumo_refused_connection_limit_total", "shard", "0") == Some(1.0)
+                && http::value(s, "qumo_connections_accepted_total", "shard", "0") == Some(1.0)
         })
     })
     .await

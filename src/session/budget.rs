@@ -32,6 +32,7 @@ impl ByteBudget {
     }
 
     /// Bytes not reserved now.
+    #[cfg(test)]
     pub fn available(&self) -> u64 {
         self.available.get()
     }
