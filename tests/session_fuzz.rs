@@ -140,12 +140,28 @@ impl Relay {
     /// at the deadline.
     async fn settle(&self) -> Result<Duration, Vec<String>> {
         let start = Instant::now();
+        let before = self.runtime.stats();
         loop {
-            let left = self.leftovers();
+            let mut left = self.leftovers();
             if left.is_empty() {
                 return Ok(start.elapsed());
             }
             if start.elapsed() > SETTLE {
+                // A shard that sent nothing in that time (not even the
+                // keep-alive PINGs of a connection it holds) is hung, not
+                // leaking: say which.
+                for (shard, (a, b)) in before.iter().zip(self.runtime.stats()).enumerate() {
+                    left.push(format!(
+                        "shard {shard} while waiting: datagrams sent {} -> {}, received {} -> {}, \
+                         mesh messages {} -> {}",
+                        a.datagrams_sent,
+                        b.datagrams_sent,
+                        a.datagrams_received,
+                        b.datagrams_received,
+                        a.mesh_messages_received,
+                        b.mesh_messages_received
+                    ));
+                }
                 return Err(left);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
