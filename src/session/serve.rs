@@ -209,6 +209,7 @@ async fn serve_announcements(
             }
             cursor = page.cursor.or(cursor);
             paging = !page.done;
+            listener.paged(cursor.as_deref(), page.done);
         }
         if !out.is_empty() {
             // A peer that stops reading blocks this write; its backlog
