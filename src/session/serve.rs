@@ -11,7 +11,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use qumo_shards::SendStream;
-use tracing::{debug, info};
+use tracing::debug;
 
 use super::reader::StreamReader;
 use super::tail::{self, GroupTally};
@@ -43,7 +43,7 @@ pub async fn bidi(session: Rc<Session>, kind: BidiType, send: SendStream, reader
         BidiType::Probe | BidiType::Goaway => {
             let mut reader = reader;
             if kind == BidiType::Goaway {
-                info!(session = session.id.id, "peer sent GOAWAY");
+                debug!(session = session.id.id, "peer sent GOAWAY");
             }
             // Their messages need no answer from us: read to the end.
             let _ = race(reader.discard_to_end(), session.closed.raised()).await;
@@ -276,7 +276,7 @@ async fn subscribe(session: Rc<Session>, mut send: SendStream, mut reader: Strea
         session.reset(&mut send, codes::NOT_FOUND);
         return session.stop(&mut reader, codes::NOT_FOUND);
     }
-    info!(session = session.id.id, id = request.id, track = %key, "subscribe");
+    debug!(session = session.id.id, id = request.id, track = %key, "subscribe");
     session.subscriptions.set(session.subscriptions.get() + 1);
     let replica = session.shard.subscribe_local(&key);
     replica.add_subscriber();
