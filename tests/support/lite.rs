@@ -251,14 +251,18 @@ impl Peer {
         let mut upstreams = self.publish_upstreams(broadcast);
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(async move {
-            while let Some(mut upstream) = upstreams.recv().await {
+            while let Some(upstream) = upstreams.recv().await {
                 let _ = tx.send(upstream.id);
-                // Held open until the relay closes its side.
+                // Held open, both halves, until the relay closes its side.
+                // (Naming only `upstream.reader` in the task would move just
+                // that field into it, and drop, so finish, the send half
+                // here: the relay would take that as the track's end.)
                 tokio::spawn(async move {
-                    let _ = upstream
-                        .reader
-                        .decode::<qumo::lite::SubscribeUpdate>()
-                        .await;
+                    let Upstream {
+                        mut reader, send, ..
+                    } = upstream;
+                    let _ = reader.decode::<qumo::lite::SubscribeUpdate>().await;
+                    drop(send);
                 });
             }
         });
