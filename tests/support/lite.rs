@@ -110,6 +110,15 @@ impl Reader {
         Ok(self.buf.split_to(len).freeze())
     }
 
+    /// The next frame of a group stream; `None` at its clean end.
+    pub async fn frame(&mut self) -> Result<Option<Bytes>, String> {
+        if self.at_end().await? {
+            return Ok(None);
+        }
+        let frame: FrameHeader = self.decode().await?.ok_or("no frame")?;
+        self.payload(frame.size as usize).await.map(Some)
+    }
+
     /// Whether the stream finished cleanly here; a reset is an error.
     pub async fn at_end(&mut self) -> Result<bool, String> {
         if !self.buf.is_empty() {
@@ -353,6 +362,17 @@ impl Peer {
 
     /// Read one group stream: its header and frames, or the reset code.
     pub async fn read_group(&self) -> Result<(GroupHeader, Vec<Bytes>), String> {
+        let (header, mut reader) = self.accept_group().await?;
+        let mut frames = Vec::new();
+        while let Some(frame) = reader.frame().await? {
+            frames.push(frame);
+        }
+        Ok((header, frames))
+    }
+
+    /// The next group stream's header, and the stream to read its frames
+    /// from ([`Reader::frame`]) as they come.
+    pub async fn accept_group(&self) -> Result<(GroupHeader, Reader), String> {
         let mut reader = loop {
             let recv = self.conn.accept_uni().await.map_err(|e| e.to_string())?;
             let mut reader = Reader::new(recv, self.version);
@@ -363,12 +383,7 @@ impl Peer {
             }
         };
         let header: GroupHeader = reader.decode().await?.ok_or("no header")?;
-        let mut frames = Vec::new();
-        while !reader.at_end().await? {
-            let frame: FrameHeader = reader.decode().await?.ok_or("no frame")?;
-            frames.push(reader.payload(frame.size as usize).await?);
-        }
-        Ok((header, frames))
+        Ok((header, reader))
     }
 }
 

@@ -33,14 +33,19 @@ impl Lines {
 
     /// The `nth` (from 0) line containing `needle`, waiting up to `timeout`.
     pub fn wait_for_nth(&self, needle: &str, nth: usize, timeout: Duration) -> Option<String> {
+        self.wait_for_nth_where(|l| l.contains(needle), nth, timeout)
+    }
+
+    /// The `nth` (from 0) line that `matches`, waiting up to `timeout`.
+    pub fn wait_for_nth_where(
+        &self,
+        matches: impl Fn(&str) -> bool,
+        nth: usize,
+        timeout: Duration,
+    ) -> Option<String> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(line) = self
-                .snapshot()
-                .into_iter()
-                .filter(|l| l.contains(needle))
-                .nth(nth)
-            {
+            if let Some(line) = self.snapshot().into_iter().filter(|l| matches(l)).nth(nth) {
                 return Some(line);
             }
             if Instant::now() >= deadline {
@@ -121,12 +126,41 @@ impl Relay {
         self.log.wait_for_nth(needle, nth, timeout)
     }
 
+    /// The `nth` (from 0) log line that contains every one of `needles`,
+    /// waiting up to `timeout`.
+    pub fn wait_for_nth_all(
+        &self,
+        needles: &[&str],
+        nth: usize,
+        timeout: Duration,
+    ) -> Option<String> {
+        self.log
+            .wait_for_nth_where(|l| needles.iter().all(|n| l.contains(n)), nth, timeout)
+    }
+
     /// [`Relay::wait_for`] without blocking the async runtime the test's
     /// own peers run on.
     pub async fn wait_for_async(&self, needle: &str, timeout: Duration) -> Option<String> {
+        self.wait_for_nth_all_async(&[needle], 0, timeout).await
+    }
+
+    /// [`Relay::wait_for_nth_all`] without blocking the async runtime the
+    /// test's own peers run on.
+    pub async fn wait_for_nth_all_async(
+        &self,
+        needles: &[&str],
+        nth: usize,
+        timeout: Duration,
+    ) -> Option<String> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(line) = self.log.snapshot().into_iter().find(|l| l.contains(needle)) {
+            if let Some(line) = self
+                .log
+                .snapshot()
+                .into_iter()
+                .filter(|l| needles.iter().all(|n| l.contains(n)))
+                .nth(nth)
+            {
                 return Some(line);
             }
             if Instant::now() >= deadline {
@@ -239,6 +273,13 @@ impl Client {
 
     pub fn wait_stderr(&self, needle: &str, timeout: Duration) -> Option<String> {
         self.stderr.wait_for_nth(needle, 0, timeout)
+    }
+
+    /// The first stderr line that contains any of `needles`, waiting up to
+    /// `timeout`.
+    pub fn wait_stderr_any(&self, needles: &[&str], timeout: Duration) -> Option<String> {
+        self.stderr
+            .wait_for_nth_where(|l| needles.iter().any(|n| l.contains(n)), 0, timeout)
     }
 }
 
