@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use support::Relay;
 
+/// Time a loaded machine may add to a bound the relay promises.
+const SLACK: Duration = Duration::from_secs(3);
+
 fn client(fingerprint: &str, alpn: &[u8]) -> quinn::Endpoint {
     let alpn = std::str::from_utf8(alpn).unwrap();
     support::lite::endpoint(fingerprint, alpn, quinn::TransportConfig::default())
@@ -52,8 +55,11 @@ async fn sigterm_closes_clients_with_the_shutdown_code_and_exits_zero() {
         .await
         .unwrap();
     assert!(status.success(), "exit status {status:?}");
+    // The bound is the shutdown timeout (2 s, set by support::Relay); the
+    // rest is slack for a loaded 2-core box. What this catches is a
+    // shutdown that does not meet its deadline at all (one took 14.6 s).
     assert!(
-        started.elapsed() < Duration::from_secs(3),
+        started.elapsed() < Duration::from_secs(2) + SLACK,
         "took {:?}",
         started.elapsed()
     );
