@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 pub struct Lines(Arc<Mutex<Vec<String>>>);
 
 impl Lines {
-    fn collect(source: impl Read + Send + 'static) -> Self {
+    /// Collect the lines of `source` (a child's stdout or stderr) as they
+    /// come, on a thread of their own.
+    pub fn collect(source: impl Read + Send + 'static) -> Self {
         let lines = Lines::default();
         let sink = lines.clone();
         std::thread::spawn(move || {
