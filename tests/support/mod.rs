@@ -190,9 +190,19 @@ impl Relay {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
     }
 
-    /// Wait for the relay to exit by itself.
-    pub fn wait_exit(mut self) -> std::process::ExitStatus {
-        self.child.wait().unwrap()
+    /// Wait up to `timeout` for the relay to exit by itself; `None` if it
+    /// is still running (it is killed when dropped).
+    pub fn wait_exit(mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Resident memory of the relay process, in KiB.
