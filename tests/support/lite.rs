@@ -189,9 +189,8 @@ impl Peer {
         transport: quinn::TransportConfig,
     ) -> Peer {
         let endpoint = endpoint(fingerprint, version.alpn(), transport);
-        let conn = endpoint
-            .connect(addr, "localhost")
-            .unwrap()
+        let handshake = endpoint.connect(addr, "localhost").unwrap();
+        let conn = within("handshake", STEP, handshake)
             .await
             .expect("connects to the relay");
         if version.has_setup() {
@@ -245,7 +244,7 @@ impl Peer {
         };
         let (send, mut reader) = self.request(BidiType::Subscribe, &request).await;
         if !self.version.has_track_stream() {
-            match reader.decode::<SubscribeReply>().await? {
+            match within("SUBSCRIBE_OK", STEP, reader.decode::<SubscribeReply>()).await? {
                 Some(SubscribeReply::Ok(_)) => {}
                 other => return Err(format!("unexpected reply {other:?}")),
             }
@@ -409,6 +408,10 @@ impl Upstream {
         let _ = self.send.finish();
     }
 }
+
+/// How long one step of a peer (a handshake, a reply) may take before the
+/// test fails rather than hangs: a bound for a hang, not a speed target.
+pub const STEP: Duration = Duration::from_secs(30);
 
 /// Wait for a future with a deadline, panicking with `what` on expiry.
 pub async fn within<T>(what: &str, limit: Duration, f: impl std::future::Future<Output = T>) -> T {
