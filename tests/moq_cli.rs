@@ -18,7 +18,7 @@ mod support;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -36,6 +36,8 @@ struct Moq {
     stdout: Arc<Mutex<Vec<u8>>>,
     stderr: Arc<Mutex<Vec<String>>>,
     feeding: Arc<AtomicBool>,
+    /// Reader threads (stdout, stderr) not yet at the end of their pipe.
+    reading: Arc<AtomicUsize>,
 }
 
 impl Moq {
@@ -65,23 +67,28 @@ impl Moq {
             .stderr(Stdio::piped())
             .spawn()
             .expect("moq runs");
+        let reading = Arc::new(AtomicUsize::new(2));
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let sink = stdout.clone();
         let mut out = child.stdout.take().unwrap();
+        let done = reading.clone();
         std::thread::spawn(move || {
             let mut buf = [0u8; 16 * 1024];
             while let Ok(n @ 1..) = out.read(&mut buf) {
                 sink.lock().unwrap().extend_from_slice(&buf[..n]);
             }
+            done.fetch_sub(1, Ordering::SeqCst);
         });
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let sink = stderr.clone();
         let err = child.stderr.take().unwrap();
+        let done = reading.clone();
         std::thread::spawn(move || {
             use std::io::BufRead;
             for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
                 sink.lock().unwrap().push(line);
             }
+            done.fetch_sub(1, Ordering::SeqCst);
         });
         Moq {
             stdin: child.stdin.take(),
@@ -89,6 +96,7 @@ impl Moq {
             stdout,
             stderr,
             feeding: Arc::new(AtomicBool::new(true)),
+            reading,
         }
     }
 
@@ -164,12 +172,16 @@ impl Moq {
         }
     }
 
-    /// Wait for the process to exit by itself.
+    /// Wait for the process to exit by itself, and for everything it wrote
+    /// to be read: its exit comes before the readers reach the end of its
+    /// pipes, so output looked at right after it could miss its last lines.
     fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
+                if self.reading.load(Ordering::SeqCst) == 0 {
+                    return Some(status);
+                }
             }
             if Instant::now() >= deadline {
                 return None;
