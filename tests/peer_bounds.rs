@@ -409,9 +409,10 @@ async fn shutdown_meets_its_deadline_during_an_announce_flood() {
         .is_some());
     let asked = Instant::now();
     relay.terminate();
-    let waited = tokio::task::spawn_blocking(move || relay.wait_exit())
+    let waited = tokio::task::spawn_blocking(move || relay.wait_exit(Duration::from_secs(20)))
         .await
-        .unwrap();
+        .unwrap()
+        .expect("the relay exits");
     assert!(waited.success(), "{waited:?}");
     assert!(
         asked.elapsed() < Duration::from_secs(6),

@@ -242,7 +242,7 @@ pub struct Subscription {
     /// Raised when the subscriber cancels or the session ends.
     pub cancelled: Signal,
     /// Its group writers, so that a clean end waits for them.
-    pub writers: GroupTally,
+    pub writers: Rc<GroupTally>,
 }
 
 impl Subscription {
@@ -286,7 +286,7 @@ async fn subscribe(session: Rc<Session>, mut send: SendStream, mut reader: Strea
         priority: Cell::new(request.priority),
         max_latency: Cell::new(effective_latency(&session, request.max_latency)),
         cancelled: Signal::default(),
-        writers: GroupTally::default(),
+        writers: Rc::default(),
     });
 
     let outcome = serve_track(&session, &sub, &replica, &request, &mut send, reader).await;
@@ -404,7 +404,10 @@ async fn serve_track(
                 }
                 started = true;
                 last = Some(group.sequence);
-                session.spawn(write_group(session.clone(), sub.clone(), group));
+                // Counted now: the track can end before the writer first
+                // runs, and its end waits only for counted writers.
+                let open = sub.writers.track_shared(group.sequence);
+                session.spawn(write_group(session.clone(), sub.clone(), group, open));
             }
             Step::Ended(None) => return Ok(TrackEnd::Clean(last.map_or(0, |l| l + 1))),
             Step::Ended(Some(code)) => return Ok(TrackEnd::Reset(code)),
