@@ -36,6 +36,10 @@ pub struct Listener {
     /// its queue dropped, so a peer that does not read costs bounded memory.
     backlog: usize,
     overflowed: Cell<bool>,
+    /// While its table is being paged: the last suffix paged so far. A
+    /// change to a suffix beyond it is not queued, as its page will read
+    /// the table as it is then.
+    paging: RefCell<Option<Option<String>>>,
     waker: RefCell<Option<Waker>>,
 }
 
@@ -65,6 +69,25 @@ impl Listener {
         Poll::Pending
     }
 
+    /// The table has been paged up to `cursor` (the last suffix paged);
+    /// `done` once it is exhausted.
+    pub fn paged(&self, cursor: Option<&str>, done: bool) {
+        let mut paging = self.paging.borrow_mut();
+        match done {
+            true => *paging = None,
+            false => *paging = Some(cursor.map(str::to_owned)),
+        }
+    }
+
+    /// Whether a change to `suffix` is for a part of the table not paged yet.
+    fn beyond_pages(&self, suffix: &str) -> bool {
+        match &*self.paging.borrow() {
+            None => false,
+            Some(None) => true,
+            Some(Some(cursor)) => suffix > cursor.as_str(),
+        }
+    }
+
     /// Ready when [`Listener::try_next`] has something; takes nothing.
     pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
         if self.overflowed.get() || !self.queue.borrow().is_empty() {
@@ -84,7 +107,7 @@ impl Listener {
     }
 
     fn push(&self, event: AnnounceEvent) {
-        if self.overflowed.get() {
+        if self.overflowed.get() || self.beyond_pages(&event.suffix) {
             return;
         }
         let mut queue = self.queue.borrow_mut();
@@ -189,6 +212,7 @@ impl Origin {
             queue: RefCell::new(VecDeque::new()),
             backlog: backlog.max(1),
             overflowed: Cell::new(false),
+            paging: RefCell::new(Some(None)),
             waker: RefCell::new(None),
         });
         self.listeners.insert(id, listener.clone());
@@ -358,6 +382,7 @@ mod tests {
     fn a_listener_hears_start_and_end_but_not_its_own_broadcasts() {
         let mut origin = Origin::default();
         let (_, listener) = origin.listen("", session(2), 100);
+        listener.paged(None, true);
         origin.update("clock", session(1), Arc::from([7u64]), true);
         origin.update("mine", session(2), Arc::from([]), true);
         origin.update("clock", session(1), Arc::from([]), false);
@@ -374,6 +399,7 @@ mod tests {
         origin.update("clock", session(1), Arc::from([]), true);
         origin.update("clock", session(3), Arc::from([]), true);
         let (_, listener) = origin.listen("", session(2), 100);
+        listener.paged(None, true);
         origin.update("clock", session(3), Arc::from([]), false);
         assert_eq!(origin.publisher("clock"), Some(session(1)));
         let events = drain(&listener);
@@ -413,10 +439,32 @@ mod tests {
     fn a_listener_that_falls_too_far_behind_is_overflowed_and_keeps_nothing() {
         let mut origin = Origin::default();
         let (_, listener) = origin.listen("", session(2), 3);
+        listener.paged(None, true);
         for i in 0..10 {
             origin.update(&format!("b{i}"), session(1), Arc::from([]), true);
         }
         assert_eq!(listener.queue.borrow().len(), 0);
         assert_eq!(listener.try_next(), Some(Heard::Overflowed));
+    }
+
+    #[test]
+    fn while_paging_only_changes_to_paged_suffixes_are_queued() {
+        let mut origin = Origin::default();
+        let (_, listener) = origin.listen("", session(2), 100);
+        origin.update("b", session(1), Arc::from([]), true);
+        assert_eq!(
+            listener.try_next(),
+            None,
+            "nothing paged yet: the page will read it"
+        );
+        listener.paged(Some("c"), false);
+        origin.update("a", session(1), Arc::from([]), true);
+        origin.update("d", session(1), Arc::from([]), true);
+        let events = drain(&listener);
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0].suffix, "a");
+        listener.paged(Some("d"), true);
+        origin.update("z", session(1), Arc::from([]), true);
+        assert_eq!(drain(&listener)[0].suffix, "z");
     }
 }

@@ -2,7 +2,9 @@
 //! SHA-256 at `http://host:port/certificate.sha256`, on TCP at the QUIC
 //! port number, as browsers and moq-native clients expect.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod support;
+
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -38,27 +40,20 @@ fn spawn_relay(dir: &Path, port: u16, tls: &str) -> Child {
         .unwrap()
 }
 
-/// Read the log until the relay listens; the logged fingerprint, if any,
-/// and the QUIC address.
+/// Wait (boundedly) until the relay listens; the logged fingerprint, if
+/// any, and the QUIC address.
 fn wait_listening(child: &mut Child) -> (Option<String>, SocketAddr) {
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut fingerprint = None;
-    let mut seen = Vec::new();
-    let addr = loop {
-        let line = lines
-            .next()
-            .unwrap_or_else(|| panic!("relay exited early: {seen:#?}"))
-            .unwrap();
-        if let Some(rest) = line.split("sha256=").nth(1) {
-            fingerprint = rest.split_whitespace().next().map(str::to_string);
-        }
-        if line.contains("qumo-relay listening") {
-            let rest = line.split("address=").nth(1).expect("address logged");
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-        seen.push(line);
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let log = support::Lines::collect(child.stderr.take().unwrap());
+    let listening = log
+        .wait_for_nth("qumo-relay listening", 0, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("the relay did not start: {:#?}", log.snapshot()));
+    // The certificate is made, and its hash logged, before the relay listens.
+    let fingerprint = log
+        .snapshot()
+        .iter()
+        .find(|l| l.contains("sha256="))
+        .map(|l| support::field(l, "sha256"));
+    let addr = support::field(&listening, "address").parse().unwrap();
     (fingerprint, addr)
 }
 

@@ -2,9 +2,18 @@
 //! error exits with its documented code, and stderr names the file, the key
 //! and the reason.
 
-use std::io::{BufRead, BufReader};
+mod support;
+
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::Lines;
+
+/// Longer than any of these runs takes on a loaded machine; a relay that
+/// starts instead of refusing its configuration is stopped at it.
+const DEADLINE: Duration = Duration::from_secs(30);
 
 const EX_NOINPUT: i32 = 66;
 const EX_CONFIG: i32 = 78;
@@ -15,16 +24,39 @@ struct Outcome {
 }
 
 fn run_with_config(path: &Path) -> Outcome {
-    let output = Command::new(env!("CARGO_BIN_EXE_qumo-relay"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qumo-relay"))
         .arg("--config")
         .arg(path)
         // The file's logging.level must decide, not the developer's shell.
         .env_remove("RUST_LOG")
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("the binary starts");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = stderr.read_to_end(&mut text);
+        String::from_utf8_lossy(&text).into_owned()
+    });
+    let deadline = Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the relay did not exit within {DEADLINE:?}; stderr:\n{}",
+                reader.join().unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     Outcome {
-        code: output.status.code(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        code: status.code(),
+        stderr: reader.join().unwrap(),
     }
 }
 
@@ -167,20 +199,12 @@ fn generated_certificate_fingerprint_is_logged_as_hex() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("the binary starts");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let mut seen = Vec::new();
-    let mut fingerprint = None;
-    for line in BufReader::new(stderr).lines() {
-        let line = line.unwrap_or_default();
-        if let Some(rest) = line.split("sha256=").nth(1) {
-            fingerprint = rest.split_whitespace().next().map(str::to_string);
-            break;
-        }
-        seen.push(line);
-    }
+    let log = Lines::collect(child.stderr.take().expect("piped stderr"));
+    let line = log.wait_for_nth("sha256=", 0, DEADLINE);
     let _ = child.kill();
     let _ = child.wait();
-    let hex = fingerprint.unwrap_or_else(|| panic!("no fingerprint logged: {seen:#?}"));
+    let line = line.unwrap_or_else(|| panic!("no fingerprint logged: {:#?}", log.snapshot()));
+    let hex = support::field(&line, "sha256");
     assert_eq!(hex.len(), 64, "{hex}");
     assert!(
         hex.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')),

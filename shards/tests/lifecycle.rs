@@ -31,9 +31,12 @@ async fn shutdown_closes_clients_with_the_application_code_and_returns_promptly(
     tokio::task::spawn_blocking(move || runtime.wait())
         .await
         .unwrap();
+    // The bound is the shutdown timeout; the slack is for a loaded 2-core
+    // box. What this catches is a shutdown that misses its deadline.
     assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "shutdown overran its bound"
+        started.elapsed() < Duration::from_secs(2) + Duration::from_secs(3),
+        "shutdown overran its bound: {:?}",
+        started.elapsed()
     );
 }
 

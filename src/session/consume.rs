@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use qumo_shards::SendStream;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::reader::{ReadError, StreamReader};
 use super::tail::{self, GroupTally};
@@ -121,7 +121,7 @@ async fn read_announcements(session: &Rc<Session>) -> Result<(), ReadError> {
             false => session.announced.borrow_mut().remove(&path),
         };
         if fresh {
-            info!(session = session.id.id, broadcast = %path, active, "announce");
+            debug!(session = session.id.id, broadcast = %path, active, "announce");
             session
                 .shard
                 .announce(&path, session.id, Arc::from(hops), active);

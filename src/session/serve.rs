@@ -11,7 +11,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use qumo_shards::SendStream;
-use tracing::{debug, info};
+use tracing::debug;
 
 use super::reader::StreamReader;
 use super::tail::{self, GroupTally};
@@ -43,7 +43,7 @@ pub async fn bidi(session: Rc<Session>, kind: BidiType, send: SendStream, reader
         BidiType::Probe | BidiType::Goaway => {
             let mut reader = reader;
             if kind == BidiType::Goaway {
-                info!(session = session.id.id, "peer sent GOAWAY");
+                debug!(session = session.id.id, "peer sent GOAWAY");
             }
             // Their messages need no answer from us: read to the end.
             let _ = race(reader.discard_to_end(), session.closed.raised()).await;
@@ -209,6 +209,7 @@ async fn serve_announcements(
             }
             cursor = page.cursor.or(cursor);
             paging = !page.done;
+            listener.paged(cursor.as_deref(), page.done);
         }
         if !out.is_empty() {
             // A peer that stops reading blocks this write; its backlog
@@ -241,7 +242,7 @@ pub struct Subscription {
     /// Raised when the subscriber cancels or the session ends.
     pub cancelled: Signal,
     /// Its group writers, so that a clean end waits for them.
-    pub writers: GroupTally,
+    pub writers: Rc<GroupTally>,
 }
 
 impl Subscription {
@@ -275,7 +276,7 @@ async fn subscribe(session: Rc<Session>, mut send: SendStream, mut reader: Strea
         session.reset(&mut send, codes::NOT_FOUND);
         return session.stop(&mut reader, codes::NOT_FOUND);
     }
-    info!(session = session.id.id, id = request.id, track = %key, "subscribe");
+    debug!(session = session.id.id, id = request.id, track = %key, "subscribe");
     session.subscriptions.set(session.subscriptions.get() + 1);
     session.shard.stats.subscriptions_open.inc();
     let replica = session.shard.subscribe_local(&key);
@@ -286,7 +287,7 @@ async fn subscribe(session: Rc<Session>, mut send: SendStream, mut reader: Strea
         priority: Cell::new(request.priority),
         max_latency: Cell::new(effective_latency(&session, request.max_latency)),
         cancelled: Signal::default(),
-        writers: GroupTally::default(),
+        writers: Rc::default(),
     });
 
     let outcome = serve_track(&session, &sub, &replica, &request, &mut send, reader).await;
@@ -405,7 +406,10 @@ async fn serve_track(
                 }
                 started = true;
                 last = Some(group.sequence);
-                session.spawn(write_group(session.clone(), sub.clone(), group));
+                // Counted now: the track can end before the writer first
+                // runs, and its end waits only for counted writers.
+                let open = sub.writers.track_shared(group.sequence);
+                session.spawn(write_group(session.clone(), sub.clone(), group, open));
             }
             Step::Ended(None) => return Ok(TrackEnd::Clean(last.map_or(0, |l| l + 1))),
             Step::Ended(Some(code)) => return Ok(TrackEnd::Reset(code)),

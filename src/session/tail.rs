@@ -14,6 +14,8 @@
 
 use std::cell::Cell;
 use std::future::Future;
+use std::ops::Deref;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::util::{race, Either};
@@ -50,12 +52,26 @@ impl Default for GroupTally {
 
 impl GroupTally {
     /// Count group `sequence` open until the guard drops.
-    pub fn track(&self, sequence: u64) -> OpenGroup<'_> {
+    pub fn track(&self, sequence: u64) -> OpenGroup<&Self> {
+        self.opened(sequence);
+        OpenGroup { tally: self }
+    }
+
+    /// As [`GroupTally::track`], for a guard that moves into the task that
+    /// handles the group: the group counts as open from this call, not from
+    /// the task's first run, which may come after the end was checked.
+    pub fn track_shared(self: &Rc<Self>, sequence: u64) -> OpenGroup<Rc<Self>> {
+        self.opened(sequence);
+        OpenGroup {
+            tally: self.clone(),
+        }
+    }
+
+    fn opened(&self, sequence: u64) {
         self.open.set(self.open.get() + 1);
         self.next
             .set(self.next.get().max(sequence.saturating_add(1)));
         self.touched.set(Instant::now());
-        OpenGroup { tally: self }
     }
 
     pub fn open(&self) -> usize {
@@ -79,11 +95,11 @@ impl GroupTally {
 }
 
 /// An open group stream, counted in its [`GroupTally`] while it lives.
-pub struct OpenGroup<'a> {
-    tally: &'a GroupTally,
+pub struct OpenGroup<T: Deref<Target = GroupTally>> {
+    tally: T,
 }
 
-impl Drop for OpenGroup<'_> {
+impl<T: Deref<Target = GroupTally>> Drop for OpenGroup<T> {
     fn drop(&mut self) {
         self.tally.open.set(self.tally.open.get() - 1);
         self.tally.touched.set(Instant::now());
@@ -131,6 +147,16 @@ mod tests {
         drop(g1);
         assert!(tally.settled(Some(2), now));
         assert_eq!(tally.open(), 0);
+    }
+
+    #[test]
+    fn a_shared_guard_counts_its_group_open_from_its_creation() {
+        let tally = Rc::new(GroupTally::default());
+        let guard = tally.track_shared(3);
+        assert_eq!(tally.open(), 1);
+        assert!(!tally.settled(Some(4), Instant::now()));
+        drop(guard);
+        assert!(tally.settled(Some(4), Instant::now()));
     }
 
     #[test]

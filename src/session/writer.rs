@@ -21,6 +21,7 @@ use monoio::time::Sleep;
 use qumo_shards::SendStream;
 
 use super::serve::Subscription;
+use super::tail::{GroupTally, OpenGroup};
 use super::util::{race, Either, Waiter};
 use super::{codes, Session};
 use crate::lite::{Encode, FrameHeader, GroupHeader, Timestamps, UniType};
@@ -33,8 +34,14 @@ enum Outcome {
     Lost,
 }
 
-pub async fn write_group(session: Rc<Session>, sub: Rc<Subscription>, group: Rc<Group>) {
-    let _open = sub.writers.track(group.sequence);
+/// Write `group` to the subscriber on its own stream; `_open` counts it
+/// among the subscription's writers until this returns.
+pub async fn write_group(
+    session: Rc<Session>,
+    sub: Rc<Subscription>,
+    group: Rc<Group>,
+    _open: OpenGroup<Rc<GroupTally>>,
+) {
     let mut deadline = Deadline::default();
     let waiters = Waiters {
         cancel: sub.cancelled.waiter(),

@@ -110,6 +110,15 @@ impl Reader {
         Ok(self.buf.split_to(len).freeze())
     }
 
+    /// The next frame of a group stream; `None` at its clean end.
+    pub async fn frame(&mut self) -> Result<Option<Bytes>, String> {
+        if self.at_end().await? {
+            return Ok(None);
+        }
+        let frame: FrameHeader = self.decode().await?.ok_or("no frame")?;
+        self.payload(frame.size as usize).await.map(Some)
+    }
+
     /// Whether the stream finished cleanly here; a reset is an error.
     pub async fn at_end(&mut self) -> Result<bool, String> {
         if !self.buf.is_empty() {
@@ -180,9 +189,8 @@ impl Peer {
         transport: quinn::TransportConfig,
     ) -> Peer {
         let endpoint = endpoint(fingerprint, version.alpn(), transport);
-        let conn = endpoint
-            .connect(addr, "localhost")
-            .unwrap()
+        let handshake = endpoint.connect(addr, "localhost").unwrap();
+        let conn = within("handshake", STEP, handshake)
             .await
             .expect("connects to the relay");
         if version.has_setup() {
@@ -236,7 +244,7 @@ impl Peer {
         };
         let (send, mut reader) = self.request(BidiType::Subscribe, &request).await;
         if !self.version.has_track_stream() {
-            match reader.decode::<SubscribeReply>().await? {
+            match within("SUBSCRIBE_OK", STEP, reader.decode::<SubscribeReply>()).await? {
                 Some(SubscribeReply::Ok(_)) => {}
                 other => return Err(format!("unexpected reply {other:?}")),
             }
@@ -254,17 +262,15 @@ impl Peer {
             while let Some(upstream) = upstreams.recv().await {
                 let _ = tx.send(upstream.id);
                 // Held open, both halves, until the relay closes its side.
-                // The whole value is moved in and dropped at the end: a
-                // block that named only `upstream.reader` would capture
-                // just that field and drop the send half (a FIN, ending
-                // the subscription) at once.
+                // (Naming only `upstream.reader` in the task would move just
+                // that field into it, and drop, so finish, the send half
+                // here: the relay would take that as the track's end.)
                 tokio::spawn(async move {
-                    let mut upstream = upstream;
-                    let _ = upstream
-                        .reader
-                        .decode::<qumo::lite::SubscribeUpdate>()
-                        .await;
-                    drop(upstream);
+                    let Upstream {
+                        mut reader, send, ..
+                    } = upstream;
+                    let _ = reader.decode::<qumo::lite::SubscribeUpdate>().await;
+                    drop(send);
                 });
             }
         });
@@ -355,6 +361,17 @@ impl Peer {
 
     /// Read one group stream: its header and frames, or the reset code.
     pub async fn read_group(&self) -> Result<(GroupHeader, Vec<Bytes>), String> {
+        let (header, mut reader) = self.accept_group().await?;
+        let mut frames = Vec::new();
+        while let Some(frame) = reader.frame().await? {
+            frames.push(frame);
+        }
+        Ok((header, frames))
+    }
+
+    /// The next group stream's header, and the stream to read its frames
+    /// from ([`Reader::frame`]) as they come.
+    pub async fn accept_group(&self) -> Result<(GroupHeader, Reader), String> {
         let mut reader = loop {
             let recv = self.conn.accept_uni().await.map_err(|e| e.to_string())?;
             let mut reader = Reader::new(recv, self.version);
@@ -365,12 +382,7 @@ impl Peer {
             }
         };
         let header: GroupHeader = reader.decode().await?.ok_or("no header")?;
-        let mut frames = Vec::new();
-        while !reader.at_end().await? {
-            let frame: FrameHeader = reader.decode().await?.ok_or("no frame")?;
-            frames.push(reader.payload(frame.size as usize).await?);
-        }
-        Ok((header, frames))
+        Ok((header, reader))
     }
 }
 
@@ -396,6 +408,10 @@ impl Upstream {
         let _ = self.send.finish();
     }
 }
+
+/// How long one step of a peer (a handshake, a reply) may take before the
+/// test fails rather than hangs: a bound for a hang, not a speed target.
+pub const STEP: Duration = Duration::from_secs(30);
 
 /// Wait for a future with a deadline, panicking with `what` on expiry.
 pub async fn within<T>(what: &str, limit: Duration, f: impl std::future::Future<Output = T>) -> T {

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 pub struct Lines(Arc<Mutex<Vec<String>>>);
 
 impl Lines {
-    fn collect(source: impl Read + Send + 'static) -> Self {
+    /// Collect the lines of `source` (a child's stdout or stderr) as they
+    /// come, on a thread of their own.
+    pub fn collect(source: impl Read + Send + 'static) -> Self {
         let lines = Lines::default();
         let sink = lines.clone();
         std::thread::spawn(move || {
@@ -34,14 +36,19 @@ impl Lines {
 
     /// The `nth` (from 0) line containing `needle`, waiting up to `timeout`.
     pub fn wait_for_nth(&self, needle: &str, nth: usize, timeout: Duration) -> Option<String> {
+        self.wait_for_nth_where(|l| l.contains(needle), nth, timeout)
+    }
+
+    /// The `nth` (from 0) line that `matches`, waiting up to `timeout`.
+    pub fn wait_for_nth_where(
+        &self,
+        matches: impl Fn(&str) -> bool,
+        nth: usize,
+        timeout: Duration,
+    ) -> Option<String> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(line) = self
-                .snapshot()
-                .into_iter()
-                .filter(|l| l.contains(needle))
-                .nth(nth)
-            {
+            if let Some(line) = self.snapshot().into_iter().filter(|l| matches(l)).nth(nth) {
                 return Some(line);
             }
             if Instant::now() >= deadline {
@@ -122,12 +129,41 @@ impl Relay {
         self.log.wait_for_nth(needle, nth, timeout)
     }
 
+    /// The `nth` (from 0) log line that contains every one of `needles`,
+    /// waiting up to `timeout`.
+    pub fn wait_for_nth_all(
+        &self,
+        needles: &[&str],
+        nth: usize,
+        timeout: Duration,
+    ) -> Option<String> {
+        self.log
+            .wait_for_nth_where(|l| needles.iter().all(|n| l.contains(n)), nth, timeout)
+    }
+
     /// [`Relay::wait_for`] without blocking the async runtime the test's
     /// own peers run on.
     pub async fn wait_for_async(&self, needle: &str, timeout: Duration) -> Option<String> {
+        self.wait_for_nth_all_async(&[needle], 0, timeout).await
+    }
+
+    /// [`Relay::wait_for_nth_all`] without blocking the async runtime the
+    /// test's own peers run on.
+    pub async fn wait_for_nth_all_async(
+        &self,
+        needles: &[&str],
+        nth: usize,
+        timeout: Duration,
+    ) -> Option<String> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(line) = self.log.snapshot().into_iter().find(|l| l.contains(needle)) {
+            if let Some(line) = self
+                .log
+                .snapshot()
+                .into_iter()
+                .filter(|l| needles.iter().all(|n| l.contains(n)))
+                .nth(nth)
+            {
                 return Some(line);
             }
             if Instant::now() >= deadline {
@@ -155,9 +191,19 @@ impl Relay {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
     }
 
-    /// Wait for the relay to exit by itself.
-    pub fn wait_exit(mut self) -> std::process::ExitStatus {
-        self.child.wait().unwrap()
+    /// Wait up to `timeout` for the relay to exit by itself; `None` if it
+    /// is still running (it is killed when dropped).
+    pub fn wait_exit(mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Resident memory of the relay process, in KiB.
@@ -240,6 +286,13 @@ impl Client {
 
     pub fn wait_stderr(&self, needle: &str, timeout: Duration) -> Option<String> {
         self.stderr.wait_for_nth(needle, 0, timeout)
+    }
+
+    /// The first stderr line that contains any of `needles`, waiting up to
+    /// `timeout`.
+    pub fn wait_stderr_any(&self, needles: &[&str], timeout: Duration) -> Option<String> {
+        self.stderr
+            .wait_for_nth_where(|l| needles.iter().any(|n| l.contains(n)), 0, timeout)
     }
 }
 

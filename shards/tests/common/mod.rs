@@ -101,11 +101,15 @@ pub fn quinn_client(id: &Identity) -> quinn::Endpoint {
     endpoint
 }
 
+/// How long one exchange may take before the test fails rather than hangs:
+/// a bound for a hang, not a speed target, so generous for a loaded box.
+const STEP: Duration = Duration::from_secs(30);
+
 pub async fn connect(endpoint: &quinn::Endpoint, server: SocketAddr) -> quinn::Connection {
-    endpoint
-        .connect(server, "localhost")
-        .unwrap()
+    let handshake = endpoint.connect(server, "localhost").unwrap();
+    tokio::time::timeout(STEP, handshake)
         .await
+        .expect("handshake within 30 s")
         .expect("handshake completes")
 }
 
@@ -118,8 +122,13 @@ pub fn pattern(seed: u32, len: usize) -> Vec<u8> {
 }
 
 pub async fn echo_once(conn: &quinn::Connection, payload: &[u8]) -> Vec<u8> {
-    let (mut send, mut recv) = conn.open_bi().await.expect("stream opens");
-    send.write_all(payload).await.expect("write");
-    send.finish().expect("finish");
-    recv.read_to_end(usize::MAX).await.expect("echo read")
+    let exchange = async {
+        let (mut send, mut recv) = conn.open_bi().await.expect("stream opens");
+        send.write_all(payload).await.expect("write");
+        send.finish().expect("finish");
+        recv.read_to_end(usize::MAX).await.expect("echo read")
+    };
+    tokio::time::timeout(STEP, exchange)
+        .await
+        .expect("echo within 30 s")
 }
