@@ -68,9 +68,12 @@ struct Relay {
 impl Relay {
     fn start() -> Relay {
         // Two shards, so tracks cross the mesh; small limits so that the
-        // fuzzer reaches them.
+        // fuzzer reaches them. A short idle timeout: a client's
+        // CONNECTION_CLOSE can be lost (UDP, a loaded box), and the relay
+        // must then release the session within SETTLE by idleness.
         let yaml = "server:\n  address: \"127.0.0.1:0\"\n  shards: 2\n  pin_cores: false\n  \
-                    shutdown_timeout: 2s\ntls:\n  generate: [localhost]\nrelay:\n  max_subscriptions_per_session: 6\n  \
+                    shutdown_timeout: 2s\ntls:\n  generate: [localhost]\nquic:\n  idle_timeout: 5s\n  keep_alive: 2s\n\
+                    relay:\n  max_subscriptions_per_session: 6\n  \
                     max_announce_prefix_len: 64\n  max_frame_size: 64 KiB\n  \
                     group_cache_size: 2\n  default_max_latency: 500ms\n";
         let file = "session_fuzz.yaml";
