@@ -130,8 +130,15 @@ pub enum ShardMessage {
         from: usize,
         token: u64,
     },
-    /// To the owner: shard `from` has no local subscriber left for `key`.
-    Unsubscribe { key: TrackKey, from: usize },
+    /// To the owner: shard `from` has no local subscriber left for `key`
+    /// in the replica `token` names. The owner ignores it when that shard
+    /// has subscribed again since (a newer token), so a late UNSUBSCRIBE
+    /// cannot cancel a newer subscription.
+    Unsubscribe {
+        key: TrackKey,
+        from: usize,
+        token: u64,
+    },
     /// From the owner: `key` is served by `hub`; here are its cached groups.
     Attached {
         key: TrackKey,

@@ -4,7 +4,7 @@
 //! reach it through [`ShardMessage`]s, handled in arrival order.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -46,7 +46,8 @@ struct Hub {
     /// The owner's cache, which is also its local subscribers' replica.
     replica: Rc<TrackReplica>,
     /// Other shards with subscribers; each gets every event once.
-    shards: BTreeSet<usize>,
+    /// Each with the token of its current replica.
+    shards: BTreeMap<usize, u64>,
     publisher: SessionRef,
 }
 
@@ -270,6 +271,7 @@ impl Shard {
                 ShardMessage::Unsubscribe {
                     key: key.clone(),
                     from: self.index(),
+                    token: replica.token,
                 },
             );
         }
@@ -298,11 +300,15 @@ impl Shard {
                 self.count_state();
             }
             ShardMessage::Subscribe { key, from, token } => self.hub_subscribe(key, from, token),
-            ShardMessage::Unsubscribe { key, from } => {
+            ShardMessage::Unsubscribe { key, from, token } => {
                 let id = self.hub_ids.borrow().get(&key).copied();
                 if let Some(id) = id {
                     if let Some(hub) = self.hubs.borrow_mut().get_mut(&id) {
-                        hub.shards.remove(&from);
+                        // Only the replica it names: that shard may have
+                        // subscribed again since.
+                        if hub.shards.get(&from) == Some(&token) {
+                            hub.shards.remove(&from);
+                        }
                     }
                 }
                 self.hub_maybe_idle(&key);
@@ -372,7 +378,7 @@ impl Shard {
                     Hub {
                         key: key.clone(),
                         replica,
-                        shards: BTreeSet::new(),
+                        shards: BTreeMap::new(),
                         publisher,
                     },
                 );
@@ -397,7 +403,9 @@ impl Shard {
             warn!(track = %key, hub = id, "hub id without a hub; subscribe dropped (a relay bug)");
             return;
         };
-        if !hub.shards.insert(from) {
+        // A repeat for the same replica needs no second snapshot; a new
+        // token (that shard subscribed again) gets one.
+        if hub.shards.insert(from, token) == Some(token) {
             return;
         }
         let groups = hub
@@ -498,6 +506,7 @@ impl Shard {
                     ShardMessage::Unsubscribe {
                         key,
                         from: self.index(),
+                        token,
                     },
                 );
             }
@@ -551,7 +560,7 @@ impl Shard {
             let Some(hub) = hubs.get(&hub_ref.id) else {
                 return;
             };
-            for &shard in &hub.shards {
+            for &shard in hub.shards.keys() {
                 self.post(
                     shard,
                     ShardMessage::Media {

@@ -467,3 +467,61 @@ async fn a_group_still_in_flight_when_its_publisher_ends_the_track_reaches_the_s
         }
     }
 }
+
+/// Subscribe, leave and subscribe again before the owner shard's answer to
+/// the first subscribe comes back: the late answer must not cancel the new
+/// subscription (it used to send a second UNSUBSCRIBE, and the owner then
+/// dropped the shard while its newest replica was live: neither media nor
+/// an end). Twelve tracks on three shards, so most are owned by a shard
+/// other than the subscriber's.
+#[tokio::test(flavor = "current_thread")]
+async fn subscribing_again_before_the_owner_answers_keeps_the_new_subscription() {
+    let relay = Relay::start(3);
+    let (publisher, mut upstreams) = publisher(&relay, Version::Lite05, "re").await;
+    let viewer = Peer::connect(relay.addr, &relay.fingerprint, Version::Lite05).await;
+    const TRACKS: u64 = 12;
+    let mut kept = Vec::new();
+    for track in 0..TRACKS {
+        let name = format!("t{track}");
+        let (mut first, _) = viewer.subscribe(2 * track, "re", &name, 0).await.unwrap();
+        let _ = first.finish();
+        // The window is between the relay releasing the first replica and
+        // the owner's answer arriving: a spread of gaps lands in it.
+        tokio::time::sleep(Duration::from_micros(300 * track)).await;
+        kept.push(
+            viewer
+                .subscribe(2 * track + 1, "re", &name, 0)
+                .await
+                .unwrap(),
+        );
+    }
+    let mut ids = Vec::new();
+    let mut heard = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + 20 * SECOND;
+    let mut sequence = 0;
+    while heard.len() < TRACKS as usize {
+        assert!(
+            Instant::now() < deadline,
+            "only the subscriptions {heard:?} of 1, 3, ..., 23 got media; relay log:\n{}",
+            relay.log()
+        );
+        while let Ok(id) = upstreams.try_recv() {
+            ids.push(id);
+        }
+        for &id in &ids {
+            publisher
+                .send_group(id, sequence, &[Bytes::from_static(b"x")])
+                .await;
+        }
+        sequence += 1;
+        let read = tokio::time::timeout(Duration::from_millis(200), async {
+            loop {
+                if let Ok((header, _)) = viewer.read_group().await {
+                    heard.insert(header.subscribe);
+                }
+            }
+        });
+        let _ = read.await;
+    }
+    assert!(heard.iter().all(|id| id % 2 == 1), "{heard:?}");
+}
