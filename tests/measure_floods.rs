@@ -354,10 +354,12 @@ async fn row4_a_lagging_subscriber_pins_at_most_the_latency_ceiling() {
         samples.iter().map(|s| (s.0, s.1)).collect::<Vec<_>>(),
     );
     // The ceiling (10 s) caps the groups one subscriber can pin at ~10 MB
-    // here; past 15 s RSS should be flat.
+    // here, plus at most the connection's send window (16 MiB). (RSS also
+    // creeps for the first ~100 s with a reading subscriber: compare a
+    // QUMO_MEASURE_VIEWER=reader run before blaming the subscriber.)
     assert!(
-        growth_kb < 1024,
-        "RSS still grows past the latency ceiling: {bytes_per_group:.0} B per group"
+        rss_after.saturating_sub(rss_before) < 40_000,
+        "a subscriber that reads nothing pinned more than the ceiling allows"
     );
 }
 
@@ -471,7 +473,10 @@ async fn row5_many_groups_to_one_reader_cost_no_memory_per_group() {
 /// Row 6: zero-length frames. First the original attack, 10 M of them in
 /// one group (cut at relay.max_frames_per_group, 16384 by default); then
 /// what the cap still allows, for 10 s: group after group of exactly
-/// 16384 empty frames, each cached (and charged 64 B a frame).
+/// 16384 empty frames, each cached (and charged 64 B a frame). The second
+/// part does not hold yet: every frame is a mesh message (even to its own
+/// shard), and a publisher that outruns the hub's shard queues them
+/// without bound (3.2 GB after 10 s here).
 #[tokio::test(flavor = "current_thread")]
 #[ignore = "measurement; run by hand"]
 async fn row6_empty_frames_are_cut_at_the_frames_per_group_cap() {
@@ -659,16 +664,20 @@ async fn row7b_announce_start_end_churn() {
     // Let the relay work through what is buffered.
     let rss_after = peak_rss(&relay, 5 * SECOND).await;
     listen.abort();
+    let changes_read = listened.load(Ordering::Relaxed);
     println!(
         "MEASURE row=7b what=lite06_start_end_churn pairs={pairs} mb={mb:.1} \
          bytes_written={} write_s={write_s:.1} rss_before_kb={rss_before} \
          rss_written_kb={rss_written} rss_after_kb={rss_after} listener_changes_read={} \
          flooder_open={} info_log_lines={}",
         written.unwrap(),
-        listened.load(Ordering::Relaxed),
+        changes_read,
         flooder.conn.close_reason().is_none(),
         relay.count("announce"),
     );
+    // Neither table grows with the churn; what the queues between shards
+    // hold at the peak is all it costs (~57 MB for 250 k to 2 M pairs).
+    assert!(rss_after.saturating_sub(rss_before) < 200_000);
 }
 
 /// Rows 8 and 11 set-up: one session announces `broadcasts` broadcasts
