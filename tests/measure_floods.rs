@@ -724,8 +724,14 @@ async fn idle_listeners(
 }
 
 /// How long a new handshake, and a subscribe to a live broadcast, take
-/// (the worst of `probes` tries, a quarter-second apart).
-async fn probe_service(relay: &Relay, probes: usize) -> (Duration, Duration) {
+/// (the worst of `probes` tries, a quarter-second apart). The probing
+/// sessions and their subscriptions go into `keep`: one that ended would
+/// make the relay stop its upstream subscription while another starts.
+async fn probe_service(
+    relay: &Relay,
+    probes: usize,
+    keep: &mut Vec<(Peer, quinn::SendStream, Reader)>,
+) -> (Duration, Duration) {
     let mut handshake = Duration::ZERO;
     let mut subscribe = Duration::ZERO;
     for i in 0..probes {
@@ -744,8 +750,9 @@ async fn probe_service(relay: &Relay, probes: usize) -> (Duration, Duration) {
             peer.subscribe(i as u64, "live", "video", 0),
         )
         .await;
-        if let Err(e) = reply {
-            panic!("the subscribe failed: {e}");
+        match reply {
+            Ok((send, reader)) => keep.push((peer, send, reader)),
+            Err(e) => panic!("the subscribe failed: {e}"),
         }
         subscribe = subscribe.max(t.elapsed());
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -769,13 +776,14 @@ async fn row8(per_client: usize, cap: usize) {
         .wait_for_async("broadcast=live active=true", LIMIT)
         .await
         .is_some());
-    let (calm_handshake, calm_subscribe) = probe_service(&relay, 3).await;
+    let mut probes = Vec::new();
+    let (calm_handshake, calm_subscribe) = probe_service(&relay, 3, &mut probes).await;
     let _flooder = announce_storm(&relay, BROADCASTS).await;
     let rss_before = relay.rss_kib();
     let opened = Instant::now();
     let listeners = idle_listeners(&relay, 3, per_client).await;
     let open_s = opened.elapsed().as_secs_f64();
-    let (storm_handshake, storm_subscribe) = probe_service(&relay, 8).await;
+    let (storm_handshake, storm_subscribe) = probe_service(&relay, 8, &mut probes).await;
     let rss_after = peak_rss(&relay, 3 * SECOND).await;
     let refused = metric(admin, "qumo_announce_requests_refused_limit_total").await;
     let overflows = metric(admin, "qumo_announce_backlog_overflows_total").await;
