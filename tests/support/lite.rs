@@ -43,6 +43,17 @@ pub fn endpoint(
     alpn: &str,
     transport: quinn::TransportConfig,
 ) -> quinn::Endpoint {
+    endpoint_on("127.0.0.1:0".parse().unwrap(), fingerprint, alpn, transport)
+}
+
+/// As [`endpoint`], bound to `local` (another 127.0.0.N source address,
+/// for tests that must not meet the per-address admission limits).
+pub fn endpoint_on(
+    local: std::net::SocketAddr,
+    fingerprint: &str,
+    alpn: &str,
+    transport: quinn::TransportConfig,
+) -> quinn::Endpoint {
     let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -53,7 +64,7 @@ pub fn endpoint(
     .with_no_client_auth();
     tls.alpn_protocols = vec![alpn.as_bytes().to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut endpoint = quinn::Endpoint::client(local).unwrap();
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     config.transport_config(Arc::new(transport));
     endpoint.set_default_client_config(config);

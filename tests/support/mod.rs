@@ -82,13 +82,19 @@ impl Relay {
 
     /// As [`Relay::start_with`], listening on `address`.
     pub fn start_on(address: &str, shards: usize, sections: &str) -> Relay {
+        Self::start_logging(address, shards, sections, "info,qumo=debug")
+    }
+
+    /// As [`Relay::start_on`], with `level` as `logging.level` (it must
+    /// keep info lines: the start-up lines are read from the log).
+    pub fn start_logging(address: &str, shards: usize, sections: &str, level: &str) -> Relay {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("relay.yaml");
         std::fs::write(
             &config,
             format!(
                 "server:\n  address: \"{address}\"\n  shards: {shards}\n  shutdown_timeout: 2s\n\
-                 tls:\n  generate: [localhost]\n{sections}logging:\n  level: \"info,qumo=debug\"\n"
+                 tls:\n  generate: [localhost]\n{sections}logging:\n  level: \"{level}\"\n"
             ),
         )
         .unwrap();
@@ -215,6 +221,23 @@ impl Relay {
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
             .unwrap()
+    }
+
+    /// CPU time (user + system) the relay process has used so far.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        // The command name, in parentheses, may hold spaces: count fields
+        // after its closing one. utime and stime are fields 14 and 15.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<u64> = rest
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .map(|f| f.parse().unwrap())
+            .collect();
+        // SAFETY: sysconf has no preconditions.
+        let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        Duration::from_millis((fields[0] + fields[1]) * 1000 / ticks_per_second)
     }
 }
 
