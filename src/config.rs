@@ -349,6 +349,10 @@ pub struct RelayConfig {
     /// ANNOUNCE_REQUEST. > 0.
     #[serde(deserialize_with = "de::duration")]
     pub setup_timeout: Duration,
+    /// Bytes of messages (frames by payload) one shard's inbox may hold
+    /// before publishers' group streams pause. >= `max_frame_size`.
+    #[serde(deserialize_with = "de::bytes")]
+    pub max_mesh_backlog: u64,
 }
 
 impl Default for RelayConfig {
@@ -368,6 +372,7 @@ impl Default for RelayConfig {
             max_announce_backlog: 4096,
             max_buffered_frame_bytes_per_session: 16 * MIB,
             setup_timeout: Duration::from_secs(10),
+            max_mesh_backlog: 32 * MIB,
         }
     }
 }
@@ -772,6 +777,16 @@ impl Config {
                 format!(
                     "{} is below relay.max_frame_size ({}): a whole frame must fit",
                     r.max_buffered_frame_bytes_per_session, r.max_frame_size
+                )
+            },
+        )?;
+        check(
+            r.max_mesh_backlog >= r.max_frame_size,
+            "relay.max_mesh_backlog",
+            || {
+                format!(
+                    "{} is below relay.max_frame_size ({}): a whole frame must fit",
+                    r.max_mesh_backlog, r.max_frame_size
                 )
             },
         )?;

@@ -162,3 +162,108 @@ pub enum ShardMessage {
     /// Media for a hub (publisher -> owner) or for a replica (owner -> shard).
     Media { hub: HubRef, event: MediaEvent },
 }
+
+/// What a message in a shard's inbox stands for in memory beyond the frame
+/// payloads it carries: its slot in the channel, in the inbox queue and in
+/// the dispatch batch (the queues keep their peak capacity), measured as
+/// about this much when a flood of empty frames filled them.
+const MESSAGE_WEIGHT: u64 = 256;
+
+impl ShardMessage {
+    /// Bytes this message holds while it waits in an inbox; the sender adds
+    /// it to the receiver's backlog and the receiver takes it off, both
+    /// computing it from the message itself.
+    pub fn weight(&self) -> u64 {
+        match self {
+            ShardMessage::Media {
+                event: MediaEvent::Frame { payload, .. },
+                ..
+            } => MESSAGE_WEIGHT + payload.len() as u64,
+            ShardMessage::Attached { groups, .. } => {
+                MESSAGE_WEIGHT
+                    + groups
+                        .iter()
+                        .flat_map(|g| &g.frames)
+                        .map(|f| MESSAGE_WEIGHT + f.payload.len() as u64)
+                        .sum::<u64>()
+            }
+            _ => MESSAGE_WEIGHT,
+        }
+    }
+}
+
+/// The bytes waiting in each shard's inbox (by [`ShardMessage::weight`]),
+/// readable by every shard, so that a publisher's shard can stop reading
+/// media while any inbox is over its bound: the mesh queues themselves are
+/// unbounded, and a shard that falls behind must slow publishers down
+/// (their QUIC flow control then holds them back) rather than queue without
+/// limit.
+#[derive(Debug)]
+pub struct MeshBacklog {
+    bytes: Vec<std::sync::atomic::AtomicU64>,
+}
+
+impl Default for MeshBacklog {
+    fn default() -> Self {
+        // One slot per possible shard (the index is one byte).
+        Self {
+            bytes: (0..256).map(|_| Default::default()).collect(),
+        }
+    }
+}
+
+impl MeshBacklog {
+    pub fn add(&self, shard: usize, bytes: u64) {
+        if let Some(slot) = self.bytes.get(shard) {
+            slot.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    pub fn sub(&self, shard: usize, bytes: u64) {
+        if let Some(slot) = self.bytes.get(shard) {
+            let _ = slot.fetch_update(
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+                |v| Some(v.saturating_sub(bytes)),
+            );
+        }
+    }
+
+    pub fn get(&self, shard: usize) -> u64 {
+        self.bytes
+            .get(shard)
+            .map_or(0, |slot| slot.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// The largest backlog among the first `shards` shards.
+    pub fn max(&self, shards: usize) -> u64 {
+        (0..shards).map(|s| self.get(s)).max().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod backlog_tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_weighs_its_payload_and_the_backlog_never_goes_negative() {
+        let frame = ShardMessage::Media {
+            hub: HubRef { owner: 0, id: 1 },
+            event: MediaEvent::Frame {
+                sequence: 0,
+                timestamp: 0,
+                payload: Bytes::from(vec![0u8; 1000]),
+            },
+        };
+        assert_eq!(frame.weight(), 1000 + MESSAGE_WEIGHT);
+        let backlog = MeshBacklog::default();
+        backlog.add(1, frame.weight());
+        backlog.add(0, 10);
+        assert_eq!(backlog.max(2), 1000 + MESSAGE_WEIGHT);
+        backlog.sub(1, 5000);
+        assert_eq!(backlog.get(1), 0);
+        assert_eq!(backlog.max(2), 10);
+        backlog.add(999, 1);
+        assert_eq!(backlog.get(999), 0, "out of range is ignored");
+    }
+}

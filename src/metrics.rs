@@ -104,6 +104,11 @@ relay_stats! {
     frames_waited_for_buffer: Counter,
     /// Subscriptions whose max_latency was cut to relay.max_latency_ceiling.
     latency_requests_capped: Counter,
+    /// Times a publisher's group stream paused because a shard's inbox held
+    /// more than relay.max_mesh_backlog.
+    media_paused_for_mesh: Counter,
+    /// Bytes of messages waiting in this shard's inbox (frames by payload).
+    mesh_backlog_bytes: Gauge,
     /// Session states in memory: open, or ended with tasks still finishing. Staying above sessions_open after peers left means a task outlived its session.
     session_states_alive: Gauge,
     /// Announce listeners (peers' ANNOUNCE_REQUEST streams) open on this shard.

@@ -10,6 +10,7 @@ use tracing::{debug, error, info};
 
 use crate::config::Config;
 use crate::lite::{Limits, Version};
+use crate::message::MeshBacklog;
 use crate::metrics::Metrics;
 use crate::session::util::{catch_unwind, race, Either};
 use crate::session::{self, codes, transport::Transport};
@@ -35,6 +36,7 @@ struct Shared {
     max_sessions: usize,
     sessions: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
+    backlog: Arc<MeshBacklog>,
 }
 
 /// The shard settings a config asks for.
@@ -58,6 +60,7 @@ pub fn settings(config: &Config) -> Settings {
         max_announce_backlog: r.max_announce_backlog,
         max_buffered_frame_bytes_per_session: r.max_buffered_frame_bytes_per_session,
         setup_timeout: r.setup_timeout,
+        max_mesh_backlog: r.max_mesh_backlog,
     }
 }
 
@@ -73,6 +76,7 @@ pub fn start(
         max_sessions: config.relay.max_sessions,
         sessions: Arc::new(AtomicUsize::new(0)),
         metrics: metrics.clone(),
+        backlog: Arc::new(MeshBacklog::default()),
     };
     let runtime = Runtime::<ShardMessage>::start(runtime_config, move |ctx| {
         serve_shard(ctx, shared.clone())
@@ -102,7 +106,13 @@ pub fn run(
 
 async fn serve_shard(ctx: ShardContext<ShardMessage>, shared: Shared) {
     let stats = shared.metrics.register(ctx.index());
-    let shard = Rc::new(Shard::new(ctx, shared.settings.clone(), shared.hop, stats));
+    let shard = Rc::new(Shard::new(
+        ctx,
+        shared.settings.clone(),
+        shared.hop,
+        stats,
+        shared.backlog.clone(),
+    ));
     monoio::spawn(dispatch(shard.clone()));
     while let Some(conn) = shard.context().accept().await {
         let (shard, shared) = (shard.clone(), shared.clone());

@@ -14,11 +14,18 @@ use qumo_shards::ShardContext;
 use tracing::{debug, warn};
 
 use crate::lite::Limits;
-use crate::message::{GroupSnapshot, HubRef, MediaEvent, SessionRef, ShardMessage, TrackKey};
+use crate::message::{
+    GroupSnapshot, HubRef, MediaEvent, MeshBacklog, SessionRef, ShardMessage, TrackKey,
+};
 use crate::metrics::RelayStats;
 use crate::origin::{Listener, Origin, Page};
 use crate::session::{codes, Session};
 use crate::track::{GroupState, TrackReplica, TrackState};
+
+/// How often a paused publisher looks at the mesh backlog again. Pauses
+/// happen only under overload, so a short poll is cheaper than a wake-up
+/// on every message handled.
+const MESH_POLL: Duration = Duration::from_millis(1);
 
 /// The relay limits and policies every session on a shard applies.
 #[derive(Debug, Clone)]
@@ -37,6 +44,7 @@ pub struct Settings {
     pub max_announce_backlog: usize,
     pub max_buffered_frame_bytes_per_session: u64,
     pub setup_timeout: Duration,
+    pub max_mesh_backlog: u64,
 }
 
 /// The owner's side of a track: the upstream subscription and the shards
@@ -56,6 +64,8 @@ pub struct Shard {
     pub settings: Settings,
     /// This shard's relay counters (see `crate::metrics`).
     pub stats: Arc<RelayStats>,
+    /// Bytes waiting in every shard's inbox, shared by all shards.
+    backlog: Arc<MeshBacklog>,
     /// This relay's hop id in announce chains (the same on every shard).
     pub hop: u64,
     origin: RefCell<Origin>,
@@ -74,11 +84,13 @@ impl Shard {
         settings: Settings,
         hop: u64,
         stats: Arc<RelayStats>,
+        backlog: Arc<MeshBacklog>,
     ) -> Self {
         Self {
             ctx,
             settings,
             stats,
+            backlog,
             hop,
             origin: RefCell::new(Origin::default()),
             hubs: RefCell::new(HashMap::new()),
@@ -111,8 +123,28 @@ impl Shard {
     }
 
     fn post(&self, to: usize, message: ShardMessage) {
+        let weight = message.weight();
+        self.backlog.add(to, weight);
         if self.ctx.send(to, message).is_err() {
+            self.backlog.sub(to, weight);
             debug!(to, "shard stopped; message dropped");
+        }
+    }
+
+    /// Whether some shard's inbox holds more than `relay.max_mesh_backlog`:
+    /// then publishers' group streams stop being read until it drains.
+    pub fn mesh_congested(&self) -> bool {
+        self.backlog.max(self.ctx.shard_count()) > self.settings.max_mesh_backlog
+    }
+
+    /// Wait, if the mesh is congested, until it is not.
+    pub async fn mesh_clear(&self) {
+        if !self.mesh_congested() {
+            return;
+        }
+        self.stats.media_paused_for_mesh.inc();
+        while self.mesh_congested() {
+            monoio::time::sleep(MESH_POLL).await;
         }
     }
 
@@ -287,6 +319,10 @@ impl Shard {
     // --- messages -------------------------------------------------------
 
     pub fn handle(&self, message: ShardMessage) {
+        self.backlog.sub(self.index(), message.weight());
+        self.stats
+            .mesh_backlog_bytes
+            .set(self.backlog.get(self.index()));
         match message {
             ShardMessage::Announce {
                 path,

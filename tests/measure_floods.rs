@@ -40,7 +40,8 @@ fn relay_with(shards: usize, relay_keys: &str, sections: &str) -> (Relay, Socket
             http::sections("  max_connections: 16\n")
         ),
         // QUMO_MEASURE_LOG: another level, to see why a number is off.
-        &std::env::var("QUMO_MEASURE_LOG").unwrap_or_else(|_| "info".into()),
+        &std::env::var("QUMO_MEASURE_LOG")
+            .unwrap_or_else(|_| "info,qumo::session::consume=debug".into()),
     );
     let admin = http::admin_addr(&relay);
     (relay, admin)
@@ -893,9 +894,10 @@ async fn row11_shutdown_during_the_announce_storm() {
     let rss_after = relay.rss_kib();
     let asked = Instant::now();
     relay.terminate();
-    let status = tokio::task::spawn_blocking(move || relay.wait_exit())
+    let status = tokio::task::spawn_blocking(move || relay.wait_exit(Duration::from_secs(30)))
         .await
-        .unwrap();
+        .unwrap()
+        .expect("the relay exits");
     let exit_s = asked.elapsed().as_secs_f64();
     println!(
         "MEASURE row=11 what=sigterm_during_announce_storm broadcasts=50000 clients=3 \

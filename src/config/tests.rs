@@ -593,6 +593,9 @@ fn hardening_defaults_bound_what_a_peer_controls() {
     assert_eq!(r.max_announce_backlog, 4096);
     assert_eq!(r.max_buffered_frame_bytes_per_session, 16 << 20);
     assert_eq!(r.setup_timeout, Duration::from_secs(10));
+    assert_eq!(r.max_mesh_backlog, 32 << 20);
+    let (key, _) = bad_value("relay: {max_frame_size: 2 MiB, max_mesh_backlog: 1 MiB}");
+    assert_eq!(key, "relay.max_mesh_backlog");
 }
 
 #[test]

@@ -442,6 +442,9 @@ async fn read_frames(
             Ok(payload) => payload,
             Err(e) => return Err(stream_code(session, &e)),
         };
+        // An owner or subscriber shard that falls behind must slow the
+        // publisher (its flow control then holds it back), not queue.
+        session.shard.mesh_clear().await;
         session.shard.to_hub(
             hub,
             MediaEvent::Frame {
