@@ -16,6 +16,7 @@ use crate::core::{dir_index, ConnEntry, ConnShared, ShardCore};
 use crate::notify::register;
 use crate::stats::ConnectionStats;
 use crate::stream::{RecvStream, SendStream};
+use crate::wait::Waiter;
 
 /// A QUIC connection owned by the current shard.
 #[derive(Clone)]
@@ -126,14 +127,19 @@ impl Connection {
         .await
     }
 
-    fn poll_open(&self, cx: &mut Context<'_>, dir: Dir) -> Poll<Result<StreamId, ConnectionError>> {
+    fn poll_open(
+        &self,
+        cx: &mut Context<'_>,
+        dir: Dir,
+        waiter: &Waiter<'_>,
+    ) -> Poll<Result<StreamId, ConnectionError>> {
         let opened = self.access(|e, queue| match e.conn.streams().open(dir) {
             Some(id) => {
                 *queue = true;
                 Some(id)
             }
             None => {
-                register(&mut e.openers[dir_index(dir)], cx);
+                waiter.register(cx);
                 None
             }
         });
@@ -169,13 +175,15 @@ impl Connection {
     /// Open a unidirectional stream, waiting while the peer's stream limit
     /// is reached.
     pub async fn open_uni(&self) -> Result<SendStream, ConnectionError> {
-        let id = poll_fn(|cx| self.poll_open(cx, Dir::Uni)).await?;
+        let waiter = self.shared.openers[dir_index(Dir::Uni)].waiter();
+        let id = poll_fn(|cx| self.poll_open(cx, Dir::Uni, &waiter)).await?;
         Ok(SendStream::new(self.clone(), id))
     }
 
     /// Open a bidirectional stream.
     pub async fn open_bi(&self) -> Result<(SendStream, RecvStream), ConnectionError> {
-        let id = poll_fn(|cx| self.poll_open(cx, Dir::Bi)).await?;
+        let waiter = self.shared.openers[dir_index(Dir::Bi)].waiter();
+        let id = poll_fn(|cx| self.poll_open(cx, Dir::Bi, &waiter)).await?;
         Ok((
             SendStream::new(self.clone(), id),
             RecvStream::new(self.clone(), id),

@@ -25,6 +25,7 @@ use crate::admission::{Admission, Refusal, SourceKey, Verdict};
 use crate::notify::{wake_all, LocalNotify};
 use crate::socket::{is_per_datagram_error, UdpIo};
 use crate::stats::ShardStats;
+use crate::wait::WaitList;
 
 /// Most datagrams one connection may send in one flush before others get a
 /// turn; keeps one fast connection from starving the rest of the shard.
@@ -42,6 +43,11 @@ pub(crate) struct ConnShared {
     pub error: RefCell<Option<ConnectionError>>,
     /// Tasks waiting for the handshake or for the connection to end.
     pub state_waiters: RefCell<Vec<Waker>>,
+    /// Tasks waiting for stream credit to open a stream, by direction. A
+    /// task that gives up (a group writer whose group expired while the
+    /// peer granted nothing) frees its place, so a peer that never grants
+    /// credit does not make the list grow.
+    pub openers: [WaitList; 2],
 }
 
 impl ConnShared {
@@ -82,7 +88,6 @@ pub(crate) struct ConnEntry {
     /// Waiting for a send stream to be finished (all acked) or stopped.
     pub finishers: HashMap<StreamId, Waker>,
     pub accepters: [Vec<Waker>; 2],
-    pub openers: [Vec<Waker>; 2],
     pub datagram_readers: Vec<Waker>,
 }
 
@@ -101,7 +106,6 @@ impl ConnEntry {
             writers: HashMap::new(),
             finishers: HashMap::new(),
             accepters: [Vec::new(), Vec::new()],
-            openers: [Vec::new(), Vec::new()],
             datagram_readers: Vec::new(),
         }
     }
@@ -125,8 +129,11 @@ impl ConnEntry {
         for (_, w) in self.finishers.drain() {
             w.wake();
         }
-        for waiters in self.accepters.iter_mut().chain(self.openers.iter_mut()) {
+        for waiters in self.accepters.iter_mut() {
             wake_all(waiters);
+        }
+        for openers in &self.shared.openers {
+            openers.wake_all();
         }
         wake_all(&mut self.datagram_readers);
         wake_all(&mut self.shared.state_waiters.borrow_mut());
@@ -263,6 +270,7 @@ impl ShardCore {
             server_name: RefCell::new(None),
             error: RefCell::new(None),
             state_waiters: RefCell::new(Vec::new()),
+            openers: Default::default(),
         });
         let mut entry = ConnEntry::new(conn, shared.clone());
         if let Some((source, now)) = admitted {
@@ -656,7 +664,7 @@ impl ShardCore {
                 wake_all(&mut entry.accepters[dir_index(dir)])
             }
             Event::Stream(StreamEvent::Available { dir }) => {
-                wake_all(&mut entry.openers[dir_index(dir)])
+                entry.shared.openers[dir_index(dir)].wake_all()
             }
             Event::Stream(StreamEvent::Readable { id }) => {
                 if let Some(w) = entry.readers.remove(&id) {
