@@ -651,10 +651,12 @@ mod tests {
             Ok(_) => {}
             Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
         }
-        wait_until("the timeout counted", || {
+        // The count and the close are two steps of the connection's task:
+        // wait for both rather than look once.
+        wait_until("the timeout counted and the slot freed", || {
             stats.connections_timed_out.load(Ordering::Relaxed) == 1
+                && stats.connections_open.load(Ordering::Relaxed) == 0
         });
-        assert_eq!(stats.connections_open.load(Ordering::Relaxed), 0);
     }
 
     #[test]
@@ -681,10 +683,10 @@ mod tests {
         stream
             .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             .unwrap();
-        wait_until("the deadline counted", || {
+        wait_until("the deadline counted and the slot freed", || {
             stats.connections_timed_out.load(Ordering::Relaxed) == 1
+                && stats.connections_open.load(Ordering::Relaxed) == 0
         });
-        assert_eq!(stats.connections_open.load(Ordering::Relaxed), 0);
         // What the server had sent is still readable, then the close: less
         // than the whole answer.
         stream
@@ -714,7 +716,9 @@ mod tests {
             busy.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
             "{busy}"
         );
-        assert_eq!(stats.connections_refused.load(Ordering::Relaxed), 1);
+        wait_until("the refusal counted", || {
+            stats.connections_refused.load(Ordering::Relaxed) == 1
+        });
         drop(holders);
         wait_until("slots freed", || {
             stats.connections_open.load(Ordering::Relaxed) == 0
