@@ -60,15 +60,6 @@ impl Listener {
         self.queue.borrow_mut().pop_front().map(Heard::Change)
     }
 
-    /// The next change, or `Pending` with `cx` registered.
-    pub fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Heard> {
-        if let Some(heard) = self.try_next() {
-            return Poll::Ready(heard);
-        }
-        *self.waker.borrow_mut() = Some(cx.waker().clone());
-        Poll::Pending
-    }
-
     /// The table has been paged up to `cursor` (the last suffix paged);
     /// `done` once it is exhausted.
     pub fn paged(&self, cursor: Option<&str>, done: bool) {
@@ -337,16 +328,14 @@ pub fn join(base: &str, rest: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::task::Waker;
 
     fn session(id: u64) -> SessionRef {
         SessionRef { shard: 0, id }
     }
 
     fn drain(listener: &Listener) -> Vec<AnnounceEvent> {
-        let mut cx = Context::from_waker(Waker::noop());
         let mut out = Vec::new();
-        while let Poll::Ready(Heard::Change(e)) = listener.poll_next(&mut cx) {
+        while let Some(Heard::Change(e)) = listener.try_next() {
             out.push(e);
         }
         out

@@ -121,10 +121,10 @@ enum AnnounceEnd {
 }
 
 /// ANNOUNCE_OK (lite-05+), the active broadcasts page by page, then every
-/// change as it happens. Changes heard while the table is still being
-/// paged are sent only for suffixes already paged: the rest are read from
-/// the table itself when their page comes, so each broadcast is told once,
-/// in its state at that moment.
+/// change as it happens. While the table is still being paged, the
+/// listener queues only changes to suffixes already paged (see
+/// `Listener::paged`): the rest are read from the table itself when their
+/// page comes, so each broadcast is told once, in its state at that moment.
 async fn serve_announcements(
     session: &Rc<Session>,
     prefix: &str,
@@ -181,20 +181,16 @@ async fn serve_announcements(
     let mut cursor: Option<String> = None;
     let mut paging = true;
     loop {
-        // Take the queued changes, then the next page, with no await in
-        // between: a change queued before the page was read is in it.
+        // The queued changes (all to suffixes already paged), then the next
+        // page and the listener told how far it reaches, with no await in
+        // between, so no change falls between the two.
         while let Some(heard) = listener.try_next() {
             let event = match heard {
                 Heard::Overflowed => return Ok(AnnounceEnd::Overflowed),
                 Heard::Change(event) => event,
             };
-            let paged = cursor
-                .as_deref()
-                .is_some_and(|c| event.suffix.as_str() <= c);
-            if !paging || paged {
-                if let Some(msg) = to_wire(&event) {
-                    msg.encode(&mut out, version).ok();
-                }
+            if let Some(msg) = to_wire(&event) {
+                msg.encode(&mut out, version).ok();
             }
         }
         if paging {
