@@ -23,7 +23,7 @@ use bytes::{Bytes, BytesMut};
 use qumo::lite::{
     Announce, AnnounceOk, AnnounceRequest, BidiType, FrameHeader, GroupHeader, UniType, Version,
 };
-use support::lite::{self, within, EncodeDyn, Peer, Reader};
+use support::lite::{self, frame_head, group_head, within, EncodeDyn, Peer, Reader};
 use support::{http, Relay};
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -835,19 +835,8 @@ async fn row9_unfinished_frames_are_bounded_per_session() {
     let mut writers = Vec::new();
     for sequence in 0..STREAMS {
         let mut send = publisher.conn.open_uni().await.unwrap();
-        let mut head = BytesMut::new();
-        UniType::Group.encode_dyn(&mut head, Version::Lite04);
-        GroupHeader {
-            subscribe: upstream,
-            sequence,
-            frame_start: 0,
-        }
-        .encode_dyn(&mut head, Version::Lite04);
-        FrameHeader {
-            timestamp_delta: None,
-            size: FRAME as u64,
-        }
-        .encode_dyn(&mut head, Version::Lite04);
+        let mut head = group_head(Version::Lite04, upstream, sequence);
+        frame_head(&mut head, Version::Lite04, FRAME as u64);
         writers.push(tokio::spawn(async move {
             let _ = send.write_all(&head).await;
             let body = vec![7u8; FRAME - 1];

@@ -9,10 +9,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use qumo::lite::{
-    Announce, AnnounceOk, AnnounceRequest, BidiType, FrameHeader, GroupHeader, UniType, Version,
-};
-use support::lite::{within, EncodeDyn, Peer, Reader};
+use qumo::lite::{Announce, AnnounceOk, AnnounceRequest, BidiType, Version};
+use support::lite::{frame_head, group_head, within, EncodeDyn, Peer, Reader};
 use support::{http, Relay};
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -323,19 +321,8 @@ async fn unfinished_frames_wait_for_the_sessions_frame_buffer() {
     let mut streams = Vec::new();
     for sequence in 0..8u64 {
         let mut send = publisher.conn.open_uni().await.unwrap();
-        let mut head = BytesMut::new();
-        UniType::Group.encode_dyn(&mut head, Version::Lite04);
-        GroupHeader {
-            subscribe: upstream,
-            sequence,
-            frame_start: 0,
-        }
-        .encode_dyn(&mut head, Version::Lite04);
-        FrameHeader {
-            timestamp_delta: None,
-            size: FRAME as u64,
-        }
-        .encode_dyn(&mut head, Version::Lite04);
+        let mut head = group_head(Version::Lite04, upstream, sequence);
+        frame_head(&mut head, Version::Lite04, FRAME as u64);
         send.write_all(&head).await.unwrap();
         send.write_all(&vec![7u8; FRAME / 2]).await.unwrap();
         streams.push(send);

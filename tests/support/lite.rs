@@ -350,20 +350,9 @@ impl Peer {
         frames: &[Bytes],
     ) -> quinn::SendStream {
         let mut send = self.conn.open_uni().await.unwrap();
-        let header = GroupHeader {
-            subscribe,
-            sequence,
-            frame_start: 0,
-        };
-        let mut out = BytesMut::new();
-        UniType::Group.encode_dyn(&mut out, self.version);
-        header.encode_dyn(&mut out, self.version);
+        let mut out = group_head(self.version, subscribe, sequence);
         for frame in frames {
-            FrameHeader {
-                timestamp_delta: self.version.has_frame_timestamps().then_some(0),
-                size: frame.len() as u64,
-            }
-            .encode_dyn(&mut out, self.version);
+            frame_head(&mut out, self.version, frame.len() as u64);
             out.extend_from_slice(frame);
         }
         send.write_all(&out).await.unwrap();
@@ -423,6 +412,29 @@ impl Upstream {
 /// How long one step of a peer (a handshake, a reply) may take before the
 /// test fails rather than hangs: a bound for a hang, not a speed target.
 pub const STEP: Duration = Duration::from_secs(30);
+
+/// The start of a GROUP stream: its type and header.
+pub fn group_head(version: Version, subscribe: u64, sequence: u64) -> BytesMut {
+    let mut out = BytesMut::new();
+    UniType::Group.encode_dyn(&mut out, version);
+    GroupHeader {
+        subscribe,
+        sequence,
+        frame_start: 0,
+    }
+    .encode_dyn(&mut out, version);
+    out
+}
+
+/// A frame's header announcing `size` payload bytes (timestamp delta 0
+/// where the version carries timestamps).
+pub fn frame_head(out: &mut BytesMut, version: Version, size: u64) {
+    FrameHeader {
+        timestamp_delta: version.has_frame_timestamps().then_some(0),
+        size,
+    }
+    .encode_dyn(out, version);
+}
 
 /// Wait for a future with a deadline, panicking with `what` on expiry.
 pub async fn within<T>(what: &str, limit: Duration, f: impl std::future::Future<Output = T>) -> T {
