@@ -4,8 +4,20 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+/// Whether a figure declared `name (gauge)` goes up and down.
+macro_rules! is_gauge {
+    () => {
+        false
+    };
+    (gauge) => {
+        true
+    };
+}
+
+/// Figures of the runtime: `name` only grows; `name (gauge)` goes up and
+/// down. Exporters learn both from [`ShardStatsSnapshot::visit`].
 macro_rules! shard_counters {
-    ($($(#[doc = $doc:literal])* $name:ident),* $(,)?) => {
+    ($($(#[doc = $doc:literal])* $name:ident $(($kind:ident))?),* $(,)?) => {
         /// Live counters of one shard.
         #[derive(Debug, Default)]
         pub struct ShardStats { $($(#[doc = $doc])* pub $name: AtomicU64,)* }
@@ -21,11 +33,16 @@ macro_rules! shard_counters {
         }
 
         impl ShardStatsSnapshot {
-            /// Every counter: its name, its doc text (one line, trimmed) and
-            /// its value, so that an exporter lists new counters without
-            /// being taught their names.
-            pub fn visit(&self, mut f: impl FnMut(&'static str, &'static str, u64)) {
-                $(f(stringify!($name), concat!($($doc, " "),*).trim(), self.$name);)*
+            /// Every figure: its name, its doc text (one line, trimmed),
+            /// whether it is a gauge, and its value, so that an exporter
+            /// lists new figures without being taught their names or kinds.
+            pub fn visit(&self, mut f: impl FnMut(&'static str, &'static str, bool, u64)) {
+                $(f(
+                    stringify!($name),
+                    concat!($($doc, " "),*).trim(),
+                    is_gauge!($($kind)?),
+                    self.$name,
+                );)*
             }
         }
     };
@@ -37,7 +54,7 @@ shard_counters! {
     /// Connections this shard opened as a client since start.
     connections_initiated,
     /// Connections currently held (handshaking, open or draining).
-    connections_open,
+    connections_open (gauge),
     /// Incoming connections refused (shutting down, or over a limit).
     connections_refused,
     /// UDP datagrams received on this shard's socket.
@@ -59,7 +76,7 @@ shard_counters! {
     mesh_messages_received,
     /// Handshakes in progress on this shard (a gauge): accepted, not yet
     /// established, not yet drained. At most `max_handshakes_per_shard`.
-    handshakes_in_progress,
+    handshakes_in_progress (gauge),
     /// Retry packets sent to make a client prove its address.
     retries_sent,
     /// Initials refused because the runtime held `max_connections`.
@@ -128,5 +145,25 @@ impl From<quinn_proto::ConnectionStats> for ConnectionStats {
             bytes_received: s.udp_rx.bytes,
             mtu: s.path.current_mtu,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn visit_names_the_gauges_declared_as_such() {
+        let mut gauges = Vec::new();
+        let mut all = 0;
+        ShardStatsSnapshot::default().visit(|name, help, gauge, _| {
+            all += 1;
+            assert!(!help.is_empty(), "{name} has no help text");
+            if gauge {
+                gauges.push(name);
+            }
+        });
+        assert_eq!(gauges, ["connections_open", "handshakes_in_progress"]);
+        assert!(all > gauges.len());
     }
 }
