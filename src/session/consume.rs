@@ -110,11 +110,12 @@ async fn read_announcements(session: &Rc<Session>) -> Result<(), ReadError> {
         }
         let mut hops = hops;
         hops.extend(peer_hop);
-        if active && session.announced.borrow().len() >= max_broadcasts {
-            let known = session.announced.borrow().contains(&path);
-            if !known {
-                return Err(too_many_broadcasts(session, max_broadcasts));
-            }
+        let over_cap = {
+            let announced = session.announced.borrow();
+            active && announced.len() >= max_broadcasts && !announced.contains(&path)
+        };
+        if over_cap {
+            return Err(too_many_broadcasts(session, max_broadcasts));
         }
         let fresh = match active {
             true => session.announced.borrow_mut().insert(path.clone()),

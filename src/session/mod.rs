@@ -136,8 +136,12 @@ impl Session {
     fn contain_panic(&self, panic: &str) {
         error!(session = self.id.id, %panic, "session task panicked; closing the session");
         self.shard.stats.sessions_panicked.inc();
-        self.transport
-            .close(codes::INTERNAL_ERROR, "internal error");
+        self.close(codes::INTERNAL_ERROR, "internal error");
+    }
+
+    /// Close the connection with a session code and stop every task.
+    fn close(&self, code: u32, reason: &str) {
+        self.transport.close(code, reason);
         self.closed.raise();
     }
 
@@ -147,9 +151,7 @@ impl Session {
         // the counter shows the rate.
         debug!(session = self.id.id, %what, %error, "closing session: protocol violation");
         self.shard.stats.sessions_protocol_violations.inc();
-        self.transport
-            .close(codes::PROTOCOL_VIOLATION, &format!("{what}: {error}"));
-        self.closed.raise();
+        self.close(codes::PROTOCOL_VIOLATION, &format!("{what}: {error}"));
     }
 }
 
@@ -319,8 +321,7 @@ async fn lite04_deadline(session: Rc<Session>) {
             "lite-04 session silent past relay.setup_timeout"
         );
         session.shard.stats.sessions_setup_timeouts.inc();
-        session.transport.close(codes::TIMEOUT, "setup timeout");
-        session.closed.raise();
+        session.close(codes::TIMEOUT, "setup timeout");
     }
 }
 
