@@ -107,14 +107,21 @@ pub fn run(
 async fn serve_shard(ctx: ShardContext<ShardMessage>, shared: Shared) {
     let stats = shared.metrics.register(ctx.index());
     let shard = Rc::new(Shard::new(
-        ctx,
+        Box::new(ctx.clone()),
         shared.settings.clone(),
         shared.hop,
         stats,
         shared.backlog.clone(),
     ));
-    monoio::spawn(dispatch(shard.clone()));
-    while let Some(conn) = shard.context().accept().await {
+    monoio::spawn(dispatch(ctx.clone(), shard.clone()));
+    monoio::spawn({
+        let (ctx, shard) = (ctx.clone(), shard.clone());
+        async move {
+            ctx.shutdown_started().await;
+            shard.begin_shutdown();
+        }
+    });
+    while let Some(conn) = ctx.accept().await {
         let (shard, shared) = (shard.clone(), shared.clone());
         monoio::spawn(async move {
             let conn_ = conn.clone();
@@ -131,12 +138,12 @@ async fn serve_shard(ctx: ShardContext<ShardMessage>, shared: Shared) {
 }
 
 /// Handle messages from other shards (and this one) in batches.
-async fn dispatch(shard: Rc<Shard>) {
+async fn dispatch(ctx: ShardContext<ShardMessage>, shard: Rc<Shard>) {
     let mut batch = Vec::new();
     loop {
-        let first = shard.context().recv().await;
+        let first = ctx.recv().await;
         shard.handle(first);
-        shard.context().drain_messages(&mut batch);
+        ctx.drain_messages(&mut batch);
         for message in batch.drain(..) {
             shard.handle(message);
         }

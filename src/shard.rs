@@ -19,6 +19,7 @@ use crate::message::{
 };
 use crate::metrics::RelayStats;
 use crate::origin::{Listener, Origin, Page};
+use crate::session::util::Signal;
 use crate::session::{codes, Session};
 use crate::track::{GroupState, TrackReplica, TrackState};
 
@@ -59,8 +60,64 @@ struct Hub {
     publisher: SessionRef,
 }
 
+/// How a shard reaches the others: the runtime's mesh, or in tests an
+/// in-process loopback ([`Shard::standalone`]), so that the relay state
+/// and the sessions above it run without sockets.
+pub trait Mesh {
+    /// This shard's index, `0..shard_count()`.
+    fn index(&self) -> usize;
+    fn shard_count(&self) -> usize;
+    /// Queue `message` for shard `to`; it comes back if that shard stopped.
+    fn send(&self, to: usize, message: ShardMessage) -> Result<(), ShardMessage>;
+}
+
+impl Mesh for ShardContext<ShardMessage> {
+    fn index(&self) -> usize {
+        ShardContext::index(self)
+    }
+
+    fn shard_count(&self) -> usize {
+        ShardContext::shard_count(self)
+    }
+
+    fn send(&self, to: usize, message: ShardMessage) -> Result<(), ShardMessage> {
+        ShardContext::send(self, to, message)
+    }
+}
+
+/// A one-shard mesh within one thread: what a shard sends itself waits in
+/// a queue that [`Shard::standalone`]'s dispatch task hands back to it.
+#[derive(Default)]
+struct Loopback {
+    queue: RefCell<std::collections::VecDeque<ShardMessage>>,
+    waker: RefCell<Option<std::task::Waker>>,
+}
+
+impl Mesh for Rc<Loopback> {
+    fn index(&self) -> usize {
+        0
+    }
+
+    fn shard_count(&self) -> usize {
+        1
+    }
+
+    fn send(&self, to: usize, message: ShardMessage) -> Result<(), ShardMessage> {
+        if to != 0 {
+            return Err(message);
+        }
+        self.queue.borrow_mut().push_back(message);
+        if let Some(waker) = self.waker.borrow_mut().take() {
+            waker.wake();
+        }
+        Ok(())
+    }
+}
+
 pub struct Shard {
-    ctx: ShardContext<ShardMessage>,
+    mesh: Box<dyn Mesh>,
+    /// Raised when the relay starts shutting down.
+    shutdown: Signal,
     pub settings: Settings,
     /// This shard's relay counters (see `crate::metrics`).
     pub stats: Arc<RelayStats>,
@@ -80,14 +137,15 @@ pub struct Shard {
 
 impl Shard {
     pub fn new(
-        ctx: ShardContext<ShardMessage>,
+        mesh: Box<dyn Mesh>,
         settings: Settings,
         hop: u64,
         stats: Arc<RelayStats>,
         backlog: Arc<MeshBacklog>,
     ) -> Self {
         Self {
-            ctx,
+            mesh,
+            shutdown: Signal::default(),
             settings,
             stats,
             backlog,
@@ -103,29 +161,67 @@ impl Shard {
         }
     }
 
-    pub fn index(&self) -> usize {
-        self.ctx.index()
+    /// A shard alone on this thread, its messages to itself delivered by a
+    /// task spawned here (so: inside a monoio runtime). For running
+    /// sessions and the relay state in memory, in tests and benchmarks.
+    pub fn standalone(settings: Settings, stats: Arc<RelayStats>) -> Rc<Self> {
+        let loopback = Rc::new(Loopback::default());
+        let shard = Rc::new(Self::new(
+            Box::new(loopback.clone()),
+            settings,
+            1,
+            stats,
+            Arc::new(MeshBacklog::default()),
+        ));
+        let weak = Rc::downgrade(&shard);
+        monoio::spawn(async move {
+            loop {
+                let message = std::future::poll_fn(|cx| {
+                    let next = loopback.queue.borrow_mut().pop_front();
+                    match next {
+                        Some(message) => std::task::Poll::Ready(message),
+                        None => {
+                            *loopback.waker.borrow_mut() = Some(cx.waker().clone());
+                            std::task::Poll::Pending
+                        }
+                    }
+                })
+                .await;
+                let Some(shard) = weak.upgrade() else { return };
+                shard.handle(message);
+            }
+        });
+        shard
     }
 
-    pub fn context(&self) -> &ShardContext<ShardMessage> {
-        &self.ctx
+    pub fn index(&self) -> usize {
+        self.mesh.index()
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.mesh.shard_count()
+    }
+
+    /// The relay is shutting down: sessions say GOAWAY.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.raise();
     }
 
     pub async fn shutdown_started(&self) {
-        self.ctx.shutdown_started().await
+        self.shutdown.raised().await
     }
 
     /// The shard that owns `key`'s hub. A fixed hash, so every shard agrees.
     pub fn owner(&self, key: &TrackKey) -> usize {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         key.hash(&mut hasher);
-        (hasher.finish() % self.ctx.shard_count() as u64) as usize
+        (hasher.finish() % self.shard_count() as u64) as usize
     }
 
     fn post(&self, to: usize, message: ShardMessage) {
         let weight = message.weight();
         self.backlog.add(to, weight);
-        if self.ctx.send(to, message).is_err() {
+        if self.mesh.send(to, message).is_err() {
             self.backlog.sub(to, weight);
             debug!(to, "shard stopped; message dropped");
         }
@@ -134,7 +230,7 @@ impl Shard {
     /// Whether some shard's inbox holds more than `relay.max_mesh_backlog`:
     /// then publishers' group streams stop being read until it drains.
     pub fn mesh_congested(&self) -> bool {
-        self.backlog.max(self.ctx.shard_count()) > self.settings.max_mesh_backlog
+        self.backlog.max(self.shard_count()) > self.settings.max_mesh_backlog
     }
 
     /// Wait, if the mesh is congested, until it is not.
@@ -187,7 +283,7 @@ impl Shard {
     /// Tell every shard (this one included) that `path` is (in)active.
     pub fn announce(&self, path: &str, publisher: SessionRef, hops: Arc<[u64]>, active: bool) {
         let path: Arc<str> = Arc::from(path);
-        for shard in 0..self.ctx.shard_count() {
+        for shard in 0..self.shard_count() {
             self.post(
                 shard,
                 ShardMessage::Announce {
@@ -612,5 +708,32 @@ impl Shard {
         if let Some(hub) = ended.then(|| self.remove_hub(hub_ref.id)).flatten() {
             debug!(track = %hub.key, "track ended");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::message::TrackName;
+
+    #[monoio::test(enable_timer = true)]
+    async fn a_standalone_shard_answers_its_own_subscribe() {
+        let shard = Shard::standalone(
+            crate::relay::settings(&Config::default()),
+            Arc::new(RelayStats::default()),
+        );
+        let key = Arc::new(TrackName {
+            broadcast: "nobody".into(),
+            track: "video".into(),
+        });
+        let replica = shard.subscribe_local(&key);
+        assert_eq!(replica.state(), TrackState::Pending);
+        // The Subscribe goes round the loopback: no publisher, NOT_FOUND.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while replica.state() == TrackState::Pending && Instant::now() < deadline {
+            monoio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(replica.state(), TrackState::Ended(Some(codes::NOT_FOUND)));
     }
 }
