@@ -45,6 +45,7 @@
 //! - QUIC datagrams (05+): [`DatagramHeader`] + payload.
 
 mod announce;
+mod code;
 mod coding;
 mod error;
 mod fetch;
@@ -64,6 +65,7 @@ mod track;
 mod version;
 
 pub use announce::{Announce, AnnounceOk, AnnounceRequest, Cost, MAX_HOPS};
+pub use code::{SessionCode, StreamCode};
 pub use coding::{
     decode_varint, encode_varint, varint_len, zigzag_decode, zigzag_encode, Decode, Encode,
     VARINT_MAX,
