@@ -118,6 +118,7 @@ impl Mesh for ShardContext<ShardMessage> {
 #[derive(Default)]
 struct Loopback {
     queue: RefCell<std::collections::VecDeque<ShardMessage>>,
+    /// One waker, not a list: only the dispatch task waits on the queue.
     waker: RefCell<Option<std::task::Waker>>,
 }
 
