@@ -1,6 +1,7 @@
 //! qumo: a thread-per-core Media over QUIC relay.
 
 pub mod admin;
+pub mod announced;
 pub mod config;
 pub mod http;
 pub mod lite;
@@ -9,6 +10,7 @@ pub mod message;
 pub mod metrics;
 pub mod model;
 pub mod origin;
+pub mod process;
 pub mod relay;
 pub mod session;
 pub mod shard;

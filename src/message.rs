@@ -17,6 +17,7 @@
 
 use std::sync::Arc;
 
+use crate::announced::AnnouncedQuery;
 use crate::lite::StreamCode;
 use crate::model::TrackProperties;
 pub use crate::model::{GroupSnapshot, HubRef, MediaEvent, SessionRef, TrackKey, TrackName};
@@ -71,6 +72,9 @@ pub enum ShardMessage {
     UpstreamCancel { publisher: SessionRef, hub: HubRef },
     /// Media for a hub (publisher -> owner) or for a replica (owner -> shard).
     Media { hub: HubRef, event: MediaEvent },
+    /// From the admin listener (not a shard): list the announce table.
+    /// Posted from outside, so it is not in any backlog (weight 0).
+    ListAnnounced(AnnouncedQuery),
 }
 
 /// What a message in a shard's inbox stands for in memory beyond the frame
@@ -97,6 +101,7 @@ impl ShardMessage {
                         .map(|f| MESSAGE_WEIGHT + f.payload.len() as u64)
                         .sum::<u64>()
             }
+            ShardMessage::ListAnnounced(_) => 0,
             _ => MESSAGE_WEIGHT,
         }
     }

@@ -278,6 +278,27 @@ impl Origin {
             .filter_map(move |(path, publishers)| Some((strip_prefix(path, prefix)?, publishers)))
     }
 
+    /// Up to `limit` active broadcasts under `prefix`, as (full path, the
+    /// publisher in use, its hop list), in path order, and whether more
+    /// were left out. For operators (`/announced`), not for peers.
+    pub fn list(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> (Vec<(String, SessionRef, Arc<[u64]>)>, bool) {
+        let mut listed = Vec::new();
+        for (suffix, publishers) in self.under(prefix, None) {
+            let Some(current) = publishers.last() else {
+                continue;
+            };
+            if listed.len() == limit {
+                return (listed, true);
+            }
+            listed.push((join(prefix, suffix), current.session, current.hops.clone()));
+        }
+        (listed, false)
+    }
+
     pub fn unlisten(&mut self, id: u64) {
         self.listeners.remove(&id);
     }
@@ -355,6 +376,26 @@ mod tests {
         assert_eq!(join("", "/clock/"), "clock");
         assert_eq!(join("room//1", "cam"), "room/1/cam");
         assert_eq!(join("room", ""), "room");
+    }
+
+    #[test]
+    fn the_operators_list_names_full_paths_under_a_prefix_up_to_a_limit() {
+        let mut origin = Origin::default();
+        for path in ["live/b", "live/a", "liver/c", "live", "other/d"] {
+            origin.update(path, session(1), Arc::from([9u64]), true);
+        }
+        origin.update("live/a", session(4), Arc::from([]), true);
+        let (listed, truncated) = origin.list("live", 10);
+        let paths: Vec<&str> = listed.iter().map(|l| l.0.as_str()).collect();
+        assert_eq!(paths, ["live", "live/a", "live/b"]);
+        assert!(!truncated);
+        assert_eq!(listed[1].1, session(4), "the publisher in use");
+        assert_eq!(&*listed[2].2, &[9]);
+        let (listed, truncated) = origin.list("", 2);
+        assert_eq!(listed.len(), 2);
+        assert!(truncated);
+        origin.update("live", session(1), Arc::from([]), false);
+        assert_eq!(origin.list("live", 10).0.len(), 2, "an ended one is gone");
     }
 
     #[test]

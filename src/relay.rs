@@ -8,6 +8,7 @@ use std::sync::Arc;
 use qumo_shards::{Connection, Runtime, RuntimeConfig, RuntimeError, ShardContext};
 use tracing::{debug, error, info};
 
+use crate::announced::AnnouncedSource;
 use crate::config::Config;
 use crate::lite::{SessionCode, Version};
 use crate::message::MeshBacklog;
@@ -56,17 +57,21 @@ pub fn start(
     let runtime = Runtime::<ShardMessage>::start(runtime_config, move |ctx| {
         serve_shard(ctx, shared.clone())
     })?;
-    metrics.attach_runtime(runtime.shard_stats());
+    metrics.attach_runtime(runtime.probe());
     Ok(runtime)
 }
 
-/// Run the relay until a signal stops it.
+/// Run the relay until a signal stops it; `announced` is answered by
+/// shard 0 from then on.
 pub fn run(
     config: &Config,
     runtime_config: RuntimeConfig,
     metrics: Arc<Metrics>,
+    announced: Arc<AnnouncedSource>,
 ) -> Result<(), RelayError> {
     let runtime = start(config, runtime_config, metrics)?;
+    let poster = runtime.poster();
+    announced.attach(move |query| poster.post(0, ShardMessage::ListAnnounced(query)).is_ok());
     runtime.shutdown_on_signals().map_err(RelayError::Signals)?;
     info!(
         address = %runtime.local_addr(),

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use qumo_shards::ShardContext;
 use tracing::{debug, warn};
 
+use crate::announced::{AnnouncedBroadcast, AnnouncedList, AnnouncedQuery};
 use crate::config::Config;
 use crate::lite::{Limits, StreamCode};
 use crate::message::{
@@ -309,6 +310,26 @@ impl Shard {
 
     // --- announcements --------------------------------------------------
 
+    /// Answer the admin listener's `/announced` from this shard's copy of
+    /// the table. `try_send`: a shard never waits for the admin thread.
+    fn answer_announced(&self, query: AnnouncedQuery) {
+        let (listed, truncated) = self.origin.borrow().list(&query.prefix, query.limit);
+        let broadcasts = listed
+            .into_iter()
+            .map(|(path, publisher, hops)| AnnouncedBroadcast {
+                path,
+                publisher_shard: publisher.shard,
+                publisher_session: publisher.id,
+                hops: hops.len(),
+            })
+            .collect();
+        let _ = query.reply.try_send(AnnouncedList {
+            prefix: query.prefix,
+            broadcasts,
+            truncated,
+        });
+    }
+
     /// Tell every shard (this one included) that `path` is (in)active.
     pub fn announce(&self, path: &str, publisher: SessionRef, hops: Arc<[u64]>, active: bool) {
         let path: Arc<str> = Arc::from(path);
@@ -460,6 +481,7 @@ impl Shard {
                     .update(&path, publisher, hops, active);
                 self.count_state();
             }
+            ShardMessage::ListAnnounced(query) => self.answer_announced(query),
             ShardMessage::Subscribe { key, from, token } => self.hub_subscribe(key, from, token),
             ShardMessage::Unsubscribe { key, from, token } => {
                 let id = self.hub_ids.borrow().get(&key).copied();
