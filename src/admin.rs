@@ -224,13 +224,14 @@ impl QumoCollector {
 fn session_kind_families(relay: &[(usize, Arc<RelayStats>)]) -> [Family; 2] {
     let mut started = Family::new(
         "sessions_started",
-        "Sessions that passed their SETUP, by protocol version and transport.",
+        "Sessions begun (transport up, SETUP not yet checked), by protocol
+         version and transport.",
         FamilyType::Counter,
     );
     let mut open = Family::new(
         "sessions_by_version",
-        "Sessions open now by protocol version and transport (their sum is
-         sessions_open once SETUP is done).",
+        "Sessions running now by protocol version and transport (including
+         those still in SETUP, which sessions_open leaves out).",
         FamilyType::Gauge,
     );
     for (shard, stats) in relay {

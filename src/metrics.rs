@@ -160,8 +160,10 @@ impl TransportKind {
 const VERSIONS: usize = Version::ALL.len();
 const TRANSPORTS: usize = TransportKind::ALL.len();
 
-/// Sessions past their SETUP, by version and transport: a fixed table of
-/// figures, so counting one is an index, not a lookup or an allocation.
+/// Sessions by version and transport, counted from the moment the
+/// transport is up (QUIC handshake done, or WebTransport CONNECT accepted)
+/// until the session's task ends: a fixed table of figures, so counting
+/// one is an index, not a lookup or an allocation.
 #[derive(Debug, Default)]
 pub struct SessionKinds {
     started: [[Figure; TRANSPORTS]; VERSIONS],
@@ -189,7 +191,7 @@ impl SessionKinds {
         (v, t)
     }
 
-    /// A session of this kind began (its SETUP is done).
+    /// A session of this kind began.
     pub fn opened(&self, version: Version, transport: TransportKind) {
         let (v, t) = Self::slot(version, transport);
         self.started[v][t].inc();

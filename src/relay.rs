@@ -12,7 +12,7 @@ use crate::announced::AnnouncedSource;
 use crate::config::Config;
 use crate::lite::{SessionCode, Version};
 use crate::message::MeshBacklog;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RelayStats, TransportKind};
 use crate::session::{self, transport::Transport};
 use crate::shard::{Settings, Shard};
 use crate::task::{catch_unwind, race, Either};
@@ -150,6 +150,7 @@ async fn serve_connection(shard: Rc<Shard>, shared: Shared, conn: Connection) {
     }
     let alpn = conn.alpn().unwrap_or_default();
     if let Some(version) = Version::from_alpn(&alpn) {
+        let _kind = KindCount::new(&shard, version, TransportKind::Quic);
         return session::run(shard, Transport::Quic(conn), version, String::new()).await;
     }
     if alpn != b"h3" {
@@ -187,7 +188,36 @@ async fn serve_connection(shard: Rc<Shard>, shared: Shared, conn: Connection) {
         .and_then(Version::from_wt_protocol)
         .unwrap_or(Version::Lite04);
     let root = wt.path().to_string();
+    let _kind = KindCount::new(&shard, version, TransportKind::WebTransport);
     session::run(shard, Transport::Web(wt), version, root).await;
+}
+
+/// A session counted among its shard's sessions of its version and
+/// transport while its task runs (dropped on every way out, a panic's
+/// unwinding included).
+struct KindCount {
+    stats: Arc<RelayStats>,
+    version: Version,
+    transport: TransportKind,
+}
+
+impl KindCount {
+    fn new(shard: &Shard, version: Version, transport: TransportKind) -> Self {
+        shard.stats.sessions_by_kind.opened(version, transport);
+        Self {
+            stats: shard.stats.clone(),
+            version,
+            transport,
+        }
+    }
+}
+
+impl Drop for KindCount {
+    fn drop(&mut self) {
+        self.stats
+            .sessions_by_kind
+            .closed(self.version, self.transport);
+    }
 }
 
 /// How long a WebTransport client has to send its CONNECT.

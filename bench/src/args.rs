@@ -259,6 +259,9 @@ pub struct Config {
     pub json: Option<PathBuf>,
     pub plot: Option<PathBuf>,
     pub relay_pid: Option<u32>,
+    /// The relay's `/metrics` (admin listener): its CPU, RSS and UDP drops
+    /// from there instead of `/proc` (a relay on another host).
+    pub relay_metrics: Option<crate::scrape::MetricsUrl>,
     /// The relay's shard count, when the caller knows it (for the report).
     pub relay_shards: Option<usize>,
     pub ramp: Option<RampPlan>,
@@ -317,6 +320,8 @@ pub fn usage() -> String {
            --json FILE                write the report as JSON\n  \
            --plot FILE                write latency and relay CPU against subscribers (SVG)\n  \
            --relay-pid PID            sample this process's CPU and RSS (same host)\n  \
+           --relay-metrics URL        sample the relay's CPU, RSS and UDP drops from its\n                             \
+                                      /metrics instead (http://HOST:PORT/metrics; any host)\n  \
            --relay-shards N           the relay's shard count, recorded in the report\n  \
            --strict                   exit 1 on any loss, failed connection or unheld subscriber\n  \
            --threads N                client threads (default: one per core)\n  \
@@ -450,6 +455,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
         json: None,
         plot: None,
         relay_pid: None,
+        relay_metrics: None,
         relay_shards: None,
         ramp: None,
         strict: profile.name == "smoke",
@@ -490,6 +496,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
             "--json" => cfg.json = Some(PathBuf::from(v)),
             "--plot" => cfg.plot = Some(PathBuf::from(v)),
             "--relay-pid" => cfg.relay_pid = Some(num(n, v)?),
+            "--relay-metrics" => cfg.relay_metrics = Some(crate::scrape::MetricsUrl::parse(v)?),
             "--relay-shards" => cfg.relay_shards = Some(num(n, v)?),
             "--strict" => cfg.strict = true,
             "--threads" => cfg.threads = num(n, v)?,
@@ -728,6 +735,7 @@ mod tests {
             "--json",
             "--plot",
             "--relay-pid",
+            "--relay-metrics",
             "--strict",
             "--threads",
             "--quiet",

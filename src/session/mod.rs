@@ -254,10 +254,6 @@ pub async fn run(shard: Rc<Shard>, transport: Transport, version: Version, root:
     }
 
     shard.register_session(session.clone());
-    shard
-        .stats
-        .sessions_by_kind
-        .opened(version, session.transport.kind());
     // Unregistered on every way out of here, a panic's unwinding included.
     let _registered = Registered(session.clone());
     session.spawn(accept_bi(session.clone()));
@@ -282,11 +278,6 @@ impl Drop for Registered {
     fn drop(&mut self) {
         let session = &self.0;
         session.closed.raise();
-        session
-            .shard
-            .stats
-            .sessions_by_kind
-            .closed(session.version, session.transport.kind());
         session.shard.unregister_session(session);
         info!(session = session.id.id, "session closed");
     }

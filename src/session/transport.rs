@@ -6,7 +6,6 @@ use bytes::Bytes;
 use qumo_shards::{Connection, ConnectionError, RecvStream, SendStream, VarInt};
 
 use crate::lite::{SessionCode, StreamCode};
-use crate::metrics::TransportKind;
 use crate::webtransport::{self, WtError, WtSession};
 
 /// Why the transport failed.
@@ -25,14 +24,6 @@ pub enum Transport {
 }
 
 impl Transport {
-    /// Which transport this is, for the metrics' `transport` label.
-    pub fn kind(&self) -> TransportKind {
-        match self {
-            Transport::Quic(_) => TransportKind::Quic,
-            Transport::Web(_) => TransportKind::WebTransport,
-        }
-    }
-
     pub fn connection(&self) -> &Connection {
         match self {
             Transport::Quic(conn) => conn,
