@@ -128,6 +128,17 @@ pub struct Page {
     pub done: bool,
 }
 
+/// One live broadcast in [`Origin::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// Its full path.
+    pub path: String,
+    /// The session publishing it (the one in use when several do).
+    pub publisher: SessionRef,
+    /// Relays it passed through before this one.
+    pub hops: Arc<[u64]>,
+}
+
 #[derive(Debug, Clone)]
 struct Publisher {
     session: SessionRef,
@@ -278,14 +289,10 @@ impl Origin {
             .filter_map(move |(path, publishers)| Some((strip_prefix(path, prefix)?, publishers)))
     }
 
-    /// Up to `limit` active broadcasts under `prefix`, as (full path, the
-    /// publisher in use, its hop list), in path order, and whether more
-    /// were left out. For operators (`/announced`), not for peers.
-    pub fn list(
-        &self,
-        prefix: &str,
-        limit: usize,
-    ) -> (Vec<(String, SessionRef, Arc<[u64]>)>, bool) {
+    /// Up to `limit` active broadcasts under `prefix`, in path order, and
+    /// whether more were left out. For operators (`/announced`), not for
+    /// peers.
+    pub fn list(&self, prefix: &str, limit: usize) -> (Vec<Listed>, bool) {
         let mut listed = Vec::new();
         for (suffix, publishers) in self.under(prefix, None) {
             let Some(current) = publishers.last() else {
@@ -294,7 +301,11 @@ impl Origin {
             if listed.len() == limit {
                 return (listed, true);
             }
-            listed.push((join(prefix, suffix), current.session, current.hops.clone()));
+            listed.push(Listed {
+                path: join(prefix, suffix),
+                publisher: current.session,
+                hops: current.hops.clone(),
+            });
         }
         (listed, false)
     }
@@ -386,11 +397,11 @@ mod tests {
         }
         origin.update("live/a", session(4), Arc::from([]), true);
         let (listed, truncated) = origin.list("live", 10);
-        let paths: Vec<&str> = listed.iter().map(|l| l.0.as_str()).collect();
+        let paths: Vec<&str> = listed.iter().map(|l| l.path.as_str()).collect();
         assert_eq!(paths, ["live", "live/a", "live/b"]);
         assert!(!truncated);
-        assert_eq!(listed[1].1, session(4), "the publisher in use");
-        assert_eq!(&*listed[2].2, &[9]);
+        assert_eq!(listed[1].publisher, session(4), "the publisher in use");
+        assert_eq!(&*listed[2].hops, &[9]);
         let (listed, truncated) = origin.list("", 2);
         assert_eq!(listed.len(), 2);
         assert!(truncated);

@@ -316,11 +316,11 @@ impl Shard {
         let (listed, truncated) = self.origin.borrow().list(&query.prefix, query.limit);
         let broadcasts = listed
             .into_iter()
-            .map(|(path, publisher, hops)| AnnouncedBroadcast {
-                path,
-                publisher_shard: publisher.shard,
-                publisher_session: publisher.id,
-                hops: hops.len(),
+            .map(|listed| AnnouncedBroadcast {
+                path: listed.path,
+                publisher_shard: listed.publisher.shard,
+                publisher_session: listed.publisher.id,
+                hops: listed.hops.len(),
             })
             .collect();
         let _ = query.reply.try_send(AnnouncedList {
