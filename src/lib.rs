@@ -9,6 +9,7 @@ pub mod message;
 pub mod metrics;
 pub mod origin;
 pub mod relay;
+pub mod router;
 pub mod session;
 pub mod shard;
 pub mod tls;
