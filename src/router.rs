@@ -543,10 +543,7 @@ impl Router {
             // Everyone left before the answer came: let the owner know.
             if ended.is_none() {
                 let from = self.index();
-                self.send(
-                    hub.owner,
-                    ShardMessage::Unsubscribe { key, from, token },
-                );
+                self.send(hub.owner, ShardMessage::Unsubscribe { key, from, token });
             }
             return;
         };
@@ -646,7 +643,13 @@ impl Router {
             }
         }
         for (to, event) in sends {
-            self.send(to, ShardMessage::Media { hub: hub_ref, event });
+            self.send(
+                to,
+                ShardMessage::Media {
+                    hub: hub_ref,
+                    event,
+                },
+            );
         }
         if let (Some(code), Some(sequence)) = (too_large, sequence) {
             let stop = ShardMessage::StopGroup {

@@ -278,9 +278,7 @@ impl Shard {
     /// open ends as if its publisher left.
     fn undelivered(&self, command: SessionCommand) {
         if let SessionCommand::SubscribeUpstream { hub, .. } = command {
-            self.router
-                .borrow_mut()
-                .to_hub(hub, MediaEvent::vanished());
+            self.router.borrow_mut().to_hub(hub, MediaEvent::vanished());
         }
     }
 

@@ -185,7 +185,10 @@ impl World {
                         self.depth.borrow_mut()[to] += 1;
                     }
                     Output::Session { session, command } => {
-                        assert_eq!(session.shard, shard, "a command for another shard's session");
+                        assert_eq!(
+                            session.shard, shard,
+                            "a command for another shard's session"
+                        );
                         let publisher = self
                             .publishers
                             .iter_mut()
@@ -359,7 +362,11 @@ impl World {
         };
         let shard = self.publishers[p].session.shard;
         let choice = force.unwrap_or_else(|| self.rng.below(100) as u8);
-        let open: Vec<u64> = self.publishers[p].upstreams[&hub].1.iter().copied().collect();
+        let open: Vec<u64> = self.publishers[p].upstreams[&hub]
+            .1
+            .iter()
+            .copied()
+            .collect();
         let event = if open.is_empty() || choice < 25 {
             let track = self.publishers[p].upstreams[&hub].0.track.clone();
             let next = self.publishers[p].next_sequence.entry(track).or_insert(0);
@@ -380,7 +387,13 @@ impl World {
         } else if choice < 97 {
             let sequence = open[self.rng.below(open.len())];
             let group = self.produced_mut(hub, sequence);
-            let payload = Bytes::from(format!("{}:{}:{}:{}", hub.0, hub.1, sequence, group.frames.len()));
+            let payload = Bytes::from(format!(
+                "{}:{}:{}:{}",
+                hub.0,
+                hub.1,
+                sequence,
+                group.frames.len()
+            ));
             if choice < 75 {
                 group.frames.push(payload.clone());
                 MediaEvent::Frame {
@@ -585,7 +598,11 @@ impl World {
         router
             .hubs()
             .into_iter()
-            .find(|h| router.hub_replica(h.id).is_some_and(|r| Rc::ptr_eq(&r, replica)))
+            .find(|h| {
+                router
+                    .hub_replica(h.id)
+                    .is_some_and(|r| Rc::ptr_eq(&r, replica))
+            })
             .map(|h| (shard, h.id))
     }
 
@@ -601,7 +618,11 @@ impl World {
         }
         for r in &self.routers {
             for hub in r.hubs() {
-                assert_eq!(owner_of(&hub.key, self.shape.shards), r.index(), "hub off its owner");
+                assert_eq!(
+                    owner_of(&hub.key, self.shape.shards),
+                    r.index(),
+                    "hub off its owner"
+                );
             }
         }
         for s in 0..self.subscribers.len() {
@@ -610,7 +631,10 @@ impl World {
                 continue;
             }
             let Some(hub) = self.hub_of(sub.shard, &sub.replica) else {
-                panic!("a live replica of {} on shard {} reads no hub", sub.key, sub.shard);
+                panic!(
+                    "a live replica of {} on shard {} reads no hub",
+                    sub.key, sub.shard
+                );
             };
             if let Some((joined, _)) = sub.joined {
                 assert_eq!(joined, hub, "a replica changed hubs");
@@ -654,7 +678,13 @@ impl World {
                     owner: hub.0,
                     id: hub.1,
                 };
-                let open = std::mem::take(&mut self.publishers[p].upstreams.get_mut(&hub).expect("listed").1);
+                let open = std::mem::take(
+                    &mut self.publishers[p]
+                        .upstreams
+                        .get_mut(&hub)
+                        .expect("listed")
+                        .1,
+                );
                 self.close_groups(hub, &open, GroupState::Done);
                 for sequence in open {
                     self.routers[shard].to_hub(hub_ref, MediaEvent::GroupEnd { sequence });
@@ -677,14 +707,20 @@ impl World {
         assert_eq!(self.queued(), 0);
         let mut upstream_keys = BTreeSet::new();
         for p in &self.publishers {
-            assert!(p.alive || p.upstreams.is_empty(), "a gone session holds upstreams");
+            assert!(
+                p.alive || p.upstreams.is_empty(),
+                "a gone session holds upstreams"
+            );
             for (&hub, (key, _)) in &p.upstreams {
                 assert!(upstream_keys.insert(key.clone()), "two upstreams for {key}");
                 let owner = &self.routers[hub.0];
                 let Some(view) = owner.hubs().into_iter().find(|h| h.id == hub.1) else {
                     panic!("an upstream for {key} feeds a hub that is gone");
                 };
-                assert_eq!(view.publisher, p.session, "hub {hub:?} fed by another session");
+                assert_eq!(
+                    view.publisher, p.session,
+                    "hub {hub:?} fed by another session"
+                );
             }
         }
         for (shard, router) in self.routers.iter().enumerate() {
@@ -694,7 +730,11 @@ impl World {
                     .any(|s| s.live && s.shard == shard && Rc::ptr_eq(&s.replica, r))
             };
             for replica in router.replicas() {
-                assert!(used(&replica), "shard {shard} keeps a replica of {} nobody reads", replica.key);
+                assert!(
+                    used(&replica),
+                    "shard {shard} keeps a replica of {} nobody reads",
+                    replica.key
+                );
             }
             for (hub, replica) in router.attachments() {
                 let current = router.replica(&replica.key);
@@ -707,7 +747,11 @@ impl World {
                 let local = router.replica(&hub.key);
                 let hub_replica = router.hub_replica(hub.id).expect("listed");
                 let local = local.is_some_and(|r| Rc::ptr_eq(&r, &hub_replica));
-                assert!(local || !hub.shards.is_empty(), "idle hub {} on shard {shard}", hub.key);
+                assert!(
+                    local || !hub.shards.is_empty(),
+                    "idle hub {} on shard {shard}",
+                    hub.key
+                );
                 for &(s, token) in &hub.shards {
                     let replica = self.routers[s].replica(&hub.key);
                     assert!(
@@ -720,14 +764,25 @@ impl World {
         }
         for sub in self.subscribers.iter().filter(|s| s.live) {
             let state = sub.replica.state();
-            assert_ne!(state, TrackState::Pending, "subscription to {} on shard {} hangs", sub.key, sub.shard);
+            assert_ne!(
+                state,
+                TrackState::Pending,
+                "subscription to {} on shard {} hangs",
+                sub.key,
+                sub.shard
+            );
             if state != TrackState::Live {
                 continue;
             }
-            let hub = self.hub_of(sub.shard, &sub.replica).expect("checked each step");
+            let hub = self
+                .hub_of(sub.shard, &sub.replica)
+                .expect("checked each step");
             let owner = &self.routers[hub.0];
             let Some(view) = owner.hubs().into_iter().find(|h| h.id == hub.1) else {
-                panic!("a live subscription to {} on shard {} reads hub {hub:?}, which is gone", sub.key, sub.shard);
+                panic!(
+                    "a live subscription to {} on shard {} reads hub {hub:?}, which is gone",
+                    sub.key, sub.shard
+                );
             };
             if sub.shard != hub.0 {
                 assert!(
@@ -742,7 +797,11 @@ impl World {
                 .publishers
                 .iter()
                 .any(|p| p.alive && p.session == view.publisher && p.upstreams.contains_key(&hub));
-            assert!(fed, "a live subscription to {} reads a hub nobody feeds", sub.key);
+            assert!(
+                fed,
+                "a live subscription to {} reads a hub nobody feeds",
+                sub.key
+            );
             self.check_delivery(sub, hub);
         }
     }
@@ -770,28 +829,51 @@ impl World {
             let frames: Vec<Bytes> = group.frames().into_iter().map(|f| f.payload).collect();
             match (group.state(), made.end) {
                 (GroupState::Done, Some(GroupState::Done)) => {
-                    assert_eq!(frames, made.frames, "{} group {} lost frames", sub.key, made.sequence)
+                    assert_eq!(
+                        frames, made.frames,
+                        "{} group {} lost frames",
+                        sub.key, made.sequence
+                    )
                 }
                 (GroupState::Reset(_), Some(GroupState::Reset(_))) => {}
                 (GroupState::Reset(code), _) => assert!(
-                    [codes::TOO_FAR_BEHIND, codes::GROUP_TOO_LARGE, codes::EVICTED].contains(&code),
+                    [
+                        codes::TOO_FAR_BEHIND,
+                        codes::GROUP_TOO_LARGE,
+                        codes::EVICTED
+                    ]
+                    .contains(&code),
                     "{} group {} reset with {code:#x}, which its publisher did not do",
                     sub.key,
                     made.sequence
                 ),
-                (state, end) => panic!("{} group {}: {state:?}, produced {end:?}", sub.key, made.sequence),
+                (state, end) => panic!(
+                    "{} group {}: {state:?}, produced {end:?}",
+                    sub.key, made.sequence
+                ),
             }
         }
     }
 
     fn check_empty(&self) {
         for (shard, router) in self.routers.iter().enumerate() {
-            assert!(router.hubs().is_empty(), "shard {shard} keeps hubs {:?}", router.hubs());
+            assert!(
+                router.hubs().is_empty(),
+                "shard {shard} keeps hubs {:?}",
+                router.hubs()
+            );
             assert!(router.replicas().is_empty(), "shard {shard} keeps replicas");
-            assert!(router.attachments().is_empty(), "shard {shard} keeps attachments");
+            assert!(
+                router.attachments().is_empty(),
+                "shard {shard} keeps attachments"
+            );
         }
         for p in &self.publishers {
-            assert!(p.upstreams.is_empty(), "session {:?} keeps upstreams", p.session);
+            assert!(
+                p.upstreams.is_empty(),
+                "session {:?} keeps upstreams",
+                p.session
+            );
         }
     }
 
@@ -860,8 +942,7 @@ fn random_seeds_keep_every_subscription_fed_and_leave_nothing_behind() {
 const REGRESSION_SEEDS: &[u64] = &[
     // Reaches defect 1: without the owner's token check on UNSUBSCRIBE, a
     // stale ATTACHED's answer drops shard 0's newer replica.
-    0,
-    // A hub took the owner's ended replica as its cache (fixed in `hub_subscribe`).
+    0, // A hub took the owner's ended replica as its cache (fixed in `hub_subscribe`).
     389,
 ];
 
@@ -927,7 +1008,11 @@ fn a_stale_attached_does_not_cancel_a_newer_subscription() {
         assert_eq!(sub.replica.state(), TrackState::Live);
         let hub = world.routers[0].hubs();
         assert_eq!(hub.len(), 1, "one hub for the track");
-        assert_eq!(hub[0].shards, vec![(1, sub.replica.token)], "the new replica is listed");
+        assert_eq!(
+            hub[0].shards,
+            vec![(1, sub.replica.token)],
+            "the new replica is listed"
+        );
         world.finish();
     }
 }

@@ -420,12 +420,14 @@ pub async fn group(session: Rc<Session>, mut reader: StreamReader) {
     reader.limits_mut().max_frame = session.shard.settings.max_frame_size;
 
     let stop = Rc::new(GroupStop::default());
-    upstream
-        .stops
-        .borrow_mut()
-        .insert(sequence, stop.clone());
+    upstream.stops.borrow_mut().insert(sequence, stop.clone());
     let frames = read_frames(&session, &mut reader, hub, sequence);
-    let end = match race(frames, race(upstream.cancelled.raised(), stop.signal.raised())).await {
+    let end = match race(
+        frames,
+        race(upstream.cancelled.raised(), stop.signal.raised()),
+    )
+    .await
+    {
         Either::Left(end) => end,
         Either::Right(Either::Left(())) => Err(codes::CANCEL),
         Either::Right(Either::Right(())) => Err(stop.code.get()),
