@@ -878,18 +878,46 @@ impl World {
     }
 
     /// Quiesce, check, then let every subscriber go and check nothing stays.
-    fn finish(&mut self) {
+    fn finish(&mut self) -> Coverage {
         self.settle();
         // The check's own groups must not be dropped for lag: no shard
         // lags once the queues are empty, but the probe refills them.
         self.lag_depth.set(usize::MAX);
         self.probe();
         self.check_quiescent();
+        let stat =
+            |f: fn(&RelayStats) -> u64| -> u64 { self.routers.iter().map(|r| f(&r.stats)).sum() };
+        let coverage = Coverage {
+            groups_dropped: stat(|s| s.mesh_groups_dropped.get()),
+            groups_stopped: stat(|s| s.groups_stopped_too_large.get()),
+            deliveries_checked: self
+                .subscribers
+                .iter()
+                .filter(|s| s.live && s.replica.state() == TrackState::Live)
+                .count() as u64,
+        };
         for s in self.live_subscribers() {
             self.unsubscribe(s);
         }
         self.settle();
         self.check_empty();
+        coverage
+    }
+}
+
+/// What a run exercised, so that the checks cannot pass for want of cases.
+#[derive(Debug, Default, Clone, Copy)]
+struct Coverage {
+    groups_dropped: u64,
+    groups_stopped: u64,
+    deliveries_checked: u64,
+}
+
+impl std::ops::AddAssign for Coverage {
+    fn add_assign(&mut self, other: Self) {
+        self.groups_dropped += other.groups_dropped;
+        self.groups_stopped += other.groups_stopped;
+        self.deliveries_checked += other.deliveries_checked;
     }
 }
 
@@ -899,12 +927,12 @@ fn shape(seed: u64) -> Shape {
         shards: 1 + rng.below(8),
         steps: 100 + rng.below(300),
         cache_groups: [3, 1000][rng.below(2)],
-        cache_bytes: [u64::MAX / 2, 400][rng.below(2)],
+        cache_bytes: [u64::MAX / 2, 250][rng.below(2)],
         lag_depth: [usize::MAX, 2, 6][rng.below(3)],
     }
 }
 
-fn run_seed(seed: u64) {
+fn run_seed(seed: u64) -> Coverage {
     let shape = shape(seed);
     let mut world = World::new(seed, shape);
     for _ in 0..1 + world.rng.below(2) {
@@ -913,14 +941,19 @@ fn run_seed(seed: u64) {
     for _ in 0..shape.steps {
         world.random_step();
     }
-    world.finish();
+    world.finish()
 }
 
 /// Run `seed`, saying how to replay it if it fails.
-fn run_reporting(seed: u64) {
-    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| run_seed(seed))) {
-        eprintln!("router simulator failed: replay with SEED={seed} cargo test --lib router::sim");
-        resume_unwind(panic);
+fn run_reporting(seed: u64) -> Coverage {
+    match catch_unwind(AssertUnwindSafe(|| run_seed(seed))) {
+        Ok(coverage) => coverage,
+        Err(panic) => {
+            eprintln!(
+                "router simulator failed: replay with SEED={seed} cargo test --lib router::sim"
+            );
+            resume_unwind(panic)
+        }
     }
 }
 
@@ -931,11 +964,27 @@ fn env_u64(name: &str) -> Option<u64> {
 #[test]
 fn random_seeds_keep_every_subscription_fed_and_leave_nothing_behind() {
     if let Some(seed) = env_u64("SEED") {
-        return run_reporting(seed);
+        let coverage = run_reporting(seed);
+        eprintln!("SEED={seed} passed: {:?} {coverage:?}", shape(seed));
+        return;
     }
+    let mut total = Coverage::default();
     for seed in 0..env_u64("SIM_SEEDS").unwrap_or(3000) {
-        run_reporting(seed);
+        total += run_reporting(seed);
     }
+    eprintln!("router simulator: {total:?}");
+    assert!(
+        total.groups_dropped > 0,
+        "no seed dropped a group for a lagging shard"
+    );
+    assert!(
+        total.groups_stopped > 0,
+        "no seed stopped an oversized group"
+    );
+    assert!(
+        total.deliveries_checked > 0,
+        "no seed checked a live subscription"
+    );
 }
 
 /// Seeds that once found bugs, replayed on every run.
@@ -949,7 +998,11 @@ const REGRESSION_SEEDS: &[u64] = &[
 #[test]
 fn regression_seeds_still_pass() {
     for &seed in REGRESSION_SEEDS {
-        run_reporting(seed);
+        let coverage = run_reporting(seed);
+        assert!(
+            coverage.deliveries_checked > 0,
+            "seed {seed} checks a live subscription"
+        );
     }
 }
 
