@@ -20,10 +20,10 @@ use std::time::Instant;
 
 use tracing::{debug, warn};
 
+use crate::lite::StreamCode;
 use crate::message::{GroupSnapshot, HubRef, MediaEvent, SessionRef, ShardMessage, TrackKey};
 use crate::metrics::RelayStats;
 use crate::origin::{Listener, Origin, Page};
-use crate::session::codes;
 use crate::track::{GroupState, TrackProperties, TrackReplica, TrackState};
 
 /// What a session of this shard must do for the router.
@@ -38,7 +38,7 @@ pub enum SessionCommand {
     StopGroup {
         hub: HubRef,
         sequence: u64,
-        code: u32,
+        code: StreamCode,
     },
 }
 
@@ -343,7 +343,7 @@ impl Router {
                 if self.sessions.contains(&publisher.id) {
                     self.command(publisher, SessionCommand::SubscribeUpstream { key, hub });
                 } else {
-                    self.to_hub(hub, MediaEvent::track_end(Some(codes::NOT_FOUND)));
+                    self.to_hub(hub, MediaEvent::track_end(Some(StreamCode::NOT_FOUND)));
                 }
             }
             ShardMessage::UpstreamCancel { publisher, hub } => {
@@ -397,7 +397,7 @@ impl Router {
             Some(id) => id,
             None => {
                 let Some(publisher) = self.publisher_of(&key.broadcast) else {
-                    return self.refuse(key, from, token, codes::NOT_FOUND);
+                    return self.refuse(key, from, token, StreamCode::NOT_FOUND);
                 };
                 let id = self.next_hub;
                 self.next_hub += 1;
@@ -468,7 +468,7 @@ impl Router {
         self.send(from, message);
     }
 
-    fn refuse(&mut self, key: TrackKey, from: usize, token: u64, code: u32) {
+    fn refuse(&mut self, key: TrackKey, from: usize, token: u64, code: StreamCode) {
         if from == self.index() {
             if let Some(replica) = self.replicas.get(&key) {
                 replica.end(Some(code), code);
@@ -535,7 +535,7 @@ impl Router {
         hub: HubRef,
         properties: Option<TrackProperties>,
         groups: Vec<GroupSnapshot>,
-        ended: Option<Option<u32>>,
+        ended: Option<Option<StreamCode>>,
         now: Instant,
     ) {
         let current = |r: &&Rc<TrackReplica>| r.token == token && r.state() == TrackState::Pending;
@@ -548,7 +548,7 @@ impl Router {
             return;
         };
         if let Some(code) = ended {
-            replica.end(code, code.unwrap_or(codes::CANCEL));
+            replica.end(code, code.unwrap_or(StreamCode::CANCEL));
             return;
         }
         for group in groups {
@@ -620,7 +620,7 @@ impl Router {
                     hub.dropped.insert((shard, sequence));
                     self.stats.mesh_groups_dropped.inc();
                     sends.push((shard, MediaEvent::Group { sequence }));
-                    let code = codes::TOO_FAR_BEHIND;
+                    let code = StreamCode::TOO_FAR_BEHIND;
                     sends.push((shard, MediaEvent::GroupReset { sequence, code }));
                     continue;
                 }
@@ -634,7 +634,7 @@ impl Router {
             // Only the remaining frames of this one group are refused: the
             // shards are told now, and the publisher's session stops the
             // group's stream instead of reading it to the end.
-            debug!(track = %key, sequence, code, "group outgrew the track cache; stopping it");
+            debug!(track = %key, sequence, %code, "group outgrew the track cache; stopping it");
             self.stats.groups_stopped_too_large.inc();
             hub.oversized.insert(sequence);
             for &shard in shards.keys() {

@@ -14,12 +14,13 @@ use std::time::{Duration, Instant};
 use qumo_shards::ShardContext;
 use tracing::debug;
 
+use crate::config::Config;
 use crate::lite::Limits;
 use crate::message::{HubRef, MediaEvent, MeshBacklog, SessionRef, ShardMessage, TrackKey};
 use crate::metrics::RelayStats;
 use crate::origin::{Listener, Page};
 use crate::router::{owner_of, Output, Router, RouterConfig, SessionCommand};
-use crate::session::util::Signal;
+use crate::task::Signal;
 use crate::track::TrackReplica;
 
 /// How often a paused publisher looks at the mesh backlog again. Pauses
@@ -45,6 +46,33 @@ pub struct Settings {
     pub max_buffered_frame_bytes_per_session: u64,
     pub setup_timeout: Duration,
     pub max_mesh_backlog: u64,
+}
+
+impl Settings {
+    /// The settings the relay's configuration asks for.
+    pub fn from_config(config: &Config) -> Self {
+        let r = &config.relay;
+        Settings {
+            limits: Limits {
+                max_path: r.max_announce_prefix_len.max(4096),
+                ..Limits::default()
+            },
+            group_cache_size: r.group_cache_size,
+            max_cached_bytes_per_track: r.max_cached_bytes_per_track,
+            max_subscriptions_per_session: r.max_subscriptions_per_session,
+            max_announce_prefix_len: r.max_announce_prefix_len,
+            max_frame_size: r.max_frame_size,
+            default_max_latency: r.default_max_latency,
+            max_latency_ceiling: r.max_latency_ceiling,
+            max_frames_per_group: r.max_frames_per_group,
+            max_broadcasts_per_session: r.max_broadcasts_per_session,
+            max_announce_requests_per_session: r.max_announce_requests_per_session,
+            max_announce_backlog: r.max_announce_backlog,
+            max_buffered_frame_bytes_per_session: r.max_buffered_frame_bytes_per_session,
+            setup_timeout: r.setup_timeout,
+            max_mesh_backlog: r.max_mesh_backlog,
+        }
+    }
 }
 
 /// How a shard reaches the others: the runtime's mesh, or in tests an
@@ -77,6 +105,7 @@ impl Mesh for ShardContext<ShardMessage> {
 #[derive(Default)]
 struct Loopback {
     queue: RefCell<std::collections::VecDeque<ShardMessage>>,
+    /// One waker, not a list: only the dispatch task waits on the queue.
     waker: RefCell<Option<std::task::Waker>>,
 }
 
@@ -402,15 +431,14 @@ impl Shard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use crate::lite::StreamCode;
     use crate::message::TrackName;
-    use crate::session::codes;
     use crate::track::TrackState;
 
     #[monoio::test(enable_timer = true)]
     async fn a_standalone_shard_answers_its_own_subscribe() {
         let shard = Shard::standalone(
-            crate::relay::settings(&Config::default()),
+            Settings::from_config(&Config::default()),
             Arc::new(RelayStats::default()),
         );
         let key = Arc::new(TrackName {
@@ -424,6 +452,9 @@ mod tests {
         while replica.state() == TrackState::Pending && Instant::now() < deadline {
             monoio::time::sleep(Duration::from_millis(1)).await;
         }
-        assert_eq!(replica.state(), TrackState::Ended(Some(codes::NOT_FOUND)));
+        assert_eq!(
+            replica.state(),
+            TrackState::Ended(Some(StreamCode::NOT_FOUND))
+        );
     }
 }

@@ -29,9 +29,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::{owner_of, Output, Router, RouterConfig, SessionCommand};
+use crate::lite::StreamCode;
 use crate::message::{HubRef, MediaEvent, SessionRef, ShardMessage, TrackKey, TrackName};
 use crate::metrics::RelayStats;
-use crate::session::codes;
 use crate::track::{GroupState, TrackReplica, TrackState, FRAME_OVERHEAD};
 
 /// splitmix64: a seeded, portable random sequence.
@@ -277,7 +277,7 @@ impl World {
         }
         let upstreams = std::mem::take(&mut self.publishers[p].upstreams);
         for (hub, (_, open)) in upstreams {
-            self.close_groups(hub, &open, GroupState::Reset(codes::SESSION_CLOSED));
+            self.close_groups(hub, &open, GroupState::Reset(StreamCode::SESSION_CLOSED));
             let hub = HubRef {
                 owner: hub.0,
                 id: hub.1,
@@ -309,7 +309,7 @@ impl World {
                     return;
                 }
                 if key.broadcast != publisher.broadcast {
-                    let end = MediaEvent::track_end(Some(codes::NOT_FOUND));
+                    let end = MediaEvent::track_end(Some(StreamCode::NOT_FOUND));
                     self.routers[shard].to_hub(hub, end);
                 } else {
                     publisher
@@ -323,9 +323,9 @@ impl World {
             SessionCommand::CancelUpstream { hub } => {
                 if let Some((_, open)) = self.publishers[p].upstreams.remove(&hub_id(hub)) {
                     // Its group streams end cancelled, for a hub now gone.
-                    self.close_groups(hub_id(hub), &open, GroupState::Reset(codes::CANCEL));
+                    self.close_groups(hub_id(hub), &open, GroupState::Reset(StreamCode::CANCEL));
                     for sequence in open {
-                        let code = codes::CANCEL;
+                        let code = StreamCode::CANCEL;
                         self.routers[shard].to_hub(hub, MediaEvent::GroupReset { sequence, code });
                     }
                 }
@@ -404,7 +404,7 @@ impl World {
             } else {
                 let reset = choice >= 92;
                 group.end = Some(match reset {
-                    true => GroupState::Reset(codes::CANCEL),
+                    true => GroupState::Reset(StreamCode::CANCEL),
                     false => GroupState::Done,
                 });
                 let upstream = self.publishers[p].upstreams.get_mut(&hub).expect("picked");
@@ -412,7 +412,7 @@ impl World {
                 match reset {
                     true => MediaEvent::GroupReset {
                         sequence,
-                        code: codes::CANCEL,
+                        code: StreamCode::CANCEL,
                     },
                     false => MediaEvent::GroupEnd { sequence },
                 }
@@ -420,7 +420,7 @@ impl World {
         } else {
             // The publisher ended the subscription (`run_upstream`).
             let (_, open) = self.publishers[p].upstreams.remove(&hub).expect("picked");
-            self.close_groups(hub, &open, GroupState::Reset(codes::CANCEL));
+            self.close_groups(hub, &open, GroupState::Reset(StreamCode::CANCEL));
             MediaEvent::track_end(None)
         };
         self.routers[shard].to_hub(hub_ref, event);
@@ -838,12 +838,12 @@ impl World {
                 (GroupState::Reset(_), Some(GroupState::Reset(_))) => {}
                 (GroupState::Reset(code), _) => assert!(
                     [
-                        codes::TOO_FAR_BEHIND,
-                        codes::GROUP_TOO_LARGE,
-                        codes::EVICTED
+                        StreamCode::TOO_FAR_BEHIND,
+                        StreamCode::GROUP_TOO_LARGE,
+                        StreamCode::EVICTED
                     ]
                     .contains(&code),
-                    "{} group {} reset with {code:#x}, which its publisher did not do",
+                    "{} group {} reset with {code}, which its publisher did not do",
                     sub.key,
                     made.sequence
                 ),

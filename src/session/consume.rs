@@ -18,7 +18,7 @@ use super::util::{race, Either, Signal};
 use super::{codes, Session};
 use crate::lite::{
     Announce, AnnounceOk, AnnounceRequest, BidiType, DecodeError, FrameHeader, GroupHeader,
-    Subscribe, SubscribeReply, Timestamps, TrackInfo, TrackRequest, Version,
+    StreamCode, Subscribe, SubscribeReply, Timestamps, TrackInfo, TrackRequest, Version,
 };
 use crate::message::{HubRef, MediaEvent, TrackKey};
 use crate::router::SessionCommand;
@@ -39,9 +39,8 @@ pub struct Upstream {
 }
 
 /// Raised when the owner wants a group stream stopped, with the code.
-#[derive(Default)]
 struct GroupStop {
-    code: Cell<u32>,
+    code: Cell<StreamCode>,
     signal: Signal,
 }
 
@@ -216,7 +215,7 @@ impl Session {
 
     /// The owner will not use the rest of group `sequence` of `hub`'s
     /// upstream: stop reading its stream.
-    pub fn stop_group(&self, hub: HubRef, sequence: u64, code: u32) {
+    pub fn stop_group(&self, hub: HubRef, sequence: u64, code: StreamCode) {
         let Some(id) = self.upstream_ids.borrow().get(&hub).copied() else {
             return;
         };
@@ -315,7 +314,7 @@ async fn run_upstream(session: Rc<Session>, id: u64, upstream: Rc<Upstream>) {
 /// How the publisher ended a SUBSCRIBE stream.
 struct Ended {
     /// `None` for a clean end, else the reset code.
-    code: Option<u32>,
+    code: Option<StreamCode>,
     send: Option<SendStream>,
     /// The sequence SUBSCRIBE_END named, if it sent one.
     end: Option<u64>,
@@ -353,7 +352,7 @@ async fn subscribe_stream(session: &Rc<Session>, request: Subscribe) -> Ended {
             }
             Ok(None) => break None,
             Err(e @ ReadError::Stream(qumo_shards::ReadStreamError::Reset(_))) => {
-                break Some(stream_code(session, &e));
+                break Some(e.stream_code(&session.transport));
             }
             // The publisher went away: its tracks end cleanly (the session's
             // close ends them, see `end_upstreams`).
@@ -419,7 +418,10 @@ pub async fn group(session: Rc<Session>, mut reader: StreamReader) {
     session.shard.to_hub(hub, MediaEvent::Group { sequence });
     reader.limits_mut().max_frame = session.shard.settings.max_frame_size;
 
-    let stop = Rc::new(GroupStop::default());
+    let stop = Rc::new(GroupStop {
+        code: Cell::new(StreamCode::CANCEL),
+        signal: Signal::default(),
+    });
     upstream.stops.borrow_mut().insert(sequence, stop.clone());
     let frames = read_frames(&session, &mut reader, hub, sequence);
     let end = match race(
@@ -455,7 +457,7 @@ async fn read_frames(
     reader: &mut StreamReader,
     hub: HubRef,
     sequence: u64,
-) -> Result<(), u32> {
+) -> Result<(), StreamCode> {
     let mut timestamps = Timestamps::default();
     let max_frames = session.shard.settings.max_frames_per_group;
     let mut frames = 0usize;
@@ -463,7 +465,7 @@ async fn read_frames(
         match reader.at_end().await {
             Ok(true) => return Ok(()),
             Ok(false) => {}
-            Err(e) => return Err(stream_code(session, &e)),
+            Err(e) => return Err(e.stream_code(&session.transport)),
         }
         let header: FrameHeader = match reader.expect().await {
             Ok(header) => header,
@@ -476,7 +478,7 @@ async fn read_frames(
                 session.violation("FRAME", &e);
                 return Err(codes::CANCEL);
             }
-            Err(e) => return Err(stream_code(session, &e)),
+            Err(e) => return Err(e.stream_code(&session.transport)),
         };
         frames += 1;
         if frames > max_frames {
@@ -503,7 +505,7 @@ async fn read_frames(
         let _reserved = session.frame_budget.reserve(header.size).await;
         let payload = match reader.payload(header.size as usize).await {
             Ok(payload) => payload,
-            Err(e) => return Err(stream_code(session, &e)),
+            Err(e) => return Err(e.stream_code(&session.transport)),
         };
         // An owner or subscriber shard that falls behind must slow the
         // publisher (its flow control then holds it back), not queue.
@@ -516,17 +518,6 @@ async fn read_frames(
                 payload,
             },
         );
-    }
-}
-
-fn stream_code(session: &Session, e: &ReadError) -> u32 {
-    match e {
-        ReadError::Stream(qumo_shards::ReadStreamError::Reset(code)) => {
-            session.transport.moq_code(*code).unwrap_or(codes::CANCEL)
-        }
-        ReadError::Truncated => codes::WRONG_SIZE,
-        ReadError::Stream(qumo_shards::ReadStreamError::ConnectionLost(_)) => codes::SESSION_CLOSED,
-        _ => codes::CANCEL,
     }
 }
 

@@ -18,7 +18,7 @@ pub mod reader;
 mod serve;
 mod tail;
 pub mod transport;
-pub mod util;
+pub use crate::task as util;
 mod writer;
 
 use std::cell::{Cell, RefCell};
@@ -30,7 +30,9 @@ use bytes::{Bytes, BytesMut};
 use qumo_shards::{SendStream, VarInt};
 use tracing::{debug, error, info, warn};
 
-use crate::lite::{BidiType, Encode, Goaway, Limits, ProbeLevel, Setup, UniType, Version};
+use crate::lite::{
+    BidiType, Encode, Goaway, Limits, ProbeLevel, SessionCode, Setup, StreamCode, UniType, Version,
+};
 use crate::message::{HubRef, SessionRef};
 use crate::shard::Shard;
 use reader::{ReadError, StreamReader};
@@ -52,6 +54,26 @@ pub enum SessionError {
     Write(#[from] qumo_shards::WriteError),
     #[error("no SETUP within {0:?} (relay.setup_timeout)")]
     SetupTimeout(Duration),
+    /// A task of the session panicked: a relay bug, contained.
+    #[error("task panicked: {0}")]
+    Panicked(String),
+}
+
+impl SessionError {
+    /// The session code the peer is told when this error closes the
+    /// session: the one place a session error becomes a code.
+    pub fn code(&self) -> SessionCode {
+        match self {
+            SessionError::SetupTimeout(_) => SessionCode::TIMEOUT,
+            SessionError::Panicked(_) => SessionCode::INTERNAL_ERROR,
+            // A peer that left mid-setup hears nothing; one that sent
+            // something wrong broke the protocol.
+            SessionError::Protocol(_)
+            | SessionError::Read(_)
+            | SessionError::Transport(_)
+            | SessionError::Write(_) => SessionCode::PROTOCOL_VIOLATION,
+        }
+    }
 }
 
 /// A live session and what it holds.
@@ -112,11 +134,11 @@ impl Session {
     }
 
     /// Reset a stream with a moq-lite stream code.
-    fn reset(&self, stream: &mut SendStream, code: u32) {
+    fn reset(&self, stream: &mut SendStream, code: StreamCode) {
         let _ = stream.reset(self.transport.stream_code(code));
     }
 
-    fn stop(&self, reader: &mut StreamReader, code: u32) {
+    fn stop(&self, reader: &mut StreamReader, code: StreamCode) {
         reader.stop(self.transport.stream_code(code));
     }
 
@@ -136,11 +158,12 @@ impl Session {
     fn contain_panic(&self, panic: &str) {
         error!(session = self.id.id, %panic, "session task panicked; closing the session");
         self.shard.stats.sessions_panicked.inc();
-        self.close(codes::INTERNAL_ERROR, "internal error");
+        let error = SessionError::Panicked(panic.to_string());
+        self.close(error.code(), "internal error");
     }
 
     /// Close the connection with a session code and stop every task.
-    fn close(&self, code: u32, reason: &str) {
+    fn close(&self, code: SessionCode, reason: &str) {
         self.transport.close(code, reason);
         self.closed.raise();
     }
@@ -151,7 +174,8 @@ impl Session {
         // the counter shows the rate.
         debug!(session = self.id.id, %what, %error, "closing session: protocol violation");
         self.shard.stats.sessions_protocol_violations.inc();
-        self.close(codes::PROTOCOL_VIOLATION, &format!("{what}: {error}"));
+        let error = SessionError::Protocol(format!("{what}: {error}"));
+        self.close(error.code(), &error.to_string());
     }
 }
 
@@ -208,26 +232,23 @@ pub async fn run(shard: Rc<Shard>, transport: Transport, version: Version, root:
 
     if version.has_setup() {
         if let Err(e) = exchange_setup(&session).await {
-            let code = match e {
+            match e {
                 // The peer left: nothing wrong on our side.
                 SessionError::Transport(_) | SessionError::Read(ReadError::Stream(_)) => {
                     debug!(session = session.id.id, error = %e, "session ended before SETUP");
-                    codes::PROTOCOL_VIOLATION
                 }
                 // Silence costs the relay a session slot: counted, not warned
                 // about (a flood would multiply the warning).
                 SessionError::SetupTimeout(_) => {
                     debug!(session = session.id.id, error = %e, "session setup timed out");
                     shard.stats.sessions_setup_timeouts.inc();
-                    codes::TIMEOUT
                 }
                 _ => {
                     debug!(session = session.id.id, error = %e, "session setup failed");
                     shard.stats.sessions_protocol_violations.inc();
-                    codes::PROTOCOL_VIOLATION
                 }
-            };
-            session.transport.close(code, "setup failed");
+            }
+            session.transport.close(e.code(), "setup failed");
             return;
         }
     }
@@ -323,7 +344,7 @@ async fn lite04_deadline(session: Rc<Session>) {
             "lite-04 session silent past relay.setup_timeout"
         );
         session.shard.stats.sessions_setup_timeouts.inc();
-        session.close(codes::TIMEOUT, "setup timeout");
+        session.close(SessionError::SetupTimeout(limit).code(), "setup timeout");
     }
 }
 
@@ -398,6 +419,6 @@ async fn goaway_on_shutdown(session: Rc<Session>) {
 }
 
 /// Codes as QUIC varints, for the places that need one.
-pub fn code(code: u32) -> VarInt {
-    VarInt::from_u32(code)
+pub fn code(code: SessionCode) -> VarInt {
+    VarInt::from_u32(code.0)
 }

@@ -19,8 +19,8 @@ use super::util::{race, Either, Signal};
 use super::writer::write_group;
 use super::{codes, Session};
 use crate::lite::{
-    Announce, AnnounceOk, AnnounceRequest, BidiType, Cost, Encode, Subscribe, SubscribeOk,
-    SubscribeReply, SubscribeUpdate, TrackInfo, TrackRequest, MAX_HOPS,
+    Announce, AnnounceOk, AnnounceRequest, BidiType, Cost, Encode, StreamCode, Subscribe,
+    SubscribeOk, SubscribeReply, SubscribeUpdate, TrackInfo, TrackRequest, MAX_HOPS,
 };
 use crate::message::{TrackKey, TrackName};
 use crate::origin::{AnnounceEvent, Heard, Listener};
@@ -337,13 +337,13 @@ fn effective_latency(session: &Session, requested_ms: u64) -> Duration {
 enum TrackEnd {
     /// The track ended; the next group would have had this sequence.
     Clean(u64),
-    Reset(u32),
+    Reset(StreamCode),
     Cancelled,
 }
 
 enum Step {
     Group(Rc<Group>),
-    Ended(Option<u32>),
+    Ended(Option<StreamCode>),
     Cancelled,
 }
 

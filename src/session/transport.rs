@@ -5,6 +5,7 @@
 use bytes::Bytes;
 use qumo_shards::{Connection, ConnectionError, RecvStream, SendStream, VarInt};
 
+use crate::lite::{SessionCode, StreamCode};
 use crate::webtransport::{self, WtError, WtSession};
 
 /// Why the transport failed.
@@ -70,27 +71,28 @@ impl Transport {
     /// and STOP_SENDING through it and fails the whole session on a code
     /// outside it ("invalid RESET_STREAM"). Session close codes stay raw on
     /// QUIC: web-transport-quinn passes those through.
-    pub fn stream_code(&self, code: u32) -> VarInt {
-        webtransport::error_code(code)
+    pub fn stream_code(&self, code: StreamCode) -> VarInt {
+        webtransport::error_code(code.0)
     }
 
     /// A received stream error code back in moq-lite terms. A raw QUIC peer
     /// that sends a bare code outside the WebTransport range is taken at its
     /// word rather than refused.
-    pub fn moq_code(&self, code: VarInt) -> Option<u32> {
-        match self {
+    pub fn moq_code(&self, code: VarInt) -> Option<StreamCode> {
+        let code = match self {
             Transport::Quic(_) => {
                 webtransport::app_code(code).or_else(|| u32::try_from(code.into_inner()).ok())
             }
             Transport::Web(_) => webtransport::app_code(code),
-        }
+        };
+        code.map(StreamCode)
     }
 
     /// Close the session with a moq-lite session code.
-    pub fn close(&self, code: u32, reason: &str) {
+    pub fn close(&self, code: SessionCode, reason: &str) {
         match self {
-            Transport::Quic(conn) => conn.close(VarInt::from_u32(code), reason.as_bytes()),
-            Transport::Web(wt) => wt.close(code, reason),
+            Transport::Quic(conn) => conn.close(VarInt::from_u32(code.0), reason.as_bytes()),
+            Transport::Web(wt) => wt.close(code.0, reason),
         }
     }
 

@@ -24,12 +24,12 @@ use super::serve::Subscription;
 use super::tail::{GroupTally, OpenGroup};
 use super::util::{race, Either, Waiter};
 use super::{codes, Session};
-use crate::lite::{Encode, FrameHeader, GroupHeader, Timestamps, UniType};
+use crate::lite::{Encode, FrameHeader, GroupHeader, StreamCode, Timestamps, UniType};
 use crate::track::{Group, GroupState, NextFrame};
 
 enum Outcome {
     Done,
-    Reset(u32),
+    Reset(StreamCode),
     /// The stream itself failed (peer stopped it, connection gone).
     Lost,
 }
@@ -146,7 +146,7 @@ fn give_up(
     waiters: &Waiters<'_>,
     deadline: &mut Deadline,
     cx: &mut Context<'_>,
-) -> Option<u32> {
+) -> Option<StreamCode> {
     if sub.cancelled.poll_raised(&waiters.cancel, cx).is_ready() {
         return Some(codes::CANCEL);
     }
