@@ -457,4 +457,43 @@ mod tests {
             TrackState::Ended(Some(StreamCode::NOT_FOUND))
         );
     }
+
+    /// Wait until `done` holds, polling, for at most five seconds.
+    async fn until(done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !done() && Instant::now() < deadline {
+            monoio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    #[monoio::test(enable_timer = true)]
+    async fn commands_reach_the_sessions_inbox_and_unread_ones_are_answered_when_it_goes() {
+        let shard = Shard::standalone(
+            Settings::from_config(&Config::default()),
+            Arc::new(RelayStats::default()),
+        );
+        let publisher = SessionRef { shard: 0, id: 5 };
+        let inbox = shard.register_session(publisher);
+        shard.announce("live", publisher, Arc::from([]), true);
+        until(|| shard.publisher_of("live").is_some()).await;
+        let key = Arc::new(TrackName {
+            broadcast: "live".into(),
+            track: "video".into(),
+        });
+        let replica = shard.subscribe_local(&key);
+        until(|| !inbox.queue.borrow().is_empty()).await;
+        let command = inbox.queue.borrow().front().cloned();
+        assert!(
+            matches!(command, Some(SessionCommand::SubscribeUpstream { ref key, .. }) if key.track == "video"),
+            "{command:?}"
+        );
+        assert_eq!(replica.state(), TrackState::Live);
+        // The session goes without reading it: the upstream it will never
+        // open ends the track, as if its publisher left.
+        shard.unregister_session(publisher);
+        assert!(inbox.queue.borrow().is_empty());
+        until(|| replica.state() != TrackState::Live).await;
+        assert_eq!(replica.state(), TrackState::Ended(None));
+        assert_eq!(shard.stats.sessions_open.get(), 0);
+    }
 }
