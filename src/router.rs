@@ -447,6 +447,9 @@ impl Router {
         if hub.shards.insert(from, token) == Some(token) {
             return;
         }
+        // A new replica there starts from the snapshot: no group is
+        // dropped for it yet.
+        hub.dropped.retain(|&(shard, _)| shard != from);
         let groups = hub
             .replica
             .groups()
