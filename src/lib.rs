@@ -12,6 +12,7 @@ pub mod model;
 pub mod origin;
 pub mod process;
 pub mod relay;
+pub mod router;
 pub mod session;
 pub mod shard;
 pub mod task;
