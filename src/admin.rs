@@ -224,7 +224,7 @@ impl QumoCollector {
 fn session_kind_families(relay: &[(usize, Arc<RelayStats>)]) -> [Family; 2] {
     let mut started = Family::new(
         "sessions_started",
-        "Sessions begun (transport up, SETUP not yet checked), by protocol
+        "Sessions begun (transport up; SETUP and token not yet checked), by protocol
          version and transport.",
         FamilyType::Counter,
     );

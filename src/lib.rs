@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod announced;
+pub mod auth;
 pub mod config;
 pub mod http;
 pub mod lite;
