@@ -13,7 +13,7 @@ use crate::lite::{Limits, Version};
 use crate::message::MeshBacklog;
 use crate::metrics::Metrics;
 use crate::session::util::{catch_unwind, race, Either};
-use crate::session::{self, codes, transport::Transport};
+use crate::session::{self, codes};
 use crate::shard::{Settings, Shard};
 use crate::webtransport::WtSession;
 
@@ -167,7 +167,7 @@ async fn serve_connection(shard: Rc<Shard>, shared: Shared, conn: Connection) {
     }
     let alpn = conn.alpn().unwrap_or_default();
     if let Some(version) = Version::from_alpn(&alpn) {
-        return session::run(shard, Transport::Quic(conn), version, String::new()).await;
+        return session::run(shard, conn, version, String::new()).await;
     }
     if alpn != b"h3" {
         debug!(alpn = %String::from_utf8_lossy(&alpn), "no moq-lite version for this ALPN");
@@ -204,7 +204,7 @@ async fn serve_connection(shard: Rc<Shard>, shared: Shared, conn: Connection) {
         .and_then(Version::from_wt_protocol)
         .unwrap_or(Version::Lite04);
     let root = wt.path().to_string();
-    session::run(shard, Transport::Web(wt), version, root).await;
+    session::run(shard, wt, version, root).await;
 }
 
 /// How long a WebTransport client has to send its CONNECT.

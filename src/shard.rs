@@ -19,8 +19,8 @@ use crate::message::{
 };
 use crate::metrics::RelayStats;
 use crate::origin::{Listener, Origin, Page};
+use crate::session::codes;
 use crate::session::util::Signal;
-use crate::session::{codes, Session};
 use crate::track::{GroupState, TrackReplica, TrackState};
 
 /// How often a paused publisher looks at the mesh backlog again. Pauses
@@ -114,6 +114,19 @@ impl Mesh for Rc<Loopback> {
     }
 }
 
+/// What the shard asks of a session: a handle of one type for sessions on
+/// every transport, so that the shard is not generic over them.
+pub trait SessionHandle {
+    fn id(&self) -> SessionRef;
+    /// Subscribe upstream to `key` for `hub` (asked by the owner shard).
+    fn subscribe_upstream(self: Rc<Self>, key: TrackKey, hub: HubRef);
+    /// The owner no longer wants `hub`'s track.
+    fn cancel_upstream(&self, hub: HubRef);
+    /// Every upstream subscription ends with the session: clean ends for
+    /// the hubs, so subscribers see the publisher leave.
+    fn end_upstreams(&self);
+}
+
 pub struct Shard {
     mesh: Box<dyn Mesh>,
     /// Raised when the relay starts shutting down.
@@ -132,7 +145,7 @@ pub struct Shard {
     next_token: Cell<u64>,
     replicas: RefCell<HashMap<TrackKey, Rc<TrackReplica>>>,
     attached: RefCell<HashMap<HubRef, Rc<TrackReplica>>>,
-    sessions: RefCell<HashMap<u64, Rc<Session>>>,
+    sessions: RefCell<HashMap<u64, Rc<dyn SessionHandle>>>,
 }
 
 impl Shard {
@@ -246,15 +259,17 @@ impl Shard {
 
     // --- sessions -------------------------------------------------------
 
-    pub fn register_session(&self, session: Rc<Session>) {
-        self.sessions.borrow_mut().insert(session.id.id, session);
+    pub fn register_session(&self, session: Rc<dyn SessionHandle>) {
+        self.sessions.borrow_mut().insert(session.id().id, session);
         self.count_state();
     }
 
-    pub fn unregister_session(&self, session: &Rc<Session>) {
-        self.sessions.borrow_mut().remove(&session.id.id);
+    pub fn unregister_session(&self, id: u64) {
+        let session = self.sessions.borrow_mut().remove(&id);
         self.count_state();
-        session.end_upstreams();
+        if let Some(session) = session {
+            session.end_upstreams();
+        }
     }
 
     /// Mirror the size of every table into its gauge; called wherever one

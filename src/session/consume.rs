@@ -7,18 +7,19 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use qumo_shards::SendStream;
 use tracing::{debug, warn};
 
 use super::reader::{ReadError, StreamReader};
 use super::tail::{self, GroupTally};
+use super::transport::{SendStream, Transport};
 use super::util::{race, Either, Signal};
 use super::{codes, Session};
 use crate::lite::{
     Announce, AnnounceOk, AnnounceRequest, BidiType, DecodeError, FrameHeader, GroupHeader,
     Subscribe, SubscribeReply, Timestamps, TrackInfo, TrackRequest, Version,
 };
-use crate::message::{HubRef, MediaEvent, TrackKey};
+use crate::message::{HubRef, MediaEvent, SessionRef, TrackKey};
+use crate::shard::SessionHandle;
 use crate::track::TrackProperties;
 
 /// One upstream subscription: ours, to the peer, on behalf of a hub.
@@ -32,7 +33,7 @@ pub struct Upstream {
 }
 
 /// Ask the peer for its broadcasts (prefix "") and publish them relay-wide.
-pub async fn announcements(session: Rc<Session>) {
+pub async fn announcements<T: Transport>(session: Rc<Session<T>>) {
     let result = race(read_announcements(&session), session.closed.raised()).await;
     if let Either::Left(Err(e)) = result {
         match e {
@@ -50,7 +51,7 @@ pub async fn announcements(session: Rc<Session>) {
     }
 }
 
-async fn read_announcements(session: &Rc<Session>) -> Result<(), ReadError> {
+async fn read_announcements<T: Transport>(session: &Rc<Session<T>>) -> Result<(), ReadError> {
     let Ok((mut send, recv)) = session.transport.open_bi().await else {
         return Ok(());
     };
@@ -132,7 +133,7 @@ async fn read_announcements(session: &Rc<Session>) -> Result<(), ReadError> {
     Ok(())
 }
 
-fn too_many_broadcasts(session: &Session, limit: usize) -> ReadError {
+fn too_many_broadcasts<T: Transport>(session: &Session<T>, limit: usize) -> ReadError {
     debug!(
         session = session.id.id,
         limit, "relay.max_broadcasts_per_session reached"
@@ -150,9 +151,14 @@ fn unknown_announce(id: u64) -> ReadError {
     })
 }
 
-impl Session {
+/// What the shard asks of a session as the publisher of a track.
+impl<T: Transport> SessionHandle for Session<T> {
+    fn id(&self) -> SessionRef {
+        self.id
+    }
+
     /// Subscribe upstream to `key` for `hub` (asked by the owner shard).
-    pub fn subscribe_upstream(self: &Rc<Self>, key: TrackKey, hub: HubRef) {
+    fn subscribe_upstream(self: Rc<Self>, key: TrackKey, hub: HubRef) {
         if self.upstream_ids.borrow().contains_key(&hub) {
             return;
         }
@@ -171,7 +177,7 @@ impl Session {
     }
 
     /// The owner no longer wants `hub`'s track.
-    pub fn cancel_upstream(&self, hub: HubRef) {
+    fn cancel_upstream(&self, hub: HubRef) {
         let Some(id) = self.upstream_ids.borrow_mut().remove(&hub) else {
             return;
         };
@@ -183,7 +189,7 @@ impl Session {
 
     /// Every upstream subscription ends with the session: clean ends for
     /// the hubs, so subscribers see the publisher leave.
-    pub fn end_upstreams(&self) {
+    fn end_upstreams(&self) {
         let upstreams: Vec<_> = self.upstreams.borrow_mut().drain().collect();
         self.shard
             .stats
@@ -197,7 +203,7 @@ impl Session {
     }
 }
 
-async fn run_upstream(session: Rc<Session>, id: u64, upstream: Rc<Upstream>) {
+async fn run_upstream<T: Transport>(session: Rc<Session<T>>, id: u64, upstream: Rc<Upstream>) {
     let hub = upstream.hub;
     let Some(broadcast) = session.relative(&upstream.key.broadcast).map(str::to_owned) else {
         session
@@ -266,16 +272,19 @@ async fn run_upstream(session: Rc<Session>, id: u64, upstream: Rc<Upstream>) {
 }
 
 /// How the publisher ended a SUBSCRIBE stream.
-struct Ended {
+struct Ended<S> {
     /// `None` for a clean end, else the reset code.
     code: Option<u32>,
-    send: Option<SendStream>,
+    send: Option<S>,
     /// The sequence SUBSCRIBE_END named, if it sent one.
     end: Option<u64>,
 }
 
 /// Run one SUBSCRIBE stream until the publisher ends it.
-async fn subscribe_stream(session: &Rc<Session>, request: Subscribe) -> Ended {
+async fn subscribe_stream<T: Transport>(
+    session: &Rc<Session<T>>,
+    request: Subscribe,
+) -> Ended<T::Send> {
     let failed = |send| Ended {
         code: Some(codes::CANCEL),
         send,
@@ -326,7 +335,11 @@ async fn subscribe_stream(session: &Rc<Session>, request: Subscribe) -> Ended {
 
 /// Lite-05+: ask the publisher for the track's properties (its timescale
 /// above all) and pass them to the hub.
-async fn fetch_properties(session: Rc<Session>, upstream: Rc<Upstream>, broadcast: String) {
+async fn fetch_properties<T: Transport>(
+    session: Rc<Session<T>>,
+    upstream: Rc<Upstream>,
+    broadcast: String,
+) {
     let fetch = async {
         let (mut send, recv) = session.transport.open_bi().await.ok()?;
         let request = TrackRequest {
@@ -356,7 +369,7 @@ async fn fetch_properties(session: Rc<Session>, upstream: Rc<Upstream>, broadcas
 }
 
 /// A GROUP stream from the peer: forward its frames to the hub.
-pub async fn group(session: Rc<Session>, mut reader: StreamReader) {
+pub async fn group<T: Transport>(session: Rc<Session<T>>, mut reader: StreamReader<T::Recv>) {
     let header: GroupHeader = match reader.expect().await {
         Ok(header) => header,
         Err(ReadError::Stream(_)) => return,
@@ -388,9 +401,9 @@ pub async fn group(session: Rc<Session>, mut reader: StreamReader) {
     }
 }
 
-async fn read_frames(
-    session: &Rc<Session>,
-    reader: &mut StreamReader,
+async fn read_frames<T: Transport>(
+    session: &Rc<Session<T>>,
+    reader: &mut StreamReader<T::Recv>,
     hub: HubRef,
     sequence: u64,
 ) -> Result<(), u32> {
@@ -457,7 +470,7 @@ async fn read_frames(
     }
 }
 
-fn stream_code(session: &Session, e: &ReadError) -> u32 {
+fn stream_code<T: Transport>(session: &Session<T>, e: &ReadError) -> u32 {
     match e {
         ReadError::Stream(qumo_shards::ReadStreamError::Reset(code)) => {
             session.transport.moq_code(*code).unwrap_or(codes::CANCEL)

@@ -14,6 +14,7 @@
 mod budget;
 pub mod codes;
 mod consume;
+pub mod memory;
 pub mod reader;
 mod serve;
 mod tail;
@@ -27,14 +28,14 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use qumo_shards::{SendStream, VarInt};
+use qumo_shards::VarInt;
 use tracing::{debug, error, info, warn};
 
 use crate::lite::{BidiType, Encode, Goaway, Limits, ProbeLevel, Setup, UniType, Version};
 use crate::message::{HubRef, SessionRef};
-use crate::shard::Shard;
+use crate::shard::{SessionHandle, Shard};
 use reader::{ReadError, StreamReader};
-use transport::Transport;
+use transport::{SendStream, Transport};
 use util::{race, Either, Signal};
 
 pub use consume::Upstream;
@@ -54,10 +55,10 @@ pub enum SessionError {
     SetupTimeout(Duration),
 }
 
-/// A live session and what it holds.
-pub struct Session {
+/// A live session and what it holds, on any transport (see `transport`).
+pub struct Session<T: Transport> {
     pub id: SessionRef,
-    pub transport: Transport,
+    pub transport: T,
     pub version: Version,
     /// Session root: every path the peer names is relative to it.
     pub root: RefCell<String>,
@@ -80,7 +81,7 @@ pub struct Session {
     pub closed: Signal,
 }
 
-impl Session {
+impl<T: Transport> Session<T> {
     pub fn limits(&self) -> Limits {
         self.shard.settings.limits
     }
@@ -95,7 +96,7 @@ impl Session {
         crate::origin::strip_prefix(path, &self.root.borrow())
     }
 
-    fn reader(&self, stream: qumo_shards::RecvStream, leftover: Bytes) -> StreamReader {
+    fn reader(&self, stream: T::Recv, leftover: Bytes) -> StreamReader<T::Recv> {
         StreamReader::new(stream, leftover, self.version, self.limits())
     }
 
@@ -112,11 +113,11 @@ impl Session {
     }
 
     /// Reset a stream with a moq-lite stream code.
-    fn reset(&self, stream: &mut SendStream, code: u32) {
+    fn reset(&self, stream: &mut T::Send, code: u32) {
         let _ = stream.reset(self.transport.stream_code(code));
     }
 
-    fn stop(&self, reader: &mut StreamReader, code: u32) {
+    fn stop(&self, reader: &mut StreamReader<T::Recv>, code: u32) {
         reader.stop(self.transport.stream_code(code));
     }
 
@@ -156,7 +157,7 @@ impl Session {
 }
 
 /// Counted so that a task outliving its session shows (see `session_states_alive`).
-impl Drop for Session {
+impl<T: Transport> Drop for Session<T> {
     fn drop(&mut self) {
         self.shard.stats.session_states_alive.dec();
     }
@@ -182,12 +183,13 @@ impl<T: Encode> EncodeDyn for T {
 }
 
 /// Run a session until the peer leaves or the relay shuts down.
-pub async fn run(shard: Rc<Shard>, transport: Transport, version: Version, root: String) {
-    let conn = transport.connection().clone();
+pub async fn run<T: Transport>(shard: Rc<Shard>, transport: T, version: Version, root: String) {
+    let id = transport.id();
+    let remote = transport.remote_address();
     let session = Rc::new(Session {
         id: SessionRef {
             shard: shard.index(),
-            id: conn.stable_id(),
+            id,
         },
         transport,
         version,
@@ -204,7 +206,7 @@ pub async fn run(shard: Rc<Shard>, transport: Transport, version: Version, root:
         closed: Signal::default(),
     });
     shard.stats.session_states_alive.inc();
-    info!(session = session.id.id, remote = ?conn.remote_address(), %version, "session open");
+    info!(session = session.id.id, ?remote, %version, "session open");
 
     if version.has_setup() {
         if let Err(e) = exchange_setup(&session).await {
@@ -232,7 +234,7 @@ pub async fn run(shard: Rc<Shard>, transport: Transport, version: Version, root:
         }
     }
 
-    shard.register_session(session.clone());
+    shard.register_session(session.clone() as Rc<dyn SessionHandle>);
     // Unregistered on every way out of here, a panic's unwinding included.
     let _registered = Registered(session.clone());
     session.spawn(accept_bi(session.clone()));
@@ -251,19 +253,19 @@ pub async fn run(shard: Rc<Shard>, transport: Transport, version: Version, root:
 
 /// A session registered with its shard: unregistered (its upstreams ended,
 /// its tasks told to stop) when dropped.
-struct Registered(Rc<Session>);
+struct Registered<T: Transport>(Rc<Session<T>>);
 
-impl Drop for Registered {
+impl<T: Transport> Drop for Registered<T> {
     fn drop(&mut self) {
         let session = &self.0;
         session.closed.raise();
-        session.shard.unregister_session(session);
+        session.shard.unregister_session(session.id.id);
         info!(session = session.id.id, "session closed");
     }
 }
 
 /// Lite-05+: read the peer's SETUP (its root path on raw QUIC) and send ours.
-async fn exchange_setup(session: &Rc<Session>) -> Result<(), SessionError> {
+async fn exchange_setup<T: Transport>(session: &Rc<Session<T>>) -> Result<(), SessionError> {
     let ours = Setup {
         probe: ProbeLevel::None,
         path: None,
@@ -311,7 +313,7 @@ async fn exchange_setup(session: &Rc<Session>) -> Result<(), SessionError> {
 /// Lite-04 has no SETUP, so its deadline is the peer's first act: a stream
 /// of its own, or an answer on the relay's ANNOUNCE_REQUEST. A session that
 /// does neither holds a slot for nothing and is closed with TIMEOUT.
-async fn lite04_deadline(session: Rc<Session>) {
+async fn lite04_deadline<T: Transport>(session: Rc<Session<T>>) {
     let limit = session.shard.settings.setup_timeout;
     let expired = race(monoio::time::sleep(limit), session.closed.raised()).await;
     if let (Either::Left(()), false) = (expired, session.spoke.get()) {
@@ -325,7 +327,7 @@ async fn lite04_deadline(session: Rc<Session>) {
     }
 }
 
-async fn accept_bi(session: Rc<Session>) {
+async fn accept_bi<T: Transport>(session: Rc<Session<T>>) {
     loop {
         let accepted = race(session.transport.accept_bi(), session.closed.raised()).await;
         let Either::Left(Ok((send, recv, leftover))) = accepted else {
@@ -354,7 +356,7 @@ async fn accept_bi(session: Rc<Session>) {
     }
 }
 
-async fn accept_uni(session: Rc<Session>) {
+async fn accept_uni<T: Transport>(session: Rc<Session<T>>) {
     loop {
         let accepted = race(session.transport.accept_uni(), session.closed.raised()).await;
         let Either::Left(Ok((recv, leftover))) = accepted else {
@@ -381,7 +383,7 @@ async fn accept_uni(session: Rc<Session>) {
 
 /// At shutdown, tell the peer to go away (GOAWAY with no new URI) before the
 /// runtime closes the connection.
-async fn goaway_on_shutdown(session: Rc<Session>) {
+async fn goaway_on_shutdown<T: Transport>(session: Rc<Session<T>>) {
     let shard = session.shard.clone();
     if let Either::Right(()) = race(session.closed.raised(), shard.shutdown_started()).await {
         let Ok((mut send, _recv)) = session.transport.open_bi().await else {

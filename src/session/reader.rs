@@ -5,8 +5,9 @@
 //! out as `Bytes` without a copy when one QUIC chunk holds the whole frame.
 
 use bytes::{Buf, Bytes, BytesMut};
-use qumo_shards::{ReadStreamError, RecvStream, VarInt};
+use qumo_shards::{ReadStreamError, VarInt};
 
+use super::transport::RecvStream;
 use crate::lite::{Decode, DecodeError, Limits, Version};
 
 /// Why reading a message failed.
@@ -20,16 +21,16 @@ pub enum ReadError {
     Stream(#[from] ReadStreamError),
 }
 
-pub struct StreamReader {
-    stream: RecvStream,
+pub struct StreamReader<R> {
+    stream: R,
     buf: BytesMut,
     version: Version,
     limits: Limits,
 }
 
-impl StreamReader {
+impl<R: RecvStream> StreamReader<R> {
     /// `leftover` is what was read past a stream prefix already.
-    pub fn new(stream: RecvStream, leftover: Bytes, version: Version, limits: Limits) -> Self {
+    pub fn new(stream: R, leftover: Bytes, version: Version, limits: Limits) -> Self {
         Self {
             stream,
             buf: BytesMut::from(&leftover[..]),

@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use qumo_shards::SendStream;
 use tracing::debug;
 
 use super::reader::StreamReader;
 use super::tail::{self, GroupTally};
+use super::transport::{SendStream, Transport};
 use super::util::{race, Either, Signal};
 use super::writer::write_group;
 use super::{codes, Session};
@@ -33,7 +33,12 @@ const TRACK_INFO_TIMEOUT: Duration = Duration::from_secs(5);
 /// SUBSCRIBE that normally follows.
 const TRACK_HOLD: Duration = Duration::from_secs(2);
 
-pub async fn bidi(session: Rc<Session>, kind: BidiType, send: SendStream, reader: StreamReader) {
+pub async fn bidi<T: Transport>(
+    session: Rc<Session<T>>,
+    kind: BidiType,
+    send: T::Send,
+    reader: StreamReader<T::Recv>,
+) {
     match kind {
         BidiType::Announce => announce(session, send, reader).await,
         BidiType::Subscribe => subscribe(session, send, reader).await,
@@ -64,7 +69,11 @@ pub async fn bidi(session: Rc<Session>, kind: BidiType, send: SendStream, reader
 const ANNOUNCE_PAGE: usize = 256;
 
 /// The peer asks which broadcasts exist under a prefix.
-async fn announce(session: Rc<Session>, mut send: SendStream, mut reader: StreamReader) {
+async fn announce<T: Transport>(
+    session: Rc<Session<T>>,
+    mut send: T::Send,
+    mut reader: StreamReader<T::Recv>,
+) {
     let request = match reader.expect::<AnnounceRequest>().await {
         Ok(request) => request,
         Err(e) => return session.violation("ANNOUNCE_REQUEST", &e),
@@ -125,12 +134,12 @@ enum AnnounceEnd {
 /// listener queues only changes to suffixes already paged (see
 /// `Listener::paged`): the rest are read from the table itself when their
 /// page comes, so each broadcast is told once, in its state at that moment.
-async fn serve_announcements(
-    session: &Rc<Session>,
+async fn serve_announcements<T: Transport>(
+    session: &Rc<Session<T>>,
     prefix: &str,
     listener: &Listener,
-    send: &mut SendStream,
-    reader: &mut StreamReader,
+    send: &mut T::Send,
+    reader: &mut StreamReader<T::Recv>,
 ) -> Result<AnnounceEnd, qumo_shards::WriteError> {
     let version = session.version;
     let own_hop = session.shard.hop;
@@ -252,7 +261,11 @@ impl Subscription {
 }
 
 /// The peer subscribes to a track.
-async fn subscribe(session: Rc<Session>, mut send: SendStream, mut reader: StreamReader) {
+async fn subscribe<T: Transport>(
+    session: Rc<Session<T>>,
+    mut send: T::Send,
+    mut reader: StreamReader<T::Recv>,
+) {
     let request = match reader.expect::<Subscribe>().await {
         Ok(request) => request,
         Err(e) => return session.violation("SUBSCRIBE", &e),
@@ -321,7 +334,7 @@ async fn subscribe(session: Rc<Session>, mut send: SendStream, mut reader: Strea
 /// The latency a subscription gets: the relay's default for "no
 /// preference" (0), else what it asked for, never above the ceiling (a
 /// subscriber must not make the relay keep old groups for an hour).
-fn effective_latency(session: &Session, requested_ms: u64) -> Duration {
+fn effective_latency<T: Transport>(session: &Session<T>, requested_ms: u64) -> Duration {
     let settings = &session.shard.settings;
     let requested = Duration::from_millis(requested_ms);
     match requested_ms {
@@ -348,13 +361,13 @@ enum Step {
 }
 
 /// Follow the replica by cursor: each group goes to its own writer task.
-async fn serve_track(
-    session: &Rc<Session>,
+async fn serve_track<T: Transport>(
+    session: &Rc<Session<T>>,
     sub: &Rc<Subscription>,
     replica: &Rc<TrackReplica>,
     request: &Subscribe,
-    send: &mut SendStream,
-    reader: StreamReader,
+    send: &mut T::Send,
+    reader: StreamReader<T::Recv>,
 ) -> Result<TrackEnd, qumo_shards::WriteError> {
     if !session.version.has_track_stream() {
         let ok = SubscribeReply::Ok(SubscribeOk {
@@ -438,7 +451,11 @@ fn next_group(
 }
 
 /// SUBSCRIBE_UPDATEs until the subscriber closes its side.
-async fn read_updates(session: Rc<Session>, sub: Rc<Subscription>, mut reader: StreamReader) {
+async fn read_updates<T: Transport>(
+    session: Rc<Session<T>>,
+    sub: Rc<Subscription>,
+    mut reader: StreamReader<T::Recv>,
+) {
     loop {
         match race(reader.decode::<SubscribeUpdate>(), sub.cancelled.raised()).await {
             Either::Left(Ok(Some(update))) => {
@@ -460,7 +477,11 @@ async fn read_updates(session: Rc<Session>, sub: Rc<Subscription>, mut reader: S
 }
 
 /// The peer asks for a track's properties (lite-05+).
-async fn track(session: Rc<Session>, mut send: SendStream, mut reader: StreamReader) {
+async fn track<T: Transport>(
+    session: Rc<Session<T>>,
+    mut send: T::Send,
+    mut reader: StreamReader<T::Recv>,
+) {
     let request = match reader.expect::<TrackRequest>().await {
         Ok(request) => request,
         Err(e) => return session.violation("TRACK", &e),

@@ -18,10 +18,10 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use monoio::time::Sleep;
-use qumo_shards::SendStream;
 
 use super::serve::Subscription;
 use super::tail::{GroupTally, OpenGroup};
+use super::transport::{SendStream, Transport};
 use super::util::{race, Either, Waiter};
 use super::{codes, Session};
 use crate::lite::{Encode, FrameHeader, GroupHeader, Timestamps, UniType};
@@ -36,8 +36,8 @@ enum Outcome {
 
 /// Write `group` to the subscriber on its own stream; `_open` counts it
 /// among the subscription's writers until this returns.
-pub async fn write_group(
-    session: Rc<Session>,
+pub async fn write_group<T: Transport>(
+    session: Rc<Session<T>>,
     sub: Rc<Subscription>,
     group: Rc<Group>,
     _open: OpenGroup<Rc<GroupTally>>,
@@ -122,7 +122,7 @@ pub async fn write_group(
     finish(&session, &mut stream, outcome);
 }
 
-fn finish(session: &Session, stream: &mut SendStream, outcome: Outcome) {
+fn finish<T: Transport>(session: &Session<T>, stream: &mut T::Send, outcome: Outcome) {
     match outcome {
         Outcome::Done => {
             let _ = stream.finish();
