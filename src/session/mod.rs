@@ -69,8 +69,12 @@ pub struct Session<T: Transport> {
     next_subscribe_id: Cell<u64>,
     /// Broadcasts the peer announced to us (absolute paths).
     announced: RefCell<HashSet<String>>,
-    /// The peer's subscriptions to us, for the per-session limit.
+    /// The peer's subscriptions to us and its TRACK requests (each holds
+    /// an upstream subscription too), for the per-session limit.
     subscriptions: Cell<usize>,
+    /// TRACK requests answered and holding their upstream subscription
+    /// for the SUBSCRIBE that normally follows (see `serve::track`).
+    track_holds: RefCell<Vec<Rc<serve::TrackHold>>>,
     /// The peer's open ANNOUNCE_REQUEST streams, for the per-session limit.
     announce_requests: Cell<usize>,
     /// Bytes of the peer's frames held partly received.
@@ -200,6 +204,7 @@ pub async fn run<T: Transport>(shard: Rc<Shard>, transport: T, version: Version,
         next_subscribe_id: Cell::new(0),
         announced: RefCell::new(HashSet::new()),
         subscriptions: Cell::new(0),
+        track_holds: RefCell::new(Vec::new()),
         announce_requests: Cell::new(0),
         frame_budget: budget::ByteBudget::new(shard.settings.max_buffered_frame_bytes_per_session),
         spoke: Cell::new(false),

@@ -270,23 +270,22 @@ async fn subscribe<T: Transport>(
         Ok(request) => request,
         Err(e) => return session.violation("SUBSCRIBE", &e),
     };
-    let settings = &session.shard.settings;
-    if session.subscriptions.get() >= settings.max_subscriptions_per_session {
-        debug!(session = session.id.id, "subscription limit reached");
-        session.reset(&mut send, codes::NO_CAPACITY);
-        return session.stop(&mut reader, codes::NO_CAPACITY);
-    }
     let key: TrackKey = Arc::new(TrackName {
         broadcast: session.absolute(&request.broadcast),
         track: request.track.clone(),
     });
+    // The TRACK request this SUBSCRIBE follows passes on its slot.
+    if !take_track_hold(&session, &key) && !take_subscription_slot(&session) {
+        session.reset(&mut send, codes::NO_CAPACITY);
+        return session.stop(&mut reader, codes::NO_CAPACITY);
+    }
     if session.shard.publisher_of(&key.broadcast).is_none() {
         debug!(session = session.id.id, track = %key, "subscribe: no such broadcast");
+        session.subscriptions.set(session.subscriptions.get() - 1);
         session.reset(&mut send, codes::NOT_FOUND);
         return session.stop(&mut reader, codes::NOT_FOUND);
     }
     debug!(session = session.id.id, id = request.id, track = %key, "subscribe");
-    session.subscriptions.set(session.subscriptions.get() + 1);
     session.shard.stats.subscriptions_open.inc();
     let replica = session.shard.subscribe_local(&key);
     replica.add_subscriber();
@@ -329,6 +328,37 @@ async fn subscribe<T: Transport>(
     if replica.remove_subscriber() == 0 {
         session.shard.release_local(&key, &replica);
     }
+}
+
+/// Count one more of the peer's subscriptions (SUBSCRIBE or TRACK), if
+/// `relay.max_subscriptions_per_session` allows.
+fn take_subscription_slot<T: Transport>(session: &Session<T>) -> bool {
+    let open = session.subscriptions.get();
+    if open >= session.shard.settings.max_subscriptions_per_session {
+        debug!(session = session.id.id, "subscription limit reached");
+        return false;
+    }
+    session.subscriptions.set(open + 1);
+    true
+}
+
+/// A SUBSCRIBE for `key` takes over the slot of a TRACK request for it
+/// still holding its upstream subscription, so that TRACK then SUBSCRIBE
+/// costs one slot, not two.
+fn take_track_hold<T: Transport>(session: &Session<T>, key: &TrackKey) -> bool {
+    let mut holds = session.track_holds.borrow_mut();
+    let Some(at) = holds.iter().position(|h| h.key == *key) else {
+        return false;
+    };
+    holds.swap_remove(at).taken.raise();
+    true
+}
+
+/// A TRACK request's upstream subscription, kept a moment after its
+/// answer; `taken` is raised when a SUBSCRIBE takes over its slot.
+pub struct TrackHold {
+    key: TrackKey,
+    taken: Signal,
 }
 
 /// The latency a subscription gets: the relay's default for "no
@@ -494,6 +524,13 @@ async fn track<T: Transport>(
         session.reset(&mut send, codes::NOT_FOUND);
         return;
     }
+    // It holds an upstream subscription like a SUBSCRIBE does, so it
+    // counts like one: else TRACK requests would be an unbounded way to
+    // make the relay subscribe upstream.
+    if !take_subscription_slot(&session) {
+        session.reset(&mut send, codes::NO_CAPACITY);
+        return session.stop(&mut reader, codes::NO_CAPACITY);
+    }
     // Holding a subscriber makes the owner subscribe upstream, which is how
     // the publisher's properties reach this shard.
     let replica = session.shard.subscribe_local(&key);
@@ -526,7 +563,19 @@ async fn track<T: Transport>(
     }
     // A TRACK request is usually followed at once by the SUBSCRIBE: keep
     // the upstream subscription a moment so that one does not start over.
-    monoio::time::sleep(TRACK_HOLD).await;
+    let hold = Rc::new(TrackHold {
+        key: key.clone(),
+        taken: Signal::default(),
+    });
+    session.track_holds.borrow_mut().push(hold.clone());
+    race(monoio::time::sleep(TRACK_HOLD), hold.taken.raised()).await;
+    session
+        .track_holds
+        .borrow_mut()
+        .retain(|h| !Rc::ptr_eq(h, &hold));
+    if !hold.taken.is_raised() {
+        session.subscriptions.set(session.subscriptions.get() - 1);
+    }
     if replica.remove_subscriber() == 0 {
         session.shard.release_local(&key, &replica);
     }

@@ -1,7 +1,8 @@
 //! Writes one cached group to one subscriber on its own uni stream.
 //!
 //! The writer is a cursor into the shared group: it never copies a payload
-//! (frames go to quinn-proto as `Bytes`) and never makes anyone wait for it.
+//! or encodes a frame header (frames and the headers the group encoded once
+//! go to the stream as `Bytes`) and never makes anyone wait for it.
 //! It gives up, resetting its stream, when:
 //! - the subscriber cancels or the session ends (CANCEL);
 //! - the group was superseded longer ago than the subscriber's max latency
@@ -24,7 +25,7 @@ use super::tail::{GroupTally, OpenGroup};
 use super::transport::{SendStream, Transport};
 use super::util::{race, Either, Waiter};
 use super::{codes, Session};
-use crate::lite::{Encode, FrameHeader, GroupHeader, Timestamps, UniType};
+use crate::lite::{Encode, GroupHeader, UniType};
 use crate::track::{Group, GroupState, NextFrame};
 
 enum Outcome {
@@ -73,8 +74,6 @@ pub async fn write_group<T: Transport>(
 
     let mut pending: VecDeque<Bytes> = VecDeque::from([header.freeze()]);
     let mut cursor = 0usize;
-    let mut timestamps = Timestamps::default();
-    let timed = session.version.has_frame_timestamps();
 
     let outcome = poll_fn(|cx| loop {
         if let Some(code) = give_up(&sub, &group, &waiters, &mut deadline, cx) {
@@ -96,19 +95,9 @@ pub async fn write_group<T: Transport>(
             }
         }
         match group.poll_frame(&waiters.group, cx, cursor) {
-            Poll::Ready(NextFrame::Frame(frame)) => {
+            Poll::Ready(NextFrame::Frame(frame, heads)) => {
                 cursor += 1;
-                let timestamp_delta = match timed {
-                    true => Some(timestamps.delta(frame.timestamp).unwrap_or(0)),
-                    false => None,
-                };
-                let mut head = BytesMut::with_capacity(16);
-                let header = FrameHeader {
-                    timestamp_delta,
-                    size: frame.payload.len() as u64,
-                };
-                let _ = header.encode(&mut head, session.version);
-                pending.push_back(head.freeze());
+                pending.push_back(heads.for_version(session.version));
                 if !frame.payload.is_empty() {
                     pending.push_back(frame.payload);
                 }
