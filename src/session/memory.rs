@@ -446,6 +446,27 @@ impl MemorySend {
     }
 }
 
+impl MemorySend {
+    /// Wait, without writing, until the reader stops the stream (its
+    /// code) or the connection ends (`None`). For tests of refusals.
+    pub async fn stopped(&self) -> Option<VarInt> {
+        std::future::poll_fn(|cx| {
+            if self.check().is_err() {
+                return Poll::Ready(None);
+            }
+            let mut pipe = self.pipe.borrow_mut();
+            match pipe.stopped {
+                Some(code) => Poll::Ready(Some(code)),
+                None => {
+                    pipe.writer = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+}
+
 impl SendStream for MemorySend {
     fn poll_write_chunks(
         &mut self,
@@ -536,6 +557,29 @@ pub struct MemoryRecv {
     /// Read to the end or reset, or stopped.
     done: bool,
     _credit: Option<Rc<Credit>>,
+}
+
+impl MemoryRecv {
+    /// Wait, without reading, until the writer resets the stream (its
+    /// code) or finishes it or the connection ends (`None`). For tests of
+    /// readers that fall behind: reading would free the window.
+    pub async fn reset_received(&self) -> Option<VarInt> {
+        std::future::poll_fn(|cx| {
+            if self.link.borrow().error(self.side).is_some() {
+                return Poll::Ready(None);
+            }
+            let mut pipe = self.pipe.borrow_mut();
+            match (pipe.reset, pipe.finished) {
+                (Some(code), _) => Poll::Ready(Some(code)),
+                (None, true) => Poll::Ready(None),
+                (None, false) => {
+                    pipe.reader = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
 }
 
 impl RecvStream for MemoryRecv {

@@ -18,6 +18,8 @@ pub mod memory;
 pub mod reader;
 mod serve;
 mod tail;
+#[cfg(test)]
+mod tests;
 pub mod transport;
 pub mod util;
 mod writer;
