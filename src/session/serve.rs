@@ -336,6 +336,7 @@ fn take_subscription_slot<T: Transport>(session: &Session<T>) -> bool {
     let open = session.subscriptions.get();
     if open >= session.shard.settings.max_subscriptions_per_session {
         debug!(session = session.id.id, "subscription limit reached");
+        session.shard.stats.subscriptions_refused_limit.inc();
         return false;
     }
     session.subscriptions.set(open + 1);

@@ -527,6 +527,7 @@ async fn subscriptions_and_track_requests_share_the_per_session_limit() {
         &within("refusal", f.decode::<TrackInfo>()).await,
         codes::NO_CAPACITY
     ));
+    assert_eq!(shard.stats.subscriptions_refused_limit.get(), 3);
 }
 
 #[monoio::test(enable_timer = true)]
