@@ -28,7 +28,7 @@ use qumo::metrics::RelayStats;
 use qumo::session::memory::{MemoryRecv, MemoryTransport};
 use qumo::session::reader::StreamReader;
 use qumo::session::transport::{SendStream, Transport};
-use qumo::shard::Shard;
+use qumo::shard::{Settings, Shard};
 
 const VERSION: Version = Version::Lite06;
 const BROADCAST: &str = "bench";
@@ -255,7 +255,7 @@ fn run(subscribers: usize) -> f64 {
         .build()
         .expect("monoio runtime");
     runtime.block_on(async move {
-        let mut settings = qumo::relay::settings(&Config::default());
+        let mut settings = Settings::from_config(&Config::default());
         settings.max_subscriptions_per_session = 4;
         // Groups are paced, so none is ever too old; never drop one.
         settings.default_max_latency = Duration::from_secs(3600);

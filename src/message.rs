@@ -15,101 +15,11 @@
 //!    [`ShardMessage::Unsubscribe`]; when no shard is left the owner sends
 //!    [`ShardMessage::UpstreamCancel`].
 
-use std::fmt;
 use std::sync::Arc;
 
-use bytes::Bytes;
-
-use crate::session::codes;
-use crate::track::{Frame, TrackProperties};
-
-/// A track: broadcast path and track name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TrackName {
-    pub broadcast: String,
-    pub track: String,
-}
-
-pub type TrackKey = Arc<TrackName>;
-
-impl fmt::Display for TrackName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.broadcast, self.track)
-    }
-}
-
-/// A session, named relay-wide: its shard and its id there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SessionRef {
-    pub shard: usize,
-    pub id: u64,
-}
-
-/// A track hub, named relay-wide: its owner shard and its id there. Ids are
-/// never reused on a shard, so a stale reference finds nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct HubRef {
-    pub owner: usize,
-    pub id: u64,
-}
-
-/// One step of a track's media, in the order the publisher produced it.
-#[derive(Debug, Clone)]
-pub enum MediaEvent {
-    Group {
-        sequence: u64,
-    },
-    Frame {
-        sequence: u64,
-        timestamp: u64,
-        payload: Bytes,
-    },
-    GroupEnd {
-        sequence: u64,
-    },
-    GroupReset {
-        sequence: u64,
-        code: u32,
-    },
-    Properties(TrackProperties),
-    /// The publisher ended the track: `None` cleanly, else with this code.
-    /// Groups still open are reset with `open_groups`: CANCEL when the
-    /// track was ended, SESSION_CLOSED when its publisher vanished.
-    TrackEnd {
-        code: Option<u32>,
-        open_groups: u32,
-    },
-}
-
-impl MediaEvent {
-    /// The publisher ended the track (`None` cleanly, else with a code);
-    /// groups it left open are cancelled.
-    pub fn track_end(code: Option<u32>) -> Self {
-        MediaEvent::TrackEnd {
-            code,
-            open_groups: code.unwrap_or(codes::CANCEL),
-        }
-    }
-
-    /// The publisher's session closed: the track ends cleanly, since a
-    /// departed publisher is the normal end of a live broadcast, but groups
-    /// it left open were cut short and say so.
-    pub fn vanished() -> Self {
-        MediaEvent::TrackEnd {
-            code: None,
-            open_groups: codes::SESSION_CLOSED,
-        }
-    }
-}
-
-/// A cached group as it travels in an [`ShardMessage::Attached`] snapshot.
-#[derive(Debug, Clone)]
-pub struct GroupSnapshot {
-    pub sequence: u64,
-    pub frames: Vec<Frame>,
-    /// `None` while the group is still open.
-    pub ended: Option<crate::track::GroupState>,
-}
+use crate::lite::StreamCode;
+use crate::model::TrackProperties;
+pub use crate::model::{GroupSnapshot, HubRef, MediaEvent, SessionRef, TrackKey, TrackName};
 
 #[derive(Debug)]
 pub enum ShardMessage {
@@ -148,7 +58,7 @@ pub enum ShardMessage {
         groups: Vec<GroupSnapshot>,
         /// Set when the track cannot be served (e.g. no publisher): the
         /// subscribers get this stream error code.
-        ended: Option<Option<u32>>,
+        ended: Option<Option<StreamCode>>,
     },
     /// From the owner to the publisher's shard: subscribe upstream to `key`
     /// and send its media to `hub`.
@@ -244,6 +154,7 @@ impl MeshBacklog {
 #[cfg(test)]
 mod backlog_tests {
     use super::*;
+    use bytes::Bytes;
 
     #[test]
     fn a_frame_weighs_its_payload_and_the_backlog_never_goes_negative() {

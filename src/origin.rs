@@ -40,6 +40,7 @@ pub struct Listener {
     /// change to a suffix beyond it is not queued, as its page will read
     /// the table as it is then.
     paging: RefCell<Option<Option<String>>>,
+    /// One waker, not a list: one serving task reads a listener.
     waker: RefCell<Option<Waker>>,
 }
 

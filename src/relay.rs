@@ -9,12 +9,12 @@ use qumo_shards::{Connection, Runtime, RuntimeConfig, RuntimeError, ShardContext
 use tracing::{debug, error, info};
 
 use crate::config::Config;
-use crate::lite::{Limits, Version};
+use crate::lite::{SessionCode, Version};
 use crate::message::MeshBacklog;
 use crate::metrics::Metrics;
-use crate::session::util::{catch_unwind, race, Either};
-use crate::session::{self, codes};
+use crate::session;
 use crate::shard::{Settings, Shard};
+use crate::task::{catch_unwind, race, Either};
 use crate::webtransport::WtSession;
 
 pub use crate::message::ShardMessage;
@@ -39,31 +39,6 @@ struct Shared {
     backlog: Arc<MeshBacklog>,
 }
 
-/// The shard settings a config asks for.
-pub fn settings(config: &Config) -> Settings {
-    let r = &config.relay;
-    Settings {
-        limits: Limits {
-            max_path: r.max_announce_prefix_len.max(4096),
-            ..Limits::default()
-        },
-        group_cache_size: r.group_cache_size,
-        max_cached_bytes_per_track: r.max_cached_bytes_per_track,
-        max_subscriptions_per_session: r.max_subscriptions_per_session,
-        max_announce_prefix_len: r.max_announce_prefix_len,
-        max_frame_size: r.max_frame_size,
-        default_max_latency: r.default_max_latency,
-        max_latency_ceiling: r.max_latency_ceiling,
-        max_frames_per_group: r.max_frames_per_group,
-        max_broadcasts_per_session: r.max_broadcasts_per_session,
-        max_announce_requests_per_session: r.max_announce_requests_per_session,
-        max_announce_backlog: r.max_announce_backlog,
-        max_buffered_frame_bytes_per_session: r.max_buffered_frame_bytes_per_session,
-        setup_timeout: r.setup_timeout,
-        max_mesh_backlog: r.max_mesh_backlog,
-    }
-}
-
 /// Start the relay's shards; the caller waits on or stops the runtime.
 pub fn start(
     config: &Config,
@@ -71,7 +46,7 @@ pub fn start(
     metrics: Arc<Metrics>,
 ) -> Result<Runtime<ShardMessage>, RelayError> {
     let shared = Shared {
-        settings: settings(config),
+        settings: Settings::from_config(config),
         hop: random_hop(),
         max_sessions: config.relay.max_sessions,
         sessions: Arc::new(AtomicUsize::new(0)),
@@ -131,7 +106,10 @@ async fn serve_shard(ctx: ShardContext<ShardMessage>, shared: Shared) {
             if let Err(panic) = catch_unwind(serve_connection(shard, shared, conn)).await {
                 error!(%panic, remote = ?conn_.remote_address(), "connection task panicked; closing it");
                 stats.sessions_panicked.inc();
-                conn_.close(session::code(codes::INTERNAL_ERROR), b"internal error");
+                conn_.close(
+                    session::code(SessionCode::INTERNAL_ERROR),
+                    b"internal error",
+                );
             }
         });
     }
@@ -160,7 +138,7 @@ async fn serve_connection(shard: Rc<Shard>, shared: Shared, conn: Connection) {
         // Debug, not warn: a peer must not be able to multiply log lines.
         debug!(limit = shared.max_sessions, remote = ?conn.remote_address(), "session refused: relay.max_sessions reached");
         conn.close(
-            session::code(codes::TOO_MANY_SESSIONS),
+            session::code(SessionCode::TOO_MANY_SESSIONS),
             b"too many sessions",
         );
         return;
@@ -171,7 +149,7 @@ async fn serve_connection(shard: Rc<Shard>, shared: Shared, conn: Connection) {
     }
     if alpn != b"h3" {
         debug!(alpn = %String::from_utf8_lossy(&alpn), "no moq-lite version for this ALPN");
-        return conn.close(session::code(codes::VERSION), b"unsupported ALPN");
+        return conn.close(session::code(SessionCode::VERSION), b"unsupported ALPN");
     }
     // WebTransport: the version is negotiated in the CONNECT request, the
     // session root is its URL path.
@@ -192,7 +170,7 @@ async fn serve_connection(shard: Rc<Shard>, shared: Shared, conn: Connection) {
         Either::Right(()) => {
             debug!("WebTransport handshake timed out");
             return conn.close(
-                session::code(codes::PROTOCOL_VIOLATION),
+                session::code(SessionCode::PROTOCOL_VIOLATION),
                 b"handshake timeout",
             );
         }

@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 use qumo_shards::ShardContext;
 use tracing::{debug, warn};
 
-use crate::lite::Limits;
+use crate::config::Config;
+use crate::lite::{Limits, StreamCode};
 use crate::message::{
     GroupSnapshot, HubRef, MediaEvent, MeshBacklog, SessionRef, ShardMessage, TrackKey,
 };
 use crate::metrics::RelayStats;
 use crate::origin::{Listener, Origin, Page};
-use crate::session::codes;
-use crate::session::util::Signal;
+use crate::task::Signal;
 use crate::track::{GroupState, TrackReplica, TrackState};
 
 /// How often a paused publisher looks at the mesh backlog again. Pauses
@@ -46,6 +46,33 @@ pub struct Settings {
     pub max_buffered_frame_bytes_per_session: u64,
     pub setup_timeout: Duration,
     pub max_mesh_backlog: u64,
+}
+
+impl Settings {
+    /// The settings the relay's configuration asks for.
+    pub fn from_config(config: &Config) -> Self {
+        let r = &config.relay;
+        Settings {
+            limits: Limits {
+                max_path: r.max_announce_prefix_len.max(4096),
+                ..Limits::default()
+            },
+            group_cache_size: r.group_cache_size,
+            max_cached_bytes_per_track: r.max_cached_bytes_per_track,
+            max_subscriptions_per_session: r.max_subscriptions_per_session,
+            max_announce_prefix_len: r.max_announce_prefix_len,
+            max_frame_size: r.max_frame_size,
+            default_max_latency: r.default_max_latency,
+            max_latency_ceiling: r.max_latency_ceiling,
+            max_frames_per_group: r.max_frames_per_group,
+            max_broadcasts_per_session: r.max_broadcasts_per_session,
+            max_announce_requests_per_session: r.max_announce_requests_per_session,
+            max_announce_backlog: r.max_announce_backlog,
+            max_buffered_frame_bytes_per_session: r.max_buffered_frame_bytes_per_session,
+            setup_timeout: r.setup_timeout,
+            max_mesh_backlog: r.max_mesh_backlog,
+        }
+    }
 }
 
 /// The owner's side of a track: the upstream subscription and the shards
@@ -90,6 +117,7 @@ impl Mesh for ShardContext<ShardMessage> {
 #[derive(Default)]
 struct Loopback {
     queue: RefCell<std::collections::VecDeque<ShardMessage>>,
+    /// One waker, not a list: only the dispatch task waits on the queue.
     waker: RefCell<Option<std::task::Waker>>,
 }
 
@@ -476,7 +504,7 @@ impl Shard {
                 let session = self.sessions.borrow().get(&publisher.id).cloned();
                 match session {
                     Some(session) => session.subscribe_upstream(key, hub),
-                    None => self.to_hub(hub, MediaEvent::track_end(Some(codes::NOT_FOUND))),
+                    None => self.to_hub(hub, MediaEvent::track_end(Some(StreamCode::NOT_FOUND))),
                 }
             }
             ShardMessage::UpstreamCancel { publisher, hub } => {
@@ -512,7 +540,7 @@ impl Shard {
             Some(id) => id,
             None => {
                 let Some(publisher) = self.publisher_of(&key.broadcast) else {
-                    return self.refuse(key, from, token, codes::NOT_FOUND);
+                    return self.refuse(key, from, token, StreamCode::NOT_FOUND);
                 };
                 let id = self.next_hub.get();
                 self.next_hub.set(id + 1);
@@ -577,7 +605,7 @@ impl Shard {
         self.post(from, message);
     }
 
-    fn refuse(&self, key: TrackKey, from: usize, token: u64, code: u32) {
+    fn refuse(&self, key: TrackKey, from: usize, token: u64, code: StreamCode) {
         if from == self.index() {
             let replica = self.replicas.borrow().get(&key).cloned();
             if let Some(replica) = replica {
@@ -641,7 +669,7 @@ impl Shard {
         hub: HubRef,
         properties: Option<crate::track::TrackProperties>,
         groups: Vec<GroupSnapshot>,
-        ended: Option<Option<u32>>,
+        ended: Option<Option<StreamCode>>,
     ) {
         let replica = self.replicas.borrow().get(&key).cloned();
         let current = |r: &Rc<TrackReplica>| r.token == token && r.state() == TrackState::Pending;
@@ -660,7 +688,7 @@ impl Shard {
             return;
         };
         if let Some(code) = ended {
-            replica.end(code, code.unwrap_or(codes::CANCEL));
+            replica.end(code, code.unwrap_or(StreamCode::CANCEL));
             return;
         }
         let now = Instant::now();
@@ -717,7 +745,7 @@ impl Shard {
                 );
             }
             if let Some(code) = hub.replica.apply(event, now) {
-                warn!(track = %hub.key, code, "group outgrew the track cache; reset");
+                warn!(track = %hub.key, %code, "group outgrew the track cache; reset");
             }
         }
         if let Some(hub) = ended.then(|| self.remove_hub(hub_ref.id)).flatten() {
@@ -729,13 +757,12 @@ impl Shard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
     use crate::message::TrackName;
 
     #[monoio::test(enable_timer = true)]
     async fn a_standalone_shard_answers_its_own_subscribe() {
         let shard = Shard::standalone(
-            crate::relay::settings(&Config::default()),
+            Settings::from_config(&Config::default()),
             Arc::new(RelayStats::default()),
         );
         let key = Arc::new(TrackName {
@@ -749,6 +776,9 @@ mod tests {
         while replica.state() == TrackState::Pending && Instant::now() < deadline {
             monoio::time::sleep(Duration::from_millis(1)).await;
         }
-        assert_eq!(replica.state(), TrackState::Ended(Some(codes::NOT_FOUND)));
+        assert_eq!(
+            replica.state(),
+            TrackState::Ended(Some(StreamCode::NOT_FOUND))
+        );
     }
 }

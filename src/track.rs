@@ -17,24 +17,18 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use qumo_shards::{WaitList, Waiter};
 
-use crate::lite::{Encode, FrameHeader, Timestamps, Version};
-use crate::message::{MediaEvent, TrackKey};
-use crate::session::codes;
-use crate::session::util::{WaitList, Waiter};
+use crate::lite::{Encode, FrameHeader, StreamCode, Timestamps, Version};
+use crate::model::MediaEvent;
+use crate::model::TrackKey;
+pub use crate::model::{Frame, GroupState, TrackProperties};
 
 /// What the cache charges a frame beyond its payload: its slot in the
 /// group and its share of the messages that carried it. Without it, a
 /// publisher of empty frames would fill memory under a cache counted in
 /// payload bytes alone.
 pub const FRAME_OVERHEAD: u64 = 64;
-
-/// One frame: its timestamp in the track's timescale, and its payload.
-#[derive(Debug, Clone)]
-pub struct Frame {
-    pub timestamp: u64,
-    pub payload: Bytes,
-}
 
 /// A frame's FRAME header as each version puts it on the wire, encoded
 /// once when the frame is cached, so that a writer sends clones of it to
@@ -79,21 +73,12 @@ impl FrameHeads {
     }
 }
 
-/// How a group ended, if it has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GroupState {
-    Open,
-    Done,
-    /// Abandoned with this stream error code.
-    Reset(u32),
-}
-
 /// What a writer finds at its cursor.
 #[derive(Debug, Clone)]
 pub enum NextFrame {
     Frame(Frame, FrameHeads),
     End,
-    Reset(u32),
+    Reset(StreamCode),
 }
 
 /// A group: frames appended in order, read by any number of cursors.
@@ -210,27 +195,7 @@ pub enum TrackState {
     Pending,
     Live,
     /// Over: `None` for a clean end, else the stream error code.
-    Ended(Option<u32>),
-}
-
-/// Track properties learned from the publisher (lite-05+ TRACK_INFO), or
-/// the defaults used for a lite-04 publisher, whose frames the relay
-/// stamps with arrival time in milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TrackProperties {
-    pub priority: u8,
-    pub max_latency: u64,
-    pub timescale: u64,
-}
-
-impl Default for TrackProperties {
-    fn default() -> Self {
-        Self {
-            priority: 0,
-            max_latency: 0,
-            timescale: 1000,
-        }
-    }
+    Ended(Option<StreamCode>),
 }
 
 /// A shard's copy of a track's newest groups.
@@ -335,7 +300,7 @@ impl TrackReplica {
     /// Apply one media event from the owner (or, on the owner, from the
     /// publisher). Returns the reset code when the event made a group exceed
     /// the cache on its own, so the owner can stop the upstream group.
-    pub fn apply(&self, event: MediaEvent, now: Instant) -> Option<u32> {
+    pub fn apply(&self, event: MediaEvent, now: Instant) -> Option<StreamCode> {
         if matches!(self.state.get(), TrackState::Ended(_)) {
             return None;
         }
@@ -366,7 +331,7 @@ impl TrackReplica {
     }
 
     /// End the track: open groups are reset with `open_groups`, waiters woken.
-    pub fn end(&self, code: Option<u32>, open_groups: u32) {
+    pub fn end(&self, code: Option<StreamCode>, open_groups: StreamCode) {
         if matches!(self.state.get(), TrackState::Ended(_)) {
             return;
         }
@@ -410,14 +375,14 @@ impl TrackReplica {
         groups.insert(at, group);
         while groups.len() > self.cache_groups {
             if let Some(old) = groups.pop_front() {
-                old.end(GroupState::Reset(codes::EVICTED));
+                old.end(GroupState::Reset(StreamCode::EVICTED));
             }
         }
         drop(groups);
         self.wake();
     }
 
-    fn push_frame(&self, sequence: u64, frame: Frame) -> Option<u32> {
+    fn push_frame(&self, sequence: u64, frame: Frame) -> Option<StreamCode> {
         let group = self.find(sequence)?;
         if group.state() != GroupState::Open {
             return None;
@@ -430,12 +395,12 @@ impl TrackReplica {
         while total > self.cache_bytes && groups.len() > 1 {
             let Some(old) = groups.pop_front() else { break };
             total -= old.bytes.get();
-            old.end(GroupState::Reset(codes::EVICTED));
+            old.end(GroupState::Reset(StreamCode::EVICTED));
         }
         if total > self.cache_bytes {
             if let Some(only) = groups.pop_front() {
-                only.end(GroupState::Reset(codes::GROUP_TOO_LARGE));
-                return Some(codes::GROUP_TOO_LARGE);
+                only.end(GroupState::Reset(StreamCode::GROUP_TOO_LARGE));
+                return Some(StreamCode::GROUP_TOO_LARGE);
             }
         }
         None

@@ -219,7 +219,7 @@ async fn an_unknown_stream_type_is_reset_and_the_session_goes_on() {
         Err(quinn::ReadError::Reset(code)) => qumo::webtransport::app_code(code),
         other => panic!("expected a reset, got {other:?}"),
     };
-    assert_eq!(code, Some(qumo::session::codes::UNEXPECTED_STREAM));
+    assert_eq!(code, Some(qumo::lite::StreamCode::UNEXPECTED_STREAM.0));
     assert!(peer.subscribe(1, "show", "video", 0).await.is_ok());
 }
 

@@ -1163,7 +1163,7 @@ fn fuzzed_sessions_never_panic_a_shard_and_leave_nothing_behind() {
 /// The shard that owns a track's hub, as `Shard::owner` computes it.
 fn owner(broadcast: &str, track: &str, shards: usize) -> usize {
     use std::hash::{Hash, Hasher};
-    let key = qumo::message::TrackName {
+    let key = qumo::model::TrackName {
         broadcast: broadcast.into(),
         track: track.into(),
     };

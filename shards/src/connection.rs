@@ -13,7 +13,6 @@ use bytes::Bytes;
 use quinn_proto::{ConnectionError, Dir, SendDatagramError, StreamId, VarInt};
 
 use crate::core::{dir_index, ConnEntry, ConnShared, ShardCore};
-use crate::notify::register;
 use crate::stats::ConnectionStats;
 use crate::stream::{RecvStream, SendStream};
 use crate::wait::Waiter;
@@ -114,6 +113,7 @@ impl Connection {
 
     /// Wait for the handshake to complete (client connections).
     pub(crate) async fn established(&self) -> Result<(), ConnectionError> {
+        let waiter = self.shared.state_waiters.waiter();
         poll_fn(|cx| {
             if let Some(error) = self.shared.error() {
                 return Poll::Ready(Err(error));
@@ -121,7 +121,7 @@ impl Connection {
             if self.shared.connected.get() {
                 return Poll::Ready(Ok(()));
             }
-            register(&mut self.shared.state_waiters.borrow_mut(), cx);
+            waiter.register(cx);
             Poll::Pending
         })
         .await
@@ -154,6 +154,7 @@ impl Connection {
         &self,
         cx: &mut Context<'_>,
         dir: Dir,
+        waiter: &Waiter<'_>,
     ) -> Poll<Result<StreamId, ConnectionError>> {
         let accepted = self.access(|e, queue| match e.conn.streams().accept(dir) {
             Some(id) => {
@@ -161,7 +162,7 @@ impl Connection {
                 Some(id)
             }
             None => {
-                register(&mut e.accepters[dir_index(dir)], cx);
+                waiter.register(cx);
                 None
             }
         });
@@ -192,13 +193,15 @@ impl Connection {
 
     /// Wait for the peer to open a unidirectional stream.
     pub async fn accept_uni(&self) -> Result<RecvStream, ConnectionError> {
-        let id = poll_fn(|cx| self.poll_accept(cx, Dir::Uni)).await?;
+        let waiter = self.shared.accepters[dir_index(Dir::Uni)].waiter();
+        let id = poll_fn(|cx| self.poll_accept(cx, Dir::Uni, &waiter)).await?;
         Ok(RecvStream::new(self.clone(), id))
     }
 
     /// Wait for the peer to open a bidirectional stream.
     pub async fn accept_bi(&self) -> Result<(SendStream, RecvStream), ConnectionError> {
-        let id = poll_fn(|cx| self.poll_accept(cx, Dir::Bi)).await?;
+        let waiter = self.shared.accepters[dir_index(Dir::Bi)].waiter();
+        let id = poll_fn(|cx| self.poll_accept(cx, Dir::Bi, &waiter)).await?;
         Ok((
             SendStream::new(self.clone(), id),
             RecvStream::new(self.clone(), id),
@@ -221,11 +224,12 @@ impl Connection {
 
     /// Wait for the next datagram from the peer.
     pub async fn read_datagram(&self) -> Result<Bytes, ConnectionError> {
+        let waiter = self.shared.datagram_readers.waiter();
         poll_fn(|cx| {
             let received = self.inspect(|e| match e.conn.datagrams().recv() {
                 Some(data) => Some(data),
                 None => {
-                    register(&mut e.datagram_readers, cx);
+                    waiter.register(cx);
                     None
                 }
             });
@@ -247,11 +251,12 @@ impl Connection {
 
     /// Wait until the connection ends, for whatever reason.
     pub async fn closed(&self) -> ConnectionError {
+        let waiter = self.shared.state_waiters.waiter();
         poll_fn(|cx| {
             if let Some(error) = self.shared.error() {
                 return Poll::Ready(error);
             }
-            register(&mut self.shared.state_waiters.borrow_mut(), cx);
+            waiter.register(cx);
             Poll::Pending
         })
         .await

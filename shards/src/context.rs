@@ -11,7 +11,6 @@ use quinn_proto::ConnectionError;
 use crate::connection::Connection;
 use crate::core::ShardCore;
 use crate::mesh::MeshSender;
-use crate::notify::register;
 use crate::stats::ShardStatsSnapshot;
 use crate::tasks::{AppInbox, Envelope};
 
@@ -62,6 +61,7 @@ impl<M> ShardContext<M> {
     /// The next connection that completed its handshake on this shard, or
     /// `None` once the runtime is shutting down.
     pub async fn accept(&self) -> Option<Connection> {
+        let waiter = self.core.accept_waiters.waiter();
         poll_fn(|cx| {
             let mut inner = self.core.inner.borrow_mut();
             if let Some(shared) = inner.accept_queue.pop_front() {
@@ -70,7 +70,7 @@ impl<M> ShardContext<M> {
             if inner.shutting_down {
                 return Poll::Ready(None);
             }
-            register(&mut inner.accept_waiters, cx);
+            waiter.register(cx);
             Poll::Pending
         })
         .await
@@ -102,11 +102,12 @@ impl<M> ShardContext<M> {
 
     /// Wait for the next application message from any shard.
     pub async fn recv(&self) -> M {
+        let waiter = self.inbox.waiters.waiter();
         poll_fn(|cx| {
             if let Some(message) = self.inbox.queue.borrow_mut().pop_front() {
                 return Poll::Ready(message);
             }
-            register(&mut self.inbox.waiters.borrow_mut(), cx);
+            waiter.register(cx);
             Poll::Pending
         })
         .await
@@ -124,12 +125,12 @@ impl<M> ShardContext<M> {
 
     /// Wait until graceful shutdown begins, e.g. to send a protocol GOAWAY.
     pub async fn shutdown_started(&self) {
+        let waiter = self.core.shutdown_waiters.waiter();
         poll_fn(|cx| {
-            let mut inner = self.core.inner.borrow_mut();
-            if inner.shutting_down {
+            if self.core.inner.borrow().shutting_down {
                 return Poll::Ready(());
             }
-            register(&mut inner.shutdown_waiters, cx);
+            waiter.register(cx);
             Poll::Pending
         })
         .await

@@ -22,7 +22,7 @@ use quinn_proto::{
 use tracing::{debug, trace, warn};
 
 use crate::admission::{Admission, Refusal, SourceKey, Verdict};
-use crate::notify::{wake_all, LocalNotify};
+use crate::notify::LocalNotify;
 use crate::socket::{is_per_datagram_error, UdpIo};
 use crate::stats::ShardStats;
 use crate::wait::WaitList;
@@ -42,12 +42,16 @@ pub(crate) struct ConnShared {
     pub server_name: RefCell<Option<String>>,
     pub error: RefCell<Option<ConnectionError>>,
     /// Tasks waiting for the handshake or for the connection to end.
-    pub state_waiters: RefCell<Vec<Waker>>,
+    pub state_waiters: WaitList,
     /// Tasks waiting for stream credit to open a stream, by direction. A
     /// task that gives up (a group writer whose group expired while the
     /// peer granted nothing) frees its place, so a peer that never grants
     /// credit does not make the list grow.
     pub openers: [WaitList; 2],
+    /// Tasks waiting for the peer to open a stream, by direction.
+    pub accepters: [WaitList; 2],
+    /// Tasks waiting for a datagram.
+    pub datagram_readers: WaitList,
 }
 
 impl ConnShared {
@@ -61,7 +65,7 @@ impl ConnShared {
             *error = Some(reason);
         }
         drop(error);
-        wake_all(&mut self.state_waiters.borrow_mut());
+        self.state_waiters.wake_all();
     }
 }
 
@@ -83,12 +87,13 @@ pub(crate) struct ConnEntry {
     handshaking: bool,
     /// When an unfinished handshake is closed.
     handshake_deadline: Option<Instant>,
+    /// One waker per stream, not a list: a stream has one handle of each
+    /// side, so at most one task waits to read it (or write, or see it
+    /// finished), and the map finds it by id.
     pub readers: HashMap<StreamId, Waker>,
     pub writers: HashMap<StreamId, Waker>,
     /// Waiting for a send stream to be finished (all acked) or stopped.
     pub finishers: HashMap<StreamId, Waker>,
-    pub accepters: [Vec<Waker>; 2],
-    pub datagram_readers: Vec<Waker>,
 }
 
 impl ConnEntry {
@@ -105,8 +110,6 @@ impl ConnEntry {
             readers: HashMap::new(),
             writers: HashMap::new(),
             finishers: HashMap::new(),
-            accepters: [Vec::new(), Vec::new()],
-            datagram_readers: Vec::new(),
         }
     }
 
@@ -129,14 +132,12 @@ impl ConnEntry {
         for (_, w) in self.finishers.drain() {
             w.wake();
         }
-        for waiters in self.accepters.iter_mut() {
-            wake_all(waiters);
+        let shared = &self.shared;
+        for list in shared.accepters.iter().chain(&shared.openers) {
+            list.wake_all();
         }
-        for openers in &self.shared.openers {
-            openers.wake_all();
-        }
-        wake_all(&mut self.datagram_readers);
-        wake_all(&mut self.shared.state_waiters.borrow_mut());
+        shared.datagram_readers.wake_all();
+        shared.state_waiters.wake_all();
     }
 }
 
@@ -167,13 +168,11 @@ pub(crate) struct ShardInner {
     queue: Vec<ConnectionHandle>,
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     pub accept_queue: VecDeque<Rc<ConnShared>>,
-    pub accept_waiters: Vec<Waker>,
     pub shutting_down: bool,
     pub shutdown_deadline: Option<Instant>,
     /// When connections get closed during a graceful shutdown; `None` once
     /// they have been (or before shutdown).
     pub close_at: Option<Instant>,
-    pub shutdown_waiters: Vec<Waker>,
     /// Server connections accepted and not yet established or drained.
     handshakes: usize,
     next_conn_id: u64,
@@ -192,6 +191,10 @@ pub(crate) struct ShardCore {
     admission: Arc<Admission>,
     /// Wakes the driver: connections are queued or a timer moved earlier.
     pub driver: LocalNotify,
+    /// Tasks waiting for an established connection (or shutdown).
+    pub accept_waiters: WaitList,
+    /// Tasks waiting for graceful shutdown to begin.
+    pub shutdown_waiters: WaitList,
     pub io: UdpIo,
     pub transport: Arc<quinn_proto::TransportConfig>,
     close_code: VarInt,
@@ -222,11 +225,9 @@ impl ShardCore {
                 queue: Vec::new(),
                 timers: BinaryHeap::new(),
                 accept_queue: VecDeque::new(),
-                accept_waiters: Vec::new(),
                 shutting_down: false,
                 shutdown_deadline: None,
                 close_at: None,
-                shutdown_waiters: Vec::new(),
                 handshakes: 0,
                 next_conn_id: 0,
                 server_config: p.server_config,
@@ -236,6 +237,8 @@ impl ShardCore {
             stats: p.stats,
             admission: p.admission,
             driver: LocalNotify::default(),
+            accept_waiters: WaitList::default(),
+            shutdown_waiters: WaitList::default(),
             io: p.io,
             transport: p.transport,
             close_code: p.close_code,
@@ -269,8 +272,10 @@ impl ShardCore {
             alpn: RefCell::new(None),
             server_name: RefCell::new(None),
             error: RefCell::new(None),
-            state_waiters: RefCell::new(Vec::new()),
+            state_waiters: WaitList::default(),
             openers: Default::default(),
+            accepters: Default::default(),
+            datagram_readers: WaitList::default(),
         });
         let mut entry = ConnEntry::new(conn, shared.clone());
         if let Some((source, now)) = admitted {
@@ -582,12 +587,7 @@ impl ShardCore {
         inner.transmit_buf = buf;
 
         while let Some(event) = entry.conn.poll() {
-            self.on_event(
-                &mut inner.accept_queue,
-                &mut inner.accept_waiters,
-                entry,
-                event,
-            );
+            self.on_event(&mut inner.accept_queue, entry, event);
         }
 
         entry.timer = entry.conn.poll_timeout();
@@ -633,7 +633,6 @@ impl ShardCore {
     fn on_event(
         &self,
         accept_queue: &mut VecDeque<Rc<ConnShared>>,
-        accept_waiters: &mut Vec<Waker>,
         entry: &mut ConnEntry,
         event: Event,
     ) {
@@ -649,10 +648,10 @@ impl ShardCore {
                     }
                 }
                 shared.connected.set(true);
-                wake_all(&mut shared.state_waiters.borrow_mut());
+                shared.state_waiters.wake_all();
                 if entry.conn.side().is_server() {
                     accept_queue.push_back(shared.clone());
-                    wake_all(accept_waiters);
+                    self.accept_waiters.wake_all();
                 }
             }
             Event::ConnectionLost { reason } => {
@@ -661,7 +660,7 @@ impl ShardCore {
                 entry.wake_everyone();
             }
             Event::Stream(StreamEvent::Opened { dir }) => {
-                wake_all(&mut entry.accepters[dir_index(dir)])
+                entry.shared.accepters[dir_index(dir)].wake_all()
             }
             Event::Stream(StreamEvent::Available { dir }) => {
                 entry.shared.openers[dir_index(dir)].wake_all()
@@ -691,7 +690,7 @@ impl ShardCore {
                     w.wake();
                 }
             }
-            Event::DatagramReceived => wake_all(&mut entry.datagram_readers),
+            Event::DatagramReceived => entry.shared.datagram_readers.wake_all(),
         }
     }
 
@@ -736,8 +735,8 @@ impl ShardCore {
             inner.shutting_down = true;
             inner.shutdown_deadline = Some(deadline);
             inner.close_at = Some(close_at);
-            wake_all(&mut inner.accept_waiters);
-            wake_all(&mut inner.shutdown_waiters);
+            self.accept_waiters.wake_all();
+            self.shutdown_waiters.wake_all();
         }
         self.close_all_when_due(Instant::now());
     }

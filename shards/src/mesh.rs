@@ -19,6 +19,8 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 struct Inbox {
     armed: AtomicBool,
+    /// One waker, not a list: only the shard's own driver task waits on
+    /// its inbox.
     waker: Mutex<Option<Waker>>,
     /// Wake-ups actually delivered; a measure of how well batching works.
     wakeups: AtomicU64,

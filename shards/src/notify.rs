@@ -33,20 +33,6 @@ impl LocalNotify {
     }
 }
 
-/// Wake every waker in `wakers`, leaving it empty.
-pub fn wake_all(wakers: &mut Vec<Waker>) {
-    for waker in wakers.drain(..) {
-        waker.wake();
-    }
-}
-
-/// Store `cx`'s waker in `wakers` unless an equivalent one is there already.
-pub fn register(wakers: &mut Vec<Waker>, cx: &Context<'_>) {
-    if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
-        wakers.push(cx.waker().clone());
-    }
-}
-
 /// Give other tasks of this shard a turn.
 pub fn yield_now() -> impl Future<Output = ()> {
     struct YieldNow(bool);

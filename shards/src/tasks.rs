@@ -10,7 +10,7 @@ use std::future::{poll_fn, Future};
 use std::io::IoSliceMut;
 use std::pin::pin;
 use std::rc::Rc;
-use std::task::{Poll, Waker};
+use std::task::Poll;
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -20,9 +20,10 @@ use tracing::{debug, error};
 use crate::cid::owning_shard;
 use crate::core::{ForwardedDatagram, ShardCore};
 use crate::mesh::{MeshReceiver, MeshSender};
-use crate::notify::{wake_all, yield_now};
+use crate::notify::yield_now;
 use crate::socket::RECV_BATCH;
 use crate::stats::ShardStats;
+use crate::wait::WaitList;
 
 /// What travels between shards.
 pub enum Envelope<M> {
@@ -45,14 +46,14 @@ pub(crate) fn post<M>(mesh: &MeshSender<Envelope<M>>, to: usize, message: M) -> 
 /// Application messages that reached this shard, waiting for the app.
 pub(crate) struct AppInbox<M> {
     pub queue: RefCell<VecDeque<M>>,
-    pub waiters: RefCell<Vec<Waker>>,
+    pub waiters: WaitList,
 }
 
 impl<M> Default for AppInbox<M> {
     fn default() -> Self {
         Self {
             queue: RefCell::new(VecDeque::new()),
-            waiters: RefCell::new(Vec::new()),
+            waiters: WaitList::default(),
         }
     }
 }
@@ -173,7 +174,7 @@ pub(crate) async fn mesh_inbox<M>(
         }
         if app_messages > 0 {
             ShardStats::add(&core.stats.mesh_messages_received, app_messages);
-            wake_all(&mut app.waiters.borrow_mut());
+            app.waiters.wake_all();
         }
         core.driver.notify();
     }

@@ -9,28 +9,19 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::{debug, warn};
 
+use super::codes;
 use super::reader::{ReadError, StreamReader};
+use super::state::{Session, Upstream};
 use super::tail::{self, GroupTally};
 use super::transport::{SendStream, Transport};
 use super::util::{race, Either, Signal};
-use super::{codes, Session};
 use crate::lite::{
     Announce, AnnounceOk, AnnounceRequest, BidiType, DecodeError, FrameHeader, GroupHeader,
-    Subscribe, SubscribeReply, Timestamps, TrackInfo, TrackRequest, Version,
+    StreamCode, Subscribe, SubscribeReply, Timestamps, TrackInfo, TrackRequest, Version,
 };
 use crate::message::{HubRef, MediaEvent, SessionRef, TrackKey};
 use crate::shard::SessionHandle;
 use crate::track::TrackProperties;
-
-/// One upstream subscription: ours, to the peer, on behalf of a hub.
-pub struct Upstream {
-    pub hub: HubRef,
-    pub key: TrackKey,
-    /// Raised when the owner cancels it.
-    pub cancelled: Signal,
-    /// Its group streams, so that its end waits for the tail.
-    pub groups: GroupTally,
-}
 
 /// Ask the peer for its broadcasts (prefix "") and publish them relay-wide.
 pub async fn announcements<T: Transport>(session: Rc<Session<T>>) {
@@ -274,7 +265,7 @@ async fn run_upstream<T: Transport>(session: Rc<Session<T>>, id: u64, upstream: 
 /// How the publisher ended a SUBSCRIBE stream.
 struct Ended<S> {
     /// `None` for a clean end, else the reset code.
-    code: Option<u32>,
+    code: Option<StreamCode>,
     send: Option<S>,
     /// The sequence SUBSCRIBE_END named, if it sent one.
     end: Option<u64>,
@@ -315,7 +306,7 @@ async fn subscribe_stream<T: Transport>(
             }
             Ok(None) => break None,
             Err(e @ ReadError::Stream(qumo_shards::ReadStreamError::Reset(_))) => {
-                break Some(stream_code(session, &e));
+                break Some(e.stream_code(&session.transport));
             }
             // The publisher went away: its tracks end cleanly (the session's
             // close ends them, see `end_upstreams`).
@@ -406,7 +397,7 @@ async fn read_frames<T: Transport>(
     reader: &mut StreamReader<T::Recv>,
     hub: HubRef,
     sequence: u64,
-) -> Result<(), u32> {
+) -> Result<(), StreamCode> {
     let mut timestamps = Timestamps::default();
     let max_frames = session.shard.settings.max_frames_per_group;
     let mut frames = 0usize;
@@ -414,7 +405,7 @@ async fn read_frames<T: Transport>(
         match reader.at_end().await {
             Ok(true) => return Ok(()),
             Ok(false) => {}
-            Err(e) => return Err(stream_code(session, &e)),
+            Err(e) => return Err(e.stream_code(&session.transport)),
         }
         let header: FrameHeader = match reader.expect().await {
             Ok(header) => header,
@@ -427,7 +418,7 @@ async fn read_frames<T: Transport>(
                 session.violation("FRAME", &e);
                 return Err(codes::CANCEL);
             }
-            Err(e) => return Err(stream_code(session, &e)),
+            Err(e) => return Err(e.stream_code(&session.transport)),
         };
         frames += 1;
         if frames > max_frames {
@@ -454,7 +445,7 @@ async fn read_frames<T: Transport>(
         let _reserved = session.frame_budget.reserve(header.size).await;
         let payload = match reader.payload(header.size as usize).await {
             Ok(payload) => payload,
-            Err(e) => return Err(stream_code(session, &e)),
+            Err(e) => return Err(e.stream_code(&session.transport)),
         };
         // An owner or subscriber shard that falls behind must slow the
         // publisher (its flow control then holds it back), not queue.
@@ -467,17 +458,6 @@ async fn read_frames<T: Transport>(
                 payload,
             },
         );
-    }
-}
-
-fn stream_code<T: Transport>(session: &Session<T>, e: &ReadError) -> u32 {
-    match e {
-        ReadError::Stream(qumo_shards::ReadStreamError::Reset(code)) => {
-            session.transport.moq_code(*code).unwrap_or(codes::CANCEL)
-        }
-        ReadError::Truncated => codes::WRONG_SIZE,
-        ReadError::Stream(qumo_shards::ReadStreamError::ConnectionLost(_)) => codes::SESSION_CLOSED,
-        _ => codes::CANCEL,
     }
 }
 

@@ -26,6 +26,7 @@ use qumo_shards::quinn_proto::ApplicationClose;
 use qumo_shards::{ConnectionError, ReadStreamError, VarInt, WriteError};
 
 use super::transport::{RecvStream, SendStream, Transport, TransportError};
+use crate::lite::SessionCode;
 
 /// Bounds of a memory connection, the same for both ends.
 #[derive(Debug, Clone, Copy)]
@@ -49,7 +50,7 @@ impl Default for MemoryLimits {
 /// How a memory connection ended, as seen from one end.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemoryClose {
-    pub code: u32,
+    pub code: SessionCode,
     pub reason: String,
     /// Whether the other end closed it.
     pub by_peer: bool,
@@ -111,7 +112,7 @@ struct End {
 
 struct Close {
     by: usize,
-    code: u32,
+    code: SessionCode,
     reason: String,
 }
 
@@ -131,7 +132,7 @@ impl Link {
         Some(match close.by == side {
             true => ConnectionError::LocallyClosed,
             false => ConnectionError::ApplicationClosed(ApplicationClose {
-                error_code: VarInt::from_u32(close.code),
+                error_code: VarInt::from_u32(close.code.0),
                 reason: Bytes::copy_from_slice(close.reason.as_bytes()),
             }),
         })
@@ -195,11 +196,11 @@ struct Handle {
 /// handle of a QUIC connection does.
 impl Drop for Handle {
     fn drop(&mut self) {
-        close(&self.link, self.side, 0, "");
+        close(&self.link, self.side, SessionCode::CANCEL, "");
     }
 }
 
-fn close(link: &Rc<RefCell<Link>>, side: usize, code: u32, reason: &str) {
+fn close(link: &Rc<RefCell<Link>>, side: usize, code: SessionCode, reason: &str) {
     let queued: Vec<VecDeque<Incoming>>;
     {
         let mut guard = link.borrow_mut();
@@ -410,7 +411,7 @@ impl Transport for MemoryTransport {
         ))
     }
 
-    fn close(&self, code: u32, reason: &str) {
+    fn close(&self, code: SessionCode, reason: &str) {
         close(self.link(), self.side(), code, reason);
     }
 
@@ -696,10 +697,10 @@ mod tests {
             peer_send.write_chunk(Bytes::from_static(b"x")).await,
             Err(WriteError::Stopped(code)) if code == VarInt::from_u32(9)
         ));
-        a.close(42, "bye");
+        a.close(SessionCode(42), "bye");
         b.closed().await;
         let seen = b.close_reason().unwrap();
-        assert_eq!((seen.code, seen.by_peer), (42, true));
+        assert_eq!((seen.code, seen.by_peer), (SessionCode(42), true));
         assert!(matches!(
             b.open_uni().await,
             Err(TransportError::Connection(

@@ -17,176 +17,30 @@ mod consume;
 pub mod memory;
 pub mod reader;
 mod serve;
+mod state;
+mod subscription;
 mod tail;
 #[cfg(test)]
 mod tests;
 pub mod transport;
-pub mod util;
+pub use crate::task as util;
 mod writer;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
-use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
 use qumo_shards::VarInt;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info};
 
-use crate::lite::{BidiType, Encode, Goaway, Limits, ProbeLevel, Setup, UniType, Version};
-use crate::message::{HubRef, SessionRef};
+use crate::lite::{BidiType, Goaway, ProbeLevel, SessionCode, Setup, UniType, Version};
+use crate::message::SessionRef;
 use crate::shard::{SessionHandle, Shard};
-use reader::{ReadError, StreamReader};
+use reader::ReadError;
 use transport::{SendStream, Transport};
 use util::{race, Either, Signal};
 
-pub use consume::Upstream;
-
-/// Why a session ended abnormally.
-#[derive(Debug, thiserror::Error)]
-pub enum SessionError {
-    #[error("protocol violation: {0}")]
-    Protocol(String),
-    #[error("read: {0}")]
-    Read(#[from] ReadError),
-    #[error("transport: {0}")]
-    Transport(#[from] transport::TransportError),
-    #[error("write: {0}")]
-    Write(#[from] qumo_shards::WriteError),
-    #[error("no SETUP within {0:?} (relay.setup_timeout)")]
-    SetupTimeout(Duration),
-}
-
-/// A live session and what it holds, on any transport (see `transport`).
-pub struct Session<T: Transport> {
-    pub id: SessionRef,
-    pub transport: T,
-    pub version: Version,
-    /// Session root: every path the peer names is relative to it.
-    pub root: RefCell<String>,
-    pub shard: Rc<Shard>,
-    /// Our subscriptions to the peer's tracks, by subscribe id.
-    upstreams: RefCell<HashMap<u64, Rc<Upstream>>>,
-    upstream_ids: RefCell<HashMap<HubRef, u64>>,
-    next_subscribe_id: Cell<u64>,
-    /// Broadcasts the peer announced to us (absolute paths).
-    announced: RefCell<HashSet<String>>,
-    /// The peer's subscriptions to us and its TRACK requests (each holds
-    /// an upstream subscription too), for the per-session limit.
-    subscriptions: Cell<usize>,
-    /// TRACK requests answered and holding their upstream subscription
-    /// for the SUBSCRIBE that normally follows (see `serve::track`).
-    track_holds: RefCell<Vec<Rc<serve::TrackHold>>>,
-    /// The peer's open ANNOUNCE_REQUEST streams, for the per-session limit.
-    announce_requests: Cell<usize>,
-    /// Bytes of the peer's frames held partly received.
-    frame_budget: budget::ByteBudget,
-    /// Whether the peer has done anything yet (lite-04's SETUP deadline).
-    spoke: Cell<bool>,
-    /// Raised when the session ends; every task of it stops.
-    pub closed: Signal,
-}
-
-impl<T: Transport> Session<T> {
-    pub fn limits(&self) -> Limits {
-        self.shard.settings.limits
-    }
-
-    /// An absolute path for a path the peer named.
-    pub fn absolute(&self, path: &str) -> String {
-        crate::origin::join(&self.root.borrow(), path)
-    }
-
-    /// The peer's name for an absolute path under our root.
-    pub fn relative<'a>(&self, path: &'a str) -> Option<&'a str> {
-        crate::origin::strip_prefix(path, &self.root.borrow())
-    }
-
-    fn reader(&self, stream: T::Recv, leftover: Bytes) -> StreamReader<T::Recv> {
-        StreamReader::new(stream, leftover, self.version, self.limits())
-    }
-
-    /// Encode `msg` after an optional stream type into one buffer.
-    fn encode(&self, parts: &[&dyn EncodeDyn]) -> Bytes {
-        let mut buf = BytesMut::new();
-        for part in parts {
-            if let Err(e) = part.encode_dyn(&mut buf, self.version) {
-                // Our own messages only; a failure is a bug worth seeing.
-                warn!(error = %e, "cannot encode an outgoing message");
-            }
-        }
-        buf.freeze()
-    }
-
-    /// Reset a stream with a moq-lite stream code.
-    fn reset(&self, stream: &mut T::Send, code: u32) {
-        let _ = stream.reset(self.transport.stream_code(code));
-    }
-
-    fn stop(&self, reader: &mut StreamReader<T::Recv>, code: u32) {
-        reader.stop(self.transport.stream_code(code));
-    }
-
-    /// Run `task` as part of this session: a panic in it is contained to
-    /// the session (logged, counted, the session closed), not the shard.
-    fn spawn(self: &Rc<Self>, task: impl std::future::Future<Output = ()> + 'static) {
-        let session = self.clone();
-        monoio::spawn(async move {
-            if let Err(panic) = util::catch_unwind(task).await {
-                session.contain_panic(&panic);
-            }
-        });
-    }
-
-    /// A task of this session panicked (a relay bug): close the session so
-    /// its state is released, and keep the shard going.
-    fn contain_panic(&self, panic: &str) {
-        error!(session = self.id.id, %panic, "session task panicked; closing the session");
-        self.shard.stats.sessions_panicked.inc();
-        self.close(codes::INTERNAL_ERROR, "internal error");
-    }
-
-    /// Close the connection with a session code and stop every task.
-    fn close(&self, code: u32, reason: &str) {
-        self.transport.close(code, reason);
-        self.closed.raise();
-    }
-
-    /// Close the whole session for a protocol violation.
-    fn violation(&self, what: &str, error: &dyn std::fmt::Display) {
-        // Debug, not warn: a flood of bad sessions must not flood the log;
-        // the counter shows the rate.
-        debug!(session = self.id.id, %what, %error, "closing session: protocol violation");
-        self.shard.stats.sessions_protocol_violations.inc();
-        self.close(codes::PROTOCOL_VIOLATION, &format!("{what}: {error}"));
-    }
-}
-
-/// Counted so that a task outliving its session shows (see `session_states_alive`).
-impl<T: Transport> Drop for Session<T> {
-    fn drop(&mut self) {
-        self.shard.stats.session_states_alive.dec();
-    }
-}
-
-/// `Encode` as a trait object (its generic `BufMut` keeps it from being one).
-trait EncodeDyn {
-    fn encode_dyn(
-        &self,
-        out: &mut BytesMut,
-        version: Version,
-    ) -> Result<usize, crate::lite::EncodeError>;
-}
-
-impl<T: Encode> EncodeDyn for T {
-    fn encode_dyn(
-        &self,
-        out: &mut BytesMut,
-        version: Version,
-    ) -> Result<usize, crate::lite::EncodeError> {
-        self.encode(out, version)
-    }
-}
+pub use state::{Session, SessionError, Upstream};
 
 /// Run a session until the peer leaves or the relay shuts down.
 pub async fn run<T: Transport>(shard: Rc<Shard>, transport: T, version: Version, root: String) {
@@ -217,26 +71,23 @@ pub async fn run<T: Transport>(shard: Rc<Shard>, transport: T, version: Version,
 
     if version.has_setup() {
         if let Err(e) = exchange_setup(&session).await {
-            let code = match e {
+            match e {
                 // The peer left: nothing wrong on our side.
                 SessionError::Transport(_) | SessionError::Read(ReadError::Stream(_)) => {
                     debug!(session = session.id.id, error = %e, "session ended before SETUP");
-                    codes::PROTOCOL_VIOLATION
                 }
                 // Silence costs the relay a session slot: counted, not warned
                 // about (a flood would multiply the warning).
                 SessionError::SetupTimeout(_) => {
                     debug!(session = session.id.id, error = %e, "session setup timed out");
                     shard.stats.sessions_setup_timeouts.inc();
-                    codes::TIMEOUT
                 }
                 _ => {
                     debug!(session = session.id.id, error = %e, "session setup failed");
                     shard.stats.sessions_protocol_violations.inc();
-                    codes::PROTOCOL_VIOLATION
                 }
-            };
-            session.transport.close(code, "setup failed");
+            }
+            session.transport.close(e.code(), "setup failed");
             return;
         }
     }
@@ -330,7 +181,7 @@ async fn lite04_deadline<T: Transport>(session: Rc<Session<T>>) {
             "lite-04 session silent past relay.setup_timeout"
         );
         session.shard.stats.sessions_setup_timeouts.inc();
-        session.close(codes::TIMEOUT, "setup timeout");
+        session.close(SessionError::SetupTimeout(limit).code(), "setup timeout");
     }
 }
 
@@ -405,6 +256,6 @@ async fn goaway_on_shutdown<T: Transport>(session: Rc<Session<T>>) {
 }
 
 /// Codes as QUIC varints, for the places that need one.
-pub fn code(code: u32) -> VarInt {
-    VarInt::from_u32(code)
+pub fn code(code: SessionCode) -> VarInt {
+    VarInt::from_u32(code.0)
 }

@@ -7,8 +7,8 @@
 use bytes::{Buf, Bytes, BytesMut};
 use qumo_shards::{ReadStreamError, VarInt};
 
-use super::transport::RecvStream;
-use crate::lite::{Decode, DecodeError, Limits, Version};
+use super::transport::{RecvStream, Transport};
+use crate::lite::{Decode, DecodeError, Limits, StreamCode, Version};
 
 /// Why reading a message failed.
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +19,23 @@ pub enum ReadError {
     Truncated,
     #[error("stream: {0}")]
     Stream(#[from] ReadStreamError),
+}
+
+impl ReadError {
+    /// The stream code that ends a group this error cut short, the one
+    /// place a read failure becomes a code: the publisher's own reset code
+    /// passes through (so subscribers see why), a frame cut short is
+    /// WRONG_SIZE, a lost connection SESSION_CLOSED, anything else CANCEL.
+    pub fn stream_code(&self, transport: &impl Transport) -> StreamCode {
+        match self {
+            ReadError::Stream(ReadStreamError::Reset(code)) => {
+                transport.moq_code(*code).unwrap_or(StreamCode::CANCEL)
+            }
+            ReadError::Truncated => StreamCode::WRONG_SIZE,
+            ReadError::Stream(ReadStreamError::ConnectionLost(_)) => StreamCode::SESSION_CLOSED,
+            _ => StreamCode::CANCEL,
+        }
+    }
 }
 
 pub struct StreamReader<R> {

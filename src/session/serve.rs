@@ -12,15 +12,17 @@ use std::time::Duration;
 
 use tracing::debug;
 
+use super::codes;
 use super::reader::StreamReader;
-use super::tail::{self, GroupTally};
+use super::state::{Session, TrackHold};
+use super::subscription::Subscription;
+use super::tail;
 use super::transport::{SendStream, Transport};
 use super::util::{race, Either, Signal};
 use super::writer::write_group;
-use super::{codes, Session};
 use crate::lite::{
-    Announce, AnnounceOk, AnnounceRequest, BidiType, Cost, Encode, Subscribe, SubscribeOk,
-    SubscribeReply, SubscribeUpdate, TrackInfo, TrackRequest, MAX_HOPS,
+    Announce, AnnounceOk, AnnounceRequest, BidiType, Cost, Encode, StreamCode, Subscribe,
+    SubscribeOk, SubscribeReply, SubscribeUpdate, TrackInfo, TrackRequest, MAX_HOPS,
 };
 use crate::message::{TrackKey, TrackName};
 use crate::origin::{AnnounceEvent, Heard, Listener};
@@ -239,27 +241,6 @@ async fn serve_announcements<T: Transport>(
     }
 }
 
-/// Per-subscription state shared by its cursor and its group writers.
-pub struct Subscription {
-    pub id: u64,
-    pub priority: Cell<u8>,
-    pub max_latency: Cell<Duration>,
-    /// Raised when the subscriber cancels or the session ends.
-    pub cancelled: Signal,
-    /// Its group writers, so that a clean end waits for them.
-    pub writers: Rc<GroupTally>,
-}
-
-impl Subscription {
-    /// Whether `group` is too old to still send: superseded longer ago than
-    /// the max latency.
-    pub fn expired(&self, group: &Group, now: std::time::Instant) -> bool {
-        group
-            .superseded_at()
-            .is_some_and(|at| now.saturating_duration_since(at) > self.max_latency.get())
-    }
-}
-
 /// The peer subscribes to a track.
 async fn subscribe<T: Transport>(
     session: Rc<Session<T>>,
@@ -355,13 +336,6 @@ fn take_track_hold<T: Transport>(session: &Session<T>, key: &TrackKey) -> bool {
     true
 }
 
-/// A TRACK request's upstream subscription, kept a moment after its
-/// answer; `taken` is raised when a SUBSCRIBE takes over its slot.
-pub struct TrackHold {
-    key: TrackKey,
-    taken: Signal,
-}
-
 /// The latency a subscription gets: the relay's default for "no
 /// preference" (0), else what it asked for, never above the ceiling (a
 /// subscriber must not make the relay keep old groups for an hour).
@@ -381,13 +355,13 @@ fn effective_latency<T: Transport>(session: &Session<T>, requested_ms: u64) -> D
 enum TrackEnd {
     /// The track ended; the next group would have had this sequence.
     Clean(u64),
-    Reset(u32),
+    Reset(StreamCode),
     Cancelled,
 }
 
 enum Step {
     Group(Rc<Group>),
-    Ended(Option<u32>),
+    Ended(Option<StreamCode>),
     Cancelled,
 }
 

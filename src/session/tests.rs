@@ -15,13 +15,14 @@ use qumo_shards::{ReadStreamError, VarInt};
 
 use super::memory::{MemoryLimits, MemoryRecv, MemorySend, MemoryTransport};
 use super::reader::{ReadError, StreamReader};
+use super::run;
+use super::state::EncodeDyn;
 use super::transport::{SendStream, Transport};
-use super::{codes, run, EncodeDyn};
 use crate::config::Config;
 use crate::lite::{
     Announce, AnnounceOk, AnnounceRequest, BidiType, Cost, Decode, FrameHeader, GroupHeader,
-    Limits, ProbeLevel, Setup, Subscribe, SubscribeOk, SubscribeReply, Timestamps, TrackInfo,
-    TrackRequest, UniType, Version,
+    Limits, ProbeLevel, SessionCode, Setup, StreamCode, Subscribe, SubscribeOk, SubscribeReply,
+    Timestamps, TrackInfo, TrackRequest, UniType, Version,
 };
 use crate::metrics::RelayStats;
 use crate::shard::{Settings, Shard};
@@ -32,7 +33,7 @@ const DEADLINE: Duration = Duration::from_secs(10);
 const BROADCAST: &str = "live";
 
 fn settings() -> Settings {
-    crate::relay::settings(&Config::default())
+    Settings::from_config(&Config::default())
 }
 
 fn shard(settings: Settings) -> Rc<Shard> {
@@ -55,8 +56,8 @@ fn encode(version: Version, parts: &[&dyn EncodeDyn]) -> Bytes {
 }
 
 /// The wire form of a moq-lite stream code, as the relay sends it.
-fn wire(code: u32) -> VarInt {
-    crate::webtransport::error_code(code)
+fn wire(code: StreamCode) -> VarInt {
+    crate::webtransport::error_code(code.0)
 }
 
 type Reader = StreamReader<MemoryRecv>;
@@ -136,7 +137,7 @@ impl Peer {
         (reader, kind)
     }
 
-    async fn close_code(&self) -> u32 {
+    async fn close_code(&self) -> SessionCode {
         within("the session's close", self.transport.closed()).await;
         self.transport.close_reason().unwrap().code
     }
@@ -379,7 +380,7 @@ fn frames(count: usize, size: usize) -> Vec<(u64, Bytes)> {
         .collect()
 }
 
-fn is_reset(result: &Result<impl std::fmt::Debug, ReadError>, code: u32) -> bool {
+fn is_reset(result: &Result<impl std::fmt::Debug, ReadError>, code: StreamCode) -> bool {
     matches!(result, Err(ReadError::Stream(ReadStreamError::Reset(c))) if *c == wire(code))
 }
 
@@ -402,7 +403,7 @@ async fn setup_is_exchanged_in_every_version_and_silence_times_out() {
 
         // A peer that never sends SETUP (nor, on lite-04, anything).
         let silent = Peer::silent(&hasty, version, MemoryLimits::default());
-        assert_eq!(silent.close_code().await, codes::TIMEOUT, "{version}");
+        assert_eq!(silent.close_code().await, SessionCode::TIMEOUT, "{version}");
         drop(peer);
     }
     assert_eq!(
@@ -494,7 +495,7 @@ async fn subscriptions_and_track_requests_share_the_per_session_limit() {
         .await;
     assert!(is_reset(
         &within("refusal", c.decode::<SubscribeReply>()).await,
-        codes::NO_CAPACITY
+        StreamCode::NO_CAPACITY
     ));
     let track = |name: &str| TrackRequest {
         broadcast: BROADCAST.into(),
@@ -503,7 +504,7 @@ async fn subscriptions_and_track_requests_share_the_per_session_limit() {
     let (_d_send, mut d) = subscriber.open(BidiType::Track, &track("d")).await;
     assert!(is_reset(
         &within("refusal", d.decode::<TrackInfo>()).await,
-        codes::NO_CAPACITY
+        StreamCode::NO_CAPACITY
     ));
 
     // Cancel "a"; once the relay has let go of it upstream, its slot is free.
@@ -525,7 +526,7 @@ async fn subscriptions_and_track_requests_share_the_per_session_limit() {
     let (_f_send, mut f) = subscriber.open(BidiType::Track, &track("f")).await;
     assert!(is_reset(
         &within("refusal", f.decode::<TrackInfo>()).await,
-        codes::NO_CAPACITY
+        StreamCode::NO_CAPACITY
     ));
     assert_eq!(shard.stats.subscriptions_refused_limit.get(), 3);
 }
@@ -548,7 +549,7 @@ async fn a_malformed_control_message_closes_the_session() {
         Ok(_) | Err(crate::lite::DecodeError::Short)
     ));
     send.write_chunk(Bytes::from(junk)).await.unwrap();
-    assert_eq!(peer.close_code().await, codes::PROTOCOL_VIOLATION);
+    assert_eq!(peer.close_code().await, SessionCode::PROTOCOL_VIOLATION);
     assert_eq!(shard.stats.sessions_protocol_violations.get(), 1);
 }
 
@@ -576,11 +577,11 @@ async fn a_bad_data_stream_is_refused_alone() {
         .unwrap();
     assert_eq!(
         within("stop", unknown.stopped()).await,
-        Some(wire(codes::UNEXPECTED_STREAM))
+        Some(wire(StreamCode::UNEXPECTED_STREAM))
     );
     assert_eq!(
         within("stop", stray.stopped()).await,
-        Some(wire(codes::CANCEL))
+        Some(wire(StreamCode::CANCEL))
     );
     // The session goes on: it still answers an ANNOUNCE_REQUEST.
     let request = AnnounceRequest {
@@ -629,7 +630,7 @@ async fn an_oversized_frame_resets_its_group_for_everyone() {
     let group = publisher.send_group(upstream.id, 0, &fits).await;
     assert_eq!(
         within("stop", group.stopped()).await,
-        Some(wire(codes::FRAME_TOO_LARGE))
+        Some(wire(StreamCode::FRAME_TOO_LARGE))
     );
     // The subscriber's copy of the group is reset too. (Whether the frame
     // before the reset is read first depends on when the reader looks: a
@@ -647,7 +648,7 @@ async fn an_oversized_frame_resets_its_group_for_everyone() {
         }
     };
     let end: Result<(), ReadError> = within("the reset", read).await;
-    assert!(is_reset(&end, codes::FRAME_TOO_LARGE), "{end:?}");
+    assert!(is_reset(&end, StreamCode::FRAME_TOO_LARGE), "{end:?}");
     assert_eq!(shard.stats.frames_too_large.get(), 1);
 }
 
@@ -675,7 +676,7 @@ async fn a_subscriber_that_stops_reading_loses_old_groups() {
     second.finish().unwrap();
     assert_eq!(
         within("reset", stalled.reset_received()).await,
-        Some(wire(codes::TOO_FAR_BEHIND))
+        Some(wire(StreamCode::TOO_FAR_BEHIND))
     );
     // The newer group still arrives whole.
     let mut received = ReceivedGroup::accept(&subscriber).await;
@@ -707,7 +708,7 @@ async fn subscribers_see_the_publisher_leave() {
         SubscribeReply::Start { group: 0 }
     ));
 
-    publisher.peer.transport.close(0, "gone");
+    publisher.peer.transport.close(SessionCode::CANCEL, "gone");
     // The subscription ends after group 0, then its stream finishes ...
     assert!(matches!(
         within("END", replies.expect::<SubscribeReply>())

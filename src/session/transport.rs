@@ -23,6 +23,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use qumo_shards::{Connection, ConnectionError, ReadStreamError, VarInt, WriteError};
 
+use crate::lite::{SessionCode, StreamCode};
 use crate::webtransport::{self, WtError, WtSession};
 
 /// Why the transport failed.
@@ -128,19 +129,20 @@ pub trait Transport: 'static {
     /// and STOP_SENDING through it and fails the whole session on a code
     /// outside it ("invalid RESET_STREAM"). Session close codes stay raw on
     /// QUIC: web-transport-quinn passes those through.
-    fn stream_code(&self, code: u32) -> VarInt {
-        webtransport::error_code(code)
+    fn stream_code(&self, code: StreamCode) -> VarInt {
+        webtransport::error_code(code.0)
     }
 
     /// A received stream error code back in moq-lite terms. By default a
     /// peer that sends a bare code outside the WebTransport range is taken
     /// at its word rather than refused.
-    fn moq_code(&self, code: VarInt) -> Option<u32> {
-        webtransport::app_code(code).or_else(|| u32::try_from(code.into_inner()).ok())
+    fn moq_code(&self, code: VarInt) -> Option<StreamCode> {
+        let code = webtransport::app_code(code).or_else(|| u32::try_from(code.into_inner()).ok());
+        code.map(StreamCode)
     }
 
     /// Close the session with a moq-lite session code.
-    fn close(&self, code: u32, reason: &str);
+    fn close(&self, code: SessionCode, reason: &str);
 
     /// Wait until the session has ended, for whatever reason.
     fn closed(&self) -> impl Future<Output = ()>;
@@ -212,8 +214,8 @@ impl Transport for Connection {
         Ok((send, recv, Bytes::new()))
     }
 
-    fn close(&self, code: u32, reason: &str) {
-        Connection::close(self, VarInt::from_u32(code), reason.as_bytes())
+    fn close(&self, code: SessionCode, reason: &str) {
+        Connection::close(self, VarInt::from_u32(code.0), reason.as_bytes())
     }
 
     async fn closed(&self) {
@@ -252,12 +254,12 @@ impl Transport for WtSession {
 
     /// Codes outside the WebTransport range cannot come from a
     /// WebTransport peer: they are not taken.
-    fn moq_code(&self, code: VarInt) -> Option<u32> {
-        webtransport::app_code(code)
+    fn moq_code(&self, code: VarInt) -> Option<StreamCode> {
+        webtransport::app_code(code).map(StreamCode)
     }
 
-    fn close(&self, code: u32, reason: &str) {
-        WtSession::close(self, code, reason)
+    fn close(&self, code: SessionCode, reason: &str) {
+        WtSession::close(self, code.0, reason)
     }
 
     async fn closed(&self) {

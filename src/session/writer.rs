@@ -20,17 +20,18 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use monoio::time::Sleep;
 
-use super::serve::Subscription;
+use super::codes;
+use super::state::Session;
+use super::subscription::Subscription;
 use super::tail::{GroupTally, OpenGroup};
 use super::transport::{SendStream, Transport};
 use super::util::{race, Either, Waiter};
-use super::{codes, Session};
-use crate::lite::{Encode, GroupHeader, UniType};
+use crate::lite::{Encode, GroupHeader, StreamCode, UniType};
 use crate::track::{Group, GroupState, NextFrame};
 
 enum Outcome {
     Done,
-    Reset(u32),
+    Reset(StreamCode),
     /// The stream itself failed (peer stopped it, connection gone).
     Lost,
 }
@@ -135,7 +136,7 @@ fn give_up(
     waiters: &Waiters<'_>,
     deadline: &mut Deadline,
     cx: &mut Context<'_>,
-) -> Option<u32> {
+) -> Option<StreamCode> {
     if sub.cancelled.poll_raised(&waiters.cancel, cx).is_ready() {
         return Some(codes::CANCEL);
     }

@@ -5,7 +5,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::*;
-use crate::message::TrackName;
+use crate::model::TrackName;
 
 fn replica(groups: usize, bytes: u64) -> TrackReplica {
     let key = Arc::new(TrackName {
@@ -61,7 +61,7 @@ fn the_cache_keeps_the_newest_groups_and_resets_evicted_open_ones() {
     r.apply(MediaEvent::Group { sequence: 1 }, now);
     r.apply(MediaEvent::Group { sequence: 2 }, now);
     assert_eq!(sequences(&r), [1, 2]);
-    assert_eq!(first.state(), GroupState::Reset(codes::EVICTED));
+    assert_eq!(first.state(), GroupState::Reset(StreamCode::EVICTED));
     // A group older than everything in a full cache is not taken.
     r.apply(MediaEvent::Group { sequence: 0 }, now);
     assert_eq!(sequences(&r), [1, 2]);
@@ -93,7 +93,10 @@ fn the_byte_cap_drops_old_groups_first_and_resets_a_lone_giant() {
     r.apply(MediaEvent::Group { sequence: 1 }, now);
     assert_eq!(r.apply(frame(1, 60), now), None);
     assert_eq!(sequences(&r), [1], "the older group made room");
-    assert_eq!(r.apply(frame(1, 60), now), Some(codes::GROUP_TOO_LARGE));
+    assert_eq!(
+        r.apply(frame(1, 60), now),
+        Some(StreamCode::GROUP_TOO_LARGE)
+    );
     assert!(sequences(&r).is_empty());
 }
 
@@ -128,7 +131,7 @@ fn ending_the_track_resets_open_groups_and_ignores_later_media() {
         GroupState::Done,
         "finished groups stay readable"
     );
-    assert_eq!(groups[1].state(), GroupState::Reset(codes::CANCEL));
+    assert_eq!(groups[1].state(), GroupState::Reset(StreamCode::CANCEL));
     assert_eq!(r.state(), TrackState::Ended(None));
     r.apply(MediaEvent::Group { sequence: 2 }, now);
     assert_eq!(sequences(&r), [0, 1]);
@@ -144,7 +147,10 @@ fn a_vanished_publisher_ends_the_track_cleanly_and_marks_open_groups_cut() {
     r.apply(MediaEvent::vanished(), now);
     let groups = r.groups();
     assert_eq!(groups[0].state(), GroupState::Done);
-    assert_eq!(groups[1].state(), GroupState::Reset(codes::SESSION_CLOSED));
+    assert_eq!(
+        groups[1].state(),
+        GroupState::Reset(StreamCode::SESSION_CLOSED)
+    );
     assert_eq!(r.state(), TrackState::Ended(None));
 }
 

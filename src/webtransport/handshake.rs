@@ -1,13 +1,15 @@
 //! The server's half of the handshake: SETTINGS both ways, then the CONNECT
 //! request and its answer.
 
-use qumo_shards::SendStream;
+use std::rc::Rc;
+
+use qumo_shards::{Connection, SendStream};
 use tracing::debug;
 use web_transport_proto::ConnectError;
 
 use super::codec::{self, Rejection};
 use super::reader::Reader;
-use super::session::{Established, Shared};
+use super::session::{serve_peer_uni, Established, Shared, WtSession};
 use super::{h3, h3_code, WtError};
 
 /// Largest CONNECT request buffered: the 16 KiB field section
@@ -29,6 +31,33 @@ impl From<ConnectError> for RequestError {
 impl From<WtError> for RequestError {
     fn from(e: WtError) -> Self {
         RequestError::Io(e)
+    }
+}
+
+impl WtSession {
+    /// Run the HTTP/3 and extended CONNECT handshake on a connection that
+    /// negotiated ALPN `h3`.
+    ///
+    /// `choose` gets the protocols the client offered in
+    /// `wt-available-protocols`, in its order of preference, and returns the
+    /// one to answer in `wt-protocol`; it must be one of them. When the
+    /// client offered some and `choose` returns `None`, the session is
+    /// refused with status 400. When the client offered none, `None` answers
+    /// 200 without `wt-protocol` (an older client; the caller picks a default).
+    ///
+    /// A request that is not a WebTransport CONNECT is answered 4xx (405 for
+    /// another method, 400 for a malformed request or another `:protocol`).
+    /// On any failure the connection is closed: after a refusal once the
+    /// answer had a chance to arrive, otherwise at once with an HTTP/3 error
+    /// code. Waits as long as the client takes; bound it with a timeout.
+    pub async fn accept(
+        conn: Connection,
+        choose: impl Fn(&[String]) -> Option<String>,
+    ) -> Result<WtSession, WtError> {
+        let shared = Rc::new(Shared::new(conn));
+        monoio::spawn(serve_peer_uni(shared.clone()));
+        let established = run(&shared, &choose).await?;
+        Ok(Self::start(shared, established))
     }
 }
 

@@ -5,11 +5,11 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use qumo_shards::{Connection, ConnectionError, RecvStream, SendStream};
+use qumo_shards::{Connection, ConnectionError, RecvStream, SendStream, WaitList};
 use tracing::{debug, warn};
 use web_transport_proto::Capsule;
 
@@ -25,7 +25,7 @@ const MAX_SETTINGS: usize = codec::MAX_FRAME + 16;
 pub(crate) struct Shared {
     pub(crate) conn: Connection,
     /// Everyone waiting for something below; woken together.
-    waiters: RefCell<Vec<Waker>>,
+    waiters: WaitList,
     /// The outcome of the peer's SETTINGS, once its control stream said.
     peer_settings: RefCell<Option<Result<(), WtError>>>,
     seen_control: Cell<bool>,
@@ -44,7 +44,7 @@ impl Shared {
     pub(crate) fn new(conn: Connection) -> Self {
         Self {
             conn,
-            waiters: RefCell::default(),
+            waiters: WaitList::default(),
             peer_settings: RefCell::default(),
             seen_control: Cell::new(false),
             control: RefCell::default(),
@@ -55,14 +55,13 @@ impl Shared {
     }
 
     fn notify(&self) {
-        for waker in self.waiters.borrow_mut().drain(..) {
-            waker.wake();
-        }
+        self.waiters.wake_all();
     }
 
     /// Wait until `ready` yields, failing when the session or the connection
     /// ends first.
     async fn wait<T>(&self, mut ready: impl FnMut(&Self) -> Option<T>) -> Result<T, WtError> {
+        let waiter = self.waiters.waiter();
         poll_fn(|cx: &mut Context<'_>| {
             if let Some(error) = self.error.borrow().clone() {
                 return Poll::Ready(Err(error));
@@ -73,10 +72,7 @@ impl Shared {
             if let Some(error) = self.conn.close_reason() {
                 return Poll::Ready(Err(self.failure(error)));
             }
-            let mut waiters = self.waiters.borrow_mut();
-            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
-                waiters.push(cx.waker().clone());
-            }
+            waiter.register(cx);
             Poll::Pending
         })
         .await
@@ -294,32 +290,9 @@ impl std::fmt::Debug for WtSession {
 }
 
 impl WtSession {
-    /// Run the HTTP/3 and extended CONNECT handshake on a connection that
-    /// negotiated ALPN `h3`.
-    ///
-    /// `choose` gets the protocols the client offered in
-    /// `wt-available-protocols`, in its order of preference, and returns the
-    /// one to answer in `wt-protocol`; it must be one of them. When the
-    /// client offered some and `choose` returns `None`, the session is
-    /// refused with status 400. When the client offered none, `None` answers
-    /// 200 without `wt-protocol` (an older client; the caller picks a default).
-    ///
-    /// A request that is not a WebTransport CONNECT is answered 4xx (405 for
-    /// another method, 400 for a malformed request or another `:protocol`).
-    /// On any failure the connection is closed: after a refusal once the
-    /// answer had a chance to arrive, otherwise at once with an HTTP/3 error
-    /// code. Waits as long as the client takes; bound it with a timeout.
-    pub async fn accept(
-        conn: Connection,
-        choose: impl Fn(&[String]) -> Option<String>,
-    ) -> Result<WtSession, WtError> {
-        let shared = Rc::new(Shared::new(conn));
-        monoio::spawn(serve_peer_uni(shared.clone()));
-        let established = super::handshake::run(&shared, &choose).await?;
-        Ok(Self::start(shared, established))
-    }
-
-    fn start(shared: Rc<Shared>, e: Established) -> Self {
+    /// A session over an established handshake (see `handshake`'s
+    /// `WtSession::accept`).
+    pub(super) fn start(shared: Rc<Shared>, e: Established) -> Self {
         monoio::spawn(serve_peer_bi(shared.clone()));
         monoio::spawn(watch_connect_stream(shared.clone(), e.connect_recv));
         let inner = Inner {

@@ -1,4 +1,6 @@
-//! Small single-threaded async helpers for session tasks.
+//! Small single-threaded async helpers for a shard's tasks: race two
+//! futures, contain a panic, wait on a one-way signal. Below sessions and
+//! shards alike, so both use them without importing each other.
 
 use std::cell::Cell;
 use std::future::{poll_fn, Future};

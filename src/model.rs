@@ -1,0 +1,137 @@
+//! The relay's bottom layer: what a track is, what its media is made of,
+//! and how shards and sessions are named relay-wide. Plain data, shared by
+//! the shard, the track cache, the mesh messages and the sessions; it
+//! imports nothing of theirs (only the codec's codes), so every one of
+//! them can import it without a circle.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::lite::StreamCode;
+
+/// A track: broadcast path and track name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TrackName {
+    pub broadcast: String,
+    pub track: String,
+}
+
+/// A track's name, shared: one allocation however many places hold it.
+pub type TrackKey = Arc<TrackName>;
+
+impl fmt::Display for TrackName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.broadcast, self.track)
+    }
+}
+
+/// A session, named relay-wide: its shard and its id there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionRef {
+    pub shard: usize,
+    pub id: u64,
+}
+
+/// A track hub, named relay-wide: its owner shard and its id there. Ids are
+/// never reused on a shard, so a stale reference finds nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HubRef {
+    pub owner: usize,
+    pub id: u64,
+}
+
+/// One frame: its timestamp in the track's timescale, and its payload.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub timestamp: u64,
+    pub payload: Bytes,
+}
+
+/// How a group ended, if it has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupState {
+    Open,
+    Done,
+    /// Abandoned with this stream error code.
+    Reset(StreamCode),
+}
+
+/// Track properties learned from the publisher (lite-05+ TRACK_INFO), or
+/// the defaults used for a lite-04 publisher, whose frames the relay
+/// stamps with arrival time in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrackProperties {
+    pub priority: u8,
+    pub max_latency: u64,
+    pub timescale: u64,
+}
+
+impl Default for TrackProperties {
+    fn default() -> Self {
+        Self {
+            priority: 0,
+            max_latency: 0,
+            timescale: 1000,
+        }
+    }
+}
+
+/// One step of a track's media, in the order the publisher produced it.
+#[derive(Debug, Clone)]
+pub enum MediaEvent {
+    Group {
+        sequence: u64,
+    },
+    Frame {
+        sequence: u64,
+        timestamp: u64,
+        payload: Bytes,
+    },
+    GroupEnd {
+        sequence: u64,
+    },
+    GroupReset {
+        sequence: u64,
+        code: StreamCode,
+    },
+    Properties(TrackProperties),
+    /// The publisher ended the track: `None` cleanly, else with this code.
+    /// Groups still open are reset with `open_groups`: CANCEL when the
+    /// track was ended, SESSION_CLOSED when its publisher vanished.
+    TrackEnd {
+        code: Option<StreamCode>,
+        open_groups: StreamCode,
+    },
+}
+
+impl MediaEvent {
+    /// The publisher ended the track (`None` cleanly, else with a code);
+    /// groups it left open are cancelled.
+    pub fn track_end(code: Option<StreamCode>) -> Self {
+        MediaEvent::TrackEnd {
+            code,
+            open_groups: code.unwrap_or(StreamCode::CANCEL),
+        }
+    }
+
+    /// The publisher's session closed: the track ends cleanly, since a
+    /// departed publisher is the normal end of a live broadcast, but groups
+    /// it left open were cut short and say so.
+    pub fn vanished() -> Self {
+        MediaEvent::TrackEnd {
+            code: None,
+            open_groups: StreamCode::SESSION_CLOSED,
+        }
+    }
+}
+
+/// A cached group as it travels from a track's owner to another shard.
+#[derive(Debug, Clone)]
+pub struct GroupSnapshot {
+    pub sequence: u64,
+    pub frames: Vec<Frame>,
+    /// `None` while the group is still open.
+    pub ended: Option<GroupState>,
+}
