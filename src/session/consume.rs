@@ -2,7 +2,9 @@
 //! the tracks the owner shards ask for, and read its group streams, sending
 //! every group and frame to the track's hub.
 
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::future::poll_fn;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -11,7 +13,7 @@ use tracing::{debug, warn};
 
 use super::codes;
 use super::reader::{ReadError, StreamReader};
-use super::state::{Session, Upstream};
+use super::state::{GroupStop, Session, Upstream};
 use super::tail::{self, GroupTally};
 use super::transport::{SendStream, Transport};
 use super::util::{race, Either, Signal};
@@ -19,9 +21,28 @@ use crate::lite::{
     Announce, AnnounceOk, AnnounceRequest, BidiType, DecodeError, FrameHeader, GroupHeader,
     StreamCode, Subscribe, SubscribeReply, Timestamps, TrackInfo, TrackRequest, Version,
 };
-use crate::message::{HubRef, MediaEvent, SessionRef, TrackKey};
-use crate::shard::SessionHandle;
+use crate::message::{HubRef, MediaEvent, TrackKey};
+use crate::router::SessionCommand;
+use crate::shard::SessionInbox;
 use crate::track::TrackProperties;
+
+/// Carry out the router's commands for this session, in order.
+pub async fn commands<T: Transport>(session: Rc<Session<T>>, inbox: Rc<SessionInbox>) {
+    loop {
+        let next = race(poll_fn(|cx| inbox.poll_next(cx)), session.closed.raised()).await;
+        // Commands left when the session closes are answered by the shard.
+        let Either::Left(command) = next else { return };
+        match command {
+            SessionCommand::SubscribeUpstream { key, hub } => session.subscribe_upstream(key, hub),
+            SessionCommand::CancelUpstream { hub } => session.cancel_upstream(hub),
+            SessionCommand::StopGroup {
+                hub,
+                sequence,
+                code,
+            } => session.stop_group(hub, sequence, code),
+        }
+    }
+}
 
 /// Ask the peer for its broadcasts (prefix "") and publish them relay-wide.
 pub async fn announcements<T: Transport>(session: Rc<Session<T>>) {
@@ -142,14 +163,9 @@ fn unknown_announce(id: u64) -> ReadError {
     })
 }
 
-/// What the shard asks of a session as the publisher of a track.
-impl<T: Transport> SessionHandle for Session<T> {
-    fn id(&self) -> SessionRef {
-        self.id
-    }
-
+impl<T: Transport> Session<T> {
     /// Subscribe upstream to `key` for `hub` (asked by the owner shard).
-    fn subscribe_upstream(self: Rc<Self>, key: TrackKey, hub: HubRef) {
+    pub fn subscribe_upstream(self: &Rc<Self>, key: TrackKey, hub: HubRef) {
         if self.upstream_ids.borrow().contains_key(&hub) {
             return;
         }
@@ -160,6 +176,7 @@ impl<T: Transport> SessionHandle for Session<T> {
             key,
             cancelled: Signal::default(),
             groups: GroupTally::default(),
+            stops: RefCell::default(),
         });
         self.upstreams.borrow_mut().insert(id, upstream.clone());
         self.shard.stats.upstream_subscriptions_open.inc();
@@ -168,7 +185,7 @@ impl<T: Transport> SessionHandle for Session<T> {
     }
 
     /// The owner no longer wants `hub`'s track.
-    fn cancel_upstream(&self, hub: HubRef) {
+    pub fn cancel_upstream(&self, hub: HubRef) {
         let Some(id) = self.upstream_ids.borrow_mut().remove(&hub) else {
             return;
         };
@@ -178,9 +195,23 @@ impl<T: Transport> SessionHandle for Session<T> {
         }
     }
 
+    /// The owner will not use the rest of group `sequence` of `hub`'s
+    /// upstream: stop reading its stream.
+    pub fn stop_group(&self, hub: HubRef, sequence: u64, code: StreamCode) {
+        let Some(id) = self.upstream_ids.borrow().get(&hub).copied() else {
+            return;
+        };
+        let upstream = self.upstreams.borrow().get(&id).cloned();
+        let stop = upstream.and_then(|u| u.stops.borrow().get(&sequence).cloned());
+        if let Some(stop) = stop {
+            stop.code.set(code);
+            stop.signal.raise();
+        }
+    }
+
     /// Every upstream subscription ends with the session: clean ends for
     /// the hubs, so subscribers see the publisher leave.
-    fn end_upstreams(&self) {
+    pub fn end_upstreams(&self) {
         let upstreams: Vec<_> = self.upstreams.borrow_mut().drain().collect();
         self.shard
             .stats
@@ -376,11 +407,29 @@ pub async fn group<T: Transport>(session: Rc<Session<T>>, mut reader: StreamRead
     session.shard.to_hub(hub, MediaEvent::Group { sequence });
     reader.limits_mut().max_frame = session.shard.settings.max_frame_size;
 
+    let stop = Rc::new(GroupStop {
+        code: Cell::new(StreamCode::CANCEL),
+        signal: Signal::default(),
+    });
+    upstream.stops.borrow_mut().insert(sequence, stop.clone());
     let frames = read_frames(&session, &mut reader, hub, sequence);
-    let end = match race(frames, upstream.cancelled.raised()).await {
+    let end = match race(
+        frames,
+        race(upstream.cancelled.raised(), stop.signal.raised()),
+    )
+    .await
+    {
         Either::Left(end) => end,
-        Either::Right(()) => Err(codes::CANCEL),
+        Either::Right(Either::Left(())) => Err(codes::CANCEL),
+        Either::Right(Either::Right(())) => Err(stop.code.get()),
     };
+    {
+        // A repeated sequence (a hostile peer) may have replaced our entry.
+        let mut stops = upstream.stops.borrow_mut();
+        if stops.get(&sequence).is_some_and(|s| Rc::ptr_eq(s, &stop)) {
+            stops.remove(&sequence);
+        }
+    }
     match end {
         Ok(()) => session.shard.to_hub(hub, MediaEvent::GroupEnd { sequence }),
         Err(code) => {

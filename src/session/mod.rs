@@ -35,7 +35,7 @@ use tracing::{debug, info};
 
 use crate::lite::{BidiType, Goaway, ProbeLevel, SessionCode, Setup, UniType, Version};
 use crate::message::SessionRef;
-use crate::shard::{SessionHandle, Shard};
+use crate::shard::Shard;
 use reader::ReadError;
 use transport::{SendStream, Transport};
 use util::{race, Either, Signal};
@@ -92,9 +92,10 @@ pub async fn run<T: Transport>(shard: Rc<Shard>, transport: T, version: Version,
         }
     }
 
-    shard.register_session(session.clone() as Rc<dyn SessionHandle>);
+    let inbox = shard.register_session(session.id);
     // Unregistered on every way out of here, a panic's unwinding included.
     let _registered = Registered(session.clone());
+    session.spawn(consume::commands(session.clone(), inbox));
     session.spawn(accept_bi(session.clone()));
     session.spawn(accept_uni(session.clone()));
     session.spawn(consume::announcements(session.clone()));
@@ -117,7 +118,8 @@ impl<T: Transport> Drop for Registered<T> {
     fn drop(&mut self) {
         let session = &self.0;
         session.closed.raise();
-        session.shard.unregister_session(session.id.id);
+        session.shard.unregister_session(session.id);
+        session.end_upstreams();
         info!(session = session.id.id, "session closed");
     }
 }

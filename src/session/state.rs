@@ -193,6 +193,15 @@ pub struct Upstream {
     pub cancelled: Signal,
     /// Its group streams, so that its end waits for the tail.
     pub groups: GroupTally,
+    /// Its group streams being read, by sequence, so that the owner can
+    /// stop one (`SessionCommand::StopGroup`).
+    pub(super) stops: RefCell<HashMap<u64, Rc<GroupStop>>>,
+}
+
+/// Raised when the owner wants a group stream stopped, with the code.
+pub(super) struct GroupStop {
+    pub(super) code: Cell<StreamCode>,
+    pub(super) signal: Signal,
 }
 
 /// A TRACK request's upstream subscription, kept a moment after its

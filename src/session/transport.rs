@@ -13,8 +13,8 @@
 //! Generic rather than a boxed object: the writer's hot path (one
 //! `poll_write_chunks` per frame per subscriber) stays a direct call, and
 //! `async fn` in a trait needs no boxing when it is used generically. The
-//! shard, which must hold sessions of every kind in one table, holds them
-//! as `Rc<dyn SessionHandle>` (see `crate::shard`).
+//! shard stays non-generic: it never holds a session, only its command
+//! inbox (see `crate::shard::SessionInbox`).
 
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
