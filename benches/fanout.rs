@@ -7,7 +7,8 @@
 //! `MemoryTransport`, the far end a scripted moq-lite peer; one delivery is
 //! one frame read by one subscriber peer. Groups go one at a time: the
 //! publisher sends the next once every subscriber has read the last, so
-//! no subscriber falls behind and nothing is dropped.
+//! no subscriber falls behind and nothing is dropped. Each size runs three
+//! timed rounds and reports the fastest.
 //!
 //! Run: `cargo bench -p qumo --bench fanout` (`FANOUT_SUBSCRIBERS=S` for
 //! one size alone).
@@ -34,8 +35,11 @@ const VERSION: Version = Version::Lite06;
 const BROADCAST: &str = "bench";
 const FRAMES_PER_GROUP: usize = 10;
 const FRAME_SIZE: usize = 100;
-/// Deliveries timed per run, whatever S.
-const DELIVERIES: usize = 4_000_000;
+/// Deliveries timed per round, whatever S.
+const DELIVERIES: usize = 2_000_000;
+/// Timed rounds per size; the fastest is reported, so that a busy machine
+/// (CI, other builds) does not pass for a cost of fan-out.
+const ROUNDS: usize = 3;
 
 fn main() {
     // FANOUT_SUBSCRIBERS=S runs one size alone (for a profiler).
@@ -281,12 +285,18 @@ fn run(subscribers: usize) -> f64 {
         progress.reach(per_group).await;
 
         let groups = (DELIVERIES / (subscribers * FRAMES_PER_GROUP)).max(2) as u64;
-        let started = Instant::now();
-        for sequence in 1..=groups {
-            push_group(&publisher, id, sequence).await;
-            progress.reach(per_group * (sequence + 1)).await;
+        let mut sequence = 0;
+        let mut best = f64::INFINITY;
+        for _ in 0..ROUNDS {
+            let started = Instant::now();
+            for _ in 0..groups {
+                sequence += 1;
+                push_group(&publisher, id, sequence).await;
+                progress.reach(per_group * (sequence + 1)).await;
+            }
+            let ns = started.elapsed().as_nanos() as f64 / (per_group * groups) as f64;
+            best = best.min(ns);
         }
-        let elapsed = started.elapsed();
-        elapsed.as_nanos() as f64 / (per_group * groups) as f64
+        best
     })
 }
