@@ -104,6 +104,13 @@ fn main() -> ExitCode {
         Ok(tls) => tls,
         Err(e) => return fail(&e, e.exit_code()),
     };
+    let auth = match config.auth(&file) {
+        Ok(auth) => auth,
+        Err(e) => return fail(&e, e.exit_code()),
+    };
+    if auth.is_none() {
+        tracing::warn!("no auth section: anyone may publish and subscribe anywhere");
+    }
     let runtime_config = config.runtime_config(tls.config);
     tracing::debug!(?runtime_config, "runtime configuration");
 
@@ -164,7 +171,7 @@ fn main() -> ExitCode {
         None => None,
     };
 
-    match qumo::relay::run(&config, runtime_config, metrics) {
+    match qumo::relay::run(&config, runtime_config, metrics, auth) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e, 1),
     }

@@ -26,14 +26,16 @@ pub mod transport;
 pub use crate::task as util;
 mod writer;
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
+use std::time::Duration;
 
 use qumo_shards::VarInt;
 use tracing::{debug, info};
 
-use crate::lite::{BidiType, Goaway, ProbeLevel, SessionCode, Setup, UniType, Version};
+use crate::auth::{self, Grant, Refusal};
+use crate::lite::{BidiType, Goaway, ProbeLevel, Role, SessionCode, Setup, UniType, Version};
 use crate::message::SessionRef;
 use crate::shard::Shard;
 use reader::ReadError;
@@ -64,30 +66,33 @@ pub async fn run<T: Transport>(shard: Rc<Shard>, transport: T, version: Version,
         announce_requests: Cell::new(0),
         frame_budget: budget::ByteBudget::new(shard.settings.max_buffered_frame_bytes_per_session),
         spoke: Cell::new(false),
+        grant: OnceCell::new(),
         closed: Signal::default(),
     });
     shard.stats.session_states_alive.inc();
     info!(session = session.id.id, ?remote, %version, "session open");
 
-    if version.has_setup() {
-        if let Err(e) = exchange_setup(&session).await {
-            match e {
-                // The peer left: nothing wrong on our side.
-                SessionError::Transport(_) | SessionError::Read(ReadError::Stream(_)) => {
-                    debug!(session = session.id.id, error = %e, "session ended before SETUP");
-                }
-                // Silence costs the relay a session slot: counted, not warned
-                // about (a flood would multiply the warning).
-                SessionError::SetupTimeout(_) => {
-                    debug!(session = session.id.id, error = %e, "session setup timed out");
-                    shard.stats.sessions_setup_timeouts.inc();
-                }
-                _ => {
-                    debug!(session = session.id.id, error = %e, "session setup failed");
-                    shard.stats.sessions_protocol_violations.inc();
-                }
-            }
-            session.transport.close(e.code(), "setup failed");
+    let peer_setup = match version.has_setup() {
+        true => match exchange_setup(&session).await {
+            Ok(setup) => Some(setup),
+            Err(e) => return setup_failed(&session, e),
+        },
+        false => None,
+    };
+
+    // Checked before the session registers: a refused peer leaves no state.
+    let setup_path = peer_setup.as_ref().and_then(|s| s.path.as_deref());
+    let role = peer_setup.as_ref().and_then(|s| s.role);
+    match authorize(&session, setup_path, role) {
+        Ok(grant) => {
+            let _ = session.grant.set(grant);
+        }
+        Err(refusal) => {
+            debug!(session = session.id.id, reason = %refusal, "session refused");
+            refusal.counter(&shard.stats).inc();
+            session
+                .transport
+                .close(SessionCode::UNAUTHORIZED, "unauthorized");
             return;
         }
     }
@@ -103,11 +108,36 @@ pub async fn run<T: Transport>(shard: Rc<Shard>, transport: T, version: Version,
     if !version.has_setup() {
         session.spawn(lite04_deadline(session.clone()));
     }
+    if let Some(expires) = session.grant().expires() {
+        session.spawn(close_at_expiry(session.clone(), expires));
+    }
 
     match race(session.transport.closed(), session.closed.raised()).await {
         Either::Left(()) => session.closed.raise(),
         Either::Right(()) => {}
     }
+}
+
+/// Count and log why a lite-05+ SETUP exchange failed, and close.
+fn setup_failed<T: Transport>(session: &Session<T>, e: SessionError) {
+    let stats = &session.shard.stats;
+    match e {
+        // The peer left: nothing wrong on our side.
+        SessionError::Transport(_) | SessionError::Read(ReadError::Stream(_)) => {
+            debug!(session = session.id.id, error = %e, "session ended before SETUP");
+        }
+        // Silence costs the relay a session slot: counted, not warned
+        // about (a flood would multiply the warning).
+        SessionError::SetupTimeout(_) => {
+            debug!(session = session.id.id, error = %e, "session setup timed out");
+            stats.sessions_setup_timeouts.inc();
+        }
+        _ => {
+            debug!(session = session.id.id, error = %e, "session setup failed");
+            stats.sessions_protocol_violations.inc();
+        }
+    }
+    session.transport.close(e.code(), "setup failed");
 }
 
 /// A session registered with its shard: unregistered (its upstreams ended,
@@ -124,8 +154,9 @@ impl<T: Transport> Drop for Registered<T> {
     }
 }
 
-/// Lite-05+: read the peer's SETUP (its root path on raw QUIC) and send ours.
-async fn exchange_setup<T: Transport>(session: &Rc<Session<T>>) -> Result<(), SessionError> {
+/// Lite-05+: send our SETUP and read the peer's (its path and role are for
+/// [`authorize`]).
+async fn exchange_setup<T: Transport>(session: &Rc<Session<T>>) -> Result<Setup, SessionError> {
     let ours = Setup {
         probe: ProbeLevel::None,
         path: None,
@@ -159,15 +190,65 @@ async fn exchange_setup<T: Transport>(session: &Rc<Session<T>>) -> Result<(), Se
         Either::Left(setup) => setup?,
         Either::Right(()) => return Err(SessionError::SetupTimeout(limit)),
     };
-    // The WebTransport URL path wins; the SETUP path is for raw QUIC. The
-    // emptiness check is its own statement: a borrow in an `if let`
-    // condition lives through the body, whose `borrow_mut` would panic.
-    let root_is_empty = session.root.borrow().is_empty();
-    if let (Some(path), true) = (&setup.path, root_is_empty) {
-        session.root.replace(crate::origin::normalize(path));
+    // The path's query may hold a token: never logged.
+    debug!(
+        session = session.id.id,
+        path = setup.path.as_deref().map(|p| auth::split_query(p).0),
+        role = ?setup.role,
+        hop = ?setup.hop,
+        "peer setup"
+    );
+    Ok(setup)
+}
+
+/// The peer's root and grant, from the URL it dialled: the WebTransport
+/// CONNECT URL (the session's root already), or on raw QUIC the SETUP path
+/// (lite-04 has none: the root, with only public prefixes open). The grant
+/// is checked against the very path that becomes the root, and a SETUP
+/// path on WebTransport is ignored, so the two cannot disagree.
+fn authorize<T: Transport>(
+    session: &Session<T>,
+    setup_path: Option<&str>,
+    role: Option<Role>,
+) -> Result<Grant, Refusal> {
+    let (path, query) = match session.transport.url() {
+        Some(url) => url,
+        None => auth::split_query(setup_path.unwrap_or("")),
+    };
+    session.root.replace(crate::origin::normalize(path));
+    let Some(auth) = &session.shard.settings.auth else {
+        return Ok(Grant::everything());
+    };
+    let grant = auth.verify(path, query)?;
+    match grant.allows_role(role) {
+        true => Ok(grant),
+        false => Err(Refusal::Role),
     }
-    debug!(session = session.id.id, ?setup, "peer setup");
-    Ok(())
+}
+
+/// The token was checked at connect; the session lasts no longer than it
+/// (moq-relay closes it the same way).
+async fn close_at_expiry<T: Transport>(session: Rc<Session<T>>, expires: std::time::SystemTime) {
+    // In steps of at most a day: a timer far out is not worth trusting.
+    const STEP: Duration = Duration::from_secs(24 * 3600);
+    loop {
+        let left = expires
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default();
+        if left.is_zero() {
+            break;
+        }
+        let wait = monoio::time::sleep(left.min(STEP));
+        if let Either::Right(()) = race(wait, session.closed.raised()).await {
+            return;
+        }
+    }
+    debug!(
+        session = session.id.id,
+        "token expired; closing the session"
+    );
+    session.shard.stats.auth_sessions_expired.inc();
+    session.close(SessionCode::UNAUTHORIZED, "token expired");
 }
 
 /// Lite-04 has no SETUP, so its deadline is the peer's first act: a stream

@@ -1,7 +1,7 @@
 //! The state of one live session, shared by the tasks that run it (see
 //! the module above), on any transport.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::Duration;
@@ -12,6 +12,7 @@ use tracing::{debug, error, warn};
 use super::reader::{ReadError, StreamReader};
 use super::tail::GroupTally;
 use super::transport::{SendStream, Transport, TransportError};
+use crate::auth::{self, Grant, Refusal};
 use crate::lite::{Encode, Limits, SessionCode, StreamCode, Version};
 use crate::message::{HubRef, SessionRef, TrackKey};
 use crate::shard::Shard;
@@ -78,6 +79,9 @@ pub struct Session<T: Transport> {
     pub(super) frame_budget: super::budget::ByteBudget,
     /// Whether the peer has done anything yet (lite-04's SETUP deadline).
     pub(super) spoke: Cell<bool>,
+    /// What the peer may publish and subscribe, relative to the root; set
+    /// once its credentials are checked, before the session registers.
+    pub(super) grant: OnceCell<Grant>,
     /// Raised when the session ends; every task of it stops.
     pub closed: Signal,
 }
@@ -85,6 +89,17 @@ pub struct Session<T: Transport> {
 impl<T: Transport> Session<T> {
     pub fn limits(&self) -> Limits {
         self.shard.settings.limits
+    }
+
+    /// What the peer may do; nothing until its credentials are checked.
+    pub fn grant(&self) -> &Grant {
+        self.grant.get().unwrap_or(&auth::NOTHING)
+    }
+
+    /// Count and log (once, at debug) a request the grant does not allow.
+    pub(super) fn refused(&self, refusal: Refusal, path: &str) {
+        debug!(session = self.id.id, %path, reason = %refusal, "request refused");
+        refusal.counter(&self.shard.stats).inc();
     }
 
     /// An absolute path for a path the peer named.

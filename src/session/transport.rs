@@ -108,6 +108,13 @@ pub trait Transport: 'static {
     /// The peer's address, where there is one (for logs).
     fn remote_address(&self) -> Option<SocketAddr>;
 
+    /// The URL the peer dialled, as path and query, on a transport that
+    /// has one (WebTransport's CONNECT). Without one, the session's root
+    /// and credentials come from the SETUP path.
+    fn url(&self) -> Option<(&str, Option<&str>)> {
+        None
+    }
+
     /// Open a unidirectional stream, waiting while the peer's stream limit
     /// is reached.
     fn open_uni(&self) -> impl Future<Output = Result<Self::Send, TransportError>>;
@@ -234,6 +241,10 @@ impl Transport for WtSession {
 
     fn remote_address(&self) -> Option<SocketAddr> {
         self.connection().remote_address()
+    }
+
+    fn url(&self) -> Option<(&str, Option<&str>)> {
+        Some((self.path(), self.query()))
     }
 
     async fn open_uni(&self) -> Result<Self::Send, TransportError> {
