@@ -311,7 +311,8 @@ pub struct RelayConfig {
     pub group_cache_size: usize,
     /// Sessions open at once, whole relay. >= 1.
     pub max_sessions: usize,
-    /// Subscriptions one session may hold. >= 1.
+    /// Subscriptions one session may hold; a TRACK request counts as one
+    /// until the SUBSCRIBE that follows it takes its place. >= 1.
     pub max_subscriptions_per_session: usize,
     /// Longest announce prefix accepted, in bytes. >= 1.
     pub max_announce_prefix_len: usize,

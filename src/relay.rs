@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::lite::{SessionCode, Version};
 use crate::message::MeshBacklog;
 use crate::metrics::{Metrics, RelayStats, TransportKind};
-use crate::session::{self, transport::Transport};
+use crate::session;
 use crate::shard::{Settings, Shard};
 use crate::task::{catch_unwind, race, Either};
 use crate::webtransport::WtSession;
@@ -158,7 +158,7 @@ async fn serve_connection(shard: Rc<Shard>, shared: Shared, conn: Connection) {
     let alpn = conn.alpn().unwrap_or_default();
     if let Some(version) = Version::from_alpn(&alpn) {
         let _kind = KindCount::new(&shard, version, TransportKind::Quic);
-        return session::run(shard, Transport::Quic(conn), version, String::new()).await;
+        return session::run(shard, conn, version, String::new()).await;
     }
     if alpn != b"h3" {
         debug!(alpn = %String::from_utf8_lossy(&alpn), "no moq-lite version for this ALPN");
@@ -196,7 +196,7 @@ async fn serve_connection(shard: Rc<Shard>, shared: Shared, conn: Connection) {
         .unwrap_or(Version::Lite04);
     let root = wt.path().to_string();
     let _kind = KindCount::new(&shard, version, TransportKind::WebTransport);
-    session::run(shard, Transport::Web(wt), version, root).await;
+    session::run(shard, wt, version, root).await;
 }
 
 /// A session counted among its shard's sessions of its version and
