@@ -357,6 +357,15 @@ pub struct RelayConfig {
     /// before publishers' group streams pause. >= `max_frame_size`.
     #[serde(deserialize_with = "de::bytes")]
     pub max_mesh_backlog: u64,
+    /// A relay to keep one session to (this one is then its edge):
+    /// `moql://host:port` or `https://host:port` (trusting the system roots
+    /// or `upstream_ca_file`), or `http://host:port` to pin the certificate
+    /// whose hash that host serves at `/certificate.sha256`. A path and
+    /// `?jwt=` token go in the SETUP (lite-05+). Empty: no upstream.
+    pub upstream_url: String,
+    /// PEM CA certificates to trust for `upstream_url` instead of the
+    /// system roots.
+    pub upstream_ca_file: Option<PathBuf>,
 }
 
 impl Default for RelayConfig {
@@ -377,6 +386,8 @@ impl Default for RelayConfig {
             max_buffered_frame_bytes_per_session: 16 * MIB,
             setup_timeout: Duration::from_secs(10),
             max_mesh_backlog: 32 * MIB,
+            upstream_url: String::new(),
+            upstream_ca_file: None,
         }
     }
 }
@@ -813,6 +824,11 @@ impl Config {
         check(!r.setup_timeout.is_zero(), "relay.setup_timeout", || {
             "must be greater than 0".into()
         })?;
+        if !r.upstream_url.is_empty() {
+            if let Err(e) = crate::peer_url::PeerUrl::parse(&r.upstream_url) {
+                return Err(("relay.upstream_url", e.to_string()));
+            }
+        }
         check(
             r.max_cached_bytes_per_track >= 1,
             "relay.max_cached_bytes_per_track",

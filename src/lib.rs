@@ -11,6 +11,7 @@ pub mod message;
 pub mod metrics;
 pub mod model;
 pub mod origin;
+pub mod peer_url;
 pub mod process;
 pub mod relay;
 pub mod router;
@@ -19,6 +20,7 @@ pub mod shard;
 pub mod task;
 pub mod tls;
 pub mod track;
+pub mod upstream;
 pub mod webtransport;
 
 /// ALPN protocols the relay offers, newest first: rustls picks the first

@@ -89,6 +89,10 @@ relay_stats! {
     sessions_setup_timeouts: Counter,
     /// Session tasks that panicked and were contained (a relay bug).
     sessions_panicked: Counter,
+    /// Dials of relay.upstream_url that opened a session.
+    upstream_dials_succeeded: Counter,
+    /// Dials of relay.upstream_url that failed (lookup, certificate, handshake).
+    upstream_dials_failed: Counter,
     /// Sessions refused (auth): no token, and the path is under no auth.public prefix.
     auth_refused_missing_token: Counter,
     /// Sessions refused (auth): a token that does not decode or verify, or any token without auth.key_file.

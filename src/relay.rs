@@ -17,6 +17,7 @@ use crate::metrics::{Metrics, RelayStats, TransportKind};
 use crate::session;
 use crate::shard::{Settings, Shard};
 use crate::task::{catch_unwind, race, Either};
+use crate::upstream::{self, Upstream};
 use crate::webtransport::WtSession;
 
 pub use crate::message::ShardMessage;
@@ -28,6 +29,8 @@ pub enum RelayError {
     Runtime(#[from] RuntimeError),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("{0}")]
+    Upstream(#[from] crate::upstream::UpstreamError),
 }
 
 /// What every shard shares: the settings and the relay-wide session count.
@@ -39,6 +42,8 @@ struct Shared {
     sessions: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
     backlog: Arc<MeshBacklog>,
+    /// `relay.upstream_url`, dialled from [`upstream::UPSTREAM_SHARD`].
+    upstream: Option<Upstream>,
 }
 
 /// Start the relay's shards; the caller waits on or stops the runtime.
@@ -59,6 +64,10 @@ pub fn start(
         sessions: Arc::new(AtomicUsize::new(0)),
         metrics: metrics.clone(),
         backlog: Arc::new(MeshBacklog::default()),
+        upstream: Upstream::from_config(
+            &config.relay.upstream_url,
+            config.relay.upstream_ca_file.as_deref(),
+        )?,
     };
     let runtime = Runtime::<ShardMessage>::start(runtime_config, move |ctx| {
         serve_shard(ctx, shared.clone())
@@ -108,6 +117,13 @@ async fn serve_shard(ctx: ShardContext<ShardMessage>, shared: Shared) {
             shard.begin_shutdown();
         }
     });
+    if let (Some(upstream), upstream::UPSTREAM_SHARD) = (&shared.upstream, ctx.index()) {
+        monoio::spawn(upstream::maintain(
+            ctx.clone(),
+            shard.clone(),
+            upstream.clone(),
+        ));
+    }
     while let Some(conn) = ctx.accept().await {
         let (shard, shared) = (shard.clone(), shared.clone());
         monoio::spawn(async move {

@@ -66,7 +66,6 @@ fn fill_random(out: &mut [u8]) {
 const LONG_HEADER: u8 = 0x80;
 /// Long-header packet type bits (RFC 9000 17.2) for Initial in QUIC v1.
 const LONG_TYPE_MASK: u8 = 0x30;
-const LONG_TYPE_INITIAL: u8 = 0x00;
 
 /// The shard that owns the connection a datagram belongs to, if the datagram
 /// names one.
@@ -77,8 +76,14 @@ const LONG_TYPE_INITIAL: u8 = 0x00;
 ///   it arrives on the same 4-tuple as the Initial, so the kernel hash already
 ///   put it with its Initial on this shard; forwarding it would be wrong only
 ///   if its random first byte names another shard, so 0-RTT is left local.
-/// - Initial: `None`. The client picked the destination id at random, so it
-///   names nothing; the receiving shard accepts the connection.
+/// - Initial with a destination id of our length: the same. A server's
+///   Initial answering a connection this runtime dialled names the dialling
+///   shard's id (the kernel's hash of the 4-tuple would pick any shard). A
+///   client's random id of this unusual length names a shard at random,
+///   the same one for every Initial with that id, which is as good as the
+///   hash.
+/// - Any other Initial: `None`. The client picked the destination id at
+///   random, so it names nothing; the receiving shard accepts the connection.
 pub fn owning_shard(datagram: &[u8]) -> Option<u8> {
     let first = *datagram.first()?;
     if first & LONG_HEADER == 0 {
@@ -86,7 +91,7 @@ pub fn owning_shard(datagram: &[u8]) -> Option<u8> {
     }
     let packet_type = first & LONG_TYPE_MASK;
     // 0x10 is 0-RTT in QUIC v1: see the doc comment for why it stays local.
-    if packet_type == LONG_TYPE_INITIAL || packet_type == 0x10 {
+    if packet_type == 0x10 {
         return None;
     }
     // flags(1) version(4) dcid_len(1) dcid
@@ -141,10 +146,15 @@ mod tests {
     }
 
     #[test]
-    fn initial_packets_stay_on_the_receiving_shard() {
-        let mut packet = vec![0xc0, 0, 0, 0, 1, CID_LEN as u8, 2];
-        packet.extend_from_slice(&[0; CID_LEN - 1]);
-        assert_eq!(owning_shard(&packet), None);
+    fn initials_with_our_id_length_name_their_shard_and_others_stay() {
+        // A server answering a connection shard 2 dialled.
+        let mut ours = vec![0xc0, 0, 0, 0, 1, CID_LEN as u8, 2];
+        ours.extend_from_slice(&[0; CID_LEN - 1]);
+        assert_eq!(owning_shard(&ours), Some(2));
+        // A client's random 8- or 20-byte id names nothing.
+        let mut theirs = vec![0xc0, 0, 0, 0, 1, 8, 2];
+        theirs.extend_from_slice(&[0; 7]);
+        assert_eq!(owning_shard(&theirs), None);
     }
 
     #[test]

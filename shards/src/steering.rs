@@ -6,7 +6,8 @@
 //! and returns an index into the group's socket array, which is the order the
 //! sockets were bound in: shard K's socket is index K. Returning an index past
 //! the end makes the kernel fall back to its 4-tuple hash, which is what new
-//! connections (Initial packets) want.
+//! connections (clients' Initial packets) want; a server's Initial for a
+//! connection a shard dialled names that shard, like any other packet.
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -51,13 +52,12 @@ pub fn program() -> Vec<libc::sock_filter> {
         /* 2 */ ld_byte(1), // short header: first byte of the destination id
         /* 3 */ ret_a,
         /* 4 */ stmt(BPF_ALU | BPF_AND | BPF_K, 0x30), // long packet type
-        /* 5 */ jump(BPF_JMP | BPF_JEQ | BPF_K, 0x00, 5, 0), // Initial -> 11
-        /* 6 */ jump(BPF_JMP | BPF_JEQ | BPF_K, 0x10, 4, 0), // 0-RTT -> 11
-        /* 7 */ ld_byte(5), // destination id length
-        /* 8 */ jump(BPF_JMP | BPF_JEQ | BPF_K, CID_LEN as u32, 0, 2), // not ours -> 11
-        /* 9 */ ld_byte(6), // first byte of the destination id
-        /* 10 */ ret_a,
-        /* 11 */ stmt(BPF_RET | BPF_K, FALLBACK),
+        /* 5 */ jump(BPF_JMP | BPF_JEQ | BPF_K, 0x10, 4, 0), // 0-RTT -> 10
+        /* 6 */ ld_byte(5), // destination id length
+        /* 7 */ jump(BPF_JMP | BPF_JEQ | BPF_K, CID_LEN as u32, 0, 2), // not ours -> 10
+        /* 8 */ ld_byte(6), // first byte of the destination id
+        /* 9 */ ret_a,
+        /* 10 */ stmt(BPF_RET | BPF_K, FALLBACK),
     ]
 }
 
@@ -133,8 +133,17 @@ mod tests {
         zero_rtt[0] = 0xd0;
         let mut foreign_len = handshake.clone();
         foreign_len[5] = 8;
+        let mut foreign_initial = initial.clone();
+        foreign_initial[5] = 8;
         let short = vec![0x40, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
-        for packet in [handshake, initial, zero_rtt, foreign_len, short] {
+        for packet in [
+            handshake,
+            initial,
+            zero_rtt,
+            foreign_len,
+            foreign_initial,
+            short,
+        ] {
             assert_eq!(run(&program, &packet), expected(&packet), "{packet:02x?}");
         }
     }

@@ -58,6 +58,7 @@ pub async fn announcements<T: Transport>(session: Rc<Session<T>>) {
     }
     // Whatever it announced is gone with the stream.
     for path in session.announced.borrow_mut().drain() {
+        debug!(session = session.id.id, broadcast = %path, active = false, "announce ended with the stream");
         session
             .shard
             .announce(&path, session.id, Arc::from([]), false);

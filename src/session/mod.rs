@@ -44,8 +44,31 @@ use util::{race, Either, Signal};
 
 pub use state::{Session, SessionError, Upstream};
 
+/// Which end opened the connection.
+#[derive(Debug, Clone)]
+pub enum Side {
+    /// A peer dialled us; its token decides what it may do.
+    Accepted,
+    /// We dialled the peer (an upstream or cluster link): the peer is
+    /// trusted as far as our own publishers and subscribers go, and our
+    /// lite-05+ SETUP carries `setup_path` (a path and `?jwt=` token the
+    /// peer may require).
+    Dialled { setup_path: Option<String> },
+}
+
 /// Run a session until the peer leaves or the relay shuts down.
 pub async fn run<T: Transport>(shard: Rc<Shard>, transport: T, version: Version, root: String) {
+    run_as(shard, transport, version, root, Side::Accepted).await
+}
+
+/// [`run`] for either end of the connection.
+pub async fn run_as<T: Transport>(
+    shard: Rc<Shard>,
+    transport: T,
+    version: Version,
+    root: String,
+    side: Side,
+) {
     let id = transport.id();
     let remote = transport.remote_address();
     let session = Rc::new(Session {
@@ -73,7 +96,7 @@ pub async fn run<T: Transport>(shard: Rc<Shard>, transport: T, version: Version,
     info!(session = session.id.id, ?remote, %version, "session open");
 
     let peer_setup = match version.has_setup() {
-        true => match exchange_setup(&session).await {
+        true => match exchange_setup(&session, &side).await {
             Ok(setup) => Some(setup),
             Err(e) => return setup_failed(&session, e),
         },
@@ -83,7 +106,12 @@ pub async fn run<T: Transport>(shard: Rc<Shard>, transport: T, version: Version,
     // Checked before the session registers: a refused peer leaves no state.
     let setup_path = peer_setup.as_ref().and_then(|s| s.path.as_deref());
     let role = peer_setup.as_ref().and_then(|s| s.role);
-    match authorize(&session, setup_path, role) {
+    let authorized = match side {
+        // We chose this peer; it may publish to us and subscribe from us.
+        Side::Dialled { .. } => Ok(Grant::everything()),
+        Side::Accepted => authorize(&session, setup_path, role),
+    };
+    match authorized {
         Ok(grant) => {
             let _ = session.grant.set(grant);
         }
@@ -105,7 +133,8 @@ pub async fn run<T: Transport>(shard: Rc<Shard>, transport: T, version: Version,
     session.spawn(accept_uni(session.clone()));
     session.spawn(consume::announcements(session.clone()));
     session.spawn(goaway_on_shutdown(session.clone()));
-    if !version.has_setup() {
+    // A dialled lite-04 peer with nothing to announce may stay silent.
+    if !version.has_setup() && matches!(side, Side::Accepted) {
         session.spawn(lite04_deadline(session.clone()));
     }
     if let Some(expires) = session.grant().expires() {
@@ -156,10 +185,17 @@ impl<T: Transport> Drop for Registered<T> {
 
 /// Lite-05+: send our SETUP and read the peer's (its path and role are for
 /// [`authorize`]).
-async fn exchange_setup<T: Transport>(session: &Rc<Session<T>>) -> Result<Setup, SessionError> {
+async fn exchange_setup<T: Transport>(
+    session: &Rc<Session<T>>,
+    side: &Side,
+) -> Result<Setup, SessionError> {
+    let path = match side {
+        Side::Dialled { setup_path } => setup_path.clone(),
+        Side::Accepted => None,
+    };
     let ours = Setup {
         probe: ProbeLevel::None,
-        path: None,
+        path,
         role: None,
         cost: None,
         hop: Some(session.shard.hop),
