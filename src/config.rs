@@ -65,6 +65,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// The operators' HTTP listener (`/metrics`, `/healthz`).
     pub admin: AdminConfig,
+    /// Other relays this one dials as peers of a cluster.
+    pub cluster: ClusterConfig,
     /// Who may publish and subscribe where (moq-relay's tokens); `None`
     /// (no `auth` section) is an open relay.
     pub auth: Option<AuthConfig>,
@@ -469,6 +471,19 @@ pub struct AdminConfig {
     pub address: Option<SocketAddr>,
 }
 
+/// `cluster.*`: relays this one dials and shares broadcasts with, each
+/// link a moq-lite session whose announcements carry hop lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This relay's name; its hop id in announcements is derived from it,
+    /// so it stays the same across restarts. Empty: a random hop id.
+    pub node: String,
+    /// Peer URLs, as `relay.upstream_url` takes them. List each link on
+    /// one of its two ends only: both would make two sessions.
+    pub peers: Vec<String>,
+}
+
 /// `auth.*`: tokens as moq-relay checks them (see [`crate::auth`]). At
 /// least one of the two keys is set.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -824,6 +839,12 @@ impl Config {
         check(!r.setup_timeout.is_zero(), "relay.setup_timeout", || {
             "must be greater than 0".into()
         })?;
+        for peer in &self.cluster.peers {
+            if let Err(e) = crate::peer_url::PeerUrl::parse(peer) {
+                // Not the URL itself: its query may hold a token.
+                return Err(("cluster.peers", e.to_string()));
+            }
+        }
         if !r.upstream_url.is_empty() {
             if let Err(e) = crate::peer_url::PeerUrl::parse(&r.upstream_url) {
                 return Err(("relay.upstream_url", e.to_string()));

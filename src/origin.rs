@@ -154,11 +154,14 @@ pub struct Origin {
 }
 
 impl Origin {
-    /// The session to subscribe through for `path`.
+    /// The session to subscribe through for `path`: the one with the
+    /// shortest hop list (a local publisher has none), the latest of equals.
     pub fn publisher(&self, path: &str) -> Option<SessionRef> {
         self.broadcasts
-            .get(path)
-            .and_then(|p| p.last())
+            .get(path)?
+            .iter()
+            .rev()
+            .min_by_key(|p| p.hops.len())
             .map(|p| p.session)
     }
 
@@ -433,6 +436,21 @@ mod tests {
         assert!(events[0].active && events[0].suffix == "clock");
         assert_eq!(&*events[0].hops, &[7]);
         assert!(!events[1].active);
+    }
+
+    #[test]
+    fn the_publisher_with_the_shortest_hop_list_is_used() {
+        let mut origin = Origin::default();
+        origin.update("b", session(1), Arc::from([1, 2]), true);
+        origin.update("b", session(2), Arc::from([3]), true);
+        origin.update("b", session(3), Arc::from([4, 5, 6]), true);
+        assert_eq!(origin.publisher("b"), Some(session(2)));
+        // Of equals, the latest.
+        origin.update("b", session(4), Arc::from([7]), true);
+        assert_eq!(origin.publisher("b"), Some(session(4)));
+        origin.update("b", session(4), Arc::from([]), false);
+        origin.update("b", session(2), Arc::from([]), false);
+        assert_eq!(origin.publisher("b"), Some(session(1)));
     }
 
     #[test]

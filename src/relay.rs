@@ -42,8 +42,9 @@ struct Shared {
     sessions: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
     backlog: Arc<MeshBacklog>,
-    /// `relay.upstream_url`, dialled from [`upstream::UPSTREAM_SHARD`].
-    upstream: Option<Upstream>,
+    /// `relay.upstream_url`, dialled from [`upstream::UPSTREAM_SHARD`],
+    /// then `cluster.peers`, peer `i` dialled from shard `i % shards`.
+    dials: Arc<Vec<Upstream>>,
 }
 
 /// Start the relay's shards; the caller waits on or stops the runtime.
@@ -59,15 +60,15 @@ pub fn start(
     settings.auth = auth.map(Arc::new);
     let shared = Shared {
         settings,
-        hop: random_hop(),
+        hop: match config.cluster.node.as_str() {
+            "" => random_hop(),
+            node => named_hop(node),
+        },
         max_sessions: config.relay.max_sessions,
         sessions: Arc::new(AtomicUsize::new(0)),
         metrics: metrics.clone(),
         backlog: Arc::new(MeshBacklog::default()),
-        upstream: Upstream::from_config(
-            &config.relay.upstream_url,
-            config.relay.upstream_ca_file.as_deref(),
-        )?,
+        dials: Arc::new(dials(config)?),
     };
     let runtime = Runtime::<ShardMessage>::start(runtime_config, move |ctx| {
         serve_shard(ctx, shared.clone())
@@ -117,12 +118,10 @@ async fn serve_shard(ctx: ShardContext<ShardMessage>, shared: Shared) {
             shard.begin_shutdown();
         }
     });
-    if let (Some(upstream), upstream::UPSTREAM_SHARD) = (&shared.upstream, ctx.index()) {
-        monoio::spawn(upstream::maintain(
-            ctx.clone(),
-            shard.clone(),
-            upstream.clone(),
-        ));
+    for (i, dial) in shared.dials.iter().enumerate() {
+        if i % ctx.shard_count() == ctx.index() {
+            monoio::spawn(upstream::maintain(ctx.clone(), shard.clone(), dial.clone()));
+        }
     }
     while let Some(conn) = ctx.accept().await {
         let (shard, shared) = (shard.clone(), shared.clone());
@@ -252,6 +251,28 @@ impl Drop for SessionCount {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// The relays to dial: the upstream first (so on shard 0), then the
+/// cluster's peers, spread over the shards.
+fn dials(config: &Config) -> Result<Vec<Upstream>, upstream::UpstreamError> {
+    let ca_file = config.relay.upstream_ca_file.as_deref();
+    let mut dials: Vec<Upstream> = Upstream::from_config(&config.relay.upstream_url, ca_file)?
+        .into_iter()
+        .collect();
+    for peer in &config.cluster.peers {
+        dials.push(Upstream::new(peer, ca_file, "cluster peer")?);
+    }
+    Ok(dials)
+}
+
+/// A cluster node's hop id, the same across restarts: its name's SHA-256,
+/// cut to a QUIC varint, never 0.
+fn named_hop(node: &str) -> u64 {
+    let digest = ring::digest::digest(&ring::digest::SHA256, node.as_bytes());
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest.as_ref()[..8]);
+    (u64::from_le_bytes(bytes) & crate::lite::VARINT_MAX).max(1)
 }
 
 /// A relay id for announce hop chains: a QUIC varint, never 0 (0 means

@@ -55,6 +55,8 @@ pub enum UpstreamError {
 /// Where to dial and how to trust it.
 #[derive(Debug, Clone)]
 pub struct Upstream {
+    /// "upstream" or "cluster peer", for logs.
+    pub role: &'static str,
     url: PeerUrl,
     /// For `Roots` URLs: the CA file's certificates or the system roots.
     roots: Option<Arc<RootCertStore>>,
@@ -70,12 +72,21 @@ impl Upstream {
         if url.is_empty() {
             return Ok(None);
         }
+        Upstream::new(url, ca_file, "upstream").map(Some)
+    }
+
+    /// A relay to dial, in `role` ("upstream", "cluster peer").
+    pub fn new(
+        url: &str,
+        ca_file: Option<&Path>,
+        role: &'static str,
+    ) -> Result<Upstream, UpstreamError> {
         let url = PeerUrl::parse(url)?;
         let roots = match url.trust {
             PeerTrust::FetchedPin => None,
             PeerTrust::Roots => Some(Arc::new(load_roots(ca_file)?)),
         };
-        Ok(Some(Upstream { url, roots }))
+        Ok(Upstream { role, url, roots })
     }
 }
 
@@ -113,7 +124,7 @@ pub async fn maintain(ctx: ShardContext<ShardMessage>, shard: Rc<Shard>, upstrea
         }
         match dial(&ctx, &upstream).await {
             Ok((conn, version)) => {
-                info!(upstream = %upstream.url, %version, "upstream session open");
+                info!(role = upstream.role, upstream = %upstream.url, %version, "upstream session open");
                 shard.stats.upstream_dials_succeeded.inc();
                 let side = Side::Dialled {
                     setup_path: upstream.url.setup_path.clone(),
@@ -126,7 +137,7 @@ pub async fn maintain(ctx: ShardContext<ShardMessage>, shard: Rc<Shard>, upstrea
                 if let Either::Right(()) = ended {
                     return;
                 }
-                info!(upstream = %upstream.url, "upstream session ended; dialling again");
+                info!(role = upstream.role, upstream = %upstream.url, "upstream session ended; dialling again");
                 backoff = MIN_BACKOFF;
             }
             Err(reason) => {
@@ -134,7 +145,7 @@ pub async fn maintain(ctx: ShardContext<ShardMessage>, shard: Rc<Shard>, upstrea
                 // Repeats while the upstream is down: debug after the first.
                 match backoff == MIN_BACKOFF {
                     true => {
-                        warn!(upstream = %upstream.url, %reason, "cannot reach the upstream; retrying")
+                        warn!(role = upstream.role, upstream = %upstream.url, %reason, "cannot reach the upstream; retrying")
                     }
                     false => debug!(upstream = %upstream.url, %reason, "upstream dial failed"),
                 }
