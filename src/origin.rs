@@ -170,7 +170,16 @@ impl Origin {
     pub fn update(&mut self, path: &str, publisher: SessionRef, hops: Arc<[u64]>, active: bool) {
         let entry = self.broadcasts.entry(path.to_owned()).or_default();
         let was_active = !entry.is_empty();
+        let withdrawn = entry.iter().find(|p| p.session == publisher).cloned();
         entry.retain(|p| p.session != publisher);
+        // The relay that publishes it (the only hop) withdrew it or is gone:
+        // every other route to it passed through that relay and goes too,
+        // or two neighbours would keep it alive through each other.
+        if let (false, Some(Publisher { hops, .. })) = (active, withdrawn) {
+            if let [origin] = hops[..] {
+                entry.retain(|p| !p.hops.contains(&origin));
+            }
+        }
         if active {
             entry.push(Publisher {
                 session: publisher,
@@ -451,6 +460,24 @@ mod tests {
         origin.update("b", session(4), Arc::from([]), false);
         origin.update("b", session(2), Arc::from([]), false);
         assert_eq!(origin.publisher("b"), Some(session(1)));
+    }
+
+    #[test]
+    fn routes_through_a_relay_that_withdrew_its_own_broadcast_go_with_it() {
+        let mut origin = Origin::default();
+        let (_, listener) = origin.listen("", session(9), 16);
+        listener.paged(None, true);
+        // Heard from relay 7 directly, and through neighbours 8 and 5.
+        origin.update("b", session(1), Arc::from([7]), true);
+        origin.update("b", session(2), Arc::from([7, 8]), true);
+        origin.update("b", session(3), Arc::from([5]), true);
+        origin.update("b", session(1), Arc::from([]), false);
+        // Relay 5's own broadcast of that name is another publisher: kept.
+        assert_eq!(origin.publisher("b"), Some(session(3)));
+        origin.update("b", session(3), Arc::from([]), false);
+        assert_eq!(origin.publisher("b"), None);
+        let events = drain(&listener);
+        assert_eq!(events.iter().filter(|e| !e.active).count(), 1, "{events:?}");
     }
 
     #[test]

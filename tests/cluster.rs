@@ -207,4 +207,30 @@ async fn a_triangle_takes_the_shortest_path_and_keeps_it_when_the_third_node_die
         .await;
     all_see(&on_b, 2, &b).await;
     assert!(upstreams.try_recv().is_err(), "a second subscription at A");
+
+    // A dies: B and C must not keep its broadcast alive through each other.
+    drop(a);
+    for relay in [&b, &c] {
+        let admin = http::admin_addr(relay);
+        tokio::task::spawn_blocking(move || nothing_announced(admin))
+            .await
+            .unwrap();
+    }
+}
+
+/// Poll `/announced` until it lists nothing; panic after 20 s.
+fn nothing_announced(admin: SocketAddr) {
+    let deadline = std::time::Instant::now() + 20 * SECOND;
+    loop {
+        let body = http::get_ok(admin, "/announced", 10 * SECOND);
+        let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        if json["broadcasts"].as_array().is_some_and(|b| b.is_empty()) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still announced: {json}"
+        );
+        std::thread::sleep(SECOND / 20);
+    }
 }

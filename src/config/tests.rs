@@ -139,6 +139,7 @@ fn example_lists_every_key() {
             "logging",
             "http",
             "admin",
+            "cluster",
             "auth"
         ]
     );
