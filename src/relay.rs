@@ -111,6 +111,7 @@ async fn serve_shard(ctx: ShardContext<ShardMessage>, shared: Shared) {
         shared.backlog.clone(),
     ));
     monoio::spawn(dispatch(ctx.clone(), shard.clone()));
+    monoio::spawn(sample_cache_bytes(Rc::downgrade(&shard)));
     monoio::spawn({
         let (ctx, shard) = (ctx.clone(), shard.clone());
         async move {
@@ -139,6 +140,19 @@ async fn serve_shard(ctx: ShardContext<ShardMessage>, shared: Shared) {
                 );
             }
         });
+    }
+}
+
+/// How often a shard sums its caches for the `cache_bytes` gauge: a sum
+/// over its tracks, too dear per event and plenty fresh for a scrape.
+const CACHE_SAMPLE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+async fn sample_cache_bytes(shard: std::rc::Weak<Shard>) {
+    loop {
+        let Some(shard) = shard.upgrade() else { return };
+        shard.sample_cache_bytes();
+        drop(shard);
+        monoio::time::sleep(CACHE_SAMPLE_INTERVAL).await;
     }
 }
 

@@ -252,6 +252,11 @@ impl TrackReplica {
     }
 
     /// The cached groups, oldest first.
+    /// Bytes its cached groups hold, as the byte cap counts them.
+    pub fn cached_bytes(&self) -> u64 {
+        self.groups.borrow().iter().map(|g| g.bytes.get()).sum()
+    }
+
     pub fn groups(&self) -> Vec<Rc<Group>> {
         self.groups.borrow().iter().cloned().collect()
     }
