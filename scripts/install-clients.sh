@@ -5,6 +5,8 @@
 #   - moq-cli 0.14.10, binary `moq` (moq-dev, crates.io): lite-06 on raw QUIC
 #   - moq-token-cli 0.5.48, binary `moq-token` (moq-dev, crates.io): the
 #     keys and tokens of the auth tests, made as an operator makes them
+#   - moq-relay 0.17.10 (moq-dev, crates.io): the origin a qumo edge dials
+#     in the upstream interop test
 #   - Chromium + playwright-core + @moq/net 0.3.4: tests/browser/install.sh
 # Idempotent; safe to run before every test run.
 set -euo pipefail
@@ -44,6 +46,17 @@ if ! "$CACHE/bin/moq-token" --version 2>/dev/null | grep -q "$MOQ_TOKEN_VERSION"
         "moq-token-cli@$MOQ_TOKEN_VERSION"
 else
     echo "== moq-token-cli $MOQ_TOKEN_VERSION already installed"
+fi
+
+# Like moq-cli, not --locked (its lock file resolves no longer); raw QUIC
+# (`noq`) only, a debug build, its build directory shared with moq-token's.
+MOQ_RELAY_VERSION=0.17.10
+if ! "$CACHE/bin/moq-relay" --version 2>/dev/null | grep -q "$MOQ_RELAY_VERSION"; then
+    echo "== installing moq-relay $MOQ_RELAY_VERSION into $CACHE"
+    CARGO_TARGET_DIR="$CACHE/target" cargo install --debug --root "$CACHE" \
+        "moq-relay@$MOQ_RELAY_VERSION" --no-default-features --features noq
+else
+    echo "== moq-relay $MOQ_RELAY_VERSION already installed"
 fi
 
 if [[ -f tests/browser/install.sh ]]; then

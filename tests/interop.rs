@@ -304,3 +304,80 @@ fn moq_clock_over_the_session_cap_is_refused_before_any_handshake() {
     assert_eq!(relay.count("connection accepted"), 1, "{}", relay.log());
     assert_eq!(relay.count("session refused"), 0, "{}", relay.log());
 }
+
+/// moq-dev's `moq-relay` 0.17.10 as the origin (installed by
+/// `scripts/install-clients.sh`; `QUMO_MOQ_RELAY` names another copy): a
+/// moq-clock publishes there, a qumo edge dials it (`http://`, pinning the
+/// hash moq-relay serves), and a moq-clock on the edge prints the ticks.
+#[test]
+fn a_qumo_edge_under_moq_relay_serves_its_clock() {
+    let port = support::free_port();
+    let origin = format!("127.0.0.1:{port}");
+    let mut moq_relay =
+        std::process::Command::new(support::client_binary("moq-relay", "QUMO_MOQ_RELAY"))
+            .args([
+                "--server-bind",
+                &origin,
+                "--tls-generate",
+                "localhost",
+                "--web-http-listen",
+                &origin,
+                "--auth-public",
+                "",
+            ])
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("moq-relay runs");
+    let origin_log = support::Lines::collect(moq_relay.stderr.take().unwrap());
+    let _kill = KillOnDrop(moq_relay);
+    // Up when its certificate hash is served.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    // Up when its HTTP side (the certificate hash) accepts connections.
+    let served = || std::net::TcpStream::connect(&origin).is_ok();
+    while !served() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "moq-relay did not start:\n{:#?}",
+            origin_log.snapshot()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _publisher = moq_clock(&format!("http://{origin}"), "clock", "publish");
+
+    let edge = Relay::start_with(2, &format!("relay:\n  upstream_url: \"http://{origin}\"\n"));
+    let learned = edge.wait_for_nth_all(
+        &["broadcast=clock", "active=true"],
+        0,
+        Duration::from_secs(20),
+    );
+    assert!(
+        learned.is_some(),
+        "the edge never learned the clock:\n{}\nmoq-relay:\n{:#?}",
+        edge.log(),
+        origin_log.snapshot()
+    );
+    let subscriber = moq_clock(
+        &format!("moql://127.0.0.1:{}", edge.addr.port()),
+        "clock",
+        "subscribe",
+    );
+    let ticks = subscriber.ticks(3, Duration::from_secs(20));
+    assert!(
+        ticks.len() >= 3,
+        "got {ticks:?}; client log:\n{:#?}\nedge log:\n{}",
+        subscriber.stderr.snapshot(),
+        edge.log()
+    );
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
