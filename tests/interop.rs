@@ -316,14 +316,14 @@ fn a_qumo_edge_under_moq_relay_serves_its_clock() {
     let mut moq_relay =
         std::process::Command::new(support::client_binary("moq-relay", "QUMO_MOQ_RELAY"))
             .args([
-                "--server-bind",
+                "--listen",
                 &origin,
-                "--tls-generate",
+                "--listen-tls-generate",
                 "localhost",
                 "--web-http-listen",
                 &origin,
                 "--auth-public",
-                "",
+                "**",
             ])
             .env("NO_COLOR", "1")
             .env("RUST_LOG", "info")
@@ -333,7 +333,6 @@ fn a_qumo_edge_under_moq_relay_serves_its_clock() {
             .expect("moq-relay runs");
     let origin_log = support::Lines::collect(moq_relay.stderr.take().unwrap());
     let _kill = KillOnDrop(moq_relay);
-    // Up when its certificate hash is served.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     // Up when its HTTP side (the certificate hash) accepts connections.
     let served = || std::net::TcpStream::connect(&origin).is_ok();
