@@ -31,6 +31,9 @@ use serde::Deserialize;
 
 use crate::tls::{CertificateSource, PemFile, TlsError};
 
+mod overrides;
+pub use overrides::{Override, ENV_PREFIX, ENV_SEPARATOR};
+
 /// `sysexits.h` `EX_NOINPUT`: an input file did not exist or was not readable.
 pub const EX_NOINPUT: i32 = 66;
 /// `sysexits.h` `EX_CONFIG`: something was found in an unconfigured or
@@ -89,6 +92,22 @@ pub struct ServerConfig {
     /// How long graceful shutdown may take before connections are dropped.
     #[serde(deserialize_with = "de::duration")]
     pub shutdown_timeout: Duration,
+    /// The Go qumo-relay's `server.tls.cert_file` / `server.tls.key_file`;
+    /// moved to `tls.*` when the file is loaded, so always `None` after.
+    #[serde(rename = "tls")]
+    go_tls: Option<GoServerTls>,
+    /// The Go qumo-relay's flat `server.cert_file`; moved like `go_tls`.
+    cert_file: Option<PathBuf>,
+    /// The Go qumo-relay's flat `server.key_file`; moved like `go_tls`.
+    key_file: Option<PathBuf>,
+}
+
+/// `server.tls.*` in the Go qumo-relay's layout.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct GoServerTls {
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -101,6 +120,9 @@ impl Default for ServerConfig {
             gso: true,
             socket_buffer_bytes: 8 * MIB,
             shutdown_timeout: Duration::from_secs(2),
+            go_tls: None,
+            cert_file: None,
+            key_file: None,
         }
     }
 }
@@ -304,8 +326,21 @@ const MIN_TRACKED_IPS: usize = 16;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RelayConfig {
-    /// Newest groups kept per track for late joiners. >= 1.
+    /// Newest groups kept per track for late joiners. >= 1. The Go
+    /// qumo-relay's `MaxGroupCache` is an alias.
+    #[serde(alias = "MaxGroupCache")]
     pub group_cache_size: usize,
+    /// Bytes reserved up front for a frame that arrives in several pieces; a
+    /// larger frame's buffer grows as its bytes arrive, so memory follows
+    /// what the peer has sent rather than what it declared.
+    /// 0 ..= `max_frame_size`. The Go qumo-relay's `FrameCapacity` (its
+    /// initial frame buffer size) is an alias.
+    #[serde(alias = "FrameCapacity", deserialize_with = "de::bytes")]
+    pub frame_capacity: u64,
+    /// An upstream relay to pull broadcasts from (Go qumo-relay key). Empty
+    /// or absent means none; any other value is refused until upstream
+    /// relaying exists.
+    pub upstream_url: Option<String>,
     /// Sessions open at once, whole relay. >= 1.
     pub max_sessions: usize,
     /// Subscriptions one session may hold. >= 1.
@@ -359,6 +394,8 @@ impl Default for RelayConfig {
     fn default() -> Self {
         Self {
             group_cache_size: 3,
+            frame_capacity: 64 * KIB,
+            upstream_url: None,
             max_sessions: 10_000,
             max_subscriptions_per_session: 1024,
             max_announce_prefix_len: 1024,
@@ -454,6 +491,7 @@ pub struct AdminConfig {
     pub address: Option<SocketAddr>,
 }
 
+const KIB: u64 = 1024;
 const MIB: u64 = 1024 * 1024;
 
 /// Why a configuration was refused. Every message names the file and, where
@@ -519,6 +557,34 @@ fn at(location: Option<(usize, usize)>) -> String {
 }
 
 impl ConfigError {
+    /// The dotted key this error is about, if it is about one.
+    fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::UnknownKey { key, .. } | ConfigError::BadValue { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+
+    /// The same error, naming `source` (an environment variable, a flag)
+    /// instead of the file.
+    fn from_source(self, source: &str) -> Self {
+        match self {
+            ConfigError::UnknownKey { key, reason, .. } => ConfigError::UnknownKey {
+                file: source.to_string(),
+                key,
+                reason,
+                location: None,
+            },
+            ConfigError::BadValue { key, reason, .. } => ConfigError::BadValue {
+                file: source.to_string(),
+                key,
+                reason,
+                location: None,
+            },
+            other => other,
+        }
+    }
+
     /// The process exit code for this error: [`EX_NOINPUT`] (66) when an
     /// input file is missing or unreadable, [`EX_CONFIG`] (78) otherwise.
     pub fn exit_code(&self) -> i32 {
@@ -577,41 +643,128 @@ impl ConfigError {
 impl Config {
     /// Read, parse and validate the configuration file at `path`.
     pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
+        Self::load_with(path, &[])
+    }
+
+    /// As [`Config::load`], with `overrides` (environment variables, flags)
+    /// laid over the file in order, the last one for a key winning.
+    pub fn load_with(
+        path: impl AsRef<Path>,
+        overrides: &[Override],
+    ) -> Result<Config, ConfigError> {
         let path = path.as_ref();
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
             file: file.clone(),
             source,
         })?;
-        Self::from_yaml_str(&text, &file)
+        Self::from_yaml_str_with(&text, &file, overrides)
     }
 
     /// Parse and validate YAML text; `file` only names the source in errors.
     pub fn from_yaml_str(text: &str, file: &str) -> Result<Config, ConfigError> {
+        Self::from_yaml_str_with(text, file, &[])
+    }
+
+    /// As [`Config::from_yaml_str`], with `overrides` laid over the text. An
+    /// error about an overridden key names the override, not `file`.
+    pub fn from_yaml_str_with(
+        text: &str,
+        file: &str,
+        overrides: &[Override],
+    ) -> Result<Config, ConfigError> {
         // Parse as plain YAML first: a failure here is a syntax error, which
         // the typed pass below could not tell apart from a bad value.
-        let value: serde_yaml::Value =
+        let mut value: serde_yaml::Value =
             serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax {
                 file: file.to_string(),
                 location: location(&e),
                 reason: strip_location(e.to_string(), &e),
             })?;
-        // An empty file (or one holding only comments) is all defaults.
-        if value.is_null() {
-            return Ok(Config::default());
-        }
-        let config: Config =
+        let attribute = |e: ConfigError| {
+            let key = e.key().unwrap_or_default();
+            // An unknown section names only itself; the override that
+            // brought it in names a key inside it.
+            let unknown = matches!(e, ConfigError::UnknownKey { .. });
+            let found = overrides
+                .iter()
+                .rev()
+                .find(|o| o.covers(key) || (unknown && o.lies_in(key)));
+            match found {
+                Some(o) => e.from_source(&o.source),
+                None => e,
+            }
+        };
+        let mut config: Config = if overrides.is_empty() {
+            // An empty file (or one holding only comments) is all defaults.
+            if value.is_null() {
+                return Ok(Config::default());
+            }
+            // From the text, so that errors carry their line and column.
             serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text))
-                .map_err(|e| classify(file, e))?;
+                .map_err(|e| classify(file, e))?
+        } else {
+            for o in overrides {
+                o.apply(&mut value)?;
+            }
+            serde_path_to_error::deserialize(value.clone())
+                .map_err(|e| attribute(classify(file, e)))?
+        };
+        let tls_section = value.get("tls").is_some_and(|t| !t.is_null());
         config
-            .validate()
-            .map_err(|(key, reason)| ConfigError::BadValue {
-                file: file.to_string(),
-                key: key.to_string(),
-                reason,
-                location: None,
+            .adopt_go_layout(tls_section)
+            .and_then(|()| config.validate())
+            .map_err(|(key, reason)| {
+                attribute(ConfigError::BadValue {
+                    file: file.to_string(),
+                    key: key.to_string(),
+                    reason,
+                    location: None,
+                })
             })?;
         Ok(config)
+    }
+
+    /// Read the Go qumo-relay's layout as qumo's own: its empty
+    /// `relay.upstream_url` means none, and its certificate keys
+    /// (`server.tls.cert_file`, or the flat `server.cert_file`, with their
+    /// `key_file`) move to `tls.*`, where validation and TLS set-up read
+    /// them. `tls_section` says whether the file has a `tls` section of its
+    /// own, which would then set the certificate twice.
+    fn adopt_go_layout(&mut self, tls_section: bool) -> Result<(), (&'static str, String)> {
+        if self.relay.upstream_url.as_deref() == Some("") {
+            self.relay.upstream_url = None;
+        }
+        let s = &mut self.server;
+        let flat = (s.cert_file.take(), s.key_file.take());
+        let (cert_file, key_file, written_as) = match (s.go_tls.take(), flat) {
+            (None, (None, None)) => return Ok(()),
+            (Some(_), (Some(_), _) | (_, Some(_))) => {
+                return Err((
+                    "server.cert_file",
+                    "the certificate is set twice: use server.tls.cert_file/key_file or \
+                     server.cert_file/key_file, not both"
+                        .into(),
+                ))
+            }
+            (Some(nested), _) => (nested.cert_file, nested.key_file, "server.tls"),
+            (None, (cert_file, key_file)) => (cert_file, key_file, "server"),
+        };
+        if tls_section {
+            return Err((
+                "tls",
+                format!(
+                    "the certificate is set twice: {written_as}.cert_file/key_file (the Go \
+                     qumo-relay layout) and the tls section; keep one"
+                ),
+            ));
+        }
+        self.tls = TlsConfig {
+            cert_file,
+            key_file,
+            generate: None,
+        };
+        Ok(())
     }
 
     /// Check ranges and relations between keys. On failure, returns the dotted
@@ -808,6 +961,21 @@ impl Config {
                 )
             },
         )?;
+        check(
+            r.frame_capacity <= r.max_frame_size,
+            "relay.frame_capacity",
+            || {
+                format!(
+                    "{} is out of range 0 ..= relay.max_frame_size ({}): no frame needs a larger buffer",
+                    r.frame_capacity, r.max_frame_size
+                )
+            },
+        )?;
+        check(r.upstream_url.is_none(), "relay.upstream_url", || {
+            "relaying from an upstream server is not supported yet (see the upstream issue); \
+                 leave it empty or remove it"
+                .into()
+        })?;
         for (key, value) in [
             (
                 "relay.max_buffered_frame_bytes_per_session",

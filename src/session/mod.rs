@@ -118,7 +118,13 @@ impl Session {
     }
 
     fn reader(&self, stream: qumo_shards::RecvStream, leftover: Bytes) -> StreamReader {
-        StreamReader::new(stream, leftover, self.version, self.limits())
+        StreamReader::new(
+            stream,
+            leftover,
+            self.version,
+            self.limits(),
+            self.shard.settings.frame_capacity,
+        )
     }
 
     /// Encode `msg` after an optional stream type into one buffer.
