@@ -567,7 +567,7 @@ impl ConfigError {
 
     /// The same error, naming `source` (an environment variable, a flag)
     /// instead of the file.
-    fn from_source(self, source: &str) -> Self {
+    fn attributed_to(self, source: &str) -> Self {
         match self {
             ConfigError::UnknownKey { key, reason, .. } => ConfigError::UnknownKey {
                 file: source.to_string(),
@@ -691,7 +691,7 @@ impl Config {
                 .rev()
                 .find(|o| o.covers(key) || (unknown && o.lies_in(key)));
             match found {
-                Some(o) => e.from_source(&o.source),
+                Some(o) => e.attributed_to(&o.source),
                 None => e,
             }
         };

@@ -105,6 +105,19 @@ fn main() -> ExitCode {
         Ok(tls) => tls,
         Err(e) => return fail(&e, e.exit_code()),
     };
+    let reloader = match (&tls.rotating, &config.tls.cert_file, &config.tls.key_file) {
+        (Some(rotating), Some(cert_file), Some(key_file)) => {
+            Some(qumo::tls_reload::CertificateReloader::new(
+                cert_file.clone(),
+                key_file.clone(),
+                rotating.clone(),
+            ))
+        }
+        _ => None,
+    };
+    if let Err(e) = qumo::tls_reload::watch(reloader, qumo::tls_reload::WATCH_INTERVAL) {
+        return fail(format_args!("cannot install the SIGHUP handler: {e}"), 1);
+    }
     let runtime_config = config.runtime_config(tls.config);
     tracing::debug!(?runtime_config, "runtime configuration");
 

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use qumo_shards::{Connection, Runtime, RuntimeConfig, RuntimeError, ShardContext};
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
 use crate::lite::{SessionCode, Version};
@@ -74,6 +74,11 @@ pub fn run(
         steering = ?runtime.steering(),
         "qumo-relay listening"
     );
+    // systemd (Type=notify): ready now, since Runtime::start returns only
+    // once every shard listens. Without NOTIFY_SOCKET this does nothing.
+    if let Err(error) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        warn!(%error, "cannot tell the service manager the relay is ready (NOTIFY_SOCKET)");
+    }
     runtime.wait();
     info!("qumo-relay stopped");
     Ok(())
