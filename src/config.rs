@@ -705,7 +705,13 @@ impl Config {
                 .map_err(|e| classify(file, e))?
         } else {
             for o in overrides {
-                o.apply(&mut value)?;
+                o.apply(&mut value)
+                    .map_err(|reason| ConfigError::UnknownKey {
+                        file: o.source.clone(),
+                        key: o.key.clone(),
+                        reason,
+                        location: None,
+                    })?;
             }
             serde_path_to_error::deserialize(value.clone())
                 .map_err(|e| attribute(classify(file, e)))?

@@ -8,8 +8,6 @@
 
 use serde_yaml::{Mapping, Value};
 
-use super::ConfigError;
-
 /// Environment variables that set configuration keys start with this.
 pub const ENV_PREFIX: &str = "QUMO_";
 
@@ -86,16 +84,12 @@ impl Override {
             .is_some_and(|rest| rest.starts_with('.'))
     }
 
-    /// Set this key in `root`, a parsed configuration file.
-    pub(super) fn apply(&self, root: &mut Value) -> Result<(), ConfigError> {
+    /// Set this key in `root`, a parsed configuration file; the reason
+    /// when the key is not one.
+    pub(super) fn apply(&self, root: &mut Value) -> Result<(), String> {
         let parts: Vec<&str> = self.key.split('.').collect();
         if parts.iter().any(|p| p.is_empty()) {
-            return Err(ConfigError::UnknownKey {
-                file: self.source.clone(),
-                key: self.key.clone(),
-                reason: "not a configuration key such as relay.group_cache_size".into(),
-                location: None,
-            });
+            return Err("not a configuration key such as relay.group_cache_size".into());
         }
         let mut node = root;
         for part in &parts {

@@ -908,3 +908,14 @@ fn a_bad_environment_value_is_an_error_naming_the_variable() {
         "{err}"
     );
 }
+
+#[test]
+fn a_flag_that_names_no_key_is_refused_naming_the_flag() {
+    let overrides = [Override::from_flag("relay..frame_capacity=1").unwrap()];
+    let err = Config::from_yaml_str_with("", FILE, &overrides).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("--set relay..frame_capacity: relay..frame_capacity: unknown key"),
+        "{err}"
+    );
+}
