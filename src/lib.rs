@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod model;
 pub mod origin;
 pub mod relay;
+pub mod router;
 pub mod session;
 pub mod shard;
 pub mod task;

@@ -14,6 +14,8 @@
 //! 4. A shard whose last local subscriber left sends
 //!    [`ShardMessage::Unsubscribe`]; when no shard is left the owner sends
 //!    [`ShardMessage::UpstreamCancel`].
+//!
+//! `crate::router` implements this protocol, one router per shard.
 
 use std::sync::Arc;
 
@@ -69,6 +71,14 @@ pub enum ShardMessage {
     },
     /// From the owner: nobody wants `hub`'s track any more.
     UpstreamCancel { publisher: SessionRef, hub: HubRef },
+    /// From the owner to the publisher's shard: the group `sequence` outgrew
+    /// the track cache; stop reading its stream (STOP_SENDING `code`).
+    StopGroup {
+        publisher: SessionRef,
+        hub: HubRef,
+        sequence: u64,
+        code: StreamCode,
+    },
     /// Media for a hub (publisher -> owner) or for a replica (owner -> shard).
     Media { hub: HubRef, event: MediaEvent },
 }
@@ -108,9 +118,12 @@ impl ShardMessage {
 /// unbounded, and a shard that falls behind must slow publishers down
 /// (their QUIC flow control then holds them back) rather than queue without
 /// limit.
+///
+/// It also counts the messages waiting, the inbox's depth.
 #[derive(Debug)]
 pub struct MeshBacklog {
     bytes: Vec<std::sync::atomic::AtomicU64>,
+    messages: Vec<std::sync::atomic::AtomicU64>,
 }
 
 impl Default for MeshBacklog {
@@ -118,25 +131,41 @@ impl Default for MeshBacklog {
         // One slot per possible shard (the index is one byte).
         Self {
             bytes: (0..256).map(|_| Default::default()).collect(),
+            messages: (0..256).map(|_| Default::default()).collect(),
         }
     }
 }
 
+fn saturating_sub(slot: &std::sync::atomic::AtomicU64, n: u64) {
+    let _ = slot.fetch_update(
+        std::sync::atomic::Ordering::Relaxed,
+        std::sync::atomic::Ordering::Relaxed,
+        |v| Some(v.saturating_sub(n)),
+    );
+}
+
 impl MeshBacklog {
+    /// One message of `bytes` (its weight) entered `shard`'s inbox.
     pub fn add(&self, shard: usize, bytes: u64) {
-        if let Some(slot) = self.bytes.get(shard) {
+        if let (Some(slot), Some(count)) = (self.bytes.get(shard), self.messages.get(shard)) {
             slot.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
+    /// One message of `bytes` left `shard`'s inbox.
     pub fn sub(&self, shard: usize, bytes: u64) {
-        if let Some(slot) = self.bytes.get(shard) {
-            let _ = slot.fetch_update(
-                std::sync::atomic::Ordering::Relaxed,
-                std::sync::atomic::Ordering::Relaxed,
-                |v| Some(v.saturating_sub(bytes)),
-            );
+        if let (Some(slot), Some(count)) = (self.bytes.get(shard), self.messages.get(shard)) {
+            saturating_sub(slot, bytes);
+            saturating_sub(count, 1);
         }
+    }
+
+    /// Messages waiting in `shard`'s inbox.
+    pub fn messages(&self, shard: usize) -> u64 {
+        self.messages
+            .get(shard)
+            .map_or(0, |slot| slot.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     pub fn get(&self, shard: usize) -> u64 {
@@ -176,5 +205,9 @@ mod backlog_tests {
         assert_eq!(backlog.max(2), 10);
         backlog.add(999, 1);
         assert_eq!(backlog.get(999), 0, "out of range is ignored");
+        assert_eq!(backlog.messages(0), 1);
+        assert_eq!(backlog.messages(1), 0, "the depth never goes negative");
+        backlog.sub(1, 1);
+        assert_eq!(backlog.messages(1), 0);
     }
 }

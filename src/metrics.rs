@@ -109,6 +109,13 @@ relay_stats! {
     media_paused_for_mesh: Counter,
     /// Bytes of messages waiting in this shard's inbox (frames by payload).
     mesh_backlog_bytes: Gauge,
+    /// Messages waiting in this shard's inbox (its depth).
+    mesh_inbox_messages: Gauge,
+    /// Groups this owner did not send to a shard whose inbox held more than
+    /// half of relay.max_mesh_backlog (reset TOO_FAR_BEHIND there instead).
+    mesh_groups_dropped: Counter,
+    /// Groups this owner stopped for outgrowing relay.max_cached_bytes_per_track.
+    groups_stopped_too_large: Counter,
     /// Session states in memory: open, or ended with tasks still finishing. Staying above sessions_open after peers left means a task outlived its session.
     session_states_alive: Gauge,
     /// Announce listeners (peers' ANNOUNCE_REQUEST streams) open on this shard.

@@ -107,6 +107,17 @@ pub enum MediaEvent {
 }
 
 impl MediaEvent {
+    /// The group this event belongs to, if it belongs to one.
+    pub fn sequence(&self) -> Option<u64> {
+        match self {
+            MediaEvent::Group { sequence }
+            | MediaEvent::Frame { sequence, .. }
+            | MediaEvent::GroupEnd { sequence }
+            | MediaEvent::GroupReset { sequence, .. } => Some(*sequence),
+            MediaEvent::Properties(_) | MediaEvent::TrackEnd { .. } => None,
+        }
+    }
+
     /// The publisher ended the track (`None` cleanly, else with a code);
     /// groups it left open are cancelled.
     pub fn track_end(code: Option<StreamCode>) -> Self {

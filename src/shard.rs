@@ -1,28 +1,27 @@
-//! One shard's relay state: the announce table, the hubs of the tracks it
-//! owns, the replicas of the tracks its subscribers read, and its sessions.
-//! Everything here is touched by this shard's thread only; other shards
-//! reach it through [`ShardMessage`]s, handled in arrival order.
+//! One shard: its track router (`crate::router`, the announce table, hubs,
+//! replicas), the mesh that carries the router's messages, and the inboxes
+//! that carry its commands to this shard's sessions. Everything here is
+//! touched by this shard's thread only; other shards reach it through
+//! [`ShardMessage`]s, handled in arrival order.
 
-use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
-use std::hash::{Hash, Hasher};
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use qumo_shards::ShardContext;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::config::Config;
-use crate::lite::{Limits, StreamCode};
-use crate::message::{
-    GroupSnapshot, HubRef, MediaEvent, MeshBacklog, SessionRef, ShardMessage, TrackKey,
-};
+use crate::lite::Limits;
+use crate::message::{HubRef, MediaEvent, MeshBacklog, SessionRef, ShardMessage, TrackKey};
 use crate::metrics::RelayStats;
-use crate::origin::{Listener, Origin, Page};
-use crate::session::Session;
+use crate::origin::{Listener, Page};
+use crate::router::{owner_of, Output, Router, RouterConfig, SessionCommand};
 use crate::task::Signal;
-use crate::track::{GroupState, TrackReplica, TrackState};
+use crate::track::TrackReplica;
 
 /// How often a paused publisher looks at the mesh backlog again. Pauses
 /// happen only under overload, so a short poll is cheaper than a wake-up
@@ -76,18 +75,6 @@ impl Settings {
             max_mesh_backlog: r.max_mesh_backlog,
         }
     }
-}
-
-/// The owner's side of a track: the upstream subscription and the shards
-/// that receive its media.
-struct Hub {
-    key: TrackKey,
-    /// The owner's cache, which is also its local subscribers' replica.
-    replica: Rc<TrackReplica>,
-    /// Other shards with subscribers; each gets every event once.
-    /// Each with the token of its current replica.
-    shards: BTreeMap<usize, u64>,
-    publisher: SessionRef,
 }
 
 /// How a shard reaches the others: the runtime's mesh, or in tests an
@@ -145,6 +132,42 @@ impl Mesh for Rc<Loopback> {
     }
 }
 
+/// A session's side of the router's commands: a queue the shard fills and
+/// the session's own task drains ([`SessionInbox::poll_next`]), so the
+/// shard never calls into a session.
+#[derive(Default)]
+pub struct SessionInbox {
+    queue: RefCell<VecDeque<SessionCommand>>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl SessionInbox {
+    fn push(&self, command: SessionCommand) {
+        self.queue.borrow_mut().push_back(command);
+        if let Some(waker) = self.waker.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+
+    /// The next command, or `Pending` until one comes.
+    pub fn poll_next(&self, cx: &mut Context<'_>) -> Poll<SessionCommand> {
+        let next = self.queue.borrow_mut().pop_front();
+        match next {
+            Some(command) => Poll::Ready(command),
+            None => {
+                *self.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+
+    fn take_all(&self) -> Vec<SessionCommand> {
+        self.queue.borrow_mut().drain(..).collect()
+    }
+}
+
+/// One shard: its [`Router`] and what moves the router's output, onto the
+/// mesh and into this shard's sessions.
 pub struct Shard {
     mesh: Box<dyn Mesh>,
     /// Raised when the relay starts shutting down.
@@ -156,14 +179,10 @@ pub struct Shard {
     backlog: Arc<MeshBacklog>,
     /// This relay's hop id in announce chains (the same on every shard).
     pub hop: u64,
-    origin: RefCell<Origin>,
-    hubs: RefCell<HashMap<u64, Hub>>,
-    hub_ids: RefCell<HashMap<TrackKey, u64>>,
-    next_hub: Cell<u64>,
-    next_token: Cell<u64>,
-    replicas: RefCell<HashMap<TrackKey, Rc<TrackReplica>>>,
-    attached: RefCell<HashMap<HubRef, Rc<TrackReplica>>>,
-    sessions: RefCell<HashMap<u64, Rc<Session>>>,
+    /// Borrowed for one router call at a time, never across a call that
+    /// may come back here: its output is moved after the borrow ends.
+    router: RefCell<Router>,
+    inboxes: RefCell<HashMap<u64, Rc<SessionInbox>>>,
 }
 
 impl Shard {
@@ -174,6 +193,20 @@ impl Shard {
         stats: Arc<RelayStats>,
         backlog: Arc<MeshBacklog>,
     ) -> Self {
+        let config = RouterConfig {
+            index: mesh.index(),
+            shard_count: mesh.shard_count(),
+            group_cache_size: settings.group_cache_size,
+            max_cached_bytes_per_track: settings.max_cached_bytes_per_track,
+            max_announce_backlog: settings.max_announce_backlog,
+        };
+        // Whole groups are dropped for a shard past half the bound; the
+        // publisher pause (`mesh_clear`) stays the last resort at the bound.
+        let lagging = {
+            let (backlog, bound) = (backlog.clone(), settings.max_mesh_backlog / 2);
+            Box::new(move |shard| backlog.get(shard) > bound)
+        };
+        let router = Router::new(config, stats.clone(), lagging);
         Self {
             mesh,
             shutdown: Signal::default(),
@@ -181,14 +214,8 @@ impl Shard {
             stats,
             backlog,
             hop,
-            origin: RefCell::new(Origin::default()),
-            hubs: RefCell::new(HashMap::new()),
-            hub_ids: RefCell::new(HashMap::new()),
-            next_hub: Cell::new(0),
-            next_token: Cell::new(0),
-            replicas: RefCell::new(HashMap::new()),
-            attached: RefCell::new(HashMap::new()),
-            sessions: RefCell::new(HashMap::new()),
+            router: RefCell::new(router),
+            inboxes: RefCell::new(HashMap::new()),
         }
     }
 
@@ -210,10 +237,10 @@ impl Shard {
                 let message = std::future::poll_fn(|cx| {
                     let next = loopback.queue.borrow_mut().pop_front();
                     match next {
-                        Some(message) => std::task::Poll::Ready(message),
+                        Some(message) => Poll::Ready(message),
                         None => {
                             *loopback.waker.borrow_mut() = Some(cx.waker().clone());
-                            std::task::Poll::Pending
+                            Poll::Pending
                         }
                     }
                 })
@@ -244,9 +271,46 @@ impl Shard {
 
     /// The shard that owns `key`'s hub. A fixed hash, so every shard agrees.
     pub fn owner(&self, key: &TrackKey) -> usize {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        key.hash(&mut hasher);
-        (hasher.finish() % self.shard_count() as u64) as usize
+        owner_of(key, self.shard_count())
+    }
+
+    /// Run one router call, then move what it asked for.
+    fn route<R>(&self, call: impl FnOnce(&mut Router) -> R) -> R {
+        let result = call(&mut self.router.borrow_mut());
+        self.flush();
+        result
+    }
+
+    /// Move the router's output onto the mesh and into the sessions' inboxes.
+    fn flush(&self) {
+        loop {
+            let output = self.router.borrow_mut().take_output();
+            if output.is_empty() {
+                return;
+            }
+            for output in output {
+                match output {
+                    Output::Send { to, message } => self.post(to, message),
+                    Output::Session { session, command } => self.deliver(session.id, command),
+                }
+            }
+        }
+    }
+
+    fn deliver(&self, session: u64, command: SessionCommand) {
+        let inbox = self.inboxes.borrow().get(&session).cloned();
+        match inbox {
+            Some(inbox) => inbox.push(command),
+            None => self.undelivered(command),
+        }
+    }
+
+    /// A command for a session that is gone: an upstream it will never
+    /// open ends as if its publisher left.
+    fn undelivered(&self, command: SessionCommand) {
+        if let SessionCommand::SubscribeUpstream { hub, .. } = command {
+            self.router.borrow_mut().to_hub(hub, MediaEvent::vanished());
+        }
     }
 
     fn post(&self, to: usize, message: ShardMessage) {
@@ -277,68 +341,41 @@ impl Shard {
 
     // --- sessions -------------------------------------------------------
 
-    pub fn register_session(&self, session: Rc<Session>) {
-        self.sessions.borrow_mut().insert(session.id.id, session);
-        self.count_state();
+    /// `session` opened: the router's commands for it queue in the inbox
+    /// returned, which the session drains.
+    pub fn register_session(&self, session: SessionRef) -> Rc<SessionInbox> {
+        let inbox = Rc::new(SessionInbox::default());
+        self.inboxes.borrow_mut().insert(session.id, inbox.clone());
+        self.route(|router| router.register_session(session.id));
+        inbox
     }
 
-    pub fn unregister_session(&self, session: &Rc<Session>) {
-        self.sessions.borrow_mut().remove(&session.id.id);
-        self.count_state();
-        session.end_upstreams();
-    }
-
-    /// Mirror the size of every table into its gauge; called wherever one
-    /// changes, so that state left behind by a departed peer shows.
-    fn count_state(&self) {
-        let stats = &self.stats;
-        let origin = self.origin.borrow();
-        stats.sessions_open.set(self.sessions.borrow().len() as u64);
-        stats
-            .announce_listeners_open
-            .set(origin.listener_count() as u64);
-        stats
-            .broadcasts_announced
-            .set(origin.broadcast_count() as u64);
-        stats.hubs_open.set(self.hubs.borrow().len() as u64);
-        stats
-            .track_replicas_open
-            .set(self.replicas.borrow().len() as u64);
-        stats
-            .hub_attachments_open
-            .set(self.attached.borrow().len() as u64);
+    /// `session` closed; commands it never read are answered for it.
+    pub fn unregister_session(&self, session: SessionRef) {
+        let inbox = self.inboxes.borrow_mut().remove(&session.id);
+        self.router.borrow_mut().unregister_session(session.id);
+        for command in inbox.map(|inbox| inbox.take_all()).unwrap_or_default() {
+            self.undelivered(command);
+        }
+        self.flush();
     }
 
     // --- announcements --------------------------------------------------
 
     /// Tell every shard (this one included) that `path` is (in)active.
     pub fn announce(&self, path: &str, publisher: SessionRef, hops: Arc<[u64]>, active: bool) {
-        let path: Arc<str> = Arc::from(path);
-        for shard in 0..self.shard_count() {
-            self.post(
-                shard,
-                ShardMessage::Announce {
-                    path: path.clone(),
-                    publisher,
-                    hops: hops.clone(),
-                    active,
-                },
-            );
-        }
+        self.route(|router| router.announce(path, publisher, hops, active))
     }
 
     pub fn publisher_of(&self, broadcast: &str) -> Option<SessionRef> {
-        self.origin.borrow().publisher(broadcast)
+        self.router.borrow().publisher_of(broadcast)
     }
 
     pub fn listen(&self, prefix: &str, session: SessionRef) -> (u64, Rc<Listener>) {
-        let backlog = self.settings.max_announce_backlog;
-        let listening = self.origin.borrow_mut().listen(prefix, session, backlog);
-        self.count_state();
-        listening
+        self.route(|router| router.listen(prefix, session))
     }
 
-    /// A page of the announce table; see [`Origin::page`].
+    /// A page of the announce table; see [`crate::origin::Origin::page`].
     pub fn announced_page(
         &self,
         prefix: &str,
@@ -346,16 +383,17 @@ impl Shard {
         after: Option<&str>,
         limit: usize,
     ) -> Page {
-        self.origin.borrow().page(prefix, session, after, limit)
+        self.router
+            .borrow()
+            .announced_page(prefix, session, after, limit)
     }
 
     pub fn count_announced(&self, prefix: &str, session: SessionRef) -> usize {
-        self.origin.borrow().count_active(prefix, session)
+        self.router.borrow().count_announced(prefix, session)
     }
 
     pub fn unlisten(&self, id: u64) {
-        self.origin.borrow_mut().unlisten(id);
-        self.count_state();
+        self.route(|router| router.unlisten(id))
     }
 
     // --- subscriber side ------------------------------------------------
@@ -363,77 +401,12 @@ impl Shard {
     /// The local replica of `key`, asking the owner for the track if this
     /// shard has none yet.
     pub fn subscribe_local(&self, key: &TrackKey) -> Rc<TrackReplica> {
-        // Each borrow is its own statement: one held in an `if let`
-        // condition lives through the body, where a nested borrow_mut of
-        // the same cell would panic the shard.
-        let existing = self.replicas.borrow().get(key).cloned();
-        if let Some(replica) = existing {
-            if !matches!(replica.state(), TrackState::Ended(_)) {
-                return replica;
-            }
-        }
-        let owner = self.owner(key);
-        // On the owner, a live hub's cache is the replica.
-        if owner == self.index() {
-            let id = self.hub_ids.borrow().get(key).copied();
-            let hub_replica = id.and_then(|id| Some(self.hubs.borrow().get(&id)?.replica.clone()));
-            if let Some(replica) = hub_replica {
-                self.replicas
-                    .borrow_mut()
-                    .insert(key.clone(), replica.clone());
-                self.count_state();
-                return replica;
-            }
-        }
-        let replica = self.new_replica(key);
-        self.replicas
-            .borrow_mut()
-            .insert(key.clone(), replica.clone());
-        self.count_state();
-        self.post(
-            owner,
-            ShardMessage::Subscribe {
-                key: key.clone(),
-                from: self.index(),
-                token: replica.token,
-            },
-        );
-        replica
+        self.route(|router| router.subscribe_local(key))
     }
 
     /// The last local subscriber of `replica` left.
     pub fn release_local(&self, key: &TrackKey, replica: &Rc<TrackReplica>) {
-        // Its attachment goes first, even when the replica was replaced: an
-        // ended replica's entry would otherwise stay, with its groups, for
-        // as long as the shard runs (found by tests/session_fuzz.rs).
-        self.attached
-            .borrow_mut()
-            .retain(|_, r| !Rc::ptr_eq(r, replica));
-        self.count_state();
-        {
-            let mut replicas = self.replicas.borrow_mut();
-            match replicas.get(key) {
-                Some(current) if Rc::ptr_eq(current, replica) => {
-                    replicas.remove(key);
-                }
-                // Already replaced (the track ended and a new one started).
-                _ => return,
-            }
-        }
-        self.count_state();
-        let owner = self.owner(key);
-        if owner == self.index() {
-            self.hub_maybe_idle(key);
-        } else {
-            self.post(
-                owner,
-                ShardMessage::Unsubscribe {
-                    key: key.clone(),
-                    from: self.index(),
-                    token: replica.token,
-                },
-            );
-        }
+        self.route(|router| router.release_local(key, replica))
     }
 
     // --- publisher side -------------------------------------------------
@@ -446,306 +419,23 @@ impl Shard {
     // --- messages -------------------------------------------------------
 
     pub fn handle(&self, message: ShardMessage) {
-        self.backlog.sub(self.index(), message.weight());
-        self.stats
-            .mesh_backlog_bytes
-            .set(self.backlog.get(self.index()));
-        match message {
-            ShardMessage::Announce {
-                path,
-                publisher,
-                hops,
-                active,
-            } => {
-                self.origin
-                    .borrow_mut()
-                    .update(&path, publisher, hops, active);
-                self.count_state();
-            }
-            ShardMessage::Subscribe { key, from, token } => self.hub_subscribe(key, from, token),
-            ShardMessage::Unsubscribe { key, from, token } => {
-                let id = self.hub_ids.borrow().get(&key).copied();
-                if let Some(id) = id {
-                    if let Some(hub) = self.hubs.borrow_mut().get_mut(&id) {
-                        // Only the replica it names: that shard may have
-                        // subscribed again since.
-                        if hub.shards.get(&from) == Some(&token) {
-                            hub.shards.remove(&from);
-                        }
-                    }
-                }
-                self.hub_maybe_idle(&key);
-            }
-            ShardMessage::Attached {
-                key,
-                token,
-                hub,
-                properties,
-                groups,
-                ended,
-            } => self.attached(key, token, hub, properties, groups, ended),
-            ShardMessage::Upstream {
-                key,
-                publisher,
-                hub,
-            } => {
-                let session = self.sessions.borrow().get(&publisher.id).cloned();
-                match session {
-                    Some(session) => session.subscribe_upstream(key, hub),
-                    None => self.to_hub(hub, MediaEvent::track_end(Some(StreamCode::NOT_FOUND))),
-                }
-            }
-            ShardMessage::UpstreamCancel { publisher, hub } => {
-                let session = self.sessions.borrow().get(&publisher.id).cloned();
-                if let Some(session) = session {
-                    session.cancel_upstream(hub);
-                }
-            }
-            ShardMessage::Media { hub, event } => self.media(hub, event),
-        }
-    }
-
-    fn new_replica(&self, key: &TrackKey) -> Rc<TrackReplica> {
-        let token = self.next_token.get();
-        self.next_token.set(token + 1);
-        Rc::new(TrackReplica::new(
-            key.clone(),
-            token,
-            self.settings.group_cache_size,
-            self.settings.max_cached_bytes_per_track,
-        ))
-    }
-
-    /// Owner: shard `from` wants `key`.
-    fn hub_subscribe(&self, key: TrackKey, from: usize, token: u64) {
         let me = self.index();
-        // Our own subscriber left before this message was handled.
-        if from == me && !self.replicas.borrow().contains_key(&key) {
-            return;
-        }
-        let existing = self.hub_ids.borrow().get(&key).copied();
-        let id = match existing {
-            Some(id) => id,
-            None => {
-                let Some(publisher) = self.publisher_of(&key.broadcast) else {
-                    return self.refuse(key, from, token, StreamCode::NOT_FOUND);
-                };
-                let id = self.next_hub.get();
-                self.next_hub.set(id + 1);
-                let replica = self.replicas.borrow().get(&key).cloned();
-                let replica = replica.unwrap_or_else(|| self.new_replica(&key));
-                replica.attach(None);
-                debug!(shard = me, track = %key, hub = id, ?publisher, "hub created");
-                self.hubs.borrow_mut().insert(
-                    id,
-                    Hub {
-                        key: key.clone(),
-                        replica,
-                        shards: BTreeMap::new(),
-                        publisher,
-                    },
-                );
-                self.hub_ids.borrow_mut().insert(key.clone(), id);
-                self.count_state();
-                self.post(
-                    publisher.shard,
-                    ShardMessage::Upstream {
-                        key: key.clone(),
-                        publisher,
-                        hub: HubRef { owner: me, id },
-                    },
-                );
-                id
-            }
-        };
-        if from == me {
-            return;
-        }
-        let mut hubs = self.hubs.borrow_mut();
-        let Some(hub) = hubs.get_mut(&id) else {
-            warn!(track = %key, hub = id, "hub id without a hub; subscribe dropped (a relay bug)");
-            return;
-        };
-        // A repeat for the same replica needs no second snapshot; a new
-        // token (that shard subscribed again) gets one.
-        if hub.shards.insert(from, token) == Some(token) {
-            return;
-        }
-        let groups = hub
-            .replica
-            .groups()
-            .iter()
-            .map(|g| GroupSnapshot {
-                sequence: g.sequence,
-                frames: g.frames(),
-                ended: (g.state() != GroupState::Open).then_some(g.state()),
-            })
-            .collect();
-        let message = ShardMessage::Attached {
-            key,
-            token,
-            hub: HubRef { owner: me, id },
-            properties: hub.replica.properties(),
-            groups,
-            ended: None,
-        };
-        drop(hubs);
-        self.post(from, message);
-    }
-
-    fn refuse(&self, key: TrackKey, from: usize, token: u64, code: StreamCode) {
-        if from == self.index() {
-            let replica = self.replicas.borrow().get(&key).cloned();
-            if let Some(replica) = replica {
-                replica.end(Some(code), code);
-            }
-            return;
-        }
-        self.post(
-            from,
-            ShardMessage::Attached {
-                key,
-                token,
-                hub: HubRef {
-                    owner: self.index(),
-                    id: u64::MAX,
-                },
-                properties: None,
-                groups: Vec::new(),
-                ended: Some(Some(code)),
-            },
-        );
-    }
-
-    /// Owner: drop the hub and its upstream once nobody reads it.
-    fn hub_maybe_idle(&self, key: &TrackKey) {
-        let Some(id) = self.hub_ids.borrow().get(key).copied() else {
-            return;
-        };
-        let idle = {
-            let hubs = self.hubs.borrow();
-            hubs.get(&id).is_some_and(|hub| hub.shards.is_empty())
-                && !self.replicas.borrow().contains_key(key)
-        };
-        if let Some(hub) = idle.then(|| self.remove_hub(id)).flatten() {
-            debug!(track = %key, hub = id, "hub idle; cancelling upstream");
-            self.post(
-                hub.publisher.shard,
-                ShardMessage::UpstreamCancel {
-                    publisher: hub.publisher,
-                    hub: HubRef {
-                        owner: self.index(),
-                        id,
-                    },
-                },
-            );
-        }
-    }
-
-    fn remove_hub(&self, id: u64) -> Option<Hub> {
-        let hub = self.hubs.borrow_mut().remove(&id)?;
-        self.hub_ids.borrow_mut().remove(&hub.key);
-        self.count_state();
-        Some(hub)
-    }
-
-    /// Subscriber shard: the owner answered.
-    fn attached(
-        &self,
-        key: TrackKey,
-        token: u64,
-        hub: HubRef,
-        properties: Option<crate::track::TrackProperties>,
-        groups: Vec<GroupSnapshot>,
-        ended: Option<Option<StreamCode>>,
-    ) {
-        let replica = self.replicas.borrow().get(&key).cloned();
-        let current = |r: &Rc<TrackReplica>| r.token == token && r.state() == TrackState::Pending;
-        let Some(replica) = replica.filter(current) else {
-            // Everyone left before the answer came: let the owner know.
-            if ended.is_none() {
-                self.post(
-                    hub.owner,
-                    ShardMessage::Unsubscribe {
-                        key,
-                        from: self.index(),
-                        token,
-                    },
-                );
-            }
-            return;
-        };
-        if let Some(code) = ended {
-            replica.end(code, code.unwrap_or(StreamCode::CANCEL));
-            return;
-        }
+        self.backlog.sub(me, message.weight());
+        self.stats.mesh_backlog_bytes.set(self.backlog.get(me));
+        self.stats
+            .mesh_inbox_messages
+            .set(self.backlog.messages(me));
         let now = Instant::now();
-        for group in groups {
-            let sequence = group.sequence;
-            replica.apply(MediaEvent::Group { sequence }, now);
-            for frame in group.frames {
-                replica.apply(
-                    MediaEvent::Frame {
-                        sequence,
-                        timestamp: frame.timestamp,
-                        payload: frame.payload,
-                    },
-                    now,
-                );
-            }
-            match group.ended {
-                Some(GroupState::Done) => replica.apply(MediaEvent::GroupEnd { sequence }, now),
-                Some(GroupState::Reset(code)) => {
-                    replica.apply(MediaEvent::GroupReset { sequence, code }, now)
-                }
-                _ => None,
-            };
-        }
-        replica.attach(properties);
-        self.attached.borrow_mut().insert(hub, replica);
-        self.count_state();
-    }
-
-    /// A media event: on the owner, for a hub (cache it, fan it out); on a
-    /// subscriber shard, for a replica.
-    fn media(&self, hub_ref: HubRef, event: MediaEvent) {
-        let now = Instant::now();
-        if hub_ref.owner != self.index() {
-            let replica = self.attached.borrow().get(&hub_ref).cloned();
-            if let Some(replica) = replica {
-                replica.apply(event, now);
-            }
-            return;
-        }
-        let ended = matches!(event, MediaEvent::TrackEnd { .. });
-        {
-            let hubs = self.hubs.borrow();
-            let Some(hub) = hubs.get(&hub_ref.id) else {
-                return;
-            };
-            for &shard in hub.shards.keys() {
-                self.post(
-                    shard,
-                    ShardMessage::Media {
-                        hub: hub_ref,
-                        event: event.clone(),
-                    },
-                );
-            }
-            if let Some(code) = hub.replica.apply(event, now) {
-                warn!(track = %hub.key, %code, "group outgrew the track cache; reset");
-            }
-        }
-        if let Some(hub) = ended.then(|| self.remove_hub(hub_ref.id)).flatten() {
-            debug!(track = %hub.key, "track ended");
-        }
+        self.route(|router| router.handle(message, now))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lite::StreamCode;
     use crate::message::TrackName;
+    use crate::track::TrackState;
 
     #[monoio::test(enable_timer = true)]
     async fn a_standalone_shard_answers_its_own_subscribe() {
@@ -768,5 +458,44 @@ mod tests {
             replica.state(),
             TrackState::Ended(Some(StreamCode::NOT_FOUND))
         );
+    }
+
+    /// Wait until `done` holds, polling, for at most five seconds.
+    async fn until(done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !done() && Instant::now() < deadline {
+            monoio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    #[monoio::test(enable_timer = true)]
+    async fn commands_reach_the_sessions_inbox_and_unread_ones_are_answered_when_it_goes() {
+        let shard = Shard::standalone(
+            Settings::from_config(&Config::default()),
+            Arc::new(RelayStats::default()),
+        );
+        let publisher = SessionRef { shard: 0, id: 5 };
+        let inbox = shard.register_session(publisher);
+        shard.announce("live", publisher, Arc::from([]), true);
+        until(|| shard.publisher_of("live").is_some()).await;
+        let key = Arc::new(TrackName {
+            broadcast: "live".into(),
+            track: "video".into(),
+        });
+        let replica = shard.subscribe_local(&key);
+        until(|| !inbox.queue.borrow().is_empty()).await;
+        let command = inbox.queue.borrow().front().cloned();
+        assert!(
+            matches!(command, Some(SessionCommand::SubscribeUpstream { ref key, .. }) if key.track == "video"),
+            "{command:?}"
+        );
+        assert_eq!(replica.state(), TrackState::Live);
+        // The session goes without reading it: the upstream it will never
+        // open ends the track, as if its publisher left.
+        shard.unregister_session(publisher);
+        assert!(inbox.queue.borrow().is_empty());
+        until(|| replica.state() != TrackState::Live).await;
+        assert_eq!(replica.state(), TrackState::Ended(None));
+        assert_eq!(shard.stats.sessions_open.get(), 0);
     }
 }

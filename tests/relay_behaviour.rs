@@ -253,6 +253,52 @@ async fn a_frame_over_the_size_limit_resets_its_group_and_later_groups_flow() {
     );
 }
 
+/// A group that outgrows the track cache is reset for its subscriber, and
+/// the publisher is told to stop sending it (STOP_SENDING GROUP_TOO_LARGE)
+/// rather than the relay reading the rest of it for nothing.
+#[tokio::test(flavor = "current_thread")]
+async fn a_group_over_the_track_cache_is_stopped_at_its_publisher() {
+    let relay = Relay::start_with(
+        2,
+        "relay:\n  max_frame_size: 1 KiB\n  max_cached_bytes_per_track: 4 KiB\n",
+    );
+    let (publisher, mut subscriptions) = publisher(&relay, Version::Lite04, "huge").await;
+    let viewer = Peer::connect(relay.addr, &relay.fingerprint, Version::Lite04).await;
+    let _sub = viewer.subscribe(1, "huge", "video", 0).await.unwrap();
+    let upstream = within("upstream", 5 * SECOND, subscriptions.recv())
+        .await
+        .unwrap();
+    let frames = vec![Bytes::from(vec![7u8; 1000]); 6];
+    let send = publisher.open_group(upstream, 0, &frames).await;
+    let stopped = within("STOP_SENDING", 5 * SECOND, send.stopped()).await;
+    assert_eq!(
+        stopped
+            .ok()
+            .flatten()
+            .and_then(qumo::webtransport::app_code),
+        Some(0x32),
+        "GROUP_TOO_LARGE"
+    );
+    // The subscriber may see group 0 reset (or not at all, if it was
+    // dropped from the cache before its writer started); the next flows.
+    publisher
+        .send_group(upstream, 1, &[Bytes::from_static(b"small")])
+        .await;
+    let next = within("next group", 5 * SECOND, async {
+        loop {
+            match viewer.read_group().await {
+                Err(reset) => assert_eq!(reset, "reset 50", "GROUP_TOO_LARGE (0x32)"),
+                Ok(group) => return group,
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        (next.0.sequence, next.1),
+        (1, vec![Bytes::from_static(b"small")])
+    );
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn a_lite05_publisher_reaches_lite04_and_lite06_subscribers() {
     let relay = Relay::start(2);

@@ -2,7 +2,9 @@
 //! the tracks the owner shards ask for, and read its group streams, sending
 //! every group and frame to the track's hub.
 
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::future::poll_fn;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -19,6 +21,8 @@ use crate::lite::{
     StreamCode, Subscribe, SubscribeReply, Timestamps, TrackInfo, TrackRequest, Version,
 };
 use crate::message::{HubRef, MediaEvent, TrackKey};
+use crate::router::SessionCommand;
+use crate::shard::SessionInbox;
 use crate::track::TrackProperties;
 
 /// One upstream subscription: ours, to the peer, on behalf of a hub.
@@ -29,6 +33,33 @@ pub struct Upstream {
     pub cancelled: Signal,
     /// Its group streams, so that its end waits for the tail.
     pub groups: GroupTally,
+    /// Its group streams being read, by sequence, so that the owner can
+    /// stop one (`SessionCommand::StopGroup`).
+    stops: RefCell<HashMap<u64, Rc<GroupStop>>>,
+}
+
+/// Raised when the owner wants a group stream stopped, with the code.
+struct GroupStop {
+    code: Cell<StreamCode>,
+    signal: Signal,
+}
+
+/// Carry out the router's commands for this session, in order.
+pub async fn commands(session: Rc<Session>, inbox: Rc<SessionInbox>) {
+    loop {
+        let next = race(poll_fn(|cx| inbox.poll_next(cx)), session.closed.raised()).await;
+        // Commands left when the session closes are answered by the shard.
+        let Either::Left(command) = next else { return };
+        match command {
+            SessionCommand::SubscribeUpstream { key, hub } => session.subscribe_upstream(key, hub),
+            SessionCommand::CancelUpstream { hub } => session.cancel_upstream(hub),
+            SessionCommand::StopGroup {
+                hub,
+                sequence,
+                code,
+            } => session.stop_group(hub, sequence, code),
+        }
+    }
 }
 
 /// Ask the peer for its broadcasts (prefix "") and publish them relay-wide.
@@ -163,6 +194,7 @@ impl Session {
             key,
             cancelled: Signal::default(),
             groups: GroupTally::default(),
+            stops: RefCell::default(),
         });
         self.upstreams.borrow_mut().insert(id, upstream.clone());
         self.shard.stats.upstream_subscriptions_open.inc();
@@ -178,6 +210,20 @@ impl Session {
         if let Some(upstream) = self.upstreams.borrow_mut().remove(&id) {
             self.shard.stats.upstream_subscriptions_open.dec();
             upstream.cancelled.raise();
+        }
+    }
+
+    /// The owner will not use the rest of group `sequence` of `hub`'s
+    /// upstream: stop reading its stream.
+    pub fn stop_group(&self, hub: HubRef, sequence: u64, code: StreamCode) {
+        let Some(id) = self.upstream_ids.borrow().get(&hub).copied() else {
+            return;
+        };
+        let upstream = self.upstreams.borrow().get(&id).cloned();
+        let stop = upstream.and_then(|u| u.stops.borrow().get(&sequence).cloned());
+        if let Some(stop) = stop {
+            stop.code.set(code);
+            stop.signal.raise();
         }
     }
 
@@ -372,11 +418,29 @@ pub async fn group(session: Rc<Session>, mut reader: StreamReader) {
     session.shard.to_hub(hub, MediaEvent::Group { sequence });
     reader.limits_mut().max_frame = session.shard.settings.max_frame_size;
 
+    let stop = Rc::new(GroupStop {
+        code: Cell::new(StreamCode::CANCEL),
+        signal: Signal::default(),
+    });
+    upstream.stops.borrow_mut().insert(sequence, stop.clone());
     let frames = read_frames(&session, &mut reader, hub, sequence);
-    let end = match race(frames, upstream.cancelled.raised()).await {
+    let end = match race(
+        frames,
+        race(upstream.cancelled.raised(), stop.signal.raised()),
+    )
+    .await
+    {
         Either::Left(end) => end,
-        Either::Right(()) => Err(codes::CANCEL),
+        Either::Right(Either::Left(())) => Err(codes::CANCEL),
+        Either::Right(Either::Right(())) => Err(stop.code.get()),
     };
+    {
+        // A repeated sequence (a hostile peer) may have replaced our entry.
+        let mut stops = upstream.stops.borrow_mut();
+        if stops.get(&sequence).is_some_and(|s| Rc::ptr_eq(s, &stop)) {
+            stops.remove(&sequence);
+        }
+    }
     match end {
         Ok(()) => session.shard.to_hub(hub, MediaEvent::GroupEnd { sequence }),
         Err(code) => {

@@ -259,9 +259,10 @@ pub async fn run(shard: Rc<Shard>, transport: Transport, version: Version, root:
         }
     }
 
-    shard.register_session(session.clone());
+    let inbox = shard.register_session(session.id);
     // Unregistered on every way out of here, a panic's unwinding included.
     let _registered = Registered(session.clone());
+    session.spawn(consume::commands(session.clone(), inbox));
     session.spawn(accept_bi(session.clone()));
     session.spawn(accept_uni(session.clone()));
     session.spawn(consume::announcements(session.clone()));
@@ -284,7 +285,8 @@ impl Drop for Registered {
     fn drop(&mut self) {
         let session = &self.0;
         session.closed.raise();
-        session.shard.unregister_session(session);
+        session.shard.unregister_session(session.id);
+        session.end_upstreams();
         info!(session = session.id.id, "session closed");
     }
 }
