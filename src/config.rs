@@ -332,9 +332,10 @@ pub struct RelayConfig {
     pub group_cache_size: usize,
     /// Bytes reserved up front for a frame that arrives in several pieces; a
     /// larger frame's buffer grows as its bytes arrive, so memory follows
-    /// what the peer has sent rather than what it declared.
-    /// 0 ..= `max_frame_size`. The Go qumo-relay's `FrameCapacity` (its
-    /// initial frame buffer size) is an alias.
+    /// what the peer has sent rather than what it declared. Any value; no
+    /// frame is larger than `max_frame_size`, so more acts as that. The Go
+    /// qumo-relay's `FrameCapacity` (its initial frame buffer size) is an
+    /// alias.
     #[serde(alias = "FrameCapacity", deserialize_with = "de::bytes")]
     pub frame_capacity: u64,
     /// An upstream relay to pull broadcasts from (Go qumo-relay key). Empty
@@ -964,16 +965,6 @@ impl Config {
                 format!(
                     "{} is out of range 1 ..= relay.max_cached_bytes_per_track ({}): the cache must hold at least one frame",
                     r.max_frame_size, r.max_cached_bytes_per_track
-                )
-            },
-        )?;
-        check(
-            r.frame_capacity <= r.max_frame_size,
-            "relay.frame_capacity",
-            || {
-                format!(
-                    "{} is out of range 0 ..= relay.max_frame_size ({}): no frame needs a larger buffer",
-                    r.frame_capacity, r.max_frame_size
                 )
             },
         )?;

@@ -807,10 +807,20 @@ fn a_non_empty_upstream_url_is_refused_until_upstream_exists() {
 }
 
 #[test]
-fn frame_capacity_is_bounded_by_the_largest_frame() {
+fn frame_capacity_takes_any_byte_count() {
     assert_eq!(Config::default().relay.frame_capacity, 64 << 10);
-    assert!(parse("relay: {frame_capacity: 0}").is_ok());
-    let (key, _) = bad_value("relay: {max_frame_size: 1 MiB, frame_capacity: 2 MiB}");
+    assert_eq!(
+        parse("relay: {frame_capacity: 0}")
+            .unwrap()
+            .relay
+            .frame_capacity,
+        0
+    );
+    // Above the largest frame it only acts as that: a small
+    // max_frame_size must not need frame_capacity lowered too.
+    let c = parse("relay: {max_frame_size: 1 KiB}").unwrap();
+    assert_eq!(c.relay.frame_capacity, 64 << 10);
+    let (key, _) = bad_value("relay: {frame_capacity: lots}");
     assert_eq!(key, "relay.frame_capacity");
 }
 
