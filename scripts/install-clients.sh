@@ -3,6 +3,8 @@
 # under $HOME/.cache/qumo so that a warm machine skips them:
 #   - moq-clock 0.10.21 (moq-dev, crates.io): raw QUIC and WebTransport
 #   - moq-cli 0.14.10, binary `moq` (moq-dev, crates.io): lite-06 on raw QUIC
+#   - moq-token-cli 0.5.48, binary `moq-token` (moq-dev, crates.io): the
+#     keys and tokens of the auth tests, made as an operator makes them
 #   - Chromium + playwright-core + @moq/net 0.3.4: tests/browser/install.sh
 # Idempotent; safe to run before every test run.
 set -euo pipefail
@@ -31,6 +33,17 @@ if ! "$CACHE/bin/moq" --version 2>/dev/null | grep -q "$MOQ_CLI_VERSION"; then
         --no-default-features --features noq
 else
     echo "== moq-cli $MOQ_CLI_VERSION already installed"
+fi
+
+# A debug build (it signs a few tokens per test run), its build directory
+# kept under the cache so that a reinstall reuses what it compiled.
+MOQ_TOKEN_VERSION=0.5.48
+if ! "$CACHE/bin/moq-token" --version 2>/dev/null | grep -q "$MOQ_TOKEN_VERSION"; then
+    echo "== installing moq-token-cli $MOQ_TOKEN_VERSION (binary moq-token) into $CACHE"
+    CARGO_TARGET_DIR="$CACHE/target" cargo install --locked --debug --root "$CACHE" \
+        "moq-token-cli@$MOQ_TOKEN_VERSION"
+else
+    echo "== moq-token-cli $MOQ_TOKEN_VERSION already installed"
 fi
 
 if [[ -f tests/browser/install.sh ]]; then

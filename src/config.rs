@@ -15,8 +15,8 @@
 //!
 //! | code | name          | when |
 //! |------|---------------|------|
-//! | 66   | `EX_NOINPUT`  | the config file, or the certificate or key file it names, is missing or unreadable |
-//! | 78   | `EX_CONFIG`   | invalid content: YAML syntax, unknown key, bad or out-of-range value, a certificate or key that cannot be used, an invalid `RUST_LOG` |
+//! | 66   | `EX_NOINPUT`  | the config file, or the certificate, key or `auth.key_file` it names, is missing or unreadable |
+//! | 78   | `EX_CONFIG`   | invalid content: YAML syntax, unknown key, bad or out-of-range value, a certificate or key (TLS or auth) that cannot be used, an invalid `RUST_LOG` |
 //!
 //! The binary adds 64 (`EX_USAGE`) for a bad command line and 1 for a relay
 //! that fails after start-up.
@@ -68,6 +68,9 @@ pub struct Config {
     pub http: HttpConfig,
     /// The operators' HTTP listener (`/metrics`, `/healthz`).
     pub admin: AdminConfig,
+    /// Who may publish and subscribe where (moq-relay's tokens); `None`
+    /// (no `auth` section) is an open relay.
+    pub auth: Option<AuthConfig>,
 }
 
 /// `server.*`: sockets and threads.
@@ -493,6 +496,20 @@ pub struct AdminConfig {
 }
 
 const KIB: u64 = 1024;
+/// `auth.*`: tokens as moq-relay checks them (see [`crate::auth`]). At
+/// least one of the two keys is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The JWK that verifies tokens (`moq-token-cli generate` writes one):
+    /// a symmetric key, or the public half of an asymmetric one. Without
+    /// it, every token is refused and only `public` prefixes are open.
+    pub key_file: Option<PathBuf>,
+    /// Path prefixes anyone may publish and subscribe under without a
+    /// token (moq-relay's `--auth-public`); `""` opens everything.
+    pub public: Vec<String>,
+}
+
 const MIB: u64 = 1024 * 1024;
 
 /// Why a configuration was refused. Every message names the file and, where
@@ -531,7 +548,8 @@ pub enum ConfigError {
         reason: String,
         location: Option<(usize, usize)>,
     },
-    /// The certificate or key file named by `key` is missing or unreadable.
+    /// The certificate, key or auth key file named by `key` is missing or
+    /// unreadable.
     #[error("{file}: {key}: cannot read {}: {source}", path.display())]
     CertificateUnreadable {
         file: String,
@@ -540,7 +558,7 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    /// The certificate or key file exists but cannot be used.
+    /// The certificate, key or auth key file exists but cannot be used.
     #[error("{file}: {key}: {reason}")]
     CertificateInvalid {
         file: String,
@@ -810,6 +828,7 @@ impl Config {
         )?;
 
         self.validate_tls()?;
+        self.validate_auth()?;
 
         let q = &self.quic;
         check(!q.idle_timeout.is_zero(), "quic.idle_timeout", || {
@@ -1043,6 +1062,54 @@ impl Config {
                         self.logging.level
                     ),
                 )
+            })
+    }
+
+    fn validate_auth(&self) -> Result<(), (&'static str, String)> {
+        let Some(auth) = &self.auth else {
+            return Ok(());
+        };
+        match &auth.key_file {
+            None if auth.public.is_empty() => Err((
+                "auth",
+                "set auth.key_file, auth.public or both; remove the section for an open relay"
+                    .into(),
+            )),
+            Some(path) if path.as_os_str().is_empty() => {
+                Err(("auth.key_file", "empty; name a JWK key file".into()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Load the `auth` section's key, attributing failures to `file` and
+    /// `auth.key_file`; `None` without an `auth` section (an open relay).
+    pub fn auth(&self, file: &str) -> Result<Option<crate::auth::Auth>, ConfigError> {
+        let Some(auth) = &self.auth else {
+            return Ok(None);
+        };
+        let key_file = auth.key_file.as_deref();
+        crate::auth::Auth::load(key_file, &auth.public)
+            .map(Some)
+            .map_err(|e| {
+                let path = key_file.unwrap_or(Path::new("")).to_path_buf();
+                match e {
+                    crate::auth::AuthSetupError::Unreadable(source) => {
+                        ConfigError::CertificateUnreadable {
+                            file: file.to_string(),
+                            key: "auth.key_file",
+                            path,
+                            source,
+                        }
+                    }
+                    crate::auth::AuthSetupError::Invalid(reason) => {
+                        ConfigError::CertificateInvalid {
+                            file: file.to_string(),
+                            key: "auth.key_file",
+                            reason: format!("{}: {reason}", path.display()),
+                        }
+                    }
+                }
             })
     }
 

@@ -118,6 +118,13 @@ fn main() -> ExitCode {
     if let Err(e) = qumo::tls_reload::watch(reloader, qumo::tls_reload::WATCH_INTERVAL) {
         return fail(format_args!("cannot install the SIGHUP handler: {e}"), 1);
     }
+    let auth = match config.auth(&file) {
+        Ok(auth) => auth,
+        Err(e) => return fail(&e, e.exit_code()),
+    };
+    if auth.is_none() {
+        tracing::warn!("no auth section: anyone may publish and subscribe anywhere");
+    }
     let runtime_config = config.runtime_config(tls.config);
     tracing::debug!(?runtime_config, "runtime configuration");
 
@@ -178,7 +185,7 @@ fn main() -> ExitCode {
         None => None,
     };
 
-    match qumo::relay::run(&config, runtime_config, metrics) {
+    match qumo::relay::run(&config, runtime_config, metrics, auth) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e, 1),
     }

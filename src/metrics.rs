@@ -83,6 +83,24 @@ relay_stats! {
     sessions_setup_timeouts: Counter,
     /// Session tasks that panicked and were contained (a relay bug).
     sessions_panicked: Counter,
+    /// Sessions refused (auth): no token, and the path is under no auth.public prefix.
+    auth_refused_missing_token: Counter,
+    /// Sessions refused (auth): a token that does not decode or verify, or any token without auth.key_file.
+    auth_refused_invalid_token: Counter,
+    /// Sessions refused (auth): a token past its exp.
+    auth_refused_expired: Counter,
+    /// Sessions refused (auth): a token whose root grants nothing at the dialled path.
+    auth_refused_wrong_root: Counter,
+    /// Sessions refused (auth): the SETUP role names a direction the token does not grant.
+    auth_refused_role: Counter,
+    /// Announcements ignored (auth): the broadcast is outside the token's put.
+    auth_refused_publish: Counter,
+    /// SUBSCRIBE and TRACK requests refused (auth): outside the token's get.
+    auth_refused_subscribe: Counter,
+    /// ANNOUNCE_REQUESTs answered with nothing (auth): no part of the prefix is in the token's get.
+    auth_refused_announce_request: Counter,
+    /// Sessions closed because their token's exp passed.
+    auth_sessions_expired: Counter,
     /// Subscriptions open on this shard.
     subscriptions_open: Gauge,
     /// Subscriptions or TRACK requests refused by max_subscriptions_per_session.

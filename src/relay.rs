@@ -8,6 +8,7 @@ use std::sync::Arc;
 use qumo_shards::{Connection, Runtime, RuntimeConfig, RuntimeError, ShardContext};
 use tracing::{debug, error, info, warn};
 
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::lite::{SessionCode, Version};
 use crate::message::MeshBacklog;
@@ -40,13 +41,18 @@ struct Shared {
 }
 
 /// Start the relay's shards; the caller waits on or stops the runtime.
+/// `auth` is the loaded `auth` section (`Config::auth`), `None` for an open
+/// relay.
 pub fn start(
     config: &Config,
     runtime_config: RuntimeConfig,
     metrics: Arc<Metrics>,
+    auth: Option<Auth>,
 ) -> Result<Runtime<ShardMessage>, RelayError> {
+    let mut settings = Settings::from_config(config);
+    settings.auth = auth.map(Arc::new);
     let shared = Shared {
-        settings: Settings::from_config(config),
+        settings,
         hop: random_hop(),
         max_sessions: config.relay.max_sessions,
         sessions: Arc::new(AtomicUsize::new(0)),
@@ -65,8 +71,9 @@ pub fn run(
     config: &Config,
     runtime_config: RuntimeConfig,
     metrics: Arc<Metrics>,
+    auth: Option<Auth>,
 ) -> Result<(), RelayError> {
-    let runtime = start(config, runtime_config, metrics)?;
+    let runtime = start(config, runtime_config, metrics, auth)?;
     runtime.shutdown_on_signals().map_err(RelayError::Signals)?;
     info!(
         address = %runtime.local_addr(),

@@ -47,6 +47,8 @@ pub struct Settings {
     pub max_buffered_frame_bytes_per_session: u64,
     pub setup_timeout: Duration,
     pub max_mesh_backlog: u64,
+    /// Token checks (`auth`); `None` is an open relay.
+    pub auth: Option<Arc<crate::auth::Auth>>,
 }
 
 impl Settings {
@@ -73,6 +75,8 @@ impl Settings {
             max_buffered_frame_bytes_per_session: r.max_buffered_frame_bytes_per_session,
             setup_timeout: r.setup_timeout,
             max_mesh_backlog: r.max_mesh_backlog,
+            // Loaded from its key file by the caller (`Config::auth`).
+            auth: None,
         }
     }
 }

@@ -409,3 +409,59 @@ fn the_last_group_before_a_moq_cli_publisher_ends_reaches_the_subscriber() {
         relay.log()
     );
 }
+
+/// With `auth`, `moq` carries its token in the URL it dials
+/// (`moql://RELAY/room?jwt=...`): on raw QUIC, moq-native puts the path and
+/// query in the lite-06 SETUP. Tokens made by `moq-token-cli` scope the
+/// publisher to `put` and the viewer to `get`; a viewer without one is
+/// refused.
+#[test]
+fn moq_cli_carries_its_token_in_the_setup_path() {
+    let keys = support::token::Keys::generate("HS256");
+    let relay = Relay::start_with(
+        2,
+        &format!("auth:\n  key_file: \"{}\"\n", keys.verifying.display()),
+    );
+    let publish = keys.sign("room", &["cam.hang"], &[]);
+    let watch = keys.sign("room", &[], &[""]);
+    let every = Duration::from_millis(100);
+    let publisher = Moq::publish_at(
+        &relay,
+        &format!("/room?jwt={publish}"),
+        "cam.hang",
+        0,
+        None,
+        every,
+    );
+    relay
+        .wait_for(
+            "broadcast=room/cam.hang active=true",
+            Duration::from_secs(10),
+        )
+        .unwrap_or_else(|| {
+            panic!(
+                "no announcement under /room; moq:\n{}\nrelay:\n{}",
+                publisher.log(),
+                relay.log()
+            )
+        });
+    let viewer = Moq::subscribe_at(&relay, &format!("/room?jwt={watch}"), "cam.hang");
+    let frames = viewer.frames(5, Duration::from_secs(10));
+    assert!(
+        distinct(&frames).len() >= 5,
+        "the authorised viewer got {frames:?}; its log:\n{}\nrelay:\n{}",
+        viewer.log(),
+        relay.log()
+    );
+
+    let _refused = Moq::subscribe_at(&relay, "/room", "cam.hang");
+    relay
+        .wait_for("reason=no token", Duration::from_secs(10))
+        .unwrap_or_else(|| {
+            panic!(
+                "the viewer without a token was not refused:\n{}",
+                relay.log()
+            )
+        });
+    assert!(!relay.log().contains(&watch), "a token was logged");
+}

@@ -82,9 +82,13 @@ impl Relay {
         let tls = config.server_tls(file, alpn).expect("certificate");
         let fingerprint = tls.fingerprint.expect("generated certificate");
         let metrics = Arc::new(Metrics::default());
-        let runtime =
-            qumo::relay::start(&config, config.runtime_config(tls.config), metrics.clone())
-                .expect("relay starts");
+        let runtime = qumo::relay::start(
+            &config,
+            config.runtime_config(tls.config),
+            metrics.clone(),
+            None,
+        )
+        .expect("relay starts");
         Relay {
             runtime,
             metrics,

@@ -138,7 +138,8 @@ fn example_lists_every_key() {
             "relay",
             "logging",
             "http",
-            "admin"
+            "admin",
+            "auth"
         ]
     );
     for section in &sections {
@@ -928,4 +929,80 @@ fn a_flag_that_names_no_key_is_refused_naming_the_flag() {
             .starts_with("--set relay..frame_capacity: relay..frame_capacity: unknown key"),
         "{err}"
     );
+}
+
+#[test]
+fn no_auth_section_is_an_open_relay() {
+    let config = parse("").unwrap();
+    assert_eq!(config.auth, None);
+    assert!(config.auth(FILE).unwrap().is_none());
+}
+
+#[test]
+fn an_auth_section_must_name_a_key_or_public_prefixes() {
+    let (key, message) = bad_value("auth: {}\n");
+    assert_eq!(key, "auth");
+    assert!(message.contains("auth.key_file"), "{message}");
+    let (key, _) = bad_value("auth: {key_file: \"\"}\n");
+    assert_eq!(key, "auth.key_file");
+    let config = parse("auth: {public: [anon, \"\"]}\n").unwrap();
+    assert_eq!(
+        config.auth.as_ref().unwrap().public,
+        ["anon".to_string(), String::new()]
+    );
+    assert!(config.auth(FILE).unwrap().is_some());
+}
+
+#[test]
+fn missing_auth_key_file_is_no_input_and_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.jwk");
+    let text = format!("auth: {{key_file: {:?}}}", missing.display().to_string());
+    let err = parse(&text).unwrap().auth(FILE).unwrap_err();
+    assert_eq!(err.exit_code(), EX_NOINPUT);
+    let message = err.to_string();
+    assert!(
+        message.starts_with("test.yaml: auth.key_file: "),
+        "{message}"
+    );
+    assert!(message.contains("missing.jwk"), "{message}");
+}
+
+#[test]
+fn unusable_auth_key_is_a_config_error_that_names_the_file_and_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.jwk");
+    std::fs::write(&junk, "not a key\n").unwrap();
+    let sign_only = dir.path().join("sign-only.jwk");
+    moq_token::Key::generate(moq_token::Algorithm::HS256, None)
+        .unwrap()
+        .with_operations([moq_token::KeyOperation::Sign])
+        .to_file(&sign_only)
+        .unwrap();
+    for (path, reason) in [(&junk, "not a JWK key"), (&sign_only, "verify")] {
+        let text = format!("auth: {{key_file: {:?}}}", path.display().to_string());
+        let err = parse(&text).unwrap().auth(FILE).unwrap_err();
+        assert_eq!(err.exit_code(), EX_CONFIG);
+        let message = err.to_string();
+        assert!(
+            message.starts_with("test.yaml: auth.key_file: "),
+            "{message}"
+        );
+        assert!(message.contains(&path.display().to_string()), "{message}");
+        assert!(message.contains(reason), "{message}");
+    }
+}
+
+#[test]
+fn a_generated_key_file_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("root.jwk");
+    moq_token::Key::generate(moq_token::Algorithm::ES256, None)
+        .unwrap()
+        .to_public()
+        .unwrap()
+        .to_file(&path)
+        .unwrap();
+    let text = format!("auth: {{key_file: {:?}}}", path.display().to_string());
+    assert!(parse(&text).unwrap().auth(FILE).unwrap().is_some());
 }

@@ -63,6 +63,10 @@ impl SessionCode {
     pub const CANCEL: Self = Self(0x0);
     /// The relay failed on its side (a contained bug).
     pub const INTERNAL_ERROR: Self = Self(0x1);
+    /// The peer's token is missing, invalid, expired, or does not grant
+    /// what it asked for (moq-net's UNAUTHORIZED; retrying with the same
+    /// credentials fails again).
+    pub const UNAUTHORIZED: Self = Self(0x2);
     /// The peer broke the protocol (malformed or unexpected message).
     pub const PROTOCOL_VIOLATION: Self = Self(0x3);
     /// The peer did not do what it must within a deadline (SETUP).
@@ -76,6 +80,7 @@ impl SessionCode {
         Some(match self {
             Self::CANCEL => "cancel",
             Self::INTERNAL_ERROR => "internal error",
+            Self::UNAUTHORIZED => "unauthorized",
             Self::PROTOCOL_VIOLATION => "protocol violation",
             Self::TIMEOUT => "timeout",
             Self::VERSION => "version",
@@ -121,6 +126,7 @@ mod tests {
         assert_eq!(StreamCode::FRAME_TOO_LARGE.0, 0x38);
         assert_eq!(SessionCode::CANCEL.0, 0x0);
         assert_eq!(SessionCode::INTERNAL_ERROR.0, 0x1);
+        assert_eq!(SessionCode::UNAUTHORIZED.0, 0x2);
         assert_eq!(SessionCode::PROTOCOL_VIOLATION.0, 0x3);
         assert_eq!(SessionCode::TIMEOUT.0, 0x11);
         assert_eq!(SessionCode::VERSION.0, 0x15);

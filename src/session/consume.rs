@@ -16,6 +16,7 @@ use super::reader::{ReadError, StreamReader};
 use super::tail::{self, GroupTally};
 use super::util::{race, Either, Signal};
 use super::{codes, Session};
+use crate::auth::Refusal;
 use crate::lite::{
     Announce, AnnounceOk, AnnounceRequest, BidiType, DecodeError, FrameHeader, GroupHeader,
     StreamCode, Subscribe, SubscribeReply, Timestamps, TrackInfo, TrackRequest, Version,
@@ -135,6 +136,12 @@ async fn read_announcements(session: &Rc<Session>) -> Result<(), ReadError> {
             Announce::Unknown { .. } => continue,
         };
         let path = session.absolute(&suffix);
+        // Outside the token's put: not published, the session kept (the
+        // peer may announce other broadcasts that are in scope).
+        if active && !session.grant().may_publish(&suffix) {
+            session.refused(Refusal::Publish, &suffix);
+            continue;
+        }
         if hops.contains(&session.shard.hop) {
             debug!(session = session.id.id, %path, "ignoring an announce that passed through us");
             continue;

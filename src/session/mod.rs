@@ -21,7 +21,7 @@ pub mod transport;
 pub use crate::task as util;
 mod writer;
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::Duration;
@@ -30,8 +30,10 @@ use bytes::{Bytes, BytesMut};
 use qumo_shards::{SendStream, VarInt};
 use tracing::{debug, error, info, warn};
 
+use crate::auth::{self, Grant, Refusal};
 use crate::lite::{
-    BidiType, Encode, Goaway, Limits, ProbeLevel, SessionCode, Setup, StreamCode, UniType, Version,
+    BidiType, Encode, Goaway, Limits, ProbeLevel, Role, SessionCode, Setup, StreamCode, UniType,
+    Version,
 };
 use crate::message::{HubRef, SessionRef};
 use crate::shard::Shard;
@@ -98,6 +100,9 @@ pub struct Session {
     frame_budget: budget::ByteBudget,
     /// Whether the peer has done anything yet (lite-04's SETUP deadline).
     spoke: Cell<bool>,
+    /// What the peer may publish and subscribe, relative to the root; set
+    /// once its credentials are checked, before the session registers.
+    grant: OnceCell<Grant>,
     /// Raised when the session ends; every task of it stops.
     pub closed: Signal,
 }
@@ -105,6 +110,17 @@ pub struct Session {
 impl Session {
     pub fn limits(&self) -> Limits {
         self.shard.settings.limits
+    }
+
+    /// What the peer may do; nothing until its credentials are checked.
+    pub fn grant(&self) -> &Grant {
+        self.grant.get().unwrap_or(&auth::NOTHING)
+    }
+
+    /// Count and log (once, at debug) a request the grant does not allow.
+    fn refused(&self, refusal: Refusal, path: &str) {
+        debug!(session = self.id.id, %path, reason = %refusal, "request refused");
+        refusal.counter(&self.shard.stats).inc();
     }
 
     /// An absolute path for a path the peer named.
@@ -231,30 +247,33 @@ pub async fn run(shard: Rc<Shard>, transport: Transport, version: Version, root:
         announce_requests: Cell::new(0),
         frame_budget: budget::ByteBudget::new(shard.settings.max_buffered_frame_bytes_per_session),
         spoke: Cell::new(false),
+        grant: OnceCell::new(),
         closed: Signal::default(),
     });
     shard.stats.session_states_alive.inc();
     info!(session = session.id.id, remote = ?conn.remote_address(), %version, "session open");
 
-    if version.has_setup() {
-        if let Err(e) = exchange_setup(&session).await {
-            match e {
-                // The peer left: nothing wrong on our side.
-                SessionError::Transport(_) | SessionError::Read(ReadError::Stream(_)) => {
-                    debug!(session = session.id.id, error = %e, "session ended before SETUP");
-                }
-                // Silence costs the relay a session slot: counted, not warned
-                // about (a flood would multiply the warning).
-                SessionError::SetupTimeout(_) => {
-                    debug!(session = session.id.id, error = %e, "session setup timed out");
-                    shard.stats.sessions_setup_timeouts.inc();
-                }
-                _ => {
-                    debug!(session = session.id.id, error = %e, "session setup failed");
-                    shard.stats.sessions_protocol_violations.inc();
-                }
-            }
-            session.transport.close(e.code(), "setup failed");
+    let peer_setup = match version.has_setup() {
+        true => match exchange_setup(&session).await {
+            Ok(setup) => Some(setup),
+            Err(e) => return setup_failed(&session, e),
+        },
+        false => None,
+    };
+
+    // Checked before the session registers: a refused peer leaves no state.
+    let setup_path = peer_setup.as_ref().and_then(|s| s.path.as_deref());
+    let role = peer_setup.as_ref().and_then(|s| s.role);
+    match authorize(&session, setup_path, role) {
+        Ok(grant) => {
+            let _ = session.grant.set(grant);
+        }
+        Err(refusal) => {
+            debug!(session = session.id.id, reason = %refusal, "session refused");
+            refusal.counter(&shard.stats).inc();
+            session
+                .transport
+                .close(SessionCode::UNAUTHORIZED, "unauthorized");
             return;
         }
     }
@@ -270,11 +289,36 @@ pub async fn run(shard: Rc<Shard>, transport: Transport, version: Version, root:
     if !version.has_setup() {
         session.spawn(lite04_deadline(session.clone()));
     }
+    if let Some(expires) = session.grant().expires() {
+        session.spawn(close_at_expiry(session.clone(), expires));
+    }
 
     match race(session.transport.closed(), session.closed.raised()).await {
         Either::Left(()) => session.closed.raise(),
         Either::Right(()) => {}
     }
+}
+
+/// Count and log why a lite-05+ SETUP exchange failed, and close.
+fn setup_failed(session: &Session, e: SessionError) {
+    let stats = &session.shard.stats;
+    match e {
+        // The peer left: nothing wrong on our side.
+        SessionError::Transport(_) | SessionError::Read(ReadError::Stream(_)) => {
+            debug!(session = session.id.id, error = %e, "session ended before SETUP");
+        }
+        // Silence costs the relay a session slot: counted, not warned
+        // about (a flood would multiply the warning).
+        SessionError::SetupTimeout(_) => {
+            debug!(session = session.id.id, error = %e, "session setup timed out");
+            stats.sessions_setup_timeouts.inc();
+        }
+        _ => {
+            debug!(session = session.id.id, error = %e, "session setup failed");
+            stats.sessions_protocol_violations.inc();
+        }
+    }
+    session.transport.close(e.code(), "setup failed");
 }
 
 /// A session registered with its shard: unregistered (its upstreams ended,
@@ -291,8 +335,9 @@ impl Drop for Registered {
     }
 }
 
-/// Lite-05+: read the peer's SETUP (its root path on raw QUIC) and send ours.
-async fn exchange_setup(session: &Rc<Session>) -> Result<(), SessionError> {
+/// Lite-05+: send our SETUP and read the peer's (its path and role are for
+/// [`authorize`]).
+async fn exchange_setup(session: &Rc<Session>) -> Result<Setup, SessionError> {
     let ours = Setup {
         probe: ProbeLevel::None,
         path: None,
@@ -326,15 +371,65 @@ async fn exchange_setup(session: &Rc<Session>) -> Result<(), SessionError> {
         Either::Left(setup) => setup?,
         Either::Right(()) => return Err(SessionError::SetupTimeout(limit)),
     };
-    // The WebTransport URL path wins; the SETUP path is for raw QUIC. The
-    // emptiness check is its own statement: a borrow in an `if let`
-    // condition lives through the body, whose `borrow_mut` would panic.
-    let root_is_empty = session.root.borrow().is_empty();
-    if let (Some(path), true) = (&setup.path, root_is_empty) {
-        session.root.replace(crate::origin::normalize(path));
+    // The path's query may hold a token: never logged.
+    debug!(
+        session = session.id.id,
+        path = setup.path.as_deref().map(|p| auth::split_query(p).0),
+        role = ?setup.role,
+        hop = ?setup.hop,
+        "peer setup"
+    );
+    Ok(setup)
+}
+
+/// The peer's root and grant, from the URL it dialled: the WebTransport
+/// CONNECT URL (the session's root already), or on raw QUIC the SETUP path
+/// (lite-04 has none: the root, with only public prefixes open). The grant
+/// is checked against the very path that becomes the root, and a SETUP
+/// path on WebTransport is ignored, so the two cannot disagree.
+fn authorize(
+    session: &Session,
+    setup_path: Option<&str>,
+    role: Option<Role>,
+) -> Result<Grant, Refusal> {
+    let (path, query) = match &session.transport {
+        Transport::Web(wt) => (wt.path(), wt.query()),
+        Transport::Quic(_) => auth::split_query(setup_path.unwrap_or("")),
+    };
+    session.root.replace(crate::origin::normalize(path));
+    let Some(auth) = &session.shard.settings.auth else {
+        return Ok(Grant::everything());
+    };
+    let grant = auth.verify(path, query)?;
+    match grant.allows_role(role) {
+        true => Ok(grant),
+        false => Err(Refusal::Role),
     }
-    debug!(session = session.id.id, ?setup, "peer setup");
-    Ok(())
+}
+
+/// The token was checked at connect; the session lasts no longer than it
+/// (moq-relay closes it the same way).
+async fn close_at_expiry(session: Rc<Session>, expires: std::time::SystemTime) {
+    // In steps of at most a day: a timer far out is not worth trusting.
+    const STEP: Duration = Duration::from_secs(24 * 3600);
+    loop {
+        let left = expires
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default();
+        if left.is_zero() {
+            break;
+        }
+        let wait = monoio::time::sleep(left.min(STEP));
+        if let Either::Right(()) = race(wait, session.closed.raised()).await {
+            return;
+        }
+    }
+    debug!(
+        session = session.id.id,
+        "token expired; closing the session"
+    );
+    session.shard.stats.auth_sessions_expired.inc();
+    session.close(SessionCode::UNAUTHORIZED, "token expired");
 }
 
 /// Lite-04 has no SETUP, so its deadline is the peer's first act: a stream

@@ -18,6 +18,7 @@ use super::tail::{self, GroupTally};
 use super::util::{race, Either, Signal};
 use super::writer::write_group;
 use super::{codes, Session};
+use crate::auth::{AnnounceScope, Refusal};
 use crate::lite::{
     Announce, AnnounceOk, AnnounceRequest, BidiType, Cost, Encode, StreamCode, Subscribe,
     SubscribeOk, SubscribeReply, SubscribeUpdate, TrackInfo, TrackRequest, MAX_HOPS,
@@ -90,9 +91,28 @@ async fn announce(session: Rc<Session>, mut send: SendStream, mut reader: Stream
         .announce_requests
         .set(session.announce_requests.get() + 1);
     let prefix = session.absolute(&request.prefix);
+    let scope = session.grant().announce_scope(&request.prefix);
+    if scope == AnnounceScope::Nothing {
+        // An empty set, the stream held open, as moq-net answers a prefix
+        // outside its scope: no listener, nothing queued.
+        session.refused(Refusal::AnnounceRequest, &request.prefix);
+        if session.version.has_announce_ok() {
+            let ok = AnnounceOk {
+                hop: session.shard.hop,
+                active: 0,
+            };
+            let _ = send.write_chunk(session.encode(&[&ok])).await;
+        }
+        let _ = race(reader.discard_to_end(), session.closed.raised()).await;
+        session
+            .announce_requests
+            .set(session.announce_requests.get() - 1);
+        let _ = send.finish();
+        return;
+    }
     let (listener_id, listener) = session.shard.listen(&prefix, session.id);
     let outcome = race(
-        serve_announcements(&session, &prefix, &listener, &mut send, &mut reader),
+        serve_announcements(&session, &prefix, &scope, &listener, &mut send, &mut reader),
         session.closed.raised(),
     )
     .await;
@@ -128,6 +148,7 @@ enum AnnounceEnd {
 async fn serve_announcements(
     session: &Rc<Session>,
     prefix: &str,
+    scope: &AnnounceScope,
     listener: &Listener,
     send: &mut SendStream,
     reader: &mut StreamReader,
@@ -138,6 +159,9 @@ async fn serve_announcements(
     let mut ids: HashMap<String, u64> = HashMap::new();
     let mut next_id = 0u64;
     let mut to_wire = |event: &AnnounceEvent| -> Option<Announce> {
+        if !scope.covers(&event.suffix) {
+            return None;
+        }
         let mut hops: Vec<u64> = event.hops.to_vec();
         if !version.has_announce_ok() {
             // Lite-04 receivers expect the sender on the chain; 05+ add it
@@ -170,7 +194,16 @@ async fn serve_announcements(
     if version.has_announce_ok() {
         // Where the initial set ends; moq-net reads and drops it. Changes
         // while paging can make the pages differ from it by a few.
-        let active = session.shard.count_announced(prefix, session.id);
+        let active = match scope {
+            AnnounceScope::Within(within) => within
+                .iter()
+                .map(|w| {
+                    let under = crate::origin::join(prefix, w);
+                    session.shard.count_announced(&under, session.id)
+                })
+                .sum(),
+            _ => session.shard.count_announced(prefix, session.id),
+        };
         AnnounceOk {
             hop: own_hop,
             active: active as u64,
@@ -257,6 +290,13 @@ async fn subscribe(session: Rc<Session>, mut send: SendStream, mut reader: Strea
         Ok(request) => request,
         Err(e) => return session.violation("SUBSCRIBE", &e),
     };
+    // NOT_FOUND, as moq-relay answers outside a token's get: whether the
+    // broadcast exists is not told.
+    if !session.grant().may_subscribe(&request.broadcast) {
+        session.refused(Refusal::Subscribe, &request.broadcast);
+        session.reset(&mut send, codes::NOT_FOUND);
+        return session.stop(&mut reader, codes::NOT_FOUND);
+    }
     let settings = &session.shard.settings;
     if session.subscriptions.get() >= settings.max_subscriptions_per_session {
         debug!(session = session.id.id, "subscription limit reached");
@@ -465,6 +505,11 @@ async fn track(session: Rc<Session>, mut send: SendStream, mut reader: StreamRea
         Ok(request) => request,
         Err(e) => return session.violation("TRACK", &e),
     };
+    if !session.grant().may_subscribe(&request.broadcast) {
+        session.refused(Refusal::Subscribe, &request.broadcast);
+        session.reset(&mut send, codes::NOT_FOUND);
+        return session.stop(&mut reader, codes::NOT_FOUND);
+    }
     let key: TrackKey = Arc::new(TrackName {
         broadcast: session.absolute(&request.broadcast),
         track: request.track,

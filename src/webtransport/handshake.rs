@@ -98,7 +98,13 @@ pub(crate) async fn run(
         }
         Err(RequestError::Io(e)) => return Err(e),
     };
-    debug!(url = %request.url, protocols = ?request.protocols, "CONNECT request");
+    // Not the whole URL: its query may carry a token.
+    debug!(
+        authority = %request.url.authority(),
+        path = %request.url.path(),
+        protocols = ?request.protocols,
+        "CONNECT request"
+    );
 
     // The peer's SETTINGS must have enabled WebTransport before we answer.
     if let Err(e) = shared.peer_settings().await {

@@ -23,7 +23,7 @@ impl Bits {
     }
 
     fn align(&mut self) -> &mut Self {
-        while self.0.len() % 8 != 0 {
+        while !self.0.len().is_multiple_of(8) {
             self.0.push(false);
         }
         self

@@ -199,6 +199,31 @@ impl Peer {
         version: Version,
         transport: quinn::TransportConfig,
     ) -> Peer {
+        Self::connect_setup(addr, fingerprint, version, transport, None, None).await
+    }
+
+    /// A lite-05+ peer whose SETUP names `path` (the raw-QUIC request
+    /// target, `?jwt=...` included, as moq-native sends it) and `role`.
+    pub async fn connect_to(
+        addr: std::net::SocketAddr,
+        fingerprint: &str,
+        version: Version,
+        path: &str,
+        role: Option<qumo::lite::Role>,
+    ) -> Peer {
+        let mut transport = quinn::TransportConfig::default();
+        transport.max_concurrent_uni_streams(1024u32.into());
+        Self::connect_setup(addr, fingerprint, version, transport, Some(path), role).await
+    }
+
+    async fn connect_setup(
+        addr: std::net::SocketAddr,
+        fingerprint: &str,
+        version: Version,
+        transport: quinn::TransportConfig,
+        path: Option<&str>,
+        role: Option<qumo::lite::Role>,
+    ) -> Peer {
         let endpoint = endpoint(fingerprint, version.alpn(), transport);
         let handshake = endpoint.connect(addr, "localhost").unwrap();
         let conn = within("handshake", STEP, handshake)
@@ -208,8 +233,8 @@ impl Peer {
             let mut send = conn.open_uni().await.unwrap();
             let setup = qumo::lite::Setup {
                 probe: qumo::lite::ProbeLevel::None,
-                path: None,
-                role: None,
+                path: path.map(str::to_string),
+                role,
                 cost: None,
                 hop: None,
             };
@@ -222,6 +247,17 @@ impl Peer {
             conn,
             version,
             _endpoint: endpoint,
+        }
+    }
+
+    /// The session code the relay closed the connection with, waiting up
+    /// to `limit`; `None` if it is still open then (or closed otherwise).
+    pub async fn closed_with(&self, limit: Duration) -> Option<u64> {
+        match tokio::time::timeout(limit, self.conn.closed()).await {
+            Ok(quinn::ConnectionError::ApplicationClosed(close)) => {
+                Some(close.error_code.into_inner())
+            }
+            _ => None,
         }
     }
 

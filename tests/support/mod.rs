@@ -4,6 +4,7 @@
 
 pub mod http;
 pub mod lite;
+pub mod token;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;

@@ -1,0 +1,304 @@
+//! Who may publish and subscribe where: moq-relay's tokens, checked the way
+//! moq-relay 0.14 (the last with `--auth-key`) checks them.
+//!
+//! A session's credentials are the path and query of the URL its client
+//! dialled: the WebTransport CONNECT URL, or on raw QUIC the lite-05+ SETUP
+//! path (`/room?jwt=...`). The `jwt` query parameter is a JWT signed with the
+//! key in `auth.key_file` (a JWK, as `moq-token-cli generate` writes it),
+//! verified by the `moq-token` crate itself, so a token minted for moq-relay
+//! works here unchanged. Its claims:
+//!
+//! - `root`: the path the token is for. It must overlap the dialled path:
+//!   the path is under the root, or the root under the path.
+//! - `put` / `get`: prefixes the holder may publish / subscribe under,
+//!   relative to `root` (`""` is everything under it).
+//! - `exp` (checked at connect, and the session is closed when it passes),
+//!   `iat`.
+//!
+//! [`moq_token::Claims::authorize`] turns the claims into prefixes relative
+//! to the dialled path, which is the session's root: the [`Grant`] the
+//! session consults for every announce, subscribe and announce request.
+//!
+//! Without a token, `auth.public` prefixes (moq-relay's `--auth-public`)
+//! grant both directions to anyone whose path overlaps one of them. A token
+//! that is present is never passed over for public access, even when it is
+//! refused.
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use moq_token::{Claims, Key, KeyOperation};
+
+use crate::lite::Role;
+use crate::metrics::{Figure, RelayStats};
+use crate::origin::{normalize, strip_prefix};
+
+/// The `auth` section, loaded: the verifying key and the public prefixes.
+#[derive(Debug)]
+pub struct Auth {
+    key: Option<Key>,
+    /// Normalised; `""` makes everything public.
+    public: Vec<String>,
+}
+
+/// Why `auth` could not be set up from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthSetupError {
+    /// The key file is missing or unreadable.
+    #[error("{0}")]
+    Unreadable(#[source] std::io::Error),
+    /// The key file holds no usable verifying key.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Why a session, or one request of it, was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// No `jwt`, and the path is under no `auth.public` prefix.
+    #[error("no token, and the path is not public")]
+    MissingToken,
+    /// A `jwt` that does not decode or verify (bad signature, wrong
+    /// algorithm, no `put` nor `get`, beyond the key's scope), or any `jwt`
+    /// when the relay has no `auth.key_file`.
+    #[error("invalid token")]
+    InvalidToken,
+    /// A valid token whose `exp` has passed.
+    #[error("token expired")]
+    Expired,
+    /// A valid token that grants nothing at the dialled path.
+    #[error("token root does not cover the path")]
+    WrongRoot,
+    /// The session's SETUP role (publisher or subscriber) is a direction
+    /// the token does not grant.
+    #[error("token does not grant the role the client named")]
+    Role,
+    /// An announced broadcast outside `put`.
+    #[error("announce outside the token's put")]
+    Publish,
+    /// A SUBSCRIBE or TRACK request outside `get`.
+    #[error("subscribe outside the token's get")]
+    Subscribe,
+    /// An ANNOUNCE_REQUEST prefix with nothing under `get`.
+    #[error("announce request outside the token's get")]
+    AnnounceRequest,
+}
+
+impl Refusal {
+    /// The counter this refusal adds to.
+    pub fn counter(self, stats: &RelayStats) -> &Figure {
+        match self {
+            Refusal::MissingToken => &stats.auth_refused_missing_token,
+            Refusal::InvalidToken => &stats.auth_refused_invalid_token,
+            Refusal::Expired => &stats.auth_refused_expired,
+            Refusal::WrongRoot => &stats.auth_refused_wrong_root,
+            Refusal::Role => &stats.auth_refused_role,
+            Refusal::Publish => &stats.auth_refused_publish,
+            Refusal::Subscribe => &stats.auth_refused_subscribe,
+            Refusal::AnnounceRequest => &stats.auth_refused_announce_request,
+        }
+    }
+}
+
+impl Auth {
+    /// Load the key (when there is one) and keep the public prefixes.
+    pub fn load(key_file: Option<&Path>, public: &[String]) -> Result<Self, AuthSetupError> {
+        let key = match key_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(AuthSetupError::Unreadable)?;
+                Some(
+                    Key::from_str(&text)
+                        .map_err(|e| AuthSetupError::Invalid(format!("not a JWK key: {e}")))?,
+                )
+            }
+            None => None,
+        };
+        Self::new(key, public)
+    }
+
+    /// As [`Auth::load`], with the key already parsed.
+    pub fn new(key: Option<Key>, public: &[String]) -> Result<Self, AuthSetupError> {
+        if let Some(key) = &key {
+            check_key(key)?;
+        }
+        Ok(Auth {
+            key,
+            public: public.iter().map(|p| normalize(p)).collect(),
+        })
+    }
+
+    /// The grant for a session that dialled `path` with `query` (without
+    /// `?`): verified against the exact path that becomes its root.
+    pub fn verify(&self, path: &str, query: Option<&str>) -> Result<Grant, Refusal> {
+        let claims = match query.and_then(jwt_parameter) {
+            Some(token) => {
+                let key = self.key.as_ref().ok_or(Refusal::InvalidToken)?;
+                key.verify(&token).map_err(|e| match e {
+                    moq_token::Error::TokenExpired => Refusal::Expired,
+                    _ => Refusal::InvalidToken,
+                })?
+            }
+            None => {
+                // moq-relay: public access applies where a public prefix and
+                // the path overlap, either way round.
+                let root = normalize(path);
+                let overlaps = |p: &String| {
+                    strip_prefix(&root, p).is_some() || strip_prefix(p, &root).is_some()
+                };
+                if !self.public.iter().any(overlaps) {
+                    return Err(Refusal::MissingToken);
+                }
+                Claims::default()
+                    .with_subscribe(self.public.iter().cloned())
+                    .with_publish(self.public.iter().cloned())
+            }
+        };
+        let permissions = claims.authorize(path).map_err(|_| Refusal::WrongRoot)?;
+        Ok(Grant {
+            publish: permissions.publish,
+            subscribe: permissions.subscribe,
+            expires: claims.expires,
+        })
+    }
+}
+
+/// Refuse, at start-up, a key that cannot verify, rather than every token
+/// later: `key_ops` must allow it, and its verifying half must build (the
+/// crate builds it lazily, on the first token).
+fn check_key(key: &Key) -> Result<(), AuthSetupError> {
+    if !key.operations.contains(&KeyOperation::Verify) {
+        return Err(AuthSetupError::Invalid(
+            "the key's key_ops do not include \"verify\"".into(),
+        ));
+    }
+    // Verifying builds the verifying half first, so any string shows
+    // whether it builds; the string itself then fails as a token.
+    match key.verify("") {
+        Err(moq_token::Error::Key(e)) => Err(AuthSetupError::Invalid(e.to_string())),
+        _ => Ok(()),
+    }
+}
+
+/// The `jwt` query parameter, percent-decoded; an empty one is none. The
+/// last wins, as in moq-relay.
+fn jwt_parameter(query: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes())
+        .filter(|(name, value)| name == "jwt" && !value.is_empty())
+        .map(|(_, value)| value.into_owned())
+        .last()
+}
+
+/// Split a raw-QUIC SETUP path into its path and query (without `?`). A
+/// fragment never travels, but is dropped should a client send one.
+pub fn split_query(target: &str) -> (&str, Option<&str>) {
+    let target = target.split_once('#').map_or(target, |(t, _)| t);
+    match target.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (target, None),
+    }
+}
+
+/// What a session may do, as prefixes relative to its root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    publish: Vec<String>,
+    subscribe: Vec<String>,
+    expires: Option<SystemTime>,
+}
+
+/// Where an ANNOUNCE_REQUEST may look.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnnounceScope {
+    /// Everything under the requested prefix.
+    All,
+    /// Only these suffixes of the requested prefix (and what is under them).
+    Within(Vec<String>),
+    /// Nothing: the request is answered with an empty set.
+    Nothing,
+}
+
+impl AnnounceScope {
+    /// Whether a broadcast at `suffix` (of the requested prefix) is in scope.
+    pub fn covers(&self, suffix: &str) -> bool {
+        match self {
+            AnnounceScope::All => true,
+            AnnounceScope::Within(prefixes) => prefixes
+                .iter()
+                .any(|p| strip_prefix(&normalize(suffix), p).is_some()),
+            AnnounceScope::Nothing => false,
+        }
+    }
+}
+
+/// A grant with nothing in it: what a session holds until it is verified.
+pub static NOTHING: Grant = Grant {
+    publish: Vec::new(),
+    subscribe: Vec::new(),
+    expires: None,
+};
+
+impl Grant {
+    /// Everything, for ever: a relay without `auth`.
+    pub fn everything() -> Self {
+        Grant {
+            publish: vec![String::new()],
+            subscribe: vec![String::new()],
+            expires: None,
+        }
+    }
+
+    /// When the token behind this grant expires, if it does.
+    pub fn expires(&self) -> Option<SystemTime> {
+        self.expires
+    }
+
+    /// Whether the peer may announce a broadcast at `path` (relative to
+    /// the root).
+    pub fn may_publish(&self, path: &str) -> bool {
+        covered(&self.publish, path)
+    }
+
+    /// Whether the peer may subscribe to a broadcast at `path`.
+    pub fn may_subscribe(&self, path: &str) -> bool {
+        covered(&self.subscribe, path)
+    }
+
+    /// Whether the token grants the direction a client named in SETUP; a
+    /// client that names none may use whatever it was granted (moq-relay).
+    pub fn allows_role(&self, role: Option<Role>) -> bool {
+        match role {
+            Some(Role::Publisher) => !self.publish.is_empty(),
+            Some(Role::Subscriber) => !self.subscribe.is_empty(),
+            None => !self.publish.is_empty() || !self.subscribe.is_empty(),
+        }
+    }
+
+    /// What an ANNOUNCE_REQUEST for `prefix` may see: all of it when a
+    /// `get` prefix covers it, the `get` prefixes under it, or nothing.
+    pub fn announce_scope(&self, prefix: &str) -> AnnounceScope {
+        let prefix = normalize(prefix);
+        if covered(&self.subscribe, &prefix) {
+            return AnnounceScope::All;
+        }
+        let within: Vec<String> = self
+            .subscribe
+            .iter()
+            .filter_map(|granted| strip_prefix(&normalize(granted), &prefix).map(str::to_owned))
+            .collect();
+        match within.is_empty() {
+            true => AnnounceScope::Nothing,
+            false => AnnounceScope::Within(within),
+        }
+    }
+}
+
+/// Whether one of `prefixes` covers `path`, segment-wise.
+fn covered(prefixes: &[String], path: &str) -> bool {
+    let path = normalize(path);
+    prefixes
+        .iter()
+        .any(|p| strip_prefix(&path, &normalize(p)).is_some())
+}
+
+#[cfg(test)]
+mod tests;
