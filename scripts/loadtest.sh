@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
-# Load-test a qumo relay on this host with qumo-bench: how many subscribers
-# one relay holds for a stream profile, and at what cost.
+# Load-test a qumo relay with qumo-bench: how many subscribers one relay
+# holds for a stream profile, and at what cost.
 #
 #   scripts/loadtest.sh [--shards N] [--profile NAME] [--subscribers S]
-#                       [--duration SECS] [--url URL] [--ramp]
-#                       [--json FILE] [--plot FILE]
+#                       [--duration SECS] [--url URL [--metrics-url URL]]
+#                       [--ramp] [--json FILE] [--plot FILE]
 #
 # Builds release binaries, starts qumo-relay on a free loopback port with a
-# generated certificate (or targets --url, a relay already running on this
-# host), runs the profile, prints the summary and, as its last line:
+# generated certificate (or targets --url, a relay already running here or
+# on another host; --metrics-url, its admin listener's /metrics, gives its
+# CPU, RSS and UDP drops from afar), runs the profile, prints the summary
+# and, as its last line:
 #
 #   RESULT subscribers=S delivered_mbps=X expected_mbps=Y relay_cpu_s_per_gb=Z
 #          p50_ms=A p99_ms=B lost_groups=L failed_connections=F rss_kb_per_sub=R
 #
-# (one line). Loopback only, bounded in time, and every process it started
-# is stopped on exit, Ctrl-C included.
+# (one line). Bounded in time, and every process it started is stopped on
+# exit, Ctrl-C included. Without --url nothing leaves this host.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,8 +36,12 @@ Options:
                                          any lost group or failed connection
   --subscribers S     subscriber connections (the ramp's first step with --ramp)
   --duration SECS     measured (steady) window per run or ramp step
-  --url URL           load a relay already running on this host
-                      (moql://127.0.0.1:PORT); nothing is started
+  --url URL           load a relay already running (moql://HOST:PORT), here
+                      or on another host of yours; nothing is started
+  --metrics-url URL   with --url: the relay's /metrics (admin.address, e.g.
+                      http://HOST:9090/metrics); its CPU seconds, RSS and UDP
+                      drops come from there instead of /proc, so the RESULT
+                      line is complete for a remote relay
   --ramp              double the subscriber count until a step loses a group,
                       fails a connection, drops a subscriber or passes the p99
                       budget, then bisect; report the highest count held
@@ -66,6 +72,7 @@ profile=fanout
 subscribers=""
 duration=""
 url=""
+metrics_url=""
 ramp=0
 json=""
 plot=""
@@ -91,6 +98,7 @@ while [ $# -gt 0 ]; do
         --subscribers) need_value "$@"; subscribers="$value" ;;
         --duration) need_value "$@"; duration="$value" ;;
         --url) need_value "$@"; url="$value" ;;
+        --metrics-url) need_value "$@"; metrics_url="$value" ;;
         --json) need_value "$@"; json="$value" ;;
         --plot) need_value "$@"; plot="$value" ;;
         --ramp) ramp=1 ;;
@@ -112,11 +120,19 @@ fi
 if [ -n "$duration" ]; then
     case "$duration" in *[!0-9.]*) echo "loadtest.sh: --duration wants seconds" >&2; exit 64 ;; esac
 fi
+remote=0
 if [ -n "$url" ]; then
-    # Loopback only: this script never sends load anywhere else.
     case "$url" in
         moql://127.*|moql://localhost:*|moql://localhost|moql://\[::1\]*) ;;
-        *) echo "loadtest.sh: --url must be a moql:// address on this host (127.0.0.0/8, localhost, [::1])" >&2; exit 64 ;;
+        moql://?*) remote=1 ;;
+        *) echo "loadtest.sh: --url must be a moql://HOST:PORT address" >&2; exit 64 ;;
+    esac
+fi
+if [ -n "$metrics_url" ]; then
+    [ -n "$url" ] || { echo "loadtest.sh: --metrics-url needs --url (a relay this script did not start)" >&2; exit 64; }
+    case "$metrics_url" in
+        http://?*) ;;
+        *) echo "loadtest.sh: --metrics-url must be an http:// URL (the relay's admin listener)" >&2; exit 64 ;;
     esac
 fi
 
@@ -206,13 +222,21 @@ else
     # A relay someone else started: its certificate is unknown, and its
     # process is sampled if this host shows which one owns the port.
     bench_tls=(--tls-disable-verify)
-    port="${url##*:}"
-    port="${port%%/*}"
-    owner=$(ss -Hlunp "sport = :$port" 2>/dev/null | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2 || true)
-    if [ -n "$owner" ]; then
-        bench_tls+=(--relay-pid "$owner")
+    [ "$remote" = 1 ] && echo "== loading $url: a relay on another host (make sure it is yours)"
+    if [ -n "$metrics_url" ]; then
+        # Its own account of CPU, memory and drops, wherever it runs;
+        # qumo-bench stops at once if it cannot read them.
+        bench_tls+=(--relay-metrics "$metrics_url")
     else
-        echo "loadtest.sh: no local process found on UDP port $port; relay CPU and RSS will read na" >&2
+        port="${url##*:}"
+        port="${port%%/*}"
+        owner=""
+        [ "$remote" = 1 ] || owner=$(ss -Hlunp "sport = :$port" 2>/dev/null | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2 || true)
+        if [ -n "$owner" ]; then
+            bench_tls+=(--relay-pid "$owner")
+        else
+            echo "loadtest.sh: relay CPU and RSS will read na (no local process on UDP port $port; --metrics-url reads them from the relay)" >&2
+        fi
     fi
 fi
 

@@ -1,6 +1,7 @@
 //! qumo: a thread-per-core Media over QUIC relay.
 
 pub mod admin;
+pub mod announced;
 pub mod auth;
 pub mod config;
 pub mod http;
@@ -10,6 +11,7 @@ pub mod message;
 pub mod metrics;
 pub mod model;
 pub mod origin;
+pub mod process;
 pub mod relay;
 pub mod router;
 pub mod session;

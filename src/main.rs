@@ -158,13 +158,14 @@ fn main() -> ExitCode {
     };
 
     let metrics = Arc::new(qumo::metrics::Metrics::default());
+    let announced = Arc::new(qumo::announced::AnnouncedSource::default());
     // Bound before the shards start, so a taken address stops the relay
     // before it accepts anyone; it reads the shards' counters once they run.
     let _admin_server = match config.admin.address {
         Some(address) => {
             let listeners = vec![("certificate", certificate_stats)];
             // Set by the first SIGINT/SIGTERM, beside the runtime's own
-            // handler (signal-hook chains them), so /healthz turns 503 for
+            // handler (signal-hook chains them), so /health turns 503 for
             // load balancers while the relay drains.
             let stopping = Arc::new(AtomicBool::new(false));
             for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -172,7 +173,15 @@ fn main() -> ExitCode {
                     return fail(format_args!("cannot install signal handlers: {e}"), 1);
                 }
             }
-            match qumo::admin::serve(address, http_limits, metrics.clone(), listeners, stopping) {
+            let served = qumo::admin::serve(
+                address,
+                http_limits,
+                metrics.clone(),
+                announced.clone(),
+                listeners,
+                stopping,
+            );
+            match served {
                 Ok(server) => Some(server),
                 Err(e) => {
                     return fail(
@@ -185,7 +194,7 @@ fn main() -> ExitCode {
         None => None,
     };
 
-    match qumo::relay::run(&config, runtime_config, metrics, auth) {
+    match qumo::relay::run(&config, runtime_config, metrics, auth, announced) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e, 1),
     }

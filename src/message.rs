@@ -19,6 +19,7 @@
 
 use std::sync::Arc;
 
+use crate::announced::AnnouncedQuery;
 use crate::lite::StreamCode;
 use crate::model::TrackProperties;
 pub use crate::model::{GroupSnapshot, HubRef, MediaEvent, SessionRef, TrackKey, TrackName};
@@ -81,6 +82,10 @@ pub enum ShardMessage {
     },
     /// Media for a hub (publisher -> owner) or for a replica (owner -> shard).
     Media { hub: HubRef, event: MediaEvent },
+    /// From the admin listener (not a shard): list the announce table.
+    /// Posted from outside the backlog's accounting: never added to it, so
+    /// never taken off it either.
+    ListAnnounced(AnnouncedQuery),
 }
 
 /// What a message in a shard's inbox stands for in memory beyond the frame

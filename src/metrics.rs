@@ -9,7 +9,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use qumo_shards::{ShardStats, ShardStatsSnapshot};
+use qumo_shards::{RuntimeProbe, ShardStatsSnapshot};
+
+use crate::lite::Version;
 
 /// Whether a figure only grows (a Prometheus counter) or goes up and down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +62,11 @@ macro_rules! relay_stats {
     ($($(#[doc = $doc:literal])* $name:ident: $kind:ident,)*) => {
         /// One shard's relay counters.
         #[derive(Debug, Default)]
-        pub struct RelayStats { $($(#[doc = $doc])* pub $name: Figure,)* }
+        pub struct RelayStats {
+            $($(#[doc = $doc])* pub $name: Figure,)*
+            /// Sessions by protocol version and transport.
+            pub sessions_by_kind: SessionKinds,
+        }
 
         impl RelayStats {
             /// Every figure: its name (without the `qumo_` prefix), help
@@ -148,14 +154,102 @@ relay_stats! {
     hub_attachments_open: Gauge,
     /// Upstream subscriptions this shard's sessions hold to their publishers.
     upstream_subscriptions_open: Gauge,
+    /// Groups written whole to a subscriber (one per group and subscriber).
+    groups_delivered: Counter,
+    /// Groups a subscriber fell behind on: reset TOO_FAR_BEHIND because a
+    /// newer group had waited longer than its max latency.
+    groups_too_far_behind: Counter,
+}
+
+/// How a session reached the relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// Raw QUIC (`moql://`, an ALPN per version).
+    Quic,
+    /// WebTransport over HTTP/3 (browsers).
+    WebTransport,
+}
+
+impl TransportKind {
+    pub const ALL: [TransportKind; 2] = [TransportKind::Quic, TransportKind::WebTransport];
+
+    /// The `transport` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            TransportKind::Quic => "quic",
+            TransportKind::WebTransport => "webtransport",
+        }
+    }
+}
+
+const VERSIONS: usize = Version::ALL.len();
+const TRANSPORTS: usize = TransportKind::ALL.len();
+
+/// Sessions by version and transport, counted from the moment the
+/// transport is up (QUIC handshake done, or WebTransport CONNECT accepted)
+/// until the session's task ends: a fixed table of figures, so counting
+/// one is an index, not a lookup or an allocation.
+#[derive(Debug, Default)]
+pub struct SessionKinds {
+    started: [[Figure; TRANSPORTS]; VERSIONS],
+    open: [[Figure; TRANSPORTS]; VERSIONS],
+}
+
+/// One row of [`SessionKinds::visit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionKindCount {
+    pub version: Version,
+    pub transport: TransportKind,
+    /// Sessions of this kind started since the shard began.
+    pub started: u64,
+    /// Sessions of this kind open now.
+    pub open: u64,
+}
+
+impl SessionKinds {
+    fn slot(version: Version, transport: TransportKind) -> (usize, usize) {
+        let v = Version::ALL.iter().position(|v| *v == version).unwrap_or(0);
+        let t = TransportKind::ALL
+            .iter()
+            .position(|t| *t == transport)
+            .unwrap_or(0);
+        (v, t)
+    }
+
+    /// A session of this kind began.
+    pub fn opened(&self, version: Version, transport: TransportKind) {
+        let (v, t) = Self::slot(version, transport);
+        self.started[v][t].inc();
+        self.open[v][t].inc();
+    }
+
+    /// A session of this kind ended.
+    pub fn closed(&self, version: Version, transport: TransportKind) {
+        let (v, t) = Self::slot(version, transport);
+        self.open[v][t].dec();
+    }
+
+    /// Every kind, newest version first.
+    pub fn visit(&self, mut f: impl FnMut(SessionKindCount)) {
+        for (v, version) in Version::ALL.into_iter().enumerate() {
+            for (t, transport) in TransportKind::ALL.into_iter().enumerate() {
+                f(SessionKindCount {
+                    version,
+                    transport,
+                    started: self.started[v][t].get(),
+                    open: self.open[v][t].get(),
+                });
+            }
+        }
+    }
 }
 
 /// Every shard's [`RelayStats`], registered as the shards start, and the
-/// QUIC runtime's own per-shard counters once it runs.
+/// QUIC runtime's own per-shard figures once it runs.
 #[derive(Debug, Default)]
 pub struct Metrics {
     shards: Mutex<Vec<(usize, Arc<RelayStats>)>>,
-    runtime: Mutex<Vec<Arc<ShardStats>>>,
+    runtime: Mutex<Option<RuntimeProbe>>,
 }
 
 impl Metrics {
@@ -176,21 +270,27 @@ impl Metrics {
             .clone()
     }
 
-    /// Keep the runtime's counters (`Runtime::shard_stats`, shard K at
-    /// index K) for readers such as `/metrics`.
-    pub fn attach_runtime(&self, stats: Vec<Arc<ShardStats>>) {
-        *self.runtime.lock().unwrap_or_else(|e| e.into_inner()) = stats;
+    /// Keep the runtime's figures (`Runtime::probe`, shard K at index K)
+    /// for readers such as `/metrics`.
+    pub fn attach_runtime(&self, probe: RuntimeProbe) {
+        *self.runtime.lock().unwrap_or_else(|e| e.into_inner()) = Some(probe);
     }
 
     /// The runtime's counters now, by shard index; empty before the runtime
     /// started.
     pub fn runtime(&self) -> Vec<ShardStatsSnapshot> {
+        self.probe()
+            .map(|p| p.stats.iter().map(|s| s.snapshot()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The runtime's probe (counters, mesh wake-ups, socket inodes), once
+    /// it runs.
+    pub fn probe(&self) -> Option<RuntimeProbe> {
         self.runtime
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|s| s.snapshot())
-            .collect()
+            .clone()
     }
 }
 
@@ -225,6 +325,30 @@ mod tests {
         stats.hubs_open.set(5);
         stats.hubs_open.set(2);
         assert_eq!(stats.hubs_open.get(), 2);
+    }
+
+    #[test]
+    fn sessions_are_counted_by_version_and_transport() {
+        let kinds = SessionKinds::default();
+        kinds.opened(Version::Lite05, TransportKind::WebTransport);
+        kinds.opened(Version::Lite05, TransportKind::WebTransport);
+        kinds.opened(Version::Lite04, TransportKind::Quic);
+        kinds.closed(Version::Lite05, TransportKind::WebTransport);
+        let mut rows = Vec::new();
+        kinds.visit(|row| rows.push(row));
+        assert_eq!(rows.len(), Version::ALL.len() * TransportKind::ALL.len());
+        let find = |version, transport| {
+            *rows
+                .iter()
+                .find(|r| r.version == version && r.transport == transport)
+                .unwrap()
+        };
+        let wt05 = find(Version::Lite05, TransportKind::WebTransport);
+        assert_eq!((wt05.started, wt05.open), (2, 1));
+        let quic04 = find(Version::Lite04, TransportKind::Quic);
+        assert_eq!((quic04.started, quic04.open), (1, 1));
+        let quic05 = find(Version::Lite05, TransportKind::Quic);
+        assert_eq!((quic05.started, quic05.open), (0, 0));
     }
 
     #[test]

@@ -128,6 +128,17 @@ pub struct Page {
     pub done: bool,
 }
 
+/// One live broadcast in [`Origin::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// Its full path.
+    pub path: String,
+    /// The session publishing it (the one in use when several do).
+    pub publisher: SessionRef,
+    /// Relays it passed through before this one.
+    pub hops: Arc<[u64]>,
+}
+
 #[derive(Debug, Clone)]
 struct Publisher {
     session: SessionRef,
@@ -278,6 +289,27 @@ impl Origin {
             .filter_map(move |(path, publishers)| Some((strip_prefix(path, prefix)?, publishers)))
     }
 
+    /// Up to `limit` active broadcasts under `prefix`, in path order, and
+    /// whether more were left out. For operators (`/announced`), not for
+    /// peers.
+    pub fn list(&self, prefix: &str, limit: usize) -> (Vec<Listed>, bool) {
+        let mut listed = Vec::new();
+        for (suffix, publishers) in self.under(prefix, None) {
+            let Some(current) = publishers.last() else {
+                continue;
+            };
+            if listed.len() == limit {
+                return (listed, true);
+            }
+            listed.push(Listed {
+                path: join(prefix, suffix),
+                publisher: current.session,
+                hops: current.hops.clone(),
+            });
+        }
+        (listed, false)
+    }
+
     pub fn unlisten(&mut self, id: u64) {
         self.listeners.remove(&id);
     }
@@ -355,6 +387,26 @@ mod tests {
         assert_eq!(join("", "/clock/"), "clock");
         assert_eq!(join("room//1", "cam"), "room/1/cam");
         assert_eq!(join("room", ""), "room");
+    }
+
+    #[test]
+    fn the_operators_list_names_full_paths_under_a_prefix_up_to_a_limit() {
+        let mut origin = Origin::default();
+        for path in ["live/b", "live/a", "liver/c", "live", "other/d"] {
+            origin.update(path, session(1), Arc::from([9u64]), true);
+        }
+        origin.update("live/a", session(4), Arc::from([]), true);
+        let (listed, truncated) = origin.list("live", 10);
+        let paths: Vec<&str> = listed.iter().map(|l| l.path.as_str()).collect();
+        assert_eq!(paths, ["live", "live/a", "live/b"]);
+        assert!(!truncated);
+        assert_eq!(listed[1].publisher, session(4), "the publisher in use");
+        assert_eq!(&*listed[2].hops, &[9]);
+        let (listed, truncated) = origin.list("", 2);
+        assert_eq!(listed.len(), 2);
+        assert!(truncated);
+        origin.update("live", session(1), Arc::from([]), false);
+        assert_eq!(origin.list("live", 10).0.len(), 2, "an ended one is gone");
     }
 
     #[test]

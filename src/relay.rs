@@ -8,11 +8,12 @@ use std::sync::Arc;
 use qumo_shards::{Connection, Runtime, RuntimeConfig, RuntimeError, ShardContext};
 use tracing::{debug, error, info, warn};
 
+use crate::announced::AnnouncedSource;
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::lite::{SessionCode, Version};
 use crate::message::MeshBacklog;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RelayStats, TransportKind};
 use crate::session::{self, transport::Transport};
 use crate::shard::{Settings, Shard};
 use crate::task::{catch_unwind, race, Either};
@@ -62,18 +63,22 @@ pub fn start(
     let runtime = Runtime::<ShardMessage>::start(runtime_config, move |ctx| {
         serve_shard(ctx, shared.clone())
     })?;
-    metrics.attach_runtime(runtime.shard_stats());
+    metrics.attach_runtime(runtime.probe());
     Ok(runtime)
 }
 
-/// Run the relay until a signal stops it.
+/// Run the relay until a signal stops it; `announced` is answered by
+/// shard 0 from then on.
 pub fn run(
     config: &Config,
     runtime_config: RuntimeConfig,
     metrics: Arc<Metrics>,
     auth: Option<Auth>,
+    announced: Arc<AnnouncedSource>,
 ) -> Result<(), RelayError> {
     let runtime = start(config, runtime_config, metrics, auth)?;
+    let poster = runtime.poster();
+    announced.attach(move |query| poster.post(0, ShardMessage::ListAnnounced(query)).is_ok());
     runtime.shutdown_on_signals().map_err(RelayError::Signals)?;
     info!(
         address = %runtime.local_addr(),
@@ -157,6 +162,7 @@ async fn serve_connection(shard: Rc<Shard>, shared: Shared, conn: Connection) {
     }
     let alpn = conn.alpn().unwrap_or_default();
     if let Some(version) = Version::from_alpn(&alpn) {
+        let _kind = KindCount::new(&shard, version, TransportKind::Quic);
         return session::run(shard, Transport::Quic(conn), version, String::new()).await;
     }
     if alpn != b"h3" {
@@ -194,7 +200,36 @@ async fn serve_connection(shard: Rc<Shard>, shared: Shared, conn: Connection) {
         .and_then(Version::from_wt_protocol)
         .unwrap_or(Version::Lite04);
     let root = wt.path().to_string();
+    let _kind = KindCount::new(&shard, version, TransportKind::WebTransport);
     session::run(shard, Transport::Web(wt), version, root).await;
+}
+
+/// A session counted among its shard's sessions of its version and
+/// transport while its task runs (dropped on every way out, a panic's
+/// unwinding included).
+struct KindCount {
+    stats: Arc<RelayStats>,
+    version: Version,
+    transport: TransportKind,
+}
+
+impl KindCount {
+    fn new(shard: &Shard, version: Version, transport: TransportKind) -> Self {
+        shard.stats.sessions_by_kind.opened(version, transport);
+        Self {
+            stats: shard.stats.clone(),
+            version,
+            transport,
+        }
+    }
+}
+
+impl Drop for KindCount {
+    fn drop(&mut self) {
+        self.stats
+            .sessions_by_kind
+            .closed(self.version, self.transport);
+    }
 }
 
 /// How long a WebTransport client has to send its CONNECT.

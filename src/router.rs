@@ -20,6 +20,7 @@ use std::time::Instant;
 
 use tracing::{debug, warn};
 
+use crate::announced::{AnnouncedBroadcast, AnnouncedList, AnnouncedQuery};
 use crate::lite::StreamCode;
 use crate::message::{GroupSnapshot, HubRef, MediaEvent, SessionRef, ShardMessage, TrackKey};
 use crate::metrics::RelayStats;
@@ -367,7 +368,29 @@ impl Router {
                 }
             }
             ShardMessage::Media { hub, event } => self.media(hub, event, now),
+            ShardMessage::ListAnnounced(query) => self.answer_announced(query),
         }
+    }
+
+    /// Answer the admin listener's `/announced` from this shard's copy of
+    /// the table. The reply is a one-slot in-memory channel and `try_send`
+    /// never waits, so the router still does no I/O.
+    fn answer_announced(&self, query: AnnouncedQuery) {
+        let (listed, truncated) = self.origin.list(&query.prefix, query.limit);
+        let broadcasts = listed
+            .into_iter()
+            .map(|listed| AnnouncedBroadcast {
+                path: listed.path,
+                publisher_shard: listed.publisher.shard,
+                publisher_session: listed.publisher.id,
+                hops: listed.hops.len(),
+            })
+            .collect();
+        let _ = query.reply.try_send(AnnouncedList {
+            prefix: query.prefix,
+            broadcasts,
+            truncated,
+        });
     }
 
     fn new_replica(&self, key: &TrackKey) -> Rc<TrackReplica> {

@@ -424,7 +424,11 @@ impl Shard {
 
     pub fn handle(&self, message: ShardMessage) {
         let me = self.index();
-        self.backlog.sub(me, message.weight());
+        // The admin listener's question came from outside the mesh's
+        // accounting (`Shard::post` adds what this takes off).
+        if !matches!(message, ShardMessage::ListAnnounced(_)) {
+            self.backlog.sub(me, message.weight());
+        }
         self.stats.mesh_backlog_bytes.set(self.backlog.get(me));
         self.stats
             .mesh_inbox_messages

@@ -1,17 +1,244 @@
 //! The admin listener (`admin.address`) of the real binary: `/metrics`
 //! parses as Prometheus text, lists every shard, and its counters move as
-//! sessions open and close; `/healthz` answers while the relay runs.
+//! sessions open and close and as media fans out; `/health` answers while
+//! the relay runs and turns 503 at SIGTERM while it drains; `/announced`
+//! lists live broadcasts.
 
 mod support;
 
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use qumo::lite::Version;
 use support::http;
-use support::lite::Peer;
+use support::lite::{within, Peer};
 use support::Relay;
 
 const LIMIT: Duration = Duration::from_secs(10);
+
+/// `/announced[/prefix]` as JSON, polled (from a blocking thread) until
+/// `done` holds for its broadcast paths; panics after `LIMIT`.
+async fn wait_announced(
+    admin: SocketAddr,
+    path: &'static str,
+    what: &'static str,
+    done: impl Fn(&[String]) -> bool + Send + 'static,
+) -> serde_json::Value {
+    tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let json: serde_json::Value =
+                serde_json::from_str(&http::get_ok(admin, path, LIMIT)).expect("JSON");
+            let paths: Vec<String> = json["broadcasts"]
+                .as_array()
+                .expect("a broadcasts list")
+                .iter()
+                .map(|b| b["path"].as_str().expect("a path").to_string())
+                .collect();
+            if done(&paths) {
+                return json;
+            }
+            assert!(Instant::now() < deadline, "timed out: {what}; last {json}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await
+    .unwrap()
+}
+
+/// The value of `name` for the series with exactly these labels.
+fn series(samples: &[http::Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|s| s.name == name)
+        .filter(|s| labels.iter().all(|(k, v)| s.label(k) == Some(v)))
+        .map(|s| s.value)
+        .sum()
+}
+
+#[tokio::test]
+async fn counters_follow_a_fan_out_and_announced_lists_its_broadcast() {
+    const GROUPS: u64 = 4;
+    const FRAME: usize = 3000;
+    let relay = Relay::start_with(2, &http::sections("  max_connections: 8\n"));
+    let admin = http::admin_addr(&relay);
+    let before = tokio::task::spawn_blocking(move || {
+        http::wait_metrics(admin, LIMIT, "both shards registered", |s| {
+            s.iter().filter(|s| s.name == "qumo_sessions_open").count() == 2
+        })
+    })
+    .await
+    .unwrap();
+
+    let publisher = Peer::connect(relay.addr, &relay.fingerprint, Version::Lite06).await;
+    let mut upstreams = publisher.publish_upstreams("fan/out");
+    let listed = wait_announced(admin, "/announced", "the broadcast listed", |p| {
+        p == ["fan/out"]
+    })
+    .await;
+    assert_eq!(listed["truncated"], false);
+    assert_eq!(listed["broadcasts"][0]["hops"], 0);
+    // A prefix narrows the list, by whole path segments.
+    wait_announced(admin, "/announced/fan", "listed under its prefix", |p| {
+        p == ["fan/out"]
+    })
+    .await;
+    wait_announced(
+        admin,
+        "/announced/fa",
+        "a partial segment matches nothing",
+        |p| p.is_empty(),
+    )
+    .await;
+
+    let subscribers = [
+        Peer::connect(relay.addr, &relay.fingerprint, Version::Lite05).await,
+        Peer::connect(relay.addr, &relay.fingerprint, Version::Lite05).await,
+        Peer::connect(relay.addr, &relay.fingerprint, Version::Lite04).await,
+    ];
+    let mut requests = Vec::new();
+    for subscriber in &subscribers {
+        requests.push(
+            subscriber
+                .subscribe(1, "fan/out", "video", 0)
+                .await
+                .unwrap(),
+        );
+    }
+    let upstream = within("the relay subscribes upstream", LIMIT, upstreams.recv())
+        .await
+        .unwrap();
+    // One group at a time, each read by every subscriber before the next
+    // is sent: no group is superseded, so none may be dropped as late.
+    let frame = Bytes::from(vec![7u8; FRAME]);
+    for sequence in 0..GROUPS {
+        publisher
+            .send_group(upstream.id, sequence, &[frame.clone(), frame.clone()])
+            .await;
+        for subscriber in &subscribers {
+            let (header, frames) = within("a group", LIMIT, subscriber.read_group())
+                .await
+                .unwrap();
+            assert_eq!((header.sequence, frames.len()), (sequence, 2));
+        }
+    }
+
+    let fanned = (GROUPS * subscribers.len() as u64) as f64;
+    let payload = (GROUPS as usize * 2 * FRAME) as f64;
+    let after = tokio::task::spawn_blocking(move || {
+        http::wait_metrics(admin, LIMIT, "the groups counted as delivered", |s| {
+            http::total(s, "qumo_groups_delivered_total") >= fanned
+        })
+    })
+    .await
+    .unwrap();
+    let moved = |name: &str| http::total(&after, name) - http::total(&before, name);
+    assert!(moved("qumo_bytes_received_total") >= payload);
+    assert!(moved("qumo_bytes_sent_total") >= payload * subscribers.len() as f64);
+    assert!(moved("qumo_datagrams_received_total") > 0.0);
+    assert!(moved("qumo_datagrams_sent_total") > 0.0);
+    assert_eq!(moved("qumo_groups_too_far_behind_total"), 0.0);
+    assert_eq!(moved("qumo_connections_accepted_total"), 4.0);
+    assert_eq!(http::total(&after, "qumo_subscriptions_open"), 3.0);
+    // Every shard holds the whole announce table.
+    for shard in ["0", "1"] {
+        let announced = http::value(&after, "qumo_broadcasts_announced", "shard", shard);
+        assert_eq!(announced, Some(1.0), "shard {shard}");
+    }
+    assert!(http::total(&after, "qumo_hubs_open") >= 1.0);
+    // Sessions by version and transport: exactly the four peers.
+    for (version, count) in [
+        ("moq-lite-06", 1.0),
+        ("moq-lite-05", 2.0),
+        ("moq-lite-04", 1.0),
+    ] {
+        let quic = [("version", version), ("transport", "quic")];
+        let started = series(&after, "qumo_sessions_started_total", &quic)
+            - series(&before, "qumo_sessions_started_total", &quic);
+        assert_eq!(started, count, "{version} started");
+        assert_eq!(
+            series(&after, "qumo_sessions_by_version", &quic),
+            count,
+            "{version} open"
+        );
+    }
+    let web = [("transport", "webtransport")];
+    assert_eq!(series(&after, "qumo_sessions_started_total", &web), 0.0);
+    // The GSO histogram counts every send call; the kernel's drops are read
+    // for each shard's socket; the process figures are there.
+    assert_eq!(
+        http::total(&after, "qumo_send_batch_datagrams_count"),
+        http::total(&after, "qumo_send_calls_total")
+    );
+    assert_eq!(
+        http::total(&after, "qumo_send_batch_datagrams_sum"),
+        http::total(&after, "qumo_datagrams_sent_total")
+    );
+    let inf = series(
+        &after,
+        "qumo_send_batch_datagrams_bucket",
+        &[("le", "+Inf")],
+    );
+    assert_eq!(inf, http::total(&after, "qumo_send_calls_total"));
+    for shard in ["0", "1"] {
+        let drops = http::value(&after, "qumo_udp_receive_drops_total", "shard", shard);
+        assert!(drops.is_some(), "shard {shard} socket drops");
+    }
+    assert!(http::total(&after, "process_resident_memory_bytes") > 0.0);
+    assert!(http::total(&after, "process_open_fds") > 0.0);
+    assert!(http::total(&after, "process_start_time_seconds") > 1.7e9);
+    assert!(after.iter().any(|s| s.name == "process_cpu_seconds_total"));
+
+    // The publisher leaves: its broadcast leaves the list.
+    publisher.conn.close(0u32.into(), b"bye");
+    wait_announced(admin, "/announced", "the broadcast gone", |p| p.is_empty()).await;
+    drop(requests);
+}
+
+#[tokio::test]
+async fn health_turns_503_at_sigterm_while_the_relay_drains() {
+    // A long drain, held open by a peer that ignores GOAWAY: the relay
+    // stays up, answering 503, until the peer leaves.
+    let relay = Relay::start_draining(
+        "127.0.0.1:0",
+        1,
+        &http::sections("  max_connections: 8\n"),
+        "info,qumo=debug",
+        "60s",
+    );
+    let admin = http::admin_addr(&relay);
+    assert_eq!(http::get_ok(admin, "/health", LIMIT), "ok\n");
+    let peer = Peer::connect(relay.addr, &relay.fingerprint, Version::Lite05).await;
+    tokio::task::spawn_blocking(move || {
+        http::wait_metrics(admin, LIMIT, "the session open", |s| {
+            http::total(s, "qumo_sessions_open") == 1.0
+        })
+    })
+    .await
+    .unwrap();
+
+    relay.terminate();
+    let status = |path: &str| match http::get(admin, path, LIMIT) {
+        http::Outcome::Answer(text) => text.split(' ').nth(1).unwrap_or("").to_string(),
+        other => panic!("{path}: {other:?}"),
+    };
+    let deadline = Instant::now() + LIMIT;
+    while status("/health") != "503" {
+        assert!(Instant::now() < deadline, "/health still 200 after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status("/healthz"), "503");
+    assert_eq!(
+        status("/metrics"),
+        "200",
+        "metrics are served while draining"
+    );
+
+    peer.conn.close(0u32.into(), b"bye");
+    let exit = relay.wait_exit(Duration::from_secs(30));
+    assert_eq!(exit.and_then(|e| e.code()), Some(0));
+}
 
 #[tokio::test]
 async fn metrics_parse_label_every_shard_and_move_with_connections() {

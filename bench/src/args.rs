@@ -260,6 +260,9 @@ pub struct Config {
     pub json: Option<PathBuf>,
     pub plot: Option<PathBuf>,
     pub relay_pid: Option<u32>,
+    /// The relay's `/metrics` (admin listener): its CPU, RSS and UDP drops
+    /// from there instead of `/proc` (a relay on another host).
+    pub relay_metrics: Option<crate::scrape::MetricsUrl>,
     /// The relay's shard count, when the caller knows it (for the report).
     pub relay_shards: Option<usize>,
     pub ramp: Option<RampPlan>,
@@ -406,6 +409,11 @@ struct RunArgs {
     /// Sample this process's CPU and RSS (same host)
     #[arg(long, value_name = "PID", help_heading = "Output")]
     relay_pid: Option<u32>,
+    /// Sample the relay's CPU, RSS and UDP drops from its /metrics instead
+    /// (http://HOST:PORT/metrics; any host)
+    #[arg(long, value_name = "URL", value_parser = crate::scrape::MetricsUrl::parse,
+          help_heading = "Output")]
+    relay_metrics: Option<crate::scrape::MetricsUrl>,
     /// The relay's shard count, recorded in the report
     #[arg(long, value_name = "N", help_heading = "Output")]
     relay_shards: Option<usize>,
@@ -548,6 +556,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
         json: a.json,
         plot: a.plot,
         relay_pid: a.relay_pid,
+        relay_metrics: a.relay_metrics,
         relay_shards: a.relay_shards,
         ramp: a.ramp.then(|| RampPlan {
             p99_budget_ms: a.p99_budget_ms.unwrap_or(defaults.p99_budget_ms),
@@ -731,6 +740,18 @@ mod tests {
     }
 
     #[test]
+    fn relay_metrics_takes_an_http_url() {
+        let c = run(&["--relay-metrics", "http://relay.example:9090/metrics"]).unwrap();
+        let url = c.relay_metrics.unwrap();
+        assert_eq!(
+            (url.authority.as_str(), url.path.as_str()),
+            ("relay.example:9090", "/metrics")
+        );
+        let err = run(&["--relay-metrics", "https://relay.example/metrics"]).unwrap_err();
+        assert!(err.contains("--relay-metrics"), "{err}");
+    }
+
+    #[test]
     fn a_later_option_overrides_an_earlier_one() {
         let c = run(&[
             "--subscribers",
@@ -792,6 +813,7 @@ mod tests {
             "--json",
             "--plot",
             "--relay-pid",
+            "--relay-metrics",
             "--strict",
             "--threads",
             "--quiet",

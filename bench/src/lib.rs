@@ -16,6 +16,7 @@ pub mod procfs;
 pub mod publisher;
 pub mod report;
 pub mod run;
+pub mod scrape;
 pub mod session;
 pub mod stats;
 pub mod subscriber;

@@ -36,7 +36,13 @@ impl Latency {
 /// The relay process, sampled over the measured window.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Relay {
-    pub pid: u32,
+    /// The process sampled through `/proc` (same host)...
+    pub pid: Option<u32>,
+    /// ...or the `/metrics` scraped instead (any host).
+    pub metrics_url: Option<String>,
+    /// Datagrams dropped on the relay's own sockets in the measured window
+    /// (from its metrics only).
+    pub udp_drops: Option<u64>,
     /// CPU seconds (user + system) the relay used in the measured window.
     pub cpu_s: f64,
     /// Those seconds over the window's length (1.0 = one core busy).
@@ -361,7 +367,12 @@ fn single(st: &Step) -> String {
                 opt(r.rss_kb_per_sub, 1)
             ));
         }
-        None => s.push_str("  relay         not sampled (no --relay-pid)\n"),
+        None => s.push_str("  relay         not sampled (no --relay-pid or --relay-metrics)\n"),
+    }
+    if let Some(d) = st.relay.as_ref().and_then(|r| r.udp_drops) {
+        s.push_str(&format!(
+            "  relay drops   {d} datagrams dropped on the relay's sockets (its metrics)\n"
+        ));
     }
     if let Some(d) = st.udp_rcvbuf_drops {
         s.push_str(&format!(
@@ -416,7 +427,9 @@ pub(crate) mod tests {
             },
             latency_histogram: h.buckets(),
             relay: relay.then_some(Relay {
-                pid: 1,
+                pid: Some(1),
+                metrics_url: None,
+                udp_drops: None,
                 cpu_s: 2.0,
                 cores: 0.2,
                 cpu_s_per_gb: Some(1.5),

@@ -15,6 +15,7 @@ use crate::plan::{Plan, Shard};
 use crate::procfs;
 use crate::publisher::run_publisher;
 use crate::report::{Latency, Relay, Report, Step};
+use crate::scrape::{self, MetricsUrl, RelayFigures};
 use crate::session::CLOSE_DONE;
 use crate::stats::{Counters, Final, Report as ShardReport};
 use crate::subscriber::run_subscriber;
@@ -87,11 +88,44 @@ fn threads(cfg: &Config) -> usize {
     }
 }
 
+/// Where the relay's figures come from: its `/proc` entry on this host, or
+/// its `/metrics` on any host.
+#[derive(Debug, Clone)]
+enum RelaySource {
+    Process(u32),
+    Metrics(MetricsUrl),
+}
+
+impl RelaySource {
+    fn of(cfg: &Config) -> Option<Self> {
+        match (&cfg.relay_metrics, cfg.relay_pid) {
+            (Some(url), _) => Some(RelaySource::Metrics(url.clone())),
+            (None, Some(pid)) => Some(RelaySource::Process(pid)),
+            (None, None) => None,
+        }
+    }
+
+    /// CPU seconds, RSS and (from metrics only) the relay's UDP drops now.
+    fn read(&self) -> RelayFigures {
+        match self {
+            RelaySource::Process(pid) => RelayFigures {
+                cpu_seconds: procfs::cpu_seconds(*pid),
+                rss_kb: procfs::rss_kb(*pid),
+                udp_drops: None,
+            },
+            RelaySource::Metrics(url) => scrape::scrape(url).unwrap_or_else(|e| {
+                eprintln!("qumo-bench: relay metrics: {e}");
+                RelayFigures::default()
+            }),
+        }
+    }
+}
+
 struct RelaySampler {
-    pid: u32,
+    source: RelaySource,
     rss_before: u64,
-    cpu_start: Option<f64>,
-    cpu_end: Option<f64>,
+    start: RelayFigures,
+    end: RelayFigures,
     rss_steady: u64,
     rss_max: u64,
 }
@@ -100,23 +134,29 @@ impl RelaySampler {
     /// `baseline`: the relay's RSS before the first step of a ramp, so that
     /// memory the allocator kept from an earlier step is not mistaken for
     /// the idle size.
-    fn new(pid: u32, baseline: Option<u64>) -> Result<Self, String> {
-        let rss = procfs::rss_kb(pid).ok_or_else(|| format!("no process {pid} to sample"))?;
+    fn new(source: RelaySource, baseline: Option<u64>) -> Result<Self, String> {
+        let rss = source
+            .read()
+            .rss_kb
+            .ok_or_else(|| format!("cannot read the relay's memory from {source:?}"))?;
         Ok(Self {
-            pid,
+            source,
             rss_before: baseline.unwrap_or(rss),
-            cpu_start: None,
-            cpu_end: None,
+            start: RelayFigures::default(),
+            end: RelayFigures::default(),
             rss_steady: rss,
             rss_max: rss,
         })
     }
 
-    fn sample_rss(&mut self) {
-        if let Some(rss) = procfs::rss_kb(self.pid) {
+    /// Everything now; RSS also feeds the steady and peak figures.
+    fn sample(&mut self) -> RelayFigures {
+        let figures = self.source.read();
+        if let Some(rss) = figures.rss_kb {
             self.rss_max = self.rss_max.max(rss);
             self.rss_steady = rss;
         }
+        figures
     }
 }
 
@@ -130,9 +170,8 @@ pub fn run_once(
     relay_baseline_kb: Option<u64>,
 ) -> Result<Step, String> {
     let n = threads(cfg);
-    let mut relay = cfg
-        .relay_pid
-        .map(|pid| RelaySampler::new(pid, relay_baseline_kb))
+    let mut relay = RelaySource::of(cfg)
+        .map(|source| RelaySampler::new(source, relay_baseline_kb))
         .transpose()?;
     let plan = Arc::new(Plan::new(cfg.clone(), subscribers, addr, tls, prefix));
     let listen: SocketAddr = match addr {
@@ -174,23 +213,21 @@ pub fn run_once(
             bench_cpu.0 = procfs::own_cpu_seconds();
             udp_drops.0 = procfs::udp_rcvbuf_errors();
             if let Some(r) = relay.as_mut() {
-                r.cpu_start = procfs::cpu_seconds(r.pid);
-                r.sample_rss();
+                r.start = r.sample();
             }
         }
         if bench_cpu.1.is_none() && now >= plan.steady_end {
             bench_cpu.1 = procfs::own_cpu_seconds();
             udp_drops.1 = procfs::udp_rcvbuf_errors();
             if let Some(r) = relay.as_mut() {
-                r.cpu_end = procfs::cpu_seconds(r.pid);
-                r.sample_rss();
+                r.end = r.sample();
             }
         }
         if now >= next_tick {
             next_tick += TICK;
             if now >= plan.steady_start && now < plan.steady_end {
                 if let Some(r) = relay.as_mut() {
-                    r.sample_rss();
+                    r.sample();
                 }
             }
             let mut total = Counters::default();
@@ -250,12 +287,23 @@ pub fn run_once(
         .saturating_duration_since(plan.t0)
         .as_secs_f64();
     let relay = relay.map(|r| {
-        let cpu_s = match (r.cpu_start, r.cpu_end) {
+        let cpu_s = match (r.start.cpu_seconds, r.end.cpu_seconds) {
             (Some(a), Some(b)) => b - a,
             _ => f64::NAN,
         };
+        let (pid, metrics_url) = match &r.source {
+            RelaySource::Process(pid) => (Some(*pid), None),
+            RelaySource::Metrics(url) => {
+                (None, Some(format!("http://{}{}", url.authority, url.path)))
+            }
+        };
         Relay {
-            pid: r.pid,
+            pid,
+            metrics_url,
+            udp_drops: match (r.start.udp_drops, r.end.udp_drops) {
+                (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+                _ => None,
+            },
             cpu_s,
             cores: cpu_s / measured_s,
             cpu_s_per_gb: (total.steady_bytes > 0 && cpu_s.is_finite())
@@ -343,7 +391,7 @@ pub fn run(cfg: &Config) -> Result<Report, String> {
         format!("qumo-bench/{}-{secs}", std::process::id())
     });
     let mut steps = Vec::new();
-    let baseline = cfg.relay_pid.and_then(procfs::rss_kb);
+    let baseline = RelaySource::of(cfg).and_then(|source| source.read().rss_kb);
     match &cfg.ramp {
         None => steps.push(run_once(
             cfg,

@@ -393,10 +393,12 @@ impl ShardCore {
             .store(handshakes as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// A connection is no longer handshaking: established, or gone.
+    /// A connection is gone while still handshaking (an established one
+    /// stopped handshaking where it connected): a failed handshake.
     fn end_handshake(&self, inner: &mut ShardInner, handle: ConnectionHandle) {
         if let Some(entry) = inner.conns.get_mut(&handle) {
             if entry.handshaking {
+                ShardStats::add(&self.stats.handshakes_failed, 1);
                 entry.handshaking = false;
                 entry.handshake_deadline = None;
                 inner.handshakes = inner.handshakes.saturating_sub(1);
@@ -422,6 +424,7 @@ impl ShardCore {
         ShardStats::add(&self.stats.datagrams_sent, segments as u64);
         ShardStats::add(&self.stats.bytes_sent, transmit.size as u64);
         ShardStats::add(&self.stats.send_calls, 1);
+        self.stats.send_batches.record(segments as u64);
     }
 
     /// Run quinn-proto timers that are due.

@@ -30,8 +30,8 @@ pub use wait::{WaitList, Waiter};
 pub use config::{AdmissionLimits, QuicLimits, RetryPolicy, RuntimeConfig, Steering};
 pub use connection::{Connection, DatagramError};
 pub use context::{ConnectError, ShardContext};
-pub use runtime::{Runtime, RuntimeError, ShutdownHandle};
-pub use stats::{ConnectionStats, ShardStats, ShardStatsSnapshot};
+pub use runtime::{Poster, Runtime, RuntimeError, RuntimeProbe, ShutdownHandle};
+pub use stats::{ConnectionStats, SendBatches, ShardStats, ShardStatsSnapshot, SEND_BATCH_BOUNDS};
 pub use stream::{ReadStreamError, RecvStream, SendStream, WriteError};
 
 pub use quinn_proto;

@@ -107,9 +107,34 @@ impl<T> MeshSender<T> {
 
     /// Wake-ups delivered to shard `shard` so far.
     pub fn wakeups(&self, shard: usize) -> u64 {
-        self.inboxes
+        self.wakeup_counts().get(shard)
+    }
+
+    /// A reader of the wake-up counters that holds no sender, so that it
+    /// keeps no inbox open (an exporter may outlive the shards).
+    pub fn wakeup_counts(&self) -> MeshWakeups {
+        MeshWakeups(self.inboxes.clone())
+    }
+}
+
+/// Every inbox's wake-up count, readable from any thread.
+#[derive(Clone)]
+pub struct MeshWakeups(Arc<[Inbox]>);
+
+impl MeshWakeups {
+    /// Wake-ups delivered to shard `shard` so far (0 for no such shard).
+    pub fn get(&self, shard: usize) -> u64 {
+        self.0
             .get(shard)
             .map_or(0, |i| i.wakeups.load(Ordering::Relaxed))
+    }
+}
+
+impl std::fmt::Debug for MeshWakeups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries((0..self.0.len()).map(|i| self.get(i)))
+            .finish()
     }
 }
 

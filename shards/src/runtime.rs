@@ -15,8 +15,8 @@ use crate::cid::ShardCidGenerator;
 use crate::config::{QuicLimits, RuntimeConfig, Steering};
 use crate::context::ShardContext;
 use crate::core::{CoreParams, ShardCore};
-use crate::mesh::{mesh, MeshReceiver, MeshSender};
-use crate::socket::{bind_group, UdpIo};
+use crate::mesh::{mesh, MeshReceiver, MeshSender, MeshWakeups};
+use crate::socket::{bind_group, socket_inode, UdpIo};
 use crate::stats::{ShardStats, ShardStatsSnapshot};
 use crate::tasks::{self, AppInbox, Envelope};
 
@@ -61,6 +61,29 @@ pub struct Runtime<M: Send + 'static> {
     mesh: MeshSender<Envelope<M>>,
     stats: Vec<Arc<ShardStats>>,
     admission: Arc<Admission>,
+    socket_inodes: Vec<Option<u64>>,
+}
+
+/// Posts application messages to the shards; see [`Runtime::poster`].
+pub struct Poster<M>(MeshSender<Envelope<M>>);
+
+impl<M: Send + 'static> Poster<M> {
+    /// Post `message` to shard `to`; give it back if that shard is gone.
+    pub fn post(&self, to: usize, message: M) -> Result<(), M> {
+        crate::tasks::post(&self.0, to, message)
+    }
+}
+
+/// What an exporter on another thread reads of a running runtime: every
+/// shard's counters, its inbox's wake-ups, and its socket's inode (to find
+/// the kernel's drop count for it in `/proc/net/udp`). Holds no sender and
+/// no socket, so it keeps nothing of the runtime alive.
+#[derive(Debug, Clone)]
+pub struct RuntimeProbe {
+    pub stats: Vec<Arc<ShardStats>>,
+    pub mesh_wakeups: MeshWakeups,
+    /// Shard K's UDP socket inode, `None` where it could not be read.
+    pub socket_inodes: Vec<Option<u64>>,
 }
 
 /// What a shard thread needs from the starter.
@@ -112,6 +135,7 @@ impl<M: Send + 'static> Runtime<M> {
                 .map_err(bind_err)?
         };
         let local_addr = sockets[0].local_addr().map_err(bind_err)?;
+        let socket_inodes = sockets.iter().map(socket_inode).collect();
 
         let mut steering = config.steering;
         if !server || n == 1 {
@@ -177,6 +201,7 @@ impl<M: Send + 'static> Runtime<M> {
             mesh: mesh_tx,
             stats,
             admission,
+            socket_inodes,
         };
         let mut driver = "";
         for _ in 0..n {
@@ -223,6 +248,15 @@ impl<M: Send + 'static> Runtime<M> {
         self.stats.clone()
     }
 
+    /// Counters, wake-ups and socket inodes for an exporter.
+    pub fn probe(&self) -> RuntimeProbe {
+        RuntimeProbe {
+            stats: self.stats.clone(),
+            mesh_wakeups: self.mesh.wakeup_counts(),
+            socket_inodes: self.socket_inodes.clone(),
+        }
+    }
+
     /// Server connections admitted and not yet gone (handshaking, open or
     /// closing), all shards together: what `max_connections` is checked
     /// against.
@@ -239,6 +273,13 @@ impl<M: Send + 'static> Runtime<M> {
     /// Post an application message to shard `to` from outside the runtime.
     pub fn send(&self, to: usize, message: M) -> Result<(), M> {
         crate::tasks::post(&self.mesh, to, message)
+    }
+
+    /// A handle that posts application messages to the shards from any
+    /// thread, for a part of the program that outlives this borrow (an
+    /// admin listener asking a shard a question).
+    pub fn poster(&self) -> Poster<M> {
+        Poster(self.mesh.clone())
     }
 
     pub fn shutdown_handle(&self) -> ShutdownHandle {

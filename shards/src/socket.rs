@@ -31,6 +31,15 @@ pub fn bind_group(
     Ok(sockets)
 }
 
+/// The inode of `socket`, by which `/proc/net/udp` lists it (with its
+/// receive drops); `None` without a Linux `/proc`.
+pub fn socket_inode(socket: &std::net::UdpSocket) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let link = format!("/proc/self/fd/{}", socket.as_raw_fd());
+    std::fs::metadata(link).ok().map(|m| m.ino())
+}
+
 fn bind_one(addr: SocketAddr, buffer_bytes: usize) -> io::Result<std::net::UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {

@@ -20,7 +20,11 @@ macro_rules! shard_counters {
     ($($(#[doc = $doc:literal])* $name:ident $(($kind:ident))?),* $(,)?) => {
         /// Live counters of one shard.
         #[derive(Debug, Default)]
-        pub struct ShardStats { $($(#[doc = $doc])* pub $name: AtomicU64,)* }
+        pub struct ShardStats {
+            $($(#[doc = $doc])* pub $name: AtomicU64,)*
+            /// Datagrams per send call (GSO batch size).
+            pub send_batches: SendBatches,
+        }
 
         /// A point-in-time copy of [`ShardStats`].
         #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +99,39 @@ shard_counters! {
     /// Connections closed for not finishing their handshake within
     /// `handshake_timeout`.
     handshakes_timed_out,
+    /// Handshakes that ended without a connection: bad TLS, wrong ALPN,
+    /// the peer gone, or timed out (those are also in
+    /// `handshakes_timed_out`).
+    handshakes_failed,
+}
+
+/// Upper bounds of the GSO batch histogram's buckets: datagrams per send
+/// call. quinn batches at most 40 (see `socket::MAX_GSO_SEGMENTS`).
+pub const SEND_BATCH_BOUNDS: [u64; 6] = [1, 2, 4, 8, 16, 32];
+
+/// Send calls by how many datagrams each carried (one GSO batch), in
+/// buckets up to [`SEND_BATCH_BOUNDS`] and one above: a histogram whose
+/// sum is `datagrams_sent` and whose count is `send_calls`.
+#[derive(Debug, Default)]
+pub struct SendBatches([AtomicU64; SEND_BATCH_BOUNDS.len() + 1]);
+
+impl SendBatches {
+    /// Count one send call of `segments` datagrams (single writer).
+    pub(crate) fn record(&self, segments: u64) {
+        ShardStats::add(&self.0[send_batch_bucket(segments)], 1);
+    }
+
+    /// Calls per bucket (not cumulative), the last bucket unbounded.
+    pub fn buckets(&self) -> [u64; SEND_BATCH_BOUNDS.len() + 1] {
+        std::array::from_fn(|i| self.0[i].load(Ordering::Relaxed))
+    }
+}
+
+/// The bucket of a send of `segments` datagrams: the first bound at or
+/// above it (powers of two: the bit length of `segments - 1`).
+fn send_batch_bucket(segments: u64) -> usize {
+    let bits = (u64::BITS - segments.saturating_sub(1).leading_zeros()) as usize;
+    bits.min(SEND_BATCH_BOUNDS.len())
 }
 
 impl ShardStats {
@@ -165,5 +202,20 @@ mod tests {
         });
         assert_eq!(gauges, ["connections_open", "handshakes_in_progress"]);
         assert!(all > gauges.len());
+    }
+
+    #[test]
+    fn a_send_lands_in_the_first_bucket_whose_bound_holds_it() {
+        let batches = SendBatches::default();
+        for segments in [1, 2, 3, 4, 5, 32, 33, 40] {
+            batches.record(segments);
+        }
+        // Buckets: <=1, <=2, <=4, <=8, <=16, <=32, above.
+        assert_eq!(batches.buckets(), [1, 1, 2, 1, 0, 1, 2]);
+        for (i, bound) in SEND_BATCH_BOUNDS.into_iter().enumerate() {
+            assert_eq!(send_batch_bucket(bound), i, "{bound}");
+            assert_eq!(send_batch_bucket(bound + 1), i + 1, "{bound} + 1");
+        }
+        assert_eq!(send_batch_bucket(0), 0);
     }
 }

@@ -57,6 +57,10 @@ pub async fn write_group(
     );
     let mut stream = match race(session.transport.open_uni(), gate).await {
         Either::Left(Ok(stream)) => stream,
+        Either::Right(codes::TOO_FAR_BEHIND) => {
+            session.shard.stats.groups_too_far_behind.inc();
+            return;
+        }
         Either::Left(Err(_)) | Either::Right(_) => return,
     };
     // Newer groups first: the live edge matters more than the backlog.
@@ -125,9 +129,15 @@ pub async fn write_group(
 fn finish(session: &Session, stream: &mut SendStream, outcome: Outcome) {
     match outcome {
         Outcome::Done => {
+            session.shard.stats.groups_delivered.inc();
             let _ = stream.finish();
         }
-        Outcome::Reset(code) => session.reset(stream, code),
+        Outcome::Reset(code) => {
+            if code == codes::TOO_FAR_BEHIND {
+                session.shard.stats.groups_too_far_behind.inc();
+            }
+            session.reset(stream, code)
+        }
         Outcome::Lost => {}
     }
 }

@@ -218,24 +218,42 @@ pub fn parse_metrics(text: &str) -> Vec<Sample> {
     scrape
         .samples
         .into_iter()
-        .map(|s| {
-            let value = match s.value {
-                prometheus_parse::Value::Counter(v)
-                | prometheus_parse::Value::Gauge(v)
-                | prometheus_parse::Value::Untyped(v) => v,
-                other => panic!("{}: unexpected {other:?}", s.metric),
-            };
+        .flat_map(|s| {
             let mut labels: Vec<(String, String)> = s
                 .labels
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
             labels.sort();
-            Sample {
-                name: s.metric,
-                labels,
-                value,
-            }
+            let values: Vec<(String, Option<String>, f64)> = match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => vec![(s.metric, None, v)],
+                // One sample per bucket, `NAME_bucket{le="BOUND"}`, as written.
+                prometheus_parse::Value::Histogram(buckets) => buckets
+                    .into_iter()
+                    .map(|b| {
+                        let le = match b.less_than {
+                            f if f.is_infinite() || f == f64::MAX => "+Inf".to_string(),
+                            f => f.to_string(),
+                        };
+                        (format!("{}_bucket", s.metric), Some(le), b.count)
+                    })
+                    .collect(),
+                other => panic!("{}: unexpected {other:?}", s.metric),
+            };
+            values.into_iter().map(move |(name, le, value)| {
+                let mut labels = labels.clone();
+                if let Some(le) = le {
+                    labels.push(("le".to_string(), le));
+                    labels.sort();
+                }
+                Sample {
+                    name,
+                    labels,
+                    value,
+                }
+            })
         })
         .collect()
 }
@@ -261,7 +279,10 @@ fn strict_check(text: &str) {
             current = None;
         } else if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
-            assert!(matches!(kind, "counter" | "gauge"), "type: {line}");
+            assert!(
+                matches!(kind, "counter" | "gauge" | "histogram"),
+                "type: {line}"
+            );
             current = Some((name.to_string(), kind.to_string()));
         } else {
             let (family, kind) = current
@@ -273,11 +294,20 @@ fn strict_check(text: &str) {
                 Some((name, labels)) => (name, labels.strip_suffix('}').expect("}")),
                 None => (series, ""),
             };
-            let expected = match kind.as_str() {
-                "counter" => format!("{family}_total"),
-                _ => family.clone(),
-            };
-            assert_eq!(name, expected, "sample of its family: {line}");
+            match kind.as_str() {
+                "counter" => assert_eq!(name, format!("{family}_total"), "sample: {line}"),
+                "histogram" => {
+                    let suffix = name.strip_prefix(family.as_str());
+                    assert!(
+                        matches!(suffix, Some("_bucket" | "_sum" | "_count")),
+                        "sample of its family: {line}"
+                    );
+                    if suffix == Some("_bucket") {
+                        assert!(labels.contains("le=\""), "bucket without le: {line}");
+                    }
+                }
+                _ => assert_eq!(name, family.as_str(), "sample of its family: {line}"),
+            }
             for label in labels.split(',').filter(|l| !l.is_empty()) {
                 let (key, value) = label.split_once('=').expect("label=value");
                 assert!(is_name(key), "label name: {line}");

@@ -89,12 +89,24 @@ impl Relay {
     /// As [`Relay::start_on`], with `level` as `logging.level` (it must
     /// keep info lines: the start-up lines are read from the log).
     pub fn start_logging(address: &str, shards: usize, sections: &str, level: &str) -> Relay {
+        Self::start_draining(address, shards, sections, level, "2s")
+    }
+
+    /// As [`Relay::start_logging`], with `server.shutdown_timeout` set to
+    /// `shutdown_timeout` (how long a SIGTERM waits for sessions).
+    pub fn start_draining(
+        address: &str,
+        shards: usize,
+        sections: &str,
+        level: &str,
+        shutdown_timeout: &str,
+    ) -> Relay {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("relay.yaml");
         std::fs::write(
             &config,
             format!(
-                "server:\n  address: \"{address}\"\n  shards: {shards}\n  shutdown_timeout: 2s\n\
+                "server:\n  address: \"{address}\"\n  shards: {shards}\n  shutdown_timeout: {shutdown_timeout}\n\
                  tls:\n  generate: [localhost]\n{sections}logging:\n  level: \"{level}\"\n"
             ),
         )
