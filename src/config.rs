@@ -347,7 +347,8 @@ pub struct RelayConfig {
     pub upstream_url: Option<String>,
     /// Sessions open at once, whole relay. >= 1.
     pub max_sessions: usize,
-    /// Subscriptions one session may hold. >= 1.
+    /// Subscriptions one session may hold; a TRACK request counts as one
+    /// until the SUBSCRIBE that follows it takes its place. >= 1.
     pub max_subscriptions_per_session: usize,
     /// Longest announce prefix accepted, in bytes. >= 1.
     pub max_announce_prefix_len: usize,

@@ -152,6 +152,8 @@ relay_stats! {
     track_replicas_open: Gauge,
     /// This shard's replicas attached to a hub on another shard.
     hub_attachments_open: Gauge,
+    /// Bytes the group caches of this shard's tracks hold (payload plus per-frame overhead), sampled once a second.
+    cache_bytes: Gauge,
     /// Upstream subscriptions this shard's sessions hold to their publishers.
     upstream_subscriptions_open: Gauge,
     /// Groups written whole to a subscriber (one per group and subscriber).

@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::lite::{SessionCode, Version};
 use crate::message::MeshBacklog;
 use crate::metrics::{Metrics, RelayStats, TransportKind};
-use crate::session::{self, transport::Transport};
+use crate::session;
 use crate::shard::{Settings, Shard};
 use crate::task::{catch_unwind, race, Either};
 use crate::webtransport::WtSession;
@@ -106,6 +106,7 @@ async fn serve_shard(ctx: ShardContext<ShardMessage>, shared: Shared) {
         shared.backlog.clone(),
     ));
     monoio::spawn(dispatch(ctx.clone(), shard.clone()));
+    monoio::spawn(sample_cache_bytes(Rc::downgrade(&shard)));
     monoio::spawn({
         let (ctx, shard) = (ctx.clone(), shard.clone());
         async move {
@@ -129,6 +130,19 @@ async fn serve_shard(ctx: ShardContext<ShardMessage>, shared: Shared) {
                 );
             }
         });
+    }
+}
+
+/// How often a shard sums its caches for the `cache_bytes` gauge: a sum
+/// over its tracks, too dear per event and plenty fresh for a scrape.
+const CACHE_SAMPLE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+async fn sample_cache_bytes(shard: std::rc::Weak<Shard>) {
+    loop {
+        let Some(shard) = shard.upgrade() else { return };
+        shard.sample_cache_bytes();
+        drop(shard);
+        monoio::time::sleep(CACHE_SAMPLE_INTERVAL).await;
     }
 }
 
@@ -163,7 +177,7 @@ async fn serve_connection(shard: Rc<Shard>, shared: Shared, conn: Connection) {
     let alpn = conn.alpn().unwrap_or_default();
     if let Some(version) = Version::from_alpn(&alpn) {
         let _kind = KindCount::new(&shard, version, TransportKind::Quic);
-        return session::run(shard, Transport::Quic(conn), version, String::new()).await;
+        return session::run(shard, conn, version, String::new()).await;
     }
     if alpn != b"h3" {
         debug!(alpn = %String::from_utf8_lossy(&alpn), "no moq-lite version for this ALPN");
@@ -201,7 +215,7 @@ async fn serve_connection(shard: Rc<Shard>, shared: Shared, conn: Connection) {
         .unwrap_or(Version::Lite04);
     let root = wt.path().to_string();
     let _kind = KindCount::new(&shard, version, TransportKind::WebTransport);
-    session::run(shard, Transport::Web(wt), version, root).await;
+    session::run(shard, wt, version, root).await;
 }
 
 /// A session counted among its shard's sessions of its version and

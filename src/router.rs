@@ -691,6 +691,21 @@ impl Router {
         }
     }
 
+    /// Bytes cached by every track this shard holds: its hubs' caches and
+    /// its replicas, each counted once (a hub's cache is also its owner's
+    /// local replica). O(tracks): sampled on a timer, not per event.
+    pub fn cache_bytes(&self) -> u64 {
+        let mut seen = std::collections::HashSet::new();
+        self.hubs
+            .values()
+            .map(|hub| &hub.replica)
+            .chain(self.replicas.values())
+            .chain(self.attached.values())
+            .filter(|replica| seen.insert(Rc::as_ptr(replica)))
+            .map(|replica| replica.cached_bytes())
+            .sum()
+    }
+
     // --- inspection (tests, checks) -------------------------------------
 
     /// Every hub, by id.

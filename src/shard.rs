@@ -392,6 +392,12 @@ impl Shard {
             .announced_page(prefix, session, after, limit)
     }
 
+    /// Refresh the `cache_bytes` gauge from the router's tracks.
+    pub fn sample_cache_bytes(&self) {
+        let bytes = self.router.borrow().cache_bytes();
+        self.stats.cache_bytes.set(bytes);
+    }
+
     pub fn count_announced(&self, prefix: &str, session: SessionRef) -> usize {
         self.router.borrow().count_announced(prefix, session)
     }

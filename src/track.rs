@@ -16,9 +16,10 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use bytes::{Bytes, BytesMut};
 use qumo_shards::{WaitList, Waiter};
 
-use crate::lite::StreamCode;
+use crate::lite::{Encode, FrameHeader, StreamCode, Timestamps, Version};
 use crate::model::MediaEvent;
 use crate::model::TrackKey;
 pub use crate::model::{Frame, GroupState, TrackProperties};
@@ -29,10 +30,53 @@ pub use crate::model::{Frame, GroupState, TrackProperties};
 /// payload bytes alone.
 pub const FRAME_OVERHEAD: u64 = 64;
 
+/// A frame's FRAME header as each version puts it on the wire, encoded
+/// once when the frame is cached, so that a writer sends clones of it to
+/// every subscriber instead of encoding it for each. Every writer starts
+/// its group stream at frame 0, so the timestamp delta (against the
+/// previous frame of the group) is the same for all of them.
+#[derive(Debug, Clone)]
+pub struct FrameHeads {
+    /// The lite-04 header, then the lite-05+ one.
+    both: Bytes,
+    split: usize,
+}
+
+impl FrameHeads {
+    fn new(timestamp_delta: i64, size: u64) -> Self {
+        let mut both = BytesMut::with_capacity(24);
+        let plain = FrameHeader {
+            timestamp_delta: None,
+            size,
+        };
+        // Neither can fail: `Timestamps::delta` made the delta, and it
+        // refuses any that zigzag cannot carry.
+        let _ = plain.encode(&mut both, Version::Lite04);
+        let split = both.len();
+        let timed = FrameHeader {
+            timestamp_delta: Some(timestamp_delta),
+            size,
+        };
+        let _ = timed.encode(&mut both, Version::Lite05);
+        Self {
+            both: both.freeze(),
+            split,
+        }
+    }
+
+    /// The header for a stream of `version`.
+    pub fn for_version(&self, version: Version) -> Bytes {
+        match version.has_frame_timestamps() {
+            true => self.both.slice(self.split..),
+            false => self.both.slice(..self.split),
+        }
+    }
+}
+
 /// What a writer finds at its cursor.
 #[derive(Debug, Clone)]
 pub enum NextFrame {
-    Frame(Frame),
+    Frame(Frame, FrameHeads),
     End,
     Reset(StreamCode),
 }
@@ -41,7 +85,9 @@ pub enum NextFrame {
 #[derive(Debug)]
 pub struct Group {
     pub sequence: u64,
-    frames: RefCell<Vec<Frame>>,
+    frames: RefCell<Vec<(Frame, FrameHeads)>>,
+    /// The timestamp the next frame's delta is taken against.
+    timestamps: Cell<Timestamps>,
     state: Cell<GroupState>,
     bytes: Cell<u64>,
     /// When a newer group arrived; a superseded group is what a lagging
@@ -55,6 +101,7 @@ impl Group {
         Self {
             sequence,
             frames: RefCell::new(Vec::new()),
+            timestamps: Cell::new(Timestamps::default()),
             state: Cell::new(GroupState::Open),
             bytes: Cell::new(0),
             superseded_at: Cell::new(None),
@@ -76,7 +123,11 @@ impl Group {
 
     /// All frames so far (for a snapshot to another shard).
     pub fn frames(&self) -> Vec<Frame> {
-        self.frames.borrow().clone()
+        self.frames
+            .borrow()
+            .iter()
+            .map(|(f, _)| f.clone())
+            .collect()
     }
 
     /// The frame at `index`, the group's end, or `Pending` with `waiter`
@@ -87,8 +138,8 @@ impl Group {
         cx: &mut Context<'_>,
         index: usize,
     ) -> Poll<NextFrame> {
-        if let Some(frame) = self.frames.borrow().get(index) {
-            return Poll::Ready(NextFrame::Frame(frame.clone()));
+        if let Some((frame, heads)) = self.frames.borrow().get(index) {
+            return Poll::Ready(NextFrame::Frame(frame.clone(), heads.clone()));
         }
         match self.state.get() {
             GroupState::Done => Poll::Ready(NextFrame::End),
@@ -109,7 +160,12 @@ impl Group {
     fn push(&self, frame: Frame) {
         self.bytes
             .set(self.bytes.get() + frame.payload.len() as u64 + FRAME_OVERHEAD);
-        self.frames.borrow_mut().push(frame);
+        // A delta zigzag cannot carry is sent as 0, leaving the base as is.
+        let mut timestamps = self.timestamps.get();
+        let delta = timestamps.delta(frame.timestamp).unwrap_or(0);
+        self.timestamps.set(timestamps);
+        let heads = FrameHeads::new(delta, frame.payload.len() as u64);
+        self.frames.borrow_mut().push((frame, heads));
         self.wake();
     }
 
@@ -196,6 +252,11 @@ impl TrackReplica {
     }
 
     /// The cached groups, oldest first.
+    /// Bytes its cached groups hold, as the byte cap counts them.
+    pub fn cached_bytes(&self) -> u64 {
+        self.groups.borrow().iter().map(|g| g.bytes.get()).sum()
+    }
+
     pub fn groups(&self) -> Vec<Rc<Group>> {
         self.groups.borrow().iter().cloned().collect()
     }

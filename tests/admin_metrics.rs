@@ -147,6 +147,15 @@ async fn counters_follow_a_fan_out_and_announced_lists_its_broadcast() {
         assert_eq!(announced, Some(1.0), "shard {shard}");
     }
     assert!(http::total(&after, "qumo_hubs_open") >= 1.0);
+    // The caches hold at least the newest group (sampled once a second).
+    let group_bytes = (2 * FRAME) as f64;
+    tokio::task::spawn_blocking(move || {
+        http::wait_metrics(admin, LIMIT, "the cached group counted", |s| {
+            http::total(s, "qumo_cache_bytes") >= group_bytes
+        })
+    })
+    .await
+    .unwrap();
     // Sessions by version and transport: exactly the four peers.
     for (version, count) in [
         ("moq-lite-06", 1.0),

@@ -202,7 +202,9 @@ impl RecvStream {
         self.id
     }
 
-    fn poll_read_chunk(
+    /// [`read_chunk`](Self::read_chunk) for hand-written poll loops:
+    /// `Pending` with `cx` registered while no data is there.
+    pub fn poll_read_chunk(
         &mut self,
         cx: &mut Context<'_>,
         max: usize,

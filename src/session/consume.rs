@@ -9,13 +9,14 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use qumo_shards::SendStream;
 use tracing::{debug, warn};
 
+use super::codes;
 use super::reader::{ReadError, StreamReader};
+use super::state::{GroupStop, Session, Upstream};
 use super::tail::{self, GroupTally};
+use super::transport::{SendStream, Transport};
 use super::util::{race, Either, Signal};
-use super::{codes, Session};
 use crate::auth::Refusal;
 use crate::lite::{
     Announce, AnnounceOk, AnnounceRequest, BidiType, DecodeError, FrameHeader, GroupHeader,
@@ -26,27 +27,8 @@ use crate::router::SessionCommand;
 use crate::shard::SessionInbox;
 use crate::track::TrackProperties;
 
-/// One upstream subscription: ours, to the peer, on behalf of a hub.
-pub struct Upstream {
-    pub hub: HubRef,
-    pub key: TrackKey,
-    /// Raised when the owner cancels it.
-    pub cancelled: Signal,
-    /// Its group streams, so that its end waits for the tail.
-    pub groups: GroupTally,
-    /// Its group streams being read, by sequence, so that the owner can
-    /// stop one (`SessionCommand::StopGroup`).
-    stops: RefCell<HashMap<u64, Rc<GroupStop>>>,
-}
-
-/// Raised when the owner wants a group stream stopped, with the code.
-struct GroupStop {
-    code: Cell<StreamCode>,
-    signal: Signal,
-}
-
 /// Carry out the router's commands for this session, in order.
-pub async fn commands(session: Rc<Session>, inbox: Rc<SessionInbox>) {
+pub async fn commands<T: Transport>(session: Rc<Session<T>>, inbox: Rc<SessionInbox>) {
     loop {
         let next = race(poll_fn(|cx| inbox.poll_next(cx)), session.closed.raised()).await;
         // Commands left when the session closes are answered by the shard.
@@ -64,7 +46,7 @@ pub async fn commands(session: Rc<Session>, inbox: Rc<SessionInbox>) {
 }
 
 /// Ask the peer for its broadcasts (prefix "") and publish them relay-wide.
-pub async fn announcements(session: Rc<Session>) {
+pub async fn announcements<T: Transport>(session: Rc<Session<T>>) {
     let result = race(read_announcements(&session), session.closed.raised()).await;
     if let Either::Left(Err(e)) = result {
         match e {
@@ -82,7 +64,7 @@ pub async fn announcements(session: Rc<Session>) {
     }
 }
 
-async fn read_announcements(session: &Rc<Session>) -> Result<(), ReadError> {
+async fn read_announcements<T: Transport>(session: &Rc<Session<T>>) -> Result<(), ReadError> {
     let Ok((mut send, recv)) = session.transport.open_bi().await else {
         return Ok(());
     };
@@ -170,7 +152,7 @@ async fn read_announcements(session: &Rc<Session>) -> Result<(), ReadError> {
     Ok(())
 }
 
-fn too_many_broadcasts(session: &Session, limit: usize) -> ReadError {
+fn too_many_broadcasts<T: Transport>(session: &Session<T>, limit: usize) -> ReadError {
     debug!(
         session = session.id.id,
         limit, "relay.max_broadcasts_per_session reached"
@@ -188,7 +170,7 @@ fn unknown_announce(id: u64) -> ReadError {
     })
 }
 
-impl Session {
+impl<T: Transport> Session<T> {
     /// Subscribe upstream to `key` for `hub` (asked by the owner shard).
     pub fn subscribe_upstream(self: &Rc<Self>, key: TrackKey, hub: HubRef) {
         if self.upstream_ids.borrow().contains_key(&hub) {
@@ -250,7 +232,7 @@ impl Session {
     }
 }
 
-async fn run_upstream(session: Rc<Session>, id: u64, upstream: Rc<Upstream>) {
+async fn run_upstream<T: Transport>(session: Rc<Session<T>>, id: u64, upstream: Rc<Upstream>) {
     let hub = upstream.hub;
     let Some(broadcast) = session.relative(&upstream.key.broadcast).map(str::to_owned) else {
         session
@@ -319,16 +301,19 @@ async fn run_upstream(session: Rc<Session>, id: u64, upstream: Rc<Upstream>) {
 }
 
 /// How the publisher ended a SUBSCRIBE stream.
-struct Ended {
+struct Ended<S> {
     /// `None` for a clean end, else the reset code.
     code: Option<StreamCode>,
-    send: Option<SendStream>,
+    send: Option<S>,
     /// The sequence SUBSCRIBE_END named, if it sent one.
     end: Option<u64>,
 }
 
 /// Run one SUBSCRIBE stream until the publisher ends it.
-async fn subscribe_stream(session: &Rc<Session>, request: Subscribe) -> Ended {
+async fn subscribe_stream<T: Transport>(
+    session: &Rc<Session<T>>,
+    request: Subscribe,
+) -> Ended<T::Send> {
     let failed = |send| Ended {
         code: Some(codes::CANCEL),
         send,
@@ -379,7 +364,11 @@ async fn subscribe_stream(session: &Rc<Session>, request: Subscribe) -> Ended {
 
 /// Lite-05+: ask the publisher for the track's properties (its timescale
 /// above all) and pass them to the hub.
-async fn fetch_properties(session: Rc<Session>, upstream: Rc<Upstream>, broadcast: String) {
+async fn fetch_properties<T: Transport>(
+    session: Rc<Session<T>>,
+    upstream: Rc<Upstream>,
+    broadcast: String,
+) {
     let fetch = async {
         let (mut send, recv) = session.transport.open_bi().await.ok()?;
         let request = TrackRequest {
@@ -409,7 +398,7 @@ async fn fetch_properties(session: Rc<Session>, upstream: Rc<Upstream>, broadcas
 }
 
 /// A GROUP stream from the peer: forward its frames to the hub.
-pub async fn group(session: Rc<Session>, mut reader: StreamReader) {
+pub async fn group<T: Transport>(session: Rc<Session<T>>, mut reader: StreamReader<T::Recv>) {
     let header: GroupHeader = match reader.expect().await {
         Ok(header) => header,
         Err(ReadError::Stream(_)) => return,
@@ -459,9 +448,9 @@ pub async fn group(session: Rc<Session>, mut reader: StreamReader) {
     }
 }
 
-async fn read_frames(
-    session: &Rc<Session>,
-    reader: &mut StreamReader,
+async fn read_frames<T: Transport>(
+    session: &Rc<Session<T>>,
+    reader: &mut StreamReader<T::Recv>,
     hub: HubRef,
     sequence: u64,
 ) -> Result<(), StreamCode> {

@@ -14,9 +14,14 @@
 mod budget;
 pub mod codes;
 mod consume;
+pub mod memory;
 pub mod reader;
 mod serve;
+mod state;
+mod subscription;
 mod tail;
+#[cfg(test)]
+mod tests;
 pub mod transport;
 pub use crate::task as util;
 mod writer;
@@ -26,214 +31,27 @@ use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use qumo_shards::{SendStream, VarInt};
-use tracing::{debug, error, info, warn};
+use qumo_shards::VarInt;
+use tracing::{debug, info};
 
 use crate::auth::{self, Grant, Refusal};
-use crate::lite::{
-    BidiType, Encode, Goaway, Limits, ProbeLevel, Role, SessionCode, Setup, StreamCode, UniType,
-    Version,
-};
-use crate::message::{HubRef, SessionRef};
+use crate::lite::{BidiType, Goaway, ProbeLevel, Role, SessionCode, Setup, UniType, Version};
+use crate::message::SessionRef;
 use crate::shard::Shard;
-use reader::{ReadError, StreamReader};
-use transport::Transport;
+use reader::ReadError;
+use transport::{SendStream, Transport};
 use util::{race, Either, Signal};
 
-pub use consume::Upstream;
-
-/// Why a session ended abnormally.
-#[derive(Debug, thiserror::Error)]
-pub enum SessionError {
-    #[error("protocol violation: {0}")]
-    Protocol(String),
-    #[error("read: {0}")]
-    Read(#[from] ReadError),
-    #[error("transport: {0}")]
-    Transport(#[from] transport::TransportError),
-    #[error("write: {0}")]
-    Write(#[from] qumo_shards::WriteError),
-    #[error("no SETUP within {0:?} (relay.setup_timeout)")]
-    SetupTimeout(Duration),
-    /// A task of the session panicked: a relay bug, contained.
-    #[error("task panicked: {0}")]
-    Panicked(String),
-}
-
-impl SessionError {
-    /// The session code the peer is told when this error closes the
-    /// session: the one place a session error becomes a code.
-    pub fn code(&self) -> SessionCode {
-        match self {
-            SessionError::SetupTimeout(_) => SessionCode::TIMEOUT,
-            SessionError::Panicked(_) => SessionCode::INTERNAL_ERROR,
-            // A peer that left mid-setup hears nothing; one that sent
-            // something wrong broke the protocol.
-            SessionError::Protocol(_)
-            | SessionError::Read(_)
-            | SessionError::Transport(_)
-            | SessionError::Write(_) => SessionCode::PROTOCOL_VIOLATION,
-        }
-    }
-}
-
-/// A live session and what it holds.
-pub struct Session {
-    pub id: SessionRef,
-    pub transport: Transport,
-    pub version: Version,
-    /// Session root: every path the peer names is relative to it.
-    pub root: RefCell<String>,
-    pub shard: Rc<Shard>,
-    /// Our subscriptions to the peer's tracks, by subscribe id.
-    upstreams: RefCell<HashMap<u64, Rc<Upstream>>>,
-    upstream_ids: RefCell<HashMap<HubRef, u64>>,
-    next_subscribe_id: Cell<u64>,
-    /// Broadcasts the peer announced to us (absolute paths).
-    announced: RefCell<HashSet<String>>,
-    /// The peer's subscriptions to us, for the per-session limit.
-    subscriptions: Cell<usize>,
-    /// The peer's open ANNOUNCE_REQUEST streams, for the per-session limit.
-    announce_requests: Cell<usize>,
-    /// Bytes of the peer's frames held partly received.
-    frame_budget: budget::ByteBudget,
-    /// Whether the peer has done anything yet (lite-04's SETUP deadline).
-    spoke: Cell<bool>,
-    /// What the peer may publish and subscribe, relative to the root; set
-    /// once its credentials are checked, before the session registers.
-    grant: OnceCell<Grant>,
-    /// Raised when the session ends; every task of it stops.
-    pub closed: Signal,
-}
-
-impl Session {
-    pub fn limits(&self) -> Limits {
-        self.shard.settings.limits
-    }
-
-    /// What the peer may do; nothing until its credentials are checked.
-    pub fn grant(&self) -> &Grant {
-        self.grant.get().unwrap_or(&auth::NOTHING)
-    }
-
-    /// Count and log (once, at debug) a request the grant does not allow.
-    fn refused(&self, refusal: Refusal, path: &str) {
-        debug!(session = self.id.id, %path, reason = %refusal, "request refused");
-        refusal.counter(&self.shard.stats).inc();
-    }
-
-    /// An absolute path for a path the peer named.
-    pub fn absolute(&self, path: &str) -> String {
-        crate::origin::join(&self.root.borrow(), path)
-    }
-
-    /// The peer's name for an absolute path under our root.
-    pub fn relative<'a>(&self, path: &'a str) -> Option<&'a str> {
-        crate::origin::strip_prefix(path, &self.root.borrow())
-    }
-
-    fn reader(&self, stream: qumo_shards::RecvStream, leftover: Bytes) -> StreamReader {
-        StreamReader::new(
-            stream,
-            leftover,
-            self.version,
-            self.limits(),
-            self.shard.settings.frame_capacity,
-        )
-    }
-
-    /// Encode `msg` after an optional stream type into one buffer.
-    fn encode(&self, parts: &[&dyn EncodeDyn]) -> Bytes {
-        let mut buf = BytesMut::new();
-        for part in parts {
-            if let Err(e) = part.encode_dyn(&mut buf, self.version) {
-                // Our own messages only; a failure is a bug worth seeing.
-                warn!(error = %e, "cannot encode an outgoing message");
-            }
-        }
-        buf.freeze()
-    }
-
-    /// Reset a stream with a moq-lite stream code.
-    fn reset(&self, stream: &mut SendStream, code: StreamCode) {
-        let _ = stream.reset(self.transport.stream_code(code));
-    }
-
-    fn stop(&self, reader: &mut StreamReader, code: StreamCode) {
-        reader.stop(self.transport.stream_code(code));
-    }
-
-    /// Run `task` as part of this session: a panic in it is contained to
-    /// the session (logged, counted, the session closed), not the shard.
-    fn spawn(self: &Rc<Self>, task: impl std::future::Future<Output = ()> + 'static) {
-        let session = self.clone();
-        monoio::spawn(async move {
-            if let Err(panic) = util::catch_unwind(task).await {
-                session.contain_panic(&panic);
-            }
-        });
-    }
-
-    /// A task of this session panicked (a relay bug): close the session so
-    /// its state is released, and keep the shard going.
-    fn contain_panic(&self, panic: &str) {
-        error!(session = self.id.id, %panic, "session task panicked; closing the session");
-        self.shard.stats.sessions_panicked.inc();
-        let error = SessionError::Panicked(panic.to_string());
-        self.close(error.code(), "internal error");
-    }
-
-    /// Close the connection with a session code and stop every task.
-    fn close(&self, code: SessionCode, reason: &str) {
-        self.transport.close(code, reason);
-        self.closed.raise();
-    }
-
-    /// Close the whole session for a protocol violation.
-    fn violation(&self, what: &str, error: &dyn std::fmt::Display) {
-        // Debug, not warn: a flood of bad sessions must not flood the log;
-        // the counter shows the rate.
-        debug!(session = self.id.id, %what, %error, "closing session: protocol violation");
-        self.shard.stats.sessions_protocol_violations.inc();
-        let error = SessionError::Protocol(format!("{what}: {error}"));
-        self.close(error.code(), &error.to_string());
-    }
-}
-
-/// Counted so that a task outliving its session shows (see `session_states_alive`).
-impl Drop for Session {
-    fn drop(&mut self) {
-        self.shard.stats.session_states_alive.dec();
-    }
-}
-
-/// `Encode` as a trait object (its generic `BufMut` keeps it from being one).
-trait EncodeDyn {
-    fn encode_dyn(
-        &self,
-        out: &mut BytesMut,
-        version: Version,
-    ) -> Result<usize, crate::lite::EncodeError>;
-}
-
-impl<T: Encode> EncodeDyn for T {
-    fn encode_dyn(
-        &self,
-        out: &mut BytesMut,
-        version: Version,
-    ) -> Result<usize, crate::lite::EncodeError> {
-        self.encode(out, version)
-    }
-}
+pub use state::{Session, SessionError, Upstream};
 
 /// Run a session until the peer leaves or the relay shuts down.
-pub async fn run(shard: Rc<Shard>, transport: Transport, version: Version, root: String) {
-    let conn = transport.connection().clone();
+pub async fn run<T: Transport>(shard: Rc<Shard>, transport: T, version: Version, root: String) {
+    let id = transport.id();
+    let remote = transport.remote_address();
     let session = Rc::new(Session {
         id: SessionRef {
             shard: shard.index(),
-            id: conn.stable_id(),
+            id,
         },
         transport,
         version,
@@ -244,6 +62,7 @@ pub async fn run(shard: Rc<Shard>, transport: Transport, version: Version, root:
         next_subscribe_id: Cell::new(0),
         announced: RefCell::new(HashSet::new()),
         subscriptions: Cell::new(0),
+        track_holds: RefCell::new(Vec::new()),
         announce_requests: Cell::new(0),
         frame_budget: budget::ByteBudget::new(shard.settings.max_buffered_frame_bytes_per_session),
         spoke: Cell::new(false),
@@ -251,7 +70,7 @@ pub async fn run(shard: Rc<Shard>, transport: Transport, version: Version, root:
         closed: Signal::default(),
     });
     shard.stats.session_states_alive.inc();
-    info!(session = session.id.id, remote = ?conn.remote_address(), %version, "session open");
+    info!(session = session.id.id, ?remote, %version, "session open");
 
     let peer_setup = match version.has_setup() {
         true => match exchange_setup(&session).await {
@@ -300,7 +119,7 @@ pub async fn run(shard: Rc<Shard>, transport: Transport, version: Version, root:
 }
 
 /// Count and log why a lite-05+ SETUP exchange failed, and close.
-fn setup_failed(session: &Session, e: SessionError) {
+fn setup_failed<T: Transport>(session: &Session<T>, e: SessionError) {
     let stats = &session.shard.stats;
     match e {
         // The peer left: nothing wrong on our side.
@@ -323,9 +142,9 @@ fn setup_failed(session: &Session, e: SessionError) {
 
 /// A session registered with its shard: unregistered (its upstreams ended,
 /// its tasks told to stop) when dropped.
-struct Registered(Rc<Session>);
+struct Registered<T: Transport>(Rc<Session<T>>);
 
-impl Drop for Registered {
+impl<T: Transport> Drop for Registered<T> {
     fn drop(&mut self) {
         let session = &self.0;
         session.closed.raise();
@@ -337,7 +156,7 @@ impl Drop for Registered {
 
 /// Lite-05+: send our SETUP and read the peer's (its path and role are for
 /// [`authorize`]).
-async fn exchange_setup(session: &Rc<Session>) -> Result<Setup, SessionError> {
+async fn exchange_setup<T: Transport>(session: &Rc<Session<T>>) -> Result<Setup, SessionError> {
     let ours = Setup {
         probe: ProbeLevel::None,
         path: None,
@@ -387,14 +206,14 @@ async fn exchange_setup(session: &Rc<Session>) -> Result<Setup, SessionError> {
 /// (lite-04 has none: the root, with only public prefixes open). The grant
 /// is checked against the very path that becomes the root, and a SETUP
 /// path on WebTransport is ignored, so the two cannot disagree.
-fn authorize(
-    session: &Session,
+fn authorize<T: Transport>(
+    session: &Session<T>,
     setup_path: Option<&str>,
     role: Option<Role>,
 ) -> Result<Grant, Refusal> {
-    let (path, query) = match &session.transport {
-        Transport::Web(wt) => (wt.path(), wt.query()),
-        Transport::Quic(_) => auth::split_query(setup_path.unwrap_or("")),
+    let (path, query) = match session.transport.url() {
+        Some(url) => url,
+        None => auth::split_query(setup_path.unwrap_or("")),
     };
     session.root.replace(crate::origin::normalize(path));
     let Some(auth) = &session.shard.settings.auth else {
@@ -409,7 +228,7 @@ fn authorize(
 
 /// The token was checked at connect; the session lasts no longer than it
 /// (moq-relay closes it the same way).
-async fn close_at_expiry(session: Rc<Session>, expires: std::time::SystemTime) {
+async fn close_at_expiry<T: Transport>(session: Rc<Session<T>>, expires: std::time::SystemTime) {
     // In steps of at most a day: a timer far out is not worth trusting.
     const STEP: Duration = Duration::from_secs(24 * 3600);
     loop {
@@ -435,7 +254,7 @@ async fn close_at_expiry(session: Rc<Session>, expires: std::time::SystemTime) {
 /// Lite-04 has no SETUP, so its deadline is the peer's first act: a stream
 /// of its own, or an answer on the relay's ANNOUNCE_REQUEST. A session that
 /// does neither holds a slot for nothing and is closed with TIMEOUT.
-async fn lite04_deadline(session: Rc<Session>) {
+async fn lite04_deadline<T: Transport>(session: Rc<Session<T>>) {
     let limit = session.shard.settings.setup_timeout;
     let expired = race(monoio::time::sleep(limit), session.closed.raised()).await;
     if let (Either::Left(()), false) = (expired, session.spoke.get()) {
@@ -449,7 +268,7 @@ async fn lite04_deadline(session: Rc<Session>) {
     }
 }
 
-async fn accept_bi(session: Rc<Session>) {
+async fn accept_bi<T: Transport>(session: Rc<Session<T>>) {
     loop {
         let accepted = race(session.transport.accept_bi(), session.closed.raised()).await;
         let Either::Left(Ok((send, recv, leftover))) = accepted else {
@@ -478,7 +297,7 @@ async fn accept_bi(session: Rc<Session>) {
     }
 }
 
-async fn accept_uni(session: Rc<Session>) {
+async fn accept_uni<T: Transport>(session: Rc<Session<T>>) {
     loop {
         let accepted = race(session.transport.accept_uni(), session.closed.raised()).await;
         let Either::Left(Ok((recv, leftover))) = accepted else {
@@ -505,7 +324,7 @@ async fn accept_uni(session: Rc<Session>) {
 
 /// At shutdown, tell the peer to go away (GOAWAY with no new URI) before the
 /// runtime closes the connection.
-async fn goaway_on_shutdown(session: Rc<Session>) {
+async fn goaway_on_shutdown<T: Transport>(session: Rc<Session<T>>) {
     let shard = session.shard.clone();
     if let Either::Right(()) = race(session.closed.raised(), shard.shutdown_started()).await {
         let Ok((mut send, _recv)) = session.transport.open_bi().await else {

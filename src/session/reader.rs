@@ -5,9 +5,9 @@
 //! out as `Bytes` without a copy when one QUIC chunk holds the whole frame.
 
 use bytes::{Buf, Bytes, BytesMut};
-use qumo_shards::{ReadStreamError, RecvStream, VarInt};
+use qumo_shards::{ReadStreamError, VarInt};
 
-use super::transport::Transport;
+use super::transport::{RecvStream, Transport};
 use crate::lite::{Decode, DecodeError, Limits, StreamCode, Version};
 
 /// Why reading a message failed.
@@ -26,7 +26,7 @@ impl ReadError {
     /// place a read failure becomes a code: the publisher's own reset code
     /// passes through (so subscribers see why), a frame cut short is
     /// WRONG_SIZE, a lost connection SESSION_CLOSED, anything else CANCEL.
-    pub fn stream_code(&self, transport: &Transport) -> StreamCode {
+    pub fn stream_code(&self, transport: &impl Transport) -> StreamCode {
         match self {
             ReadError::Stream(ReadStreamError::Reset(code)) => {
                 transport.moq_code(*code).unwrap_or(StreamCode::CANCEL)
@@ -38,8 +38,8 @@ impl ReadError {
     }
 }
 
-pub struct StreamReader {
-    stream: RecvStream,
+pub struct StreamReader<R> {
+    stream: R,
     buf: BytesMut,
     version: Version,
     limits: Limits,
@@ -48,10 +48,10 @@ pub struct StreamReader {
     frame_capacity: usize,
 }
 
-impl StreamReader {
+impl<R: RecvStream> StreamReader<R> {
     /// `leftover` is what was read past a stream prefix already.
     pub fn new(
-        stream: RecvStream,
+        stream: R,
         leftover: Bytes,
         version: Version,
         limits: Limits,

@@ -10,14 +10,16 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use qumo_shards::SendStream;
 use tracing::debug;
 
+use super::codes;
 use super::reader::StreamReader;
-use super::tail::{self, GroupTally};
+use super::state::{Session, TrackHold};
+use super::subscription::Subscription;
+use super::tail;
+use super::transport::{SendStream, Transport};
 use super::util::{race, Either, Signal};
 use super::writer::write_group;
-use super::{codes, Session};
 use crate::auth::{AnnounceScope, Refusal};
 use crate::lite::{
     Announce, AnnounceOk, AnnounceRequest, BidiType, Cost, Encode, StreamCode, Subscribe,
@@ -34,7 +36,12 @@ const TRACK_INFO_TIMEOUT: Duration = Duration::from_secs(5);
 /// SUBSCRIBE that normally follows.
 const TRACK_HOLD: Duration = Duration::from_secs(2);
 
-pub async fn bidi(session: Rc<Session>, kind: BidiType, send: SendStream, reader: StreamReader) {
+pub async fn bidi<T: Transport>(
+    session: Rc<Session<T>>,
+    kind: BidiType,
+    send: T::Send,
+    reader: StreamReader<T::Recv>,
+) {
     match kind {
         BidiType::Announce => announce(session, send, reader).await,
         BidiType::Subscribe => subscribe(session, send, reader).await,
@@ -65,7 +72,11 @@ pub async fn bidi(session: Rc<Session>, kind: BidiType, send: SendStream, reader
 const ANNOUNCE_PAGE: usize = 256;
 
 /// The peer asks which broadcasts exist under a prefix.
-async fn announce(session: Rc<Session>, mut send: SendStream, mut reader: StreamReader) {
+async fn announce<T: Transport>(
+    session: Rc<Session<T>>,
+    mut send: T::Send,
+    mut reader: StreamReader<T::Recv>,
+) {
     let request = match reader.expect::<AnnounceRequest>().await {
         Ok(request) => request,
         Err(e) => return session.violation("ANNOUNCE_REQUEST", &e),
@@ -145,13 +156,13 @@ enum AnnounceEnd {
 /// listener queues only changes to suffixes already paged (see
 /// `Listener::paged`): the rest are read from the table itself when their
 /// page comes, so each broadcast is told once, in its state at that moment.
-async fn serve_announcements(
-    session: &Rc<Session>,
+async fn serve_announcements<T: Transport>(
+    session: &Rc<Session<T>>,
     prefix: &str,
     scope: &AnnounceScope,
     listener: &Listener,
-    send: &mut SendStream,
-    reader: &mut StreamReader,
+    send: &mut T::Send,
+    reader: &mut StreamReader<T::Recv>,
 ) -> Result<AnnounceEnd, qumo_shards::WriteError> {
     let version = session.version;
     let own_hop = session.shard.hop;
@@ -263,29 +274,12 @@ async fn serve_announcements(
     }
 }
 
-/// Per-subscription state shared by its cursor and its group writers.
-pub struct Subscription {
-    pub id: u64,
-    pub priority: Cell<u8>,
-    pub max_latency: Cell<Duration>,
-    /// Raised when the subscriber cancels or the session ends.
-    pub cancelled: Signal,
-    /// Its group writers, so that a clean end waits for them.
-    pub writers: Rc<GroupTally>,
-}
-
-impl Subscription {
-    /// Whether `group` is too old to still send: superseded longer ago than
-    /// the max latency.
-    pub fn expired(&self, group: &Group, now: std::time::Instant) -> bool {
-        group
-            .superseded_at()
-            .is_some_and(|at| now.saturating_duration_since(at) > self.max_latency.get())
-    }
-}
-
 /// The peer subscribes to a track.
-async fn subscribe(session: Rc<Session>, mut send: SendStream, mut reader: StreamReader) {
+async fn subscribe<T: Transport>(
+    session: Rc<Session<T>>,
+    mut send: T::Send,
+    mut reader: StreamReader<T::Recv>,
+) {
     let request = match reader.expect::<Subscribe>().await {
         Ok(request) => request,
         Err(e) => return session.violation("SUBSCRIBE", &e),
@@ -297,23 +291,22 @@ async fn subscribe(session: Rc<Session>, mut send: SendStream, mut reader: Strea
         session.reset(&mut send, codes::NOT_FOUND);
         return session.stop(&mut reader, codes::NOT_FOUND);
     }
-    let settings = &session.shard.settings;
-    if session.subscriptions.get() >= settings.max_subscriptions_per_session {
-        debug!(session = session.id.id, "subscription limit reached");
-        session.reset(&mut send, codes::NO_CAPACITY);
-        return session.stop(&mut reader, codes::NO_CAPACITY);
-    }
     let key: TrackKey = Arc::new(TrackName {
         broadcast: session.absolute(&request.broadcast),
         track: request.track.clone(),
     });
+    // The TRACK request this SUBSCRIBE follows passes on its slot.
+    if !take_track_hold(&session, &key) && !take_subscription_slot(&session) {
+        session.reset(&mut send, codes::NO_CAPACITY);
+        return session.stop(&mut reader, codes::NO_CAPACITY);
+    }
     if session.shard.publisher_of(&key.broadcast).is_none() {
         debug!(session = session.id.id, track = %key, "subscribe: no such broadcast");
+        session.subscriptions.set(session.subscriptions.get() - 1);
         session.reset(&mut send, codes::NOT_FOUND);
         return session.stop(&mut reader, codes::NOT_FOUND);
     }
     debug!(session = session.id.id, id = request.id, track = %key, "subscribe");
-    session.subscriptions.set(session.subscriptions.get() + 1);
     session.shard.stats.subscriptions_open.inc();
     let replica = session.shard.subscribe_local(&key);
     replica.add_subscriber();
@@ -358,10 +351,35 @@ async fn subscribe(session: Rc<Session>, mut send: SendStream, mut reader: Strea
     }
 }
 
+/// Count one more of the peer's subscriptions (SUBSCRIBE or TRACK), if
+/// `relay.max_subscriptions_per_session` allows.
+fn take_subscription_slot<T: Transport>(session: &Session<T>) -> bool {
+    let open = session.subscriptions.get();
+    if open >= session.shard.settings.max_subscriptions_per_session {
+        debug!(session = session.id.id, "subscription limit reached");
+        session.shard.stats.subscriptions_refused_limit.inc();
+        return false;
+    }
+    session.subscriptions.set(open + 1);
+    true
+}
+
+/// A SUBSCRIBE for `key` takes over the slot of a TRACK request for it
+/// still holding its upstream subscription, so that TRACK then SUBSCRIBE
+/// costs one slot, not two.
+fn take_track_hold<T: Transport>(session: &Session<T>, key: &TrackKey) -> bool {
+    let mut holds = session.track_holds.borrow_mut();
+    let Some(at) = holds.iter().position(|h| h.key == *key) else {
+        return false;
+    };
+    holds.swap_remove(at).taken.raise();
+    true
+}
+
 /// The latency a subscription gets: the relay's default for "no
 /// preference" (0), else what it asked for, never above the ceiling (a
 /// subscriber must not make the relay keep old groups for an hour).
-fn effective_latency(session: &Session, requested_ms: u64) -> Duration {
+fn effective_latency<T: Transport>(session: &Session<T>, requested_ms: u64) -> Duration {
     let settings = &session.shard.settings;
     let requested = Duration::from_millis(requested_ms);
     match requested_ms {
@@ -388,13 +406,13 @@ enum Step {
 }
 
 /// Follow the replica by cursor: each group goes to its own writer task.
-async fn serve_track(
-    session: &Rc<Session>,
+async fn serve_track<T: Transport>(
+    session: &Rc<Session<T>>,
     sub: &Rc<Subscription>,
     replica: &Rc<TrackReplica>,
     request: &Subscribe,
-    send: &mut SendStream,
-    reader: StreamReader,
+    send: &mut T::Send,
+    reader: StreamReader<T::Recv>,
 ) -> Result<TrackEnd, qumo_shards::WriteError> {
     if !session.version.has_track_stream() {
         let ok = SubscribeReply::Ok(SubscribeOk {
@@ -478,7 +496,11 @@ fn next_group(
 }
 
 /// SUBSCRIBE_UPDATEs until the subscriber closes its side.
-async fn read_updates(session: Rc<Session>, sub: Rc<Subscription>, mut reader: StreamReader) {
+async fn read_updates<T: Transport>(
+    session: Rc<Session<T>>,
+    sub: Rc<Subscription>,
+    mut reader: StreamReader<T::Recv>,
+) {
     loop {
         match race(reader.decode::<SubscribeUpdate>(), sub.cancelled.raised()).await {
             Either::Left(Ok(Some(update))) => {
@@ -500,7 +522,11 @@ async fn read_updates(session: Rc<Session>, sub: Rc<Subscription>, mut reader: S
 }
 
 /// The peer asks for a track's properties (lite-05+).
-async fn track(session: Rc<Session>, mut send: SendStream, mut reader: StreamReader) {
+async fn track<T: Transport>(
+    session: Rc<Session<T>>,
+    mut send: T::Send,
+    mut reader: StreamReader<T::Recv>,
+) {
     let request = match reader.expect::<TrackRequest>().await {
         Ok(request) => request,
         Err(e) => return session.violation("TRACK", &e),
@@ -517,6 +543,13 @@ async fn track(session: Rc<Session>, mut send: SendStream, mut reader: StreamRea
     if session.shard.publisher_of(&key.broadcast).is_none() {
         session.reset(&mut send, codes::NOT_FOUND);
         return;
+    }
+    // It holds an upstream subscription like a SUBSCRIBE does, so it
+    // counts like one: else TRACK requests would be an unbounded way to
+    // make the relay subscribe upstream.
+    if !take_subscription_slot(&session) {
+        session.reset(&mut send, codes::NO_CAPACITY);
+        return session.stop(&mut reader, codes::NO_CAPACITY);
     }
     // Holding a subscriber makes the owner subscribe upstream, which is how
     // the publisher's properties reach this shard.
@@ -550,7 +583,19 @@ async fn track(session: Rc<Session>, mut send: SendStream, mut reader: StreamRea
     }
     // A TRACK request is usually followed at once by the SUBSCRIBE: keep
     // the upstream subscription a moment so that one does not start over.
-    monoio::time::sleep(TRACK_HOLD).await;
+    let hold = Rc::new(TrackHold {
+        key: key.clone(),
+        taken: Signal::default(),
+    });
+    session.track_holds.borrow_mut().push(hold.clone());
+    race(monoio::time::sleep(TRACK_HOLD), hold.taken.raised()).await;
+    session
+        .track_holds
+        .borrow_mut()
+        .retain(|h| !Rc::ptr_eq(h, &hold));
+    if !hold.taken.is_raised() {
+        session.subscriptions.set(session.subscriptions.get() - 1);
+    }
     if replica.remove_subscriber() == 0 {
         session.shard.release_local(&key, &replica);
     }

@@ -1,9 +1,27 @@
-//! The streams a session runs on: raw QUIC, or WebTransport over HTTP/3
-//! where every stream carries a session prefix. The session code sees one
-//! interface and never the difference.
+//! The seam between a session and the streams it runs on.
+//!
+//! A session sees one small `!Send` interface ([`Transport`], with its
+//! [`SendStream`] and [`RecvStream`] halves) and is generic over it. Three
+//! implementations:
+//! - raw QUIC: the shards runtime's [`Connection`];
+//! - WebTransport over HTTP/3: [`WtSession`], whose streams carry a session
+//!   prefix the session never sees;
+//! - in memory: [`MemoryTransport`](super::memory::MemoryTransport), two
+//!   ends on one thread, so that sessions run under `#[monoio::test]` and in
+//!   benchmarks with no socket.
+//!
+//! Generic rather than a boxed object: the writer's hot path (one
+//! `poll_write_chunks` per frame per subscriber) stays a direct call, and
+//! `async fn` in a trait needs no boxing when it is used generically. The
+//! shard stays non-generic: it never holds a session, only its command
+//! inbox (see `crate::shard::SessionInbox`).
+
+use std::future::{poll_fn, Future};
+use std::net::SocketAddr;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use qumo_shards::{Connection, ConnectionError, RecvStream, SendStream, VarInt};
+use qumo_shards::{Connection, ConnectionError, ReadStreamError, VarInt, WriteError};
 
 use crate::lite::{SessionCode, StreamCode};
 use crate::webtransport::{self, WtError, WtSession};
@@ -17,93 +35,245 @@ pub enum TransportError {
     WebTransport(#[from] WtError),
 }
 
-#[derive(Clone)]
-pub enum Transport {
-    Quic(Connection),
-    Web(WtSession),
+/// The sending half of a stream. Dropping it without `finish` or `reset`
+/// finishes it.
+pub trait SendStream: 'static {
+    /// Write as much of `chunks` as there is room for, without copying;
+    /// written bytes are split off the front of the chunks. `Pending` (with
+    /// `cx` registered) only when nothing could be written.
+    fn poll_write_chunks(
+        &mut self,
+        cx: &mut Context<'_>,
+        chunks: &mut [Bytes],
+    ) -> Poll<Result<usize, WriteError>>;
+
+    /// No more data: the peer reads to the end.
+    fn finish(&mut self) -> Result<(), WriteError>;
+
+    /// Abandon the stream: unsent data is dropped, the peer sees `code`.
+    fn reset(&mut self, code: VarInt) -> Result<(), WriteError>;
+
+    /// Relative priority among the session's streams; higher goes first.
+    /// A transport without priorities ignores it.
+    fn set_priority(&mut self, priority: i32) -> Result<(), WriteError>;
+
+    /// Write all of `chunk`, waiting for room.
+    fn write_chunk(&mut self, chunk: Bytes) -> impl Future<Output = Result<(), WriteError>> {
+        async move {
+            let mut chunks = [chunk];
+            while !chunks[0].is_empty() {
+                poll_fn(|cx| self.poll_write_chunks(cx, &mut chunks)).await?;
+            }
+            Ok(())
+        }
+    }
+
+    /// Write all of `data` (copied once into a chunk).
+    fn write_all(&mut self, data: &[u8]) -> impl Future<Output = Result<(), WriteError>> {
+        self.write_chunk(Bytes::copy_from_slice(data))
+    }
 }
 
-impl Transport {
-    pub fn connection(&self) -> &Connection {
-        match self {
-            Transport::Quic(conn) => conn,
-            Transport::Web(wt) => wt.connection(),
-        }
+/// The receiving half of a stream. Dropping it before the end asks the
+/// peer to stop sending (code 0).
+pub trait RecvStream: 'static {
+    /// The next piece of the stream, at most `max` bytes, in order;
+    /// `None` at its end.
+    fn poll_read_chunk(
+        &mut self,
+        cx: &mut Context<'_>,
+        max: usize,
+    ) -> Poll<Result<Option<Bytes>, ReadStreamError>>;
+
+    /// Ask the peer to stop sending; unread data is discarded.
+    fn stop(&mut self, code: VarInt) -> Result<(), ReadStreamError>;
+
+    fn read_chunk(
+        &mut self,
+        max: usize,
+    ) -> impl Future<Output = Result<Option<Bytes>, ReadStreamError>> {
+        poll_fn(move |cx| self.poll_read_chunk(cx, max))
+    }
+}
+
+/// One peer's session transport: its streams, its close. Used from one
+/// shard's thread only; its futures are `!Send`.
+pub trait Transport: 'static {
+    type Send: SendStream;
+    type Recv: RecvStream;
+
+    /// Unique among the shard's sessions for the life of the process.
+    fn id(&self) -> u64;
+
+    /// The peer's address, where there is one (for logs).
+    fn remote_address(&self) -> Option<SocketAddr>;
+
+    /// The URL the peer dialled, as path and query, on a transport that
+    /// has one (WebTransport's CONNECT). Without one, the session's root
+    /// and credentials come from the SETUP path.
+    fn url(&self) -> Option<(&str, Option<&str>)> {
+        None
     }
 
-    pub async fn open_uni(&self) -> Result<SendStream, TransportError> {
-        match self {
-            Transport::Quic(conn) => Ok(conn.open_uni().await?),
-            Transport::Web(wt) => Ok(wt.open_uni().await?),
-        }
-    }
+    /// Open a unidirectional stream, waiting while the peer's stream limit
+    /// is reached.
+    fn open_uni(&self) -> impl Future<Output = Result<Self::Send, TransportError>>;
 
-    pub async fn open_bi(&self) -> Result<(SendStream, RecvStream), TransportError> {
-        match self {
-            Transport::Quic(conn) => Ok(conn.open_bi().await?),
-            Transport::Web(wt) => Ok(wt.open_bi().await?),
-        }
-    }
+    fn open_bi(&self) -> impl Future<Output = Result<(Self::Send, Self::Recv), TransportError>>;
 
     /// The next peer stream and any bytes already read past its prefix.
-    pub async fn accept_uni(&self) -> Result<(RecvStream, Bytes), TransportError> {
-        match self {
-            Transport::Quic(conn) => Ok((conn.accept_uni().await?, Bytes::new())),
-            Transport::Web(wt) => Ok(wt.accept_uni().await?),
-        }
-    }
+    fn accept_uni(&self) -> impl Future<Output = Result<(Self::Recv, Bytes), TransportError>>;
 
-    pub async fn accept_bi(&self) -> Result<(SendStream, RecvStream, Bytes), TransportError> {
-        match self {
-            Transport::Quic(conn) => {
-                let (send, recv) = conn.accept_bi().await?;
-                Ok((send, recv, Bytes::new()))
-            }
-            Transport::Web(wt) => Ok(wt.accept_bi().await?),
-        }
-    }
+    fn accept_bi(
+        &self,
+    ) -> impl Future<Output = Result<(Self::Send, Self::Recv, Bytes), TransportError>>;
 
     /// A moq-lite stream error code as it goes on the wire.
     ///
-    /// Both transports use WebTransport's HTTP/3 code space: moq-native
+    /// Every transport uses WebTransport's HTTP/3 code space: moq-native
     /// clients (moq-clock, the `moq` CLI, moq-relay) run raw QUIC through
     /// web-transport-quinn's `Session::raw`, which decodes every stream reset
     /// and STOP_SENDING through it and fails the whole session on a code
     /// outside it ("invalid RESET_STREAM"). Session close codes stay raw on
     /// QUIC: web-transport-quinn passes those through.
-    pub fn stream_code(&self, code: StreamCode) -> VarInt {
+    fn stream_code(&self, code: StreamCode) -> VarInt {
         webtransport::error_code(code.0)
     }
 
-    /// A received stream error code back in moq-lite terms. A raw QUIC peer
-    /// that sends a bare code outside the WebTransport range is taken at its
-    /// word rather than refused.
-    pub fn moq_code(&self, code: VarInt) -> Option<StreamCode> {
-        let code = match self {
-            Transport::Quic(_) => {
-                webtransport::app_code(code).or_else(|| u32::try_from(code.into_inner()).ok())
-            }
-            Transport::Web(_) => webtransport::app_code(code),
-        };
+    /// A received stream error code back in moq-lite terms. By default a
+    /// peer that sends a bare code outside the WebTransport range is taken
+    /// at its word rather than refused.
+    fn moq_code(&self, code: VarInt) -> Option<StreamCode> {
+        let code = webtransport::app_code(code).or_else(|| u32::try_from(code.into_inner()).ok());
         code.map(StreamCode)
     }
 
     /// Close the session with a moq-lite session code.
-    pub fn close(&self, code: SessionCode, reason: &str) {
-        match self {
-            Transport::Quic(conn) => conn.close(VarInt::from_u32(code.0), reason.as_bytes()),
-            Transport::Web(wt) => wt.close(code.0, reason),
-        }
+    fn close(&self, code: SessionCode, reason: &str);
+
+    /// Wait until the session has ended, for whatever reason.
+    fn closed(&self) -> impl Future<Output = ()>;
+}
+
+impl SendStream for qumo_shards::SendStream {
+    fn poll_write_chunks(
+        &mut self,
+        cx: &mut Context<'_>,
+        chunks: &mut [Bytes],
+    ) -> Poll<Result<usize, WriteError>> {
+        qumo_shards::SendStream::poll_write_chunks(self, cx, chunks)
     }
 
-    pub async fn closed(&self) {
-        match self {
-            Transport::Quic(conn) => {
-                conn.closed().await;
-            }
-            Transport::Web(wt) => {
-                wt.closed().await;
-            }
-        }
+    fn finish(&mut self) -> Result<(), WriteError> {
+        qumo_shards::SendStream::finish(self)
+    }
+
+    fn reset(&mut self, code: VarInt) -> Result<(), WriteError> {
+        qumo_shards::SendStream::reset(self, code)
+    }
+
+    fn set_priority(&mut self, priority: i32) -> Result<(), WriteError> {
+        qumo_shards::SendStream::set_priority(self, priority)
+    }
+}
+
+impl RecvStream for qumo_shards::RecvStream {
+    fn poll_read_chunk(
+        &mut self,
+        cx: &mut Context<'_>,
+        max: usize,
+    ) -> Poll<Result<Option<Bytes>, ReadStreamError>> {
+        qumo_shards::RecvStream::poll_read_chunk(self, cx, max)
+    }
+
+    fn stop(&mut self, code: VarInt) -> Result<(), ReadStreamError> {
+        qumo_shards::RecvStream::stop(self, code)
+    }
+}
+
+/// Raw QUIC: moq-lite streams straight on the connection.
+impl Transport for Connection {
+    type Send = qumo_shards::SendStream;
+    type Recv = qumo_shards::RecvStream;
+
+    fn id(&self) -> u64 {
+        self.stable_id()
+    }
+
+    fn remote_address(&self) -> Option<SocketAddr> {
+        Connection::remote_address(self)
+    }
+
+    async fn open_uni(&self) -> Result<Self::Send, TransportError> {
+        Ok(Connection::open_uni(self).await?)
+    }
+
+    async fn open_bi(&self) -> Result<(Self::Send, Self::Recv), TransportError> {
+        Ok(Connection::open_bi(self).await?)
+    }
+
+    async fn accept_uni(&self) -> Result<(Self::Recv, Bytes), TransportError> {
+        Ok((Connection::accept_uni(self).await?, Bytes::new()))
+    }
+
+    async fn accept_bi(&self) -> Result<(Self::Send, Self::Recv, Bytes), TransportError> {
+        let (send, recv) = Connection::accept_bi(self).await?;
+        Ok((send, recv, Bytes::new()))
+    }
+
+    fn close(&self, code: SessionCode, reason: &str) {
+        Connection::close(self, VarInt::from_u32(code.0), reason.as_bytes())
+    }
+
+    async fn closed(&self) {
+        Connection::closed(self).await;
+    }
+}
+
+/// WebTransport: the session's streams on an HTTP/3 connection.
+impl Transport for WtSession {
+    type Send = qumo_shards::SendStream;
+    type Recv = qumo_shards::RecvStream;
+
+    fn id(&self) -> u64 {
+        self.connection().stable_id()
+    }
+
+    fn remote_address(&self) -> Option<SocketAddr> {
+        self.connection().remote_address()
+    }
+
+    fn url(&self) -> Option<(&str, Option<&str>)> {
+        Some((self.path(), self.query()))
+    }
+
+    async fn open_uni(&self) -> Result<Self::Send, TransportError> {
+        Ok(WtSession::open_uni(self).await?)
+    }
+
+    async fn open_bi(&self) -> Result<(Self::Send, Self::Recv), TransportError> {
+        Ok(WtSession::open_bi(self).await?)
+    }
+
+    async fn accept_uni(&self) -> Result<(Self::Recv, Bytes), TransportError> {
+        Ok(WtSession::accept_uni(self).await?)
+    }
+
+    async fn accept_bi(&self) -> Result<(Self::Send, Self::Recv, Bytes), TransportError> {
+        Ok(WtSession::accept_bi(self).await?)
+    }
+
+    /// Codes outside the WebTransport range cannot come from a
+    /// WebTransport peer: they are not taken.
+    fn moq_code(&self, code: VarInt) -> Option<StreamCode> {
+        webtransport::app_code(code).map(StreamCode)
+    }
+
+    fn close(&self, code: SessionCode, reason: &str) {
+        WtSession::close(self, code.0, reason)
+    }
+
+    async fn closed(&self) {
+        WtSession::closed(self).await;
     }
 }

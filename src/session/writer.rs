@@ -1,7 +1,8 @@
 //! Writes one cached group to one subscriber on its own uni stream.
 //!
 //! The writer is a cursor into the shared group: it never copies a payload
-//! (frames go to quinn-proto as `Bytes`) and never makes anyone wait for it.
+//! or encodes a frame header (frames and the headers the group encoded once
+//! go to the stream as `Bytes`) and never makes anyone wait for it.
 //! It gives up, resetting its stream, when:
 //! - the subscriber cancels or the session ends (CANCEL);
 //! - the group was superseded longer ago than the subscriber's max latency
@@ -18,13 +19,14 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use monoio::time::Sleep;
-use qumo_shards::SendStream;
 
-use super::serve::Subscription;
+use super::codes;
+use super::state::Session;
+use super::subscription::Subscription;
 use super::tail::{GroupTally, OpenGroup};
+use super::transport::{SendStream, Transport};
 use super::util::{race, Either, Waiter};
-use super::{codes, Session};
-use crate::lite::{Encode, FrameHeader, GroupHeader, StreamCode, Timestamps, UniType};
+use crate::lite::{Encode, GroupHeader, StreamCode, UniType};
 use crate::track::{Group, GroupState, NextFrame};
 
 enum Outcome {
@@ -36,8 +38,8 @@ enum Outcome {
 
 /// Write `group` to the subscriber on its own stream; `_open` counts it
 /// among the subscription's writers until this returns.
-pub async fn write_group(
-    session: Rc<Session>,
+pub async fn write_group<T: Transport>(
+    session: Rc<Session<T>>,
     sub: Rc<Subscription>,
     group: Rc<Group>,
     _open: OpenGroup<Rc<GroupTally>>,
@@ -77,8 +79,6 @@ pub async fn write_group(
 
     let mut pending: VecDeque<Bytes> = VecDeque::from([header.freeze()]);
     let mut cursor = 0usize;
-    let mut timestamps = Timestamps::default();
-    let timed = session.version.has_frame_timestamps();
 
     let outcome = poll_fn(|cx| loop {
         if let Some(code) = give_up(&sub, &group, &waiters, &mut deadline, cx) {
@@ -100,19 +100,9 @@ pub async fn write_group(
             }
         }
         match group.poll_frame(&waiters.group, cx, cursor) {
-            Poll::Ready(NextFrame::Frame(frame)) => {
+            Poll::Ready(NextFrame::Frame(frame, heads)) => {
                 cursor += 1;
-                let timestamp_delta = match timed {
-                    true => Some(timestamps.delta(frame.timestamp).unwrap_or(0)),
-                    false => None,
-                };
-                let mut head = BytesMut::with_capacity(16);
-                let header = FrameHeader {
-                    timestamp_delta,
-                    size: frame.payload.len() as u64,
-                };
-                let _ = header.encode(&mut head, session.version);
-                pending.push_back(head.freeze());
+                pending.push_back(heads.for_version(session.version));
                 if !frame.payload.is_empty() {
                     pending.push_back(frame.payload);
                 }
@@ -126,7 +116,7 @@ pub async fn write_group(
     finish(&session, &mut stream, outcome);
 }
 
-fn finish(session: &Session, stream: &mut SendStream, outcome: Outcome) {
+fn finish<T: Transport>(session: &Session<T>, stream: &mut T::Send, outcome: Outcome) {
     match outcome {
         Outcome::Done => {
             session.shard.stats.groups_delivered.inc();

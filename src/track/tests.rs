@@ -74,11 +74,11 @@ fn a_cursor_reads_frames_in_order_then_the_end() {
     r.apply(MediaEvent::Group { sequence: 5 }, now);
     r.apply(frame(5, 3), now);
     let g = r.group_after(None).unwrap();
-    assert!(matches!(poll(&g, 0), Poll::Ready(NextFrame::Frame(f)) if f.payload.len() == 3));
+    assert!(matches!(poll(&g, 0), Poll::Ready(NextFrame::Frame(f, _)) if f.payload.len() == 3));
     assert!(poll(&g, 1).is_pending());
     r.apply(frame(5, 4), now);
     r.apply(MediaEvent::GroupEnd { sequence: 5 }, now);
-    assert!(matches!(poll(&g, 1), Poll::Ready(NextFrame::Frame(f)) if f.payload.len() == 4));
+    assert!(matches!(poll(&g, 1), Poll::Ready(NextFrame::Frame(f, _)) if f.payload.len() == 4));
     assert!(matches!(poll(&g, 2), Poll::Ready(NextFrame::End)));
 }
 
@@ -152,4 +152,44 @@ fn a_vanished_publisher_ends_the_track_cleanly_and_marks_open_groups_cut() {
         GroupState::Reset(StreamCode::SESSION_CLOSED)
     );
     assert_eq!(r.state(), TrackState::Ended(None));
+}
+
+/// The headers a group encodes once must be what a writer encoding them
+/// per stream would send, byte for byte, in every version; a timestamp
+/// jump the wire cannot carry goes as delta 0 and leaves the base alone.
+#[test]
+fn cached_frame_heads_match_a_per_stream_encoding() {
+    use crate::lite::{Encode, FrameHeader, Timestamps, Version};
+    let r = replica(2, 1 << 20);
+    let now = Instant::now();
+    r.apply(MediaEvent::Group { sequence: 0 }, now);
+    let stamps = [90_000u64, 3, u64::MAX, 1 << 40, 1 << 40];
+    for (i, timestamp) in stamps.into_iter().enumerate() {
+        r.apply(
+            MediaEvent::Frame {
+                sequence: 0,
+                timestamp,
+                payload: Bytes::from(vec![1u8; 200 * i]),
+            },
+            now,
+        );
+    }
+    let g = r.group_after(None).unwrap();
+    for version in Version::ALL {
+        let mut timestamps = Timestamps::default();
+        for (i, timestamp) in stamps.into_iter().enumerate() {
+            let Poll::Ready(NextFrame::Frame(frame, heads)) = poll(&g, i) else {
+                panic!("frame {i} missing");
+            };
+            let header = FrameHeader {
+                timestamp_delta: version
+                    .has_frame_timestamps()
+                    .then(|| timestamps.delta(timestamp).unwrap_or(0)),
+                size: frame.payload.len() as u64,
+            };
+            let mut expected = Vec::new();
+            header.encode(&mut expected, version).unwrap();
+            assert_eq!(heads.for_version(version), expected, "{version} frame {i}");
+        }
+    }
 }

@@ -1,0 +1,736 @@
+//! Sessions on in-memory transports: the relay side is `run` on one end of
+//! a `MemoryTransport` pair with a standalone shard; the other end is a
+//! scripted moq-lite peer using the relay's codec (as tests/support/lite.rs
+//! does over real QUIC). What the process tests prove about the binary, at
+//! this level too: setup, media delivery, limits, bad input, slow
+//! subscribers, a publisher leaving. Every wait has a deadline; no sleeps.
+
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use qumo_shards::{ReadStreamError, VarInt};
+
+use super::memory::{MemoryLimits, MemoryRecv, MemorySend, MemoryTransport};
+use super::reader::{ReadError, StreamReader};
+use super::run;
+use super::state::EncodeDyn;
+use super::transport::{SendStream, Transport};
+use crate::config::Config;
+use crate::lite::{
+    Announce, AnnounceOk, AnnounceRequest, BidiType, Cost, Decode, FrameHeader, GroupHeader,
+    Limits, ProbeLevel, SessionCode, Setup, StreamCode, Subscribe, SubscribeOk, SubscribeReply,
+    Timestamps, TrackInfo, TrackRequest, UniType, Version,
+};
+use crate::metrics::RelayStats;
+use crate::shard::{Settings, Shard};
+
+/// Far above anything a step takes, even on a loaded CI box.
+const DEADLINE: Duration = Duration::from_secs(10);
+
+const BROADCAST: &str = "live";
+
+fn settings() -> Settings {
+    Settings::from_config(&Config::default())
+}
+
+fn shard(settings: Settings) -> Rc<Shard> {
+    Shard::standalone(settings, Arc::new(RelayStats::default()))
+}
+
+async fn within<F: Future>(what: &str, f: F) -> F::Output {
+    match monoio::time::timeout(DEADLINE, f).await {
+        Ok(out) => out,
+        Err(_) => panic!("{what}: nothing within {DEADLINE:?}"),
+    }
+}
+
+fn encode(version: Version, parts: &[&dyn EncodeDyn]) -> Bytes {
+    let mut buf = bytes::BytesMut::new();
+    for part in parts {
+        part.encode_dyn(&mut buf, version).expect("encodable");
+    }
+    buf.freeze()
+}
+
+/// The wire form of a moq-lite stream code, as the relay sends it.
+fn wire(code: StreamCode) -> VarInt {
+    crate::webtransport::error_code(code.0)
+}
+
+type Reader = StreamReader<MemoryRecv>;
+
+/// A scripted moq-lite peer on the far end of a memory pair.
+struct Peer {
+    transport: MemoryTransport,
+    version: Version,
+}
+
+impl Peer {
+    /// Start a relay session for a new peer; lite-05+ peers exchange
+    /// SETUPs, the relay's is returned.
+    async fn connect(
+        shard: &Rc<Shard>,
+        version: Version,
+        limits: MemoryLimits,
+    ) -> (Peer, Option<Setup>) {
+        let peer = Peer::silent(shard, version, limits);
+        if !version.has_setup() {
+            return (peer, None);
+        }
+        let setup = Setup {
+            probe: ProbeLevel::None,
+            path: None,
+            role: None,
+            cost: None,
+            hop: None,
+        };
+        let mut send = peer.transport.open_uni().await.unwrap();
+        send.write_chunk(encode(version, &[&UniType::Setup, &setup]))
+            .await
+            .unwrap();
+        send.finish().unwrap();
+        let (mut reader, kind) = peer.accept_uni().await;
+        assert_eq!(kind, UniType::Setup);
+        let theirs = reader.expect::<Setup>().await.unwrap();
+        (peer, Some(theirs))
+    }
+
+    /// A relay session whose peer has said nothing yet.
+    fn silent(shard: &Rc<Shard>, version: Version, limits: MemoryLimits) -> Peer {
+        let (relay, transport) = MemoryTransport::pair_with(limits);
+        monoio::spawn(run(shard.clone(), relay, version, String::new()));
+        Peer { transport, version }
+    }
+
+    fn reader(&self, recv: MemoryRecv) -> Reader {
+        StreamReader::new(
+            recv,
+            Bytes::new(),
+            self.version,
+            Limits::default(),
+            64 << 10,
+        )
+    }
+
+    /// Open a control stream with its first message.
+    async fn open(&self, kind: BidiType, msg: &dyn EncodeDyn) -> (MemorySend, Reader) {
+        let (mut send, recv) = self.transport.open_bi().await.unwrap();
+        send.write_chunk(encode(self.version, &[&kind, msg]))
+            .await
+            .unwrap();
+        (send, self.reader(recv))
+    }
+
+    /// The relay's next control stream to us and its type.
+    async fn accept_bi(&self) -> (MemorySend, Reader, BidiType) {
+        let (send, recv, _) = within("a stream from the relay", self.transport.accept_bi())
+            .await
+            .unwrap();
+        let mut reader = self.reader(recv);
+        let kind = reader.expect::<BidiType>().await.unwrap();
+        (send, reader, kind)
+    }
+
+    async fn accept_uni(&self) -> (Reader, UniType) {
+        let (recv, _) = within("a uni stream from the relay", self.transport.accept_uni())
+            .await
+            .unwrap();
+        let mut reader = self.reader(recv);
+        let kind = reader.expect::<UniType>().await.unwrap();
+        (reader, kind)
+    }
+
+    async fn close_code(&self) -> SessionCode {
+        within("the session's close", self.transport.closed()).await;
+        self.transport.close_reason().unwrap().code
+    }
+
+    fn subscribe(&self, id: u64, track: &str) -> Subscribe {
+        Subscribe {
+            id,
+            broadcast: BROADCAST.into(),
+            track: track.into(),
+            priority: 0,
+            max_latency: 0,
+            start_group: None,
+            end_group: None,
+            start_frame: 0,
+            end_frame: None,
+        }
+    }
+
+    /// Ask for announcements and wait until `BROADCAST` is active.
+    async fn wait_announced(&self) -> (MemorySend, Reader) {
+        let request = AnnounceRequest {
+            prefix: String::new(),
+            exclude_hop: 0,
+        };
+        let (send, mut reader) = self.open(BidiType::Announce, &request).await;
+        if self.version.has_announce_ok() {
+            within("ANNOUNCE_OK", reader.expect::<AnnounceOk>())
+                .await
+                .unwrap();
+        }
+        loop {
+            match within("the announcement", reader.expect::<Announce>())
+                .await
+                .unwrap()
+            {
+                Announce::Active { suffix, .. } | Announce::Start { suffix, .. }
+                    if suffix == BROADCAST =>
+                {
+                    return (send, reader)
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The relay's upstream SUBSCRIBEs as a publisher received them, with the
+/// SUBSCRIBE stream's halves.
+type Upstream = (Subscribe, MemorySend, Reader);
+
+/// A peer that announces `BROADCAST` and, from a task of its own, answers
+/// the relay's TRACK requests and queues its SUBSCRIBEs.
+struct Publisher {
+    peer: Rc<Peer>,
+    subscribes: Rc<Inbox<Upstream>>,
+    /// Our answer to the relay's ANNOUNCE_REQUEST, kept open.
+    _announce: MemorySend,
+}
+
+/// A queue one task fills and another waits on.
+struct Inbox<T> {
+    items: std::cell::RefCell<std::collections::VecDeque<T>>,
+    waker: std::cell::RefCell<Option<std::task::Waker>>,
+}
+
+impl<T> Inbox<T> {
+    fn push(&self, item: T) {
+        self.items.borrow_mut().push_back(item);
+        if let Some(waker) = self.waker.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+
+    async fn next(&self) -> T {
+        std::future::poll_fn(|cx| match self.items.borrow_mut().pop_front() {
+            Some(item) => std::task::Poll::Ready(item),
+            None => {
+                *self.waker.borrow_mut() = Some(cx.waker().clone());
+                std::task::Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+impl Publisher {
+    async fn connect(shard: &Rc<Shard>, version: Version) -> Publisher {
+        let peer = Peer::connect(shard, version, MemoryLimits::default())
+            .await
+            .0;
+        let (mut send, mut reader, kind) = peer.accept_bi().await;
+        assert_eq!(kind, BidiType::Announce);
+        reader.expect::<AnnounceRequest>().await.unwrap();
+        let suffix = BROADCAST.to_string();
+        let announce = match version.has_announce_id() {
+            true => Announce::Start {
+                suffix,
+                hops: Vec::new(),
+                cost: Cost::default(),
+            },
+            false => Announce::Active {
+                suffix,
+                hops: Vec::new(),
+            },
+        };
+        let ok = AnnounceOk { hop: 0, active: 1 };
+        let reply = match version.has_announce_ok() {
+            true => encode(version, &[&ok, &announce]),
+            false => encode(version, &[&announce]),
+        };
+        send.write_chunk(reply).await.unwrap();
+        let peer = Rc::new(peer);
+        let subscribes = Rc::new(Inbox {
+            items: Default::default(),
+            waker: Default::default(),
+        });
+        monoio::spawn(answer_requests(peer.clone(), subscribes.clone()));
+        Publisher {
+            peer,
+            subscribes,
+            _announce: send,
+        }
+    }
+
+    /// The relay's next upstream SUBSCRIBE.
+    async fn next_subscribe(&self) -> Upstream {
+        self.subscribes.next().await
+    }
+
+    /// Open a GROUP stream and write `frames` (timestamp, payload); the
+    /// stream is left open for the caller to finish or abandon.
+    async fn send_group(
+        &self,
+        subscribe: u64,
+        sequence: u64,
+        frames: &[(u64, Bytes)],
+    ) -> MemorySend {
+        let version = self.peer.version;
+        let mut send = self.peer.transport.open_uni().await.unwrap();
+        let header = GroupHeader {
+            subscribe,
+            sequence,
+            frame_start: 0,
+        };
+        send.write_chunk(encode(version, &[&UniType::Group, &header]))
+            .await
+            .unwrap();
+        let mut timestamps = Timestamps::default();
+        for (timestamp, payload) in frames {
+            let head = FrameHeader {
+                timestamp_delta: version
+                    .has_frame_timestamps()
+                    .then(|| timestamps.delta(*timestamp).unwrap()),
+                size: payload.len() as u64,
+            };
+            send.write_chunk(encode(version, &[&head])).await.unwrap();
+            send.write_chunk(payload.clone()).await.unwrap();
+        }
+        send
+    }
+}
+
+/// Answer the relay's TRACK requests; queue its SUBSCRIBEs (lite-04 ones
+/// answered with SUBSCRIBE_OK).
+async fn answer_requests(peer: Rc<Peer>, subscribes: Rc<Inbox<Upstream>>) {
+    let version = peer.version;
+    while let Ok((mut send, recv, _)) = peer.transport.accept_bi().await {
+        let mut reader = peer.reader(recv);
+        match reader.expect::<BidiType>().await {
+            Ok(BidiType::Track) => {
+                let _ = reader.expect::<TrackRequest>().await;
+                let info = TrackInfo {
+                    priority: 0,
+                    max_latency: 0,
+                    timescale: 90_000,
+                };
+                let _ = send.write_chunk(encode(version, &[&info])).await;
+                let _ = send.finish();
+            }
+            Ok(BidiType::Subscribe) => {
+                let Ok(request) = reader.expect::<Subscribe>().await else {
+                    continue;
+                };
+                if !version.has_track_stream() {
+                    let ok = SubscribeReply::Ok(SubscribeOk {
+                        priority: 0,
+                        max_latency: 0,
+                        start_group: None,
+                        end_group: None,
+                    });
+                    let _ = send.write_chunk(encode(version, &[&ok])).await;
+                }
+                subscribes.push((request, send, reader));
+            }
+            other => panic!("unexpected {other:?} from the relay"),
+        }
+    }
+}
+
+/// A GROUP stream as the subscriber reads it: header, then frames.
+struct ReceivedGroup {
+    header: GroupHeader,
+    reader: Reader,
+    timestamps: Timestamps,
+}
+
+impl ReceivedGroup {
+    async fn accept(peer: &Peer) -> ReceivedGroup {
+        let (mut reader, kind) = peer.accept_uni().await;
+        assert_eq!(kind, UniType::Group);
+        let header = within("GROUP header", reader.expect::<GroupHeader>())
+            .await
+            .unwrap();
+        ReceivedGroup {
+            header,
+            reader,
+            timestamps: Timestamps::default(),
+        }
+    }
+
+    /// The next frame (timestamp where the version has one, payload), or
+    /// `None` at the group's clean end.
+    async fn frame(&mut self) -> Result<Option<(Option<u64>, Bytes)>, ReadError> {
+        let reader = &mut self.reader;
+        if within("a frame", reader.at_end()).await? {
+            return Ok(None);
+        }
+        let head: FrameHeader = within("a frame header", reader.expect()).await?;
+        let timestamp = head
+            .timestamp_delta
+            .map(|d| self.timestamps.apply(d).unwrap());
+        let payload = within("a payload", reader.payload(head.size as usize)).await?;
+        Ok(Some((timestamp, payload)))
+    }
+}
+
+fn frames(count: usize, size: usize) -> Vec<(u64, Bytes)> {
+    (0..count)
+        .map(|i| (1000 + 3000 * i as u64, Bytes::from(vec![i as u8; size])))
+        .collect()
+}
+
+fn is_reset(result: &Result<impl std::fmt::Debug, ReadError>, code: StreamCode) -> bool {
+    matches!(result, Err(ReadError::Stream(ReadStreamError::Reset(c))) if *c == wire(code))
+}
+
+#[monoio::test(enable_timer = true)]
+async fn setup_is_exchanged_in_every_version_and_silence_times_out() {
+    let shard = crate::session::tests::shard(settings());
+    let mut hasty = settings();
+    hasty.setup_timeout = Duration::from_millis(200);
+    let hasty = crate::session::tests::shard(hasty);
+    for version in Version::ALL {
+        let (peer, setup) = Peer::connect(&shard, version, MemoryLimits::default()).await;
+        if version.has_setup() {
+            assert_eq!(setup.unwrap().hop, Some(shard.hop), "{version}");
+        }
+        // The relay then asks what we publish, under the root.
+        let (_send, mut reader, kind) = peer.accept_bi().await;
+        assert_eq!(kind, BidiType::Announce, "{version}");
+        let request = reader.expect::<AnnounceRequest>().await.unwrap();
+        assert_eq!(request.prefix, "", "{version}");
+
+        // A peer that never sends SETUP (nor, on lite-04, anything).
+        let silent = Peer::silent(&hasty, version, MemoryLimits::default());
+        assert_eq!(silent.close_code().await, SessionCode::TIMEOUT, "{version}");
+        drop(peer);
+    }
+    assert_eq!(
+        hasty.stats.sessions_setup_timeouts.get(),
+        Version::ALL.len() as u64
+    );
+}
+
+#[monoio::test(enable_timer = true)]
+async fn media_reaches_the_subscriber_across_versions() {
+    let pairs = [
+        (Version::Lite05, Version::Lite06),
+        (Version::Lite06, Version::Lite05),
+        (Version::Lite04, Version::Lite06),
+        (Version::Lite06, Version::Lite04),
+    ];
+    for (publishing, subscribing) in pairs {
+        let shard = shard(settings());
+        let publisher = Publisher::connect(&shard, publishing).await;
+        let subscriber = Peer::connect(&shard, subscribing, MemoryLimits::default())
+            .await
+            .0;
+        let _announce = subscriber.wait_announced().await;
+        let _subscription = subscriber
+            .open(BidiType::Subscribe, &subscriber.subscribe(7, "video"))
+            .await;
+        let (upstream, _send, _reader) =
+            within("upstream SUBSCRIBE", publisher.next_subscribe()).await;
+        assert_eq!(
+            (upstream.broadcast.as_str(), upstream.track.as_str()),
+            (BROADCAST, "video")
+        );
+
+        let sent = frames(5, 300);
+        let mut group = publisher.send_group(upstream.id, 0, &sent).await;
+        group.finish().unwrap();
+
+        let mut received = ReceivedGroup::accept(&subscriber).await;
+        assert_eq!(
+            (received.header.subscribe, received.header.sequence),
+            (7, 0)
+        );
+        for (timestamp, payload) in &sent {
+            let (got_timestamp, got) = received.frame().await.unwrap().expect("a frame");
+            assert_eq!(&got, payload, "{publishing} -> {subscribing}");
+            // Timestamps pass through when both ends carry them.
+            if publishing.has_frame_timestamps() && subscribing.has_frame_timestamps() {
+                assert_eq!(got_timestamp, Some(*timestamp));
+            }
+            assert_eq!(got_timestamp.is_some(), subscribing.has_frame_timestamps());
+        }
+        assert!(received.frame().await.unwrap().is_none(), "the group ends");
+    }
+}
+
+#[monoio::test(enable_timer = true)]
+async fn subscriptions_and_track_requests_share_the_per_session_limit() {
+    let mut settings = settings();
+    settings.max_subscriptions_per_session = 2;
+    let shard = shard(settings);
+    let publisher = Publisher::connect(&shard, Version::Lite05).await;
+    let subscriber = Peer::connect(&shard, Version::Lite05, MemoryLimits::default())
+        .await
+        .0;
+    let _announce = subscriber.wait_announced().await;
+
+    let (a_send, _a) = subscriber
+        .open(BidiType::Subscribe, &subscriber.subscribe(1, "a"))
+        .await;
+    let (_b_send, _b) = subscriber
+        .open(BidiType::Subscribe, &subscriber.subscribe(2, "b"))
+        .await;
+    let first = within("upstream 1", publisher.next_subscribe()).await;
+    let second = within("upstream 2", publisher.next_subscribe()).await;
+    // Each SUBSCRIBE is its own task: their upstreams come in either order.
+    let (a_upstream, b_upstream) = match first.0.track == "a" {
+        true => (first, second),
+        false => (second, first),
+    };
+    assert_eq!(
+        (a_upstream.0.track.as_str(), b_upstream.0.track.as_str()),
+        ("a", "b")
+    );
+    let mut a_upstream = a_upstream.2;
+
+    // Full: a third SUBSCRIBE and a TRACK request are both refused.
+    let (_c_send, mut c) = subscriber
+        .open(BidiType::Subscribe, &subscriber.subscribe(3, "c"))
+        .await;
+    assert!(is_reset(
+        &within("refusal", c.decode::<SubscribeReply>()).await,
+        StreamCode::NO_CAPACITY
+    ));
+    let track = |name: &str| TrackRequest {
+        broadcast: BROADCAST.into(),
+        track: name.into(),
+    };
+    let (_d_send, mut d) = subscriber.open(BidiType::Track, &track("d")).await;
+    assert!(is_reset(
+        &within("refusal", d.decode::<TrackInfo>()).await,
+        StreamCode::NO_CAPACITY
+    ));
+
+    // Cancel "a"; once the relay has let go of it upstream, its slot is free.
+    drop(a_send);
+    let _ = within("upstream a ends", a_upstream.discard_to_end()).await;
+
+    // TRACK then SUBSCRIBE for the same track costs one slot, not two.
+    let (_e_send, mut e) = subscriber.open(BidiType::Track, &track("e")).await;
+    let info = within("TRACK answer", e.expect::<TrackInfo>())
+        .await
+        .unwrap();
+    assert_eq!(info.timescale, 90_000);
+    let (_e_sub, _e) = subscriber
+        .open(BidiType::Subscribe, &subscriber.subscribe(5, "e"))
+        .await;
+    let (upstream_e, _, _) = within("upstream e", publisher.next_subscribe()).await;
+    assert_eq!(upstream_e.track, "e");
+    // ... and the session is full again.
+    let (_f_send, mut f) = subscriber.open(BidiType::Track, &track("f")).await;
+    assert!(is_reset(
+        &within("refusal", f.decode::<TrackInfo>()).await,
+        StreamCode::NO_CAPACITY
+    ));
+    assert_eq!(shard.stats.subscriptions_refused_limit.get(), 3);
+}
+
+#[monoio::test(enable_timer = true)]
+async fn a_malformed_control_message_closes_the_session() {
+    let shard = shard(settings());
+    let peer = Peer::connect(&shard, Version::Lite05, MemoryLimits::default())
+        .await
+        .0;
+    let (mut send, _recv) = peer.transport.open_bi().await.unwrap();
+    // A SUBSCRIBE whose one-byte body holds half of a two-byte varint.
+    let junk = [
+        &encode(Version::Lite05, &[&BidiType::Subscribe])[..],
+        &[0x01, 0x40],
+    ]
+    .concat();
+    assert!(!matches!(
+        Subscribe::decode(&junk[1..], Version::Lite05, &Limits::default()),
+        Ok(_) | Err(crate::lite::DecodeError::Short)
+    ));
+    send.write_chunk(Bytes::from(junk)).await.unwrap();
+    assert_eq!(peer.close_code().await, SessionCode::PROTOCOL_VIOLATION);
+    assert_eq!(shard.stats.sessions_protocol_violations.get(), 1);
+}
+
+#[monoio::test(enable_timer = true)]
+async fn a_bad_data_stream_is_refused_alone() {
+    let shard = shard(settings());
+    let peer = Peer::connect(&shard, Version::Lite05, MemoryLimits::default())
+        .await
+        .0;
+    // An unknown stream type, then a GROUP for a subscription never made.
+    let mut unknown = peer.transport.open_uni().await.unwrap();
+    unknown
+        .write_chunk(Bytes::from_static(&[0x3f]))
+        .await
+        .unwrap();
+    let header = GroupHeader {
+        subscribe: 99,
+        sequence: 0,
+        frame_start: 0,
+    };
+    let mut stray = peer.transport.open_uni().await.unwrap();
+    stray
+        .write_chunk(encode(Version::Lite05, &[&UniType::Group, &header]))
+        .await
+        .unwrap();
+    assert_eq!(
+        within("stop", unknown.stopped()).await,
+        Some(wire(StreamCode::UNEXPECTED_STREAM))
+    );
+    assert_eq!(
+        within("stop", stray.stopped()).await,
+        Some(wire(StreamCode::CANCEL))
+    );
+    // The session goes on: it still answers an ANNOUNCE_REQUEST.
+    let request = AnnounceRequest {
+        prefix: String::new(),
+        exclude_hop: 0,
+    };
+    let (_send, mut reader) = peer.open(BidiType::Announce, &request).await;
+    within("ANNOUNCE_OK", reader.expect::<AnnounceOk>())
+        .await
+        .unwrap();
+    assert!(peer.transport.close_reason().is_none());
+}
+
+/// A publisher and a subscriber of `BROADCAST`/"video" on one shard, the
+/// subscription made and seen upstream.
+async fn subscribed(
+    shard: &Rc<Shard>,
+    versions: (Version, Version),
+    limits: MemoryLimits,
+) -> (Publisher, Peer, Subscribe, Vec<Box<dyn std::any::Any>>) {
+    let publisher = Publisher::connect(shard, versions.0).await;
+    let subscriber = Peer::connect(shard, versions.1, limits).await.0;
+    let announce = subscriber.wait_announced().await;
+    let subscription = subscriber
+        .open(BidiType::Subscribe, &subscriber.subscribe(7, "video"))
+        .await;
+    let (upstream, send, reader) = within("upstream SUBSCRIBE", publisher.next_subscribe()).await;
+    let keep: Vec<Box<dyn std::any::Any>> = vec![
+        Box::new(announce),
+        Box::new(subscription),
+        Box::new((send, reader)),
+    ];
+    (publisher, subscriber, upstream, keep)
+}
+
+#[monoio::test(enable_timer = true)]
+async fn an_oversized_frame_resets_its_group_for_everyone() {
+    let mut settings = settings();
+    settings.max_frame_size = 1000;
+    let shard = shard(settings);
+    let versions = (Version::Lite05, Version::Lite05);
+    let (publisher, subscriber, upstream, _keep) =
+        subscribed(&shard, versions, MemoryLimits::default()).await;
+    let mut fits = frames(1, 1000);
+    fits.push((9000, Bytes::from(vec![1u8; 1001])));
+    let group = publisher.send_group(upstream.id, 0, &fits).await;
+    assert_eq!(
+        within("stop", group.stopped()).await,
+        Some(wire(StreamCode::FRAME_TOO_LARGE))
+    );
+    // The subscriber's copy of the group is reset too. (Whether the frame
+    // before the reset is read first depends on when the reader looks: a
+    // reset discards what is unread, as on QUIC.)
+    let (recv, _) = within("group 0", subscriber.transport.accept_uni())
+        .await
+        .unwrap();
+    let mut reader = subscriber.reader(recv);
+    let read = async {
+        reader.expect::<UniType>().await?;
+        reader.expect::<GroupHeader>().await?;
+        loop {
+            let head: FrameHeader = reader.expect().await?;
+            assert_eq!(reader.payload(head.size as usize).await?.len(), 1000);
+        }
+    };
+    let end: Result<(), ReadError> = within("the reset", read).await;
+    assert!(is_reset(&end, StreamCode::FRAME_TOO_LARGE), "{end:?}");
+    assert_eq!(shard.stats.frames_too_large.get(), 1);
+}
+
+#[monoio::test(enable_timer = true)]
+async fn a_subscriber_that_stops_reading_loses_old_groups() {
+    let mut settings = settings();
+    settings.default_max_latency = Duration::from_millis(100);
+    let shard = shard(settings);
+    // Its streams hold 4 KB unread; a group is 10 KB.
+    let limits = MemoryLimits {
+        streams: 100,
+        window: 4096,
+    };
+    let versions = (Version::Lite06, Version::Lite06);
+    let (publisher, subscriber, upstream, _keep) = subscribed(&shard, versions, limits).await;
+    let mut first = publisher
+        .send_group(upstream.id, 0, &frames(10, 1000))
+        .await;
+    first.finish().unwrap();
+    let (stalled, _) = within("group 0", subscriber.transport.accept_uni())
+        .await
+        .unwrap();
+    // A newer group supersedes it: past the max latency, the relay gives up.
+    let mut second = publisher.send_group(upstream.id, 1, &frames(1, 10)).await;
+    second.finish().unwrap();
+    assert_eq!(
+        within("reset", stalled.reset_received()).await,
+        Some(wire(StreamCode::TOO_FAR_BEHIND))
+    );
+    // The newer group still arrives whole.
+    let mut received = ReceivedGroup::accept(&subscriber).await;
+    assert_eq!(received.header.sequence, 1);
+    assert!(received.frame().await.unwrap().is_some());
+    assert!(received.frame().await.unwrap().is_none());
+}
+
+#[monoio::test(enable_timer = true)]
+async fn subscribers_see_the_publisher_leave() {
+    let shard = shard(settings());
+    let publisher = Publisher::connect(&shard, Version::Lite06).await;
+    let subscriber = Peer::connect(&shard, Version::Lite06, MemoryLimits::default())
+        .await
+        .0;
+    let (_announce_send, mut announces) = subscriber.wait_announced().await;
+    let (_sub_send, mut replies) = subscriber
+        .open(BidiType::Subscribe, &subscriber.subscribe(7, "video"))
+        .await;
+    let (upstream, _send, _reader) = within("upstream SUBSCRIBE", publisher.next_subscribe()).await;
+    let mut group = publisher.send_group(upstream.id, 0, &frames(2, 10)).await;
+    group.finish().unwrap();
+    let mut received = ReceivedGroup::accept(&subscriber).await;
+    while received.frame().await.unwrap().is_some() {}
+    assert!(matches!(
+        within("START", replies.expect::<SubscribeReply>())
+            .await
+            .unwrap(),
+        SubscribeReply::Start { group: 0 }
+    ));
+
+    publisher.peer.transport.close(SessionCode::CANCEL, "gone");
+    // The subscription ends after group 0, then its stream finishes ...
+    assert!(matches!(
+        within("END", replies.expect::<SubscribeReply>())
+            .await
+            .unwrap(),
+        SubscribeReply::End { group: 1 }
+    ));
+    assert!(within("FIN", replies.decode::<SubscribeReply>())
+        .await
+        .unwrap()
+        .is_none());
+    // ... and the broadcast is announced gone.
+    assert!(matches!(
+        within("announce END", announces.expect::<Announce>())
+            .await
+            .unwrap(),
+        Announce::End { id: 0 }
+    ));
+}
