@@ -68,7 +68,7 @@ fn msg<'a, M: Encode>(m: &'a M) -> impl Fn(&mut BytesMut) + 'a {
 }
 
 fn reader(recv: MemoryRecv) -> StreamReader<MemoryRecv> {
-    StreamReader::new(recv, Bytes::new(), VERSION, Limits::default())
+    StreamReader::new(recv, Bytes::new(), VERSION, Limits::default(), 64 << 10)
 }
 
 /// Frames read by every subscriber peer; wakes the publisher at `target`.

@@ -31,6 +31,9 @@ use serde::Deserialize;
 
 use crate::tls::{CertificateSource, PemFile, TlsError};
 
+mod overrides;
+pub use overrides::{Override, ENV_PREFIX, ENV_SEPARATOR};
+
 /// `sysexits.h` `EX_NOINPUT`: an input file did not exist or was not readable.
 pub const EX_NOINPUT: i32 = 66;
 /// `sysexits.h` `EX_CONFIG`: something was found in an unconfigured or
@@ -94,6 +97,22 @@ pub struct ServerConfig {
     /// How long graceful shutdown may take before connections are dropped.
     #[serde(deserialize_with = "de::duration")]
     pub shutdown_timeout: Duration,
+    /// The Go qumo-relay's `server.tls.cert_file` / `server.tls.key_file`;
+    /// moved to `tls.*` when the file is loaded, so always `None` after.
+    #[serde(rename = "tls")]
+    go_tls: Option<GoServerTls>,
+    /// The Go qumo-relay's flat `server.cert_file`; moved like `go_tls`.
+    cert_file: Option<PathBuf>,
+    /// The Go qumo-relay's flat `server.key_file`; moved like `go_tls`.
+    key_file: Option<PathBuf>,
+}
+
+/// `server.tls.*` in the Go qumo-relay's layout.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct GoServerTls {
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -106,6 +125,9 @@ impl Default for ServerConfig {
             gso: true,
             socket_buffer_bytes: 8 * MIB,
             shutdown_timeout: Duration::from_secs(2),
+            go_tls: None,
+            cert_file: None,
+            key_file: None,
         }
     }
 }
@@ -309,8 +331,25 @@ const MIN_TRACKED_IPS: usize = 16;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RelayConfig {
-    /// Newest groups kept per track for late joiners. >= 1.
+    /// Newest groups kept per track for late joiners. >= 1. The Go
+    /// qumo-relay's `MaxGroupCache` is an alias.
+    #[serde(alias = "MaxGroupCache")]
     pub group_cache_size: usize,
+    /// Bytes reserved up front for a frame that arrives in several pieces; a
+    /// larger frame's buffer grows as its bytes arrive, so memory follows
+    /// what the peer has sent rather than what it declared. Any value; no
+    /// frame is larger than `max_frame_size`, so more acts as that. The Go
+    /// qumo-relay's `FrameCapacity` (its initial frame buffer size) is an
+    /// alias.
+    #[serde(alias = "FrameCapacity", deserialize_with = "de::bytes")]
+    pub frame_capacity: u64,
+    /// A relay to keep one session to (this one is then its edge; the Go
+    /// qumo-relay's key): `moql://host:port` or `https://host:port`
+    /// (trusting the system roots or `upstream_ca_file`), or
+    /// `http://host:port` to pin the certificate whose hash that host
+    /// serves at `/certificate.sha256`. A path and `?jwt=` token go in the
+    /// SETUP (lite-05+). Empty or absent: no upstream.
+    pub upstream_url: Option<String>,
     /// Sessions open at once, whole relay. >= 1.
     pub max_sessions: usize,
     /// Subscriptions one session may hold; a TRACK request counts as one
@@ -359,12 +398,6 @@ pub struct RelayConfig {
     /// before publishers' group streams pause. >= `max_frame_size`.
     #[serde(deserialize_with = "de::bytes")]
     pub max_mesh_backlog: u64,
-    /// A relay to keep one session to (this one is then its edge):
-    /// `moql://host:port` or `https://host:port` (trusting the system roots
-    /// or `upstream_ca_file`), or `http://host:port` to pin the certificate
-    /// whose hash that host serves at `/certificate.sha256`. A path and
-    /// `?jwt=` token go in the SETUP (lite-05+). Empty: no upstream.
-    pub upstream_url: String,
     /// PEM CA certificates to trust for `upstream_url` instead of the
     /// system roots.
     pub upstream_ca_file: Option<PathBuf>,
@@ -374,6 +407,8 @@ impl Default for RelayConfig {
     fn default() -> Self {
         Self {
             group_cache_size: 3,
+            frame_capacity: 64 * KIB,
+            upstream_url: None,
             max_sessions: 10_000,
             max_subscriptions_per_session: 1024,
             max_announce_prefix_len: 1024,
@@ -388,7 +423,6 @@ impl Default for RelayConfig {
             max_buffered_frame_bytes_per_session: 16 * MIB,
             setup_timeout: Duration::from_secs(10),
             max_mesh_backlog: 32 * MIB,
-            upstream_url: String::new(),
             upstream_ca_file: None,
         }
     }
@@ -484,6 +518,7 @@ pub struct ClusterConfig {
     pub peers: Vec<String>,
 }
 
+const KIB: u64 = 1024;
 /// `auth.*`: tokens as moq-relay checks them (see [`crate::auth`]). At
 /// least one of the two keys is set.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -564,6 +599,34 @@ fn at(location: Option<(usize, usize)>) -> String {
 }
 
 impl ConfigError {
+    /// The dotted key this error is about, if it is about one.
+    fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::UnknownKey { key, .. } | ConfigError::BadValue { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+
+    /// The same error, naming `source` (an environment variable, a flag)
+    /// instead of the file.
+    fn attributed_to(self, source: &str) -> Self {
+        match self {
+            ConfigError::UnknownKey { key, reason, .. } => ConfigError::UnknownKey {
+                file: source.to_string(),
+                key,
+                reason,
+                location: None,
+            },
+            ConfigError::BadValue { key, reason, .. } => ConfigError::BadValue {
+                file: source.to_string(),
+                key,
+                reason,
+                location: None,
+            },
+            other => other,
+        }
+    }
+
     /// The process exit code for this error: [`EX_NOINPUT`] (66) when an
     /// input file is missing or unreadable, [`EX_CONFIG`] (78) otherwise.
     pub fn exit_code(&self) -> i32 {
@@ -622,41 +685,134 @@ impl ConfigError {
 impl Config {
     /// Read, parse and validate the configuration file at `path`.
     pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
+        Self::load_with(path, &[])
+    }
+
+    /// As [`Config::load`], with `overrides` (environment variables, flags)
+    /// laid over the file in order, the last one for a key winning.
+    pub fn load_with(
+        path: impl AsRef<Path>,
+        overrides: &[Override],
+    ) -> Result<Config, ConfigError> {
         let path = path.as_ref();
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
             file: file.clone(),
             source,
         })?;
-        Self::from_yaml_str(&text, &file)
+        Self::from_yaml_str_with(&text, &file, overrides)
     }
 
     /// Parse and validate YAML text; `file` only names the source in errors.
     pub fn from_yaml_str(text: &str, file: &str) -> Result<Config, ConfigError> {
+        Self::from_yaml_str_with(text, file, &[])
+    }
+
+    /// As [`Config::from_yaml_str`], with `overrides` laid over the text. An
+    /// error about an overridden key names the override, not `file`.
+    pub fn from_yaml_str_with(
+        text: &str,
+        file: &str,
+        overrides: &[Override],
+    ) -> Result<Config, ConfigError> {
         // Parse as plain YAML first: a failure here is a syntax error, which
         // the typed pass below could not tell apart from a bad value.
-        let value: serde_yaml::Value =
+        let mut value: serde_yaml::Value =
             serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax {
                 file: file.to_string(),
                 location: location(&e),
                 reason: strip_location(e.to_string(), &e),
             })?;
-        // An empty file (or one holding only comments) is all defaults.
-        if value.is_null() {
-            return Ok(Config::default());
-        }
-        let config: Config =
+        let attribute = |e: ConfigError| {
+            let key = e.key().unwrap_or_default();
+            // An unknown section names only itself; the override that
+            // brought it in names a key inside it.
+            let unknown = matches!(e, ConfigError::UnknownKey { .. });
+            let found = overrides
+                .iter()
+                .rev()
+                .find(|o| o.covers(key) || (unknown && o.lies_in(key)));
+            match found {
+                Some(o) => e.attributed_to(&o.source),
+                None => e,
+            }
+        };
+        let mut config: Config = if overrides.is_empty() {
+            // An empty file (or one holding only comments) is all defaults.
+            if value.is_null() {
+                return Ok(Config::default());
+            }
+            // From the text, so that errors carry their line and column.
             serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text))
-                .map_err(|e| classify(file, e))?;
+                .map_err(|e| classify(file, e))?
+        } else {
+            for o in overrides {
+                o.apply(&mut value)
+                    .map_err(|reason| ConfigError::UnknownKey {
+                        file: o.source.clone(),
+                        key: o.key.clone(),
+                        reason,
+                        location: None,
+                    })?;
+            }
+            serde_path_to_error::deserialize(value.clone())
+                .map_err(|e| attribute(classify(file, e)))?
+        };
+        let tls_section = value.get("tls").is_some_and(|t| !t.is_null());
         config
-            .validate()
-            .map_err(|(key, reason)| ConfigError::BadValue {
-                file: file.to_string(),
-                key: key.to_string(),
-                reason,
-                location: None,
+            .adopt_go_layout(tls_section)
+            .and_then(|()| config.validate())
+            .map_err(|(key, reason)| {
+                attribute(ConfigError::BadValue {
+                    file: file.to_string(),
+                    key: key.to_string(),
+                    reason,
+                    location: None,
+                })
             })?;
         Ok(config)
+    }
+
+    /// Read the Go qumo-relay's layout as qumo's own: its empty
+    /// `relay.upstream_url` means none, and its certificate keys
+    /// (`server.tls.cert_file`, or the flat `server.cert_file`, with their
+    /// `key_file`) move to `tls.*`, where validation and TLS set-up read
+    /// them. `tls_section` says whether the file has a `tls` section of its
+    /// own, which would then set the certificate twice.
+    fn adopt_go_layout(&mut self, tls_section: bool) -> Result<(), (&'static str, String)> {
+        if self.relay.upstream_url.as_deref() == Some("") {
+            self.relay.upstream_url = None;
+        }
+        let s = &mut self.server;
+        let flat = (s.cert_file.take(), s.key_file.take());
+        let (cert_file, key_file, written_as) = match (s.go_tls.take(), flat) {
+            (None, (None, None)) => return Ok(()),
+            (Some(_), (Some(_), _) | (_, Some(_))) => {
+                return Err((
+                    "server.cert_file",
+                    "the certificate is set twice: use server.tls.cert_file/key_file or \
+                     server.cert_file/key_file, not both"
+                        .into(),
+                ))
+            }
+            (Some(nested), _) => (nested.cert_file, nested.key_file, "server.tls"),
+            (None, (cert_file, key_file)) => (cert_file, key_file, "server"),
+        };
+        if tls_section {
+            return Err((
+                "tls",
+                format!(
+                    "the certificate is set twice: {written_as}.cert_file/key_file (the Go \
+                     qumo-relay layout) and the tls section; keep one"
+                ),
+            ));
+        }
+        self.tls = TlsConfig {
+            cert_file,
+            key_file,
+            generate: None,
+        };
+        Ok(())
     }
 
     /// Check ranges and relations between keys. On failure, returns the dotted
@@ -845,8 +1001,8 @@ impl Config {
                 return Err(("cluster.peers", e.to_string()));
             }
         }
-        if !r.upstream_url.is_empty() {
-            if let Err(e) = crate::peer_url::PeerUrl::parse(&r.upstream_url) {
+        if let Some(url) = r.upstream_url.as_deref().filter(|u| !u.is_empty()) {
+            if let Err(e) = crate::peer_url::PeerUrl::parse(url) {
                 return Err(("relay.upstream_url", e.to_string()));
             }
         }

@@ -19,6 +19,7 @@ pub mod session;
 pub mod shard;
 pub mod task;
 pub mod tls;
+pub mod tls_reload;
 pub mod track;
 pub mod upstream;
 pub mod webtransport;

@@ -15,55 +15,64 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use qumo::config::{Config, EX_CONFIG};
+use clap::Parser;
+use qumo::config::{Config, Override, EX_CONFIG};
 
 const DEFAULT_CONFIG: &str = "configs/config.yaml";
 const EX_USAGE: u8 = 64;
 
-/// What the command line asks for.
-#[derive(Debug, PartialEq, Eq)]
-enum Command {
-    Run { config: PathBuf },
-    Help,
-    Version,
+/// A thread-per-core Media over QUIC relay.
+#[derive(Debug, Parser)]
+#[command(
+    name = "qumo-relay",
+    version,
+    after_help = "Every configuration key can also be set by an environment variable \
+QUMO_<SECTION>__<KEY> (e.g. QUMO_RELAY__GROUP_CACHE_SIZE=5, QUMO_SERVER__ADDRESS=[::]:4433) \
+or by --set; the order of precedence is --set, then environment, then the file.\n\
+RUST_LOG, when set, overrides logging.level. SIGHUP re-reads tls.cert_file and tls.key_file.\n\
+Exit codes: 0 ok, 1 relay failure, 64 bad usage, 66 missing input file, 78 bad configuration."
+)]
+struct Cli {
+    /// Configuration file (YAML). The Go qumo-relay's `-config` spelling is
+    /// accepted too.
+    #[arg(
+        short = 'c',
+        long,
+        value_name = "PATH",
+        env = "QUMO_CONFIG",
+        default_value = DEFAULT_CONFIG
+    )]
+    config: PathBuf,
+
+    /// Set one configuration key, over the file and the environment:
+    /// `--set relay.group_cache_size=5`. Repeatable.
+    #[arg(short = 's', long = "set", value_name = "KEY=VALUE", value_parser = Override::from_flag)]
+    set: Vec<Override>,
 }
 
-fn usage() -> String {
-    format!(
-        "Usage: qumo-relay [--config|-c PATH]\n\
-         \n\
-         A thread-per-core Media over QUIC relay.\n\
-         \n\
-         Options:\n  \
-           -c, --config PATH   configuration file (default: {DEFAULT_CONFIG})\n  \
-           -h, --help          print this help\n  \
-           -V, --version       print the version\n\
-         \n\
-         RUST_LOG, when set, overrides logging.level.\n\
-         Exit codes: 0 ok, 1 relay failure, 64 bad usage, 66 missing input file, 78 bad configuration.\n"
-    )
-}
-
-/// Hand-parsed: four options do not justify an argument-parsing crate.
-fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
-    let mut config = None;
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "-h" | "--help" => return Ok(Command::Help),
-            "-V" | "--version" => return Ok(Command::Version),
-            "-c" | "--config" => {
-                let path = args.next().ok_or_else(|| format!("{arg} needs a path"))?;
-                config = Some(PathBuf::from(path));
-            }
-            _ => match arg.strip_prefix("--config=") {
-                Some(path) => config = Some(PathBuf::from(path)),
-                None => return Err(format!("unexpected argument {arg:?}")),
-            },
+/// The Go qumo-relay took `-config PATH` (Go's flag package allows one
+/// dash); clap reads a single dash as short options (`-c onfig`), so that
+/// spelling is rewritten to `--config` before parsing.
+fn go_spellings(args: impl IntoIterator<Item = String>) -> impl Iterator<Item = String> {
+    args.into_iter().map(|arg| {
+        if arg == "-config" || arg.starts_with("-config=") {
+            format!("-{arg}")
+        } else {
+            arg
         }
-    }
-    Ok(Command::Run {
-        config: config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG)),
+    })
+}
+
+/// The command line, or the exit code when there is nothing to run (help,
+/// version: 0; a usage error: 64, after printing it).
+fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Cli, ExitCode> {
+    Cli::try_parse_from(go_spellings(args)).map_err(|e| {
+        let _ = e.print();
+        if e.use_stderr() {
+            ExitCode::from(EX_USAGE)
+        } else {
+            ExitCode::SUCCESS
+        }
     })
 }
 
@@ -73,24 +82,16 @@ fn fail(message: impl std::fmt::Display, code: i32) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let config_path = match parse_args(std::env::args().skip(1)) {
-        Ok(Command::Run { config }) => config,
-        Ok(Command::Help) => {
-            print!("{}", usage());
-            return ExitCode::SUCCESS;
-        }
-        Ok(Command::Version) => {
-            println!("qumo-relay {}", env!("CARGO_PKG_VERSION"));
-            return ExitCode::SUCCESS;
-        }
-        Err(message) => {
-            eprint!("error: {message}\n\n{}", usage());
-            return ExitCode::from(EX_USAGE);
-        }
+    let cli = match parse_args(std::env::args()) {
+        Ok(cli) => cli,
+        Err(code) => return code,
     };
+    let config_path = cli.config;
     let file = config_path.display().to_string();
 
-    let config = match Config::load(&config_path) {
+    let mut overrides = Override::from_env(std::env::vars());
+    overrides.extend(cli.set);
+    let config = match Config::load_with(&config_path, &overrides) {
         Ok(config) => config,
         Err(e) => return fail(&e, e.exit_code()),
     };
@@ -104,6 +105,19 @@ fn main() -> ExitCode {
         Ok(tls) => tls,
         Err(e) => return fail(&e, e.exit_code()),
     };
+    let reloader = match (&tls.rotating, &config.tls.cert_file, &config.tls.key_file) {
+        (Some(rotating), Some(cert_file), Some(key_file)) => {
+            Some(qumo::tls_reload::CertificateReloader::new(
+                cert_file.clone(),
+                key_file.clone(),
+                rotating.clone(),
+            ))
+        }
+        _ => None,
+    };
+    if let Err(e) = qumo::tls_reload::watch(reloader, qumo::tls_reload::WATCH_INTERVAL) {
+        return fail(format_args!("cannot install the SIGHUP handler: {e}"), 1);
+    }
     let auth = match config.auth(&file) {
         Ok(auth) => auth,
         Err(e) => return fail(&e, e.exit_code()),
@@ -190,49 +204,68 @@ fn main() -> ExitCode {
 mod tests {
     use super::*;
 
-    fn args(list: &[&str]) -> Vec<String> {
-        list.iter().map(|s| s.to_string()).collect()
+    fn parse(list: &[&str]) -> Result<Cli, clap::Error> {
+        let args = std::iter::once("qumo-relay")
+            .chain(list.iter().copied())
+            .map(String::from);
+        Cli::try_parse_from(go_spellings(args))
+    }
+
+    fn config_of(list: &[&str]) -> PathBuf {
+        parse(list).unwrap().config
     }
 
     #[test]
-    fn no_arguments_run_the_default_config() {
-        assert_eq!(
-            parse_args(args(&[])),
-            Ok(Command::Run {
-                config: PathBuf::from(DEFAULT_CONFIG)
-            })
-        );
-    }
-
-    #[test]
-    fn config_path_is_taken_in_all_three_spellings() {
+    fn config_path_is_taken_in_every_spelling_including_go_s() {
         for list in [
             &["-c", "x.yaml"][..],
             &["--config", "x.yaml"],
             &["--config=x.yaml"],
+            &["-config", "x.yaml"],
+            &["-config=x.yaml"],
         ] {
-            assert_eq!(
-                parse_args(args(list)),
-                Ok(Command::Run {
-                    config: PathBuf::from("x.yaml")
-                })
-            );
+            assert_eq!(config_of(list), PathBuf::from("x.yaml"), "{list:?}");
         }
     }
 
     #[test]
-    fn config_flag_without_a_path_is_a_usage_error() {
-        assert!(parse_args(args(&["--config"])).is_err());
+    fn set_takes_key_value_pairs_in_order() {
+        let cli = parse(&["--set", "relay.group_cache_size=5", "-s", "server.shards=2"]).unwrap();
+        let keys: Vec<_> = cli
+            .set
+            .iter()
+            .map(|o| (o.key.as_str(), o.value.as_str()))
+            .collect();
+        assert_eq!(
+            keys,
+            [("relay.group_cache_size", "5"), ("server.shards", "2")]
+        );
+        assert!(parse(&["--set", "no-equals-sign"]).is_err());
     }
 
     #[test]
-    fn unknown_argument_is_a_usage_error() {
-        assert!(parse_args(args(&["--frobnicate"])).is_err());
+    fn bad_arguments_are_usage_errors() {
+        for list in [&["--config"][..], &["--frobnicate"], &["stray"]] {
+            let e = parse(list).unwrap_err();
+            assert!(e.use_stderr(), "{list:?}: {e}");
+        }
     }
 
     #[test]
-    fn help_and_version_win_over_other_arguments() {
-        assert_eq!(parse_args(args(&["-c", "x", "--help"])), Ok(Command::Help));
-        assert_eq!(parse_args(args(&["-V"])), Ok(Command::Version));
+    fn help_documents_the_environment_convention_and_exit_codes() {
+        let e = parse(&["--help"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp);
+        let help = e.to_string();
+        for needle in [
+            "--config",
+            "--set",
+            "QUMO_CONFIG",
+            "QUMO_<SECTION>__<KEY>",
+            "78 bad configuration",
+        ] {
+            assert!(help.contains(needle), "{needle}: {help}");
+        }
+        let e = parse(&["-V"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::DisplayVersion);
     }
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use qumo_shards::{Connection, Runtime, RuntimeConfig, RuntimeError, ShardContext};
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 use crate::announced::AnnouncedSource;
 use crate::auth::Auth;
@@ -96,6 +96,11 @@ pub fn run(
         steering = ?runtime.steering(),
         "qumo-relay listening"
     );
+    // systemd (Type=notify): ready now, since Runtime::start returns only
+    // once every shard listens. Without NOTIFY_SOCKET this does nothing.
+    if let Err(error) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        warn!(%error, "cannot tell the service manager the relay is ready (NOTIFY_SOCKET)");
+    }
     runtime.wait();
     info!("qumo-relay stopped");
     Ok(())
@@ -271,9 +276,10 @@ impl Drop for SessionCount {
 /// cluster's peers, spread over the shards.
 fn dials(config: &Config) -> Result<Vec<Upstream>, upstream::UpstreamError> {
     let ca_file = config.relay.upstream_ca_file.as_deref();
-    let mut dials: Vec<Upstream> = Upstream::from_config(&config.relay.upstream_url, ca_file)?
-        .into_iter()
-        .collect();
+    let mut dials: Vec<Upstream> =
+        Upstream::from_config(config.relay.upstream_url.as_deref().unwrap_or(""), ca_file)?
+            .into_iter()
+            .collect();
     for peer in &config.cluster.peers {
         dials.push(Upstream::new(peer, ca_file, "cluster peer")?);
     }

@@ -33,6 +33,7 @@ const MESH_POLL: Duration = Duration::from_millis(1);
 pub struct Settings {
     pub limits: Limits,
     pub group_cache_size: usize,
+    pub frame_capacity: usize,
     pub max_cached_bytes_per_track: u64,
     pub max_subscriptions_per_session: usize,
     pub max_announce_prefix_len: usize,
@@ -60,6 +61,7 @@ impl Settings {
                 ..Limits::default()
             },
             group_cache_size: r.group_cache_size,
+            frame_capacity: usize::try_from(r.frame_capacity).unwrap_or(usize::MAX),
             max_cached_bytes_per_track: r.max_cached_bytes_per_track,
             max_subscriptions_per_session: r.max_subscriptions_per_session,
             max_announce_prefix_len: r.max_announce_prefix_len,

@@ -9,15 +9,22 @@
 //! (`serverCertificateHashes`), and only if it is ECDSA and valid for at most
 //! 14 days. So the certificate is ECDSA P-256, valid for just under 14 days
 //! from start-up, and its fingerprint is returned for the relay to publish.
+//!
+//! A certificate from files can be replaced while the relay runs: the
+//! server configuration resolves it through a [`RotatingCertificate`] on
+//! every handshake, so a new pair applies to the next handshake on every
+//! shard and open connections keep theirs.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
 /// Where the server certificate comes from.
@@ -212,6 +219,74 @@ pub struct ServerTls {
     /// Fingerprint of the leaf certificate when it was generated here, so
     /// that clients can pin it; `None` for certificates loaded from files.
     pub fingerprint: Option<CertificateFingerprint>,
+    /// For certificates loaded from files: the slot every handshake reads,
+    /// to put a new pair into while the relay runs.
+    pub rotating: Option<Arc<RotatingCertificate>>,
+}
+
+/// The server's certificate chain and key, replaceable while the relay
+/// runs. Each handshake takes the current pair (a read lock held for an
+/// `Arc` clone), so a replacement applies to the next handshake on every
+/// shard without restarting anything.
+#[derive(Debug)]
+pub struct RotatingCertificate {
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl RotatingCertificate {
+    /// Start with `key`.
+    pub fn new(key: CertifiedKey) -> Self {
+        Self {
+            current: RwLock::new(Arc::new(key)),
+        }
+    }
+
+    /// The pair handshakes use now.
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        // A writer cannot panic while holding the lock (it only stores an
+        // Arc), so a poisoned lock still holds a whole value.
+        self.current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Make `key` the pair for every later handshake.
+    pub fn replace(&self, key: CertifiedKey) {
+        *self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(key);
+    }
+
+    /// Fingerprint of the current leaf certificate.
+    pub fn fingerprint(&self) -> Option<CertificateFingerprint> {
+        self.current()
+            .cert
+            .first()
+            .map(|leaf| CertificateFingerprint::of_der(leaf))
+    }
+}
+
+impl ResolvesServerCert for RotatingCertificate {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+/// Read a PEM certificate chain and its private key and check that they
+/// belong together, as [`server_tls`] does at start-up: what a reload puts
+/// into a [`RotatingCertificate`].
+pub fn load_certified_key(cert_file: &Path, key_file: &Path) -> Result<CertifiedKey, TlsError> {
+    let chain = load_certificates(cert_file)?;
+    let key = load_private_key(key_file)?;
+    CertifiedKey::from_der(chain, key, &rustls::crypto::ring::default_provider()).map_err(
+        |source| TlsError::Pair {
+            cert_file: cert_file.to_owned(),
+            key_file: key_file.to_owned(),
+            source,
+        },
+    )
 }
 
 /// How long a generated certificate was valid before start-up, to tolerate
@@ -229,14 +304,20 @@ pub const GENERATED_VALIDITY: Duration = Duration::from_secs(14 * 24 * 3600 - 12
 ///
 /// A generated certificate's fingerprint is logged at info level.
 pub fn server_tls(source: &CertificateSource, alpn: Vec<Vec<u8>>) -> Result<ServerTls, TlsError> {
-    let (chain, key, fingerprint) = match source {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth();
+    let (mut config, fingerprint, rotating) = match source {
         CertificateSource::Files {
             cert_file,
             key_file,
         } => {
-            let chain = load_certificates(cert_file)?;
-            let key = load_private_key(key_file)?;
-            (chain, key, None)
+            let rotating = Arc::new(RotatingCertificate::new(load_certified_key(
+                cert_file, key_file,
+            )?));
+            let config = builder.with_cert_resolver(rotating.clone());
+            (config, None, Some(rotating))
         }
         CertificateSource::Generate { names } => {
             let (cert, key) = generate_self_signed(names, SystemTime::now())?;
@@ -247,31 +328,15 @@ pub fn server_tls(source: &CertificateSource, alpn: Vec<Vec<u8>>) -> Result<Serv
                 valid_for = %humantime::format_duration(GENERATED_VALIDITY),
                 "generated a self-signed certificate; clients must pin it by its SHA-256 fingerprint"
             );
-            (vec![cert], key, Some(fingerprint))
+            let config = builder.with_single_cert(vec![cert], key)?;
+            (config, Some(fingerprint), None)
         }
-    };
-
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_no_client_auth();
-    let mut config = match source {
-        CertificateSource::Files {
-            cert_file,
-            key_file,
-        } => builder
-            .with_single_cert(chain, key)
-            .map_err(|source| TlsError::Pair {
-                cert_file: cert_file.clone(),
-                key_file: key_file.clone(),
-                source,
-            })?,
-        CertificateSource::Generate { .. } => builder.with_single_cert(chain, key)?,
     };
     config.alpn_protocols = alpn;
     Ok(ServerTls {
         config: Arc::new(config),
         fingerprint,
+        rotating,
     })
 }
 
@@ -532,6 +597,45 @@ mod tests {
         assert!(matches!(err, TlsError::Parse { .. }), "{err:?}");
         let err = load_private_key(&cert_file).unwrap_err();
         assert!(matches!(err, TlsError::Parse { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn a_rotating_certificate_serves_the_pair_put_into_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert_file, key_file) = write_pem_pair(dir.path(), false);
+        let tls = server_tls(
+            &CertificateSource::Files {
+                cert_file: cert_file.clone(),
+                key_file: key_file.clone(),
+            },
+            alpn(),
+        )
+        .unwrap();
+        let rotating = tls.rotating.unwrap();
+        let first = rotating.fingerprint().unwrap();
+        assert_eq!(
+            first,
+            CertificateFingerprint::of_der(&load_certificates(&cert_file).unwrap()[0])
+        );
+
+        let dir_b = dir.path().join("b");
+        std::fs::create_dir(&dir_b).unwrap();
+        let (cert_b, key_b) = write_pem_pair(&dir_b, false);
+        rotating.replace(load_certified_key(&cert_b, &key_b).unwrap());
+        let second = rotating.fingerprint().unwrap();
+        assert_ne!(second, first);
+        assert_eq!(
+            second,
+            CertificateFingerprint::of_der(&load_certificates(&cert_b).unwrap()[0])
+        );
+    }
+
+    #[test]
+    fn a_pair_that_does_not_match_is_not_loaded_for_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert_file, key_file) = write_pem_pair(dir.path(), true);
+        let err = load_certified_key(&cert_file, &key_file).err().unwrap();
+        assert!(matches!(err, TlsError::Pair { .. }), "{err:?}");
     }
 
     #[test]

@@ -24,9 +24,14 @@ struct Outcome {
 }
 
 fn run_with_config(path: &Path) -> Outcome {
+    run_with_args(&["--config".as_ref(), path.as_os_str()], &[])
+}
+
+/// The relay with these arguments and extra environment variables.
+fn run_with_args(args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> Outcome {
     let mut child = Command::new(env!("CARGO_BIN_EXE_qumo-relay"))
-        .arg("--config")
-        .arg(path)
+        .args(args)
+        .envs(env.iter().copied())
         // The file's logging.level must decide, not the developer's shell.
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
@@ -209,5 +214,51 @@ fn generated_certificate_fingerprint_is_logged_as_hex() {
     assert!(
         hex.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')),
         "{hex}"
+    );
+}
+
+#[test]
+fn go_spelling_minus_config_loads_the_go_layout() {
+    // The Go layout names certs/server.crt relative to the working
+    // directory; that it is the file asked for proves -config read it.
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/go-relay-flat.yaml");
+    let joined = std::ffi::OsString::from(format!("-config={}", path.display()));
+    for args in [
+        vec!["-config".as_ref(), path.as_os_str()],
+        vec![joined.as_os_str()],
+    ] {
+        let outcome = run_with_args(&args, &[]);
+        assert_eq!(outcome.code, Some(EX_NOINPUT), "{}", outcome.stderr);
+        let line = error_line(&outcome, &path);
+        assert!(line.contains("tls.cert_file"), "{line}");
+        assert!(line.contains("certs/server.crt"), "{line}");
+    }
+}
+
+#[test]
+fn bad_environment_override_exits_78_and_names_the_variable() {
+    let (_dir, path) = config_file("logging:\n  level: info\n");
+    let outcome = run_with_args(
+        &["--config".as_ref(), path.as_os_str()],
+        &[("QUMO_RELAY__GROUP_CACHE_SIZE", "0")],
+    );
+    assert_eq!(outcome.code, Some(EX_CONFIG), "{}", outcome.stderr);
+    assert!(
+        outcome.stderr.contains(
+            "error: environment variable QUMO_RELAY__GROUP_CACHE_SIZE: relay.group_cache_size: bad value: must be at least 1"
+        ),
+        "{}",
+        outcome.stderr
+    );
+}
+
+#[test]
+fn bad_command_line_exits_64() {
+    let outcome = run_with_args(&["--no-such-flag".as_ref()], &[]);
+    assert_eq!(outcome.code, Some(64), "{}", outcome.stderr);
+    assert!(
+        outcome.stderr.contains("--no-such-flag"),
+        "{}",
+        outcome.stderr
     );
 }

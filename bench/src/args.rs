@@ -1,6 +1,6 @@
 //! The command line: profiles, options, the relay URL.
 //!
-//! Hand-parsed, like `qumo-relay`'s: `--name value` or `--name=value`, with
+//! Parsed with clap (`--name value` or `--name=value`, `--help` generated),
 //! a profile filling every load parameter first and options overriding it.
 
 use std::fmt;
@@ -8,6 +8,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use qumo::lite::Version;
 use serde::Serialize;
 
@@ -274,61 +275,162 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     Run(Box<Config>),
-    Plot { input: PathBuf, output: PathBuf },
-    Help,
+    Plot {
+        input: PathBuf,
+        output: PathBuf,
+    },
+    /// `--help`: the text to print.
+    Help(String),
 }
 
-pub fn usage() -> String {
-    let mut s = String::from(
-        "Usage: qumo-bench [OPTIONS]            run a load against a moq-lite relay\n       \
-         qumo-bench plot IN.json OUT.svg    draw a report's steps as an SVG\n\
-         \n\
-         Relay:\n  \
-           --url URL                  moql://HOST:PORT[/PATH] (default moql://127.0.0.1:4433)\n  \
-           --version 04|05|06         moq-lite version, by ALPN (default 05)\n  \
-           --server-name NAME         TLS server name (default: the URL's host)\n  \
-           --fingerprint HEX          accept only the certificate with this SHA-256\n  \
-           --tls-disable-verify       accept any certificate (loopback testing)\n  \
-           --ca-file PEM              trust these roots instead of the system's\n\
-         \n\
-         Load (a profile sets them all; options override it):\n  \
-           --profile NAME             see below (default fanout)\n  \
-           --publishers P             publisher connections\n  \
-           --broadcasts B             broadcasts per publisher\n  \
-           --tracks T                 tracks per broadcast\n  \
-           --subscribers S            subscriber connections\n  \
-           --tracks-per-subscriber K  tracks each subscriber subscribes to\n  \
-           --fps F                    frames per second per track\n  \
-           --frame-size BYTES         payload per frame (>= 8)\n  \
-           --frames-per-group G       frames per group (one stream per group)\n  \
-           --max-latency-ms MS        SUBSCRIBE max latency (0 = relay default)\n  \
-           --prefix PATH              broadcast path prefix (default unique per run)\n\
-         \n\
-         Timing:\n  \
-           --ramp-time SECS           start subscribers over this window\n  \
-           --warmup SECS              settle before measuring\n  \
-           --duration SECS            measured (steady) window\n\
-         \n\
-         Ramp (step the subscriber count up from --subscribers):\n  \
-           --ramp                     double until a step loses a group, fails a\n                             \
-                                      connection, drops a subscriber or passes the\n                             \
-                                      p99 budget; then bisect; report the highest held\n  \
-           --p99-budget-ms MS         (default 200)\n  \
-           --ramp-max S               (default 20000)\n\
-         \n\
-         Output:\n  \
-           --json FILE                write the report as JSON\n  \
-           --plot FILE                write latency and relay CPU against subscribers (SVG)\n  \
-           --relay-pid PID            sample this process's CPU and RSS (same host)\n  \
-           --relay-metrics URL        sample the relay's CPU, RSS and UDP drops from its\n                             \
-                                      /metrics instead (http://HOST:PORT/metrics; any host)\n  \
-           --relay-shards N           the relay's shard count, recorded in the report\n  \
-           --strict                   exit 1 on any loss, failed connection or unheld subscriber\n  \
-           --threads N                client threads (default: one per core)\n  \
-           --quiet                    no progress line\n\
-         \n\
-         Profiles:\n",
-    );
+/// The command line as clap reads it; [`parse`] resolves it into a
+/// [`Config`] over the chosen profile.
+#[derive(Debug, Parser)]
+#[command(
+    name = "qumo-bench",
+    about = "Run a load against a moq-lite relay, or plot a report",
+    // --version is the moq-lite version, as it always was.
+    disable_version_flag = true,
+    // A later option wins, so a script can append overrides.
+    args_override_self = true,
+    args_conflicts_with_subcommands = true,
+    disable_help_subcommand = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Sub>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Sub {
+    /// Draw a report's steps as an SVG.
+    Plot {
+        /// A report written by --json.
+        #[arg(value_name = "IN.json")]
+        input: PathBuf,
+        /// The SVG to write.
+        #[arg(value_name = "OUT.svg")]
+        output: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// moql://HOST:PORT[/PATH]
+    #[arg(long, value_name = "URL", default_value = "moql://127.0.0.1:4433",
+          value_parser = RelayUrl::parse, help_heading = "Relay")]
+    url: RelayUrl,
+    /// moq-lite version, by ALPN
+    #[arg(long, value_name = "04|05|06", default_value = "05",
+          value_parser = parse_version, help_heading = "Relay")]
+    version: Version,
+    /// TLS server name (default: the URL's host)
+    #[arg(long, value_name = "NAME", help_heading = "Relay")]
+    server_name: Option<String>,
+    /// Accept only the certificate with this SHA-256
+    #[arg(long, value_name = "HEX", value_parser = parse_hex32, help_heading = "Relay")]
+    fingerprint: Option<[u8; 32]>,
+    /// Accept any certificate (loopback testing)
+    #[arg(long, help_heading = "Relay")]
+    tls_disable_verify: bool,
+    /// Trust these roots instead of the system's
+    #[arg(long, value_name = "PEM", help_heading = "Relay")]
+    ca_file: Option<PathBuf>,
+
+    /// A load preset (listed below); the options below override it
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "fanout",
+        help_heading = "Load"
+    )]
+    profile: String,
+    /// Publisher connections
+    #[arg(long, value_name = "P", help_heading = "Load")]
+    publishers: Option<usize>,
+    /// Broadcasts per publisher
+    #[arg(long, value_name = "B", help_heading = "Load")]
+    broadcasts: Option<usize>,
+    /// Tracks per broadcast
+    #[arg(long, value_name = "T", help_heading = "Load")]
+    tracks: Option<usize>,
+    /// Subscriber connections
+    #[arg(long, value_name = "S", help_heading = "Load")]
+    subscribers: Option<usize>,
+    /// Tracks each subscriber subscribes to
+    #[arg(long, value_name = "K", help_heading = "Load")]
+    tracks_per_subscriber: Option<usize>,
+    /// Frames per second per track
+    #[arg(long, value_name = "F", help_heading = "Load")]
+    fps: Option<f64>,
+    /// Payload per frame (>= 8)
+    #[arg(long, value_name = "BYTES", help_heading = "Load")]
+    frame_size: Option<usize>,
+    /// Frames per group (one stream per group)
+    #[arg(long, value_name = "G", help_heading = "Load")]
+    frames_per_group: Option<usize>,
+    /// SUBSCRIBE max latency (0 = relay default)
+    #[arg(long, value_name = "MS", default_value_t = 0, help_heading = "Load")]
+    max_latency_ms: u64,
+    /// Broadcast path prefix (default unique per run)
+    #[arg(long, value_name = "PATH", help_heading = "Load")]
+    prefix: Option<String>,
+
+    /// Start subscribers over this window
+    #[arg(long, value_name = "SECS", value_parser = seconds, help_heading = "Timing")]
+    ramp_time: Option<Duration>,
+    /// Settle before measuring
+    #[arg(long, value_name = "SECS", value_parser = seconds, help_heading = "Timing")]
+    warmup: Option<Duration>,
+    /// Measured (steady) window
+    #[arg(long, value_name = "SECS", value_parser = seconds, help_heading = "Timing")]
+    duration: Option<Duration>,
+
+    /// Step the subscriber count up from --subscribers: double until a step
+    /// loses a group, fails a connection, drops a subscriber or passes the
+    /// p99 budget; then bisect; report the highest held
+    #[arg(long, help_heading = "Ramp")]
+    ramp: bool,
+    /// p99 latency budget of a ramp step [default: 200]
+    #[arg(long, value_name = "MS", help_heading = "Ramp")]
+    p99_budget_ms: Option<f64>,
+    /// Most subscribers a ramp tries [default: 20000]
+    #[arg(long, value_name = "S", help_heading = "Ramp")]
+    ramp_max: Option<usize>,
+
+    /// Write the report as JSON
+    #[arg(long, value_name = "FILE", help_heading = "Output")]
+    json: Option<PathBuf>,
+    /// Write latency and relay CPU against subscribers (SVG)
+    #[arg(long, value_name = "FILE", help_heading = "Output")]
+    plot: Option<PathBuf>,
+    /// Sample this process's CPU and RSS (same host)
+    #[arg(long, value_name = "PID", help_heading = "Output")]
+    relay_pid: Option<u32>,
+    /// Sample the relay's CPU, RSS and UDP drops from its /metrics instead
+    /// (http://HOST:PORT/metrics; any host)
+    #[arg(long, value_name = "URL", value_parser = crate::scrape::MetricsUrl::parse,
+          help_heading = "Output")]
+    relay_metrics: Option<crate::scrape::MetricsUrl>,
+    /// The relay's shard count, recorded in the report
+    #[arg(long, value_name = "N", help_heading = "Output")]
+    relay_shards: Option<usize>,
+    /// Exit 1 on any loss, failed connection or unheld subscriber
+    #[arg(long, help_heading = "Output")]
+    strict: bool,
+    /// Client threads (default: one per core)
+    #[arg(long, value_name = "N", default_value_t = 0, help_heading = "Output")]
+    threads: usize,
+    /// No progress line
+    #[arg(long, help_heading = "Output")]
+    quiet: bool,
+}
+
+/// The help text after the options: the profiles, the RESULT line, exits.
+fn after_help() -> String {
+    let mut s = String::from("Profiles:\n");
     for p in profiles() {
         s.push_str(&format!("  {:<16} {}\n", p.name, p.about));
     }
@@ -336,9 +438,18 @@ pub fn usage() -> String {
         "\nThe last line on stdout is machine-readable:\n\
          RESULT subscribers=S delivered_mbps=X expected_mbps=Y relay_cpu_s_per_gb=Z p50_ms=A \
          p99_ms=B lost_groups=L failed_connections=F rss_kb_per_sub=R\n\
-         Exit: 0 ok, 1 strict check failed, 2 could not run, 64 bad usage.\n",
+         Exit: 0 ok, 1 strict check failed, 2 could not run, 64 bad usage.",
     );
     s
+}
+
+fn command() -> clap::Command {
+    Cli::command().after_help(after_help())
+}
+
+/// The full help text.
+pub fn usage() -> String {
+    command().render_help().to_string()
 }
 
 fn parse_hex32(s: &str) -> Result<[u8; 32], String> {
@@ -370,147 +481,56 @@ pub fn parse_version(s: &str) -> Result<Version, String> {
     }
 }
 
-fn num<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, String> {
-    v.parse()
-        .map_err(|_| format!("{name} {v:?}: not a valid number"))
-}
-
-fn secs(name: &str, v: &str) -> Result<Duration, String> {
-    let s: f64 = num(name, v)?;
+fn seconds(v: &str) -> Result<Duration, String> {
+    let s: f64 = v
+        .parse()
+        .map_err(|_| format!("{v:?}: not a number of seconds"))?;
     if !(0.0..=86_400.0).contains(&s) {
-        return Err(format!("{name} {v}: between 0 and 86400 seconds"));
+        return Err(format!("{v}: between 0 and 86400 seconds"));
     }
     Ok(Duration::from_secs_f64(s))
 }
 
-/// Parse the arguments after the program name.
+/// Parse the arguments after the program name. A usage error comes back
+/// as the text to print (clap's, with the usage line).
 pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
-    let mut args = args.into_iter().peekable();
-    if args.peek().map(String::as_str) == Some("plot") {
-        args.next();
-        let rest: Vec<String> = args.collect();
-        return match rest.as_slice() {
-            [input, output] => Ok(Command::Plot {
-                input: input.into(),
-                output: output.into(),
-            }),
-            _ => Err("plot wants IN.json OUT.svg".into()),
-        };
-    }
-
-    // Options are gathered first so a profile named anywhere applies under
-    // the options that override it.
-    let mut opts: Vec<(String, Option<String>)> = Vec::new();
-    const FLAGS: [&str; 5] = [
-        "--tls-disable-verify",
-        "--ramp",
-        "--strict",
-        "--quiet",
-        "--help",
-    ];
-    while let Some(arg) = args.next() {
-        if arg == "-h" || arg == "--help" {
-            return Ok(Command::Help);
-        }
-        if !arg.starts_with("--") {
-            return Err(format!("unexpected argument {arg:?}"));
-        }
-        let (name, value) = match arg.split_once('=') {
-            Some((n, v)) => (n.to_string(), Some(v.to_string())),
-            None if FLAGS.contains(&arg.as_str()) => (arg, None),
-            None => {
-                let v = args.next().ok_or_else(|| format!("{arg} needs a value"))?;
-                (arg, Some(v))
-            }
-        };
-        opts.push((name, value));
-    }
-
-    let profile_name = opts
-        .iter()
-        .rev()
-        .find(|(n, _)| n == "--profile")
-        .and_then(|(_, v)| v.clone())
-        .unwrap_or_else(|| "fanout".into());
-    let profile = find_profile(&profile_name).ok_or_else(|| {
-        let names: Vec<_> = profiles().iter().map(|p| p.name).collect();
-        format!("--profile {profile_name:?}: one of {}", names.join(", "))
-    })?;
-
-    let mut url = RelayUrl::parse("moql://127.0.0.1:4433")?;
-    let mut server_name = None;
-    let mut cfg = Config {
-        url: url.clone(),
-        server_name: String::new(),
-        version: Version::Lite05,
-        tls: TlsCheck::Roots(None),
-        profile: profile.name.to_string(),
-        load: profile.load.clone(),
-        ramp_time: profile.ramp_time,
-        warmup: profile.warmup,
-        duration: profile.duration,
-        threads: 0,
-        prefix: None,
-        max_latency_ms: 0,
-        json: None,
-        plot: None,
-        relay_pid: None,
-        relay_metrics: None,
-        relay_shards: None,
-        ramp: None,
-        strict: profile.name == "smoke",
-        progress: true,
+    let args = std::iter::once("qumo-bench".to_string()).chain(args);
+    let cli = command()
+        .try_get_matches_from(args)
+        .and_then(|m| Cli::from_arg_matches(&m));
+    let cli = match cli {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() => return Err(e.render().to_string()),
+        Err(e) => return Ok(Command::Help(e.render().to_string())),
     };
-    let mut ramp = RampPlan::default();
-    let mut fingerprint = None;
-    let mut disable_verify = false;
-    let mut ca_file = None;
-
-    for (name, value) in opts {
-        let v = value.as_deref().unwrap_or("");
-        let n = name.as_str();
-        match n {
-            "--profile" => {}
-            "--url" => url = RelayUrl::parse(v)?,
-            "--version" => cfg.version = parse_version(v)?,
-            "--server-name" => server_name = Some(v.to_string()),
-            "--fingerprint" => fingerprint = Some(parse_hex32(v)?),
-            "--tls-disable-verify" => disable_verify = true,
-            "--ca-file" => ca_file = Some(PathBuf::from(v)),
-            "--publishers" => cfg.load.publishers = num(n, v)?,
-            "--broadcasts" => cfg.load.broadcasts = num(n, v)?,
-            "--tracks" => cfg.load.tracks = num(n, v)?,
-            "--subscribers" => cfg.load.subscribers = num(n, v)?,
-            "--tracks-per-subscriber" => cfg.load.tracks_per_subscriber = num(n, v)?,
-            "--fps" => cfg.load.fps = num(n, v)?,
-            "--frame-size" => cfg.load.frame_size = num(n, v)?,
-            "--frames-per-group" => cfg.load.frames_per_group = num(n, v)?,
-            "--max-latency-ms" => cfg.max_latency_ms = num(n, v)?,
-            "--prefix" => cfg.prefix = Some(v.trim_matches('/').to_string()),
-            "--ramp-time" => cfg.ramp_time = secs(n, v)?,
-            "--warmup" => cfg.warmup = secs(n, v)?,
-            "--duration" => cfg.duration = secs(n, v)?,
-            "--ramp" => cfg.ramp = Some(RampPlan::default()),
-            "--p99-budget-ms" => ramp.p99_budget_ms = num(n, v)?,
-            "--ramp-max" => ramp.max_subscribers = num(n, v)?,
-            "--json" => cfg.json = Some(PathBuf::from(v)),
-            "--plot" => cfg.plot = Some(PathBuf::from(v)),
-            "--relay-pid" => cfg.relay_pid = Some(num(n, v)?),
-            "--relay-metrics" => cfg.relay_metrics = Some(crate::scrape::MetricsUrl::parse(v)?),
-            "--relay-shards" => cfg.relay_shards = Some(num(n, v)?),
-            "--strict" => cfg.strict = true,
-            "--threads" => cfg.threads = num(n, v)?,
-            "--quiet" => cfg.progress = false,
-            _ => return Err(format!("unknown option {name}")),
-        }
-        if FLAGS.contains(&n) && value.is_some() {
-            return Err(format!("{n} takes no value"));
+    if let Some(Sub::Plot { input, output }) = cli.command {
+        return Ok(Command::Plot { input, output });
+    }
+    let a = cli.run;
+    let profile = find_profile(&a.profile).ok_or_else(|| {
+        let names: Vec<_> = profiles().iter().map(|p| p.name).collect();
+        format!("--profile {:?}: one of {}", a.profile, names.join(", "))
+    })?;
+    let mut load = profile.load.clone();
+    let overrides = [
+        (&mut load.publishers, a.publishers),
+        (&mut load.broadcasts, a.broadcasts),
+        (&mut load.tracks, a.tracks),
+        (&mut load.subscribers, a.subscribers),
+        (&mut load.tracks_per_subscriber, a.tracks_per_subscriber),
+        (&mut load.frame_size, a.frame_size),
+        (&mut load.frames_per_group, a.frames_per_group),
+    ];
+    for (field, value) in overrides {
+        if let Some(value) = value {
+            *field = value;
         }
     }
-    if cfg.ramp.is_some() {
-        cfg.ramp = Some(ramp);
+    if let Some(fps) = a.fps {
+        load.fps = fps;
     }
-    cfg.tls = match (fingerprint, disable_verify, ca_file) {
+    let defaults = RampPlan::default();
+    let tls = match (a.fingerprint, a.tls_disable_verify, a.ca_file) {
         (Some(f), false, None) => TlsCheck::Fingerprint(f),
         (None, true, None) => TlsCheck::Disabled,
         (None, false, ca) => TlsCheck::Roots(ca),
@@ -520,8 +540,32 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
             )
         }
     };
-    cfg.server_name = server_name.unwrap_or_else(|| url.host.clone());
-    cfg.url = url;
+    let cfg = Config {
+        server_name: a.server_name.unwrap_or_else(|| a.url.host.clone()),
+        url: a.url,
+        version: a.version,
+        tls,
+        profile: profile.name.to_string(),
+        load,
+        ramp_time: a.ramp_time.unwrap_or(profile.ramp_time),
+        warmup: a.warmup.unwrap_or(profile.warmup),
+        duration: a.duration.unwrap_or(profile.duration),
+        threads: a.threads,
+        prefix: a.prefix.map(|p| p.trim_matches('/').to_string()),
+        max_latency_ms: a.max_latency_ms,
+        json: a.json,
+        plot: a.plot,
+        relay_pid: a.relay_pid,
+        relay_metrics: a.relay_metrics,
+        relay_shards: a.relay_shards,
+        ramp: a.ramp.then(|| RampPlan {
+            p99_budget_ms: a.p99_budget_ms.unwrap_or(defaults.p99_budget_ms),
+            max_subscribers: a.ramp_max.unwrap_or(defaults.max_subscribers),
+            ..defaults
+        }),
+        strict: a.strict || profile.name == "smoke",
+        progress: !a.quiet,
+    };
     validate(&cfg)?;
     Ok(Command::Run(Box::new(cfg)))
 }
@@ -670,7 +714,10 @@ mod tests {
     fn bad_options_are_refused_with_their_name() {
         for (args, needle) in [
             (vec!["--nope"], "--nope"),
-            (vec!["--subscribers"], "needs a value"),
+            (
+                vec!["--subscribers"],
+                "a value is required for '--subscribers",
+            ),
             (vec!["--subscribers", "x"], "--subscribers"),
             (vec!["--profile", "huge"], "--profile"),
             (vec!["--frame-size", "4"], "--frame-size"),
@@ -693,8 +740,38 @@ mod tests {
     }
 
     #[test]
+    fn relay_metrics_takes_an_http_url() {
+        let c = run(&["--relay-metrics", "http://relay.example:9090/metrics"]).unwrap();
+        let url = c.relay_metrics.unwrap();
+        assert_eq!(
+            (url.authority.as_str(), url.path.as_str()),
+            ("relay.example:9090", "/metrics")
+        );
+        let err = run(&["--relay-metrics", "https://relay.example/metrics"]).unwrap_err();
+        assert!(err.contains("--relay-metrics"), "{err}");
+    }
+
+    #[test]
+    fn a_later_option_overrides_an_earlier_one() {
+        let c = run(&[
+            "--subscribers",
+            "5",
+            "--duration",
+            "3",
+            "--subscribers",
+            "9",
+        ])
+        .unwrap();
+        assert_eq!(c.load.subscribers, 9);
+        assert_eq!(c.duration, Duration::from_secs(3));
+    }
+
+    #[test]
     fn help_and_plot_are_commands() {
-        assert_eq!(parse(["--help".to_string()]), Ok(Command::Help));
+        assert!(matches!(
+            parse(["--help".to_string()]),
+            Ok(Command::Help(text)) if text.contains("--subscribers")
+        ));
         assert_eq!(
             parse(["plot", "a.json", "b.svg"].map(String::from)),
             Ok(Command::Plot {
@@ -703,6 +780,7 @@ mod tests {
             })
         );
         assert!(parse(["plot".to_string()]).is_err());
+        assert!(parse(["plot", "a.json", "b.svg", "--strict"].map(String::from)).is_err());
     }
 
     #[test]

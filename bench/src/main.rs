@@ -11,7 +11,12 @@ fn main() -> ExitCode {
     let command = match args::parse(std::env::args().skip(1)) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("qumo-bench: {e}\n(see qumo-bench --help)");
+            // clap's errors end with a usage hint; ours are one line.
+            if e.starts_with("error:") {
+                eprint!("{e}");
+            } else {
+                eprintln!("qumo-bench: {e}\n(see qumo-bench --help)");
+            }
             return ExitCode::from(64);
         }
     };
@@ -23,8 +28,8 @@ fn main() -> ExitCode {
         )
         .try_init();
     match command {
-        Command::Help => {
-            print!("{}", args::usage());
+        Command::Help(text) => {
+            print!("{text}");
             ExitCode::SUCCESS
         }
         Command::Plot { input, output } => match plot(&input, &output) {

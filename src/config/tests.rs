@@ -737,6 +737,202 @@ fn a_retry_threshold_above_the_handshake_cap_acts_as_the_cap() {
     assert_eq!(c.admission_limits().retry_above_handshakes, 10);
 }
 
+fn go_layout(name: &str) -> Config {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("configs")
+        .join(name);
+    Config::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn certificate_files(c: &Config) -> Option<CertificateSource> {
+    c.certificate_source()
+}
+
+#[test]
+fn go_relay_layout_with_a_tls_section_loads_as_it_is() {
+    let c = go_layout("go-relay-tls-section.yaml");
+    assert_eq!(c.server.address, "0.0.0.0:4433".parse().unwrap());
+    assert_eq!(
+        certificate_files(&c),
+        Some(CertificateSource::Files {
+            cert_file: "certs/server.crt".into(),
+            key_file: "certs/server.key".into(),
+        })
+    );
+    assert_eq!(c.relay.frame_capacity, 1500);
+    assert_eq!(c.relay.group_cache_size, 100);
+    // Everything else keeps qumo's defaults.
+    assert_eq!(c.quic, QuicConfig::default());
+    assert_eq!(c.logging, LoggingConfig::default());
+}
+
+#[test]
+fn go_relay_flat_layout_loads_as_it_is() {
+    let c = go_layout("go-relay-flat.yaml");
+    assert_eq!(c.server.address, "0.0.0.0:4433".parse().unwrap());
+    assert_eq!(
+        certificate_files(&c),
+        Some(CertificateSource::Files {
+            cert_file: "certs/server.crt".into(),
+            key_file: "certs/server.key".into(),
+        })
+    );
+    assert_eq!(c.relay.frame_capacity, 1500);
+    assert_eq!(c.relay.group_cache_size, 100);
+    assert_eq!(c.relay.upstream_url, None, "empty means none");
+    assert_eq!(c.logging.level, "debug");
+}
+
+#[test]
+fn go_spellings_are_aliases_of_qumos_own_keys() {
+    let go = parse("relay: {FrameCapacity: 2048, MaxGroupCache: 7}").unwrap();
+    let own = parse("relay: {frame_capacity: 2048, group_cache_size: 7}").unwrap();
+    assert_eq!(go, own);
+    // A spelling of neither is still refused.
+    assert!(matches!(
+        parse("relay: {frameCapacity: 1}"),
+        Err(ConfigError::UnknownKey { .. })
+    ));
+    assert!(matches!(
+        parse("server: {tls: {cert_file: a, key_file: b, ca_file: c}}"),
+        Err(ConfigError::UnknownKey { key, .. }) if key == "server.tls.ca_file"
+    ));
+}
+
+#[test]
+fn an_upstream_url_is_parsed_and_an_empty_one_means_none() {
+    assert!(parse("relay: {upstream_url: \"https://origin:4433\"}").is_ok());
+    let (key, message) = bad_value("relay: {upstream_url: \"ftp://origin:4433\"}");
+    assert_eq!(key, "relay.upstream_url");
+    assert!(message.contains("scheme"), "{message}");
+    assert!(parse("relay: {upstream_url: \"\"}").is_ok());
+    assert!(parse("relay: {upstream_url: null}").is_ok());
+}
+
+#[test]
+fn frame_capacity_takes_any_byte_count() {
+    assert_eq!(Config::default().relay.frame_capacity, 64 << 10);
+    assert_eq!(
+        parse("relay: {frame_capacity: 0}")
+            .unwrap()
+            .relay
+            .frame_capacity,
+        0
+    );
+    // Above the largest frame it only acts as that: a small
+    // max_frame_size must not need frame_capacity lowered too.
+    let c = parse("relay: {max_frame_size: 1 KiB}").unwrap();
+    assert_eq!(c.relay.frame_capacity, 64 << 10);
+    let (key, _) = bad_value("relay: {frame_capacity: lots}");
+    assert_eq!(key, "relay.frame_capacity");
+}
+
+#[test]
+fn the_certificate_set_in_two_places_is_refused() {
+    let (key, message) = bad_value(
+        "server: {cert_file: a.pem, key_file: b.pem}\ntls: {cert_file: c.pem, key_file: d.pem}",
+    );
+    assert_eq!(key, "tls");
+    assert!(message.contains("server.cert_file/key_file"), "{message}");
+    let (key, _) = bad_value(
+        "server: {cert_file: a.pem, key_file: b.pem, tls: {cert_file: c.pem, key_file: d.pem}}",
+    );
+    assert_eq!(key, "server.cert_file");
+    // Half a pair in the Go layout is reported like half a pair in tls.
+    let (key, _) = bad_value("server: {cert_file: a.pem}");
+    assert_eq!(key, "tls.key_file");
+}
+
+fn env(list: &[(&str, &str)]) -> Vec<Override> {
+    Override::from_env(list.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+}
+
+#[test]
+fn environment_variables_override_the_file() {
+    let overrides = env(&[
+        ("QUMO_RELAY__GROUP_CACHE_SIZE", "9"),
+        ("QUMO_SERVER__ADDRESS", "[::1]:5000"),
+        ("QUMO_SERVER__PIN_CORES", "false"),
+        ("QUMO_TLS__GENERATE", "[example.org, 10.0.0.1]"),
+        ("QUMO_ADMIN__ADDRESS", "127.0.0.1:9090"),
+        ("QUMO_QUIC__RECEIVE_WINDOW", "2 MiB"),
+    ]);
+    let c =
+        Config::from_yaml_str_with("relay:\n  group_cache_size: 4\n", FILE, &overrides).unwrap();
+    assert_eq!(c.relay.group_cache_size, 9);
+    assert_eq!(c.server.address, "[::1]:5000".parse().unwrap());
+    assert!(!c.server.pin_cores);
+    assert_eq!(
+        c.tls.generate,
+        Some(vec!["example.org".to_string(), "10.0.0.1".to_string()])
+    );
+    assert_eq!(c.admin.address, Some("127.0.0.1:9090".parse().unwrap()));
+    assert_eq!(c.quic.receive_window, 2 << 20);
+    // An empty file takes them too.
+    let c = Config::from_yaml_str_with("", FILE, &overrides).unwrap();
+    assert_eq!(c.relay.group_cache_size, 9);
+}
+
+#[test]
+fn a_flag_wins_over_the_environment() {
+    let mut overrides = env(&[("QUMO_RELAY__GROUP_CACHE_SIZE", "9")]);
+    overrides.push(Override::from_flag("relay.group_cache_size=11").unwrap());
+    let c = Config::from_yaml_str_with("", FILE, &overrides).unwrap();
+    assert_eq!(c.relay.group_cache_size, 11);
+}
+
+#[test]
+fn a_bad_environment_value_is_an_error_naming_the_variable() {
+    let cases = [
+        (
+            "QUMO_RELAY__GROUP_CACHE_SIZE",
+            "lots",
+            "relay.group_cache_size",
+        ),
+        (
+            "QUMO_RELAY__GROUP_CACHE_SIZE",
+            "0",
+            "relay.group_cache_size",
+        ),
+        ("QUMO_SERVER__ADDRESS", "nowhere", "server.address"),
+        ("QUMO_RELAY__NO_SUCH_KEY", "1", "relay.no_such_key"),
+        ("QUMO_NO_SUCH_SECTION__KEY", "1", "no_such_section"),
+    ];
+    for (name, value, key) in cases {
+        let err =
+            Config::from_yaml_str_with("logging: {level: info}\n", FILE, &env(&[(name, value)]))
+                .unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.starts_with(&format!("environment variable {name}: {key}")),
+            "{name}={value}: {message}"
+        );
+        assert_eq!(err.exit_code(), EX_CONFIG, "{message}");
+    }
+    // An error elsewhere still names the file.
+    let err = Config::from_yaml_str_with(
+        "relay: {max_sessions: 0}\n",
+        FILE,
+        &env(&[("QUMO_RELAY__GROUP_CACHE_SIZE", "2")]),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().starts_with("test.yaml: relay.max_sessions"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_flag_that_names_no_key_is_refused_naming_the_flag() {
+    let overrides = [Override::from_flag("relay..frame_capacity=1").unwrap()];
+    let err = Config::from_yaml_str_with("", FILE, &overrides).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("--set relay..frame_capacity: relay..frame_capacity: unknown key"),
+        "{err}"
+    );
+}
+
 #[test]
 fn no_auth_section_is_an_open_relay() {
     let config = parse("").unwrap();

@@ -43,16 +43,26 @@ pub struct StreamReader<R> {
     buf: BytesMut,
     version: Version,
     limits: Limits,
+    /// Bytes reserved up front for a payload that arrives in pieces
+    /// (`relay.frame_capacity`); beyond it the buffer grows as bytes come.
+    frame_capacity: usize,
 }
 
 impl<R: RecvStream> StreamReader<R> {
     /// `leftover` is what was read past a stream prefix already.
-    pub fn new(stream: R, leftover: Bytes, version: Version, limits: Limits) -> Self {
+    pub fn new(
+        stream: R,
+        leftover: Bytes,
+        version: Version,
+        limits: Limits,
+        frame_capacity: usize,
+    ) -> Self {
         Self {
             stream,
             buf: BytesMut::from(&leftover[..]),
             version,
             limits,
+            frame_capacity,
         }
     }
 
@@ -101,7 +111,10 @@ impl<R: RecvStream> StreamReader<R> {
             }
             self.buf.extend_from_slice(&chunk);
         }
-        self.buf.reserve(len - self.buf.len());
+        // Not the whole declared size: a peer that declares a large frame
+        // and trickles it would otherwise pin that much at once.
+        let initial = len.min(self.frame_capacity).max(self.buf.len());
+        self.buf.reserve(initial - self.buf.len());
         while self.buf.len() < len {
             let want = len - self.buf.len();
             match self.stream.read_chunk(want).await? {

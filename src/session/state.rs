@@ -113,7 +113,13 @@ impl<T: Transport> Session<T> {
     }
 
     pub(super) fn reader(&self, stream: T::Recv, leftover: Bytes) -> StreamReader<T::Recv> {
-        StreamReader::new(stream, leftover, self.version, self.limits())
+        StreamReader::new(
+            stream,
+            leftover,
+            self.version,
+            self.limits(),
+            self.shard.settings.frame_capacity,
+        )
     }
 
     /// Encode `msg` after an optional stream type into one buffer.

@@ -106,7 +106,13 @@ impl Peer {
     }
 
     fn reader(&self, recv: MemoryRecv) -> Reader {
-        StreamReader::new(recv, Bytes::new(), self.version, Limits::default())
+        StreamReader::new(
+            recv,
+            Bytes::new(),
+            self.version,
+            Limits::default(),
+            64 << 10,
+        )
     }
 
     /// Open a control stream with its first message.
