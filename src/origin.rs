@@ -157,12 +157,7 @@ impl Origin {
     /// The session to subscribe through for `path`: the one with the
     /// shortest hop list (a local publisher has none), the latest of equals.
     pub fn publisher(&self, path: &str) -> Option<SessionRef> {
-        self.broadcasts
-            .get(path)?
-            .iter()
-            .rev()
-            .min_by_key(|p| p.hops.len())
-            .map(|p| p.session)
+        preferred(self.broadcasts.get(path)?).map(|p| p.session)
     }
 
     /// Record an announcement and tell the listeners that care. A path
@@ -307,7 +302,7 @@ impl Origin {
     pub fn list(&self, prefix: &str, limit: usize) -> (Vec<Listed>, bool) {
         let mut listed = Vec::new();
         for (suffix, publishers) in self.under(prefix, None) {
-            let Some(current) = publishers.last() else {
+            let Some(current) = preferred(publishers) else {
                 continue;
             };
             if listed.len() == limit {
@@ -334,6 +329,11 @@ impl Origin {
     pub fn listener_count(&self) -> usize {
         self.listeners.len()
     }
+}
+
+/// The route in use: the shortest hop list, the latest of equals.
+fn preferred(publishers: &[Publisher]) -> Option<&Publisher> {
+    publishers.iter().rev().min_by_key(|p| p.hops.len())
 }
 
 /// `path` relative to `prefix`, if `prefix` covers it.
