@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use qumo::lite::{SubscribeReply, Version};
-use support::http::{self, Sample};
+use support::http;
 use support::lite::{within, Peer, Reader};
 use support::Relay;
 
@@ -33,16 +33,6 @@ fn node(name: &str, port: u16, peers: &[u16]) -> Relay {
             peers.join(", ")
         ),
     )
-}
-
-async fn metrics_until(
-    admin: SocketAddr,
-    what: &'static str,
-    done: impl Fn(&[Sample]) -> bool + Send + 'static,
-) -> Vec<Sample> {
-    tokio::task::spawn_blocking(move || http::wait_metrics(admin, 20 * SECOND, what, done))
-        .await
-        .unwrap()
 }
 
 async fn announced(relay: &Relay, broadcast: &str, nth: usize) {
@@ -111,11 +101,12 @@ async fn a_line_carries_one_subscription_per_link_and_survives_a_restart() {
     assert!(upstreams.try_recv().is_err(), "a second subscription at A");
     for (relay, served, held) in [(&a, 1.0, 1.0), (&b, 1.0, 1.0), (&c, 3.0, 1.0)] {
         let admin = http::admin_addr(relay);
-        let samples = metrics_until(admin, "subscriptions on the path", move |s| {
-            http::total(s, "qumo_subscriptions_open") >= served
-                && http::total(s, "qumo_upstream_subscriptions_open") >= held
-        })
-        .await;
+        let samples =
+            http::wait_metrics_async(admin, 20 * SECOND, "subscriptions on the path", move |s| {
+                http::total(s, "qumo_subscriptions_open") >= served
+                    && http::total(s, "qumo_upstream_subscriptions_open") >= held
+            })
+            .await;
         assert_eq!(http::total(&samples, "qumo_subscriptions_open"), served);
         assert_eq!(
             http::total(&samples, "qumo_upstream_subscriptions_open"),
@@ -177,7 +168,8 @@ async fn a_triangle_takes_the_shortest_path_and_keeps_it_when_the_third_node_die
         .await;
     all_see(&subs, 0, &c).await;
     let b_admin = http::admin_addr(&b);
-    let at_b = metrics_until(b_admin, "B's figures", |s| !s.is_empty()).await;
+    let at_b =
+        http::wait_metrics_async(b_admin, 20 * SECOND, "B's figures", |s| !s.is_empty()).await;
     assert_eq!(
         http::total(&at_b, "qumo_subscriptions_open"),
         0.0,

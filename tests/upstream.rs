@@ -5,12 +5,11 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
 use qumo::lite::Version;
-use support::http::{self, Sample};
+use support::http;
 use support::lite::{within, Peer};
 use support::Relay;
 
@@ -26,17 +25,6 @@ fn edge_under(origin_port: u16) -> Relay {
         2,
         &format!("{ADMIN}relay:\n  upstream_url: \"http://127.0.0.1:{origin_port}\"\n"),
     )
-}
-
-/// Scrape on a blocking thread, so the peers' tasks run meanwhile.
-async fn metrics_until(
-    admin: SocketAddr,
-    what: &'static str,
-    done: impl Fn(&[Sample]) -> bool + Send + 'static,
-) -> Vec<Sample> {
-    tokio::task::spawn_blocking(move || http::wait_metrics(admin, 20 * SECOND, what, done))
-        .await
-        .unwrap()
 }
 
 /// A publisher of `broadcast` on `relay`, once the relay has it.
@@ -75,9 +63,12 @@ async fn an_edge_serves_many_subscribers_through_one_upstream_subscription() {
         subscribers.push((peer, send, reader));
     }
     let edge_admin = http::admin_addr(&edge);
-    metrics_until(edge_admin, "three subscriptions on the edge", |s| {
-        http::total(s, "qumo_subscriptions_open") == 3.0
-    })
+    http::wait_metrics_async(
+        edge_admin,
+        20 * SECOND,
+        "three subscriptions on the edge",
+        |s| http::total(s, "qumo_subscriptions_open") == 3.0,
+    )
     .await;
 
     let upstream = within("the edge's subscription", 10 * SECOND, upstreams.recv())
@@ -109,12 +100,13 @@ async fn an_edge_serves_many_subscribers_through_one_upstream_subscription() {
         "a second upstream subscription"
     );
     let origin_admin = http::admin_addr(&origin);
-    let at_origin = metrics_until(origin_admin, "the edge's subscription", |s| {
-        http::total(s, "qumo_subscriptions_open") >= 1.0
-    })
-    .await;
+    let at_origin =
+        http::wait_metrics_async(origin_admin, 20 * SECOND, "the edge's subscription", |s| {
+            http::total(s, "qumo_subscriptions_open") >= 1.0
+        })
+        .await;
     assert_eq!(http::total(&at_origin, "qumo_subscriptions_open"), 1.0);
-    let at_edge = metrics_until(edge_admin, "the edge's upstream", |s| {
+    let at_edge = http::wait_metrics_async(edge_admin, 20 * SECOND, "the edge's upstream", |s| {
         http::total(s, "qumo_upstream_subscriptions_open") >= 1.0
     })
     .await;

@@ -339,6 +339,19 @@ pub fn value(samples: &[Sample], name: &str, key: &str, label: &str) -> Option<f
 
 /// Scrape `/metrics` at `admin` until `done` holds for the samples, or
 /// panic after `limit` with the last scrape.
+/// [`wait_metrics`] on a blocking thread, so that the test's own peers
+/// (tokio tasks) keep running while it polls.
+pub async fn wait_metrics_async(
+    admin: SocketAddr,
+    limit: Duration,
+    what: &'static str,
+    done: impl Fn(&[Sample]) -> bool + Send + 'static,
+) -> Vec<Sample> {
+    tokio::task::spawn_blocking(move || wait_metrics(admin, limit, what, done))
+        .await
+        .unwrap()
+}
+
 pub fn wait_metrics(
     admin: SocketAddr,
     limit: Duration,
