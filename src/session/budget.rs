@@ -14,7 +14,7 @@ use std::cell::Cell;
 use std::future::poll_fn;
 use std::task::Poll;
 
-use super::util::WaitList;
+use crate::task::WaitList;
 
 pub struct ByteBudget {
     total: u64,

@@ -11,12 +11,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::{debug, warn};
 
-use super::codes;
 use super::reader::{ReadError, StreamReader};
 use super::state::{GroupStop, Session, Upstream};
 use super::tail::{self, GroupTally};
 use super::transport::{SendStream, Transport};
-use super::util::{race, Either, Signal};
 use crate::auth::Refusal;
 use crate::lite::{
     Announce, AnnounceOk, AnnounceRequest, BidiType, DecodeError, FrameHeader, GroupHeader,
@@ -25,6 +23,7 @@ use crate::lite::{
 use crate::message::{HubRef, MediaEvent, TrackKey};
 use crate::router::SessionCommand;
 use crate::shard::SessionInbox;
+use crate::task::{race, Either, Signal};
 use crate::track::TrackProperties;
 
 /// Carry out the router's commands for this session, in order.
@@ -238,7 +237,7 @@ async fn run_upstream<T: Transport>(session: Rc<Session<T>>, id: u64, upstream: 
     let Some(broadcast) = session.relative(&upstream.key.broadcast).map(str::to_owned) else {
         session
             .shard
-            .to_hub(hub, MediaEvent::track_end(Some(codes::NOT_FOUND)));
+            .to_hub(hub, MediaEvent::track_end(Some(StreamCode::NOT_FOUND)));
         return;
     };
     debug!(session = session.id.id, id, track = %upstream.key, "subscribing upstream");
@@ -316,7 +315,7 @@ async fn subscribe_stream<T: Transport>(
     request: Subscribe,
 ) -> Ended<T::Send> {
     let failed = |send| Ended {
-        code: Some(codes::CANCEL),
+        code: Some(StreamCode::CANCEL),
         send,
         end: None,
     };
@@ -352,7 +351,7 @@ async fn subscribe_stream<T: Transport>(
             Err(ReadError::Stream(qumo_shards::ReadStreamError::ConnectionLost(_))) => break None,
             Err(e) => {
                 warn!(session = session.id.id, id = request.id, error = %e, "upstream subscribe failed");
-                break Some(codes::CANCEL);
+                break Some(StreamCode::CANCEL);
             }
         }
     };
@@ -407,7 +406,7 @@ pub async fn group<T: Transport>(session: Rc<Session<T>>, mut reader: StreamRead
     };
     let Some(upstream) = session.upstreams.borrow().get(&header.subscribe).cloned() else {
         // A subscription we cancelled (or never made): not wanted.
-        return session.stop(&mut reader, codes::CANCEL);
+        return session.stop(&mut reader, StreamCode::CANCEL);
     };
     let hub = upstream.hub;
     let sequence = header.sequence;
@@ -428,7 +427,7 @@ pub async fn group<T: Transport>(session: Rc<Session<T>>, mut reader: StreamRead
     .await
     {
         Either::Left(end) => end,
-        Either::Right(Either::Left(())) => Err(codes::CANCEL),
+        Either::Right(Either::Left(())) => Err(StreamCode::CANCEL),
         Either::Right(Either::Right(())) => Err(stop.code.get()),
     };
     {
@@ -469,11 +468,11 @@ async fn read_frames<T: Transport>(
             Err(ReadError::Decode(DecodeError::TooLong { .. })) => {
                 debug!(session = session.id.id, "frame over relay.max_frame_size");
                 session.shard.stats.frames_too_large.inc();
-                return Err(codes::FRAME_TOO_LARGE);
+                return Err(StreamCode::FRAME_TOO_LARGE);
             }
             Err(ReadError::Decode(e)) => {
                 session.violation("FRAME", &e);
-                return Err(codes::CANCEL);
+                return Err(StreamCode::CANCEL);
             }
             Err(e) => return Err(e.stream_code(&session.transport)),
         };
@@ -484,14 +483,14 @@ async fn read_frames<T: Transport>(
                 max_frames, "group over relay.max_frames_per_group"
             );
             session.shard.stats.groups_too_many_frames.inc();
-            return Err(codes::GROUP_TOO_LARGE);
+            return Err(StreamCode::GROUP_TOO_LARGE);
         }
         let timestamp = match header.timestamp_delta {
             Some(delta) => match timestamps.apply(delta) {
                 Ok(ts) => ts,
                 Err(e) => {
                     session.violation("FRAME timestamp", &e);
-                    return Err(codes::CANCEL);
+                    return Err(StreamCode::CANCEL);
                 }
             },
             None => arrival_ms(),

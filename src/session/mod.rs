@@ -12,7 +12,6 @@
 //! PROTOCOL_VIOLATION; a bad or unwanted data stream is reset alone.
 
 mod budget;
-pub mod codes;
 mod consume;
 pub mod memory;
 pub mod reader;
@@ -23,7 +22,6 @@ mod tail;
 #[cfg(test)]
 mod tests;
 pub mod transport;
-pub use crate::task as util;
 mod writer;
 
 use std::cell::{Cell, OnceCell, RefCell};
@@ -35,12 +33,14 @@ use qumo_shards::VarInt;
 use tracing::{debug, info};
 
 use crate::auth::{self, Grant, Refusal};
-use crate::lite::{BidiType, Goaway, ProbeLevel, Role, SessionCode, Setup, UniType, Version};
+use crate::lite::{
+    BidiType, Goaway, ProbeLevel, Role, SessionCode, Setup, StreamCode, UniType, Version,
+};
 use crate::message::SessionRef;
 use crate::shard::Shard;
+use crate::task::{race, Either, Signal};
 use reader::ReadError;
 use transport::{SendStream, Transport};
-use util::{race, Either, Signal};
 
 pub use state::{Session, SessionError, Upstream};
 
@@ -215,7 +215,7 @@ async fn exchange_setup<T: Transport>(
                 }
                 // Nothing legitimate comes before SETUP; refuse and wait on.
                 Ok(_) | Err(ReadError::Decode(_)) => {
-                    session.stop(&mut reader, codes::UNEXPECTED_STREAM)
+                    session.stop(&mut reader, StreamCode::UNEXPECTED_STREAM)
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -321,8 +321,8 @@ async fn accept_bi<T: Transport>(session: Rc<Session<T>>) {
                     Ok(_) | Err(ReadError::Decode(_)) => {
                         // Unknown or not in this version: reset it, keep the session.
                         let mut send = send;
-                        session.reset(&mut send, codes::UNEXPECTED_STREAM);
-                        session.stop(&mut reader, codes::UNEXPECTED_STREAM);
+                        session.reset(&mut send, StreamCode::UNEXPECTED_STREAM);
+                        session.stop(&mut reader, StreamCode::UNEXPECTED_STREAM);
                         return;
                     }
                     Err(_) => return,
@@ -349,7 +349,7 @@ async fn accept_uni<T: Transport>(session: Rc<Session<T>>) {
                     Ok(UniType::Group) => consume::group(session, reader).await,
                     // A second SETUP, or an unknown type: refuse this stream only.
                     Ok(UniType::Setup) | Err(ReadError::Decode(_)) => {
-                        session.stop(&mut reader, codes::UNEXPECTED_STREAM)
+                        session.stop(&mut reader, StreamCode::UNEXPECTED_STREAM)
                     }
                     Err(_) => {}
                 }

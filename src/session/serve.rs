@@ -12,13 +12,11 @@ use std::time::Duration;
 
 use tracing::debug;
 
-use super::codes;
 use super::reader::StreamReader;
 use super::state::{Session, TrackHold};
 use super::subscription::Subscription;
 use super::tail;
 use super::transport::{SendStream, Transport};
-use super::util::{race, Either, Signal};
 use super::writer::write_group;
 use crate::auth::{AnnounceScope, Refusal};
 use crate::lite::{
@@ -27,6 +25,7 @@ use crate::lite::{
 };
 use crate::message::{TrackKey, TrackName};
 use crate::origin::{AnnounceEvent, Heard, Listener};
+use crate::task::{race, Either, Signal};
 use crate::track::{Group, TrackReplica, TrackState};
 
 /// How long a TRACK request waits for the publisher's properties.
@@ -60,8 +59,8 @@ pub async fn bidi<T: Transport>(
         // FETCH of past groups is not served: answer "not found".
         BidiType::Fetch => {
             let (mut send, mut reader) = (send, reader);
-            session.reset(&mut send, codes::NOT_FOUND);
-            session.stop(&mut reader, codes::NOT_FOUND);
+            session.reset(&mut send, StreamCode::NOT_FOUND);
+            session.stop(&mut reader, StreamCode::NOT_FOUND);
         }
     }
 }
@@ -89,14 +88,14 @@ async fn announce<T: Transport>(
             "announce prefix too long"
         );
         session.shard.stats.announce_prefix_refused.inc();
-        session.reset(&mut send, codes::NO_CAPACITY);
-        return session.stop(&mut reader, codes::NO_CAPACITY);
+        session.reset(&mut send, StreamCode::NO_CAPACITY);
+        return session.stop(&mut reader, StreamCode::NO_CAPACITY);
     }
     if session.announce_requests.get() >= settings.max_announce_requests_per_session {
         debug!(session = session.id.id, "announce request limit reached");
         session.shard.stats.announce_requests_refused_limit.inc();
-        session.reset(&mut send, codes::NO_CAPACITY);
-        return session.stop(&mut reader, codes::NO_CAPACITY);
+        session.reset(&mut send, StreamCode::NO_CAPACITY);
+        return session.stop(&mut reader, StreamCode::NO_CAPACITY);
     }
     session
         .announce_requests
@@ -135,8 +134,8 @@ async fn announce<T: Transport>(
         Either::Left(Ok(AnnounceEnd::Overflowed)) => {
             debug!(session = session.id.id, %prefix, "announce backlog overflowed; stream reset");
             session.shard.stats.announce_backlog_overflows.inc();
-            session.reset(&mut send, codes::NO_CAPACITY);
-            session.stop(&mut reader, codes::NO_CAPACITY);
+            session.reset(&mut send, StreamCode::NO_CAPACITY);
+            session.stop(&mut reader, StreamCode::NO_CAPACITY);
         }
         _ => {
             let _ = send.finish();
@@ -288,8 +287,8 @@ async fn subscribe<T: Transport>(
     // broadcast exists is not told.
     if !session.grant().may_subscribe(&request.broadcast) {
         session.refused(Refusal::Subscribe, &request.broadcast);
-        session.reset(&mut send, codes::NOT_FOUND);
-        return session.stop(&mut reader, codes::NOT_FOUND);
+        session.reset(&mut send, StreamCode::NOT_FOUND);
+        return session.stop(&mut reader, StreamCode::NOT_FOUND);
     }
     let key: TrackKey = Arc::new(TrackName {
         broadcast: session.absolute(&request.broadcast),
@@ -297,14 +296,14 @@ async fn subscribe<T: Transport>(
     });
     // The TRACK request this SUBSCRIBE follows passes on its slot.
     if !take_track_hold(&session, &key) && !take_subscription_slot(&session) {
-        session.reset(&mut send, codes::NO_CAPACITY);
-        return session.stop(&mut reader, codes::NO_CAPACITY);
+        session.reset(&mut send, StreamCode::NO_CAPACITY);
+        return session.stop(&mut reader, StreamCode::NO_CAPACITY);
     }
     if session.shard.publisher_of(&key.broadcast).is_none() {
         debug!(session = session.id.id, track = %key, "subscribe: no such broadcast");
         session.subscriptions.set(session.subscriptions.get() - 1);
-        session.reset(&mut send, codes::NOT_FOUND);
-        return session.stop(&mut reader, codes::NOT_FOUND);
+        session.reset(&mut send, StreamCode::NOT_FOUND);
+        return session.stop(&mut reader, StreamCode::NOT_FOUND);
     }
     debug!(session = session.id.id, id = request.id, track = %key, "subscribe");
     session.shard.stats.subscriptions_open.inc();
@@ -533,23 +532,23 @@ async fn track<T: Transport>(
     };
     if !session.grant().may_subscribe(&request.broadcast) {
         session.refused(Refusal::Subscribe, &request.broadcast);
-        session.reset(&mut send, codes::NOT_FOUND);
-        return session.stop(&mut reader, codes::NOT_FOUND);
+        session.reset(&mut send, StreamCode::NOT_FOUND);
+        return session.stop(&mut reader, StreamCode::NOT_FOUND);
     }
     let key: TrackKey = Arc::new(TrackName {
         broadcast: session.absolute(&request.broadcast),
         track: request.track,
     });
     if session.shard.publisher_of(&key.broadcast).is_none() {
-        session.reset(&mut send, codes::NOT_FOUND);
+        session.reset(&mut send, StreamCode::NOT_FOUND);
         return;
     }
     // It holds an upstream subscription like a SUBSCRIBE does, so it
     // counts like one: else TRACK requests would be an unbounded way to
     // make the relay subscribe upstream.
     if !take_subscription_slot(&session) {
-        session.reset(&mut send, codes::NO_CAPACITY);
-        return session.stop(&mut reader, codes::NO_CAPACITY);
+        session.reset(&mut send, StreamCode::NO_CAPACITY);
+        return session.stop(&mut reader, StreamCode::NO_CAPACITY);
     }
     // Holding a subscriber makes the owner subscribe upstream, which is how
     // the publisher's properties reach this shard.
@@ -561,7 +560,7 @@ async fn track<T: Transport>(
             return Poll::Ready(Ok(p));
         }
         if let TrackState::Ended(code) = replica.state() {
-            return Poll::Ready(Err(code.unwrap_or(codes::NOT_FOUND)));
+            return Poll::Ready(Err(code.unwrap_or(StreamCode::NOT_FOUND)));
         }
         waiter.register(cx);
         Poll::Pending
@@ -579,7 +578,7 @@ async fn track<T: Transport>(
             }
         }
         Either::Left(Err(code)) => session.reset(&mut send, code),
-        Either::Right(()) => session.reset(&mut send, codes::NOT_FOUND),
+        Either::Right(()) => session.reset(&mut send, StreamCode::NOT_FOUND),
     }
     // A TRACK request is usually followed at once by the SUBSCRIBE: keep
     // the upstream subscription a moment so that one does not start over.

@@ -18,7 +18,7 @@ use std::ops::Deref;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::util::{race, Either};
+use crate::task::{race, Either};
 
 /// How long without a group opening or finishing counts as "no more are
 /// coming" when the end sequence is unknown. Streams the publisher sent

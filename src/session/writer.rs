@@ -20,13 +20,12 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use monoio::time::Sleep;
 
-use super::codes;
 use super::state::Session;
 use super::subscription::Subscription;
 use super::tail::{GroupTally, OpenGroup};
 use super::transport::{SendStream, Transport};
-use super::util::{race, Either, Waiter};
 use crate::lite::{Encode, GroupHeader, StreamCode, UniType};
+use crate::task::{race, Either, Waiter};
 use crate::track::{Group, GroupState, NextFrame};
 
 enum Outcome {
@@ -59,7 +58,7 @@ pub async fn write_group<T: Transport>(
     );
     let mut stream = match race(session.transport.open_uni(), gate).await {
         Either::Left(Ok(stream)) => stream,
-        Either::Right(codes::TOO_FAR_BEHIND) => {
+        Either::Right(StreamCode::TOO_FAR_BEHIND) => {
             session.shard.stats.groups_too_far_behind.inc();
             return;
         }
@@ -123,7 +122,7 @@ fn finish<T: Transport>(session: &Session<T>, stream: &mut T::Send, outcome: Out
             let _ = stream.finish();
         }
         Outcome::Reset(code) => {
-            if code == codes::TOO_FAR_BEHIND {
+            if code == StreamCode::TOO_FAR_BEHIND {
                 session.shard.stats.groups_too_far_behind.inc();
             }
             session.reset(stream, code)
@@ -148,13 +147,15 @@ fn give_up(
     cx: &mut Context<'_>,
 ) -> Option<StreamCode> {
     if sub.cancelled.poll_raised(&waiters.cancel, cx).is_ready() {
-        return Some(codes::CANCEL);
+        return Some(StreamCode::CANCEL);
     }
     // A group the cache let go of is dropped at once, even by a writer
     // still waiting for stream credit: holding it would keep its frames
     // alive for as long as the subscriber reads nothing. (Other resets
     // reach the subscriber after the frames before them.)
-    if let GroupState::Reset(code @ (codes::EVICTED | codes::GROUP_TOO_LARGE)) = group.state() {
+    if let GroupState::Reset(code @ (StreamCode::EVICTED | StreamCode::GROUP_TOO_LARGE)) =
+        group.state()
+    {
         return Some(code);
     }
     let Some(superseded) = group.superseded_at() else {
@@ -163,12 +164,12 @@ fn give_up(
     };
     let due = superseded + sub.max_latency.get();
     if Instant::now() >= due {
-        return Some(codes::TOO_FAR_BEHIND);
+        return Some(StreamCode::TOO_FAR_BEHIND);
     }
     deadline
         .poll(cx, due)
         .is_ready()
-        .then_some(codes::TOO_FAR_BEHIND)
+        .then_some(StreamCode::TOO_FAR_BEHIND)
 }
 
 /// A timer re-armed whenever the due time changes.
