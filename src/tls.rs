@@ -420,6 +420,42 @@ fn to_offset_date_time(t: SystemTime) -> time::OffsetDateTime {
     time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }
 
+/// Certificate files for tests of this module and of `tls_reload`.
+#[cfg(test)]
+pub(crate) mod test_pairs {
+    use std::path::{Path, PathBuf};
+
+    use super::CertificateFingerprint;
+
+    /// Write a fresh self-signed certificate for `localhost` and a key (its
+    /// own, or a stranger's when `mismatched`) as `dir`/cert.pem and
+    /// key.pem, each by rename as an operator's tooling would; returns the
+    /// files and the certificate's fingerprint.
+    pub fn write(dir: &Path, mismatched: bool) -> (PathBuf, PathBuf, CertificateFingerprint) {
+        let key_pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key_pair)
+            .unwrap();
+        let key = if mismatched {
+            rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap()
+        } else {
+            key_pair
+        };
+        let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
+        for (path, text) in [(&cert_file, cert.pem()), (&key_file, key.serialize_pem())] {
+            let temporary = path.with_extension("pem.new");
+            std::fs::write(&temporary, text).unwrap();
+            std::fs::rename(&temporary, path).unwrap();
+        }
+        (
+            cert_file,
+            key_file,
+            CertificateFingerprint::of_der(cert.der()),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -430,26 +466,6 @@ mod tests {
 
     fn localhost() -> Vec<String> {
         vec!["localhost".to_string()]
-    }
-
-    /// Write a self-signed certificate and a key (its own, or a stranger's
-    /// when `mismatched`) as PEM files in `dir`.
-    fn write_pem_pair(dir: &Path, mismatched: bool) -> (PathBuf, PathBuf) {
-        let key_pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let cert = rcgen::CertificateParams::new(localhost())
-            .unwrap()
-            .self_signed(&key_pair)
-            .unwrap();
-        let key = if mismatched {
-            rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap()
-        } else {
-            key_pair
-        };
-        let cert_file = dir.join("cert.pem");
-        let key_file = dir.join("key.pem");
-        std::fs::write(&cert_file, cert.pem()).unwrap();
-        std::fs::write(&key_file, key.serialize_pem()).unwrap();
-        (cert_file, key_file)
     }
 
     #[test]
@@ -522,7 +538,7 @@ mod tests {
     #[test]
     fn certificate_and_key_load_from_pem_files() {
         let dir = tempfile::tempdir().unwrap();
-        let (cert_file, key_file) = write_pem_pair(dir.path(), false);
+        let (cert_file, key_file, _) = test_pairs::write(dir.path(), false);
 
         let tls = server_tls(
             &CertificateSource::Files {
@@ -602,7 +618,7 @@ mod tests {
     #[test]
     fn a_rotating_certificate_serves_the_pair_put_into_it() {
         let dir = tempfile::tempdir().unwrap();
-        let (cert_file, key_file) = write_pem_pair(dir.path(), false);
+        let (cert_file, key_file, _) = test_pairs::write(dir.path(), false);
         let tls = server_tls(
             &CertificateSource::Files {
                 cert_file: cert_file.clone(),
@@ -620,7 +636,7 @@ mod tests {
 
         let dir_b = dir.path().join("b");
         std::fs::create_dir(&dir_b).unwrap();
-        let (cert_b, key_b) = write_pem_pair(&dir_b, false);
+        let (cert_b, key_b, _) = test_pairs::write(&dir_b, false);
         rotating.replace(load_certified_key(&cert_b, &key_b).unwrap());
         let second = rotating.fingerprint().unwrap();
         assert_ne!(second, first);
@@ -633,7 +649,7 @@ mod tests {
     #[test]
     fn a_pair_that_does_not_match_is_not_loaded_for_rotation() {
         let dir = tempfile::tempdir().unwrap();
-        let (cert_file, key_file) = write_pem_pair(dir.path(), true);
+        let (cert_file, key_file, _) = test_pairs::write(dir.path(), true);
         let err = load_certified_key(&cert_file, &key_file).err().unwrap();
         assert!(matches!(err, TlsError::Pair { .. }), "{err:?}");
     }
@@ -641,7 +657,7 @@ mod tests {
     #[test]
     fn key_that_does_not_match_the_certificate_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let (cert_file, key_file) = write_pem_pair(dir.path(), true);
+        let (cert_file, key_file, _) = test_pairs::write(dir.path(), true);
         let err = server_tls(
             &CertificateSource::Files {
                 cert_file,

@@ -150,28 +150,11 @@ pub fn watch(mut reloader: Option<CertificateReloader>, interval: Duration) -> s
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tls::{server_tls, CertificateSource};
+    use crate::tls::{server_tls, test_pairs, CertificateSource};
 
-    /// A fresh self-signed pair (or a certificate with a stranger's key)
-    /// written to `dir`/cert.pem and key.pem, by rename as an operator's
-    /// tooling would; returns the certificate's fingerprint.
+    /// A fresh pair in `dir` (see [`test_pairs::write`]); its fingerprint.
     fn write_pair(dir: &std::path::Path, mismatched: bool) -> CertificateFingerprint {
-        let key_pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-            .unwrap()
-            .self_signed(&key_pair)
-            .unwrap();
-        let key = if mismatched {
-            rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap()
-        } else {
-            key_pair
-        };
-        for (name, text) in [("cert.pem", cert.pem()), ("key.pem", key.serialize_pem())] {
-            let temporary = dir.join(format!("{name}.new"));
-            std::fs::write(&temporary, text).unwrap();
-            std::fs::rename(&temporary, dir.join(name)).unwrap();
-        }
-        CertificateFingerprint::of_der(cert.der())
+        test_pairs::write(dir, mismatched).2
     }
 
     fn start(dir: &std::path::Path) -> (Arc<RotatingCertificate>, CertificateReloader) {
