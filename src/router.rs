@@ -141,6 +141,14 @@ impl Router {
         std::mem::take(&mut self.output)
     }
 
+    /// Hand the queued output over in `empty`, taking `empty`'s buffer in
+    /// exchange: a caller that keeps swapping the same two buffers drains
+    /// the router on every media event without allocating.
+    pub fn swap_output(&mut self, empty: &mut VecDeque<Output>) {
+        debug_assert!(empty.is_empty());
+        std::mem::swap(&mut self.output, empty);
+    }
+
     /// The shard that owns `key`'s hub. A fixed hash, so every shard agrees.
     pub fn owner(&self, key: &TrackKey) -> usize {
         owner_of(key, self.shard_count())

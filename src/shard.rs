@@ -186,6 +186,9 @@ pub struct Shard {
     /// Borrowed for one router call at a time, never across a call that
     /// may come back here: its output is moved after the borrow ends.
     router: RefCell<Router>,
+    /// The router's output being moved, kept between calls for its
+    /// capacity (see [`Router::swap_output`]).
+    draining: RefCell<VecDeque<Output>>,
     inboxes: RefCell<HashMap<u64, Rc<SessionInbox>>>,
 }
 
@@ -219,6 +222,7 @@ impl Shard {
             backlog,
             hop,
             router: RefCell::new(router),
+            draining: RefCell::default(),
             inboxes: RefCell::new(HashMap::new()),
         }
     }
@@ -287,18 +291,22 @@ impl Shard {
 
     /// Move the router's output onto the mesh and into the sessions' inboxes.
     fn flush(&self) {
+        // Taken out of its cell for the loop: delivering may call the
+        // router again (an undelivered command), never this shard's flush.
+        let mut batch = self.draining.take();
         loop {
-            let output = self.router.borrow_mut().take_output();
-            if output.is_empty() {
-                return;
+            self.router.borrow_mut().swap_output(&mut batch);
+            if batch.is_empty() {
+                break;
             }
-            for output in output {
+            for output in batch.drain(..) {
                 match output {
                     Output::Send { to, message } => self.post(to, message),
                     Output::Session { session, command } => self.deliver(session.id, command),
                 }
             }
         }
+        *self.draining.borrow_mut() = batch;
     }
 
     fn deliver(&self, session: u64, command: SessionCommand) {
