@@ -70,6 +70,9 @@ pub fn start(
         backlog: Arc::new(MeshBacklog::default()),
         dials: Arc::new(dials(config)?),
     };
+    for dial in shared.dials.iter() {
+        metrics.register_link(dial.link());
+    }
     let runtime = Runtime::<ShardMessage>::start(runtime_config, move |ctx| {
         serve_shard(ctx, shared.clone())
     })?;

@@ -24,7 +24,7 @@ use tracing::{debug, trace, warn};
 use crate::admission::{Admission, Refusal, SourceKey, Verdict};
 use crate::notify::LocalNotify;
 use crate::socket::{is_per_datagram_error, UdpIo};
-use crate::stats::ShardStats;
+use crate::stats::{ConnectionStats, ShardStats};
 use crate::wait::WaitList;
 
 /// Most datagrams one connection may send in one flush before others get a
@@ -52,6 +52,9 @@ pub(crate) struct ConnShared {
     pub accepters: [WaitList; 2],
     /// Tasks waiting for a datagram.
     pub datagram_readers: WaitList,
+    /// The connection's figures when its QUIC state was dropped, so that a
+    /// reader that samples traffic still gets the final totals.
+    pub final_stats: Cell<Option<ConnectionStats>>,
 }
 
 impl ConnShared {
@@ -276,6 +279,7 @@ impl ShardCore {
             openers: Default::default(),
             accepters: Default::default(),
             datagram_readers: WaitList::default(),
+            final_stats: Cell::new(None),
         });
         let mut entry = ConnEntry::new(conn, shared.clone());
         if let Some((source, now)) = admitted {
@@ -612,6 +616,10 @@ impl ShardCore {
         if drained || entry.conn.is_drained() {
             self.end_handshake(inner, handle);
             if let Some(mut entry) = inner.conns.remove(&handle) {
+                entry
+                    .shared
+                    .final_stats
+                    .set(Some(entry.conn.stats().into()));
                 if let Some(source) = entry.source {
                     self.admission.release(source);
                 }

@@ -124,6 +124,12 @@ async fn read_announcements<T: Transport>(session: &Rc<Session<T>>) -> Result<()
             session.refused(Refusal::Publish, &suffix);
             continue;
         }
+        // Only a relay passes on a broadcast that already went through
+        // someone before it (lite-04 senders put themselves on the chain).
+        let own = usize::from(!session.version.has_announce_ok());
+        if hops.len() > own {
+            session.relay_peer.set(true);
+        }
         if hops.contains(&session.shard.hop) {
             debug!(session = session.id.id, %path, "ignoring an announce that passed through us");
             continue;

@@ -21,12 +21,14 @@ mod subscription;
 mod tail;
 #[cfg(test)]
 mod tests;
+pub mod traffic;
 pub mod transport;
 mod writer;
 
 use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use qumo_shards::VarInt;
@@ -37,9 +39,11 @@ use crate::lite::{
     BidiType, Goaway, ProbeLevel, Role, SessionCode, Setup, StreamCode, UniType, Version,
 };
 use crate::message::SessionRef;
+use crate::metrics::{LinkTraffic, Traffic};
 use crate::shard::Shard;
 use crate::task::{race, Either, Signal};
 use reader::ReadError;
+use traffic::TrafficSink;
 use transport::{SendStream, Transport};
 
 pub use state::{Session, SessionError, Upstream};
@@ -53,7 +57,11 @@ pub enum Side {
     /// trusted as far as our own publishers and subscribers go, and our
     /// lite-05+ SETUP carries `setup_path` (a path and `?jwt=` token the
     /// peer may require).
-    Dialled { setup_path: Option<String> },
+    /// Its bytes are counted on `link`.
+    Dialled {
+        setup_path: Option<String>,
+        link: Arc<LinkTraffic>,
+    },
 }
 
 /// Run a session until the peer leaves or the relay shuts down.
@@ -90,8 +98,16 @@ pub async fn run_as<T: Transport>(
         frame_budget: budget::ByteBudget::new(shard.settings.max_buffered_frame_bytes_per_session),
         spoke: Cell::new(false),
         grant: OnceCell::new(),
+        relay_peer: Cell::new(false),
+        traffic_sink: match &side {
+            Side::Accepted => TrafficSink::Accepted,
+            Side::Dialled { link, .. } => TrafficSink::Link(link.clone()),
+        },
+        traffic_counted: Cell::new(Traffic::default()),
         closed: Signal::default(),
     });
+    // Dropped last: the session's final bytes are counted after all else.
+    let _count_at_end = traffic::CountAtEnd(session.clone());
     shard.stats.session_states_alive.inc();
     info!(session = session.id.id, ?remote, %version, "session open");
 
@@ -133,6 +149,7 @@ pub async fn run_as<T: Transport>(
     session.spawn(accept_uni(session.clone()));
     session.spawn(consume::announcements(session.clone()));
     session.spawn(goaway_on_shutdown(session.clone()));
+    session.spawn(traffic::sample(session.clone()));
     // A dialled lite-04 peer with nothing to announce may stay silent.
     if !version.has_setup() && matches!(side, Side::Accepted) {
         session.spawn(lite04_deadline(session.clone()));
@@ -190,7 +207,7 @@ async fn exchange_setup<T: Transport>(
     side: &Side,
 ) -> Result<Setup, SessionError> {
     let path = match side {
-        Side::Dialled { setup_path } => setup_path.clone(),
+        Side::Dialled { setup_path, .. } => setup_path.clone(),
         Side::Accepted => None,
     };
     let ours = Setup {

@@ -24,6 +24,7 @@ use bytes::Bytes;
 use qumo_shards::{Connection, ConnectionError, ReadStreamError, VarInt, WriteError};
 
 use crate::lite::{SessionCode, StreamCode};
+use crate::metrics::Traffic;
 use crate::webtransport::{self, WtError, WtSession};
 
 /// Why the transport failed.
@@ -148,6 +149,13 @@ pub trait Transport: 'static {
         code.map(StreamCode)
     }
 
+    /// UDP bytes sent and received on the session's connection so far
+    /// (its last figures once it ended); `None` on a transport without a
+    /// wire, or while the figures cannot be read.
+    fn traffic(&self) -> Option<Traffic> {
+        None
+    }
+
     /// Close the session with a moq-lite session code.
     fn close(&self, code: SessionCode, reason: &str);
 
@@ -191,6 +199,13 @@ impl RecvStream for qumo_shards::RecvStream {
     }
 }
 
+fn connection_traffic(conn: &Connection) -> Option<Traffic> {
+    conn.stats().map(|s| Traffic {
+        sent: s.bytes_sent,
+        received: s.bytes_received,
+    })
+}
+
 /// Raw QUIC: moq-lite streams straight on the connection.
 impl Transport for Connection {
     type Send = qumo_shards::SendStream;
@@ -219,6 +234,10 @@ impl Transport for Connection {
     async fn accept_bi(&self) -> Result<(Self::Send, Self::Recv, Bytes), TransportError> {
         let (send, recv) = Connection::accept_bi(self).await?;
         Ok((send, recv, Bytes::new()))
+    }
+
+    fn traffic(&self) -> Option<Traffic> {
+        connection_traffic(self)
     }
 
     fn close(&self, code: SessionCode, reason: &str) {
@@ -267,6 +286,11 @@ impl Transport for WtSession {
     /// WebTransport peer: they are not taken.
     fn moq_code(&self, code: VarInt) -> Option<StreamCode> {
         webtransport::app_code(code).map(StreamCode)
+    }
+
+    /// The whole connection's: it carries this one session.
+    fn traffic(&self) -> Option<Traffic> {
+        connection_traffic(self.connection())
     }
 
     fn close(&self, code: SessionCode, reason: &str) {
