@@ -288,6 +288,15 @@ impl LinkTraffic {
     }
 }
 
+/// Where a session's bytes are counted.
+#[derive(Debug, Clone)]
+pub enum TrafficSink {
+    /// A session a peer opened: its shard's figures, by peer kind.
+    Accepted,
+    /// A session this relay dialled: that relay's link.
+    Link(Arc<LinkTraffic>),
+}
+
 /// What a peer that dialled this relay is, for counting its bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PeerKind {

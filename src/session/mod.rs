@@ -39,11 +39,10 @@ use crate::lite::{
     BidiType, Goaway, ProbeLevel, Role, SessionCode, Setup, StreamCode, UniType, Version,
 };
 use crate::message::SessionRef;
-use crate::metrics::{LinkTraffic, Traffic};
+use crate::metrics::{LinkTraffic, Traffic, TrafficSink};
 use crate::shard::Shard;
 use crate::task::{race, Either, Signal};
 use reader::ReadError;
-use traffic::TrafficSink;
 use transport::{SendStream, Transport};
 
 pub use state::{Session, SessionError, Upstream};

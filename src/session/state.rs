@@ -85,7 +85,7 @@ pub struct Session<T: Transport> {
     /// Whether the peer showed itself a relay (see `peer_kind`).
     pub(super) relay_peer: Cell<bool>,
     /// Where the connection's bytes are counted.
-    pub(super) traffic_sink: super::traffic::TrafficSink,
+    pub(super) traffic_sink: crate::metrics::TrafficSink,
     /// The connection's bytes at the last count.
     pub(super) traffic_counted: Cell<crate::metrics::Traffic>,
     /// Raised when the session ends; every task of it stops.

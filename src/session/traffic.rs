@@ -9,26 +9,16 @@
 //! session, nothing per packet.
 
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::transport::Transport;
 use super::Session;
-use crate::metrics::{LinkTraffic, PeerKind};
+use crate::metrics::{PeerKind, TrafficSink};
 use crate::task::race;
 
 /// How often a running session's bytes are added to the figures: fresh
 /// enough for a scrape, cheap at any session count.
 const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Where a session's bytes are counted.
-#[derive(Debug, Clone)]
-pub enum TrafficSink {
-    /// A session a peer opened: the shard's figures, by peer kind.
-    Accepted,
-    /// A session this relay dialled: that relay's link.
-    Link(Arc<LinkTraffic>),
-}
 
 impl<T: Transport> Session<T> {
     /// Add what the connection carried since the last count.
