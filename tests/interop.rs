@@ -342,33 +342,54 @@ fn a_qumo_edge_under_moq_relay_serves_its_clock() {
 }
 
 /// The other way round: moq-relay 0.17.10 joins qumo as a cluster node
-/// (`--cluster-connect http://qumo/`, pinning the hash qumo serves). Its
-/// dial is a moq-lite session that both publishes (its origin, hops
-/// included) and subscribes (ANNOUNCE_REQUEST for everything), so a clock
-/// published on either relay is read on the other.
+/// (`--cluster-connect http://qumo/`, pinning the hash qumo serves, with
+/// `--cluster-token`: a moq-token-cli token with cluster rights). Its dial
+/// is a moq-lite session that both publishes (its origin, hops included)
+/// and subscribes (ANNOUNCE_REQUEST for everything), so a clock published
+/// on either relay is read on the other.
 #[test]
 fn moq_relay_dialling_qumo_as_a_cluster_peer_gets_and_gives_broadcasts() {
+    let keys = support::token::Keys::generate("HS256");
+    let token_dir = tempfile::tempdir().unwrap();
+    let cluster_token = token_dir.path().join("cluster.jwt");
+    std::fs::write(&cluster_token, keys.sign(".cluster", &[""], &[""])).unwrap();
     // A fixed port: the certificate hash is served over TCP on the same one.
-    let qumo = Relay::start_on(&format!("127.0.0.1:{}", support::free_port()), 2, "");
+    // Clients are public; only the cluster token makes a peer.
+    let qumo = Relay::start_on(
+        &format!("127.0.0.1:{}", support::free_port()),
+        2,
+        &format!(
+            "auth:\n  key_file: \"{}\"\n  public: [\"\"]\nadmin:\n  address: \"127.0.0.1:0\"\n",
+            keys.verifying.display()
+        ),
+    );
+    let admin = support::http::admin_addr(&qumo);
     let moq_relay = MoqRelay::start(&[
         "--cluster-connect",
         &format!("http://127.0.0.1:{}/", qumo.addr.port()),
+        "--cluster-token",
+        cluster_token.to_str().unwrap(),
     ]);
     let _on_moq_relay = moq_clock(&format!("http://{}", moq_relay.addr), "theirs", "publish");
     let _on_qumo = moq_clock(&format!("moql://{}", qumo.addr), "ours", "publish");
-    // moq-relay's announcement reaches qumo over its dialled session, with
-    // moq-relay's hop appended.
-    let learned = qumo.wait_for_nth_all(
-        &["broadcast=theirs", "active=true"],
-        0,
-        Duration::from_secs(20),
-    );
-    assert!(
-        learned.is_some(),
-        "qumo never learned moq-relay's clock:\n{}\nmoq-relay:\n{:#?}",
-        qumo.log(),
-        moq_relay.log.snapshot()
-    );
+    // moq-relay's announcement reaches qumo over its dialled session with
+    // its hops kept: the token made it a peer, not a client.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let listed = support::http::get_ok(admin, "/announced/theirs", Duration::from_secs(10));
+        let json: serde_json::Value = serde_json::from_str(&listed).expect("JSON");
+        let hops = json["broadcasts"][0]["hops"].as_u64();
+        if hops.is_some_and(|h| h >= 1) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "qumo never learned moq-relay's clock as a peer's: {json}\n{}\nmoq-relay:\n{:#?}",
+            qumo.log(),
+            moq_relay.log.snapshot()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     let on_qumo = moq_clock(&format!("moql://{}", qumo.addr), "theirs", "subscribe");
     let ticks = on_qumo.ticks(3, Duration::from_secs(20));
