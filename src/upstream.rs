@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 
 use crate::lite::Version;
 use crate::message::ShardMessage;
+use crate::metrics::{KindCount, RelayStats, TransportKind};
 use crate::peer_url::{PeerTrust, PeerUrl};
 use crate::session::{self, Side};
 use crate::shard::Shard;
@@ -129,6 +130,12 @@ pub async fn maintain(ctx: ShardContext<ShardMessage>, shard: Rc<Shard>, upstrea
                 let side = Side::Dialled {
                     setup_path: upstream.url.setup_path.clone(),
                 };
+                // Counted by kind like an accepted session, but outside
+                // relay.max_sessions: a link this relay chose must not be
+                // refused because its clients filled it.
+                let _kind = KindCount::new(shard.stats.clone(), version, TransportKind::Quic);
+                shard.stats.dialled_sessions_open.inc();
+                let _dialled = DialledCount(shard.stats.clone());
                 let ended = race(
                     session::run_as(shard.clone(), conn, version, String::new(), side),
                     ctx.shutdown_started(),
@@ -156,6 +163,15 @@ pub async fn maintain(ctx: ShardContext<ShardMessage>, shard: Rc<Shard>, upstrea
         if let Either::Right(()) = race(monoio::time::sleep(wait), ctx.shutdown_started()).await {
             return;
         }
+    }
+}
+
+/// A dialled session counted open while it lives.
+struct DialledCount(Arc<RelayStats>);
+
+impl Drop for DialledCount {
+    fn drop(&mut self) {
+        self.0.dialled_sessions_open.dec();
     }
 }
 
