@@ -300,8 +300,9 @@ fn traffic_families(relay: &[(usize, Arc<RelayStats>)], links: &[Link]) -> [Fami
     }
     let mut accepted_sent = Family::new(
         "accepted_bytes_sent",
-        "UDP bytes sent on sessions peers opened, by what the peer showed itself to be
-         (relay: it passed on an announcement that came through another node).",
+        "UDP bytes sent on sessions peers opened, by what the peer is (relay: a cluster
+         token on a relay with keys; on an open relay, a peer that passed on an
+         announcement that came through another node).",
         FamilyType::Counter,
     );
     let mut accepted_received = Family::new(

@@ -92,6 +92,8 @@ relay_stats! {
     sessions_setup_timeouts: Counter,
     /// Session tasks that panicked and were contained (a relay bug).
     sessions_panicked: Counter,
+    /// Sessions this shard dialled (relay.upstream_url, cluster.peers) open now; counted by kind too, exempt from relay.max_sessions.
+    dialled_sessions_open: Gauge,
     /// Dials of relay.upstream_url that opened a session.
     upstream_dials_succeeded: Counter,
     /// Dials of relay.upstream_url that failed (lookup, certificate, handshake).
@@ -253,6 +255,34 @@ impl SessionKinds {
     }
 }
 
+/// A session counted among its shard's sessions of its version and
+/// transport while it lives (dropped on every way out, a panic's unwinding
+/// included).
+pub struct KindCount {
+    stats: Arc<RelayStats>,
+    version: Version,
+    transport: TransportKind,
+}
+
+impl KindCount {
+    pub fn new(stats: Arc<RelayStats>, version: Version, transport: TransportKind) -> Self {
+        stats.sessions_by_kind.opened(version, transport);
+        Self {
+            stats,
+            version,
+            transport,
+        }
+    }
+}
+
+impl Drop for KindCount {
+    fn drop(&mut self) {
+        self.stats
+            .sessions_by_kind
+            .closed(self.version, self.transport);
+    }
+}
+
 /// UDP bytes one way and the other on a session's connection: what the
 /// QUIC stack sent and received, headers, acknowledgements and
 /// retransmissions included (what the link carries, not only media).
@@ -302,8 +332,9 @@ pub enum TrafficSink {
 pub enum PeerKind {
     /// A publisher or subscriber.
     Client,
-    /// Another relay: it relayed us an announcement it had from a relay
-    /// (a hop chain), or holds cluster rights.
+    /// Another relay: its token grants cluster rights (a relay with
+    /// keys), or it passed on an announcement that came through another
+    /// node (an open relay).
     Relay,
 }
 

@@ -37,11 +37,13 @@ impl<T: Transport> Session<T> {
         }
     }
 
-    /// What the peer is, as far as it has shown: a relay once it relayed
-    /// us an announcement that came to it through another node (a client
-    /// announces only its own broadcasts).
+    /// What the peer is: on a relay with keys, what its token says
+    /// (cluster rights); on an open one, where every session may relay,
+    /// what it has shown: a relay once it passed on an announcement that
+    /// came to it through another node (a client announces only its own).
     pub fn peer_kind(&self) -> PeerKind {
-        match self.relay_peer.get() {
+        let keyed = self.shard.settings.auth.is_some();
+        match self.relay_peer.get() || (keyed && self.grant().is_cluster()) {
             true => PeerKind::Relay,
             false => PeerKind::Client,
         }
