@@ -113,7 +113,13 @@ relay_stats! {
     auth_sessions_expired: Counter,
     /// Subscriptions open on this shard.
     subscriptions_open: Gauge,
-    /// Subscriptions or TRACK requests refused by max_subscriptions_per_session.
+    /// FETCH streams being served on this shard.
+    fetches_open: Gauge,
+    /// FETCHes answered with every frame asked for.
+    fetches_served: Counter,
+    /// FETCHes answered NOT_FOUND: no such broadcast, or a group neither cached nor next.
+    fetches_not_found: Counter,
+    /// Subscriptions, TRACK requests or FETCHes refused by max_subscriptions_per_session.
     subscriptions_refused_limit: Counter,
     /// Announce prefixes refused as too long.
     announce_prefix_refused: Counter,

@@ -291,6 +291,11 @@ impl TrackReplica {
         self.waiters.waiter()
     }
 
+    /// The cached group `sequence`, if any (what a FETCH asks for).
+    pub fn group(&self, sequence: u64) -> Option<Rc<Group>> {
+        self.find(sequence)
+    }
+
     /// The owner attached this shard: the track is live from here on.
     pub fn attach(&self, properties: Option<TrackProperties>) {
         if self.state.get() == TrackState::Pending {

@@ -13,6 +13,7 @@
 
 mod budget;
 mod consume;
+mod fetch;
 pub mod memory;
 pub mod reader;
 mod serve;

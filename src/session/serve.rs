@@ -56,12 +56,7 @@ pub async fn bidi<T: Transport>(
             let _ = race(reader.discard_to_end(), session.closed.raised()).await;
             drop(send);
         }
-        // FETCH of past groups is not served: answer "not found".
-        BidiType::Fetch => {
-            let (mut send, mut reader) = (send, reader);
-            session.reset(&mut send, StreamCode::NOT_FOUND);
-            session.stop(&mut reader, StreamCode::NOT_FOUND);
-        }
+        BidiType::Fetch => super::fetch::fetch(session, send, reader).await,
     }
 }
 
@@ -352,7 +347,7 @@ async fn subscribe<T: Transport>(
 
 /// Count one more of the peer's subscriptions (SUBSCRIBE or TRACK), if
 /// `relay.max_subscriptions_per_session` allows.
-fn take_subscription_slot<T: Transport>(session: &Session<T>) -> bool {
+pub(super) fn take_subscription_slot<T: Transport>(session: &Session<T>) -> bool {
     let open = session.subscriptions.get();
     if open >= session.shard.settings.max_subscriptions_per_session {
         debug!(session = session.id.id, "subscription limit reached");

@@ -20,7 +20,7 @@ use super::state::EncodeDyn;
 use super::transport::{SendStream, Transport};
 use crate::config::Config;
 use crate::lite::{
-    Announce, AnnounceOk, AnnounceRequest, BidiType, Cost, Decode, FrameHeader, GroupHeader,
+    Announce, AnnounceOk, AnnounceRequest, BidiType, Cost, Decode, Fetch, FrameHeader, GroupHeader,
     Limits, ProbeLevel, SessionCode, Setup, StreamCode, Subscribe, SubscribeOk, SubscribeReply,
     Timestamps, TrackInfo, TrackRequest, UniType, Version,
 };
@@ -733,4 +733,207 @@ async fn subscribers_see_the_publisher_leave() {
             .unwrap(),
         Announce::End { id: 0 }
     ));
+}
+
+fn fetch(group: u64, start_frame: u64, end_frame: Option<u64>) -> Fetch {
+    Fetch {
+        broadcast: BROADCAST.into(),
+        track: "video".into(),
+        priority: 0,
+        group,
+        start_frame,
+        end_frame,
+    }
+}
+
+/// A FETCH reply read to its end: (timestamp, payload) per frame, the
+/// timestamps decoded against 0 from the first frame served.
+async fn fetched(reader: &mut Reader) -> Result<Vec<(Option<u64>, Bytes)>, ReadError> {
+    let mut timestamps = Timestamps::default();
+    let mut frames = Vec::new();
+    while !within("a fetched frame", reader.at_end()).await? {
+        let head: FrameHeader = within("a frame header", reader.expect()).await?;
+        let timestamp = head.timestamp_delta.map(|d| timestamps.apply(d).unwrap());
+        let payload = within("a payload", reader.payload(head.size as usize)).await?;
+        frames.push((timestamp, payload));
+    }
+    Ok(frames)
+}
+
+/// Poll `done` until it holds or the deadline passes.
+async fn eventually(what: &str, done: impl Fn() -> bool) {
+    within(what, async {
+        while !done() {
+            monoio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+}
+
+#[monoio::test(enable_timer = true)]
+async fn a_fetch_is_served_from_the_cache_and_follows_an_open_group() {
+    let shard = shard(settings());
+    let versions = (Version::Lite06, Version::Lite06);
+    let (publisher, subscriber, upstream, _keep) =
+        subscribed(&shard, versions, MemoryLimits::default()).await;
+    let past = frames(3, 100);
+    publisher
+        .send_group(upstream.id, 0, &past)
+        .await
+        .finish()
+        .unwrap();
+    // Each group reaches the subscriber, so it is in this shard's cache (a
+    // new subscription starts at the newest group: one at a time).
+    let mut received = ReceivedGroup::accept(&subscriber).await;
+    within("a frame", received.frame()).await.unwrap();
+    let open = frames(3, 50);
+    let mut live = publisher.send_group(upstream.id, 1, &open[..2]).await;
+    let mut received = ReceivedGroup::accept(&subscriber).await;
+    assert_eq!(received.header.sequence, 1);
+    while received
+        .frame()
+        .await
+        .unwrap()
+        .is_some_and(|f| f.1 != open[1].1)
+    {}
+
+    // A past group, whole, with its timestamps.
+    let (_send, mut reply) = subscriber.open(BidiType::Fetch, &fetch(0, 0, None)).await;
+    let got = fetched(&mut reply).await.unwrap();
+    let want: Vec<_> = past.iter().map(|(t, p)| (Some(*t), p.clone())).collect();
+    assert_eq!(got, want);
+
+    // Frames 1..=1 of it only (lite-06 frame bounds): the first served
+    // frame is stamped against 0, so its timestamp comes out whole.
+    let (_send, mut reply) = subscriber
+        .open(BidiType::Fetch, &fetch(0, 1, Some(1)))
+        .await;
+    let got = fetched(&mut reply).await.unwrap();
+    assert_eq!(got, vec![(Some(past[1].0), past[1].1.clone())]);
+
+    // The rest of the open group, from frame 1: what is cached, then what
+    // the publisher sends after, then the FIN when the group ends.
+    let (_send, mut reply) = subscriber.open(BidiType::Fetch, &fetch(1, 1, None)).await;
+    let head: FrameHeader = within("frame 1", reply.expect()).await.unwrap();
+    assert_eq!(head.timestamp_delta, Some(open[1].0 as i64));
+    assert_eq!(reply.payload(head.size as usize).await.unwrap(), open[1].1);
+    let head = FrameHeader {
+        timestamp_delta: Some(open[2].0 as i64 - open[1].0 as i64),
+        size: open[2].1.len() as u64,
+    };
+    live.write_chunk(encode(Version::Lite06, &[&head]))
+        .await
+        .unwrap();
+    live.write_chunk(open[2].1.clone()).await.unwrap();
+    live.finish().unwrap();
+    // (Read alone, it decodes against 0: its delta from frame 1.)
+    let rest = fetched(&mut reply).await.unwrap();
+    assert_eq!(rest, vec![(Some(open[2].0 - open[1].0), open[2].1.clone())]);
+
+    assert_eq!(shard.stats.fetches_served.get(), 3);
+    eventually("the fetches to close", || {
+        shard.stats.fetches_open.get() == 0
+    })
+    .await;
+}
+
+#[monoio::test(enable_timer = true)]
+async fn a_fetch_alone_subscribes_upstream_for_the_next_group() {
+    let shard = shard(settings());
+    let publisher = Publisher::connect(&shard, Version::Lite05).await;
+    let peer = Peer::connect(&shard, Version::Lite05, MemoryLimits::default())
+        .await
+        .0;
+    let _announce = peer.wait_announced().await;
+    let (_send, mut reply) = peer.open(BidiType::Fetch, &fetch(0, 0, None)).await;
+    let (upstream, _up_send, mut up_reader) =
+        within("upstream SUBSCRIBE", publisher.next_subscribe()).await;
+    let sent = frames(2, 10);
+    publisher
+        .send_group(upstream.id, 0, &sent)
+        .await
+        .finish()
+        .unwrap();
+    let got = fetched(&mut reply).await.unwrap();
+    let want: Vec<_> = sent.iter().map(|(t, p)| (Some(*t), p.clone())).collect();
+    assert_eq!(got, want);
+    // Served, the fetch lets go of the track: the upstream subscription ends.
+    let _ = within("upstream ends", up_reader.discard_to_end()).await;
+    assert_eq!(shard.stats.fetches_open.get(), 0);
+    assert_eq!(shard.stats.subscriptions_open.get(), 0);
+}
+
+#[monoio::test(enable_timer = true)]
+async fn a_fetch_for_what_was_never_published_is_not_found() {
+    let mut settings = settings();
+    settings.group_cache_size = 2;
+    let shard = shard(settings);
+    let versions = (Version::Lite06, Version::Lite06);
+    let (publisher, subscriber, upstream, _keep) =
+        subscribed(&shard, versions, MemoryLimits::default()).await;
+    for sequence in 0..4 {
+        publisher
+            .send_group(upstream.id, sequence, &frames(2, 10))
+            .await
+            .finish()
+            .unwrap();
+    }
+    // Groups 2 and 3 stay cached once group 3 is here.
+    let mut newest = 0;
+    while newest < 3 {
+        newest = ReceivedGroup::accept(&subscriber).await.header.sequence;
+    }
+    let subscriber = &subscriber;
+    let not_found = |f: Fetch| async move {
+        let (_send, mut reply) = subscriber.open(BidiType::Fetch, &f).await;
+        let end = fetched(&mut reply).await;
+        assert!(is_reset(&end, StreamCode::NOT_FOUND), "{f:?}: {end:?}");
+    };
+    // Evicted, far ahead, and past the end of a group.
+    not_found(fetch(0, 0, None)).await;
+    not_found(fetch(1_000, 0, None)).await;
+    not_found(fetch(3, 5, None)).await;
+    not_found(Fetch {
+        broadcast: "nobody".into(),
+        ..fetch(3, 0, None)
+    })
+    .await;
+    // Still cached: served.
+    let (_send, mut reply) = subscriber.open(BidiType::Fetch, &fetch(2, 0, None)).await;
+    assert_eq!(fetched(&mut reply).await.unwrap().len(), 2);
+    assert_eq!(shard.stats.fetches_not_found.get(), 4);
+    assert_eq!(shard.stats.fetches_served.get(), 1);
+    // Bad requests cost the session nothing.
+    assert!(subscriber.transport.close_reason().is_none());
+}
+
+#[monoio::test(enable_timer = true)]
+async fn fetches_share_the_subscription_limit_and_end_with_the_session() {
+    let mut settings = settings();
+    settings.max_subscriptions_per_session = 1;
+    let shard = shard(settings);
+    let versions = (Version::Lite05, Version::Lite05);
+    let (publisher, subscriber, upstream, _keep) =
+        subscribed(&shard, versions, MemoryLimits::default()).await;
+    // The SUBSCRIBE holds the one slot.
+    let (_send, mut refused) = subscriber.open(BidiType::Fetch, &fetch(0, 0, None)).await;
+    let end = fetched(&mut refused).await;
+    assert!(is_reset(&end, StreamCode::NO_CAPACITY), "{end:?}");
+    assert_eq!(shard.stats.subscriptions_refused_limit.get(), 1);
+
+    // Another session fetches the open group and leaves mid-way.
+    let fetcher = Peer::connect(&shard, Version::Lite05, MemoryLimits::default())
+        .await
+        .0;
+    let _announce = fetcher.wait_announced().await;
+    let _live = publisher.send_group(upstream.id, 0, &frames(1, 10)).await;
+    let (_send, mut reply) = fetcher.open(BidiType::Fetch, &fetch(0, 0, None)).await;
+    let head: FrameHeader = within("frame 0", reply.expect()).await.unwrap();
+    assert_eq!(reply.payload(head.size as usize).await.unwrap().len(), 10);
+    assert_eq!(shard.stats.fetches_open.get(), 1);
+    fetcher.transport.close(SessionCode::CANCEL, "gone");
+    eventually("the fetch to end", || shard.stats.fetches_open.get() == 0).await;
+    // Only the subscriber's subscription is left.
+    assert_eq!(shard.stats.subscriptions_open.get(), 1);
+    assert_eq!(shard.stats.fetches_served.get(), 0);
 }
