@@ -113,6 +113,10 @@ relay_stats! {
     auth_sessions_expired: Counter,
     /// Subscriptions open on this shard.
     subscriptions_open: Gauge,
+    /// PROBE streams being answered with bandwidth reports on this shard.
+    probes_open: Gauge,
+    /// PROBE streams reset NO_CAPACITY: the session already had one.
+    probes_refused: Counter,
     /// FETCH streams being served on this shard.
     fetches_open: Gauge,
     /// FETCHes answered with every frame asked for.

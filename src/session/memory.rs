@@ -25,7 +25,7 @@ use bytes::Bytes;
 use qumo_shards::quinn_proto::ApplicationClose;
 use qumo_shards::{ConnectionError, ReadStreamError, VarInt, WriteError};
 
-use super::transport::{RecvStream, SendStream, Transport, TransportError};
+use super::transport::{Estimate, RecvStream, SendStream, Transport, TransportError};
 use crate::lite::SessionCode;
 
 /// Bounds of a memory connection, the same for both ends.
@@ -190,6 +190,8 @@ struct Handle {
     link: Rc<RefCell<Link>>,
     side: usize,
     id: u64,
+    /// What this end reports as its path estimate (set by a test).
+    estimate: std::cell::Cell<Estimate>,
 }
 
 /// All handles of an end gone: the connection closes, as dropping every
@@ -266,6 +268,7 @@ impl MemoryTransport {
                 link: link.clone(),
                 side,
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+                estimate: Default::default(),
             }),
         };
         (end(0), end(1))
@@ -277,6 +280,12 @@ impl MemoryTransport {
 
     fn side(&self) -> usize {
         self.handle.side
+    }
+
+    /// Make this end report `estimate`, as QUIC's congestion controller
+    /// would (a memory link has none of its own).
+    pub fn set_estimate(&self, estimate: Estimate) {
+        self.handle.estimate.set(estimate);
     }
 
     /// How the connection ended, if it has.
@@ -409,6 +418,10 @@ impl Transport for MemoryTransport {
             self.recv_half(incoming.recv, Some(incoming.credit)),
             Bytes::new(),
         ))
+    }
+
+    fn estimate(&self) -> Estimate {
+        self.handle.estimate.get()
     }
 
     fn close(&self, code: SessionCode, reason: &str) {

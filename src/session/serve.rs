@@ -45,14 +45,11 @@ pub async fn bidi<T: Transport>(
         BidiType::Announce => announce(session, send, reader).await,
         BidiType::Subscribe => subscribe(session, send, reader).await,
         BidiType::Track => track(session, send, reader).await,
-        // We send no PROBE reports (no bandwidth estimate to give); hold the
-        // stream until the peer is done with it.
-        BidiType::Probe | BidiType::Goaway => {
+        BidiType::Probe => super::probe::probe(session, send, reader).await,
+        BidiType::Goaway => {
             let mut reader = reader;
-            if kind == BidiType::Goaway {
-                debug!(session = session.id.id, "peer sent GOAWAY");
-            }
-            // Their messages need no answer from us: read to the end.
+            debug!(session = session.id.id, "peer sent GOAWAY");
+            // Its message needs no answer from us: read to the end.
             let _ = race(reader.discard_to_end(), session.closed.raised()).await;
             drop(send);
         }

@@ -75,6 +75,8 @@ pub struct Session<T: Transport> {
     pub(super) track_holds: RefCell<Vec<Rc<TrackHold>>>,
     /// The peer's open ANNOUNCE_REQUEST streams, for the per-session limit.
     pub(super) announce_requests: Cell<usize>,
+    /// Whether a PROBE stream of the peer's is being answered (one at a time).
+    pub(super) probing: Cell<bool>,
     /// Bytes of the peer's frames held partly received.
     pub(super) frame_budget: super::budget::ByteBudget,
     /// Whether the peer has done anything yet (lite-04's SETUP deadline).

@@ -17,12 +17,12 @@ use super::memory::{MemoryLimits, MemoryRecv, MemorySend, MemoryTransport};
 use super::reader::{ReadError, StreamReader};
 use super::run;
 use super::state::EncodeDyn;
-use super::transport::{SendStream, Transport};
+use super::transport::{Estimate, SendStream, Transport};
 use crate::config::Config;
 use crate::lite::{
     Announce, AnnounceOk, AnnounceRequest, BidiType, Cost, Decode, Fetch, FrameHeader, GroupHeader,
-    Limits, ProbeLevel, SessionCode, Setup, StreamCode, Subscribe, SubscribeOk, SubscribeReply,
-    Timestamps, TrackInfo, TrackRequest, UniType, Version,
+    Limits, Probe, ProbeLevel, SessionCode, Setup, StreamCode, Subscribe, SubscribeOk,
+    SubscribeReply, Timestamps, TrackInfo, TrackRequest, UniType, Version,
 };
 use crate::metrics::RelayStats;
 use crate::shard::{Settings, Shard};
@@ -96,6 +96,35 @@ impl Peer {
         assert_eq!(kind, UniType::Setup);
         let theirs = reader.expect::<Setup>().await.unwrap();
         (peer, Some(theirs))
+    }
+
+    /// As [`Peer::connect`] (lite-05+), the relay's end reporting
+    /// `estimate` as its congestion controller's; that end is returned to
+    /// change it.
+    async fn connect_estimating(
+        shard: &Rc<Shard>,
+        version: Version,
+        estimate: Estimate,
+    ) -> (Peer, Setup, MemoryTransport) {
+        let (relay, transport) = MemoryTransport::pair();
+        relay.set_estimate(estimate);
+        monoio::spawn(run(shard.clone(), relay.clone(), version, String::new()));
+        let peer = Peer { transport, version };
+        let setup = Setup {
+            probe: ProbeLevel::Report,
+            path: None,
+            role: None,
+            cost: None,
+            hop: None,
+        };
+        let mut send = peer.transport.open_uni().await.unwrap();
+        send.write_chunk(encode(version, &[&UniType::Setup, &setup]))
+            .await
+            .unwrap();
+        send.finish().unwrap();
+        let (mut reader, _) = peer.accept_uni().await;
+        let theirs = reader.expect::<Setup>().await.unwrap();
+        (peer, theirs, relay)
     }
 
     /// A relay session whose peer has said nothing yet.
@@ -936,4 +965,58 @@ async fn fetches_share_the_subscription_limit_and_end_with_the_session() {
     // Only the subscriber's subscription is left.
     assert_eq!(shard.stats.subscriptions_open.get(), 1);
     assert_eq!(shard.stats.fetches_served.get(), 0);
+}
+
+#[monoio::test(enable_timer = true)]
+async fn probe_streams_report_the_connections_estimate() {
+    let shard = shard(settings());
+    // Without figures, no probing is offered.
+    let (_, setup) = Peer::connect(&shard, Version::Lite06, MemoryLimits::default()).await;
+    assert_eq!(setup.unwrap().probe, ProbeLevel::None);
+
+    let estimate = Estimate {
+        send_rate: Some(20_000_000),
+        rtt: Some(Duration::from_millis(40)),
+    };
+    let (peer, setup, relay) = Peer::connect_estimating(&shard, Version::Lite06, estimate).await;
+    assert_eq!(setup.probe, ProbeLevel::Report);
+    let (mut send, recv) = peer.transport.open_bi().await.unwrap();
+    send.write_chunk(encode(Version::Lite06, &[&BidiType::Probe]))
+        .await
+        .unwrap();
+    let mut reports = peer.reader(recv);
+    let first = within("a PROBE", reports.expect::<Probe>()).await.unwrap();
+    assert_eq!((first.bitrate, first.rtt), (Some(20_000_000), Some(40)));
+
+    // Half as much again: reported at the next sample, not after the max age.
+    relay.set_estimate(Estimate {
+        send_rate: Some(30_000_000),
+        ..estimate
+    });
+    let next = within("the next PROBE", reports.expect::<Probe>())
+        .await
+        .unwrap();
+    assert_eq!((next.bitrate, next.rtt), (Some(30_000_000), Some(40)));
+
+    // One PROBE stream at a time.
+    let (mut second_send, recv) = peer.transport.open_bi().await.unwrap();
+    second_send
+        .write_chunk(encode(Version::Lite06, &[&BidiType::Probe]))
+        .await
+        .unwrap();
+    let mut second = peer.reader(recv);
+    let refused = within("refusal", second.decode::<Probe>()).await;
+    assert!(is_reset(&refused, StreamCode::NO_CAPACITY), "{refused:?}");
+    assert_eq!(shard.stats.probes_refused.get(), 1);
+
+    // The peer's FIN ends the reports, and frees the slot.
+    assert_eq!(shard.stats.probes_open.get(), 1);
+    send.finish().unwrap();
+    eventually("the probe to end", || shard.stats.probes_open.get() == 0).await;
+    // (A report may still come before the FIN.)
+    while within("the FIN", reports.decode::<Probe>())
+        .await
+        .unwrap()
+        .is_some()
+    {}
 }

@@ -148,6 +148,13 @@ pub trait Transport: 'static {
         code.map(StreamCode)
     }
 
+    /// What the transport's congestion controller knows of the path, for
+    /// PROBE reports. Unknown by default: a transport without figures
+    /// advertises no probing in its SETUP.
+    fn estimate(&self) -> Estimate {
+        Estimate::default()
+    }
+
     /// Close the session with a moq-lite session code.
     fn close(&self, code: SessionCode, reason: &str);
 
@@ -191,6 +198,33 @@ impl RecvStream for qumo_shards::RecvStream {
     }
 }
 
+/// The connection's send bandwidth and round trip, each `None` if unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Estimate {
+    /// Bits per second the congestion controller lets through.
+    pub send_rate: Option<u64>,
+    /// Smoothed round-trip time.
+    pub rtt: Option<std::time::Duration>,
+}
+
+impl Estimate {
+    /// From QUIC's figures: the congestion window once per round trip
+    /// (cwnd x 8 / rtt), as web-transport-quinn estimates it for moq-net.
+    pub fn from_quic(stats: &qumo_shards::ConnectionStats) -> Self {
+        let rtt = stats.rtt;
+        let send_rate = (stats.cwnd > 0 && !rtt.is_zero())
+            .then(|| (stats.cwnd as f64 * 8.0 / rtt.as_secs_f64()) as u64);
+        Self {
+            send_rate,
+            rtt: (!rtt.is_zero()).then_some(rtt),
+        }
+    }
+
+    pub fn is_known(&self) -> bool {
+        self.send_rate.is_some() || self.rtt.is_some()
+    }
+}
+
 /// Raw QUIC: moq-lite streams straight on the connection.
 impl Transport for Connection {
     type Send = qumo_shards::SendStream;
@@ -219,6 +253,11 @@ impl Transport for Connection {
     async fn accept_bi(&self) -> Result<(Self::Send, Self::Recv, Bytes), TransportError> {
         let (send, recv) = Connection::accept_bi(self).await?;
         Ok((send, recv, Bytes::new()))
+    }
+
+    fn estimate(&self) -> Estimate {
+        self.stats()
+            .map_or_else(Estimate::default, |s| Estimate::from_quic(&s))
     }
 
     fn close(&self, code: SessionCode, reason: &str) {
@@ -267,6 +306,14 @@ impl Transport for WtSession {
     /// WebTransport peer: they are not taken.
     fn moq_code(&self, code: VarInt) -> Option<StreamCode> {
         webtransport::app_code(code).map(StreamCode)
+    }
+
+    /// The HTTP/3 connection's: one WebTransport session per connection
+    /// is what browsers open.
+    fn estimate(&self) -> Estimate {
+        self.connection()
+            .stats()
+            .map_or_else(Estimate::default, |s| Estimate::from_quic(&s))
     }
 
     fn close(&self, code: SessionCode, reason: &str) {
