@@ -113,6 +113,14 @@ relay_stats! {
     auth_sessions_expired: Counter,
     /// Subscriptions open on this shard.
     subscriptions_open: Gauge,
+    /// Media datagrams received from publishers for a subscription of ours.
+    media_datagrams_received: Counter,
+    /// Media datagrams sent to subscribers.
+    media_datagrams_sent: Counter,
+    /// Media datagrams dropped: for no subscription of ours, to a shard that
+    /// lags, or to a subscriber whose path had no room (send buffer full,
+    /// too large, fell DATAGRAM_RING behind).
+    datagrams_dropped: Counter,
     /// PROBE streams being answered with bandwidth reports on this shard.
     probes_open: Gauge,
     /// PROBE streams reset NO_CAPACITY: the session already had one.

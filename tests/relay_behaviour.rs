@@ -615,3 +615,49 @@ async fn a_probe_stream_gets_the_connections_bandwidth_estimate() {
     };
     within("the relay's FIN", 5 * SECOND, end).await;
 }
+
+/// A frame a lite-05 publisher sends as a QUIC datagram reaches a lite-06
+/// subscriber as one, under the subscriber's own subscribe id, while
+/// groups go on over streams.
+#[tokio::test(flavor = "current_thread")]
+async fn a_publishers_datagram_reaches_the_subscriber_as_a_datagram() {
+    let relay = Relay::start(2);
+    let (publisher, mut subscriptions) = publisher(&relay, Version::Lite05, "cam").await;
+    let viewer = Peer::connect(relay.addr, &relay.fingerprint, Version::Lite06).await;
+    let _subscription = viewer.subscribe(9, "cam", "video", 0).await.unwrap();
+    let upstream = within("upstream", 5 * SECOND, subscriptions.recv())
+        .await
+        .unwrap();
+    // A group first, so the subscription is surely live at the relay.
+    publisher
+        .send_group(upstream, 0, &[Bytes::from_static(b"g")])
+        .await;
+    let (_, frames) = within("group", 5 * SECOND, viewer.read_group())
+        .await
+        .unwrap();
+    assert_eq!(frames, [Bytes::from_static(b"g")]);
+
+    let header = qumo::lite::DatagramHeader {
+        subscribe: upstream,
+        sequence: 1,
+        timestamp: 4242,
+    };
+    let mut body = bytes::BytesMut::new();
+    header.encode(&mut body, Version::Lite05).unwrap();
+    body.extend_from_slice(b"over a datagram");
+    let body = body.freeze();
+    // Datagrams may be lost even on loopback: send until one arrives.
+    let received = within("a datagram", 5 * SECOND, async {
+        loop {
+            publisher.conn.send_datagram(body.clone()).unwrap();
+            let read = tokio::time::timeout(SECOND / 10, viewer.conn.read_datagram());
+            if let Ok(Ok(datagram)) = read.await {
+                return datagram;
+            }
+        }
+    })
+    .await;
+    let (got, payload) = qumo::lite::DatagramHeader::decode(&received, Version::Lite06).unwrap();
+    assert_eq!((got.subscribe, got.sequence, got.timestamp), (9, 1, 4242));
+    assert_eq!(payload, b"over a datagram");
+}

@@ -135,6 +135,9 @@ pub async fn run_as<T: Transport>(
     session.spawn(accept_bi(session.clone()));
     session.spawn(accept_uni(session.clone()));
     session.spawn(consume::announcements(session.clone()));
+    if version.has_datagrams() {
+        session.spawn(consume::datagrams(session.clone()));
+    }
     session.spawn(goaway_on_shutdown(session.clone()));
     // A dialled lite-04 peer with nothing to announce may stay silent.
     if !version.has_setup() && matches!(side, Side::Accepted) {

@@ -13,16 +13,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use qumo_shards::{ReadStreamError, VarInt};
 
-use super::memory::{MemoryLimits, MemoryRecv, MemorySend, MemoryTransport};
+use super::memory::{MemoryLimits, MemoryRecv, MemorySend, MemoryTransport, DATAGRAM_QUEUE};
 use super::reader::{ReadError, StreamReader};
 use super::run;
 use super::state::EncodeDyn;
 use super::transport::{Estimate, SendStream, Transport};
 use crate::config::Config;
 use crate::lite::{
-    Announce, AnnounceOk, AnnounceRequest, BidiType, Cost, Decode, Fetch, FrameHeader, GroupHeader,
-    Limits, Probe, ProbeLevel, SessionCode, Setup, StreamCode, Subscribe, SubscribeOk,
-    SubscribeReply, Timestamps, TrackInfo, TrackRequest, UniType, Version,
+    Announce, AnnounceOk, AnnounceRequest, BidiType, Cost, DatagramHeader, Decode, Fetch,
+    FrameHeader, GroupHeader, Limits, Probe, ProbeLevel, SessionCode, Setup, StreamCode, Subscribe,
+    SubscribeOk, SubscribeReply, Timestamps, TrackInfo, TrackRequest, UniType, Version,
 };
 use crate::metrics::RelayStats;
 use crate::shard::{Settings, Shard};
@@ -1019,4 +1019,104 @@ async fn probe_streams_report_the_connections_estimate() {
         .unwrap()
         .is_some()
     {}
+}
+
+fn datagram(subscribe: u64, sequence: u64, timestamp: u64, payload: &[u8]) -> Bytes {
+    let mut body = bytes::BytesMut::new();
+    let header = DatagramHeader {
+        subscribe,
+        sequence,
+        timestamp,
+    };
+    header.encode(&mut body, Version::Lite05).unwrap();
+    body.extend_from_slice(payload);
+    body.freeze()
+}
+
+#[monoio::test(enable_timer = true)]
+async fn datagrams_are_relayed_best_effort_and_never_block_groups() {
+    let shard = shard(settings());
+    let versions = (Version::Lite05, Version::Lite06);
+    let (publisher, subscriber, upstream, _keep) =
+        subscribed(&shard, versions, MemoryLimits::default()).await;
+    let stats = &shard.stats;
+    let send = |d: Bytes| publisher.peer.transport.send_datagram(d).unwrap();
+
+    // One datagram: out under the subscriber's own id, stamp and all.
+    send(datagram(upstream.id, 3, 1234, b"hi"));
+    let got = within("a datagram", subscriber.transport.recv_datagram())
+        .await
+        .unwrap();
+    let (header, payload) = DatagramHeader::decode(&got, Version::Lite06).unwrap();
+    assert_eq!(
+        (header.subscribe, header.sequence, header.timestamp),
+        (7, 3, 1234)
+    );
+    assert_eq!(payload, b"hi");
+    assert_eq!(
+        (
+            stats.media_datagrams_received.get(),
+            stats.media_datagrams_sent.get()
+        ),
+        (1, 1)
+    );
+
+    // For no subscription of ours, or malformed: dropped, the session stays.
+    send(datagram(upstream.id + 99, 4, 0, b"stray"));
+    send(Bytes::from_static(&[0x40]));
+    eventually("both dropped", || stats.datagrams_dropped.get() == 2).await;
+
+    // A subscriber that reads none: its path holds DATAGRAM_QUEUE, the
+    // rest are dropped and counted, never queued.
+    let extra = 5;
+    for n in 0..DATAGRAM_QUEUE + extra {
+        send(datagram(upstream.id, 10 + n as u64, 0, &[n as u8]));
+        let relayed = 2 + n as u64;
+        eventually("relayed", || {
+            stats.media_datagrams_received.get() == relayed
+        })
+        .await;
+    }
+    assert_eq!(stats.datagrams_dropped.get(), 2 + extra as u64);
+    assert_eq!(stats.media_datagrams_sent.get(), 1 + DATAGRAM_QUEUE as u64);
+
+    // Streams are not held up by any of it.
+    publisher
+        .send_group(upstream.id, 0, &frames(1, 10))
+        .await
+        .finish()
+        .unwrap();
+    let mut received = ReceivedGroup::accept(&subscriber).await;
+    assert_eq!(received.header.sequence, 0);
+    assert!(received.frame().await.unwrap().is_some());
+    // The queued datagrams are the first ones, in order.
+    for n in 0..DATAGRAM_QUEUE {
+        let got = subscriber.transport.recv_datagram().await.unwrap();
+        let (header, _) = DatagramHeader::decode(&got, Version::Lite06).unwrap();
+        assert_eq!(header.sequence, 10 + n as u64);
+    }
+    assert!(subscriber.transport.close_reason().is_none());
+}
+
+#[monoio::test(enable_timer = true)]
+async fn a_lite04_subscriber_gets_no_datagrams() {
+    let shard = shard(settings());
+    let versions = (Version::Lite05, Version::Lite04);
+    let (publisher, subscriber, upstream, _keep) =
+        subscribed(&shard, versions, MemoryLimits::default()).await;
+    let stats = &shard.stats;
+    publisher
+        .peer
+        .transport
+        .send_datagram(datagram(upstream.id, 1, 0, b"x"))
+        .unwrap();
+    eventually("dropped", || stats.datagrams_dropped.get() == 1).await;
+    assert_eq!(stats.media_datagrams_sent.get(), 0);
+    // Groups still reach it.
+    publisher
+        .send_group(upstream.id, 2, &frames(1, 10))
+        .await
+        .finish()
+        .unwrap();
+    assert_eq!(ReceivedGroup::accept(&subscriber).await.header.sequence, 2);
 }

@@ -155,6 +155,24 @@ pub trait Transport: 'static {
         Estimate::default()
     }
 
+    /// The largest datagram the peer accepts now; 0 where the transport
+    /// or the peer has none (then nothing is sent as one).
+    fn max_datagram_size(&self) -> usize {
+        0
+    }
+
+    /// Send one datagram now or not at all: never queued behind streams,
+    /// never waiting for room.
+    fn send_datagram(&self, _datagram: Bytes) -> Result<(), DatagramDrop> {
+        Err(DatagramDrop::Unsupported)
+    }
+
+    /// The peer's next datagram; `None` once the session is over. Never
+    /// resolves on a transport without datagrams.
+    fn recv_datagram(&self) -> impl Future<Output = Option<Bytes>> {
+        std::future::pending()
+    }
+
     /// Close the session with a moq-lite session code.
     fn close(&self, code: SessionCode, reason: &str);
 
@@ -195,6 +213,31 @@ impl RecvStream for qumo_shards::RecvStream {
 
     fn stop(&mut self, code: VarInt) -> Result<(), ReadStreamError> {
         qumo_shards::RecvStream::stop(self, code)
+    }
+}
+
+/// Why a datagram was not sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatagramDrop {
+    /// The transport or the peer takes no datagrams.
+    Unsupported,
+    /// Larger than the path allows.
+    TooLarge,
+    /// The send buffer is full: the subscriber's path is congested.
+    Full,
+    /// The connection is gone.
+    Lost,
+}
+
+impl From<qumo_shards::DatagramError> for DatagramDrop {
+    fn from(e: qumo_shards::DatagramError) -> Self {
+        use qumo_shards::quinn_proto::SendDatagramError as E;
+        match e {
+            qumo_shards::DatagramError::ConnectionLost(_) => DatagramDrop::Lost,
+            qumo_shards::DatagramError::Send(E::Blocked(_)) => DatagramDrop::Full,
+            qumo_shards::DatagramError::Send(E::TooLarge) => DatagramDrop::TooLarge,
+            qumo_shards::DatagramError::Send(_) => DatagramDrop::Unsupported,
+        }
     }
 }
 
@@ -258,6 +301,18 @@ impl Transport for Connection {
     fn estimate(&self) -> Estimate {
         self.stats()
             .map_or_else(Estimate::default, |s| Estimate::from_quic(&s))
+    }
+
+    fn max_datagram_size(&self) -> usize {
+        Connection::max_datagram_size(self).unwrap_or(0)
+    }
+
+    fn send_datagram(&self, datagram: Bytes) -> Result<(), DatagramDrop> {
+        Ok(self.try_send_datagram(datagram)?)
+    }
+
+    async fn recv_datagram(&self) -> Option<Bytes> {
+        self.read_datagram().await.ok()
     }
 
     fn close(&self, code: SessionCode, reason: &str) {
