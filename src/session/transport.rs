@@ -371,6 +371,18 @@ impl Transport for WtSession {
             .map_or_else(Estimate::default, |s| Estimate::from_quic(&s))
     }
 
+    fn max_datagram_size(&self) -> usize {
+        WtSession::max_datagram_size(self)
+    }
+
+    fn send_datagram(&self, datagram: Bytes) -> Result<(), DatagramDrop> {
+        Ok(self.try_send_datagram(&datagram)?)
+    }
+
+    async fn recv_datagram(&self) -> Option<Bytes> {
+        self.read_datagram().await.ok()
+    }
+
     fn close(&self, code: SessionCode, reason: &str) {
         WtSession::close(self, code.0, reason)
     }
