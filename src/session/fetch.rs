@@ -22,7 +22,6 @@ use bytes::BytesMut;
 use tracing::debug;
 
 use super::reader::StreamReader;
-use super::serve::take_subscription_slot;
 use super::state::Session;
 use super::transport::{SendStream, Transport};
 use crate::auth::Refusal;
@@ -72,7 +71,7 @@ pub(super) async fn fetch<T: Transport>(
         session.reset(&mut send, StreamCode::NOT_FOUND);
         return session.stop(&mut reader, StreamCode::NOT_FOUND);
     }
-    if !take_subscription_slot(&session) {
+    if !session.take_subscription_slot() {
         session.reset(&mut send, StreamCode::NO_CAPACITY);
         return session.stop(&mut reader, StreamCode::NO_CAPACITY);
     }

@@ -288,7 +288,7 @@ async fn subscribe<T: Transport>(
         track: request.track.clone(),
     });
     // The TRACK request this SUBSCRIBE follows passes on its slot.
-    if !take_track_hold(&session, &key) && !take_subscription_slot(&session) {
+    if !take_track_hold(&session, &key) && !session.take_subscription_slot() {
         session.reset(&mut send, StreamCode::NO_CAPACITY);
         return session.stop(&mut reader, StreamCode::NO_CAPACITY);
     }
@@ -341,19 +341,6 @@ async fn subscribe<T: Transport>(
     if replica.remove_subscriber() == 0 {
         session.shard.release_local(&key, &replica);
     }
-}
-
-/// Count one more of the peer's subscriptions (SUBSCRIBE or TRACK), if
-/// `relay.max_subscriptions_per_session` allows.
-pub(super) fn take_subscription_slot<T: Transport>(session: &Session<T>) -> bool {
-    let open = session.subscriptions.get();
-    if open >= session.shard.settings.max_subscriptions_per_session {
-        debug!(session = session.id.id, "subscription limit reached");
-        session.shard.stats.subscriptions_refused_limit.inc();
-        return false;
-    }
-    session.subscriptions.set(open + 1);
-    true
 }
 
 /// A SUBSCRIBE for `key` takes over the slot of a TRACK request for it
@@ -585,7 +572,7 @@ async fn track<T: Transport>(
     // It holds an upstream subscription like a SUBSCRIBE does, so it
     // counts like one: else TRACK requests would be an unbounded way to
     // make the relay subscribe upstream.
-    if !take_subscription_slot(&session) {
+    if !session.take_subscription_slot() {
         session.reset(&mut send, StreamCode::NO_CAPACITY);
         return session.stop(&mut reader, StreamCode::NO_CAPACITY);
     }

@@ -98,6 +98,19 @@ impl<T: Transport> Session<T> {
         self.grant.get().unwrap_or(&auth::NOTHING)
     }
 
+    /// Count one more of the peer's subscriptions (SUBSCRIBE, TRACK or
+    /// FETCH), if `relay.max_subscriptions_per_session` allows.
+    pub(super) fn take_subscription_slot(&self) -> bool {
+        let open = self.subscriptions.get();
+        if open >= self.shard.settings.max_subscriptions_per_session {
+            debug!(session = self.id.id, "subscription limit reached");
+            self.shard.stats.subscriptions_refused_limit.inc();
+            return false;
+        }
+        self.subscriptions.set(open + 1);
+        true
+    }
+
     /// Count and log (once, at debug) a request the grant does not allow.
     pub(super) fn refused(&self, refusal: Refusal, path: &str) {
         debug!(session = self.id.id, %path, reason = %refusal, "request refused");
