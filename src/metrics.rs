@@ -89,6 +89,8 @@ relay_stats! {
     sessions_setup_timeouts: Counter,
     /// Session tasks that panicked and were contained (a relay bug).
     sessions_panicked: Counter,
+    /// Sessions this shard dialled (relay.upstream_url, cluster.peers) open now; counted by kind too, exempt from relay.max_sessions.
+    dialled_sessions_open: Gauge,
     /// Dials of relay.upstream_url that opened a session.
     upstream_dials_succeeded: Counter,
     /// Dials of relay.upstream_url that failed (lookup, certificate, handshake).
@@ -265,6 +267,34 @@ impl SessionKinds {
                 });
             }
         }
+    }
+}
+
+/// A session counted among its shard's sessions of its version and
+/// transport while it lives (dropped on every way out, a panic's unwinding
+/// included).
+pub struct KindCount {
+    stats: Arc<RelayStats>,
+    version: Version,
+    transport: TransportKind,
+}
+
+impl KindCount {
+    pub fn new(stats: Arc<RelayStats>, version: Version, transport: TransportKind) -> Self {
+        stats.sessions_by_kind.opened(version, transport);
+        Self {
+            stats,
+            version,
+            transport,
+        }
+    }
+}
+
+impl Drop for KindCount {
+    fn drop(&mut self) {
+        self.stats
+            .sessions_by_kind
+            .closed(self.version, self.transport);
     }
 }
 

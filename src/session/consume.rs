@@ -86,6 +86,12 @@ async fn read_announcements<T: Transport>(session: &Rc<Session<T>>) -> Result<()
         let ok: AnnounceOk = reader.expect().await?;
         peer_hop = (ok.hop != 0).then_some(ok.hop);
     }
+    // Only a relay peer's hop lists are believed: a client's broadcasts
+    // entered here, whatever hops it names (see auth, "Cluster rights").
+    let peer = session.grant().is_cluster();
+    if !peer {
+        peer_hop = None;
+    }
     let max_broadcasts = session.shard.settings.max_broadcasts_per_session;
     // Lite-06 names announcements by START order.
     let mut by_id: HashMap<u64, String> = HashMap::new();
@@ -125,6 +131,10 @@ async fn read_announcements<T: Transport>(session: &Rc<Session<T>>) -> Result<()
             session.refused(Refusal::Publish, &suffix);
             continue;
         }
+        let hops = match peer {
+            true => hops,
+            false => Vec::new(),
+        };
         if hops.contains(&session.shard.hop) {
             debug!(session = session.id.id, %path, "ignoring an announce that passed through us");
             continue;

@@ -268,6 +268,10 @@ fn authorize<T: Transport>(
         return Ok(Grant::everything());
     };
     let grant = auth.verify(path, query)?;
+    if grant.is_cluster() {
+        // A relay peer shares the relay's whole namespace.
+        session.root.replace(String::new());
+    }
     match grant.allows_role(role) {
         true => Ok(grant),
         false => Err(Refusal::Role),
