@@ -118,7 +118,25 @@ relay_stats! {
     auth_sessions_expired: Counter,
     /// Subscriptions open on this shard.
     subscriptions_open: Gauge,
-    /// Subscriptions or TRACK requests refused by max_subscriptions_per_session.
+    /// Media datagrams received from publishers for a subscription of ours.
+    media_datagrams_received: Counter,
+    /// Media datagrams sent to subscribers.
+    media_datagrams_sent: Counter,
+    /// Media datagrams dropped: for no subscription of ours, to a shard that
+    /// lags, or to a subscriber whose path had no room (send buffer full,
+    /// too large, fell DATAGRAM_RING behind).
+    datagrams_dropped: Counter,
+    /// PROBE streams being answered with bandwidth reports on this shard.
+    probes_open: Gauge,
+    /// PROBE streams reset NO_CAPACITY: the session already had one.
+    probes_refused: Counter,
+    /// FETCH streams being served on this shard.
+    fetches_open: Gauge,
+    /// FETCHes answered with every frame asked for.
+    fetches_served: Counter,
+    /// FETCHes answered NOT_FOUND: no such broadcast, or a group neither cached nor next.
+    fetches_not_found: Counter,
+    /// Subscriptions, TRACK requests or FETCHes refused by max_subscriptions_per_session.
     subscriptions_refused_limit: Counter,
     /// Announce prefixes refused as too long.
     announce_prefix_refused: Counter,
