@@ -13,6 +13,7 @@ pub mod model;
 pub mod origin;
 pub mod peer_url;
 pub mod process;
+pub mod qmux;
 pub mod relay;
 pub mod router;
 pub mod session;
@@ -22,6 +23,7 @@ pub mod tls;
 pub mod tls_reload;
 pub mod track;
 pub mod upstream;
+pub mod websocket;
 pub mod webtransport;
 
 /// ALPN protocols the relay offers, newest first: rustls picks the first

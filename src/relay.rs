@@ -14,10 +14,13 @@ use crate::config::Config;
 use crate::lite::{SessionCode, Version};
 use crate::message::MeshBacklog;
 use crate::metrics::{Metrics, RelayStats, TransportKind};
+use crate::qmux::{QmuxLimits, QmuxTransport};
 use crate::session;
+use crate::session::transport::Transport;
 use crate::shard::{Settings, Shard};
 use crate::task::{catch_unwind, race, Either};
 use crate::upstream::{self, Upstream};
+use crate::websocket::{self, Handoff, WebSocketDoor};
 use crate::webtransport::WtSession;
 
 pub use crate::message::ShardMessage;
@@ -85,9 +88,18 @@ pub fn run(
     metrics: Arc<Metrics>,
     auth: Option<Auth>,
     announced: Arc<AnnouncedSource>,
+    websocket: Option<Arc<WebSocketDoor>>,
 ) -> Result<(), RelayError> {
     let runtime = start(config, runtime_config, metrics, auth)?;
     let poster = runtime.poster();
+    if let Some(door) = websocket {
+        let poster = runtime.poster();
+        door.attach(runtime.shard_count(), move |shard, handoff| {
+            poster
+                .post(shard, ShardMessage::WebSocket(Box::new(handoff)))
+                .is_ok()
+        });
+    }
     announced.attach(move |query| poster.post(0, ShardMessage::ListAnnounced(query)).is_ok());
     runtime.shutdown_on_signals().map_err(RelayError::Signals)?;
     info!(
@@ -115,7 +127,7 @@ async fn serve_shard(ctx: ShardContext<ShardMessage>, shared: Shared) {
         stats,
         shared.backlog.clone(),
     ));
-    monoio::spawn(dispatch(ctx.clone(), shard.clone()));
+    monoio::spawn(dispatch(ctx.clone(), shard.clone(), shared.clone()));
     monoio::spawn(sample_cache_bytes(Rc::downgrade(&shard)));
     monoio::spawn({
         let (ctx, shard) = (ctx.clone(), shard.clone());
@@ -162,16 +174,64 @@ async fn sample_cache_bytes(shard: std::rc::Weak<Shard>) {
 }
 
 /// Handle messages from other shards (and this one) in batches.
-async fn dispatch(ctx: ShardContext<ShardMessage>, shard: Rc<Shard>) {
+async fn dispatch(ctx: ShardContext<ShardMessage>, shard: Rc<Shard>, shared: Shared) {
     let mut batch = Vec::new();
+    let handle = |message| match message {
+        // Sockets are the relay's business, not the router's.
+        ShardMessage::WebSocket(handoff) => {
+            monoio::spawn(serve_websocket(shard.clone(), shared.clone(), *handoff));
+        }
+        message => shard.handle(message),
+    };
     loop {
         let first = ctx.recv().await;
-        shard.handle(first);
+        handle(first);
         ctx.drain_messages(&mut batch);
         for message in batch.drain(..) {
-            shard.handle(message);
+            handle(message);
         }
     }
+}
+
+/// A WebSocket the HTTP listener upgraded and handed to this shard: QMux
+/// on it, a session on that, counted like any other.
+async fn serve_websocket(shard: Rc<Shard>, shared: Shared, handoff: Handoff) {
+    let Handoff {
+        socket,
+        early,
+        version,
+        origin,
+    } = handoff;
+    // The session root is the URL path, as on WebTransport.
+    let root = origin.path.clone();
+    let transport = QmuxTransport::new(true, QmuxLimits::default(), origin);
+    let driver = monoio::spawn(websocket::drive(
+        transport.clone(),
+        socket,
+        early,
+        shard.stats.clone(),
+    ));
+    let open = shared.sessions.fetch_add(1, Ordering::Relaxed) + 1;
+    let guard = SessionCount(shared.sessions.clone());
+    if open > shared.max_sessions {
+        shard.stats.sessions_refused_max_sessions.inc();
+        debug!(limit = shared.max_sessions, remote = ?transport.remote_address(), "WebSocket session refused: relay.max_sessions reached");
+        transport.close(SessionCode::TOO_MANY_SESSIONS, "too many sessions");
+    } else {
+        let kind = KindCount::new(&shard, version, TransportKind::WebSocket);
+        let stats = shard.stats.clone();
+        let run = session::run(shard, transport.clone(), version, root);
+        if let Err(panic) = catch_unwind(run).await {
+            error!(%panic, remote = ?transport.remote_address(), "WebSocket session panicked; closing it");
+            stats.sessions_panicked.inc();
+            transport.close(SessionCode::INTERNAL_ERROR, "internal error");
+        }
+        drop(kind);
+    }
+    drop(guard);
+    // The session has ended; the connection goes with it.
+    transport.close(SessionCode::CANCEL, "");
+    driver.await;
 }
 
 async fn serve_connection(shard: Rc<Shard>, shared: Shared, conn: Connection) {
