@@ -45,6 +45,9 @@ struct Shared {
     sessions: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
     backlog: Arc<MeshBacklog>,
+    /// A WebSocket's QMux bounds: the `quic.*` ones, so one set of keys
+    /// bounds a peer whichever transport it takes.
+    qmux_limits: QmuxLimits,
     /// `relay.upstream_url`, dialled from [`upstream::UPSTREAM_SHARD`],
     /// then `cluster.peers`, peer `i` dialled from shard `i % shards`.
     dials: Arc<Vec<Upstream>>,
@@ -71,6 +74,7 @@ pub fn start(
         sessions: Arc::new(AtomicUsize::new(0)),
         metrics: metrics.clone(),
         backlog: Arc::new(MeshBacklog::default()),
+        qmux_limits: qmux_limits(&config.quic),
         dials: Arc::new(dials(config)?),
     };
     let runtime = Runtime::<ShardMessage>::start(runtime_config, move |ctx| {
@@ -204,7 +208,7 @@ async fn serve_websocket(shard: Rc<Shard>, shared: Shared, handoff: Handoff) {
     } = handoff;
     // The session root is the URL path, as on WebTransport.
     let root = origin.path.clone();
-    let transport = QmuxTransport::new(true, QmuxLimits::default(), origin);
+    let transport = QmuxTransport::new(true, shared.qmux_limits, origin);
     let driver = monoio::spawn(websocket::drive(
         transport.clone(),
         socket,
@@ -334,6 +338,16 @@ impl Drop for SessionCount {
 
 /// The relays to dial: the upstream first (so on shard 0), then the
 /// cluster's peers, spread over the shards.
+fn qmux_limits(quic: &crate::config::QuicConfig) -> QmuxLimits {
+    QmuxLimits {
+        max_streams_bidi: quic.max_concurrent_bidi_streams.into(),
+        max_streams_uni: quic.max_concurrent_uni_streams.into(),
+        stream_window: quic.stream_receive_window,
+        connection_window: quic.receive_window,
+        outbound_bytes: usize::try_from(quic.send_window).unwrap_or(usize::MAX),
+    }
+}
+
 fn dials(config: &Config) -> Result<Vec<Upstream>, upstream::UpstreamError> {
     let ca_file = config.relay.upstream_ca_file.as_deref();
     let mut dials: Vec<Upstream> =

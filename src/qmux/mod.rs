@@ -5,5 +5,7 @@
 
 pub mod codec;
 mod conn;
+#[cfg(test)]
+mod tests;
 
 pub use conn::{QmuxError, QmuxLimits, QmuxOrigin, QmuxRecv, QmuxSend, QmuxTransport};
