@@ -75,6 +75,10 @@ pub type HttpResponse = Response<Full<Bytes>>;
 /// `101` answer (`hyper::upgrade::on`, see [`crate::websocket`]).
 pub type Handler = Arc<dyn Fn(&mut Request<Incoming>) -> HttpResponse + Send + Sync>;
 
+/// A listener's hook for requests it does not answer itself (a WebSocket
+/// upgrade): `Some` answer, or `None` to let the listener answer.
+pub type Upgrader = Arc<dyn Fn(&mut Request<Incoming>) -> Option<HttpResponse> + Send + Sync>;
+
 /// The client's address, in every request's extensions.
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
@@ -525,23 +529,20 @@ pub fn certificate_answer(method: &Method, path: &str, hex: &str) -> HttpRespons
 }
 
 /// Serve `hex` at `GET /certificate.sha256` (when there is one: a generated
-/// certificate) and, with a `websocket` door, WebSocket upgrades to QMux on
-/// TCP `addr`. Port 0 binds an ephemeral port of its own, which cannot be
+/// certificate) and, with an `upgrader`, WebSocket upgrades on TCP `addr`. Port 0 binds an ephemeral port of its own, which cannot be
 /// the QUIC listener's: see [`HttpServer::local_addr`].
 pub fn serve_certificate_hash(
     addr: SocketAddr,
     hex: Option<String>,
     limits: HttpLimits,
     stats: Arc<HttpStats>,
-    websocket: Option<Arc<crate::websocket::WebSocketDoor>>,
+    upgrader: Option<Upgrader>,
 ) -> std::io::Result<HttpServer> {
     let with_hash = hex.is_some();
-    let with_websocket = websocket.is_some();
+    let with_websocket = upgrader.is_some();
     let handler: Handler = Arc::new(move |request: &mut Request<Incoming>| {
-        if let Some(door) = &websocket {
-            if crate::websocket::is_upgrade(request) {
-                return crate::websocket::answer_upgrade(request, door);
-            }
+        if let Some(answer) = upgrader.as_ref().and_then(|upgrade| upgrade(request)) {
+            return answer;
         }
         match &hex {
             Some(hex) => certificate_answer(request.method(), request.uri().path(), hex),

@@ -147,7 +147,7 @@ fn main() -> ExitCode {
                 fingerprint.as_ref().map(|f| f.hex.clone()),
                 http_limits,
                 certificate_stats.clone(),
-                websocket.clone(),
+                websocket.clone().map(qumo::websocket::upgrader),
             ) {
                 Ok(server) => Some(server),
                 Err(e) => {

@@ -20,10 +20,10 @@
 use std::sync::Arc;
 
 use crate::announced::AnnouncedQuery;
+use crate::handoff::Handoff;
 use crate::lite::StreamCode;
 use crate::model::TrackProperties;
 pub use crate::model::{GroupSnapshot, HubRef, MediaEvent, SessionRef, TrackKey, TrackName};
-use crate::websocket::Handoff;
 
 #[derive(Debug)]
 pub enum ShardMessage {

@@ -11,16 +11,17 @@ use tracing::{debug, error, info, warn};
 use crate::announced::AnnouncedSource;
 use crate::auth::Auth;
 use crate::config::Config;
+use crate::handoff::Handoff;
 use crate::lite::{SessionCode, Version};
 use crate::message::MeshBacklog;
 use crate::metrics::{Metrics, RelayStats, TransportKind};
-use crate::qmux::{QmuxLimits, QmuxTransport};
+use crate::qmux::{QmuxLimits, QmuxOrigin, QmuxTransport};
 use crate::session;
 use crate::session::transport::Transport;
 use crate::shard::{Settings, Shard};
 use crate::task::{catch_unwind, race, Either};
 use crate::upstream::{self, Upstream};
-use crate::websocket::{self, Handoff, WebSocketDoor};
+use crate::websocket::{self, WebSocketDoor};
 use crate::webtransport::WtSession;
 
 pub use crate::message::ShardMessage;
@@ -204,10 +205,17 @@ async fn serve_websocket(shard: Rc<Shard>, shared: Shared, handoff: Handoff) {
         socket,
         early,
         version,
-        origin,
+        remote,
+        path,
+        query,
     } = handoff;
     // The session root is the URL path, as on WebTransport.
-    let root = origin.path.clone();
+    let root = path.clone();
+    let origin = QmuxOrigin {
+        remote,
+        path,
+        query,
+    };
     let transport = QmuxTransport::new(true, shared.qmux_limits, origin);
     let driver = monoio::spawn(websocket::drive(
         transport.clone(),

@@ -55,11 +55,12 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
-use crate::http::{plain, HttpResponse, PeerAddr};
+use crate::handoff::Handoff;
+use crate::http::{plain, HttpResponse, PeerAddr, Upgrader};
 use crate::lite::Version;
 use crate::metrics::RelayStats;
 use crate::qmux::codec::{TransportCode, MAX_FRAME_SIZE};
-use crate::qmux::{QmuxError, QmuxOrigin, QmuxTransport};
+use crate::qmux::{QmuxError, QmuxTransport};
 use crate::session::transport::Transport;
 use crate::task::race;
 
@@ -80,24 +81,6 @@ pub fn negotiate<'a>(offered: impl IntoIterator<Item = &'a str>) -> Option<(Stri
         let name = format!("{QMUX_PREFIX}{}", version.alpn());
         offered.contains(&name.as_str()).then_some((name, version))
     })
-}
-
-/// An upgraded socket on its way to a shard.
-pub struct Handoff {
-    pub socket: std::net::TcpStream,
-    /// Bytes the HTTP server read past the request (the first frames).
-    pub early: Bytes,
-    pub version: Version,
-    pub origin: QmuxOrigin,
-}
-
-impl std::fmt::Debug for Handoff {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Handoff")
-            .field("version", &self.version)
-            .field("origin", &self.origin)
-            .finish()
-    }
 }
 
 /// Posts a handoff to a shard; false if that shard is gone.
@@ -437,6 +420,14 @@ async fn write_loop(
     }
 }
 
+/// The certificate listener's hook: WebSocket upgrades answered by
+/// [`answer_upgrade`], every other request left to the listener.
+pub fn upgrader(door: Arc<WebSocketDoor>) -> Upgrader {
+    Arc::new(move |request: &mut Request<Incoming>| {
+        is_upgrade(request).then(|| answer_upgrade(request, &door))
+    })
+}
+
 /// Whether a request asks for a WebSocket (`Upgrade: websocket`).
 pub fn is_upgrade<B>(request: &Request<B>) -> bool {
     request
@@ -492,11 +483,9 @@ pub fn answer_upgrade(request: &mut Request<Incoming>, door: &Arc<WebSocketDoor>
     ) else {
         return plain(StatusCode::BAD_REQUEST, "bad WebSocket key\n");
     };
-    let origin = QmuxOrigin {
-        remote: request.extensions().get::<PeerAddr>().map(|p| p.0),
-        path: request.uri().path().to_string(),
-        query: request.uri().query().map(str::to_string),
-    };
+    let remote = request.extensions().get::<PeerAddr>().map(|p| p.0);
+    let path = request.uri().path().to_string();
+    let query = request.uri().query().map(str::to_string);
     let upgrade = hyper::upgrade::on(request);
     let door = door.clone();
     tokio::spawn(async move {
@@ -516,7 +505,9 @@ pub fn answer_upgrade(request: &mut Request<Incoming>, door: &Arc<WebSocketDoor>
             socket,
             early: parts.read_buf,
             version,
-            origin,
+            remote,
+            path,
+            query,
         };
         // Dropped (closed) if no shard takes it: the relay is stopping.
         if !door.hand_off(handoff) {
