@@ -18,7 +18,9 @@
 //!
 //! Every listener runs on its own thread (a tokio current-thread runtime),
 //! so nothing here ever runs on a shard. Each connection carries one request
-//! (keep-alive off) and is bounded by [`HttpLimits`]:
+//! (every answer says `Connection: close`) and is bounded by [`HttpLimits`];
+//! a WebSocket upgrade's socket leaves the listener (and these bounds) at
+//! its `101`, for a shard ([`Upgrader`]):
 //!
 //! - the request head must arrive within `header_timeout` (hyper's
 //!   `header_read_timeout`, a deadline for the whole head, not per byte: a
