@@ -30,7 +30,7 @@
 //! before its payload is buffered; the connection closes with WebSocket
 //! code 1009 (and QMux FRAME_ENCODING_ERROR), a malformed frame with 1002
 //! (and the QMux error that fits). Streams and buffers are bounded by
-//! [`QmuxLimits`]. A peer that vanishes without a FIN is found by TCP
+//! [`QmuxLimits`](crate::qmux::QmuxLimits). A peer that vanishes without a FIN is found by TCP
 //! keep-alive (about 25 s).
 
 use std::cell::RefCell;
