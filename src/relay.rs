@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::handoff::Handoff;
 use crate::lite::{SessionCode, Version};
 use crate::message::MeshBacklog;
-use crate::metrics::{Metrics, RelayStats, TransportKind};
+use crate::metrics::{KindCount, Metrics, TransportKind};
 use crate::qmux::{QmuxLimits, QmuxOrigin, QmuxTransport};
 use crate::session;
 use crate::session::transport::Transport;
@@ -230,7 +230,7 @@ async fn serve_websocket(shard: Rc<Shard>, shared: Shared, handoff: Handoff) {
         debug!(limit = shared.max_sessions, remote = ?transport.remote_address(), "WebSocket session refused: relay.max_sessions reached");
         transport.close(SessionCode::TOO_MANY_SESSIONS, "too many sessions");
     } else {
-        let kind = KindCount::new(&shard, version, TransportKind::WebSocket);
+        let kind = KindCount::new(shard.stats.clone(), version, TransportKind::WebSocket);
         let stats = shard.stats.clone();
         let run = session::run(shard, transport.clone(), version, root);
         if let Err(panic) = catch_unwind(run).await {
@@ -263,7 +263,7 @@ async fn serve_connection(shard: Rc<Shard>, shared: Shared, conn: Connection) {
     }
     let alpn = conn.alpn().unwrap_or_default();
     if let Some(version) = Version::from_alpn(&alpn) {
-        let _kind = KindCount::new(&shard, version, TransportKind::Quic);
+        let _kind = KindCount::new(shard.stats.clone(), version, TransportKind::Quic);
         return session::run(shard, conn, version, String::new()).await;
     }
     if alpn != b"h3" {
@@ -301,36 +301,8 @@ async fn serve_connection(shard: Rc<Shard>, shared: Shared, conn: Connection) {
         .and_then(Version::from_wt_protocol)
         .unwrap_or(Version::Lite04);
     let root = wt.path().to_string();
-    let _kind = KindCount::new(&shard, version, TransportKind::WebTransport);
+    let _kind = KindCount::new(shard.stats.clone(), version, TransportKind::WebTransport);
     session::run(shard, wt, version, root).await;
-}
-
-/// A session counted among its shard's sessions of its version and
-/// transport while its task runs (dropped on every way out, a panic's
-/// unwinding included).
-struct KindCount {
-    stats: Arc<RelayStats>,
-    version: Version,
-    transport: TransportKind,
-}
-
-impl KindCount {
-    fn new(shard: &Shard, version: Version, transport: TransportKind) -> Self {
-        shard.stats.sessions_by_kind.opened(version, transport);
-        Self {
-            stats: shard.stats.clone(),
-            version,
-            transport,
-        }
-    }
-}
-
-impl Drop for KindCount {
-    fn drop(&mut self) {
-        self.stats
-            .sessions_by_kind
-            .closed(self.version, self.transport);
-    }
 }
 
 /// How long a WebTransport client has to send its CONNECT.
