@@ -111,7 +111,8 @@ pub async fn run_as<T: Transport>(
     // Dropped last: the session's final bytes are counted after all else.
     let _count_at_end = traffic::CountAtEnd(session.clone());
     shard.stats.session_states_alive.inc();
-    info!(session = session.id.id, ?remote, %version, "session open");
+    let transport = session.transport.kind();
+    info!(session = session.id.id, ?remote, %version, transport, "session open");
 
     let peer_setup = match version.has_setup() {
         true => match exchange_setup(&session, &side).await {

@@ -430,7 +430,7 @@ pub fn moq_clock_in_netns(netns: &str, url: &str, broadcast: &str, mode: &str) -
     spawn_client(&[&["ip", "netns", "exec", netns, clock][..], &args].concat())
 }
 
-fn spawn_moq_clock(args: &[&str]) -> Client {
+pub fn spawn_moq_clock(args: &[&str]) -> Client {
     let clock = client_binary("moq-clock", "QUMO_MOQ_CLOCK");
     let clock = clock.to_str().expect("a UTF-8 path");
     spawn_client(&[&[clock][..], args].concat())
