@@ -26,7 +26,11 @@ pub struct QuicLimits {
     pub keep_alive: Option<Duration>,
     /// Bidirectional streams the peer may have open at once.
     pub max_concurrent_bidi_streams: u32,
-    /// Unidirectional streams the peer may have open at once.
+    /// Unidirectional streams the peer may have open at once. quinn-proto
+    /// keeps a table slot for every one of them from the handshake on (16
+    /// bytes each, in a table sized to the next power of two), in every
+    /// connection, subscribers' included, which open none: the limit is
+    /// memory per connection.
     pub max_concurrent_uni_streams: u32,
     /// Bytes the peer may send on one stream ahead of our reads.
     pub stream_receive_window: u32,
@@ -44,7 +48,7 @@ impl Default for QuicLimits {
             idle_timeout: Duration::from_secs(30),
             keep_alive: Some(Duration::from_secs(10)),
             max_concurrent_bidi_streams: 256,
-            max_concurrent_uni_streams: 1024,
+            max_concurrent_uni_streams: 256,
             stream_receive_window: 1024 * 1024,
             receive_window: 16 * 1024 * 1024,
             send_window: 16 * 1024 * 1024,
