@@ -95,8 +95,10 @@ pub async fn run_as<T: Transport>(
     shard.stats.session_states_alive.inc();
     info!(session = session.id.id, ?remote, %version, "session open");
 
+    // Boxed, so that the SETUP exchange's state is freed once done rather
+    // than kept in this future for the whole life of the session.
     let peer_setup = match version.has_setup() {
-        true => match exchange_setup(&session, &side).await {
+        true => match Box::pin(exchange_setup(&session, &side)).await {
             Ok(setup) => Some(setup),
             Err(e) => return setup_failed(&session, e),
         },
