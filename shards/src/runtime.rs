@@ -5,12 +5,9 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use bytes::Bytes;
-use quinn_proto::{
-    AckFrequencyConfig, EndpointConfig, IdleTimeout, ServerConfig, TransportConfig, VarInt,
-};
+use quinn_proto::{EndpointConfig, IdleTimeout, ServerConfig, TransportConfig, VarInt};
 use tracing::{error, info, warn};
 
 use crate::admission::Admission;
@@ -432,20 +429,6 @@ async fn run_shard<M, F, Fut>(
     tasks::driver(core).await;
 }
 
-/// Ack-eliciting packets a peer that speaks the QUIC ACK frequency extension
-/// (draft-ietf-quic-ack-frequency; quinn-based peers do, browsers do not yet)
-/// may receive before it must acknowledge. Without it a peer acknowledges
-/// every second packet, and on a fanout relay those ACKs are most of the
-/// packets it receives: each costs a receive, a decryption and quinn-proto's
-/// ACK processing. Media congestion control grows by acknowledged bytes, not
-/// ACK count, so acknowledging every tenth packet loses nothing but ACKs.
-const ACK_ELICITING_THRESHOLD: u32 = 9;
-
-/// The longest such a peer may hold an ACK back when fewer packets came.
-/// quinn-proto clamps it to at most the path RTT or 25 ms, whichever is
-/// greater, so loss recovery on a short path is not slowed.
-const MAX_ACK_DELAY: Duration = Duration::from_millis(25);
-
 fn transport_config(limits: &QuicLimits) -> Result<TransportConfig, RuntimeError> {
     let idle = IdleTimeout::try_from(limits.idle_timeout).map_err(|_| {
         RuntimeError::Transport(format!("idle timeout {:?} too large", limits.idle_timeout))
@@ -459,10 +442,5 @@ fn transport_config(limits: &QuicLimits) -> Result<TransportConfig, RuntimeError
         .receive_window(limits.receive_window.into())
         .send_window(limits.send_window)
         .datagram_receive_buffer_size(limits.datagram_receive_buffer);
-    let mut ack_frequency = AckFrequencyConfig::default();
-    ack_frequency
-        .ack_eliciting_threshold(ACK_ELICITING_THRESHOLD.into())
-        .max_ack_delay(Some(MAX_ACK_DELAY));
-    t.ack_frequency_config(Some(ack_frequency));
     Ok(t)
 }
