@@ -508,7 +508,7 @@ pub fn serve(
     let stats = Arc::new(HttpStats::default());
     http.push(("admin", stats.clone()));
     let admin = Admin::new(registry(QumoCollector::new(metrics, http)), announced);
-    let handler: Handler = Arc::new(move |request: &Request<Incoming>| {
+    let handler: Handler = Arc::new(move |request: &mut Request<Incoming>| {
         let stopping = stopping.load(Ordering::Relaxed);
         admin.answer(stopping, request.method(), request.uri().path())
     });

@@ -85,6 +85,10 @@ relay_stats! {
     sessions_refused_max_sessions: Counter,
     /// Sessions closed for a protocol violation.
     sessions_protocol_violations: Counter,
+    /// WebSocket connections closed for a message or frame over the QMux max_frame_size (16384 bytes), refused from its header.
+    websocket_messages_too_large: Counter,
+    /// WebSocket connections closed for a malformed WebSocket or QMux frame, a text message, or a QMux stream or flow-control violation.
+    websocket_protocol_errors: Counter,
     /// Sessions that sent no SETUP (or, lite-04, opened nothing) in time.
     sessions_setup_timeouts: Counter,
     /// Session tasks that panicked and were contained (a relay bug).
@@ -194,16 +198,23 @@ pub enum TransportKind {
     Quic,
     /// WebTransport over HTTP/3 (browsers).
     WebTransport,
+    /// QMux over WebSocket (browsers without WebTransport).
+    WebSocket,
 }
 
 impl TransportKind {
-    pub const ALL: [TransportKind; 2] = [TransportKind::Quic, TransportKind::WebTransport];
+    pub const ALL: [TransportKind; 3] = [
+        TransportKind::Quic,
+        TransportKind::WebTransport,
+        TransportKind::WebSocket,
+    ];
 
     /// The `transport` label value.
     pub fn label(self) -> &'static str {
         match self {
             TransportKind::Quic => "quic",
             TransportKind::WebTransport => "webtransport",
+            TransportKind::WebSocket => "websocket",
         }
     }
 }

@@ -96,7 +96,8 @@ pub async fn run_as<T: Transport>(
         closed: Signal::default(),
     });
     shard.stats.session_states_alive.inc();
-    info!(session = session.id.id, ?remote, %version, "session open");
+    let transport = session.transport.kind();
+    info!(session = session.id.id, ?remote, %version, transport, "session open");
 
     // Boxed, so that the SETUP exchange's state is freed once done rather
     // than kept in this future for the whole life of the session.

@@ -108,6 +108,10 @@ pub trait Transport: 'static {
     /// The peer's address, where there is one (for logs).
     fn remote_address(&self) -> Option<SocketAddr>;
 
+    /// What carries the session, for its log line: `quic`,
+    /// `webtransport`, `websocket`, `memory`.
+    fn kind(&self) -> &'static str;
+
     /// The URL the peer dialled, as path and query, on a transport that
     /// has one (WebTransport's CONNECT). Without one, the session's root
     /// and credentials come from the SETUP path.
@@ -281,6 +285,10 @@ impl Transport for Connection {
         Connection::remote_address(self)
     }
 
+    fn kind(&self) -> &'static str {
+        "quic"
+    }
+
     async fn open_uni(&self) -> Result<Self::Send, TransportError> {
         Ok(Connection::open_uni(self).await?)
     }
@@ -335,6 +343,10 @@ impl Transport for WtSession {
 
     fn remote_address(&self) -> Option<SocketAddr> {
         self.connection().remote_address()
+    }
+
+    fn kind(&self) -> &'static str {
+        "webtransport"
     }
 
     fn url(&self) -> Option<(&str, Option<&str>)> {

@@ -388,7 +388,7 @@ pub fn moq_clock_strict(url: &str, broadcast: &str) -> Client {
     spawn_moq_clock(&["--url", url, "--broadcast", broadcast, "subscribe"])
 }
 
-fn spawn_moq_clock(args: &[&str]) -> Client {
+pub fn spawn_moq_clock(args: &[&str]) -> Client {
     let mut child = Command::new(client_binary("moq-clock", "QUMO_MOQ_CLOCK"))
         .args(args)
         .env("NO_COLOR", "1")
