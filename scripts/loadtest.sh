@@ -66,6 +66,8 @@ Environment:
   LOADTEST_TIMEOUT         hard limit for the whole load in seconds
                            (default 300, or 1800 with --ramp)
   LOADTEST_BENCH_ARGS      extra qumo-bench options (see qumo-bench --help)
+  LOADTEST_RELAY_BIN       the qumo-relay to start (default target/release/qumo-relay):
+                           an older build, to compare two builds under one load
 
 The last line of output is the RESULT line. Exit status: 0 ok, 1 the smoke
 profile found loss or a failed connection, 2 the load could not run, 64 bad
@@ -165,7 +167,7 @@ if ! cargo build --release --locked -p qumo -p qumo-bench --bins >"$tmp/build.lo
     rm -rf "$tmp"
     die "release build failed"
 fi
-relay_bin=target/release/qumo-relay
+relay_bin="${LOADTEST_RELAY_BIN:-target/release/qumo-relay}"
 bench_bin=target/release/qumo-bench
 relay_pid=""
 # With --cluster: every relay started, relay 1 first.

@@ -169,7 +169,10 @@ struct BlockedTransmit {
 
 pub(crate) struct ShardInner {
     pub endpoint: Endpoint,
-    pub conns: HashMap<ConnectionHandle, ConnEntry>,
+    /// Boxed: a quinn-proto `Connection` is ~6 KB, and inline every empty
+    /// bucket of the table (up to half of them after it doubles) would
+    /// cost as much as a connection.
+    pub conns: HashMap<ConnectionHandle, Box<ConnEntry>>,
     queue: Vec<ConnectionHandle>,
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     pub accept_queue: VecDeque<Rc<ConnShared>>,
@@ -291,7 +294,7 @@ impl ShardCore {
             datagram_readers: WaitList::default(),
             final_stats: Cell::new(None),
         });
-        let mut entry = ConnEntry::new(conn, shared.clone());
+        let mut entry = Box::new(ConnEntry::new(conn, shared.clone()));
         if let Some((source, now)) = admitted {
             entry.source = Some(source);
             entry.handshaking = true;

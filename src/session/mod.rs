@@ -114,8 +114,10 @@ pub async fn run_as<T: Transport>(
     let transport = session.transport.kind();
     info!(session = session.id.id, ?remote, %version, transport, "session open");
 
+    // Boxed, so that the SETUP exchange's state is freed once done rather
+    // than kept in this future for the whole life of the session.
     let peer_setup = match version.has_setup() {
-        true => match exchange_setup(&session, &side).await {
+        true => match Box::pin(exchange_setup(&session, &side)).await {
             Ok(setup) => Some(setup),
             Err(e) => return setup_failed(&session, e),
         },
