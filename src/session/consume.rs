@@ -135,8 +135,8 @@ async fn read_announcements<T: Transport>(session: &Rc<Session<T>>) -> Result<()
         // someone before it (lite-04 senders put themselves on the chain);
         // a client's hop list is not believed, so it shows nothing.
         let own = usize::from(!session.version.has_announce_ok());
-        if peer && hops.len() > own {
-            session.relay_peer.set(true);
+        if peer && hops.len() > own && !session.relay_peer.replace(true) {
+            session.raise_peer_stream_limits();
         }
         let hops = match peer {
             true => hops,

@@ -134,7 +134,12 @@ pub async fn run_as<T: Transport>(
     };
     match authorized {
         Ok(grant) => {
+            let keyed = shard.settings.auth.is_some();
+            let peer = matches!(side, Side::Dialled { .. }) || (keyed && grant.is_cluster());
             let _ = session.grant.set(grant);
+            if peer {
+                session.raise_peer_stream_limits();
+            }
         }
         Err(refusal) => {
             debug!(session = session.id.id, reason = %refusal, "session refused");

@@ -104,6 +104,17 @@ impl<T: Transport> Session<T> {
         self.grant.get().unwrap_or(&auth::NOTHING)
     }
 
+    /// The peer is a relay: it may open the streams a relay link needs
+    /// (`quic.peer_max_concurrent_*`), not only what every client gets.
+    pub(super) fn raise_peer_stream_limits(&self) {
+        let (bidi, uni) = self.shard.settings.peer_stream_limits;
+        self.transport.raise_stream_limits(bidi, uni);
+        debug!(
+            session = self.id.id,
+            bidi, uni, "relay peer: stream limits raised"
+        );
+    }
+
     /// Count one more of the peer's subscriptions (SUBSCRIBE, TRACK or
     /// FETCH), if `relay.max_subscriptions_per_session` allows.
     pub(super) fn take_subscription_slot(&self) -> bool {

@@ -21,6 +21,7 @@ use std::net::SocketAddr;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use qumo_shards::quinn_proto::Dir;
 use qumo_shards::{Connection, ConnectionError, ReadStreamError, VarInt, WriteError};
 
 use crate::lite::{SessionCode, StreamCode};
@@ -159,6 +160,10 @@ pub trait Transport: 'static {
     fn traffic(&self) -> Option<Traffic> {
         None
     }
+
+    /// Let the peer open this many streams at once from now on, where the
+    /// transport has stream limits to raise (QUIC's MAX_STREAMS).
+    fn raise_stream_limits(&self, _bidi: u32, _uni: u32) {}
 
     /// What the transport's congestion controller knows of the path, for
     /// PROBE reports. Unknown by default: a transport without figures
@@ -325,6 +330,11 @@ impl Transport for Connection {
         connection_traffic(self)
     }
 
+    fn raise_stream_limits(&self, bidi: u32, uni: u32) {
+        self.set_max_concurrent_streams(Dir::Bi, bidi);
+        self.set_max_concurrent_streams(Dir::Uni, uni);
+    }
+
     fn estimate(&self) -> Estimate {
         self.stats()
             .map_or_else(Estimate::default, |s| Estimate::from_quic(&s))
@@ -397,6 +407,12 @@ impl Transport for WtSession {
     /// The whole connection's: it carries this one session.
     fn traffic(&self) -> Option<Traffic> {
         connection_traffic(self.connection())
+    }
+
+    /// The whole connection's limits: it carries this one session.
+    fn raise_stream_limits(&self, bidi: u32, uni: u32) {
+        self.connection().set_max_concurrent_streams(Dir::Bi, bidi);
+        self.connection().set_max_concurrent_streams(Dir::Uni, uni);
     }
 
     /// The HTTP/3 connection's: one WebTransport session per connection
