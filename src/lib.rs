@@ -5,6 +5,7 @@ pub mod announced;
 pub mod auth;
 pub mod config;
 pub mod http;
+pub mod ietf;
 pub mod lite;
 pub mod logging;
 pub mod message;
