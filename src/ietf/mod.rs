@@ -20,6 +20,7 @@
 //! - Unidirectional fetch streams: [`FetchHeader`], then [`FetchObject`] + payload.
 //! - QUIC datagrams: [`DatagramHeader`] + payload.
 
+mod code;
 mod coding;
 mod control;
 mod data;
@@ -33,6 +34,7 @@ mod tests;
 mod version;
 
 pub use crate::lite::{DecodeError, EncodeError, Limits};
+pub use code::SessionCode;
 pub use coding::{
     Decode, Encode, GroupOrder, Location, ParameterValue, Parameters, MAX_NAMESPACE_FIELDS,
     MAX_PARAMETERS, MAX_PARAMETER_VALUE,
