@@ -6,8 +6,14 @@
 //! come when, Request ID parity, order and MAX_REQUEST_ID limits, and which
 //! replies match which requests. It decides; it does no I/O. The task that reads
 //! the control stream feeds it every decoded message and closes the session with
-//! the [`Violation`](control::Violation)'s code on the first error. Bridging
-//! requests into the router (announce table, replicas, group cache) is still to
-//! come; `docs/IETF.md` describes the mapping it will follow.
+//! the [`Violation`](control::Violation)'s code on the first error.
+//!
+//! [`bridge`] holds the pure rules for meeting the relay's model: namespace
+//! tuples as broadcast paths, mirrored priorities, a relay group as one subgroup
+//! stream, and an incoming subgroup stream's objects as frames. The tasks that
+//! run a session over a `Transport` and bridge its requests into the router
+//! (announce table, replicas, group cache) are still to come; `docs/IETF.md`
+//! describes the mapping they follow.
 
+pub mod bridge;
 pub mod control;
