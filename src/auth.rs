@@ -23,6 +23,17 @@
 //! grant both directions to anyone whose path overlaps one of them. A token
 //! that is present is never passed over for public access, even when it is
 //! refused.
+//!
+//! **Cluster rights.** A token whose `root` is [`CLUSTER_ROOT`] (`.cluster`)
+//! makes its holder a relay peer: its announcements keep their hop lists,
+//! which steer routing and loop detection, and it is granted the relay's
+//! whole namespace whatever path it dialled. moq-token 0.7 has no `cluster`
+//! claim (moq-token-cli cannot write one), so the right rides the claim it
+//! can: `moq-token sign --root .cluster --publish "" --subscribe ""`. Any
+//! other session is a client: the hops it sends are dropped, so it cannot
+//! pose as a route, nor end every route through a relay by naming it. An
+//! open relay, and one with `auth.public` but no key (where no cluster
+//! token could verify), treat every session as a peer, as before.
 
 use std::path::Path;
 use std::time::SystemTime;
@@ -32,6 +43,10 @@ use moq_token::{Claims, Key, KeyOperation};
 use crate::lite::Role;
 use crate::metrics::{Figure, RelayStats};
 use crate::origin::{normalize, strip_prefix};
+
+/// The token `root` that grants cluster rights; moq-relay marks its peer
+/// dials with the same name (`/.cluster`).
+pub const CLUSTER_ROOT: &str = ".cluster";
 
 /// The `auth` section, loaded: the verifying key and the public prefixes.
 #[derive(Debug)]
@@ -130,13 +145,21 @@ impl Auth {
     /// The grant for a session that dialled `path` with `query` (without
     /// `?`): verified against the exact path that becomes its root.
     pub fn verify(&self, path: &str, query: Option<&str>) -> Result<Grant, Refusal> {
-        let claims = match query.and_then(jwt_parameter) {
+        let (claims, cluster) = match query.and_then(jwt_parameter) {
             Some(token) => {
                 let key = self.key.as_ref().ok_or(Refusal::InvalidToken)?;
-                key.verify(&token).map_err(|e| match e {
+                let claims = key.verify(&token).map_err(|e| match e {
                     moq_token::Error::TokenExpired => Refusal::Expired,
                     _ => Refusal::InvalidToken,
-                })?
+                })?;
+                if normalize(&claims.root) == CLUSTER_ROOT {
+                    return Ok(Grant {
+                        cluster: true,
+                        expires: claims.expires,
+                        ..Grant::everything()
+                    });
+                }
+                (claims, false)
             }
             None => {
                 // moq-relay: public access applies where a public prefix and
@@ -148,9 +171,11 @@ impl Auth {
                 if !self.public.iter().any(overlaps) {
                     return Err(Refusal::MissingToken);
                 }
-                Claims::default()
+                let claims = Claims::default()
                     .with_subscribe(self.public.iter().cloned())
-                    .with_publish(self.public.iter().cloned())
+                    .with_publish(self.public.iter().cloned());
+                // A peer's only where no cluster token could verify.
+                (claims, self.key.is_none())
             }
         };
         let permissions = claims.authorize(path).map_err(|_| Refusal::WrongRoot)?;
@@ -158,6 +183,7 @@ impl Auth {
             publish: permissions.publish,
             subscribe: permissions.subscribe,
             expires: claims.expires,
+            cluster,
         })
     }
 }
@@ -204,6 +230,9 @@ pub struct Grant {
     publish: Vec<String>,
     subscribe: Vec<String>,
     expires: Option<SystemTime>,
+    /// A relay peer: its announcements' hops are kept, and its root is the
+    /// relay's whole namespace.
+    cluster: bool,
 }
 
 /// Where an ANNOUNCE_REQUEST may look.
@@ -235,16 +264,25 @@ pub static NOTHING: Grant = Grant {
     publish: Vec::new(),
     subscribe: Vec::new(),
     expires: None,
+    cluster: false,
 };
 
 impl Grant {
-    /// Everything, for ever: a relay without `auth`.
+    /// Everything, for ever, as a peer: a relay without `auth`, or a relay
+    /// we dialled.
     pub fn everything() -> Self {
         Grant {
             publish: vec![String::new()],
             subscribe: vec![String::new()],
             expires: None,
+            cluster: true,
         }
+    }
+
+    /// Whether the holder is a relay peer (see the module's "Cluster
+    /// rights"): its announcements' hop lists are believed.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster
     }
 
     /// When the token behind this grant expires, if it does.

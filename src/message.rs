@@ -101,7 +101,7 @@ impl ShardMessage {
     pub fn weight(&self) -> u64 {
         match self {
             ShardMessage::Media {
-                event: MediaEvent::Frame { payload, .. },
+                event: MediaEvent::Frame { payload, .. } | MediaEvent::Datagram { payload, .. },
                 ..
             } => MESSAGE_WEIGHT + payload.len() as u64,
             ShardMessage::Attached { groups, .. } => {

@@ -89,6 +89,8 @@ relay_stats! {
     sessions_setup_timeouts: Counter,
     /// Session tasks that panicked and were contained (a relay bug).
     sessions_panicked: Counter,
+    /// Sessions this shard dialled (relay.upstream_url, cluster.peers) open now; counted by kind too, exempt from relay.max_sessions.
+    dialled_sessions_open: Gauge,
     /// Dials of relay.upstream_url that opened a session.
     upstream_dials_succeeded: Counter,
     /// Dials of relay.upstream_url that failed (lookup, certificate, handshake).
@@ -113,7 +115,25 @@ relay_stats! {
     auth_sessions_expired: Counter,
     /// Subscriptions open on this shard.
     subscriptions_open: Gauge,
-    /// Subscriptions or TRACK requests refused by max_subscriptions_per_session.
+    /// Media datagrams received from publishers for a subscription of ours.
+    media_datagrams_received: Counter,
+    /// Media datagrams sent to subscribers.
+    media_datagrams_sent: Counter,
+    /// Media datagrams dropped: for no subscription of ours, to a shard that
+    /// lags, or to a subscriber whose path had no room (send buffer full,
+    /// too large, fell DATAGRAM_RING behind).
+    datagrams_dropped: Counter,
+    /// PROBE streams being answered with bandwidth reports on this shard.
+    probes_open: Gauge,
+    /// PROBE streams reset NO_CAPACITY: the session already had one.
+    probes_refused: Counter,
+    /// FETCH streams being served on this shard.
+    fetches_open: Gauge,
+    /// FETCHes answered with every frame asked for.
+    fetches_served: Counter,
+    /// FETCHes answered NOT_FOUND: no such broadcast, or a group neither cached nor next.
+    fetches_not_found: Counter,
+    /// Subscriptions, TRACK requests or FETCHes refused by max_subscriptions_per_session.
     subscriptions_refused_limit: Counter,
     /// Announce prefixes refused as too long.
     announce_prefix_refused: Counter,
@@ -247,6 +267,34 @@ impl SessionKinds {
                 });
             }
         }
+    }
+}
+
+/// A session counted among its shard's sessions of its version and
+/// transport while it lives (dropped on every way out, a panic's unwinding
+/// included).
+pub struct KindCount {
+    stats: Arc<RelayStats>,
+    version: Version,
+    transport: TransportKind,
+}
+
+impl KindCount {
+    pub fn new(stats: Arc<RelayStats>, version: Version, transport: TransportKind) -> Self {
+        stats.sessions_by_kind.opened(version, transport);
+        Self {
+            stats,
+            version,
+            transport,
+        }
+    }
+}
+
+impl Drop for KindCount {
+    fn drop(&mut self) {
+        self.stats
+            .sessions_by_kind
+            .closed(self.version, self.transport);
     }
 }
 

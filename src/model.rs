@@ -97,6 +97,14 @@ pub enum MediaEvent {
         code: StreamCode,
     },
     Properties(TrackProperties),
+    /// A frame the publisher sent as a QUIC datagram (lite-05+): relayed
+    /// best-effort to subscribers, never cached in a group. Its sequence
+    /// is in the group namespace, but no group stream carries it.
+    Datagram {
+        sequence: u64,
+        timestamp: u64,
+        payload: Bytes,
+    },
     /// The publisher ended the track: `None` cleanly, else with this code.
     /// Groups still open are reset with `open_groups`: CANCEL when the
     /// track was ended, SESSION_CLOSED when its publisher vanished.
@@ -114,7 +122,9 @@ impl MediaEvent {
             | MediaEvent::Frame { sequence, .. }
             | MediaEvent::GroupEnd { sequence }
             | MediaEvent::GroupReset { sequence, .. } => Some(*sequence),
-            MediaEvent::Properties(_) | MediaEvent::TrackEnd { .. } => None,
+            MediaEvent::Properties(_)
+            | MediaEvent::TrackEnd { .. }
+            | MediaEvent::Datagram { .. } => None,
         }
     }
 

@@ -13,7 +13,7 @@ use crate::auth::Auth;
 use crate::config::Config;
 use crate::lite::{SessionCode, Version};
 use crate::message::MeshBacklog;
-use crate::metrics::{Metrics, RelayStats, TransportKind};
+use crate::metrics::{KindCount, Metrics, TransportKind};
 use crate::session;
 use crate::shard::{Settings, Shard};
 use crate::task::{catch_unwind, race, Either};
@@ -191,7 +191,7 @@ async fn serve_connection(shard: Rc<Shard>, shared: Shared, conn: Connection) {
     }
     let alpn = conn.alpn().unwrap_or_default();
     if let Some(version) = Version::from_alpn(&alpn) {
-        let _kind = KindCount::new(&shard, version, TransportKind::Quic);
+        let _kind = KindCount::new(shard.stats.clone(), version, TransportKind::Quic);
         return session::run(shard, conn, version, String::new()).await;
     }
     if alpn != b"h3" {
@@ -229,36 +229,8 @@ async fn serve_connection(shard: Rc<Shard>, shared: Shared, conn: Connection) {
         .and_then(Version::from_wt_protocol)
         .unwrap_or(Version::Lite04);
     let root = wt.path().to_string();
-    let _kind = KindCount::new(&shard, version, TransportKind::WebTransport);
+    let _kind = KindCount::new(shard.stats.clone(), version, TransportKind::WebTransport);
     session::run(shard, wt, version, root).await;
-}
-
-/// A session counted among its shard's sessions of its version and
-/// transport while its task runs (dropped on every way out, a panic's
-/// unwinding included).
-struct KindCount {
-    stats: Arc<RelayStats>,
-    version: Version,
-    transport: TransportKind,
-}
-
-impl KindCount {
-    fn new(shard: &Shard, version: Version, transport: TransportKind) -> Self {
-        shard.stats.sessions_by_kind.opened(version, transport);
-        Self {
-            stats: shard.stats.clone(),
-            version,
-            transport,
-        }
-    }
-}
-
-impl Drop for KindCount {
-    fn drop(&mut self) {
-        self.stats
-            .sessions_by_kind
-            .closed(self.version, self.transport);
-    }
 }
 
 /// How long a WebTransport client has to send its CONNECT.

@@ -640,7 +640,13 @@ impl Router {
             return;
         }
         let mut sends = Vec::with_capacity(hub.shards.len());
+        let datagram = matches!(event, MediaEvent::Datagram { .. });
         for &shard in hub.shards.keys() {
+            // Best-effort by definition: a lagging shard gets none.
+            if datagram && (self.lagging)(shard) {
+                self.stats.datagrams_dropped.inc();
+                continue;
+            }
             if let Some(sequence) = sequence {
                 if hub.dropped.contains(&(shard, sequence)) {
                     if group_over {

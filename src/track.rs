@@ -188,6 +188,19 @@ impl Group {
     }
 }
 
+/// Datagrams a replica keeps for its local subscribers to pick up: the
+/// newest few. A subscriber that falls further behind than this loses the
+/// rest (counted), as a congested path would.
+pub const DATAGRAM_RING: usize = 64;
+
+/// A frame the publisher sent as a datagram, as a replica keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackDatagram {
+    pub sequence: u64,
+    pub timestamp: u64,
+    pub payload: Bytes,
+}
+
 /// Where the track stands as a whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TrackState {
@@ -210,6 +223,9 @@ pub struct TrackReplica {
     state: Cell<TrackState>,
     properties: Cell<Option<TrackProperties>>,
     subscribers: Cell<usize>,
+    /// The newest datagrams, and the number the next one will get.
+    datagrams: RefCell<VecDeque<TrackDatagram>>,
+    next_datagram: Cell<u64>,
     waiters: WaitList,
 }
 
@@ -224,6 +240,8 @@ impl TrackReplica {
             state: Cell::new(TrackState::Pending),
             properties: Cell::new(None),
             subscribers: Cell::new(0),
+            datagrams: RefCell::new(VecDeque::new()),
+            next_datagram: Cell::new(0),
             waiters: WaitList::default(),
         }
     }
@@ -291,6 +309,40 @@ impl TrackReplica {
         self.waiters.waiter()
     }
 
+    /// The number the next datagram will get: where a new subscriber's
+    /// datagram cursor starts.
+    pub fn next_datagram(&self) -> u64 {
+        self.next_datagram.get()
+    }
+
+    /// The datagrams numbered `from` on, into `out`; returns how many of
+    /// them the ring no longer holds and where the cursor goes next.
+    pub fn datagrams_from(&self, from: u64, out: &mut Vec<TrackDatagram>) -> (u64, u64) {
+        let next = self.next_datagram.get();
+        let ring = self.datagrams.borrow();
+        let oldest = next - ring.len() as u64;
+        let missed = oldest.saturating_sub(from);
+        let skip = from.saturating_sub(oldest) as usize;
+        out.extend(ring.iter().skip(skip).cloned());
+        (missed, next)
+    }
+
+    fn push_datagram(&self, datagram: TrackDatagram) {
+        let mut ring = self.datagrams.borrow_mut();
+        if ring.len() == DATAGRAM_RING {
+            ring.pop_front();
+        }
+        ring.push_back(datagram);
+        drop(ring);
+        self.next_datagram.set(self.next_datagram.get() + 1);
+        self.wake();
+    }
+
+    /// The cached group `sequence`, if any (what a FETCH asks for).
+    pub fn group(&self, sequence: u64) -> Option<Rc<Group>> {
+        self.find(sequence)
+    }
+
     /// The owner attached this shard: the track is live from here on.
     pub fn attach(&self, properties: Option<TrackProperties>) {
         if self.state.get() == TrackState::Pending {
@@ -330,6 +382,15 @@ impl TrackReplica {
                 self.properties.set(Some(properties));
                 self.wake();
             }
+            MediaEvent::Datagram {
+                sequence,
+                timestamp,
+                payload,
+            } => self.push_datagram(TrackDatagram {
+                sequence,
+                timestamp,
+                payload,
+            }),
             MediaEvent::TrackEnd { code, open_groups } => self.end(code, open_groups),
         }
         None

@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 
 use crate::lite::Version;
 use crate::message::ShardMessage;
+use crate::metrics::{KindCount, RelayStats, TransportKind};
 use crate::peer_url::{PeerTrust, PeerUrl};
 use crate::session::{self, Side};
 use crate::shard::Shard;
@@ -36,8 +37,14 @@ pub const UPSTREAM_SHARD: usize = 0;
 /// [`MAX_BACKOFF`], back to this after a session that was established.
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
-/// Name lookup and the certificate-hash fetch, each.
+/// Name lookup.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+/// The whole certificate-hash fetch: connect, request and response. A
+/// deadline per read would let a peer dripping a byte at a time hold the
+/// helper thread for hours, one more with every redial.
+const PIN_FETCH_DEADLINE: Duration = Duration::from_secs(10);
+/// The most of a `/certificate.sha256` response read.
+const PIN_RESPONSE_LIMIT: usize = 16 * 1024;
 /// The QUIC handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -129,6 +136,12 @@ pub async fn maintain(ctx: ShardContext<ShardMessage>, shard: Rc<Shard>, upstrea
                 let side = Side::Dialled {
                     setup_path: upstream.url.setup_path.clone(),
                 };
+                // Counted by kind like an accepted session, but outside
+                // relay.max_sessions: a link this relay chose must not be
+                // refused because its clients filled it.
+                let _kind = KindCount::new(shard.stats.clone(), version, TransportKind::Quic);
+                shard.stats.dialled_sessions_open.inc();
+                let _dialled = DialledCount(shard.stats.clone());
                 let ended = race(
                     session::run_as(shard.clone(), conn, version, String::new(), side),
                     ctx.shutdown_started(),
@@ -159,6 +172,15 @@ pub async fn maintain(ctx: ShardContext<ShardMessage>, shard: Rc<Shard>, upstrea
     }
 }
 
+/// A dialled session counted open while it lives.
+struct DialledCount(Arc<RelayStats>);
+
+impl Drop for DialledCount {
+    fn drop(&mut self) {
+        self.0.dialled_sessions_open.dec();
+    }
+}
+
 /// Between half and all of `backoff`, so edges that lost the same upstream
 /// do not all dial it again in step.
 fn jittered(backoff: Duration) -> Duration {
@@ -173,9 +195,11 @@ async fn dial(
     upstream: &Upstream,
 ) -> Result<(qumo_shards::Connection, Version), String> {
     let url = upstream.url.clone();
-    let (addr, verifier) = off_shard(LOOKUP_TIMEOUT, move || resolve_and_trust(&url))
-        .await
-        .ok_or("name lookup or certificate fetch timed out")??;
+    let (addr, verifier) = off_shard(LOOKUP_TIMEOUT + PIN_FETCH_DEADLINE, move || {
+        resolve_and_trust(&url)
+    })
+    .await
+    .ok_or("name lookup or certificate fetch timed out")??;
     let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -220,33 +244,48 @@ fn resolve_and_trust(url: &PeerUrl) -> Result<(SocketAddr, Option<PinnedCertific
         .ok_or_else(|| format!("{} has no address", url.host))?;
     let pin = match url.trust {
         PeerTrust::Roots => None,
-        PeerTrust::FetchedPin => Some(PinnedCertificate::new(fetch_pin(addr)?)),
+        PeerTrust::FetchedPin => Some(PinnedCertificate::new(fetch_pin(addr, PIN_FETCH_DEADLINE)?)),
     };
     Ok((addr, pin))
 }
 
-/// `GET /certificate.sha256` over TCP at `addr`: 64 hex digits.
-fn fetch_pin(addr: SocketAddr) -> Result<[u8; 32], String> {
-    use std::io::{Read, Write};
-    let fail = |e: std::io::Error| format!("certificate hash from {addr}: {e}");
-    let mut stream = TcpStream::connect_timeout(&addr, LOOKUP_TIMEOUT).map_err(fail)?;
-    stream
-        .set_read_timeout(Some(LOOKUP_TIMEOUT))
-        .map_err(fail)?;
-    stream
-        .set_write_timeout(Some(LOOKUP_TIMEOUT))
-        .map_err(fail)?;
+/// `GET /certificate.sha256` over TCP at `addr`: 64 hex digits, all of it
+/// done `within` that time or refused.
+fn fetch_pin(addr: SocketAddr, within: Duration) -> Result<[u8; 32], String> {
+    use std::io::{ErrorKind, Read, Write};
+    let deadline = Instant::now() + within;
+    let late = || format!("certificate hash from {addr}: no answer within {within:?}");
+    // Each step may take only what is left of the whole.
+    let left = || {
+        deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(late)
+    };
+    let fail = |e: std::io::Error| match e.kind() {
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => late(),
+        _ => format!("certificate hash from {addr}: {e}"),
+    };
+    let mut stream = TcpStream::connect_timeout(&addr, left()?).map_err(fail)?;
+    stream.set_write_timeout(Some(left()?)).map_err(fail)?;
     let request = format!(
         "GET {} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n",
         crate::http::CERTIFICATE_PATH
     );
     stream.write_all(request.as_bytes()).map_err(fail)?;
     let mut response = Vec::new();
+    let mut chunk = [0u8; 1024];
     // A hostile peer may send without end: read a bounded amount.
-    stream
-        .take(16 * 1024)
-        .read_to_end(&mut response)
-        .map_err(fail)?;
+    while response.len() < PIN_RESPONSE_LIMIT {
+        stream.set_read_timeout(Some(left()?)).map_err(fail)?;
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => response.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(fail(e)),
+        }
+    }
+    response.truncate(PIN_RESPONSE_LIMIT);
     let text = String::from_utf8_lossy(&response);
     let (head, body) = text
         .split_once("\r\n\r\n")
@@ -313,6 +352,66 @@ mod tests {
         assert_eq!((pin[0], pin[1], pin[31]), (0x00, 0xff, 0xff));
         assert_eq!(parse_hex_pin("abc"), None);
         assert_eq!(parse_hex_pin(&"zz".repeat(32)), None);
+    }
+
+    /// A TCP server on loopback that answers every connection with
+    /// `response`, one byte per `pace`; returns its address.
+    fn dripping_server(response: Vec<u8>, pace: Duration) -> SocketAddr {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let response = response.clone();
+                std::thread::spawn(move || {
+                    let mut request = [0u8; 512];
+                    let _ = stream.read(&mut request);
+                    for byte in response {
+                        if stream.write_all(&[byte]).is_err() {
+                            return;
+                        }
+                        std::thread::sleep(pace);
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    /// `fetch_pin` on a helper thread; panics if it has not returned
+    /// within `limit` (far beyond any deadline the test sets).
+    fn fetch_within(
+        addr: SocketAddr,
+        deadline: Duration,
+        limit: Duration,
+    ) -> Result<[u8; 32], String> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(fetch_pin(addr, deadline));
+        });
+        rx.recv_timeout(limit)
+            .expect("fetch_pin returned: its deadline bounds the whole fetch")
+    }
+
+    #[test]
+    fn a_dripping_certificate_server_is_cut_off_at_the_deadline() {
+        // An endless header, a byte every 20 ms: each read succeeds, so
+        // only a deadline over the whole fetch ends it (a per-read timeout
+        // would take 16 KiB x 20 ms = 5.5 minutes).
+        let addr = dripping_server(vec![b'x'; 64 * 1024], Duration::from_millis(20));
+        let error = fetch_within(addr, Duration::from_millis(300), Duration::from_secs(60))
+            .expect_err("no hash from a dripping server");
+        assert!(error.contains("no answer within"), "{error}");
+    }
+
+    #[test]
+    fn a_prompt_certificate_server_is_read_within_the_deadline() {
+        let hex = "ab".repeat(32);
+        let response = format!("HTTP/1.1 200 OK\r\ncontent-length: 64\r\n\r\n{hex}");
+        let addr = dripping_server(response.into_bytes(), Duration::ZERO);
+        let pin = fetch_within(addr, Duration::from_secs(10), Duration::from_secs(60)).unwrap();
+        assert_eq!(pin, [0xab; 32]);
     }
 
     #[test]

@@ -407,3 +407,63 @@ async fn a_session_is_closed_as_unauthorized_when_its_token_expires() {
     counted(admin, "auth_sessions_expired", 1.0).await;
     assert_eq!(scrape(admin, "auth_refused_expired").await, 0.0);
 }
+
+/// Only a token with cluster rights (root `.cluster`, minted by
+/// moq-token-cli) makes a session a relay peer whose hop lists count; an
+/// ordinary token, even one for everything, announces as a client: the hops
+/// it names are dropped, so it cannot pose as a longer or shorter route.
+#[tokio::test(flavor = "current_thread")]
+async fn only_a_cluster_token_announces_with_hops() {
+    let keys = Keys::generate("HS256");
+    let (relay, admin) = relay(&keys.verifying, "[]");
+    let client = keys.sign("", &[""], &[""]);
+    let cluster = keys.sign(".cluster", &[""], &[""]);
+
+    let as_client = dial(&relay, Version::Lite06, &format!("/?jwt={client}"), None).await;
+    let _client_upstreams = as_client.publish_with_hops("from-client", vec![11, 12]);
+    // moq-relay's peer dials name `/.cluster`: a cluster token's session
+    // still shares the relay's whole namespace.
+    let as_peer = dial(
+        &relay,
+        Version::Lite06,
+        &format!("/.cluster?jwt={cluster}"),
+        None,
+    )
+    .await;
+    let _peer_upstreams = as_peer.publish_with_hops("from-peer", vec![11, 12]);
+
+    let listed = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + 20 * SECOND;
+        loop {
+            let json: serde_json::Value =
+                serde_json::from_str(&http::get_ok(admin, "/announced", 10 * SECOND))
+                    .expect("JSON");
+            let hops: Vec<(String, u64)> = json["broadcasts"]
+                .as_array()
+                .expect("a broadcasts list")
+                .iter()
+                .map(|b| {
+                    (
+                        b["path"].as_str().unwrap().to_string(),
+                        b["hops"].as_u64().unwrap(),
+                    )
+                })
+                .collect();
+            if hops.len() >= 2 {
+                return hops;
+            }
+            assert!(std::time::Instant::now() < deadline, "last {json}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        listed.contains(&("from-client".to_string(), 0)),
+        "a client's hops are dropped: {listed:?}"
+    );
+    assert!(
+        listed.contains(&("from-peer".to_string(), 2)),
+        "a peer's hops are kept, at the relay's root: {listed:?}"
+    );
+}

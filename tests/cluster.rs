@@ -226,3 +226,62 @@ fn nothing_announced(admin: SocketAddr) {
         std::thread::sleep(SECOND / 20);
     }
 }
+
+/// On a relay with an auth key, a dialling qumo node is a peer only with a
+/// cluster token (root `.cluster`) in its peer URL: B's broadcasts reach A
+/// with their hops, while C, whose URL carries a token for everything but
+/// no cluster right, links as a client and its hops are dropped.
+#[tokio::test(flavor = "current_thread")]
+async fn a_keyed_relay_takes_hops_only_from_a_peer_with_a_cluster_token() {
+    let keys = support::token::Keys::generate("HS256");
+    let cluster = keys.sign(".cluster", &[""], &[""]);
+    let everything = keys.sign("", &[""], &[""]);
+    let port_a = support::free_port();
+    let a = Relay::start_on(
+        &format!("127.0.0.1:{port_a}"),
+        2,
+        &format!(
+            "admin:\n  address: \"127.0.0.1:0\"\nauth:\n  key_file: \"{}\"\n  public: []\n",
+            keys.verifying.display()
+        ),
+    );
+    let dialling_a = |name: &str, token: &str| {
+        Relay::start_with(
+            2,
+            &format!(
+                "cluster:\n  node: {name}\n  peers: [\"http://127.0.0.1:{port_a}/?jwt={token}\"]\n"
+            ),
+        )
+    };
+    let b = dialling_a("b", &cluster);
+    let c = dialling_a("c", &everything);
+    let on_b = Peer::connect(b.addr, &b.fingerprint, Version::Lite06).await;
+    let _b_upstreams = on_b.publish("via-b");
+    let on_c = Peer::connect(c.addr, &c.fingerprint, Version::Lite06).await;
+    let _c_upstreams = on_c.publish("via-c");
+
+    let admin = http::admin_addr(&a);
+    let listed = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + 30 * SECOND;
+        loop {
+            let body = http::get_ok(admin, "/announced", 10 * SECOND);
+            let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+            let hops = |path: &str| {
+                json["broadcasts"]
+                    .as_array()?
+                    .iter()
+                    .find(|b| b["path"] == path)?["hops"]
+                    .as_u64()
+            };
+            if let (Some(b), Some(c)) = (hops("via-b"), hops("via-c")) {
+                return (b, c);
+            }
+            assert!(std::time::Instant::now() < deadline, "last {json}");
+            std::thread::sleep(SECOND / 20);
+        }
+    })
+    .await
+    .unwrap();
+    assert!(listed.0 >= 1, "B's hops kept: {listed:?}\n{}", a.log());
+    assert_eq!(listed.1, 0, "C's hops dropped: {listed:?}\n{}", a.log());
+}

@@ -311,39 +311,8 @@ fn moq_clock_over_the_session_cap_is_refused_before_any_handshake() {
 /// hash moq-relay serves), and a moq-clock on the edge prints the ticks.
 #[test]
 fn a_qumo_edge_under_moq_relay_serves_its_clock() {
-    let port = support::free_port();
-    let origin = format!("127.0.0.1:{port}");
-    let mut moq_relay =
-        std::process::Command::new(support::client_binary("moq-relay", "QUMO_MOQ_RELAY"))
-            .args([
-                "--listen",
-                &origin,
-                "--listen-tls-generate",
-                "localhost",
-                "--web-http-listen",
-                &origin,
-                "--auth-public",
-                "**",
-            ])
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("moq-relay runs");
-    let origin_log = support::Lines::collect(moq_relay.stderr.take().unwrap());
-    let _kill = KillOnDrop(moq_relay);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    // Up when its HTTP side (the certificate hash) accepts connections.
-    let served = || std::net::TcpStream::connect(&origin).is_ok();
-    while !served() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "moq-relay did not start:\n{:#?}",
-            origin_log.snapshot()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let moq_relay = MoqRelay::start(&[]);
+    let origin = &moq_relay.addr;
     let _publisher = moq_clock(&format!("http://{origin}"), "clock", "publish");
 
     let edge = Relay::start_with(2, &format!("relay:\n  upstream_url: \"http://{origin}\"\n"));
@@ -356,7 +325,7 @@ fn a_qumo_edge_under_moq_relay_serves_its_clock() {
         learned.is_some(),
         "the edge never learned the clock:\n{}\nmoq-relay:\n{:#?}",
         edge.log(),
-        origin_log.snapshot()
+        moq_relay.log.snapshot()
     );
     let subscriber = moq_clock(
         &format!("moql://127.0.0.1:{}", edge.addr.port()),
@@ -370,6 +339,127 @@ fn a_qumo_edge_under_moq_relay_serves_its_clock() {
         subscriber.stderr.snapshot(),
         edge.log()
     );
+}
+
+/// The other way round: moq-relay 0.17.10 joins qumo as a cluster node
+/// (`--cluster-connect http://qumo/`, pinning the hash qumo serves, with
+/// `--cluster-token`: a moq-token-cli token with cluster rights). Its dial
+/// is a moq-lite session that both publishes (its origin, hops included)
+/// and subscribes (ANNOUNCE_REQUEST for everything), so a clock published
+/// on either relay is read on the other.
+#[test]
+fn moq_relay_dialling_qumo_as_a_cluster_peer_gets_and_gives_broadcasts() {
+    let keys = support::token::Keys::generate("HS256");
+    let token_dir = tempfile::tempdir().unwrap();
+    let cluster_token = token_dir.path().join("cluster.jwt");
+    std::fs::write(&cluster_token, keys.sign(".cluster", &[""], &[""])).unwrap();
+    // A fixed port: the certificate hash is served over TCP on the same one.
+    // Clients are public; only the cluster token makes a peer.
+    let qumo = Relay::start_on(
+        &format!("127.0.0.1:{}", support::free_port()),
+        2,
+        &format!(
+            "auth:\n  key_file: \"{}\"\n  public: [\"\"]\nadmin:\n  address: \"127.0.0.1:0\"\n",
+            keys.verifying.display()
+        ),
+    );
+    let admin = support::http::admin_addr(&qumo);
+    let moq_relay = MoqRelay::start(&[
+        "--cluster-connect",
+        &format!("http://127.0.0.1:{}/", qumo.addr.port()),
+        "--cluster-token",
+        cluster_token.to_str().unwrap(),
+    ]);
+    let _on_moq_relay = moq_clock(&format!("http://{}", moq_relay.addr), "theirs", "publish");
+    let _on_qumo = moq_clock(&format!("moql://{}", qumo.addr), "ours", "publish");
+    // moq-relay's announcement reaches qumo over its dialled session with
+    // its hops kept: the token made it a peer, not a client.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let listed = support::http::get_ok(admin, "/announced/theirs", Duration::from_secs(10));
+        let json: serde_json::Value = serde_json::from_str(&listed).expect("JSON");
+        let hops = json["broadcasts"][0]["hops"].as_u64();
+        if hops.is_some_and(|h| h >= 1) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "qumo never learned moq-relay's clock as a peer's: {json}\n{}\nmoq-relay:\n{:#?}",
+            qumo.log(),
+            moq_relay.log.snapshot()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let on_qumo = moq_clock(&format!("moql://{}", qumo.addr), "theirs", "subscribe");
+    let ticks = on_qumo.ticks(3, Duration::from_secs(20));
+    assert!(
+        ticks.len() >= 3,
+        "moq-relay's clock on qumo: {ticks:?}; client log:\n{:#?}\nqumo log:\n{}",
+        on_qumo.stderr.snapshot(),
+        qumo.log()
+    );
+
+    let on_moq_relay = moq_clock(&format!("http://{}", moq_relay.addr), "ours", "subscribe");
+    let ticks = on_moq_relay.ticks(3, Duration::from_secs(20));
+    assert!(
+        ticks.len() >= 3,
+        "qumo's clock on moq-relay: {ticks:?}; client log:\n{:#?}\nmoq-relay:\n{:#?}\nqumo log:\n{}",
+        on_moq_relay.stderr.snapshot(),
+        moq_relay.log.snapshot(),
+        qumo.log()
+    );
+}
+
+/// moq-dev's `moq-relay` on a free loopback port with a generated
+/// certificate, its hash served over HTTP on the same port, open to all;
+/// `extra` adds flags. Killed when dropped.
+struct MoqRelay {
+    addr: String,
+    log: support::Lines,
+    _child: KillOnDrop,
+}
+
+impl MoqRelay {
+    fn start(extra: &[&str]) -> MoqRelay {
+        let addr = format!("127.0.0.1:{}", support::free_port());
+        let mut child =
+            std::process::Command::new(support::client_binary("moq-relay", "QUMO_MOQ_RELAY"))
+                .args([
+                    "--listen",
+                    &addr,
+                    "--listen-tls-generate",
+                    "localhost",
+                    "--web-http-listen",
+                    &addr,
+                    "--auth-public",
+                    "**",
+                ])
+                .args(extra)
+                .env("NO_COLOR", "1")
+                .env("RUST_LOG", "info")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("moq-relay runs");
+        let log = support::Lines::collect(child.stderr.take().unwrap());
+        let child = KillOnDrop(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        // Up when its HTTP side (the certificate hash) accepts connections.
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "moq-relay did not start:\n{:#?}",
+                log.snapshot()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        MoqRelay {
+            addr,
+            log,
+            _child: child,
+        }
+    }
 }
 
 struct KillOnDrop(std::process::Child);

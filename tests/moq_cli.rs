@@ -465,3 +465,97 @@ fn moq_cli_carries_its_token_in_the_setup_path() {
         });
     assert!(!relay.log().contains(&watch), "a token was logged");
 }
+
+/// `moq fetch --group N` sends a lite-06 FETCH for one group; the relay
+/// answers it from the group cache of the track a viewer keeps subscribed,
+/// whichever shard the fetching session landed on. `moq import avc3` makes
+/// one group per access unit, numbered as the units are, so group N holds
+/// access unit N. A group never published is NOT_FOUND, which `moq` reports
+/// as "not found".
+#[test]
+fn moq_cli_fetches_a_past_group_from_the_relays_cache() {
+    let relay = Relay::start_with(2, "relay:\n  group_cache_size: 64\n");
+    let publisher = Moq::publish(&relay, "fetch.hang", None, Duration::from_millis(100));
+    relay
+        .wait_for("broadcast=fetch.hang active=true", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("no announcement; moq:\n{}", publisher.log()));
+    let viewer = Moq::subscribe(&relay, "fetch.hang");
+    let seen = distinct(&viewer.frames(8, Duration::from_secs(15)));
+    assert!(
+        seen.len() >= 8,
+        "viewer got {seen:?}; relay:\n{}",
+        relay.log()
+    );
+    let fetch = |group: u32| {
+        let group = group.to_string();
+        let args = [
+            "--broadcast",
+            "fetch.hang",
+            "fetch",
+            "--group",
+            &group,
+            "0.avc3",
+        ];
+        let mut fetch = Moq::spawn_at(&relay, "", &args);
+        let status = fetch.wait(Duration::from_secs(30));
+        (status, fetch)
+    };
+    // A group the viewer got and that has ended since. `moq export`
+    // subscribes again when the catalog changes, and if its old
+    // subscription ends first the track's hub (and its cache) goes with
+    // it: a miss right after that says nothing about FETCH, so a miss is
+    // retried with a newer group, at most twice.
+    let mut attempts = Vec::new();
+    for _ in 0..3 {
+        let seen = distinct(&viewer.frames(0, Duration::ZERO));
+        let past = seen[seen.len() - 2];
+        let (status, fetched) = fetch(past);
+        let got = frames_in(&fetched.stdout());
+        if status.is_some_and(|s| s.success()) {
+            assert_eq!(
+                got,
+                vec![Some(past)],
+                "fetch of group {past}; moq:\n{}",
+                fetched.log()
+            );
+            let group = format!("track=fetch.hang/0.avc3 group={past}");
+            let served = ["fetch served", group.as_str()];
+            assert!(
+                relay
+                    .wait_for_nth_all(&served, 0, Duration::from_secs(5))
+                    .is_some(),
+                "{}",
+                relay.log()
+            );
+            break;
+        }
+        assert!(fetched.log().contains("not found"), "{}", fetched.log());
+        attempts.push(past);
+    }
+    assert!(
+        attempts.len() < 3,
+        "fetches of groups {attempts:?} all missed; relay:\n{}",
+        relay.log()
+    );
+    let (status, missing) = fetch(1_000_000);
+    assert_eq!(
+        status.map(|s| s.success()),
+        Some(false),
+        "{}",
+        missing.log()
+    );
+    assert!(missing.log().contains("not found"), "{}", missing.log());
+    assert!(missing.stdout().is_empty());
+    // The relay's answer, not the client's guess.
+    assert!(
+        relay
+            .wait_for_nth_all(
+                &["fetch refused", "group=1000000 code=not found"],
+                0,
+                Duration::from_secs(5)
+            )
+            .is_some(),
+        "{}",
+        relay.log()
+    );
+}

@@ -571,3 +571,93 @@ async fn subscribing_again_before_the_owner_answers_keeps_the_new_subscription()
     }
     assert!(heard.iter().all(|id| id % 2 == 1), "{heard:?}");
 }
+
+/// Over raw QUIC the relay offers probing in its SETUP and answers a PROBE
+/// stream with what quinn-proto measured: a bitrate (cwnd x 8 / rtt) and
+/// the round trip (loopback: under a millisecond, sent as 1).
+#[tokio::test(flavor = "current_thread")]
+async fn a_probe_stream_gets_the_connections_bandwidth_estimate() {
+    let relay = Relay::start(1);
+    let version = Version::Lite06;
+    let peer = Peer::connect(relay.addr, &relay.fingerprint, version).await;
+    let setup = async {
+        let recv = peer.conn.accept_uni().await.unwrap();
+        let mut reader = support::lite::Reader::new(recv, version);
+        let kind = reader.decode::<qumo::lite::UniType>().await.unwrap();
+        assert_eq!(kind, Some(qumo::lite::UniType::Setup));
+        reader.decode::<qumo::lite::Setup>().await.unwrap().unwrap()
+    };
+    let setup = within("the relay's SETUP", 5 * SECOND, setup).await;
+    assert_eq!(setup.probe, qumo::lite::ProbeLevel::Report);
+
+    let (mut send, recv) = peer.conn.open_bi().await.unwrap();
+    let kind = support::lite::encode(version, &[&BidiType::Probe]);
+    send.write_all(&kind).await.unwrap();
+    let mut reports = support::lite::Reader::new(recv, version);
+    let report = within("a PROBE", 5 * SECOND, reports.decode::<qumo::lite::Probe>())
+        .await
+        .unwrap()
+        .expect("a report before the FIN");
+    let bitrate = report.bitrate.expect("a bitrate");
+    // quinn's initial window (about 12 kB) in under a millisecond is
+    // already more than 100 Mbit/s; anything below 1 Mbit/s is not cwnd/rtt.
+    assert!(bitrate > 1_000_000, "{report:?}");
+    assert!(report.rtt.is_some_and(|rtt| rtt < 1_000), "{report:?}");
+    // Our FIN ends the reports: the relay finishes its side.
+    send.finish().unwrap();
+    let end = async {
+        while reports
+            .decode::<qumo::lite::Probe>()
+            .await
+            .unwrap()
+            .is_some()
+        {}
+    };
+    within("the relay's FIN", 5 * SECOND, end).await;
+}
+
+/// A frame a lite-05 publisher sends as a QUIC datagram reaches a lite-06
+/// subscriber as one, under the subscriber's own subscribe id, while
+/// groups go on over streams.
+#[tokio::test(flavor = "current_thread")]
+async fn a_publishers_datagram_reaches_the_subscriber_as_a_datagram() {
+    let relay = Relay::start(2);
+    let (publisher, mut subscriptions) = publisher(&relay, Version::Lite05, "cam").await;
+    let viewer = Peer::connect(relay.addr, &relay.fingerprint, Version::Lite06).await;
+    let _subscription = viewer.subscribe(9, "cam", "video", 0).await.unwrap();
+    let upstream = within("upstream", 5 * SECOND, subscriptions.recv())
+        .await
+        .unwrap();
+    // A group first, so the subscription is surely live at the relay.
+    publisher
+        .send_group(upstream, 0, &[Bytes::from_static(b"g")])
+        .await;
+    let (_, frames) = within("group", 5 * SECOND, viewer.read_group())
+        .await
+        .unwrap();
+    assert_eq!(frames, [Bytes::from_static(b"g")]);
+
+    let header = qumo::lite::DatagramHeader {
+        subscribe: upstream,
+        sequence: 1,
+        timestamp: 4242,
+    };
+    let mut body = bytes::BytesMut::new();
+    header.encode(&mut body, Version::Lite05).unwrap();
+    body.extend_from_slice(b"over a datagram");
+    let body = body.freeze();
+    // Datagrams may be lost even on loopback: send until one arrives.
+    let received = within("a datagram", 5 * SECOND, async {
+        loop {
+            publisher.conn.send_datagram(body.clone()).unwrap();
+            let read = tokio::time::timeout(SECOND / 10, viewer.conn.read_datagram());
+            if let Ok(Ok(datagram)) = read.await {
+                return datagram;
+            }
+        }
+    })
+    .await;
+    let (got, payload) = qumo::lite::DatagramHeader::decode(&received, Version::Lite06).unwrap();
+    assert_eq!((got.subscribe, got.sequence, got.timestamp), (9, 1, 4242));
+    assert_eq!(payload, b"over a datagram");
+}

@@ -167,3 +167,38 @@ async fn an_edge_dials_a_restarted_origin_again() {
     .unwrap();
     assert_eq!(frames, vec![Bytes::from_static(b"back")]);
 }
+
+/// A dialled link is exempt from `relay.max_sessions`: an edge whose one
+/// client slot is taken still dials its origin, and the link is counted by
+/// kind (and as dialled) beside the client.
+#[tokio::test(flavor = "current_thread")]
+async fn a_full_edge_still_dials_its_origin_and_counts_the_link() {
+    let port = support::free_port();
+    // The origin is not up yet: the edge keeps redialling.
+    let edge = Relay::start_with(
+        2,
+        &format!("{ADMIN}relay:\n  max_sessions: 1\n  upstream_url: \"http://127.0.0.1:{port}\"\n"),
+    );
+    let client = Peer::connect(edge.addr, &edge.fingerprint, Version::Lite06).await;
+    let edge_admin = http::admin_addr(&edge);
+    http::wait_metrics_async(edge_admin, 20 * SECOND, "the client's session", |s| {
+        http::total(s, "qumo_sessions_open") == 1.0
+    })
+    .await;
+
+    let origin = origin_on(port);
+    let (_publisher, _upstreams) = publish(&origin, "live").await;
+    edge.wait_for_nth_all_async(&["broadcast=live", "active=true"], 0, 30 * SECOND)
+        .await
+        .unwrap_or_else(|| panic!("a full edge never dialled its origin:\n{}", edge.log()));
+    let counted = http::wait_metrics_async(edge_admin, 20 * SECOND, "the link counted", |s| {
+        http::total(s, "qumo_dialled_sessions_open") == 1.0
+            && http::total(s, "qumo_sessions_by_version") == 2.0
+    })
+    .await;
+    assert_eq!(
+        http::total(&counted, "qumo_sessions_refused_max_sessions_total"),
+        0.0
+    );
+    drop(client);
+}

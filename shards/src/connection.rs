@@ -215,6 +215,14 @@ impl Connection {
             .map_err(DatagramError::Send)
     }
 
+    /// Send an unreliable datagram unless the send buffer is full, in which
+    /// case it is refused (`SendDatagramError::Blocked`) and nothing queued
+    /// is dropped: the caller decides (and counts) what to lose.
+    pub fn try_send_datagram(&self, data: Bytes) -> Result<(), DatagramError> {
+        self.with_entry(|e| e.conn.datagrams().send(data, false))?
+            .map_err(DatagramError::Send)
+    }
+
     /// Largest datagram the peer and path accept now, if datagrams are on.
     pub fn max_datagram_size(&self) -> Option<usize> {
         self.with_entry(|e| e.conn.datagrams().max_size())

@@ -10,6 +10,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::Waker;
 use std::time::Instant;
@@ -22,6 +23,7 @@ use quinn_proto::{
 use tracing::{debug, trace, warn};
 
 use crate::admission::{Admission, Refusal, SourceKey, Verdict};
+use crate::cid::DialKey;
 use crate::notify::LocalNotify;
 use crate::socket::{is_per_datagram_error, UdpIo};
 use crate::stats::ShardStats;
@@ -199,6 +201,10 @@ pub(crate) struct ShardCore {
     pub transport: Arc<quinn_proto::TransportConfig>,
     close_code: VarInt,
     close_reason: Bytes,
+    /// Marks the ids of connections this runtime dials (see `cid`).
+    pub dial_key: DialKey,
+    /// Shared with this shard's id generator: set while it dials.
+    dialling: Arc<AtomicBool>,
 }
 
 pub(crate) struct CoreParams {
@@ -212,6 +218,8 @@ pub(crate) struct CoreParams {
     pub transport: Arc<quinn_proto::TransportConfig>,
     pub close_code: VarInt,
     pub close_reason: Bytes,
+    pub dial_key: DialKey,
+    pub dialling: Arc<AtomicBool>,
 }
 
 impl ShardCore {
@@ -243,6 +251,8 @@ impl ShardCore {
             transport: p.transport,
             close_code: p.close_code,
             close_reason: p.close_reason,
+            dial_key: p.dial_key,
+            dialling: p.dialling,
         }
     }
 
@@ -706,9 +716,14 @@ impl ShardCore {
     ) -> Result<Rc<ConnShared>, quinn_proto::ConnectError> {
         let mut guard = self.inner.borrow_mut();
         let inner = &mut *guard;
-        let (handle, conn) = inner
+        // The id quinn picks for this connection now carries the dial mark,
+        // so the server's Initials are steered back to this shard.
+        self.dialling.store(true, Ordering::Relaxed);
+        let connected = inner
             .endpoint
-            .connect(Instant::now(), config, remote, server_name)?;
+            .connect(Instant::now(), config, remote, server_name);
+        self.dialling.store(false, Ordering::Relaxed);
+        let (handle, conn) = connected?;
         ShardStats::add(&self.stats.connections_initiated, 1);
         Ok(self.insert(inner, handle, conn, None))
     }

@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -11,7 +12,7 @@ use quinn_proto::{EndpointConfig, IdleTimeout, ServerConfig, TransportConfig, Va
 use tracing::{error, info, warn};
 
 use crate::admission::Admission;
-use crate::cid::ShardCidGenerator;
+use crate::cid::{DialKey, ShardCidGenerator};
 use crate::config::{QuicLimits, RuntimeConfig, Steering};
 use crate::context::ShardContext;
 use crate::core::{CoreParams, ShardCore};
@@ -99,6 +100,7 @@ struct ShardSeed<M> {
     transport: Arc<TransportConfig>,
     config: RuntimeConfig,
     core_id: Option<core_affinity::CoreId>,
+    dial_key: DialKey,
 }
 
 type Ready = std::sync::mpsc::Sender<Result<&'static str, String>>;
@@ -168,6 +170,7 @@ impl<M: Send + 'static> Runtime<M> {
             Vec::new()
         };
         let shard_main = Arc::new(shard_main);
+        let dial_key = DialKey::random();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let mut threads = Vec::with_capacity(n);
         for (index, (socket, mesh_rx)) in sockets.into_iter().zip(receivers).enumerate() {
@@ -183,6 +186,7 @@ impl<M: Send + 'static> Runtime<M> {
                 transport: transport.clone(),
                 config: config.clone(),
                 core_id: (!core_ids.is_empty()).then(|| core_ids[index % core_ids.len()]),
+                dial_key: dial_key.clone(),
             };
             let shard_main = shard_main.clone();
             let ready = ready_tx.clone();
@@ -390,7 +394,16 @@ async fn run_shard<M, F, Fut>(
     };
     let shard = seed.index as u8;
     let mut endpoint_config = EndpointConfig::default();
-    endpoint_config.cid_generator(move || Box::new(ShardCidGenerator::new(shard)));
+    let dialling = Arc::new(AtomicBool::new(false));
+    let generator_dialling = dialling.clone();
+    let dial_key = seed.dial_key.clone();
+    endpoint_config.cid_generator(move || {
+        Box::new(ShardCidGenerator::new(
+            shard,
+            dial_key.clone(),
+            generator_dialling.clone(),
+        ))
+    });
     let allow_mtud = !io.may_fragment();
     let endpoint = quinn_proto::Endpoint::new(
         Arc::new(endpoint_config),
@@ -409,6 +422,8 @@ async fn run_shard<M, F, Fut>(
         transport: seed.transport,
         close_code: VarInt::from_u32(seed.config.shutdown_close_code),
         close_reason: Bytes::from_static(b"server shutting down"),
+        dial_key: seed.dial_key,
+        dialling,
     }));
     let inbox = Rc::new(AppInbox::default());
     monoio::spawn(tasks::receive(core.clone(), seed.mesh_tx.clone()));

@@ -6,8 +6,11 @@
 //! and returns an index into the group's socket array, which is the order the
 //! sockets were bound in: shard K's socket is index K. Returning an index past
 //! the end makes the kernel fall back to its 4-tuple hash, which is what new
-//! connections (clients' Initial packets) want; a server's Initial for a
-//! connection a shard dialled names that shard, like any other packet.
+//! connections (clients' Initial packets) want. Every Initial gets the hash:
+//! whether one answers a connection a shard dialled takes a keyed check
+//! (`cid::DialKey`) that classic BPF cannot do, so the shard that receives
+//! it asks [`crate::cid::owning_shard`] and forwards it over the mesh (one
+//! packet per dial, rare).
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -42,7 +45,8 @@ fn jump(code: u16, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
     libc::sock_filter { code, jt, jf, k }
 }
 
-/// The steering program, mirroring [`crate::cid::owning_shard`].
+/// The steering program: [`crate::cid::owning_shard`], except that every
+/// Initial is left to the hash.
 pub fn program() -> Vec<libc::sock_filter> {
     let ld_byte = |offset| stmt(BPF_LD | BPF_B | BPF_ABS, offset);
     let ret_a = stmt(BPF_RET | BPF_A, 0);
@@ -52,12 +56,13 @@ pub fn program() -> Vec<libc::sock_filter> {
         /* 2 */ ld_byte(1), // short header: first byte of the destination id
         /* 3 */ ret_a,
         /* 4 */ stmt(BPF_ALU | BPF_AND | BPF_K, 0x30), // long packet type
-        /* 5 */ jump(BPF_JMP | BPF_JEQ | BPF_K, 0x10, 4, 0), // 0-RTT -> 10
-        /* 6 */ ld_byte(5), // destination id length
-        /* 7 */ jump(BPF_JMP | BPF_JEQ | BPF_K, CID_LEN as u32, 0, 2), // not ours -> 10
-        /* 8 */ ld_byte(6), // first byte of the destination id
-        /* 9 */ ret_a,
-        /* 10 */ stmt(BPF_RET | BPF_K, FALLBACK),
+        /* 5 */ jump(BPF_JMP | BPF_JEQ | BPF_K, 0x10, 5, 0), // 0-RTT -> 11
+        /* 6 */ jump(BPF_JMP | BPF_JEQ | BPF_K, 0x00, 4, 0), // Initial -> 11
+        /* 7 */ ld_byte(5), // destination id length
+        /* 8 */ jump(BPF_JMP | BPF_JEQ | BPF_K, CID_LEN as u32, 0, 2), // not ours -> 11
+        /* 9 */ ld_byte(6), // first byte of the destination id
+        /* 10 */ ret_a,
+        /* 11 */ stmt(BPF_RET | BPF_K, FALLBACK),
     ]
 }
 
@@ -118,8 +123,15 @@ mod tests {
         }
     }
 
+    /// `owning_shard`, but Initials (checked with the key in user space)
+    /// fall back to the hash.
     fn expected(packet: &[u8]) -> u32 {
-        crate::cid::owning_shard(packet).map_or(FALLBACK, u32::from)
+        let initial = packet[0] & 0xb0 == 0x80;
+        let key = crate::cid::DialKey::random();
+        match crate::cid::owning_shard(packet, &key) {
+            Some(shard) if !initial => u32::from(shard),
+            _ => FALLBACK,
+        }
     }
 
     #[test]

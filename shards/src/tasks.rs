@@ -125,7 +125,7 @@ fn dispatch<M>(
         ShardStats::add(&core.stats.datagrams_received, 1);
         ShardStats::add(&core.stats.bytes_received, datagram.len() as u64);
         let data = BytesMut::from(datagram);
-        match owning_shard(datagram) {
+        match owning_shard(datagram, &core.dial_key) {
             Some(owner) if owner as usize != core.index && (owner as usize) < core.shard_count => {
                 let forwarded = ForwardedDatagram {
                     remote: meta.addr,

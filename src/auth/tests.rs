@@ -251,3 +251,42 @@ fn a_setup_path_splits_into_path_and_query() {
     assert_eq!(split_query("/room?jwt=a#frag"), ("/room", Some("jwt=a")));
     assert_eq!(split_query(""), ("", None));
 }
+
+#[test]
+fn only_a_cluster_root_grants_cluster_rights() {
+    let key = key(Algorithm::HS256);
+    let auth = relay(&key, &["anon"]);
+
+    let cluster = token(&key, CLUSTER_ROOT, &[""], &[""]);
+    let grant = auth.verify("/", Some(&query(&cluster))).unwrap();
+    assert!(grant.is_cluster());
+    assert!(grant.may_publish("any/where") && grant.may_subscribe(""));
+    assert!(
+        grant.expires().is_some(),
+        "its exp still closes the session"
+    );
+    // Whatever path the peer dialled (moq-relay names `/.cluster`).
+    assert!(auth
+        .verify("/.cluster", Some(&query(&cluster)))
+        .unwrap()
+        .is_cluster());
+
+    // A token for everything is still a client's; so is public access on a
+    // relay that has a key.
+    let everything = token(&key, "", &[""], &[""]);
+    assert!(!auth
+        .verify("/", Some(&query(&everything)))
+        .unwrap()
+        .is_cluster());
+    assert!(!auth.verify("/anon", None).unwrap().is_cluster());
+    // A cluster root under another root is no cluster right.
+    let nested = token(&key, "room/.cluster", &[""], &[""]);
+    assert!(!auth
+        .verify("/room/.cluster", Some(&query(&nested)))
+        .unwrap()
+        .is_cluster());
+
+    // Without a key no cluster token can verify: public sessions stay peers.
+    let keyless = Auth::new(None, &["".to_string()]).unwrap();
+    assert!(keyless.verify("/", None).unwrap().is_cluster());
+}

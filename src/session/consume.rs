@@ -17,8 +17,9 @@ use super::tail::{self, GroupTally};
 use super::transport::{SendStream, Transport};
 use crate::auth::Refusal;
 use crate::lite::{
-    Announce, AnnounceOk, AnnounceRequest, BidiType, DecodeError, FrameHeader, GroupHeader,
-    StreamCode, Subscribe, SubscribeReply, Timestamps, TrackInfo, TrackRequest, Version,
+    Announce, AnnounceOk, AnnounceRequest, BidiType, DatagramHeader, DecodeError, FrameHeader,
+    GroupHeader, StreamCode, Subscribe, SubscribeReply, Timestamps, TrackInfo, TrackRequest,
+    Version,
 };
 use crate::message::{HubRef, MediaEvent, TrackKey};
 use crate::router::SessionCommand;
@@ -85,6 +86,12 @@ async fn read_announcements<T: Transport>(session: &Rc<Session<T>>) -> Result<()
         let ok: AnnounceOk = reader.expect().await?;
         peer_hop = (ok.hop != 0).then_some(ok.hop);
     }
+    // Only a relay peer's hop lists are believed: a client's broadcasts
+    // entered here, whatever hops it names (see auth, "Cluster rights").
+    let peer = session.grant().is_cluster();
+    if !peer {
+        peer_hop = None;
+    }
     let max_broadcasts = session.shard.settings.max_broadcasts_per_session;
     // Lite-06 names announcements by START order.
     let mut by_id: HashMap<u64, String> = HashMap::new();
@@ -124,6 +131,10 @@ async fn read_announcements<T: Transport>(session: &Rc<Session<T>>) -> Result<()
             session.refused(Refusal::Publish, &suffix);
             continue;
         }
+        let hops = match peer {
+            true => hops,
+            false => Vec::new(),
+        };
         if hops.contains(&session.shard.hop) {
             debug!(session = session.id.id, %path, "ignoring an announce that passed through us");
             continue;
@@ -522,4 +533,46 @@ fn arrival_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The peer's QUIC datagrams (lite-05+): each a one-frame group of a
+/// subscription of ours, forwarded to its hub as it comes. Never a
+/// protocol error: one for no subscription of ours (cancelled, never made),
+/// malformed, or arriving while the mesh is congested is dropped and
+/// counted, as moq-net drops it.
+pub async fn datagrams<T: Transport>(session: Rc<Session<T>>) {
+    let stats = &session.shard.stats;
+    loop {
+        let received = race(session.transport.recv_datagram(), session.closed.raised()).await;
+        let Either::Left(Some(datagram)) = received else {
+            return;
+        };
+        let Ok((header, payload)) = DatagramHeader::decode(&datagram, session.version) else {
+            stats.datagrams_dropped.inc();
+            continue;
+        };
+        let hub = session
+            .upstreams
+            .borrow()
+            .get(&header.subscribe)
+            .map(|upstream| upstream.hub);
+        let Some(hub) = hub else {
+            stats.datagrams_dropped.inc();
+            continue;
+        };
+        if session.shard.mesh_congested() {
+            stats.datagrams_dropped.inc();
+            continue;
+        }
+        stats.media_datagrams_received.inc();
+        let payload = datagram.slice_ref(payload);
+        session.shard.to_hub(
+            hub,
+            MediaEvent::Datagram {
+                sequence: header.sequence,
+                timestamp: header.timestamp,
+                payload,
+            },
+        );
+    }
 }

@@ -25,7 +25,7 @@ use bytes::Bytes;
 use qumo_shards::quinn_proto::ApplicationClose;
 use qumo_shards::{ConnectionError, ReadStreamError, VarInt, WriteError};
 
-use super::transport::{RecvStream, SendStream, Transport, TransportError};
+use super::transport::{DatagramDrop, Estimate, RecvStream, SendStream, Transport, TransportError};
 use crate::lite::SessionCode;
 
 /// Bounds of a memory connection, the same for both ends.
@@ -58,6 +58,12 @@ pub struct MemoryClose {
 
 const UNI: usize = 0;
 const BI: usize = 1;
+
+/// Datagrams an end holds unread before more are refused (as a full QUIC
+/// send buffer refuses them), and the largest one: a lite datagram's
+/// 1200 bytes.
+pub const DATAGRAM_QUEUE: usize = 16;
+pub const MAX_DATAGRAM: usize = 1200;
 
 /// Session ids for memory ends: one counter for the process, so that two
 /// ends never share an id in a shard's session table.
@@ -108,6 +114,9 @@ struct End {
     /// Tasks at the other end waiting for this end's credit.
     credit_waiters: [Vec<Waker>; 2],
     closed_waiters: Vec<Waker>,
+    /// Datagrams from the peer, unread.
+    datagrams: VecDeque<Bytes>,
+    datagram_readers: Vec<Waker>,
 }
 
 struct Close {
@@ -190,6 +199,8 @@ struct Handle {
     link: Rc<RefCell<Link>>,
     side: usize,
     id: u64,
+    /// What this end reports as its path estimate (set by a test).
+    estimate: std::cell::Cell<Estimate>,
 }
 
 /// All handles of an end gone: the connection closes, as dropping every
@@ -224,6 +235,7 @@ fn close(link: &Rc<RefCell<Link>>, side: usize, code: SessionCode, reason: &str)
                 wake(list);
             }
             wake(&mut end.closed_waiters);
+            wake(&mut end.datagram_readers);
             taken.extend(end.incoming.iter_mut().map(std::mem::take));
         }
         queued = taken;
@@ -266,6 +278,7 @@ impl MemoryTransport {
                 link: link.clone(),
                 side,
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+                estimate: Default::default(),
             }),
         };
         (end(0), end(1))
@@ -277,6 +290,12 @@ impl MemoryTransport {
 
     fn side(&self) -> usize {
         self.handle.side
+    }
+
+    /// Make this end report `estimate`, as QUIC's congestion controller
+    /// would (a memory link has none of its own).
+    pub fn set_estimate(&self, estimate: Estimate) {
+        self.handle.estimate.set(estimate);
     }
 
     /// How the connection ended, if it has.
@@ -409,6 +428,49 @@ impl Transport for MemoryTransport {
             self.recv_half(incoming.recv, Some(incoming.credit)),
             Bytes::new(),
         ))
+    }
+
+    fn estimate(&self) -> Estimate {
+        self.handle.estimate.get()
+    }
+
+    fn max_datagram_size(&self) -> usize {
+        MAX_DATAGRAM
+    }
+
+    fn send_datagram(&self, datagram: Bytes) -> Result<(), DatagramDrop> {
+        let mut link = self.link().borrow_mut();
+        if link.closed.is_some() {
+            return Err(DatagramDrop::Lost);
+        }
+        if datagram.len() > MAX_DATAGRAM {
+            return Err(DatagramDrop::TooLarge);
+        }
+        let peer = &mut link.ends[1 - self.side()];
+        if peer.datagrams.len() >= DATAGRAM_QUEUE {
+            return Err(DatagramDrop::Full);
+        }
+        peer.datagrams.push_back(datagram);
+        wake(&mut peer.datagram_readers);
+        Ok(())
+    }
+
+    async fn recv_datagram(&self) -> Option<Bytes> {
+        std::future::poll_fn(|cx| {
+            let mut link = self.link().borrow_mut();
+            if link.closed.is_some() {
+                return Poll::Ready(None);
+            }
+            let end = &mut link.ends[self.side()];
+            match end.datagrams.pop_front() {
+                Some(datagram) => Poll::Ready(Some(datagram)),
+                None => {
+                    register(&mut end.datagram_readers, cx);
+                    Poll::Pending
+                }
+            }
+        })
+        .await
     }
 
     fn close(&self, code: SessionCode, reason: &str) {

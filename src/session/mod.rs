@@ -13,7 +13,9 @@
 
 mod budget;
 mod consume;
+mod fetch;
 pub mod memory;
+mod probe;
 pub mod reader;
 mod serve;
 mod state;
@@ -87,6 +89,7 @@ pub async fn run_as<T: Transport>(
         subscriptions: Cell::new(0),
         track_holds: RefCell::new(Vec::new()),
         announce_requests: Cell::new(0),
+        probing: Cell::new(false),
         frame_budget: budget::ByteBudget::new(shard.settings.max_buffered_frame_bytes_per_session),
         spoke: Cell::new(false),
         grant: OnceCell::new(),
@@ -132,6 +135,9 @@ pub async fn run_as<T: Transport>(
     session.spawn(accept_bi(session.clone()));
     session.spawn(accept_uni(session.clone()));
     session.spawn(consume::announcements(session.clone()));
+    if version.has_datagrams() {
+        session.spawn(consume::datagrams(session.clone()));
+    }
     session.spawn(goaway_on_shutdown(session.clone()));
     // A dialled lite-04 peer with nothing to announce may stay silent.
     if !version.has_setup() && matches!(side, Side::Accepted) {
@@ -193,8 +199,14 @@ async fn exchange_setup<T: Transport>(
         Side::Dialled { setup_path } => setup_path.clone(),
         Side::Accepted => None,
     };
+    // Probing is offered only with figures to report: moq-net opens a
+    // PROBE stream only to a peer that says Report or more.
+    let probe = match session.transport.estimate().is_known() {
+        true => ProbeLevel::Report,
+        false => ProbeLevel::None,
+    };
     let ours = Setup {
-        probe: ProbeLevel::None,
+        probe,
         path,
         role: None,
         cost: None,
@@ -256,6 +268,10 @@ fn authorize<T: Transport>(
         return Ok(Grant::everything());
     };
     let grant = auth.verify(path, query)?;
+    if grant.is_cluster() {
+        // A relay peer shares the relay's whole namespace.
+        session.root.replace(String::new());
+    }
     match grant.allows_role(role) {
         true => Ok(grant),
         false => Err(Refusal::Role),

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use tracing::debug;
 
 use super::reader::StreamReader;
@@ -20,13 +21,13 @@ use super::transport::{SendStream, Transport};
 use super::writer::write_group;
 use crate::auth::{AnnounceScope, Refusal};
 use crate::lite::{
-    Announce, AnnounceOk, AnnounceRequest, BidiType, Cost, Encode, StreamCode, Subscribe,
-    SubscribeOk, SubscribeReply, SubscribeUpdate, TrackInfo, TrackRequest, MAX_HOPS,
+    Announce, AnnounceOk, AnnounceRequest, BidiType, Cost, DatagramHeader, Encode, StreamCode,
+    Subscribe, SubscribeOk, SubscribeReply, SubscribeUpdate, TrackInfo, TrackRequest, MAX_HOPS,
 };
 use crate::message::{TrackKey, TrackName};
 use crate::origin::{AnnounceEvent, Heard, Listener};
 use crate::task::{race, Either, Signal};
-use crate::track::{Group, TrackReplica, TrackState};
+use crate::track::{Group, TrackDatagram, TrackReplica, TrackState};
 
 /// How long a TRACK request waits for the publisher's properties.
 const TRACK_INFO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -45,23 +46,15 @@ pub async fn bidi<T: Transport>(
         BidiType::Announce => announce(session, send, reader).await,
         BidiType::Subscribe => subscribe(session, send, reader).await,
         BidiType::Track => track(session, send, reader).await,
-        // We send no PROBE reports (no bandwidth estimate to give); hold the
-        // stream until the peer is done with it.
-        BidiType::Probe | BidiType::Goaway => {
+        BidiType::Probe => super::probe::probe(session, send, reader).await,
+        BidiType::Goaway => {
             let mut reader = reader;
-            if kind == BidiType::Goaway {
-                debug!(session = session.id.id, "peer sent GOAWAY");
-            }
-            // Their messages need no answer from us: read to the end.
+            debug!(session = session.id.id, "peer sent GOAWAY");
+            // Its message needs no answer from us: read to the end.
             let _ = race(reader.discard_to_end(), session.closed.raised()).await;
             drop(send);
         }
-        // FETCH of past groups is not served: answer "not found".
-        BidiType::Fetch => {
-            let (mut send, mut reader) = (send, reader);
-            session.reset(&mut send, StreamCode::NOT_FOUND);
-            session.stop(&mut reader, StreamCode::NOT_FOUND);
-        }
+        BidiType::Fetch => super::fetch::fetch(session, send, reader).await,
     }
 }
 
@@ -295,7 +288,7 @@ async fn subscribe<T: Transport>(
         track: request.track.clone(),
     });
     // The TRACK request this SUBSCRIBE follows passes on its slot.
-    if !take_track_hold(&session, &key) && !take_subscription_slot(&session) {
+    if !take_track_hold(&session, &key) && !session.take_subscription_slot() {
         session.reset(&mut send, StreamCode::NO_CAPACITY);
         return session.stop(&mut reader, StreamCode::NO_CAPACITY);
     }
@@ -350,19 +343,6 @@ async fn subscribe<T: Transport>(
     }
 }
 
-/// Count one more of the peer's subscriptions (SUBSCRIBE or TRACK), if
-/// `relay.max_subscriptions_per_session` allows.
-fn take_subscription_slot<T: Transport>(session: &Session<T>) -> bool {
-    let open = session.subscriptions.get();
-    if open >= session.shard.settings.max_subscriptions_per_session {
-        debug!(session = session.id.id, "subscription limit reached");
-        session.shard.stats.subscriptions_refused_limit.inc();
-        return false;
-    }
-    session.subscriptions.set(open + 1);
-    true
-}
-
 /// A SUBSCRIBE for `key` takes over the slot of a TRACK request for it
 /// still holding its upstream subscription, so that TRACK then SUBSCRIBE
 /// costs one slot, not two.
@@ -400,6 +380,8 @@ enum TrackEnd {
 
 enum Step {
     Group(Rc<Group>),
+    /// Datagrams arrived past the subscription's datagram cursor.
+    Datagrams,
     Ended(Option<StreamCode>),
     Cancelled,
 }
@@ -428,6 +410,9 @@ async fn serve_track<T: Transport>(
     // newest group.
     let mut last: Option<u64> = request.start_group.and_then(|s| s.checked_sub(1));
     let mut started = false;
+    // Only datagrams that arrive from now on.
+    let mut datagram_cursor = replica.next_datagram();
+    let mut datagrams = Vec::new();
     let cancel_waiter = sub.cancelled.waiter();
     let closed_waiter = session.closed.waiter();
     let replica_waiter = replica.waiter();
@@ -437,6 +422,10 @@ async fn serve_track<T: Transport>(
                 || session.closed.poll_raised(&closed_waiter, cx).is_ready()
             {
                 return Poll::Ready(Step::Cancelled);
+            }
+            // Ahead of groups: a datagram is sent now or never.
+            if replica.next_datagram() > datagram_cursor {
+                return Poll::Ready(Step::Datagrams);
             }
             let now = std::time::Instant::now();
             if let Some(group) = next_group(replica, last, sub, now) {
@@ -464,10 +453,47 @@ async fn serve_track<T: Transport>(
                 let open = sub.writers.track_shared(group.sequence);
                 session.spawn(write_group(session.clone(), sub.clone(), group, open));
             }
+            Step::Datagrams => {
+                let (missed, next) = replica.datagrams_from(datagram_cursor, &mut datagrams);
+                datagram_cursor = next;
+                session.shard.stats.datagrams_dropped.add(missed);
+                for datagram in datagrams.drain(..) {
+                    send_datagram(session, sub.id, datagram);
+                }
+            }
             Step::Ended(None) => return Ok(TrackEnd::Clean(last.map_or(0, |l| l + 1))),
             Step::Ended(Some(code)) => return Ok(TrackEnd::Reset(code)),
             Step::Cancelled => return Ok(TrackEnd::Cancelled),
         }
+    }
+}
+
+/// Relay one datagram to the subscriber, or drop it (counted) if its
+/// version or path takes none now: datagrams are never queued.
+fn send_datagram<T: Transport>(session: &Session<T>, subscribe: u64, datagram: TrackDatagram) {
+    let stats = &session.shard.stats;
+    if !session.version.has_datagrams() {
+        stats.datagrams_dropped.inc();
+        return;
+    }
+    let header = DatagramHeader {
+        subscribe,
+        sequence: datagram.sequence,
+        timestamp: datagram.timestamp,
+    };
+    let mut body = BytesMut::with_capacity(16 + datagram.payload.len());
+    if header.encode(&mut body, session.version).is_err() {
+        stats.datagrams_dropped.inc();
+        return;
+    }
+    body.extend_from_slice(&datagram.payload);
+    if body.len() > session.transport.max_datagram_size() {
+        stats.datagrams_dropped.inc();
+        return;
+    }
+    match session.transport.send_datagram(body.freeze()) {
+        Ok(()) => stats.media_datagrams_sent.inc(),
+        Err(_) => stats.datagrams_dropped.inc(),
     }
 }
 
@@ -546,7 +572,7 @@ async fn track<T: Transport>(
     // It holds an upstream subscription like a SUBSCRIBE does, so it
     // counts like one: else TRACK requests would be an unbounded way to
     // make the relay subscribe upstream.
-    if !take_subscription_slot(&session) {
+    if !session.take_subscription_slot() {
         session.reset(&mut send, StreamCode::NO_CAPACITY);
         return session.stop(&mut reader, StreamCode::NO_CAPACITY);
     }

@@ -75,6 +75,8 @@ pub struct Session<T: Transport> {
     pub(super) track_holds: RefCell<Vec<Rc<TrackHold>>>,
     /// The peer's open ANNOUNCE_REQUEST streams, for the per-session limit.
     pub(super) announce_requests: Cell<usize>,
+    /// Whether a PROBE stream of the peer's is being answered (one at a time).
+    pub(super) probing: Cell<bool>,
     /// Bytes of the peer's frames held partly received.
     pub(super) frame_budget: super::budget::ByteBudget,
     /// Whether the peer has done anything yet (lite-04's SETUP deadline).
@@ -94,6 +96,19 @@ impl<T: Transport> Session<T> {
     /// What the peer may do; nothing until its credentials are checked.
     pub fn grant(&self) -> &Grant {
         self.grant.get().unwrap_or(&auth::NOTHING)
+    }
+
+    /// Count one more of the peer's subscriptions (SUBSCRIBE, TRACK or
+    /// FETCH), if `relay.max_subscriptions_per_session` allows.
+    pub(super) fn take_subscription_slot(&self) -> bool {
+        let open = self.subscriptions.get();
+        if open >= self.shard.settings.max_subscriptions_per_session {
+            debug!(session = self.id.id, "subscription limit reached");
+            self.shard.stats.subscriptions_refused_limit.inc();
+            return false;
+        }
+        self.subscriptions.set(open + 1);
+        true
     }
 
     /// Count and log (once, at debug) a request the grant does not allow.

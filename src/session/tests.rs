@@ -13,16 +13,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use qumo_shards::{ReadStreamError, VarInt};
 
-use super::memory::{MemoryLimits, MemoryRecv, MemorySend, MemoryTransport};
+use super::memory::{MemoryLimits, MemoryRecv, MemorySend, MemoryTransport, DATAGRAM_QUEUE};
 use super::reader::{ReadError, StreamReader};
 use super::run;
 use super::state::EncodeDyn;
-use super::transport::{SendStream, Transport};
+use super::transport::{Estimate, SendStream, Transport};
 use crate::config::Config;
 use crate::lite::{
-    Announce, AnnounceOk, AnnounceRequest, BidiType, Cost, Decode, FrameHeader, GroupHeader,
-    Limits, ProbeLevel, SessionCode, Setup, StreamCode, Subscribe, SubscribeOk, SubscribeReply,
-    Timestamps, TrackInfo, TrackRequest, UniType, Version,
+    Announce, AnnounceOk, AnnounceRequest, BidiType, Cost, DatagramHeader, Decode, Fetch,
+    FrameHeader, GroupHeader, Limits, Probe, ProbeLevel, SessionCode, Setup, StreamCode, Subscribe,
+    SubscribeOk, SubscribeReply, Timestamps, TrackInfo, TrackRequest, UniType, Version,
 };
 use crate::metrics::RelayStats;
 use crate::shard::{Settings, Shard};
@@ -96,6 +96,35 @@ impl Peer {
         assert_eq!(kind, UniType::Setup);
         let theirs = reader.expect::<Setup>().await.unwrap();
         (peer, Some(theirs))
+    }
+
+    /// As [`Peer::connect`] (lite-05+), the relay's end reporting
+    /// `estimate` as its congestion controller's; that end is returned to
+    /// change it.
+    async fn connect_estimating(
+        shard: &Rc<Shard>,
+        version: Version,
+        estimate: Estimate,
+    ) -> (Peer, Setup, MemoryTransport) {
+        let (relay, transport) = MemoryTransport::pair();
+        relay.set_estimate(estimate);
+        monoio::spawn(run(shard.clone(), relay.clone(), version, String::new()));
+        let peer = Peer { transport, version };
+        let setup = Setup {
+            probe: ProbeLevel::Report,
+            path: None,
+            role: None,
+            cost: None,
+            hop: None,
+        };
+        let mut send = peer.transport.open_uni().await.unwrap();
+        send.write_chunk(encode(version, &[&UniType::Setup, &setup]))
+            .await
+            .unwrap();
+        send.finish().unwrap();
+        let (mut reader, _) = peer.accept_uni().await;
+        let theirs = reader.expect::<Setup>().await.unwrap();
+        (peer, theirs, relay)
     }
 
     /// A relay session whose peer has said nothing yet.
@@ -733,4 +762,361 @@ async fn subscribers_see_the_publisher_leave() {
             .unwrap(),
         Announce::End { id: 0 }
     ));
+}
+
+fn fetch(group: u64, start_frame: u64, end_frame: Option<u64>) -> Fetch {
+    Fetch {
+        broadcast: BROADCAST.into(),
+        track: "video".into(),
+        priority: 0,
+        group,
+        start_frame,
+        end_frame,
+    }
+}
+
+/// A FETCH reply read to its end: (timestamp, payload) per frame, the
+/// timestamps decoded against 0 from the first frame served.
+async fn fetched(reader: &mut Reader) -> Result<Vec<(Option<u64>, Bytes)>, ReadError> {
+    let mut timestamps = Timestamps::default();
+    let mut frames = Vec::new();
+    while !within("a fetched frame", reader.at_end()).await? {
+        let head: FrameHeader = within("a frame header", reader.expect()).await?;
+        let timestamp = head.timestamp_delta.map(|d| timestamps.apply(d).unwrap());
+        let payload = within("a payload", reader.payload(head.size as usize)).await?;
+        frames.push((timestamp, payload));
+    }
+    Ok(frames)
+}
+
+/// Poll `done` until it holds or the deadline passes.
+async fn eventually(what: &str, done: impl Fn() -> bool) {
+    within(what, async {
+        while !done() {
+            monoio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+}
+
+#[monoio::test(enable_timer = true)]
+async fn a_fetch_is_served_from_the_cache_and_follows_an_open_group() {
+    let shard = shard(settings());
+    let versions = (Version::Lite06, Version::Lite06);
+    let (publisher, subscriber, upstream, _keep) =
+        subscribed(&shard, versions, MemoryLimits::default()).await;
+    let past = frames(3, 100);
+    publisher
+        .send_group(upstream.id, 0, &past)
+        .await
+        .finish()
+        .unwrap();
+    // Each group reaches the subscriber, so it is in this shard's cache (a
+    // new subscription starts at the newest group: one at a time).
+    let mut received = ReceivedGroup::accept(&subscriber).await;
+    within("a frame", received.frame()).await.unwrap();
+    let open = frames(3, 50);
+    let mut live = publisher.send_group(upstream.id, 1, &open[..2]).await;
+    let mut received = ReceivedGroup::accept(&subscriber).await;
+    assert_eq!(received.header.sequence, 1);
+    while received
+        .frame()
+        .await
+        .unwrap()
+        .is_some_and(|f| f.1 != open[1].1)
+    {}
+
+    // A past group, whole, with its timestamps.
+    let (_send, mut reply) = subscriber.open(BidiType::Fetch, &fetch(0, 0, None)).await;
+    let got = fetched(&mut reply).await.unwrap();
+    let want: Vec<_> = past.iter().map(|(t, p)| (Some(*t), p.clone())).collect();
+    assert_eq!(got, want);
+
+    // Frames 1..=1 of it only (lite-06 frame bounds): the first served
+    // frame is stamped against 0, so its timestamp comes out whole.
+    let (_send, mut reply) = subscriber
+        .open(BidiType::Fetch, &fetch(0, 1, Some(1)))
+        .await;
+    let got = fetched(&mut reply).await.unwrap();
+    assert_eq!(got, vec![(Some(past[1].0), past[1].1.clone())]);
+
+    // The rest of the open group, from frame 1: what is cached, then what
+    // the publisher sends after, then the FIN when the group ends.
+    let (_send, mut reply) = subscriber.open(BidiType::Fetch, &fetch(1, 1, None)).await;
+    let head: FrameHeader = within("frame 1", reply.expect()).await.unwrap();
+    assert_eq!(head.timestamp_delta, Some(open[1].0 as i64));
+    assert_eq!(reply.payload(head.size as usize).await.unwrap(), open[1].1);
+    let head = FrameHeader {
+        timestamp_delta: Some(open[2].0 as i64 - open[1].0 as i64),
+        size: open[2].1.len() as u64,
+    };
+    live.write_chunk(encode(Version::Lite06, &[&head]))
+        .await
+        .unwrap();
+    live.write_chunk(open[2].1.clone()).await.unwrap();
+    live.finish().unwrap();
+    // (Read alone, it decodes against 0: its delta from frame 1.)
+    let rest = fetched(&mut reply).await.unwrap();
+    assert_eq!(rest, vec![(Some(open[2].0 - open[1].0), open[2].1.clone())]);
+
+    assert_eq!(shard.stats.fetches_served.get(), 3);
+    eventually("the fetches to close", || {
+        shard.stats.fetches_open.get() == 0
+    })
+    .await;
+}
+
+#[monoio::test(enable_timer = true)]
+async fn a_fetch_alone_subscribes_upstream_for_the_next_group() {
+    let shard = shard(settings());
+    let publisher = Publisher::connect(&shard, Version::Lite05).await;
+    let peer = Peer::connect(&shard, Version::Lite05, MemoryLimits::default())
+        .await
+        .0;
+    let _announce = peer.wait_announced().await;
+    let (_send, mut reply) = peer.open(BidiType::Fetch, &fetch(0, 0, None)).await;
+    let (upstream, _up_send, mut up_reader) =
+        within("upstream SUBSCRIBE", publisher.next_subscribe()).await;
+    let sent = frames(2, 10);
+    publisher
+        .send_group(upstream.id, 0, &sent)
+        .await
+        .finish()
+        .unwrap();
+    let got = fetched(&mut reply).await.unwrap();
+    let want: Vec<_> = sent.iter().map(|(t, p)| (Some(*t), p.clone())).collect();
+    assert_eq!(got, want);
+    // Served, the fetch lets go of the track: the upstream subscription ends.
+    let _ = within("upstream ends", up_reader.discard_to_end()).await;
+    assert_eq!(shard.stats.fetches_open.get(), 0);
+    assert_eq!(shard.stats.subscriptions_open.get(), 0);
+}
+
+#[monoio::test(enable_timer = true)]
+async fn a_fetch_for_what_was_never_published_is_not_found() {
+    let mut settings = settings();
+    settings.group_cache_size = 2;
+    let shard = shard(settings);
+    let versions = (Version::Lite06, Version::Lite06);
+    let (publisher, subscriber, upstream, _keep) =
+        subscribed(&shard, versions, MemoryLimits::default()).await;
+    for sequence in 0..4 {
+        publisher
+            .send_group(upstream.id, sequence, &frames(2, 10))
+            .await
+            .finish()
+            .unwrap();
+    }
+    // Groups 2 and 3 stay cached once group 3 is here.
+    let mut newest = 0;
+    while newest < 3 {
+        newest = ReceivedGroup::accept(&subscriber).await.header.sequence;
+    }
+    let subscriber = &subscriber;
+    let not_found = |f: Fetch| async move {
+        let (_send, mut reply) = subscriber.open(BidiType::Fetch, &f).await;
+        let end = fetched(&mut reply).await;
+        assert!(is_reset(&end, StreamCode::NOT_FOUND), "{f:?}: {end:?}");
+    };
+    // Evicted, far ahead, and past the end of a group.
+    not_found(fetch(0, 0, None)).await;
+    not_found(fetch(1_000, 0, None)).await;
+    not_found(fetch(3, 5, None)).await;
+    not_found(Fetch {
+        broadcast: "nobody".into(),
+        ..fetch(3, 0, None)
+    })
+    .await;
+    // Still cached: served.
+    let (_send, mut reply) = subscriber.open(BidiType::Fetch, &fetch(2, 0, None)).await;
+    assert_eq!(fetched(&mut reply).await.unwrap().len(), 2);
+    assert_eq!(shard.stats.fetches_not_found.get(), 4);
+    assert_eq!(shard.stats.fetches_served.get(), 1);
+    // Bad requests cost the session nothing.
+    assert!(subscriber.transport.close_reason().is_none());
+}
+
+#[monoio::test(enable_timer = true)]
+async fn fetches_share_the_subscription_limit_and_end_with_the_session() {
+    let mut settings = settings();
+    settings.max_subscriptions_per_session = 1;
+    let shard = shard(settings);
+    let versions = (Version::Lite05, Version::Lite05);
+    let (publisher, subscriber, upstream, _keep) =
+        subscribed(&shard, versions, MemoryLimits::default()).await;
+    // The SUBSCRIBE holds the one slot.
+    let (_send, mut refused) = subscriber.open(BidiType::Fetch, &fetch(0, 0, None)).await;
+    let end = fetched(&mut refused).await;
+    assert!(is_reset(&end, StreamCode::NO_CAPACITY), "{end:?}");
+    assert_eq!(shard.stats.subscriptions_refused_limit.get(), 1);
+
+    // Another session fetches the open group and leaves mid-way.
+    let fetcher = Peer::connect(&shard, Version::Lite05, MemoryLimits::default())
+        .await
+        .0;
+    let _announce = fetcher.wait_announced().await;
+    let _live = publisher.send_group(upstream.id, 0, &frames(1, 10)).await;
+    let (_send, mut reply) = fetcher.open(BidiType::Fetch, &fetch(0, 0, None)).await;
+    let head: FrameHeader = within("frame 0", reply.expect()).await.unwrap();
+    assert_eq!(reply.payload(head.size as usize).await.unwrap().len(), 10);
+    assert_eq!(shard.stats.fetches_open.get(), 1);
+    fetcher.transport.close(SessionCode::CANCEL, "gone");
+    eventually("the fetch to end", || shard.stats.fetches_open.get() == 0).await;
+    // Only the subscriber's subscription is left.
+    assert_eq!(shard.stats.subscriptions_open.get(), 1);
+    assert_eq!(shard.stats.fetches_served.get(), 0);
+}
+
+#[monoio::test(enable_timer = true)]
+async fn probe_streams_report_the_connections_estimate() {
+    let shard = shard(settings());
+    // Without figures, no probing is offered.
+    let (_, setup) = Peer::connect(&shard, Version::Lite06, MemoryLimits::default()).await;
+    assert_eq!(setup.unwrap().probe, ProbeLevel::None);
+
+    let estimate = Estimate {
+        send_rate: Some(20_000_000),
+        rtt: Some(Duration::from_millis(40)),
+    };
+    let (peer, setup, relay) = Peer::connect_estimating(&shard, Version::Lite06, estimate).await;
+    assert_eq!(setup.probe, ProbeLevel::Report);
+    let (mut send, recv) = peer.transport.open_bi().await.unwrap();
+    send.write_chunk(encode(Version::Lite06, &[&BidiType::Probe]))
+        .await
+        .unwrap();
+    let mut reports = peer.reader(recv);
+    let first = within("a PROBE", reports.expect::<Probe>()).await.unwrap();
+    assert_eq!((first.bitrate, first.rtt), (Some(20_000_000), Some(40)));
+
+    // Half as much again: reported at the next sample, not after the max age.
+    relay.set_estimate(Estimate {
+        send_rate: Some(30_000_000),
+        ..estimate
+    });
+    let next = within("the next PROBE", reports.expect::<Probe>())
+        .await
+        .unwrap();
+    assert_eq!((next.bitrate, next.rtt), (Some(30_000_000), Some(40)));
+
+    // One PROBE stream at a time.
+    let (mut second_send, recv) = peer.transport.open_bi().await.unwrap();
+    second_send
+        .write_chunk(encode(Version::Lite06, &[&BidiType::Probe]))
+        .await
+        .unwrap();
+    let mut second = peer.reader(recv);
+    let refused = within("refusal", second.decode::<Probe>()).await;
+    assert!(is_reset(&refused, StreamCode::NO_CAPACITY), "{refused:?}");
+    assert_eq!(shard.stats.probes_refused.get(), 1);
+
+    // The peer's FIN ends the reports, and frees the slot.
+    assert_eq!(shard.stats.probes_open.get(), 1);
+    send.finish().unwrap();
+    eventually("the probe to end", || shard.stats.probes_open.get() == 0).await;
+    // (A report may still come before the FIN.)
+    while within("the FIN", reports.decode::<Probe>())
+        .await
+        .unwrap()
+        .is_some()
+    {}
+}
+
+fn datagram(subscribe: u64, sequence: u64, timestamp: u64, payload: &[u8]) -> Bytes {
+    let mut body = bytes::BytesMut::new();
+    let header = DatagramHeader {
+        subscribe,
+        sequence,
+        timestamp,
+    };
+    header.encode(&mut body, Version::Lite05).unwrap();
+    body.extend_from_slice(payload);
+    body.freeze()
+}
+
+#[monoio::test(enable_timer = true)]
+async fn datagrams_are_relayed_best_effort_and_never_block_groups() {
+    let shard = shard(settings());
+    let versions = (Version::Lite05, Version::Lite06);
+    let (publisher, subscriber, upstream, _keep) =
+        subscribed(&shard, versions, MemoryLimits::default()).await;
+    let stats = &shard.stats;
+    let send = |d: Bytes| publisher.peer.transport.send_datagram(d).unwrap();
+
+    // One datagram: out under the subscriber's own id, stamp and all.
+    send(datagram(upstream.id, 3, 1234, b"hi"));
+    let got = within("a datagram", subscriber.transport.recv_datagram())
+        .await
+        .unwrap();
+    let (header, payload) = DatagramHeader::decode(&got, Version::Lite06).unwrap();
+    assert_eq!(
+        (header.subscribe, header.sequence, header.timestamp),
+        (7, 3, 1234)
+    );
+    assert_eq!(payload, b"hi");
+    assert_eq!(
+        (
+            stats.media_datagrams_received.get(),
+            stats.media_datagrams_sent.get()
+        ),
+        (1, 1)
+    );
+
+    // For no subscription of ours, or malformed: dropped, the session stays.
+    send(datagram(upstream.id + 99, 4, 0, b"stray"));
+    send(Bytes::from_static(&[0x40]));
+    eventually("both dropped", || stats.datagrams_dropped.get() == 2).await;
+
+    // A subscriber that reads none: its path holds DATAGRAM_QUEUE, the
+    // rest are dropped and counted, never queued.
+    let extra = 5;
+    for n in 0..DATAGRAM_QUEUE + extra {
+        send(datagram(upstream.id, 10 + n as u64, 0, &[n as u8]));
+        let relayed = 2 + n as u64;
+        eventually("relayed", || {
+            stats.media_datagrams_received.get() == relayed
+        })
+        .await;
+    }
+    assert_eq!(stats.datagrams_dropped.get(), 2 + extra as u64);
+    assert_eq!(stats.media_datagrams_sent.get(), 1 + DATAGRAM_QUEUE as u64);
+
+    // Streams are not held up by any of it.
+    publisher
+        .send_group(upstream.id, 0, &frames(1, 10))
+        .await
+        .finish()
+        .unwrap();
+    let mut received = ReceivedGroup::accept(&subscriber).await;
+    assert_eq!(received.header.sequence, 0);
+    assert!(received.frame().await.unwrap().is_some());
+    // The queued datagrams are the first ones, in order.
+    for n in 0..DATAGRAM_QUEUE {
+        let got = subscriber.transport.recv_datagram().await.unwrap();
+        let (header, _) = DatagramHeader::decode(&got, Version::Lite06).unwrap();
+        assert_eq!(header.sequence, 10 + n as u64);
+    }
+    assert!(subscriber.transport.close_reason().is_none());
+}
+
+#[monoio::test(enable_timer = true)]
+async fn a_lite04_subscriber_gets_no_datagrams() {
+    let shard = shard(settings());
+    let versions = (Version::Lite05, Version::Lite04);
+    let (publisher, subscriber, upstream, _keep) =
+        subscribed(&shard, versions, MemoryLimits::default()).await;
+    let stats = &shard.stats;
+    publisher
+        .peer
+        .transport
+        .send_datagram(datagram(upstream.id, 1, 0, b"x"))
+        .unwrap();
+    eventually("dropped", || stats.datagrams_dropped.get() == 1).await;
+    assert_eq!(stats.media_datagrams_sent.get(), 0);
+    // Groups still reach it.
+    publisher
+        .send_group(upstream.id, 2, &frames(1, 10))
+        .await
+        .finish()
+        .unwrap();
+    assert_eq!(ReceivedGroup::accept(&subscriber).await.header.sequence, 2);
 }

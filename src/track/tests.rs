@@ -193,3 +193,33 @@ fn cached_frame_heads_match_a_per_stream_encoding() {
         }
     }
 }
+
+#[test]
+fn datagrams_are_kept_in_a_ring_and_a_late_cursor_counts_what_it_missed() {
+    let r = replica(4, 1 << 20);
+    let now = Instant::now();
+    let datagram = |n: u64| MediaEvent::Datagram {
+        sequence: n,
+        timestamp: n * 10,
+        payload: Bytes::from(vec![n as u8]),
+    };
+    let start = r.next_datagram();
+    r.apply(datagram(0), now);
+    r.apply(datagram(1), now);
+    let mut out = Vec::new();
+    assert_eq!(r.datagrams_from(start, &mut out), (0, start + 2));
+    assert_eq!(out.iter().map(|d| d.sequence).collect::<Vec<_>>(), [0, 1]);
+    // None of them a group: the cache is untouched.
+    assert!(r.groups().is_empty());
+
+    let cursor = start + 2;
+    let total = DATAGRAM_RING as u64 + 3;
+    for n in 0..total {
+        r.apply(datagram(100 + n), now);
+    }
+    out.clear();
+    let (missed, next) = r.datagrams_from(cursor, &mut out);
+    assert_eq!((missed, next), (3, cursor + total));
+    assert_eq!(out.len(), DATAGRAM_RING);
+    assert_eq!(out[0].sequence, 103);
+}

@@ -340,6 +340,47 @@ impl WtSession {
         &self.inner.shared.conn
     }
 
+    /// The HTTP datagram prefix (RFC 9297): the quarter stream id of the
+    /// CONNECT stream, which names this session.
+    fn datagram_prefix(&self) -> Vec<u8> {
+        let mut prefix = Vec::with_capacity(8);
+        // A stream id over 4 is below 2^60.
+        if let Ok(q) = web_transport_proto::VarInt::from_u64(self.inner.session_id / 4) {
+            q.encode(&mut prefix);
+        }
+        prefix
+    }
+
+    /// The largest datagram payload the path takes now, after the prefix;
+    /// 0 when the peer takes none.
+    pub fn max_datagram_size(&self) -> usize {
+        self.connection()
+            .max_datagram_size()
+            .map_or(0, |max| max.saturating_sub(self.datagram_prefix().len()))
+    }
+
+    /// Send `payload` as this session's datagram now, or refuse it (send
+    /// buffer full, too large): never queued.
+    pub fn try_send_datagram(&self, payload: &[u8]) -> Result<(), qumo_shards::DatagramError> {
+        let mut datagram = self.datagram_prefix();
+        datagram.extend_from_slice(payload);
+        self.connection().try_send_datagram(datagram.into())
+    }
+
+    /// The peer's next datagram for this session, prefix removed. One
+    /// session per connection, so one for another id is malformed: skipped.
+    pub async fn read_datagram(&self) -> Result<Bytes, ConnectionError> {
+        let quarter = self.inner.session_id / 4;
+        loop {
+            let datagram = self.connection().read_datagram().await?;
+            if let Ok(Some((id, len))) = codec::varint(&datagram) {
+                if id == quarter {
+                    return Ok(datagram.slice(len..));
+                }
+            }
+        }
+    }
+
     fn check_open(&self) -> Result<(), WtError> {
         match self.inner.shared.error.borrow().clone() {
             Some(error) => Err(error),

@@ -303,7 +303,17 @@ impl Peer {
     /// subscriptions. Each SUBSCRIBE id the relay sends arrives on the
     /// returned channel; the subscription stays open.
     pub fn publish(&self, broadcast: &str) -> mpsc::UnboundedReceiver<u64> {
-        let mut upstreams = self.publish_upstreams(broadcast);
+        self.publish_with_hops(broadcast, Vec::new())
+    }
+
+    /// [`Peer::publish`], announcing `hops` as the relays the broadcast
+    /// passed through (as a relay peer would).
+    pub fn publish_with_hops(
+        &self,
+        broadcast: &str,
+        hops: Vec<u64>,
+    ) -> mpsc::UnboundedReceiver<u64> {
+        let mut upstreams = self.publish_upstreams_with_hops(broadcast, hops);
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             while let Some(upstream) = upstreams.recv().await {
@@ -327,6 +337,14 @@ impl Peer {
     /// Like [`Peer::publish`], but each subscription's streams are handed
     /// over, so a test can end it.
     pub fn publish_upstreams(&self, broadcast: &str) -> mpsc::UnboundedReceiver<Upstream> {
+        self.publish_upstreams_with_hops(broadcast, Vec::new())
+    }
+
+    fn publish_upstreams_with_hops(
+        &self,
+        broadcast: &str,
+        hops: Vec<u64>,
+    ) -> mpsc::UnboundedReceiver<Upstream> {
         let (tx, rx) = mpsc::unbounded_channel();
         let peer = self.clone();
         let broadcast = broadcast.to_string();
@@ -343,7 +361,7 @@ impl Peer {
                         if peer.version.has_announce_ok() {
                             AnnounceOk { hop: 0, active: 1 }.encode_dyn(&mut out, peer.version);
                         }
-                        Announce::available(broadcast.clone(), vec![], peer.version)
+                        Announce::available(broadcast.clone(), hops.clone(), peer.version)
                             .encode_dyn(&mut out, peer.version);
                         send.write_all(&out).await.unwrap();
                         tokio::spawn(async move {
