@@ -97,6 +97,9 @@ pub struct ServerConfig {
     /// How long graceful shutdown may take before connections are dropped.
     #[serde(deserialize_with = "de::duration")]
     pub shutdown_timeout: Duration,
+    /// Take WebSocket upgrades (QMux, for browsers without WebTransport) on
+    /// TCP at `address`'s port, beside `/certificate.sha256`.
+    pub websocket: bool,
     /// The Go qumo-relay's `server.tls.cert_file` / `server.tls.key_file`;
     /// moved to `tls.*` when the file is loaded, so always `None` after.
     #[serde(rename = "tls")]
@@ -125,6 +128,7 @@ impl Default for ServerConfig {
             gso: true,
             socket_buffer_bytes: 8 * MIB,
             shutdown_timeout: Duration::from_secs(2),
+            websocket: true,
             go_tls: None,
             cert_file: None,
             key_file: None,

@@ -18,7 +18,9 @@
 //!
 //! Every listener runs on its own thread (a tokio current-thread runtime),
 //! so nothing here ever runs on a shard. Each connection carries one request
-//! (keep-alive off) and is bounded by [`HttpLimits`]:
+//! (every answer says `Connection: close`) and is bounded by [`HttpLimits`];
+//! a WebSocket upgrade's socket leaves the listener (and these bounds) at
+//! its `101`, for a shard ([`Upgrader`]):
 //!
 //! - the request head must arrive within `header_timeout` (hyper's
 //!   `header_read_timeout`, a deadline for the whole head, not per byte: a
@@ -71,8 +73,17 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 pub type HttpResponse = Response<Full<Bytes>>;
 
 /// Turns a request into its answer. Called on the listener's thread; it must
-/// not block.
-pub type Handler = Arc<dyn Fn(&Request<Incoming>) -> HttpResponse + Send + Sync>;
+/// not block. Mutable so that it may take the connection over after a
+/// `101` answer (`hyper::upgrade::on`, see [`crate::websocket`]).
+pub type Handler = Arc<dyn Fn(&mut Request<Incoming>) -> HttpResponse + Send + Sync>;
+
+/// A listener's hook for requests it does not answer itself (a WebSocket
+/// upgrade): `Some` answer, or `None` to let the listener answer.
+pub type Upgrader = Arc<dyn Fn(&mut Request<Incoming>) -> Option<HttpResponse> + Send + Sync>;
+
+/// The client's address, in every request's extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
 
 /// How much one listener lets its peers hold (`http.*` in the config).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -393,13 +404,17 @@ fn refuse_if_room(stream: TcpStream, limits: HttpLimits, stats: &Arc<HttpStats>)
     }
 }
 
-/// hyper's HTTP/1.1 server, one request per connection.
+/// hyper's HTTP/1.1 server, one request per connection: every answer but
+/// a `101` carries `Connection: close` ([`plain`]), and hyper closes after
+/// it. hyper's own keep-alive stays on because with it off hyper adds
+/// `close` to a `101`'s `Connection: Upgrade` too, which WebSocket clients
+/// (tungstenite) refuse.
 fn builder(header_timeout: Duration) -> hyper::server::conn::http1::Builder {
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
-        .keep_alive(false)
+        .keep_alive(true)
         .max_buf_size(MAX_HEAD)
         // As the relay answered before hyper: `Content-Type`, not
         // `content-type`, and no `Date`.
@@ -410,12 +425,19 @@ fn builder(header_timeout: Duration) -> hyper::server::conn::http1::Builder {
 
 async fn serve(stream: TcpStream, limits: HttpLimits, stats: &Arc<HttpStats>, handler: Handler) {
     let counted = stats.clone();
-    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+    let peer = stream.peer_addr().ok();
+    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
         bump(&counted.requests);
-        let response = handler(&request);
+        if let Some(peer) = peer {
+            request.extensions_mut().insert(PeerAddr(peer));
+        }
+        let response = handler(&mut request);
         async move { Ok::<_, Infallible>(response) }
     });
-    let connection = builder(limits.header_timeout).serve_connection(TokioIo::new(stream), service);
+    // With upgrades: a WebSocket's connection leaves hyper after its 101.
+    let connection = builder(limits.header_timeout)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
     finish(connection, limits.request_timeout, stats).await;
 }
 
@@ -508,20 +530,34 @@ pub fn certificate_answer(method: &Method, path: &str, hex: &str) -> HttpRespons
     response
 }
 
-/// Serve `hex` at `GET /certificate.sha256` on TCP `addr`. Port 0 binds an
-/// ephemeral port of its own, which cannot be the QUIC listener's: see
-/// [`HttpServer::local_addr`].
+/// Serve `hex` at `GET /certificate.sha256` (when there is one: a generated
+/// certificate) and, with an `upgrader`, WebSocket upgrades on TCP `addr`. Port 0 binds an ephemeral port of its own, which cannot be
+/// the QUIC listener's: see [`HttpServer::local_addr`].
 pub fn serve_certificate_hash(
     addr: SocketAddr,
-    hex: String,
+    hex: Option<String>,
     limits: HttpLimits,
     stats: Arc<HttpStats>,
+    upgrader: Option<Upgrader>,
 ) -> std::io::Result<HttpServer> {
-    let handler: Handler = Arc::new(move |request: &Request<Incoming>| {
-        certificate_answer(request.method(), request.uri().path(), &hex)
+    let with_hash = hex.is_some();
+    let with_websocket = upgrader.is_some();
+    let handler: Handler = Arc::new(move |request: &mut Request<Incoming>| {
+        if let Some(answer) = upgrader.as_ref().and_then(|upgrade| upgrade(request)) {
+            return answer;
+        }
+        match &hex {
+            Some(hex) => certificate_answer(request.method(), request.uri().path(), hex),
+            None => plain(StatusCode::NOT_FOUND, "not found\n"),
+        }
     });
     let server = HttpServer::start("certificate", addr, limits, stats, handler)?;
-    tracing::info!(addr = %server.local_addr(), path = CERTIFICATE_PATH, "serving the certificate hash over HTTP");
+    tracing::info!(
+        addr = %server.local_addr(),
+        path = with_hash.then_some(CERTIFICATE_PATH),
+        websocket = with_websocket,
+        "serving the certificate hash over HTTP"
+    );
     Ok(server)
 }
 
@@ -539,9 +575,10 @@ mod tests {
         let stats = Arc::new(HttpStats::default());
         let server = serve_certificate_hash(
             "127.0.0.1:0".parse().unwrap(),
-            HEX.into(),
+            Some(HEX.into()),
             limits,
             stats.clone(),
+            None,
         )
         .unwrap();
         (server, stats)
@@ -670,7 +707,7 @@ mod tests {
         let stats = Arc::new(HttpStats::default());
         let large = Bytes::from(vec![b'x'; 16 << 20]);
         let handler: Handler =
-            Arc::new(move |_: &Request<Incoming>| plain(StatusCode::OK, large.clone()));
+            Arc::new(move |_: &mut Request<Incoming>| plain(StatusCode::OK, large.clone()));
         let server = HttpServer::start(
             "large",
             "127.0.0.1:0".parse().unwrap(),

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod announced;
 pub mod auth;
 pub mod config;
+pub mod handoff;
 pub mod http;
 pub mod ietf;
 pub mod ietf_session;
@@ -15,6 +16,7 @@ pub mod model;
 pub mod origin;
 pub mod peer_url;
 pub mod process;
+pub mod qmux;
 pub mod relay;
 pub mod router;
 pub mod session;
@@ -24,6 +26,7 @@ pub mod tls;
 pub mod tls_reload;
 pub mod track;
 pub mod upstream;
+pub mod websocket;
 pub mod webtransport;
 
 /// ALPN protocols the relay offers, newest first: rustls picks the first

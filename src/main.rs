@@ -133,14 +133,21 @@ fn main() -> ExitCode {
     // ephemeral port of its own (logged), not the QUIC one.
     let http_limits = config.http.limits();
     let certificate_stats = Arc::new(qumo::http::HttpStats::default());
-    let _certificate_server = match &tls.fingerprint {
-        Some(fingerprint) => {
+    // The same listener takes WebSocket upgrades (QMux) when enabled.
+    let websocket = config
+        .server
+        .websocket
+        .then(|| Arc::new(qumo::websocket::WebSocketDoor::default()));
+    let _certificate_server = match (&tls.fingerprint, &websocket) {
+        (None, None) => None,
+        (fingerprint, websocket) => {
             let listen = runtime_config.listen;
             match qumo::http::serve_certificate_hash(
                 listen,
-                fingerprint.hex.clone(),
+                fingerprint.as_ref().map(|f| f.hex.clone()),
                 http_limits,
                 certificate_stats.clone(),
+                websocket.clone().map(qumo::websocket::upgrader),
             ) {
                 Ok(server) => Some(server),
                 Err(e) => {
@@ -154,7 +161,6 @@ fn main() -> ExitCode {
                 }
             }
         }
-        None => None,
     };
 
     let metrics = Arc::new(qumo::metrics::Metrics::default());
@@ -194,7 +200,7 @@ fn main() -> ExitCode {
         None => None,
     };
 
-    match qumo::relay::run(&config, runtime_config, metrics, auth, announced) {
+    match qumo::relay::run(&config, runtime_config, metrics, auth, announced, websocket) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e, 1),
     }

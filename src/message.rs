@@ -20,6 +20,7 @@
 use std::sync::Arc;
 
 use crate::announced::AnnouncedQuery;
+use crate::handoff::Handoff;
 use crate::lite::StreamCode;
 use crate::model::TrackProperties;
 pub use crate::model::{GroupSnapshot, HubRef, MediaEvent, SessionRef, TrackKey, TrackName};
@@ -86,6 +87,10 @@ pub enum ShardMessage {
     /// Posted from outside the backlog's accounting: never added to it, so
     /// never taken off it either.
     ListAnnounced(AnnouncedQuery),
+    /// From the HTTP listener (not a shard): an upgraded WebSocket for this
+    /// shard to run a session on. Outside the backlog's accounting, as
+    /// `ListAnnounced`, and taken by the relay before the shard sees it.
+    WebSocket(Box<Handoff>),
 }
 
 /// What a message in a shard's inbox stands for in memory beyond the frame

@@ -11,13 +11,17 @@ use tracing::{debug, error, info, warn};
 use crate::announced::AnnouncedSource;
 use crate::auth::Auth;
 use crate::config::Config;
+use crate::handoff::Handoff;
 use crate::lite::{SessionCode, Version};
 use crate::message::MeshBacklog;
 use crate::metrics::{KindCount, Metrics, TransportKind};
+use crate::qmux::{QmuxLimits, QmuxOrigin, QmuxTransport};
 use crate::session;
+use crate::session::transport::Transport;
 use crate::shard::{Settings, Shard};
 use crate::task::{catch_unwind, race, Either};
 use crate::upstream::{self, Upstream};
+use crate::websocket::{self, WebSocketDoor};
 use crate::webtransport::WtSession;
 
 pub use crate::message::ShardMessage;
@@ -42,6 +46,9 @@ struct Shared {
     sessions: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
     backlog: Arc<MeshBacklog>,
+    /// A WebSocket's QMux bounds: the `quic.*` ones, so one set of keys
+    /// bounds a peer whichever transport it takes.
+    qmux_limits: QmuxLimits,
     /// `relay.upstream_url`, dialled from [`upstream::UPSTREAM_SHARD`],
     /// then `cluster.peers`, peer `i` dialled from shard `i % shards`.
     dials: Arc<Vec<Upstream>>,
@@ -68,8 +75,12 @@ pub fn start(
         sessions: Arc::new(AtomicUsize::new(0)),
         metrics: metrics.clone(),
         backlog: Arc::new(MeshBacklog::default()),
+        qmux_limits: qmux_limits(&config.quic),
         dials: Arc::new(dials(config)?),
     };
+    for dial in shared.dials.iter() {
+        metrics.register_link(dial.link());
+    }
     let runtime = Runtime::<ShardMessage>::start(runtime_config, move |ctx| {
         serve_shard(ctx, shared.clone())
     })?;
@@ -85,9 +96,18 @@ pub fn run(
     metrics: Arc<Metrics>,
     auth: Option<Auth>,
     announced: Arc<AnnouncedSource>,
+    websocket: Option<Arc<WebSocketDoor>>,
 ) -> Result<(), RelayError> {
     let runtime = start(config, runtime_config, metrics, auth)?;
     let poster = runtime.poster();
+    if let Some(door) = websocket {
+        let poster = runtime.poster();
+        door.attach(runtime.shard_count(), move |shard, handoff| {
+            poster
+                .post(shard, ShardMessage::WebSocket(Box::new(handoff)))
+                .is_ok()
+        });
+    }
     announced.attach(move |query| poster.post(0, ShardMessage::ListAnnounced(query)).is_ok());
     runtime.shutdown_on_signals().map_err(RelayError::Signals)?;
     info!(
@@ -115,7 +135,7 @@ async fn serve_shard(ctx: ShardContext<ShardMessage>, shared: Shared) {
         stats,
         shared.backlog.clone(),
     ));
-    monoio::spawn(dispatch(ctx.clone(), shard.clone()));
+    monoio::spawn(dispatch(ctx.clone(), shard.clone(), shared.clone()));
     monoio::spawn(sample_cache_bytes(Rc::downgrade(&shard)));
     monoio::spawn({
         let (ctx, shard) = (ctx.clone(), shard.clone());
@@ -162,16 +182,71 @@ async fn sample_cache_bytes(shard: std::rc::Weak<Shard>) {
 }
 
 /// Handle messages from other shards (and this one) in batches.
-async fn dispatch(ctx: ShardContext<ShardMessage>, shard: Rc<Shard>) {
+async fn dispatch(ctx: ShardContext<ShardMessage>, shard: Rc<Shard>, shared: Shared) {
     let mut batch = Vec::new();
+    let handle = |message| match message {
+        // Sockets are the relay's business, not the router's.
+        ShardMessage::WebSocket(handoff) => {
+            monoio::spawn(serve_websocket(shard.clone(), shared.clone(), *handoff));
+        }
+        message => shard.handle(message),
+    };
     loop {
         let first = ctx.recv().await;
-        shard.handle(first);
+        handle(first);
         ctx.drain_messages(&mut batch);
         for message in batch.drain(..) {
-            shard.handle(message);
+            handle(message);
         }
     }
+}
+
+/// A WebSocket the HTTP listener upgraded and handed to this shard: QMux
+/// on it, a session on that, counted like any other.
+async fn serve_websocket(shard: Rc<Shard>, shared: Shared, handoff: Handoff) {
+    let Handoff {
+        socket,
+        early,
+        version,
+        remote,
+        path,
+        query,
+    } = handoff;
+    // The session root is the URL path, as on WebTransport.
+    let root = path.clone();
+    let origin = QmuxOrigin {
+        remote,
+        path,
+        query,
+    };
+    let transport = QmuxTransport::new(true, shared.qmux_limits, origin);
+    let driver = monoio::spawn(websocket::drive(
+        transport.clone(),
+        socket,
+        early,
+        shard.stats.clone(),
+    ));
+    let open = shared.sessions.fetch_add(1, Ordering::Relaxed) + 1;
+    let guard = SessionCount(shared.sessions.clone());
+    if open > shared.max_sessions {
+        shard.stats.sessions_refused_max_sessions.inc();
+        debug!(limit = shared.max_sessions, remote = ?transport.remote_address(), "WebSocket session refused: relay.max_sessions reached");
+        transport.close(SessionCode::TOO_MANY_SESSIONS, "too many sessions");
+    } else {
+        let kind = KindCount::new(shard.stats.clone(), version, TransportKind::WebSocket);
+        let stats = shard.stats.clone();
+        let run = session::run(shard, transport.clone(), version, root);
+        if let Err(panic) = catch_unwind(run).await {
+            error!(%panic, remote = ?transport.remote_address(), "WebSocket session panicked; closing it");
+            stats.sessions_panicked.inc();
+            transport.close(SessionCode::INTERNAL_ERROR, "internal error");
+        }
+        drop(kind);
+    }
+    drop(guard);
+    // The session has ended; the connection goes with it.
+    transport.close(SessionCode::CANCEL, "");
+    driver.await;
 }
 
 async fn serve_connection(shard: Rc<Shard>, shared: Shared, conn: Connection) {
@@ -192,7 +267,10 @@ async fn serve_connection(shard: Rc<Shard>, shared: Shared, conn: Connection) {
     let alpn = conn.alpn().unwrap_or_default();
     if let Some(version) = Version::from_alpn(&alpn) {
         let _kind = KindCount::new(shard.stats.clone(), version, TransportKind::Quic);
-        return session::run(shard, conn, version, String::new()).await;
+        // Each branch boxed: this task lives as long as its connection, and
+        // inline it would hold the largest of the three (the WebTransport
+        // handshake's included) for every session, ~13 KB.
+        return Box::pin(session::run(shard, conn, version, String::new())).await;
     }
     if alpn != b"h3" {
         debug!(alpn = %String::from_utf8_lossy(&alpn), "no moq-lite version for this ALPN");
@@ -207,7 +285,7 @@ async fn serve_connection(shard: Rc<Shard>, shared: Shared, conn: Connection) {
             .map(|v| v.wt_protocol().to_string())
     };
     let handshake = race(
-        WtSession::accept(conn.clone(), choose),
+        Box::pin(WtSession::accept(conn.clone(), choose)),
         monoio::time::sleep(WEBTRANSPORT_HANDSHAKE_TIMEOUT),
     )
     .await;
@@ -230,7 +308,7 @@ async fn serve_connection(shard: Rc<Shard>, shared: Shared, conn: Connection) {
         .unwrap_or(Version::Lite04);
     let root = wt.path().to_string();
     let _kind = KindCount::new(shard.stats.clone(), version, TransportKind::WebTransport);
-    session::run(shard, wt, version, root).await;
+    Box::pin(session::run(shard, wt, version, root)).await;
 }
 
 /// How long a WebTransport client has to send its CONNECT.
@@ -246,6 +324,16 @@ impl Drop for SessionCount {
 
 /// The relays to dial: the upstream first (so on shard 0), then the
 /// cluster's peers, spread over the shards.
+fn qmux_limits(quic: &crate::config::QuicConfig) -> QmuxLimits {
+    QmuxLimits {
+        max_streams_bidi: quic.max_concurrent_bidi_streams.into(),
+        max_streams_uni: quic.max_concurrent_uni_streams.into(),
+        stream_window: quic.stream_receive_window,
+        connection_window: quic.receive_window,
+        outbound_bytes: usize::try_from(quic.send_window).unwrap_or(usize::MAX),
+    }
+}
+
 fn dials(config: &Config) -> Result<Vec<Upstream>, upstream::UpstreamError> {
     let ca_file = config.relay.upstream_ca_file.as_deref();
     let mut dials: Vec<Upstream> =

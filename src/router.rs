@@ -377,6 +377,9 @@ impl Router {
             }
             ShardMessage::Media { hub, event } => self.media(hub, event, now),
             ShardMessage::ListAnnounced(query) => self.answer_announced(query),
+            // The relay takes these before the router; one that got here
+            // is dropped, which closes its socket.
+            ShardMessage::WebSocket(_) => {}
         }
     }
 

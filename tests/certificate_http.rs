@@ -22,6 +22,11 @@ fn free_port() -> u16 {
 }
 
 fn spawn_relay(dir: &Path, port: u16, tls: &str) -> Child {
+    spawn_relay_env(dir, port, tls, &[])
+}
+
+/// [`spawn_relay`] with environment overrides (`QUMO_SECTION__KEY`).
+fn spawn_relay_env(dir: &Path, port: u16, tls: &str, env: &[(&str, &str)]) -> Child {
     let config = dir.join("relay.yaml");
     std::fs::write(
         &config,
@@ -34,6 +39,7 @@ fn spawn_relay(dir: &Path, port: u16, tls: &str) -> Child {
         .arg("--config")
         .arg(&config)
         .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -150,13 +156,31 @@ fn a_certificate_from_files_is_not_published() {
         dir.path().join("cert.pem").display(),
         dir.path().join("key.pem").display()
     );
+    // TCP still takes WebSocket upgrades, but has no hash to give.
     let port = free_port();
     let mut relay = spawn_relay(dir.path(), port, &tls);
     let (fingerprint, quic) = wait_listening(&mut relay);
     assert_eq!(fingerprint, None);
+    let answer = http(
+        quic,
+        "GET /certificate.sha256 HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    stop(relay);
+
+    // Without the WebSocket, nothing listens on TCP.
+    let port = free_port();
+    let mut relay = spawn_relay_env(
+        dir.path(),
+        port,
+        &tls,
+        &[("QUMO_SERVER__WEBSOCKET", "false")],
+    );
+    let (fingerprint, quic) = wait_listening(&mut relay);
+    assert_eq!(fingerprint, None);
     assert!(
         TcpStream::connect(quic).is_err(),
-        "nothing listens on TCP without a generated certificate"
+        "nothing listens on TCP without a generated certificate or the WebSocket"
     );
     stop(relay);
 }

@@ -100,8 +100,10 @@ pub async fn run_subscriber(shard: Rc<Shard>, ctx: ShardContext<()>, j: usize) {
         return;
     }
     shard.c.borrow_mut().sub_attempted += 1;
+    let (relay, path) = plan.subscriber_relay(j);
+    let path = path.to_string();
     let conn = match ctx
-        .connect(plan.addr, &plan.cfg.server_name, plan.tls.clone())
+        .connect(relay, &plan.cfg.server_name, plan.tls.clone())
         .await
     {
         Ok(conn) => conn,
@@ -138,7 +140,6 @@ pub async fn run_subscriber(shard: Rc<Shard>, ctx: ShardContext<()>, j: usize) {
 
     {
         let conn = conn.clone();
-        let path = plan.cfg.url.path.clone();
         monoio::spawn(async move {
             let _ = send_setup(&conn, version, Role::Subscriber, &path).await;
         });

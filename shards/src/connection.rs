@@ -270,9 +270,16 @@ impl Connection {
         .await
     }
 
-    /// Round-trip time, congestion window, losses and traffic so far.
+    /// Round-trip time, congestion window, losses and traffic so far; after
+    /// the connection closed, while it drains and once it is gone, its last
+    /// figures (so that traffic counted from them misses nothing). `None`
+    /// only if called while the shard's state is borrowed.
     pub fn stats(&self) -> Option<ConnectionStats> {
-        self.inspect(|e| e.conn.stats().into()).ok()
+        let inner = self.core.inner.try_borrow().ok()?;
+        match inner.conns.get(&self.shared.handle) {
+            Some(entry) if entry.shared.id == self.shared.id => Some(entry.conn.stats().into()),
+            _ => self.shared.final_stats.get(),
+        }
     }
 }
 

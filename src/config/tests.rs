@@ -54,8 +54,8 @@ fn defaults_match_the_documented_values() {
     );
     assert_eq!(c.quic.idle_timeout, Duration::from_secs(30));
     assert_eq!(c.quic.keep_alive, Some(Duration::from_secs(10)));
-    assert_eq!(c.quic.max_concurrent_bidi_streams, 256);
-    assert_eq!(c.quic.max_concurrent_uni_streams, 1024);
+    assert_eq!(c.quic.max_concurrent_bidi_streams, 128);
+    assert_eq!(c.quic.max_concurrent_uni_streams, 256);
     assert_eq!(c.quic.stream_receive_window, 1 << 20);
     assert_eq!(c.quic.receive_window, 16 << 20);
     assert_eq!(c.quic.send_window, 16 << 20);

@@ -401,6 +401,10 @@ impl Transport for MemoryTransport {
         None
     }
 
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
     async fn open_uni(&self) -> Result<MemorySend, TransportError> {
         let (out, _) = std::future::poll_fn(|cx| self.poll_open(cx, UNI)).await?;
         Ok(self.send_half(out, None))

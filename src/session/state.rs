@@ -84,6 +84,12 @@ pub struct Session<T: Transport> {
     /// What the peer may publish and subscribe, relative to the root; set
     /// once its credentials are checked, before the session registers.
     pub(super) grant: OnceCell<Grant>,
+    /// Whether the peer showed itself a relay (see `peer_kind`).
+    pub(super) relay_peer: Cell<bool>,
+    /// Where the connection's bytes are counted.
+    pub(super) traffic_sink: crate::metrics::TrafficSink,
+    /// The connection's bytes at the last count.
+    pub(super) traffic_counted: Cell<crate::metrics::Traffic>,
     /// Raised when the session ends; every task of it stops.
     pub closed: Signal,
 }

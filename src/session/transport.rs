@@ -24,6 +24,7 @@ use bytes::Bytes;
 use qumo_shards::{Connection, ConnectionError, ReadStreamError, VarInt, WriteError};
 
 use crate::lite::{SessionCode, StreamCode};
+use crate::metrics::Traffic;
 use crate::webtransport::{self, WtError, WtSession};
 
 /// Why the transport failed.
@@ -108,6 +109,10 @@ pub trait Transport: 'static {
     /// The peer's address, where there is one (for logs).
     fn remote_address(&self) -> Option<SocketAddr>;
 
+    /// What carries the session, for its log line: `quic`,
+    /// `webtransport`, `websocket`, `memory`.
+    fn kind(&self) -> &'static str;
+
     /// The URL the peer dialled, as path and query, on a transport that
     /// has one (WebTransport's CONNECT). Without one, the session's root
     /// and credentials come from the SETUP path.
@@ -146,6 +151,13 @@ pub trait Transport: 'static {
     fn moq_code(&self, code: VarInt) -> Option<StreamCode> {
         let code = webtransport::app_code(code).or_else(|| u32::try_from(code.into_inner()).ok());
         code.map(StreamCode)
+    }
+
+    /// UDP bytes sent and received on the session's connection so far
+    /// (its last figures once it ended); `None` on a transport without a
+    /// wire, or while the figures cannot be read.
+    fn traffic(&self) -> Option<Traffic> {
+        None
     }
 
     /// What the transport's congestion controller knows of the path, for
@@ -216,6 +228,13 @@ impl RecvStream for qumo_shards::RecvStream {
     }
 }
 
+fn connection_traffic(conn: &Connection) -> Option<Traffic> {
+    conn.stats().map(|s| Traffic {
+        sent: s.bytes_sent,
+        received: s.bytes_received,
+    })
+}
+
 /// Why a datagram was not sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DatagramDrop {
@@ -281,6 +300,10 @@ impl Transport for Connection {
         Connection::remote_address(self)
     }
 
+    fn kind(&self) -> &'static str {
+        "quic"
+    }
+
     async fn open_uni(&self) -> Result<Self::Send, TransportError> {
         Ok(Connection::open_uni(self).await?)
     }
@@ -296,6 +319,10 @@ impl Transport for Connection {
     async fn accept_bi(&self) -> Result<(Self::Send, Self::Recv, Bytes), TransportError> {
         let (send, recv) = Connection::accept_bi(self).await?;
         Ok((send, recv, Bytes::new()))
+    }
+
+    fn traffic(&self) -> Option<Traffic> {
+        connection_traffic(self)
     }
 
     fn estimate(&self) -> Estimate {
@@ -337,6 +364,10 @@ impl Transport for WtSession {
         self.connection().remote_address()
     }
 
+    fn kind(&self) -> &'static str {
+        "webtransport"
+    }
+
     fn url(&self) -> Option<(&str, Option<&str>)> {
         Some((self.path(), self.query()))
     }
@@ -361,6 +392,11 @@ impl Transport for WtSession {
     /// WebTransport peer: they are not taken.
     fn moq_code(&self, code: VarInt) -> Option<StreamCode> {
         webtransport::app_code(code).map(StreamCode)
+    }
+
+    /// The whole connection's: it carries this one session.
+    fn traffic(&self) -> Option<Traffic> {
+        connection_traffic(self.connection())
     }
 
     /// The HTTP/3 connection's: one WebTransport session per connection

@@ -86,22 +86,37 @@ async function probeWebTransport({ url, hash, timeoutMs }) {
 	}
 }
 
-async function connect({ url, hash, timeoutMs }) {
-	const conn = await Moq.Connection.connect(new URL(url), {
-		webtransport: { serverCertificateHashes: [{ algorithm: "sha-256", value: hash }] },
-		// WebTransport only: no silent fallback to qmux over WebSocket.
-		websocket: { enabled: false },
-		signal: AbortSignal.timeout(timeoutMs),
-	});
+// One transport only, so that a pass says which one works: `webtransport` with the
+// WebSocket fallback off, or `websocket` (qmux over `wsUrl`) with WebTransport hidden
+// from @moq/net, as in a browser that lacks it.
+async function connect({ url, hash, timeoutMs, transport = "webtransport", wsUrl }) {
+	const websocket = transport === "websocket";
+	const hidden = globalThis.WebTransport;
+	if (websocket) globalThis.WebTransport = undefined;
+	let conn;
+	try {
+		conn = await Moq.Connection.connect(new URL(url), {
+			webtransport: { serverCertificateHashes: [{ algorithm: "sha-256", value: hash }] },
+			websocket: websocket ? { enabled: true, url: new URL(wsUrl), delay: 0 } : { enabled: false },
+			signal: AbortSignal.timeout(timeoutMs),
+		});
+	} finally {
+		globalThis.WebTransport = hidden;
+	}
 	log(`connected: url=${conn.url} version=${conn.version} transport=${conn.transport}`);
+	if (conn.transport !== transport) {
+		conn.close();
+		throw new Error(`connected over ${conn.transport}, not ${transport}`);
+	}
 	return conn;
 }
 
 // @moq/net's connect failure alone is often an opaque AggregateError: add what a bare
 // WebTransport session to the same URL says.
-async function connectFailure(err, { url, hash }) {
+async function connectFailure(err, { url, hash, transport }) {
 	const error = describe(err);
 	log(`connect failed: ${error}`);
+	if (transport === "websocket") return error;
 	const probe = await probeWebTransport({ url, hash, timeoutMs: 5000 });
 	return probe.ok
 		? `${error}; a bare WebTransport session does open (wt-protocol ${JSON.stringify(probe.protocol)}), so the MoQ handshake failed`
@@ -131,14 +146,14 @@ async function waitAnnounced(conn, path, timeoutMs) {
 // Scenario 1: subscribe to `broadcast`/`track` as published by moq-clock and return the
 // first `want` lines, each rebuilt the way moq-clock's subscriber prints them (a group's
 // first frame is the base "YYYY-MM-DD HH:MM:", each later frame the seconds "SS").
-window.subscribeClock = async ({ url, hash, broadcast, track, want, timeoutMs }) => {
+window.subscribeClock = async ({ url, hash, broadcast, track, want, timeoutMs, transport, wsUrl }) => {
 	const started = performance.now();
 	const left = () => Math.max(1, timeoutMs - (performance.now() - started));
 	let conn;
 	try {
-		conn = await connect({ url, hash, timeoutMs: Math.min(10000, left()) });
+		conn = await connect({ url, hash, timeoutMs: Math.min(10000, left()), transport, wsUrl });
 	} catch (err) {
-		return { ok: false, step: "connect", error: await connectFailure(err, { url, hash }), lines: [] };
+		return { ok: false, step: "connect", error: await connectFailure(err, { url, hash, transport }), lines: [] };
 	}
 	const lines = [];
 	try {
@@ -169,7 +184,7 @@ window.subscribeClock = async ({ url, hash, broadcast, track, want, timeoutMs })
 		);
 		sub.close();
 		consumer.close();
-		return { ok: true, version: conn.version, lines };
+		return { ok: true, version: conn.version, transport: conn.transport, lines };
 	} catch (err) {
 		return { ok: false, step: "subscribe", error: describe(err), version: conn.version, lines };
 	} finally {
@@ -182,12 +197,12 @@ window.subscribeClock = async ({ url, hash, broadcast, track, want, timeoutMs })
 // frames "0", "1", ... So moq-clock's subscriber prints `${tag} group N: K`. Short
 // groups mean a subscriber that joins mid-group still gets a whole group soon after.
 let publishing;
-window.startPublish = async ({ url, hash, broadcast, track, tag, frames, intervalMs, timeoutMs }) => {
+window.startPublish = async ({ url, hash, broadcast, track, tag, frames, intervalMs, timeoutMs, transport, wsUrl }) => {
 	let conn;
 	try {
-		conn = await connect({ url, hash, timeoutMs });
+		conn = await connect({ url, hash, timeoutMs, transport, wsUrl });
 	} catch (err) {
-		return { ok: false, step: "connect", error: await connectFailure(err, { url, hash }) };
+		return { ok: false, step: "connect", error: await connectFailure(err, { url, hash, transport }) };
 	}
 	const producer = new Moq.Broadcast.Producer();
 	const trackProducer = producer.createTrack(track);
@@ -215,7 +230,7 @@ window.startPublish = async ({ url, hash, broadcast, track, tag, frames, interva
 		(err) => log(`publisher session closed: ${describe(err)}`),
 	);
 	publishing = { conn, producer, trackProducer, state };
-	return { ok: true, version: conn.version };
+	return { ok: true, version: conn.version, transport: conn.transport };
 };
 
 window.stopPublish = async () => {

@@ -9,7 +9,9 @@
 // Usage: node tests/browser/run.mjs --relay localhost:PORT --hash SHA256HEX
 //          [--moq-clock PATH] [--clock-url URL] [--chromium PATH]
 //          [--scenario all|clock-to-browser|browser-to-clock] [--timeout SECONDS]
-//          [--netlog FILE] [--only-load]
+//          [--netlog FILE] [--only-load] [--ws HOST:PORT]
+// With --ws (the relay's TCP listener), every scenario runs twice: over WebTransport,
+// then over the WebSocket (qmux) with WebTransport hidden from @moq/net.
 // Needs tests/browser/install.sh to have run. Prints one PASS or FAIL line per
 // scenario, and "N passed, N failed" last; exits 1 if any failed.
 import { spawn } from "node:child_process";
@@ -43,6 +45,7 @@ function parseArgs(argv) {
 		timeout: 25,
 		netlog: undefined,
 		onlyLoad: false,
+		ws: undefined,
 	};
 	for (let i = 0; i < argv.length; i++) {
 		const a = argv[i];
@@ -60,6 +63,7 @@ function parseArgs(argv) {
 			case "--timeout": opts.timeout = Number(next()); break;
 			case "--netlog": opts.netlog = next(); break;
 			case "--only-load": opts.onlyLoad = true; break;
+			case "--ws": opts.ws = next(); break;
 			case "-h": case "--help": usage("help"); break;
 			default: usage(`unknown argument ${a}`);
 		}
@@ -72,6 +76,8 @@ function parseArgs(argv) {
 	if (!(opts.timeout > 0)) usage("bad --timeout");
 	opts.url = `https://${opts.relay}/`;
 	opts.clockUrl ??= opts.url;
+	opts.transports = opts.ws ? ["webtransport", "websocket"] : ["webtransport"];
+	opts.wsUrl = opts.ws ? `http://${opts.ws}/` : undefined;
 	return opts;
 }
 
@@ -207,9 +213,9 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const nonce = `${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
 const CLOCK_LINE = /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$/;
 
-async function clockToBrowser(page) {
-	const name = "clock-to-browser (moq-clock publishes, browser subscribes over WebTransport)";
-	const broadcast = `clock-${nonce}`;
+async function clockToBrowser(page, transport) {
+	const name = `clock-to-browser (moq-clock publishes, browser subscribes over ${transport})`;
+	const broadcast = `clock-${transport}-${nonce}`;
 	const clock = startClock("publish", broadcast);
 	try {
 		await sleep(500);
@@ -217,6 +223,7 @@ async function clockToBrowser(page) {
 		const want = 3;
 		const r = await page.evaluate((args) => window.subscribeClock(args), {
 			url: opts.url, hash: opts.hash, broadcast, track: "seconds", want, timeoutMs: opts.timeout * 1000,
+			transport, wsUrl: opts.wsUrl,
 		});
 		if (!r.ok) return report(name, false, `failed at ${r.step}: ${r.error} (lines so far: ${JSON.stringify(r.lines)})`);
 		// Each line is a UTC wall-clock time from moq-clock: check the format and that it is live.
@@ -226,7 +233,7 @@ async function clockToBrowser(page) {
 		if (Math.max(...skew) > 30) return report(name, false, `frames are not live: ${JSON.stringify(r.lines)} vs now ${new Date().toISOString()}`);
 		const distinct = new Set(r.lines).size;
 		if (distinct < want) return report(name, false, `repeated frames ${JSON.stringify(r.lines)}`);
-		report(name, true, `WebTransport, ${r.version}; received ${JSON.stringify(r.lines)}`);
+		report(name, true, `${r.transport}, ${r.version}; received ${JSON.stringify(r.lines)}`);
 	} catch (err) {
 		report(name, false, String(err?.stack ?? err));
 	} finally {
@@ -234,17 +241,18 @@ async function clockToBrowser(page) {
 	}
 }
 
-async function browserToClock(page) {
-	const name = "browser-to-clock (browser publishes over WebTransport, moq-clock subscribes)";
-	const broadcast = `browser-${nonce}`;
-	const tag = `qumo-browser-${nonce}`;
+async function browserToClock(page, transport) {
+	const name = `browser-to-clock (browser publishes over ${transport}, moq-clock subscribes)`;
+	const broadcast = `browser-${transport}-${nonce}`;
+	const tag = `qumo-browser-${transport}-${nonce}`;
 	let clock;
 	try {
 		const r = await page.evaluate((args) => window.startPublish(args), {
 			url: opts.url, hash: opts.hash, broadcast, track: "seconds", tag, frames: 3, intervalMs: 300, timeoutMs: 10000,
+			transport, wsUrl: opts.wsUrl,
 		});
 		if (!r.ok) return report(name, false, `failed at ${r.step}: ${r.error}`);
-		say(`browser publishing ${broadcast} (WebTransport, ${r.version})`);
+		say(`browser publishing ${broadcast} (${r.transport}, ${r.version})`);
 		clock = startClock("subscribe", broadcast);
 		// moq-clock's subscriber prints `${base}${frame}` for every frame after a group's first.
 		const line = new RegExp(`^${tag} group \\d+: \\d+$`);
@@ -253,7 +261,7 @@ async function browserToClock(page) {
 		const lines = await waitForLines(clock, (l) => line.test(l), want, opts.timeout * 1000);
 		const groups = new Set(lines.map((l) => l.replace(/: \d+$/, "")));
 		if (groups.size < 2) return report(name, false, `all lines from one group: ${JSON.stringify(lines)}`);
-		report(name, true, `WebTransport, ${r.version}; moq-clock printed ${JSON.stringify(lines)}`);
+		report(name, true, `${r.transport}, ${r.version}; moq-clock printed ${JSON.stringify(lines)}`);
 	} catch (err) {
 		report(name, false, String(err?.message ?? err));
 	} finally {
@@ -292,8 +300,10 @@ async function main() {
 			report("page loads @moq/net with WebTransport available", true, `Chromium ${browser.version()}`);
 			return;
 		}
-		if (opts.scenario === "all" || opts.scenario === "clock-to-browser") await clockToBrowser(page);
-		if (opts.scenario === "all" || opts.scenario === "browser-to-clock") await browserToClock(page);
+		for (const transport of opts.transports) {
+			if (opts.scenario === "all" || opts.scenario === "clock-to-browser") await clockToBrowser(page, transport);
+			if (opts.scenario === "all" || opts.scenario === "browser-to-clock") await browserToClock(page, transport);
+		}
 	} catch (err) {
 		report("harness", false, String(err?.stack ?? err));
 	} finally {
@@ -309,6 +319,6 @@ async function main() {
 const hardLimit = setTimeout(() => {
 	console.log("FAIL: run.mjs: overall time limit reached");
 	process.exit(1);
-}, (opts.timeout * 2 + 25) * 1000);
+}, (opts.timeout * 2 * opts.transports.length + 25) * 1000);
 hardLimit.unref();
 await main();

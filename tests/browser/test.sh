@@ -8,7 +8,8 @@
 #   CLOCK_SCHEME=moql tests/browser/test.sh   # moq-clock over raw QUIC instead of WebTransport
 #   NETLOG=/tmp/netlog.json tests/browser/test.sh   # Chromium net-log for debugging
 #
-# Exits 0 when both scenarios pass. Bounded: about 90 s at most once installed.
+# Exits 0 when all four scenarios pass (both over WebTransport, then over the
+# WebSocket with WebTransport hidden). Bounded: about 150 s at most once installed.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -69,6 +70,7 @@ RUST_LOG="${RELAY_RUST_LOG:-}" "$RELAY" --config "$WORK/relay.yaml" >"$WORK/rela
 RELAY_PID=$!
 
 PORT=""
+WSPORT=""
 HASH=""
 for _ in $(seq 100); do
 	if ! kill -0 "$RELAY_PID" 2>/dev/null; then
@@ -78,21 +80,23 @@ for _ in $(seq 100); do
 	fi
 	HASH="$(sed -n 's/.*sha256=\([0-9a-f]\{64\}\).*/\1/p' "$WORK/relay.log" | head -n1 || true)"
 	PORT="$(sed -n 's/.*qumo-relay listening address=\[::\]:\([0-9]*\).*/\1/p' "$WORK/relay.log" | head -n1 || true)"
-	[[ -n "$HASH" && -n "$PORT" ]] && break
+	# The TCP listener (certificate hash, WebSocket): with port 0, a port of its own.
+	WSPORT="$(sed -n 's/.*serving the certificate hash over HTTP addr=\[::\]:\([0-9]*\).*/\1/p' "$WORK/relay.log" | head -n1 || true)"
+	[[ -n "$HASH" && -n "$PORT" && -n "$WSPORT" ]] && break
 	sleep 0.1
 done
-if [[ -z "$HASH" || -z "$PORT" ]]; then
+if [[ -z "$HASH" || -z "$PORT" || -z "$WSPORT" ]]; then
 	echo "FAIL: no 'sha256=' fingerprint or listening address in the relay log within 10 s:" >&2
 	cat "$WORK/relay.log" >&2
 	exit 1
 fi
-echo "test.sh: qumo-relay pid $RELAY_PID on udp [::]:$PORT, certificate sha256=$HASH"
+echo "test.sh: qumo-relay pid $RELAY_PID on udp [::]:$PORT, tcp [::]:$WSPORT, certificate sha256=$HASH"
 
 NODE_ARGS=(--relay "localhost:$PORT" --hash "$HASH" --moq-clock "$MOQ_CLOCK"
-	--clock-url "$CLOCK_SCHEME://localhost:$PORT" --timeout 20)
+	--clock-url "$CLOCK_SCHEME://localhost:$PORT" --timeout 20 --ws "localhost:$WSPORT")
 [[ -n "${NETLOG:-}" ]] && NODE_ARGS+=(--netlog "$NETLOG")
 set +e
-timeout -k 5 75 node "$HERE/run.mjs" "${NODE_ARGS[@]}" &
+timeout -k 5 130 node "$HERE/run.mjs" "${NODE_ARGS[@]}" &
 NODE_PID=$!
 wait "$NODE_PID"
 RC=$?
@@ -104,4 +108,11 @@ if [[ $RC -ne 0 ]]; then
 	tail -n 200 "$WORK/relay.log" >&2
 	exit 1
 fi
-echo "test.sh: browser interop PASSED"
+# The WebSocket scenarios' sessions, as the relay saw them: one per scenario at least.
+WS_SESSIONS="$(grep -c 'session open.*transport="websocket"' "$WORK/relay.log" || true)"
+if [[ "$WS_SESSIONS" -lt 2 ]]; then
+	echo "test.sh: FAILED: the relay logged $WS_SESSIONS WebSocket sessions, expected 2; relay log:" >&2
+	tail -n 200 "$WORK/relay.log" >&2
+	exit 1
+fi
+echo "test.sh: browser interop PASSED ($WS_SESSIONS WebSocket sessions)"

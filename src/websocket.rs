@@ -1,0 +1,560 @@
+//! QMux over WebSocket: the transport browsers without WebTransport (and
+//! moq-native clients racing it) fall back to.
+//!
+//! # Where it runs
+//!
+//! The upgrade request arrives on the TCP listener at the QUIC port
+//! ([`crate::http`], a hyper thread off the shards). [`upgrader`] answers
+//! it: `101 Switching Protocols` with the subprotocol chosen by
+//! [`negotiate`], or `400` when the client offers none we speak. The
+//! upgraded socket then leaves the HTTP thread: it is handed, with any
+//! bytes already read past the request, to one shard through the mesh
+//! ([`WebSocketDoor`]), which runs the session on it like a QUIC one. The
+//! shards take turns (round robin over upgrades), so TCP sessions spread
+//! evenly, as QUIC connections spread by the kernel's hash.
+//!
+//! # Wire
+//!
+//! The subprotocol is `qmux-00.<alpn>` for a moq-lite ALPN we serve
+//! (`qmux-00.moq-lite-05`): QMux draft-00 frames, one per binary message,
+//! on QUIC's stream and flow-control model ([`crate::qmux`]). moq-native
+//! 0.14 (`moq-clock --websocket-enabled`, the `moq` CLI) offers
+//! `qmux-00.<alpn>`, and `@moq/net` 0.3 (`@moq/qmux`) offers it beside
+//! `qmux-01`/`qmux-02`; both get draft-00. The legacy `webtransport`
+//! framing and the record-framed drafts are not served.
+//!
+//! # Bounds
+//!
+//! WebSocket framing is tungstenite's, driven sans-IO over buffers: a
+//! message or frame over [`MAX_FRAME_SIZE`] is refused from its header,
+//! before its payload is buffered; the connection closes with WebSocket
+//! code 1009 (and QMux FRAME_ENCODING_ERROR), a malformed frame with 1002
+//! (and the QMux error that fits). Streams and buffers are bounded by
+//! [`QmuxLimits`](crate::qmux::QmuxLimits). A peer that vanishes without a FIN is found by TCP
+//! keep-alive (about 25 s).
+
+use std::cell::RefCell;
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, Splitable};
+use tracing::debug;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
+use tungstenite::{Error as WsError, Message};
+
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+
+use crate::handoff::Handoff;
+use crate::http::{plain, HttpResponse, PeerAddr, Upgrader};
+use crate::lite::Version;
+use crate::metrics::RelayStats;
+use crate::qmux::codec::{TransportCode, MAX_FRAME_SIZE};
+use crate::qmux::{QmuxError, QmuxTransport};
+use crate::session::transport::Transport;
+use crate::task::race;
+
+/// The QMux draft this relay speaks, as a subprotocol prefix.
+pub const QMUX_PREFIX: &str = "qmux-00.";
+
+/// The subprotocol to accept from a client's `Sec-WebSocket-Protocol`
+/// values, and the moq-lite version it names: our newest version the
+/// client offers as `qmux-00.<alpn>`.
+pub fn negotiate<'a>(offered: impl IntoIterator<Item = &'a str>) -> Option<(String, Version)> {
+    let offered: Vec<&str> = offered
+        .into_iter()
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    Version::ALL.into_iter().find_map(|version| {
+        let name = format!("{QMUX_PREFIX}{}", version.alpn());
+        offered.contains(&name.as_str()).then_some((name, version))
+    })
+}
+
+/// Posts a handoff to a shard; false if that shard is gone.
+type Deliver = Box<dyn Fn(usize, Handoff) -> bool + Send + Sync>;
+
+/// Where the HTTP thread sends upgraded sockets: attached to the shards
+/// once they run (the listener starts first); until then upgrades are
+/// refused with 503.
+#[derive(Default)]
+pub struct WebSocketDoor {
+    deliver: OnceLock<(usize, Deliver)>,
+    next: AtomicUsize,
+}
+
+impl std::fmt::Debug for WebSocketDoor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebSocketDoor")
+            .field("attached", &self.deliver.get().is_some())
+            .finish()
+    }
+}
+
+impl WebSocketDoor {
+    /// Deliver handoffs to `shards` shards through `deliver(shard, handoff)`.
+    pub fn attach(
+        &self,
+        shards: usize,
+        deliver: impl Fn(usize, Handoff) -> bool + Send + Sync + 'static,
+    ) {
+        let _ = self.deliver.set((shards.max(1), Box::new(deliver)));
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.deliver.get().is_some()
+    }
+
+    /// Send `handoff` to the next shard in turn; false if none took it.
+    pub fn hand_off(&self, handoff: Handoff) -> bool {
+        let Some((shards, deliver)) = self.deliver.get() else {
+            return false;
+        };
+        let shard = self.next.fetch_add(1, Ordering::Relaxed) % shards;
+        deliver(shard, handoff)
+    }
+}
+
+/// How often TCP keep-alive probes a silent peer, and how many unanswered
+/// probes end it: a peer that vanished is gone within about 25 s, as QUIC's
+/// idle timeout would find.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVE_RETRIES: u32 = 3;
+
+/// Ready an upgraded socket for its shard: keep-alive on, blocking mode
+/// left to the shard's runtime.
+pub fn prepare_socket(socket: &std::net::TcpStream) {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_RETRIES);
+    if let Err(error) = socket2::SockRef::from(socket).set_tcp_keepalive(&keepalive) {
+        debug!(%error, "cannot set TCP keep-alive on a WebSocket");
+    }
+    let _ = socket.set_nodelay(true);
+}
+
+/// The `Sec-WebSocket-Accept` value for a client's key.
+pub fn accept_key(key: &[u8]) -> String {
+    tungstenite::handshake::derive_accept_key(key)
+}
+
+/// The largest WebSocket message (and frame) read: one QMux frame.
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(MAX_FRAME_SIZE))
+        .max_frame_size(Some(MAX_FRAME_SIZE))
+        .read_buffer_size(MAX_FRAME_SIZE + 16)
+}
+
+/// tungstenite's stream, as buffers: reads take what the socket brought
+/// (`WouldBlock` when empty), writes collect what goes to the socket.
+#[derive(Default)]
+struct Buffers {
+    input: BytesMut,
+    output: Vec<u8>,
+}
+
+impl Read for Buffers {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.input.is_empty() {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        let n = buf.len().min(self.input.len());
+        buf[..n].copy_from_slice(&self.input.split_to(n));
+        Ok(n)
+    }
+}
+
+impl Write for Buffers {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.output.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+struct Socket {
+    ws: WebSocketContext,
+    io: Buffers,
+    /// The WebSocket close code to end with, once QMux has said its last.
+    close: Option<CloseCode>,
+    /// The writer, waiting for output.
+    writer: Option<Waker>,
+    read_done: bool,
+}
+
+impl Socket {
+    fn wake_writer(&mut self) {
+        if let Some(waker) = self.writer.take() {
+            waker.wake();
+        }
+    }
+}
+
+/// Counters for what a WebSocket peer did wrong.
+fn count_error(stats: &RelayStats, error: &WsError) {
+    match error {
+        WsError::Capacity(_) => stats.websocket_messages_too_large.inc(),
+        _ => stats.websocket_protocol_errors.inc(),
+    }
+}
+
+/// How long a closed connection may take to send its last frames.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Run the socket under `transport` until the connection ends: the reader
+/// feeds received messages to it, the writer sends its frames, then a
+/// WebSocket close, then the socket is shut down.
+pub async fn drive(
+    transport: QmuxTransport,
+    socket: std::net::TcpStream,
+    early: Bytes,
+    stats: Arc<RelayStats>,
+) {
+    let stream = match monoio::net::TcpStream::from_std(socket) {
+        Ok(stream) => stream,
+        Err(error) => {
+            debug!(%error, "WebSocket socket unusable on the shard");
+            transport.lost();
+            return;
+        }
+    };
+    let fd = stream.as_raw_fd();
+    let (read, write) = stream.into_split();
+    let mut io = Buffers::default();
+    io.input.extend_from_slice(&early);
+    let state = Rc::new(RefCell::new(Socket {
+        ws: WebSocketContext::new(Role::Server, Some(ws_config())),
+        io,
+        close: None,
+        writer: None,
+        read_done: false,
+    }));
+    let reader = monoio::spawn(read_loop(read, state.clone(), transport.clone(), stats));
+    // Once the connection is closed, its last frames and the WebSocket
+    // close get a grace period: a peer that stops reading cannot hold the
+    // socket (and this task) for ever.
+    let grace = async {
+        transport.closed().await;
+        monoio::time::sleep(CLOSE_GRACE).await;
+    };
+    race(write_loop(write, &state, &transport), grace).await;
+    // Ends the reader's pending read (it sees the end of the stream) even
+    // if the peer never closes its side. The write half is still held, so
+    // the descriptor is still this socket's.
+    // SAFETY: shutdown(2) on a descriptor we own; no memory is involved.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RDWR);
+    }
+    reader.await;
+}
+
+/// Feed what arrives on the socket to tungstenite, and each binary
+/// message to QMux.
+async fn read_loop(
+    mut read: monoio::net::tcp::TcpOwnedReadHalf,
+    state: Rc<RefCell<Socket>>,
+    transport: QmuxTransport,
+    stats: Arc<RelayStats>,
+) {
+    let mut buf = Vec::with_capacity(64 * 1024);
+    'socket: loop {
+        {
+            let mut guard = state.borrow_mut();
+            let socket = &mut *guard;
+            loop {
+                let error = match socket.ws.read(&mut socket.io) {
+                    Ok(Message::Binary(message)) => match transport.receive(message) {
+                        Ok(()) => continue,
+                        Err(error) => {
+                            stats.websocket_protocol_errors.inc();
+                            debug!(%error, "QMux protocol error; closing the WebSocket");
+                            socket.close = Some(CloseCode::Protocol);
+                            break 'socket;
+                        }
+                    },
+                    Ok(Message::Text(_)) => {
+                        stats.websocket_protocol_errors.inc();
+                        transport.fail(QmuxError {
+                            code: TransportCode::PROTOCOL_VIOLATION,
+                            reason: "text message",
+                        });
+                        socket.close = Some(CloseCode::Unsupported);
+                        break 'socket;
+                    }
+                    Ok(Message::Close(_)) => {
+                        // tungstenite has queued its answer; QMux is over.
+                        transport.lost();
+                        break 'socket;
+                    }
+                    Ok(_) => continue,
+                    Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(error) => error,
+                };
+                match error {
+                    WsError::ConnectionClosed | WsError::AlreadyClosed => {
+                        transport.lost();
+                    }
+                    error => {
+                        count_error(&stats, &error);
+                        debug!(%error, "WebSocket error; closing it");
+                        let (code, ws_code) = match error {
+                            WsError::Capacity(_) => {
+                                (TransportCode::FRAME_ENCODING_ERROR, CloseCode::Size)
+                            }
+                            _ => (TransportCode::PROTOCOL_VIOLATION, CloseCode::Protocol),
+                        };
+                        transport.fail(QmuxError {
+                            code,
+                            reason: "WebSocket message refused",
+                        });
+                        socket.close = Some(ws_code);
+                    }
+                }
+                break 'socket;
+            }
+            socket.wake_writer();
+        }
+        buf.clear();
+        let (result, returned) = read.read(buf).await;
+        buf = returned;
+        match result {
+            Ok(0) | Err(_) => {
+                transport.lost();
+                break;
+            }
+            Ok(n) => state.borrow_mut().io.input.extend_from_slice(&buf[..n]),
+        }
+    }
+    let mut socket = state.borrow_mut();
+    socket.read_done = true;
+    socket.wake_writer();
+}
+
+/// What the writer does next.
+enum Next {
+    /// Bytes for the socket.
+    Send(Vec<u8>),
+    /// Nothing more: the connection is over.
+    Done,
+}
+
+/// Move QMux's frames through tungstenite to the socket; after QMux's
+/// last frame, a WebSocket close.
+async fn write_loop(
+    mut write: monoio::net::tcp::TcpOwnedWriteHalf,
+    state: &Rc<RefCell<Socket>>,
+    transport: &QmuxTransport,
+) {
+    loop {
+        let next = std::future::poll_fn(|cx| {
+            let mut guard = state.borrow_mut();
+            let socket = &mut *guard;
+            let mut finished = false;
+            // Up to a batch of frames per socket write.
+            while socket.io.output.len() < 64 * 1024 {
+                match transport.poll_outbound(cx) {
+                    Poll::Ready(Some(frame)) => {
+                        if socket
+                            .ws
+                            .write(&mut socket.io, Message::Binary(frame))
+                            .is_err()
+                        {
+                            finished = true;
+                            break;
+                        }
+                    }
+                    Poll::Ready(None) => {
+                        finished = true;
+                        break;
+                    }
+                    Poll::Pending => break,
+                }
+            }
+            if finished {
+                let code = socket.close.unwrap_or(CloseCode::Normal);
+                let frame = CloseFrame {
+                    code,
+                    reason: "".into(),
+                };
+                let _ = socket.ws.close(&mut socket.io, Some(frame));
+            }
+            let _ = socket.ws.flush(&mut socket.io);
+            if !socket.io.output.is_empty() {
+                return Poll::Ready(Next::Send(std::mem::take(&mut socket.io.output)));
+            }
+            if finished || (socket.read_done && transport.is_closed()) {
+                return Poll::Ready(Next::Done);
+            }
+            socket.writer = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+        match next {
+            Next::Send(bytes) => {
+                let (result, _) = write.write_all(bytes).await;
+                if result.is_err() {
+                    transport.lost();
+                    return;
+                }
+            }
+            Next::Done => return,
+        }
+    }
+}
+
+/// The certificate listener's hook: WebSocket upgrades answered by
+/// [`answer_upgrade`], every other request left to the listener.
+pub fn upgrader(door: Arc<WebSocketDoor>) -> Upgrader {
+    Arc::new(move |request: &mut Request<Incoming>| {
+        is_upgrade(request).then(|| answer_upgrade(request, &door))
+    })
+}
+
+/// Whether a request asks for a WebSocket (`Upgrade: websocket`).
+pub fn is_upgrade<B>(request: &Request<B>) -> bool {
+    request
+        .headers()
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
+}
+
+/// Answer a WebSocket upgrade (RFC 6455 §4.2): `101` with our subprotocol,
+/// the socket then handed to a shard; or the error that says why not.
+pub fn answer_upgrade(request: &mut Request<Incoming>, door: &Arc<WebSocketDoor>) -> HttpResponse {
+    let headers = request.headers();
+    let has_token = |name, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|p| p.trim().eq_ignore_ascii_case(token))
+    };
+    if request.method() != Method::GET || !has_token(header::CONNECTION, "upgrade") {
+        return plain(StatusCode::BAD_REQUEST, "not a WebSocket upgrade\n");
+    }
+    if !has_token(header::SEC_WEBSOCKET_VERSION, "13") {
+        let mut response = plain(StatusCode::UPGRADE_REQUIRED, "WebSocket version 13 only\n");
+        response.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        return response;
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return plain(StatusCode::BAD_REQUEST, "no Sec-WebSocket-Key\n");
+    };
+    let accept = accept_key(key.as_bytes());
+    let offered = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let Some((protocol, version)) = negotiate(offered) else {
+        debug!("WebSocket upgrade refused: no qmux-00 moq-lite subprotocol offered");
+        return plain(StatusCode::BAD_REQUEST, "no supported subprotocol\n");
+    };
+    if !door.is_open() {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "starting\n");
+    }
+    let (Ok(accept), Ok(protocol_value)) = (
+        HeaderValue::from_str(&accept),
+        HeaderValue::from_str(&protocol),
+    ) else {
+        return plain(StatusCode::BAD_REQUEST, "bad WebSocket key\n");
+    };
+    let remote = request.extensions().get::<PeerAddr>().map(|p| p.0);
+    let path = request.uri().path().to_string();
+    let query = request.uri().query().map(str::to_string);
+    let upgrade = hyper::upgrade::on(request);
+    let door = door.clone();
+    tokio::spawn(async move {
+        let upgraded = match upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(error) => return debug!(%error, "WebSocket upgrade failed"),
+        };
+        let Ok(parts) = upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() else {
+            return debug!("upgraded connection is not a TCP stream");
+        };
+        let socket = match parts.io.into_inner().into_std() {
+            Ok(socket) => socket,
+            Err(error) => return debug!(%error, "cannot take the upgraded socket"),
+        };
+        prepare_socket(&socket);
+        let handoff = Handoff {
+            socket,
+            early: parts.read_buf,
+            version,
+            remote,
+            path,
+            query,
+        };
+        // Dropped (closed) if no shard takes it: the relay is stopping.
+        if !door.hand_off(handoff) {
+            debug!("no shard took the WebSocket");
+        }
+    });
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    headers.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol_value);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_newest_offered_qmux_00_version_is_chosen() {
+        // moq-native 0.14's qmux 0.0.7 offer.
+        let native =
+            "qmux-00, qmux-00.moq-lite-04, qmux-00.moql, webtransport, webtransport.moq-lite-04";
+        assert_eq!(
+            negotiate([native]),
+            Some(("qmux-00.moq-lite-04".to_string(), Version::Lite04))
+        );
+        // @moq/qmux 0.3: every draft for each ALPN, across header lines.
+        let js = [
+            "qmux-02.moq-lite-05, qmux-01.moq-lite-05, qmux-00.moq-lite-05",
+            "qmux-00.moq-lite-04, qmux-02, qmux-01, qmux-00, webtransport",
+        ];
+        assert_eq!(
+            negotiate(js),
+            Some(("qmux-00.moq-lite-05".to_string(), Version::Lite05))
+        );
+    }
+
+    #[test]
+    fn nothing_we_speak_is_refused() {
+        assert_eq!(
+            negotiate(["webtransport, qmux-00, qmux-01.moq-lite-05"]),
+            None
+        );
+        assert_eq!(negotiate(Vec::<&str>::new()), None);
+        assert_eq!(negotiate(["qmux-00.moq-lite-99"]), None);
+    }
+}

@@ -1,0 +1,225 @@
+//! The WebSocket transport (QMux draft-00 over `ws://`) against the real
+//! binary: moq-clock 0.10.21 with `--websocket-enabled` and a `ws://` URL
+//! publishes and subscribes through qumo beside raw-QUIC moq-clocks, and a
+//! raw WebSocket client (tungstenite) that sends an oversized or malformed
+//! message is closed with the protocol's error while the others go on.
+
+mod support;
+
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use support::http::{admin_addr, sections, total, wait_metrics};
+use support::{moq_clock, Client, Relay};
+use tungstenite::client::IntoClientRequest;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::{Message, WebSocket};
+
+/// The TCP listener's address: with port 0 it is a port of its own.
+fn ws_addr(relay: &Relay) -> SocketAddr {
+    let line = relay
+        .wait_for(
+            "serving the certificate hash over HTTP",
+            Duration::from_secs(10),
+        )
+        .unwrap_or_else(|| panic!("no TCP listener:\n{}", relay.log()));
+    assert!(line.contains("websocket=true"), "{line}");
+    support::field(&line, "addr").parse().unwrap()
+}
+
+/// moq-clock over the WebSocket only (a `ws://` URL has no QUIC to race).
+fn ws_clock(addr: SocketAddr, broadcast: &str, mode: &str) -> Client {
+    support::spawn_moq_clock(&[
+        "--url",
+        &format!("ws://{addr}"),
+        "--broadcast",
+        broadcast,
+        "--websocket-enabled",
+        mode,
+    ])
+}
+
+/// Wait for a `session open` line with `transport="..."`; the count of
+/// such lines.
+fn wait_sessions(relay: &Relay, transport: &str, n: usize) {
+    let needle = format!("transport=\"{transport}\"");
+    relay
+        .wait_for_nth_all(&["session open", &needle], n - 1, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("no {transport} session:\n{}", relay.log()));
+}
+
+fn assert_ticks(subscriber: &Client, relay: &Relay) {
+    let ticks = subscriber.ticks(3, Duration::from_secs(15));
+    assert!(
+        ticks.len() >= 3,
+        "got {ticks:?}; relay log:\n{}",
+        relay.log()
+    );
+}
+
+#[test]
+fn moq_clock_over_websocket_publishes_to_a_quic_subscriber() {
+    let relay = Relay::start(2);
+    let ws = ws_addr(&relay);
+    let _publisher = ws_clock(ws, "ws-pub", "publish");
+    relay
+        .wait_for("broadcast=ws-pub active=true", Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("no announcement:\n{}", relay.log()));
+    wait_sessions(&relay, "websocket", 1);
+    let subscriber = moq_clock(&format!("moql://{}", relay.addr), "ws-pub", "subscribe");
+    assert_ticks(&subscriber, &relay);
+    wait_sessions(&relay, "quic", 1);
+    assert_eq!(relay.count("transport=\"websocket\""), 1);
+}
+
+#[test]
+fn a_quic_publisher_reaches_moq_clock_over_websocket() {
+    let relay = Relay::start(2);
+    let ws = ws_addr(&relay);
+    let _publisher = moq_clock(&format!("moql://{}", relay.addr), "ws-sub", "publish");
+    relay
+        .wait_for("broadcast=ws-sub active=true", Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("no announcement:\n{}", relay.log()));
+    let subscriber = ws_clock(ws, "ws-sub", "subscribe");
+    assert_ticks(&subscriber, &relay);
+    wait_sessions(&relay, "websocket", 1);
+    assert_eq!(relay.count("transport=\"quic\""), 1);
+}
+
+type Raw = WebSocket<TcpStream>;
+
+/// A raw WebSocket client that offers `qmux-00.moq-lite-04`.
+fn raw_client(addr: SocketAddr) -> Raw {
+    let mut request = format!("ws://{addr}/").into_client_request().unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "qmux-00.moq-lite-04".parse().unwrap(),
+    );
+    let stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let (socket, response) = tungstenite::client(request, stream).unwrap();
+    assert_eq!(
+        response.headers()["sec-websocket-protocol"],
+        "qmux-00.moq-lite-04"
+    );
+    socket
+}
+
+/// Read until the relay closes: the binary messages it sent, and its
+/// close code.
+fn read_to_close(socket: &mut Raw) -> (Vec<Vec<u8>>, Option<CloseCode>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut messages = Vec::new();
+    while Instant::now() < deadline {
+        match socket.read() {
+            Ok(Message::Binary(bytes)) => messages.push(bytes.to_vec()),
+            Ok(Message::Close(frame)) => return (messages, frame.map(|f| f.code)),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    (messages, None)
+}
+
+/// QMux CONNECTION_CLOSE (0x1c) with transport error `code`.
+fn is_connection_close(message: &[u8], code: u8) -> bool {
+    message.len() >= 2 && message[0] == 0x1c && message[1] == code
+}
+
+#[test]
+fn oversized_and_malformed_messages_close_only_their_connection() {
+    let relay = Relay::start_with(2, &sections("  max_connections: 64\n"));
+    let admin = admin_addr(&relay);
+    let ws = ws_addr(&relay);
+    // Others: a QUIC publisher and a WebSocket subscriber, ticking.
+    let _publisher = moq_clock(&format!("moql://{}", relay.addr), "steady", "publish");
+    relay
+        .wait_for("broadcast=steady active=true", Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("no announcement:\n{}", relay.log()));
+    let subscriber = ws_clock(ws, "steady", "subscribe");
+    assert_ticks(&subscriber, &relay);
+
+    // A message over max_frame_size (16384): refused from its header,
+    // closed with 1009 after QMux's FRAME_ENCODING_ERROR (0x07).
+    let mut big = raw_client(ws);
+    big.send(Message::Binary(vec![0u8; 100_000].into()))
+        .unwrap();
+    let (messages, code) = read_to_close(&mut big);
+    assert_eq!(code, Some(CloseCode::Size), "{messages:?}");
+    assert!(
+        messages.iter().any(|m| is_connection_close(m, 0x07)),
+        "{messages:?}"
+    );
+
+    // An unknown QMux frame type: FRAME_ENCODING_ERROR, then 1002.
+    let mut malformed = raw_client(ws);
+    malformed
+        .send(Message::Binary(vec![0x21, 0x00].into()))
+        .unwrap();
+    let (messages, code) = read_to_close(&mut malformed);
+    assert_eq!(code, Some(CloseCode::Protocol), "{messages:?}");
+    assert!(
+        messages.iter().any(|m| is_connection_close(m, 0x07)),
+        "{messages:?}"
+    );
+
+    // A STREAM frame before QX_TRANSPORT_PARAMETERS: PROTOCOL_VIOLATION.
+    let mut early = raw_client(ws);
+    early
+        .send(Message::Binary(vec![0x0b, 0x02, 0x01, b'x'].into()))
+        .unwrap();
+    let (messages, code) = read_to_close(&mut early);
+    assert_eq!(code, Some(CloseCode::Protocol), "{messages:?}");
+    assert!(
+        messages.iter().any(|m| is_connection_close(m, 0x0a)),
+        "{messages:?}"
+    );
+
+    let samples = wait_metrics(
+        admin,
+        Duration::from_secs(10),
+        "the refusals counted",
+        |s| {
+            total(s, "qumo_websocket_messages_too_large_total") >= 1.0
+                && total(s, "qumo_websocket_protocol_errors_total") >= 2.0
+        },
+    );
+    let websocket_sessions: f64 = samples
+        .iter()
+        .filter(|s| {
+            s.name == "qumo_sessions_started_total" && s.label("transport") == Some("websocket")
+        })
+        .map(|s| s.value)
+        .sum();
+    // The subscriber and the three refused clients.
+    assert!(websocket_sessions >= 4.0, "{samples:#?}");
+
+    // The subscriber went on through all of it.
+    let before = subscriber.ticks(0, Duration::ZERO).len();
+    let after = subscriber.ticks(before + 2, Duration::from_secs(15));
+    assert!(
+        after.len() >= before + 2,
+        "the subscriber stopped: {after:?}\n{}",
+        relay.log()
+    );
+}
+
+#[test]
+fn an_upgrade_without_a_qmux_subprotocol_is_refused() {
+    let relay = Relay::start(1);
+    let ws = ws_addr(&relay);
+    let mut request = format!("ws://{ws}/").into_client_request().unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "webtransport, qmux-01.moq-lite-04".parse().unwrap(),
+    );
+    let stream = TcpStream::connect(ws).unwrap();
+    match tungstenite::client(request, stream) {
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response))) => {
+            assert_eq!(response.status(), 400)
+        }
+        other => panic!("expected a 400, got {:?}", other.map(|(_, r)| r)),
+    }
+}
