@@ -32,5 +32,12 @@ pub mod webtransport;
 /// ALPN protocols the relay offers, newest first: rustls picks the first
 /// protocol in the server's list that the client also offers, so this order
 /// makes a client that speaks several versions get the newest. `h3` is for
-/// WebTransport (HTTP/3) clients.
-pub const ALPN_PROTOCOLS: &[&[u8]] = &[b"moq-lite-06", b"moq-lite-05", b"moq-lite-04", b"h3"];
+/// WebTransport (HTTP/3) clients. `moq-00` is IETF moq-transport draft 14
+/// on raw QUIC, after the lite versions: a client offering both gets lite.
+pub const ALPN_PROTOCOLS: &[&[u8]] = &[
+    b"moq-lite-06",
+    b"moq-lite-05",
+    b"moq-lite-04",
+    b"moq-00",
+    b"h3",
+];

@@ -272,6 +272,11 @@ async fn serve_connection(shard: Rc<Shard>, shared: Shared, conn: Connection) {
         // handshake's included) for every session, ~13 KB.
         return Box::pin(session::run(shard, conn, version, String::new())).await;
     }
+    if alpn == crate::ietf::ALPN_DRAFT14.as_bytes() {
+        // IETF moq-transport draft 14 on raw QUIC: its own session task,
+        // meeting the lite sessions in the shard's router.
+        return Box::pin(crate::ietf_session::session::run(shard, conn, false)).await;
+    }
     if alpn != b"h3" {
         debug!(alpn = %String::from_utf8_lossy(&alpn), "no moq-lite version for this ALPN");
         return conn.close(session::code(SessionCode::VERSION), b"unsupported ALPN");

@@ -17,3 +17,6 @@
 
 pub mod bridge;
 pub mod control;
+pub mod session;
+#[cfg(test)]
+mod tests;

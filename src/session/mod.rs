@@ -22,7 +22,7 @@ mod state;
 mod subscription;
 mod tail;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 pub mod traffic;
 pub mod transport;
 mod writer;

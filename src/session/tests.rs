@@ -30,17 +30,17 @@ use crate::shard::{Settings, Shard};
 /// Far above anything a step takes, even on a loaded CI box.
 const DEADLINE: Duration = Duration::from_secs(10);
 
-const BROADCAST: &str = "live";
+pub(crate) const BROADCAST: &str = "live";
 
-fn settings() -> Settings {
+pub(crate) fn settings() -> Settings {
     Settings::from_config(&Config::default())
 }
 
-fn shard(settings: Settings) -> Rc<Shard> {
+pub(crate) fn shard(settings: Settings) -> Rc<Shard> {
     Shard::standalone(settings, Arc::new(RelayStats::default()))
 }
 
-async fn within<F: Future>(what: &str, f: F) -> F::Output {
+pub(crate) async fn within<F: Future>(what: &str, f: F) -> F::Output {
     match monoio::time::timeout(DEADLINE, f).await {
         Ok(out) => out,
         Err(_) => panic!("{what}: nothing within {DEADLINE:?}"),
@@ -60,11 +60,11 @@ fn wire(code: StreamCode) -> VarInt {
     crate::webtransport::error_code(code.0)
 }
 
-type Reader = StreamReader<MemoryRecv>;
+pub(crate) type Reader = StreamReader<MemoryRecv>;
 
 /// A scripted moq-lite peer on the far end of a memory pair.
-struct Peer {
-    transport: MemoryTransport,
+pub(crate) struct Peer {
+    pub(crate) transport: MemoryTransport,
     version: Version,
 }
 
@@ -221,12 +221,12 @@ impl Peer {
 
 /// The relay's upstream SUBSCRIBEs as a publisher received them, with the
 /// SUBSCRIBE stream's halves.
-type Upstream = (Subscribe, MemorySend, Reader);
+pub(crate) type Upstream = (Subscribe, MemorySend, Reader);
 
 /// A peer that announces `BROADCAST` and, from a task of its own, answers
 /// the relay's TRACK requests and queues its SUBSCRIBEs.
-struct Publisher {
-    peer: Rc<Peer>,
+pub(crate) struct Publisher {
+    pub(crate) peer: Rc<Peer>,
     subscribes: Rc<Inbox<Upstream>>,
     /// Our answer to the relay's ANNOUNCE_REQUEST, kept open.
     _announce: MemorySend,
@@ -259,7 +259,7 @@ impl<T> Inbox<T> {
 }
 
 impl Publisher {
-    async fn connect(shard: &Rc<Shard>, version: Version) -> Publisher {
+    pub(crate) async fn connect(shard: &Rc<Shard>, version: Version) -> Publisher {
         let peer = Peer::connect(shard, version, MemoryLimits::default())
             .await
             .0;
@@ -298,13 +298,13 @@ impl Publisher {
     }
 
     /// The relay's next upstream SUBSCRIBE.
-    async fn next_subscribe(&self) -> Upstream {
+    pub(crate) async fn next_subscribe(&self) -> Upstream {
         self.subscribes.next().await
     }
 
     /// Open a GROUP stream and write `frames` (timestamp, payload); the
     /// stream is left open for the caller to finish or abandon.
-    async fn send_group(
+    pub(crate) async fn send_group(
         &self,
         subscribe: u64,
         sequence: u64,
@@ -409,7 +409,7 @@ impl ReceivedGroup {
     }
 }
 
-fn frames(count: usize, size: usize) -> Vec<(u64, Bytes)> {
+pub(crate) fn frames(count: usize, size: usize) -> Vec<(u64, Bytes)> {
     (0..count)
         .map(|i| (1000 + 3000 * i as u64, Bytes::from(vec![i as u8; size])))
         .collect()

@@ -1,0 +1,500 @@
+//! One IETF moq-transport (draft 14) session over a [`Transport`], serving the
+//! relay's tracks to an IETF subscriber.
+//!
+//! Tasks, all on the connection's shard:
+//! - the control task: the peer's first bidi stream, read message by message
+//!   through [`ControlState`]; the first violation closes this session only;
+//! - the control writer: owns the control stream's send half and drains the
+//!   queue every other task pushes replies onto;
+//! - one task per subscription (following the track replica like a lite
+//!   subscription) and one per group it sends (a subgroup stream).
+//!
+//! Not yet here: PUBLISH_NAMESPACE from an IETF publisher (answered with
+//! PUBLISH_NAMESPACE_ERROR NOT_SUPPORTED), SUBSCRIBE_NAMESPACE, FETCH, and
+//! filters other than LargestObject / NextGroupStart (refused, not guessed).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+
+use bytes::{Buf, BytesMut};
+use tracing::{debug, info};
+
+use super::bridge::{namespace_to_path, object_for_frame, subgroup_for_group};
+use super::control::{ControlState, Violation};
+use crate::ietf::{
+    ControlMessage, Decode, Encode, FetchError, Filter, GroupOrder, Location, Parameters,
+    PublishDone, PublishNamespaceError, SessionCode, Subscribe, SubscribeError,
+    SubscribeNamespaceError, SubscribeOk, Version,
+};
+use crate::lite::StreamCode;
+use crate::message::{TrackKey, TrackName};
+use crate::session::transport::{RecvStream, SendStream, Transport};
+use crate::shard::Shard;
+use crate::task::{catch_unwind, race, Either, Signal};
+use crate::track::{Group, NextFrame, TrackReplica, TrackState};
+
+/// Requests the peer may have open ahead of our MAX_REQUEST_ID updates.
+const REQUEST_WINDOW: u64 = 100;
+
+/// Control messages queued for a peer that is not reading them.
+const MAX_OUTBOX: usize = 1024;
+
+/// SUBSCRIBE_ERROR codes (draft 14 section 9.8).
+const SUBSCRIBE_NOT_SUPPORTED: u64 = 0x3;
+const SUBSCRIBE_DOES_NOT_EXIST: u64 = 0x4;
+/// The generic NOT_SUPPORTED (0x3) of the namespace and fetch error tables.
+const REQUEST_NOT_SUPPORTED: u64 = 0x3;
+
+/// PUBLISH_DONE status codes (draft 14 section 9.12).
+const DONE_INTERNAL_ERROR: u64 = 0x0;
+const DONE_TRACK_ENDED: u64 = 0x2;
+
+/// Data stream reset codes (draft 14): INTERNAL_ERROR, CANCELLED.
+const STREAM_INTERNAL_ERROR: u32 = 0x0;
+const STREAM_CANCELLED: u32 = 0x1;
+
+/// Run an accepted draft-14 session until the peer leaves or it is closed.
+/// `webtransport` says whether the URL (not a PATH parameter) names the path.
+pub async fn run<T: Transport>(shard: Rc<Shard>, transport: T, webtransport: bool) {
+    let session = Rc::new(IetfSession {
+        id: transport.id(),
+        transport,
+        shard,
+        closed: Signal::default(),
+        outbox: RefCell::new(VecDeque::new()),
+        outbox_waker: RefCell::new(None),
+        subscriptions: RefCell::new(HashMap::new()),
+    });
+    info!(
+        session = session.id,
+        transport = session.transport.kind(),
+        "ietf session open"
+    );
+    // Authorization is not mapped onto draft-14 tokens yet: a relay that
+    // requires tokens refuses IETF sessions rather than serve them unchecked.
+    if session.shard.settings.auth.is_some() {
+        session.close(
+            SessionCode::UNAUTHORIZED,
+            "ietf sessions need no-auth relays for now",
+        );
+        return;
+    }
+    session.spawn(control(session.clone(), webtransport));
+    match race(session.transport.closed(), session.closed.raised()).await {
+        Either::Left(()) => session.closed.raise(),
+        Either::Right(()) => {}
+    }
+    for sub in session.subscriptions.borrow().values() {
+        sub.cancelled.raise();
+    }
+    info!(session = session.id, "ietf session closed");
+}
+
+struct IetfSession<T: Transport> {
+    id: u64,
+    transport: T,
+    shard: Rc<Shard>,
+    closed: Signal,
+    /// Control messages for the writer task, in order.
+    outbox: RefCell<VecDeque<ControlMessage>>,
+    outbox_waker: RefCell<Option<Waker>>,
+    /// Open subscriptions by Request ID.
+    subscriptions: RefCell<HashMap<u64, Rc<Subscription>>>,
+}
+
+struct Subscription {
+    request_id: u64,
+    track_alias: u64,
+    priority: u8,
+    cancelled: Signal,
+    /// Subgroup streams opened so far (PUBLISH_DONE's Stream Count).
+    streams: Cell<u64>,
+}
+
+impl<T: Transport> IetfSession<T> {
+    fn send(&self, msg: ControlMessage) {
+        // A peer that sends requests but never reads the answers would grow
+        // the queue without end: it is closed instead.
+        if self.outbox.borrow().len() >= MAX_OUTBOX {
+            return self.close(SessionCode::TOO_MANY_REQUESTS, "control replies not read");
+        }
+        self.outbox.borrow_mut().push_back(msg);
+        if let Some(waker) = self.outbox_waker.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+
+    fn close(&self, code: SessionCode, reason: &str) {
+        debug!(session = self.id, %code, reason, "closing ietf session");
+        self.transport
+            .close(crate::lite::SessionCode(code.0), reason);
+        self.closed.raise();
+    }
+
+    fn violation(&self, v: Violation) {
+        self.shard.stats.sessions_protocol_violations.inc();
+        self.close(v.code, v.reason);
+    }
+
+    fn stream_code(&self, code: u32) -> qumo_shards::VarInt {
+        self.transport.stream_code(StreamCode(code))
+    }
+
+    /// A task of this session: a panic in it closes the session, not the shard.
+    fn spawn(self: &Rc<Self>, task: impl std::future::Future<Output = ()> + 'static) {
+        let session = self.clone();
+        monoio::spawn(async move {
+            if let Err(panic) = catch_unwind(task).await {
+                tracing::error!(session = session.id, %panic, "ietf session task panicked");
+                session.shard.stats.sessions_panicked.inc();
+                session.close(SessionCode::INTERNAL_ERROR, "internal error");
+            }
+        });
+    }
+}
+
+/// The control stream: the first bidi stream; any later one is refused.
+async fn control<T: Transport>(session: Rc<IetfSession<T>>, webtransport: bool) {
+    let accepted = race(session.transport.accept_bi(), session.closed.raised()).await;
+    let Either::Left(Ok((send, recv, leftover))) = accepted else {
+        session.closed.raise();
+        return;
+    };
+    session.spawn(refuse_other_bidi(session.clone()));
+    session.spawn(write_control(session.clone(), send));
+    let mut state = ControlState::server(REQUEST_WINDOW, webtransport);
+    let mut recv = recv;
+    let mut buf = BytesMut::from(&leftover[..]);
+    let limits = session.shard.settings.limits;
+    loop {
+        let version = state.version().unwrap_or(Version::Draft14);
+        let msg = match ControlMessage::decode(&buf, version, &limits) {
+            Ok((msg, used)) => {
+                buf.advance(used);
+                msg
+            }
+            Err(e) => match Violation::malformed(&e) {
+                Some(v) => {
+                    debug!(session = session.id, error = %e, "malformed control message");
+                    return session.violation(v);
+                }
+                None => {
+                    match race(recv.read_chunk(usize::MAX), session.closed.raised()).await {
+                        Either::Left(Ok(Some(chunk))) => buf.extend_from_slice(&chunk),
+                        // The control stream ending ends the session (draft 14 3.3).
+                        Either::Left(Ok(None)) => {
+                            return session.violation(Violation {
+                                code: SessionCode::PROTOCOL_VIOLATION,
+                                reason: "control stream ended",
+                            })
+                        }
+                        Either::Left(Err(_)) | Either::Right(()) => {
+                            session.closed.raise();
+                            return;
+                        }
+                    }
+                    continue;
+                }
+            },
+        };
+        match state.receive(&msg) {
+            Ok(Some(reply)) => session.send(reply),
+            Ok(None) => {}
+            Err(v) => return session.violation(v),
+        }
+        handle(&session, msg);
+    }
+}
+
+/// Bidi streams after the control stream have no meaning in draft 14.
+async fn refuse_other_bidi<T: Transport>(session: Rc<IetfSession<T>>) {
+    loop {
+        let accepted = race(session.transport.accept_bi(), session.closed.raised()).await;
+        let Either::Left(Ok((mut send, mut recv, _))) = accepted else {
+            return;
+        };
+        let code = session.stream_code(STREAM_INTERNAL_ERROR);
+        let _ = send.reset(code);
+        let _ = recv.stop(code);
+    }
+}
+
+async fn write_control<T: Transport>(session: Rc<IetfSession<T>>, mut send: T::Send) {
+    loop {
+        let next = poll_fn(|cx| {
+            if session.closed.is_raised() {
+                return Poll::Ready(None);
+            }
+            let mut out = BytesMut::new();
+            for msg in session.outbox.borrow_mut().drain(..) {
+                if let Err(e) = msg.encode(&mut out, Version::Draft14) {
+                    tracing::warn!(error = %e, "cannot encode an outgoing control message");
+                }
+            }
+            if !out.is_empty() {
+                return Poll::Ready(Some(out.freeze()));
+            }
+            *session.outbox_waker.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        });
+        let Either::Left(Some(bytes)) = race(next, session.closed.raised()).await else {
+            return;
+        };
+        if send.write_chunk(bytes).await.is_err() {
+            session.closed.raise();
+            return;
+        }
+    }
+}
+
+/// Act on one message the control state accepted.
+fn handle<T: Transport>(session: &Rc<IetfSession<T>>, msg: ControlMessage) {
+    use ControlMessage as M;
+    match msg {
+        M::Subscribe(request) => subscribe(session, request),
+        M::Unsubscribe(m) => {
+            if let Some(sub) = session.subscriptions.borrow().get(&m.request_id) {
+                sub.cancelled.raise();
+            }
+        }
+        M::PublishNamespace(m) => session.send(
+            PublishNamespaceError {
+                request_id: m.request_id,
+                code: REQUEST_NOT_SUPPORTED,
+                reason: "publishing over draft 14 is not supported yet".into(),
+            }
+            .into(),
+        ),
+        M::SubscribeNamespace(m) => session.send(
+            SubscribeNamespaceError {
+                request_id: m.request_id,
+                code: REQUEST_NOT_SUPPORTED,
+                reason: "not supported".into(),
+            }
+            .into(),
+        ),
+        M::Fetch(m) => session.send(
+            FetchError {
+                request_id: m.request_id,
+                code: REQUEST_NOT_SUPPORTED,
+                reason: "not supported".into(),
+            }
+            .into(),
+        ),
+        // A client sending GOAWAY is refused by the control state; the rest
+        // (SUBSCRIBE_UPDATE, REQUESTS_BLOCKED, ...) need no answer here.
+        _ => {}
+    }
+}
+
+fn refuse(session: &IetfSession<impl Transport>, request_id: u64, code: u64, reason: &str) {
+    session.send(
+        SubscribeError {
+            request_id,
+            code,
+            reason: reason.into(),
+        }
+        .into(),
+    );
+}
+
+fn subscribe<T: Transport>(session: &Rc<IetfSession<T>>, request: Subscribe) {
+    let id = request.request_id;
+    let start_after_newest = match request.filter {
+        Filter::LargestObject => false,
+        Filter::NextGroupStart => true,
+        Filter::AbsoluteStart(_) | Filter::AbsoluteRange { .. } => {
+            return refuse(session, id, SUBSCRIBE_NOT_SUPPORTED, "filter not supported");
+        }
+    };
+    if session.subscriptions.borrow().len() >= session.shard.settings.max_subscriptions_per_session
+    {
+        session.shard.stats.subscriptions_refused_limit.inc();
+        return refuse(session, id, SUBSCRIBE_NOT_SUPPORTED, "subscription limit");
+    }
+    let key: TrackKey = Arc::new(TrackName {
+        broadcast: crate::origin::normalize(&namespace_to_path(&request.namespace)),
+        track: request.name.clone(),
+    });
+    if session.shard.publisher_of(&key.broadcast).is_none() {
+        debug!(session = session.id, track = %key, "ietf subscribe: no such broadcast");
+        return refuse(
+            session,
+            id,
+            SUBSCRIBE_DOES_NOT_EXIST,
+            "track does not exist",
+        );
+    }
+    debug!(session = session.id, id, track = %key, "ietf subscribe");
+    let replica = session.shard.subscribe_local(&key);
+    replica.add_subscriber();
+    session.shard.stats.subscriptions_open.inc();
+    let largest = replica.group_after(None).map(|g| Location {
+        group: g.sequence,
+        object: (g.frame_count() as u64).saturating_sub(1),
+    });
+    let sub = Rc::new(Subscription {
+        request_id: id,
+        // One alias per subscription: the Request ID is unique already.
+        track_alias: id,
+        priority: super::bridge::lite_priority(request.subscriber_priority),
+        cancelled: Signal::default(),
+        streams: Cell::new(0),
+    });
+    session.subscriptions.borrow_mut().insert(id, sub.clone());
+    session.send(
+        SubscribeOk {
+            request_id: id,
+            track_alias: sub.track_alias,
+            expires: 0,
+            group_order: GroupOrder::Ascending,
+            largest,
+            parameters: Parameters::default(),
+        }
+        .into(),
+    );
+    let last = match start_after_newest {
+        true => replica.newest_sequence(),
+        false => None,
+    };
+    let session2 = session.clone();
+    session.spawn(async move {
+        let session = session2;
+        let end = serve_track(&session, &sub, &replica, last).await;
+        let status = match end {
+            Some(None) => Some((DONE_TRACK_ENDED, "track ended")),
+            Some(Some(_)) => Some((DONE_INTERNAL_ERROR, "track reset upstream")),
+            None => None,
+        };
+        if let Some((status, reason)) = status {
+            // Stream Count tells the subscriber how many streams to wait for.
+            session.send(
+                PublishDone {
+                    request_id: sub.request_id,
+                    status,
+                    stream_count: sub.streams.get(),
+                    reason: reason.into(),
+                }
+                .into(),
+            );
+        }
+        sub.cancelled.raise();
+        session.subscriptions.borrow_mut().remove(&sub.request_id);
+        session.shard.stats.subscriptions_open.dec();
+        if replica.remove_subscriber() == 0 {
+            session.shard.release_local(&key, &replica);
+        }
+        debug!(
+            session = session.id,
+            id = sub.request_id,
+            "ietf subscription over"
+        );
+    });
+}
+
+/// Follow the replica: each group to its own subgroup stream. `Some(code)`
+/// when the track ended (`None` cleanly), `None` when cancelled.
+async fn serve_track<T: Transport>(
+    session: &Rc<IetfSession<T>>,
+    sub: &Rc<Subscription>,
+    replica: &Rc<TrackReplica>,
+    mut last: Option<u64>,
+) -> Option<Option<StreamCode>> {
+    let cancel = sub.cancelled.waiter();
+    let closed = session.closed.waiter();
+    let waiter = replica.waiter();
+    let mut started = last.is_some();
+    loop {
+        let step = poll_fn(|cx| {
+            if sub.cancelled.poll_raised(&cancel, cx).is_ready()
+                || session.closed.poll_raised(&closed, cx).is_ready()
+            {
+                return Poll::Ready(None);
+            }
+            let group = match started {
+                true => replica.group_after(last),
+                false => replica.newest_after(None),
+            };
+            if let Some(group) = group {
+                return Poll::Ready(Some(Ok(group)));
+            }
+            if let TrackState::Ended(code) = replica.state() {
+                return Poll::Ready(Some(Err(code)));
+            }
+            waiter.register(cx);
+            Poll::Pending
+        })
+        .await;
+        match step {
+            None => return None,
+            Some(Ok(group)) => {
+                started = true;
+                last = Some(group.sequence);
+                sub.streams.set(sub.streams.get() + 1);
+                session.spawn(write_subgroup(session.clone(), sub.clone(), group));
+            }
+            Some(Err(code)) => return Some(code),
+        }
+    }
+}
+
+/// One relay group as one subgroup stream: header, objects 0, 1, 2... as
+/// frames arrive, FIN at the group's end.
+async fn write_subgroup<T: Transport>(
+    session: Rc<IetfSession<T>>,
+    sub: Rc<Subscription>,
+    group: Rc<Group>,
+) {
+    let opened = race(session.transport.open_uni(), sub.cancelled.raised()).await;
+    let Either::Left(Ok(mut stream)) = opened else {
+        return;
+    };
+    let _ =
+        stream.set_priority((i32::from(sub.priority) << 23) | (group.sequence & 0x7f_ffff) as i32);
+    let mut head = BytesMut::new();
+    let header = subgroup_for_group(sub.track_alias, group.sequence, sub.priority);
+    if header.encode(&mut head, Version::Draft14).is_err() {
+        return;
+    }
+    let write = async {
+        stream.write_chunk(head.freeze()).await.map_err(|_| None)?;
+        let waiter = group.waiter();
+        let mut index = 0usize;
+        loop {
+            match poll_fn(|cx| group.poll_frame(&waiter, cx, index)).await {
+                NextFrame::Frame(frame, _) => {
+                    index += 1;
+                    let mut object = BytesMut::new();
+                    let len = frame.payload.len() as u64;
+                    let _ = object_for_frame(len).encode(&mut object);
+                    stream
+                        .write_chunk(object.freeze())
+                        .await
+                        .map_err(|_| None)?;
+                    if !frame.payload.is_empty() {
+                        stream.write_chunk(frame.payload).await.map_err(|_| None)?;
+                    }
+                }
+                NextFrame::End => return Ok::<(), Option<u32>>(()),
+                NextFrame::Reset(_) => return Err(Some(STREAM_INTERNAL_ERROR)),
+            }
+        }
+    };
+    let outcome = match race(write, sub.cancelled.raised()).await {
+        Either::Left(outcome) => outcome,
+        Either::Right(()) => Err(Some(STREAM_CANCELLED)),
+    };
+    match outcome {
+        Ok(()) => {
+            let _ = stream.finish();
+        }
+        Err(Some(code)) => {
+            let _ = stream.reset(session.stream_code(code));
+        }
+        Err(None) => {}
+    }
+}

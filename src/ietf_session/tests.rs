@@ -1,0 +1,296 @@
+//! The draft-14 session on in-memory transports: the relay side is
+//! [`session::run`](super::session::run) on one end of a `MemoryTransport`
+//! pair; the other end is a scripted IETF subscriber using the relay's codec,
+//! and tracks come from a scripted moq-lite publisher (the lite session tests'
+//! own). Every wait has a deadline; no sleeps.
+
+use std::rc::Rc;
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use super::control::ControlState;
+use crate::ietf::{
+    ControlMessage, Decode, Encode, Filter, GroupOrder, Limits, Location, Parameters, SessionCode,
+    SubgroupHeader, SubgroupId, SubgroupObject, Subscribe, Unsubscribe, Version,
+};
+use crate::session::memory::{MemoryRecv, MemorySend, MemoryTransport};
+use crate::session::tests::{frames, settings, shard, within, Publisher, BROADCAST};
+use crate::session::transport::{RecvStream, SendStream, Transport};
+use crate::shard::Shard;
+
+const V: Version = Version::Draft14;
+
+fn limits() -> Limits {
+    settings().limits
+}
+
+/// Bytes of one stream, decoded message by message.
+struct Incoming {
+    recv: MemoryRecv,
+    buf: BytesMut,
+}
+
+impl Incoming {
+    fn new(recv: MemoryRecv, leftover: Bytes) -> Self {
+        Incoming {
+            recv,
+            buf: BytesMut::from(&leftover[..]),
+        }
+    }
+
+    /// More bytes; false at the stream's end.
+    async fn fill(&mut self) -> bool {
+        match within("stream bytes", self.recv.read_chunk(usize::MAX)).await {
+            Ok(Some(chunk)) => {
+                self.buf.extend_from_slice(&chunk);
+                true
+            }
+            Ok(None) => false,
+            Err(e) => panic!("stream failed: {e}"),
+        }
+    }
+
+    async fn decode<M>(
+        &mut self,
+        f: impl Fn(&[u8]) -> Result<(M, usize), crate::ietf::DecodeError>,
+    ) -> M {
+        loop {
+            match f(&self.buf) {
+                Ok((msg, used)) => {
+                    self.buf.advance(used);
+                    return msg;
+                }
+                Err(crate::ietf::DecodeError::Short) => {
+                    assert!(self.fill().await, "stream ended mid-message");
+                }
+                Err(e) => panic!("undecodable: {e}"),
+            }
+        }
+    }
+
+    async fn control(&mut self) -> ControlMessage {
+        let limits = limits();
+        self.decode(|b| ControlMessage::decode(b, V, &limits)).await
+    }
+
+    async fn payload(&mut self, len: usize) -> Bytes {
+        while self.buf.len() < len {
+            assert!(self.fill().await, "stream ended mid-payload");
+        }
+        self.buf.split_to(len).freeze()
+    }
+
+    async fn at_end(&mut self) -> bool {
+        self.buf.is_empty() && !self.fill().await
+    }
+}
+
+/// A scripted draft-14 client on the far end of a memory pair.
+struct Client {
+    transport: MemoryTransport,
+    control: MemorySend,
+    replies: Incoming,
+}
+
+impl Client {
+    /// Start a relay IETF session and do the SETUP exchange.
+    async fn connect(shard: &Rc<Shard>) -> Client {
+        let (relay, transport) = MemoryTransport::pair();
+        monoio::spawn(super::session::run(shard.clone(), relay, false));
+        let (mut control, recv) = transport.open_bi().await.unwrap();
+        let (_, setup) = ControlState::client(100, false, None);
+        control
+            .write_chunk(Bytes::from(setup.to_vec(V).unwrap()))
+            .await
+            .unwrap();
+        let mut replies = Incoming::new(recv, Bytes::new());
+        let reply = replies.control().await;
+        assert!(
+            matches!(&reply, ControlMessage::ServerSetup(s) if s.version == V.wire()),
+            "{reply:?}"
+        );
+        Client {
+            transport,
+            control,
+            replies,
+        }
+    }
+
+    async fn send(&mut self, msg: ControlMessage) {
+        self.control
+            .write_chunk(Bytes::from(msg.to_vec(V).unwrap()))
+            .await
+            .unwrap();
+    }
+
+    /// The next reply that is not a MAX_REQUEST_ID top-up.
+    async fn reply(&mut self) -> ControlMessage {
+        loop {
+            match self.replies.control().await {
+                ControlMessage::MaxRequestId(_) => continue,
+                msg => return msg,
+            }
+        }
+    }
+}
+
+fn subscribe(request_id: u64, namespace: &str, name: &str, filter: Filter) -> ControlMessage {
+    Subscribe {
+        request_id,
+        namespace: vec![namespace.into()],
+        name: name.into(),
+        subscriber_priority: 128,
+        group_order: GroupOrder::Ascending,
+        forward: true,
+        filter,
+        parameters: Parameters::default(),
+    }
+    .into()
+}
+
+#[monoio::test(enable_timer = true)]
+async fn a_lite_publishers_track_reaches_an_ietf_subscriber_as_subgroup_streams() {
+    let shard = shard(settings());
+    let publisher = Publisher::connect(&shard, crate::lite::Version::Lite06).await;
+    let mut client = Client::connect(&shard).await;
+    client
+        .send(subscribe(0, BROADCAST, "video", Filter::LargestObject))
+        .await;
+    let ok = match client.reply().await {
+        ControlMessage::SubscribeOk(ok) => ok,
+        other => panic!("expected SUBSCRIBE_OK, got {other:?}"),
+    };
+    assert_eq!((ok.request_id, ok.largest), (0, None));
+    let (upstream, _send, _reader) = within("upstream SUBSCRIBE", publisher.next_subscribe()).await;
+    assert_eq!(
+        (upstream.broadcast.as_str(), upstream.track.as_str()),
+        (BROADCAST, "video")
+    );
+
+    let sent = frames(3, 200);
+    let mut group = publisher.send_group(upstream.id, 4, &sent).await;
+    group.finish().unwrap();
+
+    let (recv, leftover) = within("a subgroup stream", client.transport.accept_uni())
+        .await
+        .unwrap();
+    let mut stream = Incoming::new(recv, leftover);
+    let limits = limits();
+    let header = stream
+        .decode(|b| SubgroupHeader::decode(b, V, &limits))
+        .await;
+    assert_eq!(
+        (
+            header.track_alias,
+            header.group,
+            header.subgroup,
+            header.end_of_group
+        ),
+        (ok.track_alias, 4, SubgroupId::Zero, true)
+    );
+    for (_, payload) in &sent {
+        let object = stream
+            .decode(|b| SubgroupObject::decode(b, header.extensions, &limits))
+            .await;
+        assert_eq!(object.object_id_delta, 0, "frames are objects 0, 1, 2...");
+        let got = stream.payload(object.payload_len as usize).await;
+        assert_eq!(&got, payload);
+    }
+    assert!(stream.at_end().await, "FIN ends the group");
+
+    // The publisher leaving ends the track: PUBLISH_DONE counts the one stream.
+    publisher
+        .peer
+        .transport
+        .close(crate::lite::SessionCode::CANCEL, "gone");
+    match client.reply().await {
+        ControlMessage::PublishDone(done) => {
+            assert_eq!(
+                (done.request_id, done.status, done.stream_count),
+                (0, 0x2, 1)
+            );
+        }
+        other => panic!("expected PUBLISH_DONE, got {other:?}"),
+    }
+}
+
+#[monoio::test(enable_timer = true)]
+async fn unsubscribe_releases_the_upstream_subscription() {
+    let shard = shard(settings());
+    let publisher = Publisher::connect(&shard, crate::lite::Version::Lite06).await;
+    let mut client = Client::connect(&shard).await;
+    client
+        .send(subscribe(0, BROADCAST, "video", Filter::NextGroupStart))
+        .await;
+    assert!(matches!(
+        client.reply().await,
+        ControlMessage::SubscribeOk(_)
+    ));
+    let (_upstream, _send, mut reader) =
+        within("upstream SUBSCRIBE", publisher.next_subscribe()).await;
+    client.send(Unsubscribe { request_id: 0 }.into()).await;
+    // The relay's last subscriber left: it ends its upstream SUBSCRIBE.
+    let _ = within("upstream released", reader.discard_to_end()).await;
+}
+
+#[monoio::test(enable_timer = true)]
+async fn unknown_tracks_and_unsupported_filters_are_refused_alone() {
+    let shard = shard(settings());
+    let _publisher = Publisher::connect(&shard, crate::lite::Version::Lite06).await;
+    let mut client = Client::connect(&shard).await;
+    client
+        .send(subscribe(0, "nobody", "video", Filter::LargestObject))
+        .await;
+    match client.reply().await {
+        ControlMessage::SubscribeError(e) => assert_eq!((e.request_id, e.code), (0, 0x4)),
+        other => panic!("expected SUBSCRIBE_ERROR, got {other:?}"),
+    }
+    let start = Location {
+        group: 0,
+        object: 0,
+    };
+    client
+        .send(subscribe(
+            2,
+            BROADCAST,
+            "video",
+            Filter::AbsoluteStart(start),
+        ))
+        .await;
+    match client.reply().await {
+        ControlMessage::SubscribeError(e) => assert_eq!((e.request_id, e.code), (2, 0x3)),
+        other => panic!("expected SUBSCRIBE_ERROR, got {other:?}"),
+    }
+    // The session is still up: a good request is still answered.
+    client
+        .send(subscribe(4, BROADCAST, "video", Filter::LargestObject))
+        .await;
+    assert!(matches!(
+        client.reply().await,
+        ControlMessage::SubscribeOk(_)
+    ));
+}
+
+#[monoio::test(enable_timer = true)]
+async fn malformed_or_out_of_order_control_closes_with_protocol_violation() {
+    let shard = shard(settings());
+    // An unknown message type after SETUP.
+    let mut client = Client::connect(&shard).await;
+    client
+        .control
+        .write_chunk(Bytes::from_static(&[0x3f, 0, 0]))
+        .await
+        .unwrap();
+    within("close", client.transport.closed()).await;
+    let close = client.transport.close_reason().unwrap();
+    assert_eq!(close.code.0, SessionCode::PROTOCOL_VIOLATION.0);
+
+    // A request ID out of sequence (the client's first is 0).
+    let mut client = Client::connect(&shard).await;
+    client
+        .send(subscribe(6, BROADCAST, "video", Filter::LargestObject))
+        .await;
+    within("close", client.transport.closed()).await;
+    let close = client.transport.close_reason().unwrap();
+    assert_eq!(close.code.0, SessionCode::INVALID_REQUEST_ID.0);
+}
