@@ -23,15 +23,17 @@ use std::task::{Poll, Waker};
 use bytes::{Buf, BytesMut};
 use tracing::{debug, info};
 
-use super::bridge::{namespace_to_path, object_for_frame, subgroup_for_group};
-use super::control::{ControlState, Violation};
+use super::bridge::{namespace_to_path, object_for_frame, path_to_namespace, subgroup_for_group};
+use super::control::{ControlState, RequestKind, Violation};
 use crate::ietf::{
     ControlMessage, Decode, Encode, FetchError, Filter, GroupOrder, Location, Parameters,
-    PublishDone, PublishNamespaceError, SessionCode, Subscribe, SubscribeError,
-    SubscribeNamespaceError, SubscribeOk, Version,
+    PublishDone, PublishNamespace, PublishNamespaceDone, PublishNamespaceError, SessionCode,
+    Subscribe, SubscribeError, SubscribeNamespace, SubscribeNamespaceError, SubscribeNamespaceOk,
+    SubscribeOk, Version,
 };
 use crate::lite::StreamCode;
-use crate::message::{TrackKey, TrackName};
+use crate::message::{SessionRef, TrackKey, TrackName};
+use crate::origin::{AnnounceEvent, Heard};
 use crate::session::transport::{RecvStream, SendStream, Transport};
 use crate::shard::Shard;
 use crate::task::{catch_unwind, race, Either, Signal};
@@ -68,6 +70,8 @@ pub async fn run<T: Transport>(shard: Rc<Shard>, transport: T, webtransport: boo
         outbox: RefCell::new(VecDeque::new()),
         outbox_waker: RefCell::new(None),
         subscriptions: RefCell::new(HashMap::new()),
+        control: RefCell::new(ControlState::server(REQUEST_WINDOW, webtransport)),
+        namespace_listeners: Cell::new(0),
     });
     info!(
         session = session.id,
@@ -83,7 +87,7 @@ pub async fn run<T: Transport>(shard: Rc<Shard>, transport: T, webtransport: boo
         );
         return;
     }
-    session.spawn(control(session.clone(), webtransport));
+    session.spawn(control(session.clone()));
     match race(session.transport.closed(), session.closed.raised()).await {
         Either::Left(()) => session.closed.raise(),
         Either::Right(()) => {}
@@ -104,6 +108,10 @@ struct IetfSession<T: Transport> {
     outbox_waker: RefCell<Option<Waker>>,
     /// Open subscriptions by Request ID.
     subscriptions: RefCell<HashMap<u64, Rc<Subscription>>>,
+    /// The control stream's rules; borrowed briefly, never across an await.
+    control: RefCell<ControlState>,
+    /// SUBSCRIBE_NAMESPACE listeners open.
+    namespace_listeners: Cell<usize>,
 }
 
 struct Subscription {
@@ -158,7 +166,7 @@ impl<T: Transport> IetfSession<T> {
 }
 
 /// The control stream: the first bidi stream; any later one is refused.
-async fn control<T: Transport>(session: Rc<IetfSession<T>>, webtransport: bool) {
+async fn control<T: Transport>(session: Rc<IetfSession<T>>) {
     let accepted = race(session.transport.accept_bi(), session.closed.raised()).await;
     let Either::Left(Ok((send, recv, leftover))) = accepted else {
         session.closed.raise();
@@ -166,12 +174,15 @@ async fn control<T: Transport>(session: Rc<IetfSession<T>>, webtransport: bool) 
     };
     session.spawn(refuse_other_bidi(session.clone()));
     session.spawn(write_control(session.clone(), send));
-    let mut state = ControlState::server(REQUEST_WINDOW, webtransport);
     let mut recv = recv;
     let mut buf = BytesMut::from(&leftover[..]);
     let limits = session.shard.settings.limits;
     loop {
-        let version = state.version().unwrap_or(Version::Draft14);
+        let version = session
+            .control
+            .borrow()
+            .version()
+            .unwrap_or(Version::Draft14);
         let msg = match ControlMessage::decode(&buf, version, &limits) {
             Ok((msg, used)) => {
                 buf.advance(used);
@@ -201,7 +212,8 @@ async fn control<T: Transport>(session: Rc<IetfSession<T>>, webtransport: bool) 
                 }
             },
         };
-        match state.receive(&msg) {
+        let checked = session.control.borrow_mut().receive(&msg);
+        match checked {
             Ok(Some(reply)) => session.send(reply),
             Ok(None) => {}
             Err(v) => return session.violation(v),
@@ -269,14 +281,7 @@ fn handle<T: Transport>(session: &Rc<IetfSession<T>>, msg: ControlMessage) {
             }
             .into(),
         ),
-        M::SubscribeNamespace(m) => session.send(
-            SubscribeNamespaceError {
-                request_id: m.request_id,
-                code: REQUEST_NOT_SUPPORTED,
-                reason: "not supported".into(),
-            }
-            .into(),
-        ),
+        M::SubscribeNamespace(m) => subscribe_namespace(session, m),
         M::Fetch(m) => session.send(
             FetchError {
                 request_id: m.request_id,
@@ -497,4 +502,111 @@ async fn write_subgroup<T: Transport>(
         }
         Err(None) => {}
     }
+}
+
+/// SUBSCRIBE_NAMESPACE: SUBSCRIBE_NAMESPACE_OK, then a PUBLISH_NAMESPACE for
+/// every active broadcast under the prefix and every one that starts later,
+/// PUBLISH_NAMESPACE_DONE for every one that ends, until the session ends.
+fn subscribe_namespace<T: Transport>(session: &Rc<IetfSession<T>>, request: SubscribeNamespace) {
+    let settings = &session.shard.settings;
+    let prefix = crate::origin::normalize(&namespace_to_path(&request.prefix));
+    let open = session.namespace_listeners.get();
+    if prefix.len() > settings.max_announce_prefix_len
+        || open >= settings.max_announce_requests_per_session
+    {
+        session.shard.stats.announce_requests_refused_limit.inc();
+        return session.send(
+            SubscribeNamespaceError {
+                request_id: request.request_id,
+                code: REQUEST_NOT_SUPPORTED,
+                reason: "namespace subscription limit".into(),
+            }
+            .into(),
+        );
+    }
+    session.namespace_listeners.set(open + 1);
+    session.send(
+        SubscribeNamespaceOk {
+            request_id: request.request_id,
+        }
+        .into(),
+    );
+    let me = SessionRef {
+        shard: session.shard.index(),
+        id: session.id,
+    };
+    let (listener_id, listener) = session.shard.listen(&prefix, me);
+    let session2 = session.clone();
+    session.spawn(async move {
+        let session = session2;
+        let tell = |event: &AnnounceEvent| {
+            let path = crate::origin::join(&prefix, &event.suffix);
+            let namespace = path_to_namespace(&path);
+            match event.active {
+                true => {
+                    let opened = session
+                        .control
+                        .borrow_mut()
+                        .open_request(RequestKind::PublishNamespace);
+                    match opened {
+                        Ok(request_id) => session.send(
+                            PublishNamespace {
+                                request_id,
+                                namespace,
+                                parameters: Parameters::default(),
+                            }
+                            .into(),
+                        ),
+                        // The peer's MAX_REQUEST_ID leaves no room: say so
+                        // rather than drop the announcement unseen.
+                        Err(blocked) => {
+                            debug!(session = session.id, %path, "announcement blocked by MAX_REQUEST_ID");
+                            session.send(blocked.into());
+                        }
+                    }
+                }
+                false => session.send(PublishNamespaceDone { namespace }.into()),
+            }
+        };
+        let mut cursor: Option<String> = None;
+        let mut paging = true;
+        let closed = session.closed.waiter();
+        'serve: loop {
+            while let Some(heard) = listener.try_next() {
+                match heard {
+                    Heard::Overflowed => {
+                        debug!(session = session.id, %prefix, "namespace backlog overflowed");
+                        session.shard.stats.announce_backlog_overflows.inc();
+                        break 'serve;
+                    }
+                    Heard::Change(event) => tell(&event),
+                }
+            }
+            if paging {
+                let page = session.shard.announced_page(&prefix, me, cursor.as_deref(), 256);
+                for event in &page.events {
+                    tell(event);
+                }
+                cursor = page.cursor.or(cursor);
+                paging = !page.done;
+                listener.paged(cursor.as_deref(), page.done);
+                qumo_shards::yield_now().await;
+                continue;
+            }
+            let next = poll_fn(|cx| {
+                if session.closed.poll_raised(&closed, cx).is_ready() {
+                    return Poll::Ready(false);
+                }
+                listener.poll_ready(cx).map(|()| true)
+            })
+            .await;
+            if !next {
+                break;
+            }
+        }
+        session.shard.unlisten(listener_id);
+        session
+            .namespace_listeners
+            .set(session.namespace_listeners.get() - 1);
+    });
 }
