@@ -1,0 +1,83 @@
+//! Interop over IETF moq-transport draft 14 (ALPN `moq-00`): moq-dev's
+//! `moq-clock` 0.10.21 with `--client-version moq-transport-14` meets
+//! moq-lite clients through one `qumo-relay`.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{moq_clock, spawn_moq_clock, Relay};
+
+/// A moq-clock speaking only draft 14, trusting any certificate.
+fn ietf_clock(url: &str, broadcast: &str, mode: &str) -> support::Client {
+    spawn_moq_clock(&[
+        "--url",
+        url,
+        "--broadcast",
+        broadcast,
+        "--tls-disable-verify",
+        "--client-version",
+        "moq-transport-14",
+        mode,
+    ])
+}
+
+/// moq-clock 0.10.21's draft-14 subscriber (moq-net 0.1.3,
+/// `ietf::Subscriber::start_announce`) publishes an announced broadcast to
+/// its origin before the task that serves its track requests has started;
+/// a clock that sees the announcement first fails `subscribe_track` with
+/// "Error: not found" and exits, no SUBSCRIBE ever sent. That race is the
+/// client's, so a subscriber that hits it is replaced, a few times at most.
+fn ietf_ticks(relay: &Relay, url: &str, broadcast: &str) -> Vec<String> {
+    for _ in 0..5 {
+        let subscriber = ietf_clock(url, broadcast, "subscribe");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let ticks = subscriber.ticks(3, Duration::ZERO);
+            if ticks.len() >= 3 {
+                return ticks;
+            }
+            let lost_race = subscriber
+                .stderr
+                .snapshot()
+                .iter()
+                .any(|l| l.contains("Error: not found"));
+            if lost_race {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "got {ticks:?}; client log:\n{:#?}\nrelay log:\n{}",
+                subscriber.stderr.snapshot(),
+                relay.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    panic!(
+        "every draft-14 subscriber lost moq-net's announce race:\n{}",
+        relay.log()
+    );
+}
+
+#[test]
+fn a_lite_clock_reaches_a_draft_14_subscriber() {
+    let relay = Relay::start(1);
+    let url = format!("moql://{}", relay.addr);
+    let _publisher = moq_clock(&url, "lite-to-ietf", "publish");
+    relay
+        .wait_for(
+            "broadcast=lite-to-ietf active=true",
+            Duration::from_secs(10),
+        )
+        .expect("the relay saw the clock's announcement");
+    ietf_ticks(&relay, &url, "lite-to-ietf");
+    // It went through the draft-14 session, not a lite one.
+    assert!(
+        relay
+            .wait_for("ietf subscribe", Duration::from_secs(1))
+            .is_some(),
+        "{}",
+        relay.log()
+    );
+}
