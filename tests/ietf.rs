@@ -81,3 +81,43 @@ fn a_lite_clock_reaches_a_draft_14_subscriber() {
         relay.log()
     );
 }
+
+#[test]
+fn a_draft_14_clock_reaches_a_lite_subscriber() {
+    let relay = Relay::start(1);
+    let url = format!("moql://{}", relay.addr);
+    let _publisher = ietf_clock(&url, "ietf-to-lite", "publish");
+    relay
+        .wait_for(
+            "broadcast=ietf-to-lite active=true",
+            Duration::from_secs(10),
+        )
+        .expect("the relay saw the draft-14 PUBLISH_NAMESPACE");
+    let subscriber = moq_clock(&url, "ietf-to-lite", "subscribe");
+    let ticks = subscriber.ticks(3, Duration::from_secs(15));
+    assert!(
+        ticks.len() >= 3,
+        "got {ticks:?}; client log:\n{:#?}\nrelay log:\n{}",
+        subscriber.stderr.snapshot(),
+        relay.log()
+    );
+    assert!(
+        relay.count("ietf subscribing upstream") >= 1,
+        "{}",
+        relay.log()
+    );
+}
+
+#[test]
+fn a_draft_14_clock_reaches_a_draft_14_subscriber() {
+    let relay = Relay::start(2);
+    let url = format!("moql://{}", relay.addr);
+    let _publisher = ietf_clock(&url, "ietf-to-ietf", "publish");
+    relay
+        .wait_for(
+            "broadcast=ietf-to-ietf active=true",
+            Duration::from_secs(10),
+        )
+        .expect("the relay saw the draft-14 PUBLISH_NAMESPACE");
+    ietf_ticks(&relay, &url, "ietf-to-ietf");
+}

@@ -17,6 +17,7 @@
 
 pub mod bridge;
 pub mod control;
+mod ingest;
 pub mod session;
 #[cfg(test)]
 mod tests;

@@ -27,9 +27,8 @@ use super::bridge::{namespace_to_path, object_for_frame, path_to_namespace, subg
 use super::control::{ControlState, RequestKind, Violation};
 use crate::ietf::{
     ControlMessage, Decode, Encode, FetchError, Filter, GroupOrder, Location, Parameters,
-    PublishDone, PublishNamespace, PublishNamespaceDone, PublishNamespaceError, SessionCode,
-    Subscribe, SubscribeError, SubscribeNamespace, SubscribeNamespaceError, SubscribeNamespaceOk,
-    SubscribeOk, Version,
+    PublishDone, PublishNamespace, PublishNamespaceDone, SessionCode, Subscribe, SubscribeError,
+    SubscribeNamespace, SubscribeNamespaceError, SubscribeNamespaceOk, SubscribeOk, Version,
 };
 use crate::lite::StreamCode;
 use crate::message::{SessionRef, TrackKey, TrackName};
@@ -72,6 +71,7 @@ pub async fn run<T: Transport>(shard: Rc<Shard>, transport: T, webtransport: boo
         subscriptions: RefCell::new(HashMap::new()),
         control: RefCell::new(ControlState::server(REQUEST_WINDOW, webtransport)),
         namespace_listeners: Cell::new(0),
+        publishing: Default::default(),
     });
     info!(
         session = session.id,
@@ -87,7 +87,10 @@ pub async fn run<T: Transport>(shard: Rc<Shard>, transport: T, webtransport: boo
         );
         return;
     }
+    let inbox = session.shard.register_session(session.session_ref());
     session.spawn(control(session.clone()));
+    session.spawn(super::ingest::commands(session.clone(), inbox));
+    session.spawn(super::ingest::accept_uni(session.clone()));
     match race(session.transport.closed(), session.closed.raised()).await {
         Either::Left(()) => session.closed.raise(),
         Either::Right(()) => {}
@@ -95,23 +98,27 @@ pub async fn run<T: Transport>(shard: Rc<Shard>, transport: T, webtransport: boo
     for sub in session.subscriptions.borrow().values() {
         sub.cancelled.raise();
     }
+    session.shard.unregister_session(session.session_ref());
+    super::ingest::end(&session);
     info!(session = session.id, "ietf session closed");
 }
 
-struct IetfSession<T: Transport> {
-    id: u64,
-    transport: T,
-    shard: Rc<Shard>,
-    closed: Signal,
+pub(super) struct IetfSession<T: Transport> {
+    pub(super) id: u64,
+    pub(super) transport: T,
+    pub(super) shard: Rc<Shard>,
+    pub(super) closed: Signal,
     /// Control messages for the writer task, in order.
     outbox: RefCell<VecDeque<ControlMessage>>,
     outbox_waker: RefCell<Option<Waker>>,
     /// Open subscriptions by Request ID.
     subscriptions: RefCell<HashMap<u64, Rc<Subscription>>>,
     /// The control stream's rules; borrowed briefly, never across an await.
-    control: RefCell<ControlState>,
+    pub(super) control: RefCell<ControlState>,
     /// SUBSCRIBE_NAMESPACE listeners open.
     namespace_listeners: Cell<usize>,
+    /// The peer as a publisher: its namespaces and our upstream SUBSCRIBEs.
+    pub(super) publishing: super::ingest::Publishing,
 }
 
 struct Subscription {
@@ -124,7 +131,14 @@ struct Subscription {
 }
 
 impl<T: Transport> IetfSession<T> {
-    fn send(&self, msg: ControlMessage) {
+    pub(super) fn session_ref(&self) -> SessionRef {
+        SessionRef {
+            shard: self.shard.index(),
+            id: self.id,
+        }
+    }
+
+    pub(super) fn send(&self, msg: ControlMessage) {
         // A peer that sends requests but never reads the answers would grow
         // the queue without end: it is closed instead.
         if self.outbox.borrow().len() >= MAX_OUTBOX {
@@ -136,7 +150,7 @@ impl<T: Transport> IetfSession<T> {
         }
     }
 
-    fn close(&self, code: SessionCode, reason: &str) {
+    pub(super) fn close(&self, code: SessionCode, reason: &str) {
         debug!(session = self.id, %code, reason, "closing ietf session");
         self.transport
             .close(crate::lite::SessionCode(code.0), reason);
@@ -148,12 +162,12 @@ impl<T: Transport> IetfSession<T> {
         self.close(v.code, v.reason);
     }
 
-    fn stream_code(&self, code: u32) -> qumo_shards::VarInt {
+    pub(super) fn stream_code(&self, code: u32) -> qumo_shards::VarInt {
         self.transport.stream_code(StreamCode(code))
     }
 
     /// A task of this session: a panic in it closes the session, not the shard.
-    fn spawn(self: &Rc<Self>, task: impl std::future::Future<Output = ()> + 'static) {
+    pub(super) fn spawn(self: &Rc<Self>, task: impl std::future::Future<Output = ()> + 'static) {
         let session = self.clone();
         monoio::spawn(async move {
             if let Err(panic) = catch_unwind(task).await {
@@ -273,14 +287,11 @@ fn handle<T: Transport>(session: &Rc<IetfSession<T>>, msg: ControlMessage) {
                 sub.cancelled.raise();
             }
         }
-        M::PublishNamespace(m) => session.send(
-            PublishNamespaceError {
-                request_id: m.request_id,
-                code: REQUEST_NOT_SUPPORTED,
-                reason: "publishing over draft 14 is not supported yet".into(),
-            }
-            .into(),
-        ),
+        M::PublishNamespace(m) => super::ingest::publish_namespace(session, m),
+        M::PublishNamespaceDone(m) => super::ingest::publish_namespace_done(session, m),
+        M::SubscribeOk(m) => super::ingest::subscribe_ok(session, m),
+        M::SubscribeError(m) => super::ingest::subscribe_error(session, m),
+        M::PublishDone(m) => super::ingest::publish_done(session, m),
         M::SubscribeNamespace(m) => subscribe_namespace(session, m),
         M::Fetch(m) => session.send(
             FetchError {
@@ -531,10 +542,7 @@ fn subscribe_namespace<T: Transport>(session: &Rc<IetfSession<T>>, request: Subs
         }
         .into(),
     );
-    let me = SessionRef {
-        shard: session.shard.index(),
-        id: session.id,
-    };
+    let me = session.session_ref();
     let (listener_id, listener) = session.shard.listen(&prefix, me);
     let session2 = session.clone();
     session.spawn(async move {

@@ -1,0 +1,453 @@
+//! The IETF peer as a publisher: PUBLISH_NAMESPACE into the announce table,
+//! the router's SubscribeUpstream commands out as SUBSCRIBE, and its subgroup
+//! streams in as groups of frames for the track's hub (the same commands and
+//! media events a lite session's `consume` uses).
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tracing::debug;
+
+use super::bridge::{namespace_to_path, path_to_namespace, BridgeError, Step, SubgroupIngest};
+use super::control::RequestKind;
+use super::session::IetfSession;
+use crate::ietf::{
+    Decode, DecodeError, Filter, GroupOrder, Parameters, PublishDone, PublishNamespace,
+    PublishNamespaceDone, PublishNamespaceError, PublishNamespaceOk, SessionCode, SubgroupHeader,
+    SubgroupObject, Subscribe, SubscribeError, SubscribeOk, Unsubscribe, Version,
+};
+use crate::lite::StreamCode;
+use crate::message::{HubRef, MediaEvent, TrackKey};
+use crate::router::SessionCommand;
+use crate::session::transport::{RecvStream, Transport};
+use crate::shard::SessionInbox;
+use crate::task::{race, Either, Signal};
+use crate::track::TrackProperties;
+
+/// PUBLISH_NAMESPACE_ERROR code for a refused namespace (draft 14: 0x0
+/// INTERNAL_ERROR .. ; "uninterested"/limits are reported as 0x0 by moq-net).
+const NAMESPACE_REFUSED: u64 = 0x0;
+
+/// The publishing half's state.
+#[derive(Default)]
+pub(super) struct Publishing {
+    /// Broadcast paths the peer published.
+    announced: RefCell<HashSet<String>>,
+    /// Our upstream SUBSCRIBEs by Request ID.
+    upstreams: RefCell<HashMap<u64, Rc<Upstream>>>,
+    /// The Request ID of each hub's upstream.
+    by_hub: RefCell<HashMap<HubRef, u64>>,
+    /// Track aliases from SUBSCRIBE_OK, to Request IDs.
+    aliases: RefCell<HashMap<u64, u64>>,
+}
+
+struct Upstream {
+    hub: HubRef,
+    key: TrackKey,
+    cancelled: Signal,
+}
+
+pub(super) fn publish_namespace<T: Transport>(session: &Rc<IetfSession<T>>, m: PublishNamespace) {
+    let path = crate::origin::normalize(&namespace_to_path(&m.namespace));
+    let publishing = &session.publishing;
+    let max = session.shard.settings.max_broadcasts_per_session;
+    let over_cap = {
+        let announced = publishing.announced.borrow();
+        announced.len() >= max && !announced.contains(&path)
+    };
+    if over_cap || path.is_empty() {
+        session.shard.stats.broadcasts_refused_limit.inc();
+        return session.send(
+            PublishNamespaceError {
+                request_id: m.request_id,
+                code: NAMESPACE_REFUSED,
+                reason: "namespace refused".into(),
+            }
+            .into(),
+        );
+    }
+    if publishing.announced.borrow_mut().insert(path.clone()) {
+        debug!(session = session.id, broadcast = %path, active = true, "ietf announce");
+        session
+            .shard
+            .announce(&path, session.session_ref(), Arc::from([]), true);
+    }
+    session.send(
+        PublishNamespaceOk {
+            request_id: m.request_id,
+        }
+        .into(),
+    );
+}
+
+pub(super) fn publish_namespace_done<T: Transport>(
+    session: &Rc<IetfSession<T>>,
+    m: PublishNamespaceDone,
+) {
+    let path = crate::origin::normalize(&namespace_to_path(&m.namespace));
+    if session.publishing.announced.borrow_mut().remove(&path) {
+        debug!(session = session.id, broadcast = %path, active = false, "ietf announce");
+        session
+            .shard
+            .announce(&path, session.session_ref(), Arc::from([]), false);
+    }
+}
+
+/// The session is over: its broadcasts end, its upstreams vanish.
+pub(super) fn end<T: Transport>(session: &Rc<IetfSession<T>>) {
+    let publishing = &session.publishing;
+    for path in publishing.announced.borrow_mut().drain() {
+        session
+            .shard
+            .announce(&path, session.session_ref(), Arc::from([]), false);
+    }
+    publishing.by_hub.borrow_mut().clear();
+    publishing.aliases.borrow_mut().clear();
+    let upstreams: Vec<_> = publishing.upstreams.borrow_mut().drain().collect();
+    for (_, upstream) in upstreams {
+        upstream.cancelled.raise();
+        session.shard.stats.upstream_subscriptions_open.dec();
+        session.shard.to_hub(upstream.hub, MediaEvent::vanished());
+    }
+}
+
+/// Carry out the router's commands for this session, in order.
+pub(super) async fn commands<T: Transport>(session: Rc<IetfSession<T>>, inbox: Rc<SessionInbox>) {
+    loop {
+        let next = race(poll_fn(|cx| inbox.poll_next(cx)), session.closed.raised()).await;
+        let Either::Left(command) = next else { return };
+        match command {
+            SessionCommand::SubscribeUpstream { key, hub } => {
+                subscribe_upstream(&session, key, hub)
+            }
+            SessionCommand::CancelUpstream { hub } => cancel_upstream(&session, hub),
+            // Groups are read whole; a stop is honoured when the hub sees
+            // the group end.
+            SessionCommand::StopGroup { .. } => {}
+        }
+    }
+}
+
+fn subscribe_upstream<T: Transport>(session: &Rc<IetfSession<T>>, key: TrackKey, hub: HubRef) {
+    let publishing = &session.publishing;
+    if publishing.by_hub.borrow().contains_key(&hub) {
+        return;
+    }
+    let opened = session
+        .control
+        .borrow_mut()
+        .open_request(RequestKind::Subscribe);
+    let request_id = match opened {
+        Ok(id) => id,
+        Err(blocked) => {
+            debug!(session = session.id, track = %key, "upstream SUBSCRIBE blocked by MAX_REQUEST_ID");
+            session.send(blocked.into());
+            session
+                .shard
+                .to_hub(hub, MediaEvent::track_end(Some(StreamCode::NO_CAPACITY)));
+            return;
+        }
+    };
+    debug!(session = session.id, id = request_id, track = %key, "ietf subscribing upstream");
+    // Objects carry no timestamps: frames are stamped on arrival in
+    // milliseconds, as lite-04's are, so the properties are the defaults.
+    session
+        .shard
+        .to_hub(hub, MediaEvent::Properties(TrackProperties::default()));
+    session.send(
+        Subscribe {
+            request_id,
+            namespace: path_to_namespace(&key.broadcast),
+            name: key.track.clone(),
+            subscriber_priority: 128,
+            group_order: GroupOrder::Ascending,
+            forward: true,
+            filter: Filter::LargestObject,
+            parameters: Parameters::default(),
+        }
+        .into(),
+    );
+    session.shard.stats.upstream_subscriptions_open.inc();
+    publishing.by_hub.borrow_mut().insert(hub, request_id);
+    publishing.upstreams.borrow_mut().insert(
+        request_id,
+        Rc::new(Upstream {
+            hub,
+            key,
+            cancelled: Signal::default(),
+        }),
+    );
+}
+
+fn cancel_upstream<T: Transport>(session: &Rc<IetfSession<T>>, hub: HubRef) {
+    let Some(request_id) = session.publishing.by_hub.borrow_mut().remove(&hub) else {
+        return;
+    };
+    if let Some(upstream) = remove_upstream(session, request_id) {
+        upstream.cancelled.raise();
+        session.send(Unsubscribe { request_id }.into());
+    }
+}
+
+fn remove_upstream<T: Transport>(
+    session: &IetfSession<T>,
+    request_id: u64,
+) -> Option<Rc<Upstream>> {
+    let publishing = &session.publishing;
+    let upstream = publishing.upstreams.borrow_mut().remove(&request_id)?;
+    publishing.by_hub.borrow_mut().remove(&upstream.hub);
+    publishing
+        .aliases
+        .borrow_mut()
+        .retain(|_, id| *id != request_id);
+    session.shard.stats.upstream_subscriptions_open.dec();
+    Some(upstream)
+}
+
+pub(super) fn subscribe_ok<T: Transport>(session: &Rc<IetfSession<T>>, m: SubscribeOk) {
+    if !session
+        .publishing
+        .upstreams
+        .borrow()
+        .contains_key(&m.request_id)
+    {
+        // Cancelled while the answer was in flight.
+        return;
+    }
+    let mut aliases = session.publishing.aliases.borrow_mut();
+    match aliases.get(&m.track_alias) {
+        Some(id) if *id != m.request_id => {
+            drop(aliases);
+            session.shard.stats.sessions_protocol_violations.inc();
+            session.close(SessionCode::DUPLICATE_TRACK_ALIAS, "track alias in use");
+        }
+        _ => {
+            aliases.insert(m.track_alias, m.request_id);
+        }
+    }
+}
+
+pub(super) fn subscribe_error<T: Transport>(session: &Rc<IetfSession<T>>, m: SubscribeError) {
+    if let Some(upstream) = remove_upstream(session, m.request_id) {
+        debug!(session = session.id, track = %upstream.key, code = m.code, "upstream SUBSCRIBE refused");
+        session.shard.to_hub(
+            upstream.hub,
+            MediaEvent::track_end(Some(StreamCode::NOT_FOUND)),
+        );
+    }
+}
+
+pub(super) fn publish_done<T: Transport>(session: &Rc<IetfSession<T>>, m: PublishDone) {
+    if let Some(upstream) = remove_upstream(session, m.request_id) {
+        debug!(session = session.id, track = %upstream.key, status = m.status, "upstream PUBLISH_DONE");
+        // Track ended (0x2) is a clean end; anything else ends it with CANCEL.
+        let code = (m.status != 0x2).then_some(StreamCode::CANCEL);
+        session
+            .shard
+            .to_hub(upstream.hub, MediaEvent::track_end(code));
+    }
+}
+
+/// The peer's uni streams: subgroup streams of our upstream subscriptions.
+pub(super) async fn accept_uni<T: Transport>(session: Rc<IetfSession<T>>) {
+    loop {
+        let accepted = race(session.transport.accept_uni(), session.closed.raised()).await;
+        let Either::Left(Ok((recv, leftover))) = accepted else {
+            return;
+        };
+        let session2 = session.clone();
+        session.spawn(async move {
+            let mut stream = Incoming {
+                recv,
+                buf: BytesMut::from(&leftover[..]),
+            };
+            subgroup(&session2, &mut stream).await;
+        });
+    }
+}
+
+/// Read one subgroup stream into its hub's group.
+async fn subgroup<T: Transport>(session: &Rc<IetfSession<T>>, stream: &mut Incoming<T::Recv>) {
+    let limits = session.shard.settings.limits;
+    let header = match stream
+        .decode(|b| SubgroupHeader::decode(b, Version::Draft14, &limits))
+        .await
+    {
+        Ok(header) => header,
+        Err(Some(e)) => {
+            // Not a subgroup stream (a fetch stream we never asked for, or
+            // junk): refused alone.
+            debug!(session = session.id, error = %e, "unreadable uni stream");
+            return stream.stop(session, STREAM_PROTOCOL_VIOLATION);
+        }
+        Err(None) => return,
+    };
+    let upstream = {
+        let publishing = &session.publishing;
+        let id = publishing
+            .aliases
+            .borrow()
+            .get(&header.track_alias)
+            .copied();
+        id.and_then(|id| publishing.upstreams.borrow().get(&id).cloned())
+    };
+    let Some(upstream) = upstream else {
+        // An alias we do not know (or cancelled): reset alone.
+        return stream.stop(session, STREAM_CANCELLED);
+    };
+    let mut ingest = match SubgroupIngest::new(&header) {
+        Ok(ingest) => ingest,
+        Err(e) => {
+            debug!(session = session.id, error = %e, "subgroup not relayed");
+            return stream.stop(session, STREAM_CANCELLED);
+        }
+    };
+    let hub = upstream.hub;
+    let sequence = header.group;
+    session.shard.to_hub(hub, MediaEvent::Group { sequence });
+    let read = read_objects(session, stream, &header, &mut ingest, hub, sequence);
+    let end = match race(read, upstream.cancelled.raised()).await {
+        Either::Left(end) => end,
+        Either::Right(()) => Err(StreamCode::CANCEL),
+    };
+    match end {
+        Ok(()) => session.shard.to_hub(hub, MediaEvent::GroupEnd { sequence }),
+        Err(code) => {
+            stream.stop(session, STREAM_CANCELLED);
+            session
+                .shard
+                .to_hub(hub, MediaEvent::GroupReset { sequence, code });
+        }
+    }
+}
+
+async fn read_objects<T: Transport>(
+    session: &Rc<IetfSession<T>>,
+    stream: &mut Incoming<T::Recv>,
+    header: &SubgroupHeader,
+    ingest: &mut SubgroupIngest,
+    hub: HubRef,
+    sequence: u64,
+) -> Result<(), StreamCode> {
+    let settings = &session.shard.settings;
+    let mut limits = settings.limits;
+    limits.max_frame = settings.max_frame_size;
+    let mut frames = 0usize;
+    loop {
+        match stream.at_end().await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(()) => return Err(StreamCode::CANCEL),
+        }
+        let object = match stream
+            .decode(|b| SubgroupObject::decode(b, header.extensions, &limits))
+            .await
+        {
+            Ok(object) => object,
+            Err(Some(DecodeError::TooLong { .. })) => {
+                session.shard.stats.frames_too_large.inc();
+                return Err(StreamCode::FRAME_TOO_LARGE);
+            }
+            Err(_) => return Err(StreamCode::CANCEL),
+        };
+        match ingest.object(&object) {
+            Ok(Step::Frame { payload_len, .. }) => {
+                frames += 1;
+                if frames > settings.max_frames_per_group {
+                    session.shard.stats.groups_too_many_frames.inc();
+                    return Err(StreamCode::GROUP_TOO_LARGE);
+                }
+                let payload = stream
+                    .payload(payload_len as usize)
+                    .await
+                    .map_err(|()| StreamCode::CANCEL)?;
+                // A shard that falls behind slows the publisher, not a queue.
+                session.shard.mesh_clear().await;
+                session.shard.to_hub(
+                    hub,
+                    MediaEvent::Frame {
+                        sequence,
+                        timestamp: arrival_ms(),
+                        payload,
+                    },
+                );
+            }
+            Ok(Step::EndOfGroup) | Ok(Step::EndOfTrack) => return Ok(()),
+            Err(BridgeError::Gap { .. }) | Err(_) => return Err(StreamCode::CANCEL),
+        }
+    }
+}
+
+/// Draft-14 data stream codes (reset / STOP_SENDING).
+const STREAM_CANCELLED: u32 = 0x1;
+const STREAM_PROTOCOL_VIOLATION: u32 = 0x3;
+
+/// Wall-clock milliseconds, the timestamp an IETF object gets on arrival.
+fn arrival_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// One incoming stream, decoded message by message.
+struct Incoming<R> {
+    recv: R,
+    buf: BytesMut,
+}
+
+impl<R: RecvStream> Incoming<R> {
+    /// More bytes; `Ok(false)` at the stream's end.
+    async fn fill(&mut self) -> Result<bool, ()> {
+        match self.recv.read_chunk(usize::MAX).await {
+            Ok(Some(chunk)) => {
+                self.buf.extend_from_slice(&chunk);
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            Err(_) => Err(()),
+        }
+    }
+
+    /// The next message; `Err(Some)` malformed, `Err(None)` the stream ended
+    /// or failed first.
+    async fn decode<M>(
+        &mut self,
+        f: impl Fn(&[u8]) -> Result<(M, usize), DecodeError>,
+    ) -> Result<M, Option<DecodeError>> {
+        loop {
+            match f(&self.buf) {
+                Ok((msg, used)) => {
+                    self.buf.advance(used);
+                    return Ok(msg);
+                }
+                Err(DecodeError::Short) => match self.fill().await {
+                    Ok(true) => {}
+                    Ok(false) | Err(()) => return Err(None),
+                },
+                Err(e) => return Err(Some(e)),
+            }
+        }
+    }
+
+    async fn payload(&mut self, len: usize) -> Result<Bytes, ()> {
+        while self.buf.len() < len {
+            if !self.fill().await? {
+                return Err(());
+            }
+        }
+        Ok(self.buf.split_to(len).freeze())
+    }
+
+    async fn at_end(&mut self) -> Result<bool, ()> {
+        Ok(self.buf.is_empty() && !self.fill().await?)
+    }
+
+    fn stop<T: Transport<Recv = R>>(&mut self, session: &IetfSession<T>, code: u32) {
+        let _ = self.recv.stop(session.stream_code(code));
+    }
+}
