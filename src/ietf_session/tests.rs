@@ -10,11 +10,14 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use super::control::ControlState;
 use crate::ietf::{
-    ControlMessage, Decode, Encode, Filter, GroupOrder, Limits, Location, Parameters, SessionCode,
-    SubgroupHeader, SubgroupId, SubgroupObject, Subscribe, Unsubscribe, Version,
+    ControlMessage, Decode, Encode, Filter, GroupOrder, Limits, Location, Parameters,
+    PublishNamespace, SessionCode, SubgroupHeader, SubgroupId, SubgroupObject, Subscribe,
+    SubscribeOk, Unsubscribe, Version,
 };
-use crate::session::memory::{MemoryRecv, MemorySend, MemoryTransport};
-use crate::session::tests::{frames, settings, shard, within, Publisher, BROADCAST};
+use crate::session::memory::{MemoryLimits, MemoryRecv, MemorySend, MemoryTransport};
+use crate::session::tests::{
+    frames, settings, shard, within, Peer, Publisher, ReceivedGroup, BROADCAST,
+};
 use crate::session::transport::{RecvStream, SendStream, Transport};
 use crate::shard::Shard;
 
@@ -293,4 +296,88 @@ async fn malformed_or_out_of_order_control_closes_with_protocol_violation() {
     within("close", client.transport.closed()).await;
     let close = client.transport.close_reason().unwrap();
     assert_eq!(close.code.0, SessionCode::INVALID_REQUEST_ID.0);
+}
+
+#[monoio::test(enable_timer = true)]
+async fn an_ietf_publishers_subgroups_reach_a_lite_subscriber_as_groups() {
+    let shard = shard(settings());
+    let mut client = Client::connect(&shard).await;
+    client
+        .send(
+            PublishNamespace {
+                request_id: 0,
+                namespace: vec![BROADCAST.into()],
+                parameters: Parameters::default(),
+            }
+            .into(),
+        )
+        .await;
+    assert!(matches!(
+        client.reply().await,
+        ControlMessage::PublishNamespaceOk(ok) if ok.request_id == 0
+    ));
+
+    let subscriber = Peer::connect(
+        &shard,
+        crate::lite::Version::Lite06,
+        MemoryLimits::default(),
+    )
+    .await
+    .0;
+    let _announce = subscriber.wait_announced().await;
+    let _subscription = subscriber.open_subscribe(7, "video").await;
+
+    // The relay subscribes upstream over draft 14 (its Request IDs are odd).
+    let request = match client.reply().await {
+        ControlMessage::Subscribe(request) => request,
+        other => panic!("expected SUBSCRIBE, got {other:?}"),
+    };
+    assert_eq!(
+        (
+            request.request_id,
+            request.namespace.as_slice(),
+            request.name.as_str()
+        ),
+        (1, &[BROADCAST.to_string()][..], "video")
+    );
+    client
+        .send(
+            SubscribeOk {
+                request_id: request.request_id,
+                track_alias: 9,
+                expires: 0,
+                group_order: GroupOrder::Ascending,
+                largest: None,
+                parameters: Parameters::default(),
+            }
+            .into(),
+        )
+        .await;
+
+    // One subgroup stream: group 3, objects 0..3, FIN ends it.
+    let sent = frames(3, 150);
+    let mut data = Vec::new();
+    super::bridge::subgroup_for_group(9, 3, 0)
+        .encode(&mut data, V)
+        .unwrap();
+    for (_, payload) in &sent {
+        super::bridge::object_for_frame(payload.len() as u64)
+            .encode(&mut data)
+            .unwrap();
+        data.extend_from_slice(payload);
+    }
+    let mut stream = client.transport.open_uni().await.unwrap();
+    stream.write_chunk(Bytes::from(data)).await.unwrap();
+    stream.finish().unwrap();
+
+    let mut received = ReceivedGroup::accept(&subscriber).await;
+    assert_eq!(
+        (received.header.subscribe, received.header.sequence),
+        (7, 3)
+    );
+    for (_, payload) in &sent {
+        let (_, got) = received.frame().await.unwrap().expect("a frame");
+        assert_eq!(&got, payload);
+    }
+    assert!(received.frame().await.unwrap().is_none(), "the group ends");
 }

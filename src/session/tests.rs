@@ -71,7 +71,7 @@ pub(crate) struct Peer {
 impl Peer {
     /// Start a relay session for a new peer; lite-05+ peers exchange
     /// SETUPs, the relay's is returned.
-    async fn connect(
+    pub(crate) async fn connect(
         shard: &Rc<Shard>,
         version: Version,
         limits: MemoryLimits,
@@ -145,6 +145,13 @@ impl Peer {
     }
 
     /// Open a control stream with its first message.
+    /// A SUBSCRIBE stream for `track` of `BROADCAST` (for other modules'
+    /// tests, which cannot name the codec's object-safe trait).
+    pub(crate) async fn open_subscribe(&self, id: u64, track: &str) -> (MemorySend, Reader) {
+        self.open(BidiType::Subscribe, &self.subscribe(id, track))
+            .await
+    }
+
     async fn open(&self, kind: BidiType, msg: &dyn EncodeDyn) -> (MemorySend, Reader) {
         let (mut send, recv) = self.transport.open_bi().await.unwrap();
         send.write_chunk(encode(self.version, &[&kind, msg]))
@@ -192,7 +199,7 @@ impl Peer {
     }
 
     /// Ask for announcements and wait until `BROADCAST` is active.
-    async fn wait_announced(&self) -> (MemorySend, Reader) {
+    pub(crate) async fn wait_announced(&self) -> (MemorySend, Reader) {
         let request = AnnounceRequest {
             prefix: String::new(),
             exclude_hop: 0,
@@ -373,14 +380,14 @@ async fn answer_requests(peer: Rc<Peer>, subscribes: Rc<Inbox<Upstream>>) {
 }
 
 /// A GROUP stream as the subscriber reads it: header, then frames.
-struct ReceivedGroup {
-    header: GroupHeader,
+pub(crate) struct ReceivedGroup {
+    pub(crate) header: GroupHeader,
     reader: Reader,
     timestamps: Timestamps,
 }
 
 impl ReceivedGroup {
-    async fn accept(peer: &Peer) -> ReceivedGroup {
+    pub(crate) async fn accept(peer: &Peer) -> ReceivedGroup {
         let (mut reader, kind) = peer.accept_uni().await;
         assert_eq!(kind, UniType::Group);
         let header = within("GROUP header", reader.expect::<GroupHeader>())
@@ -395,7 +402,7 @@ impl ReceivedGroup {
 
     /// The next frame (timestamp where the version has one, payload), or
     /// `None` at the group's clean end.
-    async fn frame(&mut self) -> Result<Option<(Option<u64>, Bytes)>, ReadError> {
+    pub(crate) async fn frame(&mut self) -> Result<Option<(Option<u64>, Bytes)>, ReadError> {
         let reader = &mut self.reader;
         if within("a frame", reader.at_end()).await? {
             return Ok(None);
