@@ -3,8 +3,6 @@
 //! streams in as groups of frames for the track's hub (the same commands and
 //! media events a lite session's `consume` uses).
 
-use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -15,7 +13,7 @@ use tracing::debug;
 
 use super::bridge::{namespace_to_path, path_to_namespace, BridgeError, Step, SubgroupIngest};
 use super::control::RequestKind;
-use super::session::IetfSession;
+use super::state::{IetfSession, Upstream};
 use crate::ietf::{
     Decode, DecodeError, Filter, GroupOrder, Parameters, PublishDone, PublishNamespace,
     PublishNamespaceDone, PublishNamespaceError, PublishNamespaceOk, SessionCode, SubgroupHeader,
@@ -32,25 +30,6 @@ use crate::track::TrackProperties;
 /// PUBLISH_NAMESPACE_ERROR code for a refused namespace (draft 14: 0x0
 /// INTERNAL_ERROR .. ; "uninterested"/limits are reported as 0x0 by moq-net).
 const NAMESPACE_REFUSED: u64 = 0x0;
-
-/// The publishing half's state.
-#[derive(Default)]
-pub(super) struct Publishing {
-    /// Broadcast paths the peer published.
-    announced: RefCell<HashSet<String>>,
-    /// Our upstream SUBSCRIBEs by Request ID.
-    upstreams: RefCell<HashMap<u64, Rc<Upstream>>>,
-    /// The Request ID of each hub's upstream.
-    by_hub: RefCell<HashMap<HubRef, u64>>,
-    /// Track aliases from SUBSCRIBE_OK, to Request IDs.
-    aliases: RefCell<HashMap<u64, u64>>,
-}
-
-struct Upstream {
-    hub: HubRef,
-    key: TrackKey,
-    cancelled: Signal,
-}
 
 pub(super) fn publish_namespace<T: Transport>(session: &Rc<IetfSession<T>>, m: PublishNamespace) {
     let path = crate::origin::normalize(&namespace_to_path(&m.namespace));

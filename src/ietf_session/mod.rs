@@ -19,5 +19,6 @@ pub mod bridge;
 pub mod control;
 mod ingest;
 pub mod session;
+mod state;
 #[cfg(test)]
 mod tests;

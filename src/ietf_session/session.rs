@@ -18,31 +18,29 @@ use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Poll, Waker};
+use std::task::Poll;
 
 use bytes::{Buf, BytesMut};
 use tracing::{debug, info};
 
 use super::bridge::{namespace_to_path, object_for_frame, path_to_namespace, subgroup_for_group};
 use super::control::{ControlState, RequestKind, Violation};
+use super::state::{IetfSession, Subscription};
 use crate::ietf::{
     ControlMessage, Decode, Encode, FetchError, Filter, GroupOrder, Location, Parameters,
     PublishDone, PublishNamespace, PublishNamespaceDone, SessionCode, Subscribe, SubscribeError,
     SubscribeNamespace, SubscribeNamespaceError, SubscribeNamespaceOk, SubscribeOk, Version,
 };
 use crate::lite::StreamCode;
-use crate::message::{SessionRef, TrackKey, TrackName};
+use crate::message::{TrackKey, TrackName};
 use crate::origin::{AnnounceEvent, Heard};
 use crate::session::transport::{RecvStream, SendStream, Transport};
 use crate::shard::Shard;
-use crate::task::{catch_unwind, race, Either, Signal};
+use crate::task::{race, Either, Signal};
 use crate::track::{Group, NextFrame, TrackReplica, TrackState};
 
 /// Requests the peer may have open ahead of our MAX_REQUEST_ID updates.
 const REQUEST_WINDOW: u64 = 100;
-
-/// Control messages queued for a peer that is not reading them.
-const MAX_OUTBOX: usize = 1024;
 
 /// SUBSCRIBE_ERROR codes (draft 14 section 9.8).
 const SUBSCRIBE_NOT_SUPPORTED: u64 = 0x3;
@@ -88,6 +86,8 @@ pub async fn run<T: Transport>(shard: Rc<Shard>, transport: T, webtransport: boo
         return;
     }
     let inbox = session.shard.register_session(session.session_ref());
+    // Unregistered on every way out, this future dropped at shutdown included.
+    let _registered = Registered(session.clone());
     session.spawn(control(session.clone()));
     session.spawn(super::ingest::commands(session.clone(), inbox));
     session.spawn(super::ingest::accept_uni(session.clone()));
@@ -95,87 +95,22 @@ pub async fn run<T: Transport>(shard: Rc<Shard>, transport: T, webtransport: boo
         Either::Left(()) => session.closed.raise(),
         Either::Right(()) => {}
     }
-    for sub in session.subscriptions.borrow().values() {
-        sub.cancelled.raise();
-    }
-    session.shard.unregister_session(session.session_ref());
-    super::ingest::end(&session);
-    info!(session = session.id, "ietf session closed");
 }
 
-pub(super) struct IetfSession<T: Transport> {
-    pub(super) id: u64,
-    pub(super) transport: T,
-    pub(super) shard: Rc<Shard>,
-    pub(super) closed: Signal,
-    /// Control messages for the writer task, in order.
-    outbox: RefCell<VecDeque<ControlMessage>>,
-    outbox_waker: RefCell<Option<Waker>>,
-    /// Open subscriptions by Request ID.
-    subscriptions: RefCell<HashMap<u64, Rc<Subscription>>>,
-    /// The control stream's rules; borrowed briefly, never across an await.
-    pub(super) control: RefCell<ControlState>,
-    /// SUBSCRIBE_NAMESPACE listeners open.
-    namespace_listeners: Cell<usize>,
-    /// The peer as a publisher: its namespaces and our upstream SUBSCRIBEs.
-    pub(super) publishing: super::ingest::Publishing,
-}
+/// A session registered with its shard: on drop its tasks are told to stop,
+/// its subscriptions cancelled, its broadcasts and upstreams ended.
+struct Registered<T: Transport>(Rc<IetfSession<T>>);
 
-struct Subscription {
-    request_id: u64,
-    track_alias: u64,
-    priority: u8,
-    cancelled: Signal,
-    /// Subgroup streams opened so far (PUBLISH_DONE's Stream Count).
-    streams: Cell<u64>,
-}
-
-impl<T: Transport> IetfSession<T> {
-    pub(super) fn session_ref(&self) -> SessionRef {
-        SessionRef {
-            shard: self.shard.index(),
-            id: self.id,
+impl<T: Transport> Drop for Registered<T> {
+    fn drop(&mut self) {
+        let session = &self.0;
+        session.closed.raise();
+        for sub in session.subscriptions.borrow().values() {
+            sub.cancelled.raise();
         }
-    }
-
-    pub(super) fn send(&self, msg: ControlMessage) {
-        // A peer that sends requests but never reads the answers would grow
-        // the queue without end: it is closed instead.
-        if self.outbox.borrow().len() >= MAX_OUTBOX {
-            return self.close(SessionCode::TOO_MANY_REQUESTS, "control replies not read");
-        }
-        self.outbox.borrow_mut().push_back(msg);
-        if let Some(waker) = self.outbox_waker.borrow_mut().take() {
-            waker.wake();
-        }
-    }
-
-    pub(super) fn close(&self, code: SessionCode, reason: &str) {
-        debug!(session = self.id, %code, reason, "closing ietf session");
-        self.transport
-            .close(crate::lite::SessionCode(code.0), reason);
-        self.closed.raise();
-    }
-
-    fn violation(&self, v: Violation) {
-        self.shard.stats.sessions_protocol_violations.inc();
-        self.close(v.code, v.reason);
-    }
-
-    pub(super) fn stream_code(&self, code: u32) -> qumo_shards::VarInt {
-        self.transport.stream_code(StreamCode(code))
-    }
-
-    /// A task of this session: a panic in it closes the session, not the shard.
-    pub(super) fn spawn(self: &Rc<Self>, task: impl std::future::Future<Output = ()> + 'static) {
-        let session = self.clone();
-        monoio::spawn(async move {
-            if let Err(panic) = catch_unwind(task).await {
-                tracing::error!(session = session.id, %panic, "ietf session task panicked");
-                session.shard.stats.sessions_panicked.inc();
-                session.close(SessionCode::INTERNAL_ERROR, "internal error");
-            }
-        });
+        session.shard.unregister_session(session.session_ref());
+        super::ingest::end(session);
+        info!(session = session.id, "ietf session closed");
     }
 }
 

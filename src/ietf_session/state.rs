@@ -1,0 +1,115 @@
+//! One IETF session's shared state, which its tasks (`session`, `ingest`)
+//! all hold: kept apart so neither task module imports the other.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::rc::Rc;
+use std::task::Waker;
+
+use tracing::debug;
+
+use super::control::{ControlState, Violation};
+use crate::ietf::{ControlMessage, SessionCode};
+use crate::lite::StreamCode;
+use crate::message::{HubRef, SessionRef, TrackKey};
+use crate::session::transport::Transport;
+use crate::shard::Shard;
+use crate::task::{catch_unwind, Signal};
+
+/// Control messages queued for a peer that is not reading them.
+const MAX_OUTBOX: usize = 1024;
+
+pub(super) struct IetfSession<T: Transport> {
+    pub(super) id: u64,
+    pub(super) transport: T,
+    pub(super) shard: Rc<Shard>,
+    pub(super) closed: Signal,
+    /// Control messages for the writer task, in order.
+    pub(super) outbox: RefCell<VecDeque<ControlMessage>>,
+    pub(super) outbox_waker: RefCell<Option<Waker>>,
+    /// Open subscriptions by Request ID.
+    pub(super) subscriptions: RefCell<HashMap<u64, Rc<Subscription>>>,
+    /// The control stream's rules; borrowed briefly, never across an await.
+    pub(super) control: RefCell<ControlState>,
+    /// SUBSCRIBE_NAMESPACE listeners open.
+    pub(super) namespace_listeners: Cell<usize>,
+    /// The peer as a publisher: its namespaces and our upstream SUBSCRIBEs.
+    pub(super) publishing: Publishing,
+}
+
+pub(super) struct Subscription {
+    pub(super) request_id: u64,
+    pub(super) track_alias: u64,
+    pub(super) priority: u8,
+    pub(super) cancelled: Signal,
+    /// Subgroup streams opened so far (PUBLISH_DONE's Stream Count).
+    pub(super) streams: Cell<u64>,
+}
+
+impl<T: Transport> IetfSession<T> {
+    pub(super) fn session_ref(&self) -> SessionRef {
+        SessionRef {
+            shard: self.shard.index(),
+            id: self.id,
+        }
+    }
+
+    pub(super) fn send(&self, msg: ControlMessage) {
+        // A peer that sends requests but never reads the answers would grow
+        // the queue without end: it is closed instead.
+        if self.outbox.borrow().len() >= MAX_OUTBOX {
+            return self.close(SessionCode::TOO_MANY_REQUESTS, "control replies not read");
+        }
+        self.outbox.borrow_mut().push_back(msg);
+        if let Some(waker) = self.outbox_waker.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+
+    pub(super) fn close(&self, code: SessionCode, reason: &str) {
+        debug!(session = self.id, %code, reason, "closing ietf session");
+        self.transport
+            .close(crate::lite::SessionCode(code.0), reason);
+        self.closed.raise();
+    }
+
+    pub(super) fn violation(&self, v: Violation) {
+        self.shard.stats.sessions_protocol_violations.inc();
+        self.close(v.code, v.reason);
+    }
+
+    pub(super) fn stream_code(&self, code: u32) -> qumo_shards::VarInt {
+        self.transport.stream_code(StreamCode(code))
+    }
+
+    /// A task of this session: a panic in it closes the session, not the shard.
+    pub(super) fn spawn(self: &Rc<Self>, task: impl std::future::Future<Output = ()> + 'static) {
+        let session = self.clone();
+        monoio::spawn(async move {
+            if let Err(panic) = catch_unwind(task).await {
+                tracing::error!(session = session.id, %panic, "ietf session task panicked");
+                session.shard.stats.sessions_panicked.inc();
+                session.close(SessionCode::INTERNAL_ERROR, "internal error");
+            }
+        });
+    }
+}
+
+/// The publishing half's state.
+#[derive(Default)]
+pub(super) struct Publishing {
+    /// Broadcast paths the peer published.
+    pub(super) announced: RefCell<HashSet<String>>,
+    /// Our upstream SUBSCRIBEs by Request ID.
+    pub(super) upstreams: RefCell<HashMap<u64, Rc<Upstream>>>,
+    /// The Request ID of each hub's upstream.
+    pub(super) by_hub: RefCell<HashMap<HubRef, u64>>,
+    /// Track aliases from SUBSCRIBE_OK, to Request IDs.
+    pub(super) aliases: RefCell<HashMap<u64, u64>>,
+}
+
+pub(super) struct Upstream {
+    pub(super) hub: HubRef,
+    pub(super) key: TrackKey,
+    pub(super) cancelled: Signal,
+}
