@@ -4,7 +4,7 @@
 #
 #   scripts/loadtest.sh [--shards N] [--profile NAME] [--subscribers S]
 #                       [--duration SECS] [--url URL [--metrics-url URL]]
-#                       [--ramp] [--json FILE] [--plot FILE]
+#                       [--transport quic|ws] [--ramp] [--json FILE] [--plot FILE]
 #
 # Builds release binaries, starts qumo-relay on a free loopback port with a
 # generated certificate (or targets --url, a relay already running here or
@@ -42,6 +42,9 @@ Options:
                       http://HOST:9090/metrics); its CPU seconds, RSS and UDP
                       drops come from there instead of /proc, so the RESULT
                       line is complete for a remote relay
+  --transport T       quic (default): clients dial raw QUIC; ws: QMux over a
+                      WebSocket to the relay's TCP listener on the same port
+                      (ws://HOST:PORT/PATH), publishers and subscribers alike
   --ramp              double the subscriber count until a step loses a group,
                       fails a connection, drops a subscriber or passes the p99
                       budget, then bisect; report the highest count held
@@ -74,6 +77,7 @@ duration=""
 url=""
 metrics_url=""
 ramp=0
+transport=quic
 json=""
 plot=""
 
@@ -101,6 +105,7 @@ while [ $# -gt 0 ]; do
         --metrics-url) need_value "$@"; metrics_url="$value" ;;
         --json) need_value "$@"; json="$value" ;;
         --plot) need_value "$@"; plot="$value" ;;
+        --transport) need_value "$@"; transport="$value" ;;
         --ramp) ramp=1 ;;
         *) echo "loadtest.sh: unknown option $1 (see --help)" >&2; exit 64 ;;
     esac
@@ -110,6 +115,10 @@ done
 
 case "$shards" in ''|*[!0-9]*) echo "loadtest.sh: --shards wants a number" >&2; exit 64 ;; esac
 [ "$shards" -ge 1 ] && [ "$shards" -le 255 ] || { echo "loadtest.sh: --shards 1..255" >&2; exit 64; }
+case "$transport" in
+    quic|ws) ;;
+    *) echo "loadtest.sh: --transport is quic or ws" >&2; exit 64 ;;
+esac
 case "$profile" in
     fanout|audio|sd|hd|many-publishers|smoke) ;;
     *) echo "loadtest.sh: unknown profile $profile (see --help)" >&2; exit 64 ;;
@@ -176,16 +185,17 @@ trap 'exit 130' INT TERM
 
 bench_tls=()
 if [ -z "$url" ]; then
-    # A free UDP port on loopback.
+    # A port free for UDP (QUIC) and TCP (WebSockets) on loopback.
     port=""
     for _ in $(seq 1 50); do
         candidate=$(( 20000 + RANDOM % 40000 ))
-        if [ -z "$(ss -Hlun "sport = :$candidate" 2>/dev/null)" ]; then
+        if [ -z "$(ss -Hlun "sport = :$candidate" 2>/dev/null)" ] &&
+            [ -z "$(ss -Hltn "sport = :$candidate" 2>/dev/null)" ]; then
             port=$candidate
             break
         fi
     done
-    [ -n "$port" ] || die "no free UDP port found"
+    [ -n "$port" ] || die "no free port found"
     cat >"$tmp/relay.yaml" <<EOF
 server:
   address: "127.0.0.1:$port"
@@ -240,7 +250,7 @@ else
     fi
 fi
 
-bench_args=(--url "$url" --profile "$profile" --threads "$bench_threads" "${bench_tls[@]}")
+bench_args=(--url "$url" --transport "$transport" --profile "$profile" --threads "$bench_threads" "${bench_tls[@]}")
 [ -n "$subscribers" ] && bench_args+=(--subscribers "$subscribers")
 [ -n "$duration" ] && bench_args+=(--duration "$duration")
 [ "$ramp" = 1 ] && bench_args+=(--ramp --p99-budget-ms "${LOADTEST_P99_BUDGET_MS:-200}")
