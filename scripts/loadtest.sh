@@ -210,6 +210,10 @@ admission:
   max_connections_per_ip: 1000000
   handshakes_per_ip_per_second: 1000000
   handshake_burst_per_ip: 1000000
+# The same for WebSocket upgrades (--transport ws) on the TCP listener.
+http:
+  max_connections: 65536
+  max_connections_per_source: 65536
 logging:
   level: info
 EOF
