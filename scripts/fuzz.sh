@@ -8,7 +8,7 @@
 #   a random first seed (QUMO_FUZZ_START to choose it). Stable toolchain; a
 #   debug build, so arithmetic overflow panics too. A failure prints the
 #   seed to replay with QUMO_FUZZ_SEED=N.
-# codec: every moq-lite decoder under cargo-fuzz (libFuzzer), SECONDS per
+# codec: every moq-lite and IETF draft-14 decoder under cargo-fuzz (libFuzzer), SECONDS per
 #   target. Needs a nightly toolchain (libFuzzer's sanitizer flags are
 #   nightly-only); installs cargo-fuzz under $HOME/.cache/qumo on first use.
 #   Crashes land in fuzz/artifacts/<target>/.
@@ -47,7 +47,7 @@ if [ "$what" != session ]; then
         cargo install --locked --root "$cache" --version "$cargo_fuzz_version" cargo-fuzz
     fi
     export PATH="$cache/bin:$PATH"
-    for target in control data setup; do
+    for target in control data setup ietf_control ietf_data; do
         echo "== fuzzing $target for ${seconds}s"
         cargo +nightly fuzz run --fuzz-dir fuzz "$target" -- -max_total_time="$seconds" -rss_limit_mb=2048
     done

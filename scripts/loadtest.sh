@@ -4,7 +4,8 @@
 #
 #   scripts/loadtest.sh [--shards N] [--profile NAME] [--subscribers S]
 #                       [--duration SECS] [--url URL [--metrics-url URL]]
-#                       [--transport quic|ws] [--ramp] [--json FILE] [--plot FILE]
+#                       [--transport quic|ws] [--cluster N] [--ramp] [--json FILE]
+#                       [--plot FILE]
 #
 # Builds release binaries, starts qumo-relay on a free loopback port with a
 # generated certificate (or targets --url, a relay already running here or
@@ -15,7 +16,8 @@
 #   RESULT subscribers=S delivered_mbps=X expected_mbps=Y relay_cpu_s_per_gb=Z
 #          p50_ms=A p99_ms=B lost_groups=L failed_connections=F rss_kb_per_sub=R
 #
-# (one line). Bounded in time, and every process it started is stopped on
+# (one line; with --cluster it ends "relays=N inter_relay_bytes_per_delivered_byte=X").
+# Bounded in time, and every process it started is stopped on
 # exit, Ctrl-C included. Without --url nothing leaves this host.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,6 +47,16 @@ Options:
   --transport T       quic (default): clients dial raw QUIC; ws: QMux over a
                       WebSocket to the relay's TCP listener on the same port
                       (ws://HOST:PORT/PATH), publishers and subscribers alike
+  --cluster N         start N relays (N >= 2) on loopback instead of one: relay
+                      1 is the origin, relays 2..N each list it in
+                      cluster.peers (a star: every edge dials the first); the
+                      publishers use relay 1, the subscribers spread round
+                      robin over relays 2..N. The RESULT line adds the UDP
+                      bytes on the inter-relay links (both ways, from the
+                      relays' qumo_peer_bytes_* figures) per byte the edges
+                      sent their subscribers (qumo_accepted_bytes_sent
+                      {kind="client"}): about (N-1)/S when each link carries
+                      one copy. relay_cpu_s_per_gb and rss_kb_per_sub read na
   --ramp              double the subscriber count until a step loses a group,
                       fails a connection, drops a subscriber or passes the p99
                       budget, then bisect; report the highest count held
@@ -58,6 +70,8 @@ Environment:
   LOADTEST_TIMEOUT         hard limit for the whole load in seconds
                            (default 300, or 1800 with --ramp)
   LOADTEST_BENCH_ARGS      extra qumo-bench options (see qumo-bench --help)
+  LOADTEST_RELAY_BIN       the qumo-relay to start (default target/release/qumo-relay):
+                           an older build, to compare two builds under one load
 
 The last line of output is the RESULT line. Exit status: 0 ok, 1 the smoke
 profile found loss or a failed connection, 2 the load could not run, 64 bad
@@ -78,6 +92,7 @@ url=""
 metrics_url=""
 ramp=0
 transport=quic
+cluster=0
 json=""
 plot=""
 
@@ -106,6 +121,7 @@ while [ $# -gt 0 ]; do
         --json) need_value "$@"; json="$value" ;;
         --plot) need_value "$@"; plot="$value" ;;
         --transport) need_value "$@"; transport="$value" ;;
+        --cluster) need_value "$@"; cluster="$value" ;;
         --ramp) ramp=1 ;;
         *) echo "loadtest.sh: unknown option $1 (see --help)" >&2; exit 64 ;;
     esac
@@ -128,6 +144,11 @@ if [ -n "$subscribers" ]; then
 fi
 if [ -n "$duration" ]; then
     case "$duration" in *[!0-9.]*) echo "loadtest.sh: --duration wants seconds" >&2; exit 64 ;; esac
+fi
+case "$cluster" in ''|*[!0-9]*) echo "loadtest.sh: --cluster wants a number of relays" >&2; exit 64 ;; esac
+if [ "$cluster" != 0 ]; then
+    [ "$cluster" -ge 2 ] && [ "$cluster" -le 16 ] || { echo "loadtest.sh: --cluster 2..16" >&2; exit 64; }
+    [ -z "$url" ] || { echo "loadtest.sh: --cluster starts its own relays; it excludes --url" >&2; exit 64; }
 fi
 remote=0
 if [ -n "$url" ]; then
@@ -156,10 +177,24 @@ if ! cargo build --release --locked -p qumo -p qumo-bench --bins >"$tmp/build.lo
     rm -rf "$tmp"
     die "release build failed"
 fi
-relay_bin=target/release/qumo-relay
+relay_bin="${LOADTEST_RELAY_BIN:-target/release/qumo-relay}"
 bench_bin=target/release/qumo-bench
 relay_pid=""
+# With --cluster: every relay started, relay 1 first.
+cluster_pids=()
 bench_pid=""
+stop_relay() {
+    local pid=$1
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 1 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    fi
+}
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
@@ -168,23 +203,108 @@ cleanup() {
         sleep 1
         kill -KILL "$bench_pid" 2>/dev/null || true
     fi
-    if [ -n "$relay_pid" ] && kill -0 "$relay_pid" 2>/dev/null; then
-        kill -TERM "$relay_pid" 2>/dev/null || true
-        for _ in $(seq 1 50); do
-            kill -0 "$relay_pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$relay_pid" 2>/dev/null || true
-        wait "$relay_pid" 2>/dev/null || true
-    fi
+    stop_relay "$relay_pid"
+    for pid in "${cluster_pids[@]}"; do
+        stop_relay "$pid"
+    done
     rm -rf "$tmp"
     exit "$status"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# A TCP and UDP port free on loopback, not among those already taken.
+taken=" "
+free_port() {
+    local candidate
+    for _ in $(seq 1 50); do
+        candidate=$(( 20000 + RANDOM % 40000 ))
+        case "$taken" in *" $candidate "*) continue ;; esac
+        if [ -z "$(ss -Hlun "sport = :$candidate" 2>/dev/null)" ] \
+            && [ -z "$(ss -Hltn "sport = :$candidate" 2>/dev/null)" ]; then
+            taken="$taken$candidate "
+            free="$candidate"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# Relay $1 of the cluster on UDP+TCP port $2, admin on $3, dialling the
+# relay on port $4 (none for the first).
+start_cluster_relay() {
+    local i=$1 port=$2 admin=$3 origin=${4:-} peers="[]"
+    [ -n "$origin" ] && peers="[\"http://127.0.0.1:$origin\"]"
+    cat >"$tmp/relay$i.yaml" <<EOF
+server:
+  address: "127.0.0.1:$port"
+  shards: $shards
+tls:
+  generate: [localhost]
+admin:
+  address: "127.0.0.1:$admin"
+cluster:
+  node: relay$i
+  peers: $peers
+admission:
+  retry: never
+  max_handshakes_per_shard: 100000
+  max_connections_per_ip: 1000000
+  handshakes_per_ip_per_second: 1000000
+  handshake_burst_per_ip: 1000000
+http:
+  max_connections: 65536
+  max_connections_per_source: 65536
+logging:
+  level: info
+EOF
+    "$relay_bin" --config "$tmp/relay$i.yaml" >"$tmp/relay$i.log" 2>&1 &
+    cluster_pids+=("$!")
+}
+
+# The sum of metric $1's samples (those matching the regex $2, if given)
+# in the /metrics text on stdin.
+metric_sum() {
+    awk -v name="$1" -v filter="${2:-}" '
+        index($1, name) == 1 && (filter == "" || $1 ~ filter) { s += $2 }
+        END { printf "%.0f\n", s }'
+}
+
 bench_tls=()
-if [ -z "$url" ]; then
+if [ "$cluster" != 0 ]; then
+    ports=()
+    admins=()
+    for _ in $(seq 1 "$cluster"); do
+        free_port || die "no free port found"
+        ports+=("$free")
+        free_port || die "no free port found"
+        admins+=("$free")
+    done
+    echo "== starting $cluster qumo-relays: relay 1 on 127.0.0.1:${ports[0]}, relays 2..$cluster dialling it"
+    start_cluster_relay 1 "${ports[0]}" "${admins[0]}"
+    for i in $(seq 2 "$cluster"); do
+        start_cluster_relay "$i" "${ports[$((i - 1))]}" "${admins[$((i - 1))]}" "${ports[0]}"
+    done
+    # Every relay up, and every edge's link to relay 1 open.
+    for i in $(seq 1 "$cluster"); do
+        pid=${cluster_pids[$((i - 1))]}
+        want='runtime started'
+        [ "$i" -gt 1 ] && want='upstream session open'
+        for _ in $(seq 1 150); do
+            kill -0 "$pid" 2>/dev/null || { cat "$tmp/relay$i.log" >&2; die "relay $i exited at start-up"; }
+            grep -q "$want" "$tmp/relay$i.log" && break
+            sleep 0.1
+        done
+        grep -q "$want" "$tmp/relay$i.log" || { cat "$tmp/relay$i.log" >&2; die "relay $i: no '$want' in its log"; }
+    done
+    url="moql://127.0.0.1:${ports[0]}"
+    edges=""
+    for i in $(seq 2 "$cluster"); do
+        edges="$edges${edges:+,}moql://127.0.0.1:${ports[$((i - 1))]}"
+    done
+    # Each relay has its own generated certificate; all on loopback.
+    bench_tls=(--tls-disable-verify --server-name localhost --subscribe-urls "$edges")
+elif [ -z "$url" ]; then
     # A port free for UDP (QUIC) and TCP (WebSockets) on loopback.
     port=""
     for _ in $(seq 1 50); do
@@ -274,6 +394,35 @@ set -e
 
 result=$(grep '^RESULT ' "$tmp/bench.out" | tail -1 || true)
 grep -v '^RESULT ' "$tmp/bench.out" || true
+
+if [ "$cluster" != 0 ]; then
+    # Sessions add their bytes once a second: let the last ones land.
+    sleep 1.5
+    links=0
+    delivered=0
+    for i in $(seq 1 "$cluster"); do
+        if ! kill -0 "${cluster_pids[$((i - 1))]}" 2>/dev/null; then
+            echo "loadtest.sh: relay $i died during the load; its log ends:" >&2
+            tail -20 "$tmp/relay$i.log" >&2
+            status=2
+            continue
+        fi
+        text=$(curl -sf --max-time 10 "http://127.0.0.1:${admins[$((i - 1))]}/metrics" || true)
+        sent=$(metric_sum qumo_peer_bytes_sent_total <<<"$text")
+        received=$(metric_sum qumo_peer_bytes_received_total <<<"$text")
+        to_clients=$(metric_sum qumo_accepted_bytes_sent_total 'kind="client"' <<<"$text")
+        echo "== relay $i: link bytes sent $sent, received $received; bytes to clients $to_clients"
+        links=$(( links + sent + received ))
+        [ "$i" -gt 1 ] && delivered=$(( delivered + to_clients ))
+        if grep -Eq ' (ERROR|WARN) ' "$tmp/relay$i.log"; then
+            echo "== relay $i warnings and errors (first 10):"
+            grep -E ' (ERROR|WARN) ' "$tmp/relay$i.log" | head -10
+        fi
+    done
+    ratio=na
+    [ "$delivered" -gt 0 ] && ratio=$(awk -v l="$links" -v d="$delivered" 'BEGIN { printf "%.4f", l / d }')
+    [ -n "$result" ] && result="$result relays=$cluster inter_relay_bytes_per_delivered_byte=$ratio"
+fi
 
 if [ -n "$relay_pid" ] && ! kill -0 "$relay_pid" 2>/dev/null; then
     echo "loadtest.sh: qumo-relay died during the load; its log ends:" >&2

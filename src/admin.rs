@@ -32,7 +32,7 @@ use qumo_shards::{RuntimeProbe, ShardStatsSnapshot, SEND_BATCH_BOUNDS};
 
 use crate::announced::{AnnouncedError, AnnouncedSource};
 use crate::http::{plain, Handler, HttpLimits, HttpResponse, HttpServer, HttpStats};
-use crate::metrics::{Kind, Metrics, RelayStats};
+use crate::metrics::{Kind, Link, Metrics, RelayStats, Traffic};
 
 /// Where `/metrics` is served.
 pub const METRICS_PATH: &str = "/metrics";
@@ -203,6 +203,7 @@ impl QumoCollector {
             });
         }
         families.extend(session_kind_families(&relay));
+        families.extend(traffic_families(&relay, &self.metrics.links()));
         families.extend(runtime_families(self.metrics.probe().as_ref()));
 
         let start = families.len();
@@ -252,6 +253,80 @@ fn session_kind_families(relay: &[(usize, Arc<RelayStats>)]) -> [Family; 2] {
         });
     }
     [started, open]
+}
+
+/// UDP bytes on the links to dialled relays (by peer URL and role) and on
+/// accepted sessions (by shard and peer kind).
+fn traffic_families(relay: &[(usize, Arc<RelayStats>)], links: &[Link]) -> [Family; 4] {
+    let mut peer_sent = Family::new(
+        "peer_bytes_sent",
+        "UDP bytes sent to a relay this one dials (relay.upstream_url, cluster.peers),
+         over all its sessions.",
+        FamilyType::Counter,
+    );
+    let mut peer_received = Family::new(
+        "peer_bytes_received",
+        "UDP bytes received from a relay this one dials, over all its sessions.",
+        FamilyType::Counter,
+    );
+    // The same URL listed twice is one link to the operator.
+    let mut by_peer: Vec<(&str, &str, Traffic)> = Vec::new();
+    for link in links {
+        let bytes = Traffic {
+            sent: link.traffic.sent.get(),
+            received: link.traffic.received.get(),
+        };
+        match by_peer
+            .iter_mut()
+            .find(|(peer, role, _)| *peer == link.peer && *role == link.role)
+        {
+            Some((_, _, total)) => {
+                total.sent += bytes.sent;
+                total.received += bytes.received;
+            }
+            None => by_peer.push((&link.peer, link.role, bytes)),
+        }
+    }
+    for (peer, role, bytes) in by_peer {
+        let labels = vec![("peer", peer.to_string()), ("role", role.to_string())];
+        peer_sent.samples.push(Sample {
+            labels: labels.clone(),
+            value: Value::Int(bytes.sent),
+        });
+        peer_received.samples.push(Sample {
+            labels,
+            value: Value::Int(bytes.received),
+        });
+    }
+    let mut accepted_sent = Family::new(
+        "accepted_bytes_sent",
+        "UDP bytes sent on sessions peers opened, by what the peer is (relay: a cluster
+         token on a relay with keys; on an open relay, a peer that passed on an
+         announcement that came through another node).",
+        FamilyType::Counter,
+    );
+    let mut accepted_received = Family::new(
+        "accepted_bytes_received",
+        "UDP bytes received on sessions peers opened, by peer kind.",
+        FamilyType::Counter,
+    );
+    for (shard, stats) in relay {
+        stats.accepted_traffic.visit(|kind, bytes| {
+            let labels = vec![
+                ("shard", shard.to_string()),
+                ("kind", kind.label().to_string()),
+            ];
+            accepted_sent.samples.push(Sample {
+                labels: labels.clone(),
+                value: Value::Int(bytes.sent),
+            });
+            accepted_received.samples.push(Sample {
+                labels,
+                value: Value::Int(bytes.received),
+            });
+        });
+    }
+    [peer_sent, peer_received, accepted_sent, accepted_received]
 }
 
 /// The QUIC runtime's counters, its mesh wake-ups, its GSO batches and the
@@ -594,6 +669,46 @@ mod tests {
                 "# EOF",
             ],
         );
+    }
+
+    #[test]
+    fn link_and_accepted_bytes_carry_peer_role_and_kind_labels() {
+        use crate::metrics::{LinkTraffic, PeerKind};
+        let (metrics, _, collector) = collector();
+        let link = |peer: &str, role, sent, received| {
+            let traffic = Arc::new(LinkTraffic::default());
+            traffic.add(Traffic { sent, received });
+            metrics.register_link(Link {
+                peer: peer.into(),
+                role,
+                traffic,
+            });
+        };
+        link("http://10.0.0.1:4443", "upstream", 10, 1000);
+        link("http://10.0.0.2:4443", "cluster", 20, 2000);
+        // Listed twice: one row, the sum.
+        link("http://10.0.0.2:4443", "cluster", 1, 1);
+        let stats = metrics.register(0);
+        let bytes = |sent, received| Traffic { sent, received };
+        stats
+            .accepted_traffic
+            .add(PeerKind::Client, bytes(5000, 50));
+        stats.accepted_traffic.add(PeerKind::Relay, bytes(300, 30));
+        let text = render(&registry(collector));
+        assert_lines(
+            &text,
+            &[
+                "# TYPE qumo_peer_bytes_sent counter",
+                "qumo_peer_bytes_sent_total{peer=\"http://10.0.0.1:4443\",role=\"upstream\"} 10",
+                "qumo_peer_bytes_received_total{peer=\"http://10.0.0.1:4443\",role=\"upstream\"} 1000",
+                "qumo_peer_bytes_sent_total{peer=\"http://10.0.0.2:4443\",role=\"cluster\"} 21",
+                "qumo_peer_bytes_received_total{peer=\"http://10.0.0.2:4443\",role=\"cluster\"} 2001",
+                "qumo_accepted_bytes_sent_total{shard=\"0\",kind=\"client\"} 5000",
+                "qumo_accepted_bytes_received_total{shard=\"0\",kind=\"client\"} 50",
+                "qumo_accepted_bytes_sent_total{shard=\"0\",kind=\"relay\"} 300",
+            ],
+        );
+        assert_eq!(text.matches("peer=\"http://10.0.0.2:4443\"").count(), 2);
     }
 
     #[test]

@@ -221,6 +221,13 @@ pub struct QuicConfig {
     pub max_concurrent_bidi_streams: u32,
     /// Unidirectional streams a peer may have open at once. 1 ..= `u32::MAX`.
     pub max_concurrent_uni_streams: u32,
+    /// What a relay peer (a session with a cluster token on a keyed relay,
+    /// one that relays others' broadcasts on an open one, or a link this
+    /// relay dialled) may have open at once instead: every connection pays
+    /// for the two limits above from its handshake on, so they stay sized
+    /// for clients, and peers, which carry many tracks, earn these.
+    pub peer_max_concurrent_bidi_streams: u32,
+    pub peer_max_concurrent_uni_streams: u32,
     /// Bytes a peer may send on one stream ahead of our reads. 1 ..= `u32::MAX`.
     #[serde(deserialize_with = "de::bytes")]
     pub stream_receive_window: u64,
@@ -244,6 +251,8 @@ impl Default for QuicConfig {
             keep_alive: d.keep_alive,
             max_concurrent_bidi_streams: d.max_concurrent_bidi_streams,
             max_concurrent_uni_streams: d.max_concurrent_uni_streams,
+            peer_max_concurrent_bidi_streams: 1024,
+            peer_max_concurrent_uni_streams: 1024,
             stream_receive_window: d.stream_receive_window.into(),
             receive_window: d.receive_window.into(),
             send_window: d.send_window,
@@ -891,6 +900,22 @@ impl Config {
             "quic.max_concurrent_uni_streams",
             || "must be at least 1: MoQ groups travel on unidirectional streams".into(),
         )?;
+        for (key, value, ordinary) in [
+            (
+                "quic.peer_max_concurrent_bidi_streams",
+                q.peer_max_concurrent_bidi_streams,
+                q.max_concurrent_bidi_streams,
+            ),
+            (
+                "quic.peer_max_concurrent_uni_streams",
+                q.peer_max_concurrent_uni_streams,
+                q.max_concurrent_uni_streams,
+            ),
+        ] {
+            check(value >= ordinary, key, || {
+                format!("{value} is below the limit every peer gets ({ordinary}); a relay peer earns more, not less")
+            })?;
+        }
         for (key, value) in [
             ("quic.stream_receive_window", q.stream_receive_window),
             ("quic.receive_window", q.receive_window),

@@ -6,6 +6,8 @@ pub mod auth;
 pub mod config;
 pub mod handoff;
 pub mod http;
+pub mod ietf;
+pub mod ietf_session;
 pub mod lite;
 pub mod logging;
 pub mod message;

@@ -66,6 +66,9 @@ macro_rules! relay_stats {
             $($(#[doc = $doc])* pub $name: Figure,)*
             /// Sessions by protocol version and transport.
             pub sessions_by_kind: SessionKinds,
+            /// Bytes on the connections of sessions peers opened to this
+            /// shard, by what the peer is.
+            pub accepted_traffic: AcceptedTraffic,
         }
 
         impl RelayStats {
@@ -309,11 +312,117 @@ impl Drop for KindCount {
     }
 }
 
-/// Every shard's [`RelayStats`], registered as the shards start, and the
-/// QUIC runtime's own per-shard figures once it runs.
+/// UDP bytes one way and the other on a session's connection: what the
+/// QUIC stack sent and received, headers, acknowledgements and
+/// retransmissions included (what the link carries, not only media).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    pub sent: u64,
+    pub received: u64,
+}
+
+impl Traffic {
+    /// What was added since `earlier` (nothing where a figure went back).
+    pub fn since(self, earlier: Traffic) -> Traffic {
+        Traffic {
+            sent: self.sent.saturating_sub(earlier.sent),
+            received: self.received.saturating_sub(earlier.received),
+        }
+    }
+}
+
+/// Bytes on the link to one relay this one dials (`relay.upstream_url`, a
+/// `cluster.peers` entry), over all its sessions so far. Written only by
+/// the shard that dials it.
+#[derive(Debug, Default)]
+pub struct LinkTraffic {
+    pub sent: Figure,
+    pub received: Figure,
+}
+
+impl LinkTraffic {
+    pub fn add(&self, traffic: Traffic) {
+        self.sent.add(traffic.sent);
+        self.received.add(traffic.received);
+    }
+}
+
+/// Where a session's bytes are counted.
+#[derive(Debug, Clone)]
+pub enum TrafficSink {
+    /// A session a peer opened: its shard's figures, by peer kind.
+    Accepted,
+    /// A session this relay dialled: that relay's link.
+    Link(Arc<LinkTraffic>),
+}
+
+/// What a peer that dialled this relay is, for counting its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerKind {
+    /// A publisher or subscriber.
+    Client,
+    /// Another relay: its token grants cluster rights (a relay with
+    /// keys), or it passed on an announcement that came through another
+    /// node (an open relay).
+    Relay,
+}
+
+impl PeerKind {
+    pub const ALL: [PeerKind; 2] = [PeerKind::Client, PeerKind::Relay];
+
+    /// The `kind` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            PeerKind::Client => "client",
+            PeerKind::Relay => "relay",
+        }
+    }
+}
+
+/// Bytes on accepted sessions' connections by [`PeerKind`]: bounded
+/// labels, however many peers come and go.
+#[derive(Debug, Default)]
+pub struct AcceptedTraffic {
+    by_kind: [LinkTraffic; PeerKind::ALL.len()],
+}
+
+impl AcceptedTraffic {
+    pub fn add(&self, kind: PeerKind, traffic: Traffic) {
+        self.by_kind[kind as usize].add(traffic);
+    }
+
+    /// Each kind's bytes sent and received.
+    pub fn visit(&self, mut f: impl FnMut(PeerKind, Traffic)) {
+        for kind in PeerKind::ALL {
+            let figures = &self.by_kind[kind as usize];
+            f(
+                kind,
+                Traffic {
+                    sent: figures.sent.get(),
+                    received: figures.received.get(),
+                },
+            );
+        }
+    }
+}
+
+/// A dialled relay's link figures and the labels they are shown with.
+#[derive(Debug, Clone)]
+pub struct Link {
+    /// The peer's URL without its path or token (`http://10.0.0.2:4443`).
+    pub peer: String,
+    /// `upstream` or `cluster`.
+    pub role: &'static str,
+    pub traffic: Arc<LinkTraffic>,
+}
+
+/// Every shard's [`RelayStats`], registered as the shards start, the
+/// links to dialled relays, and the QUIC runtime's own per-shard figures
+/// once it runs.
 #[derive(Debug, Default)]
 pub struct Metrics {
     shards: Mutex<Vec<(usize, Arc<RelayStats>)>>,
+    links: Mutex<Vec<Link>>,
     runtime: Mutex<Option<RuntimeProbe>>,
 }
 
@@ -333,6 +442,19 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Show `link`'s figures from now on (once per dialled relay, at start).
+    pub fn register_link(&self, link: Link) {
+        self.links
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(link);
+    }
+
+    /// The dialled relays' links, in configuration order.
+    pub fn links(&self) -> Vec<Link> {
+        self.links.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Keep the runtime's figures (`Runtime::probe`, shard K at index K)
@@ -414,6 +536,43 @@ mod tests {
         assert_eq!((quic04.started, quic04.open), (1, 1));
         let quic05 = find(Version::Lite05, TransportKind::Quic);
         assert_eq!((quic05.started, quic05.open), (0, 0));
+    }
+
+    #[test]
+    fn accepted_traffic_is_kept_apart_by_kind() {
+        let traffic = AcceptedTraffic::default();
+        let bytes = |sent, received| Traffic { sent, received };
+        traffic.add(PeerKind::Client, bytes(10, 1));
+        traffic.add(PeerKind::Relay, bytes(100, 7));
+        traffic.add(PeerKind::Client, bytes(5, 2));
+        let mut rows = Vec::new();
+        traffic.visit(|kind, t| rows.push((kind, t)));
+        assert_eq!(
+            rows,
+            [
+                (PeerKind::Client, bytes(15, 3)),
+                (PeerKind::Relay, bytes(100, 7))
+            ]
+        );
+    }
+
+    #[test]
+    fn traffic_since_never_goes_back() {
+        let now = Traffic {
+            sent: 10,
+            received: 3,
+        };
+        let earlier = Traffic {
+            sent: 4,
+            received: 5,
+        };
+        assert_eq!(
+            now.since(earlier),
+            Traffic {
+                sent: 6,
+                received: 0
+            }
+        );
     }
 
     #[test]

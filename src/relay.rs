@@ -78,6 +78,9 @@ pub fn start(
         qmux_limits: qmux_limits(&config.quic),
         dials: Arc::new(dials(config)?),
     };
+    for dial in shared.dials.iter() {
+        metrics.register_link(dial.link());
+    }
     let runtime = Runtime::<ShardMessage>::start(runtime_config, move |ctx| {
         serve_shard(ctx, shared.clone())
     })?;
@@ -264,7 +267,10 @@ async fn serve_connection(shard: Rc<Shard>, shared: Shared, conn: Connection) {
     let alpn = conn.alpn().unwrap_or_default();
     if let Some(version) = Version::from_alpn(&alpn) {
         let _kind = KindCount::new(shard.stats.clone(), version, TransportKind::Quic);
-        return session::run(shard, conn, version, String::new()).await;
+        // Each branch boxed: this task lives as long as its connection, and
+        // inline it would hold the largest of the three (the WebTransport
+        // handshake's included) for every session, ~13 KB.
+        return Box::pin(session::run(shard, conn, version, String::new())).await;
     }
     if alpn != b"h3" {
         debug!(alpn = %String::from_utf8_lossy(&alpn), "no moq-lite version for this ALPN");
@@ -279,7 +285,7 @@ async fn serve_connection(shard: Rc<Shard>, shared: Shared, conn: Connection) {
             .map(|v| v.wt_protocol().to_string())
     };
     let handshake = race(
-        WtSession::accept(conn.clone(), choose),
+        Box::pin(WtSession::accept(conn.clone(), choose)),
         monoio::time::sleep(WEBTRANSPORT_HANDSHAKE_TIMEOUT),
     )
     .await;
@@ -302,7 +308,7 @@ async fn serve_connection(shard: Rc<Shard>, shared: Shared, conn: Connection) {
         .unwrap_or(Version::Lite04);
     let root = wt.path().to_string();
     let _kind = KindCount::new(shard.stats.clone(), version, TransportKind::WebTransport);
-    session::run(shard, wt, version, root).await;
+    Box::pin(session::run(shard, wt, version, root)).await;
 }
 
 /// How long a WebTransport client has to send its CONNECT.

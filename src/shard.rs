@@ -47,6 +47,9 @@ pub struct Settings {
     pub max_buffered_frame_bytes_per_session: u64,
     pub setup_timeout: Duration,
     pub max_mesh_backlog: u64,
+    /// Streams a relay peer may have open at once (bidi, uni), raised to
+    /// once the session is known to be one (`quic.peer_max_concurrent_*`).
+    pub peer_stream_limits: (u32, u32),
     /// Token checks (`auth`); `None` is an open relay.
     pub auth: Option<Arc<crate::auth::Auth>>,
 }
@@ -75,6 +78,10 @@ impl Settings {
             max_buffered_frame_bytes_per_session: r.max_buffered_frame_bytes_per_session,
             setup_timeout: r.setup_timeout,
             max_mesh_backlog: r.max_mesh_backlog,
+            peer_stream_limits: (
+                config.quic.peer_max_concurrent_bidi_streams,
+                config.quic.peer_max_concurrent_uni_streams,
+            ),
             // Loaded from its key file by the caller (`Config::auth`).
             auth: None,
         }

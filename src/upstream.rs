@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 
 use crate::lite::Version;
 use crate::message::ShardMessage;
-use crate::metrics::{KindCount, RelayStats, TransportKind};
+use crate::metrics::{KindCount, Link, LinkTraffic, RelayStats, TransportKind};
 use crate::peer_url::{PeerTrust, PeerUrl};
 use crate::session::{self, Side};
 use crate::shard::Shard;
@@ -67,6 +67,8 @@ pub struct Upstream {
     url: PeerUrl,
     /// For `Roots` URLs: the CA file's certificates or the system roots.
     roots: Option<Arc<RootCertStore>>,
+    /// Bytes on the link over all its sessions.
+    traffic: Arc<LinkTraffic>,
 }
 
 impl Upstream {
@@ -93,7 +95,24 @@ impl Upstream {
             PeerTrust::FetchedPin => None,
             PeerTrust::Roots => Some(Arc::new(load_roots(ca_file)?)),
         };
-        Ok(Upstream { role, url, roots })
+        Ok(Upstream {
+            role,
+            url,
+            roots,
+            traffic: Arc::default(),
+        })
+    }
+
+    /// This link's byte figures and their labels, for `/metrics`.
+    pub fn link(&self) -> Link {
+        Link {
+            peer: self.url.to_string(),
+            role: match self.role {
+                "upstream" => "upstream",
+                _ => "cluster",
+            },
+            traffic: self.traffic.clone(),
+        }
     }
 }
 
@@ -135,6 +154,7 @@ pub async fn maintain(ctx: ShardContext<ShardMessage>, shard: Rc<Shard>, upstrea
                 shard.stats.upstream_dials_succeeded.inc();
                 let side = Side::Dialled {
                     setup_path: upstream.url.setup_path.clone(),
+                    link: upstream.traffic.clone(),
                 };
                 // Counted by kind like an accepted session, but outside
                 // relay.max_sessions: a link this relay chose must not be

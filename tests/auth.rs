@@ -467,3 +467,46 @@ async fn only_a_cluster_token_announces_with_hops() {
         "a peer's hops are kept, at the relay's root: {listed:?}"
     );
 }
+
+/// Every connection pays for the streams it may open from its handshake
+/// on, so clients get few; a peer with a cluster token earns
+/// `quic.peer_max_concurrent_*` once its token is checked, and an
+/// ordinary client's limit stays where it was.
+#[tokio::test(flavor = "current_thread")]
+async fn a_cluster_token_earns_the_peer_stream_limits() {
+    let keys = Keys::generate("HS256");
+    let sections = format!(
+        "auth:\n  key_file: \"{}\"\n  public: []\nquic:\n  max_concurrent_bidi_streams: 4\n  peer_max_concurrent_bidi_streams: 64\n",
+        keys.verifying.display()
+    );
+    let relay = Relay::start_with(2, &sections);
+    let client = keys.sign("", &[""], &[""]);
+    let cluster = keys.sign(".cluster", &[""], &[""]);
+
+    let as_peer = dial(&relay, Version::Lite06, &format!("/?jwt={cluster}"), None).await;
+    let mut held = Vec::new();
+    for n in 0..20 {
+        // Past the fourth, each waits for the MAX_STREAMS the relay sends
+        // once the token is checked.
+        let opened = tokio::time::timeout(20 * SECOND, as_peer.conn.open_bi())
+            .await
+            .unwrap_or_else(|_| panic!("a cluster peer's stream {n} opens"));
+        held.push(opened.expect("the connection stays up"));
+    }
+
+    let as_client = dial(&relay, Version::Lite06, &format!("/?jwt={client}"), None).await;
+    let mut client_held = Vec::new();
+    for _ in 0..4 {
+        client_held.push(as_client.conn.open_bi().await.expect("within the limit"));
+    }
+    assert!(
+        tokio::time::timeout(2 * SECOND, as_client.conn.open_bi())
+            .await
+            .is_err(),
+        "a client's fifth stream waits: its limit was not raised"
+    );
+    assert!(
+        as_client.conn.close_reason().is_none(),
+        "the client's session is still up"
+    );
+}

@@ -146,6 +146,162 @@ async fn a_line_carries_one_subscription_per_link_and_survives_a_restart() {
     all_see(&again, 3, &c).await;
 }
 
+/// Bytes of one group's frame in the byte test: large enough that QUIC's
+/// headers and acknowledgements are a small part of what a link carries.
+const FRAME_BYTES: usize = 32 * 1024;
+/// Groups sent per phase of the byte test.
+const GROUPS_PER_PHASE: u64 = 8;
+
+/// The figure `name` summed over its series, with `kind="client"` only
+/// where the family has a kind.
+fn bytes(samples: &[http::Sample], name: &str) -> f64 {
+    samples
+        .iter()
+        .filter(|s| s.name == name && s.label("kind").is_none_or(|k| k == "client"))
+        .map(|s| s.value)
+        .sum()
+}
+
+/// Scrape `relay` until `name` has grown to `at_least`; its value then.
+async fn bytes_reach(relay: &Relay, name: &'static str, at_least: f64) -> f64 {
+    let admin = http::admin_addr(relay);
+    tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + 30 * SECOND;
+        loop {
+            let text = http::get_ok(admin, "/metrics", 10 * SECOND);
+            let now = bytes(&http::parse_metrics(&text), name);
+            if now >= at_least {
+                return now;
+            }
+            let rows: Vec<&str> = text.lines().filter(|l| l.contains("_bytes_")).collect();
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} stayed at {now}, below {at_least}:\n{}",
+                rows.join("\n")
+            );
+            std::thread::sleep(SECOND / 20);
+        }
+    })
+    .await
+    .unwrap()
+}
+
+async fn bytes_now(relay: &Relay, name: &'static str) -> f64 {
+    bytes_reach(relay, name, 0.0).await
+}
+
+/// Groups `first..first + GROUPS_PER_PHASE`, each one frame of
+/// [`FRAME_BYTES`], read whole by every subscriber.
+async fn send_phase(
+    publisher: &Peer,
+    upstream: u64,
+    first: u64,
+    subscribers: &[(Peer, quinn::SendStream, Reader)],
+    relay: &Relay,
+) {
+    // One group at a time: a newer group would let the relays skip an
+    // older one still queued, and every byte must cross every link.
+    for sequence in first..first + GROUPS_PER_PHASE {
+        let frame = Bytes::from(vec![sequence as u8; FRAME_BYTES]);
+        publisher.send_group(upstream, sequence, &[frame]).await;
+        for (peer, _, _) in subscribers {
+            loop {
+                let (header, frames) = within("a group", 20 * SECOND, peer.read_group())
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}; log:\n{}", relay.log()));
+                assert_eq!(frames.concat().len(), FRAME_BYTES);
+                if header.sequence >= sequence {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_line_carries_one_copy_of_the_bytes_per_link_whatever_the_subscriber_count() {
+    let (port_a, port_b) = (support::free_port(), support::free_port());
+    let a = node("a", port_a, &[]);
+    let b = node("b", port_b, &[port_a]);
+    let c = node("c", support::free_port(), &[port_b]);
+    let publisher = Peer::connect(a.addr, &a.fingerprint, Version::Lite06).await;
+    let mut upstreams = publisher.publish_upstreams("live");
+    announced(&c, "live", 0).await;
+
+    let mut subs = subscribers(&c, 1).await;
+    let upstream = within("A's subscription", 10 * SECOND, upstreams.recv())
+        .await
+        .expect("subscribed through B");
+    let phase = (GROUPS_PER_PHASE as usize * FRAME_BYTES) as f64;
+    // B hears A on its link to A; C hears B on its link to B; C's clients
+    // hear C. Each phase's bytes are measured from the figures before it.
+    const A_TO_B: (&str, usize) = ("qumo_peer_bytes_received_total", 0);
+    const B_TO_C: (&str, usize) = ("qumo_peer_bytes_received_total", 1);
+    const C_TO_CLIENTS: (&str, usize) = ("qumo_accepted_bytes_sent_total", 2);
+    let relays = [&b, &c, &c];
+    let mut first = 0;
+    for count in [1, 4] {
+        if count > subs.len() {
+            let more = count - subs.len();
+            let mut joined = subscribers(&c, more as u64).await;
+            // The ids restart at 0 per peer; each new peer is its own session.
+            subs.append(&mut joined);
+            http::wait_metrics_async(
+                http::admin_addr(&c),
+                20 * SECOND,
+                "C's subscribers",
+                move |s| http::total(s, "qumo_subscriptions_open") >= count as f64,
+            )
+            .await;
+        }
+        let mut before = [0.0; 3];
+        for (name, i) in [A_TO_B, B_TO_C, C_TO_CLIENTS] {
+            before[i] = bytes_now(relays[i], name).await;
+        }
+        send_phase(&publisher, upstream.id, first, &subs, &c).await;
+        first += GROUPS_PER_PHASE;
+        // Each subscriber read every byte: at least that much went by.
+        let to_clients =
+            bytes_reach(&c, C_TO_CLIENTS.0, before[2] + phase * count as f64).await - before[2];
+        eprintln!("{count} subscribers, {phase} bytes published: {to_clients} to clients");
+        for (name, i) in [A_TO_B, B_TO_C] {
+            let carried = bytes_reach(relays[i], name, before[i] + phase).await - before[i];
+            eprintln!("  link {i}: {carried}");
+            assert!(
+                carried < 1.5 * phase,
+                "{count} subscribers: link {i} carried {carried} bytes for {phase} published"
+            );
+        }
+        // And the clients' share grows with their number, the links' does not.
+        assert!(
+            to_clients < 1.5 * phase * count as f64,
+            "{count} subscribers: {to_clients} bytes to clients for {phase} published"
+        );
+    }
+    assert!(upstreams.try_recv().is_err(), "a second subscription at A");
+
+    // A broadcast published on C reaches A through B, which shows B to A
+    // as a relay (it passes on what came through C): from then on A counts
+    // that session's bytes as a relay's, not a client's.
+    let far = Peer::connect(c.addr, &c.fingerprint, Version::Lite06).await;
+    let _far_upstreams = far.publish_upstreams("far");
+    announced(&a, "far", 0).await;
+    let relay_bytes = |s: &[http::Sample]| {
+        s.iter()
+            .filter(|s| s.name == "qumo_accepted_bytes_received_total")
+            .filter(|s| s.label("kind") == Some("relay"))
+            .map(|s| s.value)
+            .sum::<f64>()
+    };
+    http::wait_metrics_async(
+        http::admin_addr(&a),
+        30 * SECOND,
+        "relay bytes at A",
+        move |s| relay_bytes(s) > 0.0,
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn a_triangle_takes_the_shortest_path_and_keeps_it_when_the_third_node_dies() {
     let (port_a, port_b) = (support::free_port(), support::free_port());
@@ -284,4 +440,21 @@ async fn a_keyed_relay_takes_hops_only_from_a_peer_with_a_cluster_token() {
     .unwrap();
     assert!(listed.0 >= 1, "B's hops kept: {listed:?}\n{}", a.log());
     assert_eq!(listed.1, 0, "C's hops dropped: {listed:?}\n{}", a.log());
+
+    // A counts B's bytes as a relay's (its token says so, though the
+    // announcement it passed on names no hop) and C's as a client's.
+    let by_kind = |s: &[http::Sample], kind: &str| -> f64 {
+        s.iter()
+            .filter(|s| s.name == "qumo_accepted_bytes_received_total")
+            .filter(|s| s.label("kind") == Some(kind))
+            .map(|s| s.value)
+            .sum()
+    };
+    http::wait_metrics_async(
+        admin,
+        30 * SECOND,
+        "relay and client bytes at A",
+        move |s| by_kind(s, "relay") > 0.0 && by_kind(s, "client") > 0.0,
+    )
+    .await;
 }

@@ -254,9 +254,13 @@ impl Default for RampPlan {
 /// One bench run, fully resolved.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
+    /// Where publishers connect, and subscribers unless `subscribe_urls`.
     pub url: RelayUrl,
     /// What the clients dial the URL's host and port over.
     pub transport: TransportKind,
+    /// Other relays (of a cluster) the subscribers spread over, round
+    /// robin; empty: they use `url`.
+    pub subscribe_urls: Vec<RelayUrl>,
     pub server_name: String,
     pub version: Version,
     pub tls: TlsCheck,
@@ -341,6 +345,11 @@ struct RunArgs {
     /// TLS options then do not apply)
     #[arg(long, value_enum, default_value_t = TransportKind::Quic, help_heading = "Relay")]
     transport: TransportKind,
+    /// Subscribers connect to these relays instead (URL,URL...; round robin),
+    /// e.g. a cluster's edges while publishers use --url
+    #[arg(long, value_name = "URLS", value_delimiter = ',',
+          value_parser = RelayUrl::parse, help_heading = "Relay")]
+    subscribe_urls: Vec<RelayUrl>,
     /// moq-lite version, by ALPN
     #[arg(long, value_name = "04|05|06", default_value = "05",
           value_parser = parse_version, help_heading = "Relay")]
@@ -563,6 +572,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
         server_name: a.server_name.unwrap_or_else(|| a.url.host.clone()),
         url: a.url,
         transport: a.transport,
+        subscribe_urls: a.subscribe_urls,
         version: a.version,
         tls,
         profile: profile.name.to_string(),
@@ -717,6 +727,19 @@ mod tests {
         assert!(RelayUrl::parse("https://localhost:443").is_err());
         assert!(RelayUrl::parse("moql://:4433").is_err());
         assert!(RelayUrl::parse("moql://h:99999").is_err());
+    }
+
+    #[test]
+    fn subscribers_may_spread_over_other_relays() {
+        assert!(run(&[]).unwrap().subscribe_urls.is_empty());
+        let c = run(&[
+            "--subscribe-urls",
+            "moql://127.0.0.1:1,moql://127.0.0.1:2/room",
+        ])
+        .unwrap();
+        let spread: Vec<String> = c.subscribe_urls.iter().map(|u| u.to_string()).collect();
+        assert_eq!(spread, ["moql://127.0.0.1:1", "moql://127.0.0.1:2/room"]);
+        assert!(run(&["--subscribe-urls", "https://x:1"]).is_err());
     }
 
     #[test]

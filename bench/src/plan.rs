@@ -24,7 +24,11 @@ pub struct Plan {
     pub cfg: Config,
     /// Subscriber connections in this run.
     pub subscribers: usize,
+    /// Where publishers connect (and subscribers, without `subscriber_addrs`).
     pub addr: SocketAddr,
+    /// `cfg.subscribe_urls` resolved: subscriber j connects to entry
+    /// `j % len`.
+    pub subscriber_addrs: Vec<SocketAddr>,
     pub tls: Arc<rustls::ClientConfig>,
     /// Broadcast path prefix, unique to the run.
     pub prefix: String,
@@ -58,6 +62,7 @@ impl Plan {
             cfg,
             subscribers,
             addr,
+            subscriber_addrs: Vec::new(),
             tls,
             prefix,
             t0,
@@ -65,6 +70,17 @@ impl Plan {
             subs_over,
             steady_start,
             steady_end,
+        }
+    }
+
+    /// The relay subscriber `j` connects to, and its session path.
+    pub fn subscriber_relay(&self, j: usize) -> (SocketAddr, &str) {
+        match self.subscriber_addrs.len() {
+            0 => (self.addr, &self.cfg.url.path),
+            n => (
+                self.subscriber_addrs[j % n],
+                &self.cfg.subscribe_urls[j % n].path,
+            ),
         }
     }
 
@@ -262,6 +278,26 @@ mod tests {
             }
         }
         assert_eq!(per_track, [4; 4]);
+    }
+
+    #[test]
+    fn subscribers_go_round_robin_over_the_subscribe_urls() {
+        let p = plan(&[]);
+        assert_eq!(p.subscriber_relay(7), (p.addr, ""));
+        let mut p2 = plan(&[
+            "--subscribe-urls",
+            "moql://127.0.0.1:2,moql://127.0.0.1:3/r",
+        ]);
+        p2.subscriber_addrs = vec![
+            "127.0.0.1:2".parse().unwrap(),
+            "127.0.0.1:3".parse().unwrap(),
+        ];
+        assert_eq!(p2.subscriber_relay(0), ("127.0.0.1:2".parse().unwrap(), ""));
+        assert_eq!(
+            p2.subscriber_relay(5),
+            ("127.0.0.1:3".parse().unwrap(), "r")
+        );
+        assert_eq!(p2.subscriber_relay(4).0, p2.subscriber_addrs[0]);
     }
 
     #[test]

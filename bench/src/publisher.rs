@@ -67,7 +67,7 @@ async fn sleep_until(t: Instant) {
 pub async fn run_publisher(shard: Rc<Shard>, ctx: ShardContext<()>, publisher: usize) {
     let plan = shard.plan.clone();
     shard.c.borrow_mut().pub_attempted += 1;
-    let conn = match Connection::connect(&plan, &ctx).await {
+    let conn = match Connection::connect(&plan, &ctx, plan.addr, &plan.cfg.url.path).await {
         Ok(conn) => conn,
         Err(e) => {
             shard.c.borrow_mut().pub_failed += 1;

@@ -173,7 +173,13 @@ pub fn run_once(
     let mut relay = RelaySource::of(cfg)
         .map(|source| RelaySampler::new(source, relay_baseline_kb))
         .transpose()?;
-    let plan = Arc::new(Plan::new(cfg.clone(), subscribers, addr, tls, prefix));
+    let mut plan = Plan::new(cfg.clone(), subscribers, addr, tls, prefix);
+    plan.subscriber_addrs = cfg
+        .subscribe_urls
+        .iter()
+        .map(|url| url.resolve())
+        .collect::<Result<_, _>>()?;
+    let plan = Arc::new(plan);
     let listen: SocketAddr = match addr {
         SocketAddr::V4(_) => "0.0.0.0:0".parse().expect("address"),
         SocketAddr::V6(_) => "[::]:0".parse().expect("address"),

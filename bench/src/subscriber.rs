@@ -102,7 +102,9 @@ pub async fn run_subscriber(shard: Rc<Shard>, ctx: ShardContext<()>, j: usize) {
         return;
     }
     shard.c.borrow_mut().sub_attempted += 1;
-    let conn = match Connection::connect(&plan, &ctx).await {
+    let (relay, path) = plan.subscriber_relay(j);
+    let path = path.to_string();
+    let conn = match Connection::connect(&plan, &ctx, relay, &path).await {
         Ok(conn) => conn,
         Err(e) => {
             shard.c.borrow_mut().sub_failed += 1;
@@ -137,7 +139,6 @@ pub async fn run_subscriber(shard: Rc<Shard>, ctx: ShardContext<()>, j: usize) {
 
     {
         let conn = conn.clone();
-        let path = plan.cfg.url.path.clone();
         monoio::spawn(async move {
             let _ = send_setup(&conn, version, Role::Subscriber, &path).await;
         });

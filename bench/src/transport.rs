@@ -4,6 +4,7 @@
 //! subscriber code stays one copy, and a match per call costs nothing next
 //! to the work behind it.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -54,18 +55,24 @@ pub enum BenchRecv {
 }
 
 impl BenchConn {
-    /// Dial the plan's relay over the plan's transport.
-    pub async fn connect(plan: &Plan, ctx: &ShardContext<()>) -> Result<Self, String> {
+    /// Dial the relay at `addr` (session root `path`) over the plan's
+    /// transport.
+    pub async fn connect(
+        plan: &Plan,
+        ctx: &ShardContext<()>,
+        addr: SocketAddr,
+        path: &str,
+    ) -> Result<Self, String> {
         match plan.cfg.transport {
             TransportKind::Quic => ctx
-                .connect(plan.addr, &plan.cfg.server_name, plan.tls.clone())
+                .connect(addr, &plan.cfg.server_name, plan.tls.clone())
                 .await
                 .map(BenchConn::Quic)
                 .map_err(|e| e.to_string()),
             TransportKind::Ws => client::connect(
-                plan.addr,
+                addr,
                 &plan.cfg.server_name,
-                &plan.cfg.url.path,
+                path,
                 plan.cfg.version,
                 QmuxLimits::default(),
                 // The relay's WebSocket errors, counted nowhere: a broken

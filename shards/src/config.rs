@@ -24,9 +24,13 @@ pub struct QuicLimits {
     pub idle_timeout: Duration,
     /// Send a PING after this much silence; `None` disables keep-alive.
     pub keep_alive: Option<Duration>,
-    /// Bidirectional streams the peer may have open at once.
+    /// Bidirectional streams the peer may have open at once. quinn-proto
+    /// keeps table slots for every stream the peer may open, from the
+    /// handshake on, in every connection (bidi: ~40 bytes, uni: ~24, in
+    /// tables sized to a power of two): the two limits are memory per
+    /// connection, subscribers' included, even when no stream is open.
     pub max_concurrent_bidi_streams: u32,
-    /// Unidirectional streams the peer may have open at once.
+    /// Unidirectional streams the peer may have open at once (see above).
     pub max_concurrent_uni_streams: u32,
     /// Bytes the peer may send on one stream ahead of our reads.
     pub stream_receive_window: u32,
@@ -43,8 +47,8 @@ impl Default for QuicLimits {
         Self {
             idle_timeout: Duration::from_secs(30),
             keep_alive: Some(Duration::from_secs(10)),
-            max_concurrent_bidi_streams: 256,
-            max_concurrent_uni_streams: 1024,
+            max_concurrent_bidi_streams: 128,
+            max_concurrent_uni_streams: 256,
             stream_receive_window: 1024 * 1024,
             receive_window: 16 * 1024 * 1024,
             send_window: 16 * 1024 * 1024,

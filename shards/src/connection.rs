@@ -223,6 +223,14 @@ impl Connection {
             .map_err(DatagramError::Send)
     }
 
+    /// Let the peer open up to `count` streams of `dir` at once from now
+    /// on (a raise is sent as MAX_STREAMS; a cut takes effect as streams
+    /// close). For peers that earn more than the handshake's limits, such
+    /// as relay links, so the limits every connection pays for stay small.
+    pub fn set_max_concurrent_streams(&self, dir: Dir, count: u32) {
+        let _ = self.with_entry(|e| e.conn.set_max_concurrent_streams(dir, count.into()));
+    }
+
     /// Largest datagram the peer and path accept now, if datagrams are on.
     pub fn max_datagram_size(&self) -> Option<usize> {
         self.with_entry(|e| e.conn.datagrams().max_size())
@@ -270,9 +278,16 @@ impl Connection {
         .await
     }
 
-    /// Round-trip time, congestion window, losses and traffic so far.
+    /// Round-trip time, congestion window, losses and traffic so far; after
+    /// the connection closed, while it drains and once it is gone, its last
+    /// figures (so that traffic counted from them misses nothing). `None`
+    /// only if called while the shard's state is borrowed.
     pub fn stats(&self) -> Option<ConnectionStats> {
-        self.inspect(|e| e.conn.stats().into()).ok()
+        let inner = self.core.inner.try_borrow().ok()?;
+        match inner.conns.get(&self.shared.handle) {
+            Some(entry) if entry.shared.id == self.shared.id => Some(entry.conn.stats().into()),
+            _ => self.shared.final_stats.get(),
+        }
     }
 }
 

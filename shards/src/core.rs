@@ -26,7 +26,7 @@ use crate::admission::{Admission, Refusal, SourceKey, Verdict};
 use crate::cid::DialKey;
 use crate::notify::LocalNotify;
 use crate::socket::{is_per_datagram_error, UdpIo};
-use crate::stats::ShardStats;
+use crate::stats::{ConnectionStats, ShardStats};
 use crate::wait::WaitList;
 
 /// Most datagrams one connection may send in one flush before others get a
@@ -54,6 +54,9 @@ pub(crate) struct ConnShared {
     pub accepters: [WaitList; 2],
     /// Tasks waiting for a datagram.
     pub datagram_readers: WaitList,
+    /// The connection's figures when its QUIC state was dropped, so that a
+    /// reader that samples traffic still gets the final totals.
+    pub final_stats: Cell<Option<ConnectionStats>>,
 }
 
 impl ConnShared {
@@ -166,7 +169,10 @@ struct BlockedTransmit {
 
 pub(crate) struct ShardInner {
     pub endpoint: Endpoint,
-    pub conns: HashMap<ConnectionHandle, ConnEntry>,
+    /// Boxed: a quinn-proto `Connection` is ~6 KB, and inline every empty
+    /// bucket of the table (up to half of them after it doubles) would
+    /// cost as much as a connection.
+    pub conns: HashMap<ConnectionHandle, Box<ConnEntry>>,
     queue: Vec<ConnectionHandle>,
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     pub accept_queue: VecDeque<Rc<ConnShared>>,
@@ -286,8 +292,9 @@ impl ShardCore {
             openers: Default::default(),
             accepters: Default::default(),
             datagram_readers: WaitList::default(),
+            final_stats: Cell::new(None),
         });
-        let mut entry = ConnEntry::new(conn, shared.clone());
+        let mut entry = Box::new(ConnEntry::new(conn, shared.clone()));
         if let Some((source, now)) = admitted {
             entry.source = Some(source);
             entry.handshaking = true;
@@ -622,6 +629,10 @@ impl ShardCore {
         if drained || entry.conn.is_drained() {
             self.end_handshake(inner, handle);
             if let Some(mut entry) = inner.conns.remove(&handle) {
+                entry
+                    .shared
+                    .final_stats
+                    .set(Some(entry.conn.stats().into()));
                 if let Some(source) = entry.source {
                     self.admission.release(source);
                 }

@@ -115,6 +115,54 @@ async fn a_client_runtime_echoes_through_a_server_runtime() {
     .unwrap();
 }
 
+/// A connection's traffic stays readable after it closed and after its
+/// QUIC state is gone, so a sampler that counts bytes on a link misses
+/// nothing of its last moments.
+#[tokio::test]
+async fn a_connection_reports_its_traffic_after_it_is_gone() {
+    let id = identity();
+    let server = start_echo(server_config(&id, 1, Steering::Bpf));
+    let target = server.local_addr();
+    let tls = client_tls(&id);
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let client_config = RuntimeConfig::new("127.0.0.1:0".parse().unwrap(), 1);
+    let client = Runtime::<()>::start(client_config, move |ctx: ShardContext<()>| {
+        let (tls, done) = (tls.clone(), done_tx.clone());
+        async move {
+            let conn = ctx
+                .connect(target, "localhost", tls)
+                .await
+                .expect("connect");
+            let (mut send, mut recv) = conn.open_bi().await.unwrap();
+            send.write_all(&pattern(0, 100_000)).await.unwrap();
+            send.finish().unwrap();
+            recv.read_to_end(usize::MAX).await.unwrap();
+            conn.close(0u32.into(), b"done");
+            // Until the shard drops the connection's state.
+            while ctx.stats().connections_open > 0 {
+                monoio::time::sleep(Duration::from_millis(10)).await;
+            }
+            done.send(conn.stats()).unwrap();
+        }
+    })
+    .unwrap();
+    let stats = tokio::task::spawn_blocking(move || done_rx.recv_timeout(Duration::from_secs(30)))
+        .await
+        .unwrap()
+        .expect("the client finished")
+        .expect("figures after the connection is gone");
+    assert!(stats.bytes_sent > 100_000, "{stats:?}");
+    assert!(stats.bytes_received > 100_000, "{stats:?}");
+    client.shutdown_handle().shutdown();
+    server.shutdown_handle().shutdown();
+    tokio::task::spawn_blocking(move || {
+        client.wait();
+        server.wait();
+    })
+    .await
+    .unwrap();
+}
+
 #[test]
 fn mesh_messages_reach_the_shard_they_are_addressed_to() {
     let (tx, rx) = std::sync::mpsc::channel::<(usize, u32)>();

@@ -54,8 +54,10 @@ fn defaults_match_the_documented_values() {
     );
     assert_eq!(c.quic.idle_timeout, Duration::from_secs(30));
     assert_eq!(c.quic.keep_alive, Some(Duration::from_secs(10)));
-    assert_eq!(c.quic.max_concurrent_bidi_streams, 256);
-    assert_eq!(c.quic.max_concurrent_uni_streams, 1024);
+    assert_eq!(c.quic.max_concurrent_bidi_streams, 128);
+    assert_eq!(c.quic.max_concurrent_uni_streams, 256);
+    assert_eq!(c.quic.peer_max_concurrent_bidi_streams, 1024);
+    assert_eq!(c.quic.peer_max_concurrent_uni_streams, 1024);
     assert_eq!(c.quic.stream_receive_window, 1 << 20);
     assert_eq!(c.quic.receive_window, 16 << 20);
     assert_eq!(c.quic.send_window, 16 << 20);
@@ -343,6 +345,11 @@ fn windows_must_be_positive_and_fit_their_wire_types() {
     assert_eq!(key, "quic.send_window");
     let (key, _) = bad_value("quic: {max_concurrent_uni_streams: 0}");
     assert_eq!(key, "quic.max_concurrent_uni_streams");
+    // A relay peer earns more streams than a client, never fewer.
+    let (key, _) = bad_value("quic: {max_concurrent_bidi_streams: 2000}");
+    assert_eq!(key, "quic.peer_max_concurrent_bidi_streams");
+    let (key, _) = bad_value("quic: {peer_max_concurrent_uni_streams: 100}");
+    assert_eq!(key, "quic.peer_max_concurrent_uni_streams");
     let (key, _) = bad_value("server: {socket_buffer_bytes: 4 GiB}");
     assert_eq!(key, "server.socket_buffer_bytes");
 }

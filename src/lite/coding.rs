@@ -410,6 +410,26 @@ impl<'a> Writer<'a> {
     }
 }
 
+impl Writer<'_> {
+    /// `u16, body`: a body behind a 16-bit big-endian length (the IETF control
+    /// message framing). Refuses a body over 65535 bytes.
+    pub fn sized_u16(
+        &mut self,
+        what: &'static str,
+        body: impl Fn(&mut Writer<'_>) -> Result<(), EncodeError>,
+    ) -> Result<(), EncodeError> {
+        let mut counter = Counter(0);
+        body(&mut Writer { sink: &mut counter })?;
+        let len = u16::try_from(counter.0).map_err(|_| EncodeError::TooLong {
+            what,
+            len: counter.0 as u64,
+            max: u64::from(u16::MAX),
+        })?;
+        self.bytes(&len.to_be_bytes());
+        body(self)
+    }
+}
+
 /// Run `f` against a counter, check that `out` can take that many bytes, then run it
 /// for real. Returns the bytes written; writes nothing on error.
 pub(crate) fn emit<B: BufMut>(

@@ -46,7 +46,8 @@
 
 mod announce;
 mod code;
-mod coding;
+// Shared with `crate::ietf`, whose wire uses the same varints, cursor and sizing pass.
+pub(crate) mod coding;
 mod error;
 mod fetch;
 #[doc(hidden)]

@@ -131,6 +131,13 @@ async fn read_announcements<T: Transport>(session: &Rc<Session<T>>) -> Result<()
             session.refused(Refusal::Publish, &suffix);
             continue;
         }
+        // Only a relay passes on a broadcast that already went through
+        // someone before it (lite-04 senders put themselves on the chain);
+        // a client's hop list is not believed, so it shows nothing.
+        let own = usize::from(!session.version.has_announce_ok());
+        if peer && hops.len() > own && !session.relay_peer.replace(true) {
+            session.raise_peer_stream_limits();
+        }
         let hops = match peer {
             true => hops,
             false => Vec::new(),

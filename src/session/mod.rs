@@ -23,12 +23,14 @@ mod subscription;
 mod tail;
 #[cfg(test)]
 mod tests;
+pub mod traffic;
 pub mod transport;
 mod writer;
 
 use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use qumo_shards::VarInt;
@@ -39,6 +41,7 @@ use crate::lite::{
     BidiType, Goaway, ProbeLevel, Role, SessionCode, Setup, StreamCode, UniType, Version,
 };
 use crate::message::SessionRef;
+use crate::metrics::{LinkTraffic, Traffic, TrafficSink};
 use crate::shard::Shard;
 use crate::task::{race, Either, Signal};
 use reader::ReadError;
@@ -55,7 +58,11 @@ pub enum Side {
     /// trusted as far as our own publishers and subscribers go, and our
     /// lite-05+ SETUP carries `setup_path` (a path and `?jwt=` token the
     /// peer may require).
-    Dialled { setup_path: Option<String> },
+    /// Its bytes are counted on `link`.
+    Dialled {
+        setup_path: Option<String>,
+        link: Arc<LinkTraffic>,
+    },
 }
 
 /// Run a session until the peer leaves or the relay shuts down.
@@ -93,14 +100,24 @@ pub async fn run_as<T: Transport>(
         frame_budget: budget::ByteBudget::new(shard.settings.max_buffered_frame_bytes_per_session),
         spoke: Cell::new(false),
         grant: OnceCell::new(),
+        relay_peer: Cell::new(false),
+        traffic_sink: match &side {
+            Side::Accepted => TrafficSink::Accepted,
+            Side::Dialled { link, .. } => TrafficSink::Link(link.clone()),
+        },
+        traffic_counted: Cell::new(Traffic::default()),
         closed: Signal::default(),
     });
+    // Dropped last: the session's final bytes are counted after all else.
+    let _count_at_end = traffic::CountAtEnd(session.clone());
     shard.stats.session_states_alive.inc();
     let transport = session.transport.kind();
     info!(session = session.id.id, ?remote, %version, transport, "session open");
 
+    // Boxed, so that the SETUP exchange's state is freed once done rather
+    // than kept in this future for the whole life of the session.
     let peer_setup = match version.has_setup() {
-        true => match exchange_setup(&session, &side).await {
+        true => match Box::pin(exchange_setup(&session, &side)).await {
             Ok(setup) => Some(setup),
             Err(e) => return setup_failed(&session, e),
         },
@@ -117,7 +134,12 @@ pub async fn run_as<T: Transport>(
     };
     match authorized {
         Ok(grant) => {
+            let keyed = shard.settings.auth.is_some();
+            let peer = matches!(side, Side::Dialled { .. }) || (keyed && grant.is_cluster());
             let _ = session.grant.set(grant);
+            if peer {
+                session.raise_peer_stream_limits();
+            }
         }
         Err(refusal) => {
             debug!(session = session.id.id, reason = %refusal, "session refused");
@@ -140,6 +162,7 @@ pub async fn run_as<T: Transport>(
         session.spawn(consume::datagrams(session.clone()));
     }
     session.spawn(goaway_on_shutdown(session.clone()));
+    session.spawn(traffic::sample(session.clone()));
     // A dialled lite-04 peer with nothing to announce may stay silent.
     if !version.has_setup() && matches!(side, Side::Accepted) {
         session.spawn(lite04_deadline(session.clone()));
@@ -197,7 +220,7 @@ async fn exchange_setup<T: Transport>(
     side: &Side,
 ) -> Result<Setup, SessionError> {
     let path = match side {
-        Side::Dialled { setup_path } => setup_path.clone(),
+        Side::Dialled { setup_path, .. } => setup_path.clone(),
         Side::Accepted => None,
     };
     // Probing is offered only with figures to report: moq-net opens a

@@ -84,6 +84,12 @@ pub struct Session<T: Transport> {
     /// What the peer may publish and subscribe, relative to the root; set
     /// once its credentials are checked, before the session registers.
     pub(super) grant: OnceCell<Grant>,
+    /// Whether the peer showed itself a relay (see `peer_kind`).
+    pub(super) relay_peer: Cell<bool>,
+    /// Where the connection's bytes are counted.
+    pub(super) traffic_sink: crate::metrics::TrafficSink,
+    /// The connection's bytes at the last count.
+    pub(super) traffic_counted: Cell<crate::metrics::Traffic>,
     /// Raised when the session ends; every task of it stops.
     pub closed: Signal,
 }
@@ -96,6 +102,17 @@ impl<T: Transport> Session<T> {
     /// What the peer may do; nothing until its credentials are checked.
     pub fn grant(&self) -> &Grant {
         self.grant.get().unwrap_or(&auth::NOTHING)
+    }
+
+    /// The peer is a relay: it may open the streams a relay link needs
+    /// (`quic.peer_max_concurrent_*`), not only what every client gets.
+    pub(super) fn raise_peer_stream_limits(&self) {
+        let (bidi, uni) = self.shard.settings.peer_stream_limits;
+        self.transport.raise_stream_limits(bidi, uni);
+        debug!(
+            session = self.id.id,
+            bidi, uni, "relay peer: stream limits raised"
+        );
     }
 
     /// Count one more of the peer's subscriptions (SUBSCRIBE, TRACK or

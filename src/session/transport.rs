@@ -21,9 +21,11 @@ use std::net::SocketAddr;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use qumo_shards::quinn_proto::Dir;
 use qumo_shards::{Connection, ConnectionError, ReadStreamError, VarInt, WriteError};
 
 use crate::lite::{SessionCode, StreamCode};
+use crate::metrics::Traffic;
 use crate::webtransport::{self, WtError, WtSession};
 
 /// Why the transport failed.
@@ -152,6 +154,17 @@ pub trait Transport: 'static {
         code.map(StreamCode)
     }
 
+    /// UDP bytes sent and received on the session's connection so far
+    /// (its last figures once it ended); `None` on a transport without a
+    /// wire, or while the figures cannot be read.
+    fn traffic(&self) -> Option<Traffic> {
+        None
+    }
+
+    /// Let the peer open this many streams at once from now on, where the
+    /// transport has stream limits to raise (QUIC's MAX_STREAMS).
+    fn raise_stream_limits(&self, _bidi: u32, _uni: u32) {}
+
     /// What the transport's congestion controller knows of the path, for
     /// PROBE reports. Unknown by default: a transport without figures
     /// advertises no probing in its SETUP.
@@ -218,6 +231,13 @@ impl RecvStream for qumo_shards::RecvStream {
     fn stop(&mut self, code: VarInt) -> Result<(), ReadStreamError> {
         qumo_shards::RecvStream::stop(self, code)
     }
+}
+
+fn connection_traffic(conn: &Connection) -> Option<Traffic> {
+    conn.stats().map(|s| Traffic {
+        sent: s.bytes_sent,
+        received: s.bytes_received,
+    })
 }
 
 /// Why a datagram was not sent.
@@ -306,6 +326,15 @@ impl Transport for Connection {
         Ok((send, recv, Bytes::new()))
     }
 
+    fn traffic(&self) -> Option<Traffic> {
+        connection_traffic(self)
+    }
+
+    fn raise_stream_limits(&self, bidi: u32, uni: u32) {
+        self.set_max_concurrent_streams(Dir::Bi, bidi);
+        self.set_max_concurrent_streams(Dir::Uni, uni);
+    }
+
     fn estimate(&self) -> Estimate {
         self.stats()
             .map_or_else(Estimate::default, |s| Estimate::from_quic(&s))
@@ -373,6 +402,17 @@ impl Transport for WtSession {
     /// WebTransport peer: they are not taken.
     fn moq_code(&self, code: VarInt) -> Option<StreamCode> {
         webtransport::app_code(code).map(StreamCode)
+    }
+
+    /// The whole connection's: it carries this one session.
+    fn traffic(&self) -> Option<Traffic> {
+        connection_traffic(self.connection())
+    }
+
+    /// The whole connection's limits: it carries this one session.
+    fn raise_stream_limits(&self, bidi: u32, uni: u32) {
+        self.connection().set_max_concurrent_streams(Dir::Bi, bidi);
+        self.connection().set_max_concurrent_streams(Dir::Uni, uni);
     }
 
     /// The HTTP/3 connection's: one WebTransport session per connection

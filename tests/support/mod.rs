@@ -101,6 +101,24 @@ impl Relay {
         level: &str,
         shutdown_timeout: &str,
     ) -> Relay {
+        Self::spawn(&[], address, shards, sections, level, shutdown_timeout)
+    }
+
+    /// As [`Relay::start_on`], in network namespace `netns` (`ip netns
+    /// exec` execs the relay, so killing the child kills the relay).
+    pub fn start_in_netns(netns: &str, address: &str, shards: usize, sections: &str) -> Relay {
+        let wrapper = ["ip", "netns", "exec", netns];
+        Self::spawn(&wrapper, address, shards, sections, "info,qumo=debug", "2s")
+    }
+
+    fn spawn(
+        wrapper: &[&str],
+        address: &str,
+        shards: usize,
+        sections: &str,
+        level: &str,
+        shutdown_timeout: &str,
+    ) -> Relay {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("relay.yaml");
         std::fs::write(
@@ -111,7 +129,16 @@ impl Relay {
             ),
         )
         .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_qumo-relay"))
+        let binary = env!("CARGO_BIN_EXE_qumo-relay");
+        let mut command = match wrapper.split_first() {
+            None => Command::new(binary),
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary);
+                command
+            }
+        };
+        let mut child = command
             .arg("--config")
             .arg(&config)
             .env_remove("RUST_LOG")
@@ -388,9 +415,31 @@ pub fn moq_clock_strict(url: &str, broadcast: &str) -> Client {
     spawn_moq_clock(&["--url", url, "--broadcast", broadcast, "subscribe"])
 }
 
+/// [`moq_clock`] in network namespace `netns`.
+pub fn moq_clock_in_netns(netns: &str, url: &str, broadcast: &str, mode: &str) -> Client {
+    let clock = client_binary("moq-clock", "QUMO_MOQ_CLOCK");
+    let clock = clock.to_str().expect("a UTF-8 path");
+    let args = [
+        "--url",
+        url,
+        "--broadcast",
+        broadcast,
+        "--tls-disable-verify",
+        mode,
+    ];
+    spawn_client(&[&["ip", "netns", "exec", netns, clock][..], &args].concat())
+}
+
 pub fn spawn_moq_clock(args: &[&str]) -> Client {
-    let mut child = Command::new(client_binary("moq-clock", "QUMO_MOQ_CLOCK"))
-        .args(args)
+    let clock = client_binary("moq-clock", "QUMO_MOQ_CLOCK");
+    let clock = clock.to_str().expect("a UTF-8 path");
+    spawn_client(&[&[clock][..], args].concat())
+}
+
+/// `command[0]` with the rest as its arguments, as a [`Client`].
+fn spawn_client(command: &[&str]) -> Client {
+    let mut child = Command::new(command[0])
+        .args(&command[1..])
         .env("NO_COLOR", "1")
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())

@@ -1,0 +1,19 @@
+//! The IETF moq-transport (draft 14) session, beside the moq-lite one in
+//! [`crate::session`].
+//!
+//! So far this holds the control stream's rules as a pure state machine
+//! ([`control::ControlState`]): SETUP and version negotiation, which messages may
+//! come when, Request ID parity, order and MAX_REQUEST_ID limits, and which
+//! replies match which requests. It decides; it does no I/O. The task that reads
+//! the control stream feeds it every decoded message and closes the session with
+//! the [`Violation`](control::Violation)'s code on the first error.
+//!
+//! [`bridge`] holds the pure rules for meeting the relay's model: namespace
+//! tuples as broadcast paths, mirrored priorities, a relay group as one subgroup
+//! stream, and an incoming subgroup stream's objects as frames. The tasks that
+//! run a session over a `Transport` and bridge its requests into the router
+//! (announce table, replicas, group cache) are still to come; `docs/IETF.md`
+//! describes the mapping they follow.
+
+pub mod bridge;
+pub mod control;
