@@ -4,7 +4,8 @@
 #
 #   scripts/loadtest.sh [--shards N] [--profile NAME] [--subscribers S]
 #                       [--duration SECS] [--url URL [--metrics-url URL]]
-#                       [--cluster N] [--ramp] [--json FILE] [--plot FILE]
+#                       [--transport quic|ws] [--cluster N] [--ramp] [--json FILE]
+#                       [--plot FILE]
 #
 # Builds release binaries, starts qumo-relay on a free loopback port with a
 # generated certificate (or targets --url, a relay already running here or
@@ -43,6 +44,9 @@ Options:
                       http://HOST:9090/metrics); its CPU seconds, RSS and UDP
                       drops come from there instead of /proc, so the RESULT
                       line is complete for a remote relay
+  --transport T       quic (default): clients dial raw QUIC; ws: QMux over a
+                      WebSocket to the relay's TCP listener on the same port
+                      (ws://HOST:PORT/PATH), publishers and subscribers alike
   --cluster N         start N relays (N >= 2) on loopback instead of one: relay
                       1 is the origin, relays 2..N each list it in
                       cluster.peers (a star: every edge dials the first); the
@@ -87,6 +91,7 @@ duration=""
 url=""
 metrics_url=""
 ramp=0
+transport=quic
 cluster=0
 json=""
 plot=""
@@ -115,6 +120,7 @@ while [ $# -gt 0 ]; do
         --metrics-url) need_value "$@"; metrics_url="$value" ;;
         --json) need_value "$@"; json="$value" ;;
         --plot) need_value "$@"; plot="$value" ;;
+        --transport) need_value "$@"; transport="$value" ;;
         --cluster) need_value "$@"; cluster="$value" ;;
         --ramp) ramp=1 ;;
         *) echo "loadtest.sh: unknown option $1 (see --help)" >&2; exit 64 ;;
@@ -125,6 +131,10 @@ done
 
 case "$shards" in ''|*[!0-9]*) echo "loadtest.sh: --shards wants a number" >&2; exit 64 ;; esac
 [ "$shards" -ge 1 ] && [ "$shards" -le 255 ] || { echo "loadtest.sh: --shards 1..255" >&2; exit 64; }
+case "$transport" in
+    quic|ws) ;;
+    *) echo "loadtest.sh: --transport is quic or ws" >&2; exit 64 ;;
+esac
 case "$profile" in
     fanout|audio|sd|hd|many-publishers|smoke) ;;
     *) echo "loadtest.sh: unknown profile $profile (see --help)" >&2; exit 64 ;;
@@ -242,6 +252,9 @@ admission:
   max_connections_per_ip: 1000000
   handshakes_per_ip_per_second: 1000000
   handshake_burst_per_ip: 1000000
+http:
+  max_connections: 65536
+  max_connections_per_source: 65536
 logging:
   level: info
 EOF
@@ -292,16 +305,17 @@ if [ "$cluster" != 0 ]; then
     # Each relay has its own generated certificate; all on loopback.
     bench_tls=(--tls-disable-verify --server-name localhost --subscribe-urls "$edges")
 elif [ -z "$url" ]; then
-    # A free UDP port on loopback.
+    # A port free for UDP (QUIC) and TCP (WebSockets) on loopback.
     port=""
     for _ in $(seq 1 50); do
         candidate=$(( 20000 + RANDOM % 40000 ))
-        if [ -z "$(ss -Hlun "sport = :$candidate" 2>/dev/null)" ]; then
+        if [ -z "$(ss -Hlun "sport = :$candidate" 2>/dev/null)" ] &&
+            [ -z "$(ss -Hltn "sport = :$candidate" 2>/dev/null)" ]; then
             port=$candidate
             break
         fi
     done
-    [ -n "$port" ] || die "no free UDP port found"
+    [ -n "$port" ] || die "no free port found"
     cat >"$tmp/relay.yaml" <<EOF
 server:
   address: "127.0.0.1:$port"
@@ -316,6 +330,10 @@ admission:
   max_connections_per_ip: 1000000
   handshakes_per_ip_per_second: 1000000
   handshake_burst_per_ip: 1000000
+# The same for WebSocket upgrades (--transport ws) on the TCP listener.
+http:
+  max_connections: 65536
+  max_connections_per_source: 65536
 logging:
   level: info
 EOF
@@ -356,7 +374,7 @@ else
     fi
 fi
 
-bench_args=(--url "$url" --profile "$profile" --threads "$bench_threads" "${bench_tls[@]}")
+bench_args=(--url "$url" --transport "$transport" --profile "$profile" --threads "$bench_threads" "${bench_tls[@]}")
 [ -n "$subscribers" ] && bench_args+=(--subscribers "$subscribers")
 [ -n "$duration" ] && bench_args+=(--duration "$duration")
 [ "$ramp" = 1 ] && bench_args+=(--ramp --p99-budget-ms "${LOADTEST_P99_BUDGET_MS:-200}")

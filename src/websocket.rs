@@ -64,6 +64,8 @@ use crate::qmux::{QmuxError, QmuxTransport};
 use crate::session::transport::Transport;
 use crate::task::race;
 
+pub mod client;
+
 /// The QMux draft this relay speaks, as a subprotocol prefix.
 pub const QMUX_PREFIX: &str = "qmux-00.";
 
@@ -228,20 +230,34 @@ pub async fn drive(
     early: Bytes,
     stats: Arc<RelayStats>,
 ) {
-    let stream = match monoio::net::TcpStream::from_std(socket) {
-        Ok(stream) => stream,
+    match monoio::net::TcpStream::from_std(socket) {
+        Ok(stream) => drive_stream(transport, stream, early, stats).await,
         Err(error) => {
             debug!(%error, "WebSocket socket unusable on the shard");
             transport.lost();
-            return;
         }
+    }
+}
+
+/// [`drive`] on a socket already in the shard's runtime (a client's, from
+/// [`client::dial`]). The WebSocket's role is the transport's: a server
+/// end reads masked frames, a client end masks what it writes.
+pub async fn drive_stream(
+    transport: QmuxTransport,
+    stream: monoio::net::TcpStream,
+    early: Bytes,
+    stats: Arc<RelayStats>,
+) {
+    let role = match transport.is_server() {
+        true => Role::Server,
+        false => Role::Client,
     };
     let fd = stream.as_raw_fd();
     let (read, write) = stream.into_split();
     let mut io = Buffers::default();
     io.input.extend_from_slice(&early);
     let state = Rc::new(RefCell::new(Socket {
-        ws: WebSocketContext::new(Role::Server, Some(ws_config())),
+        ws: WebSocketContext::new(role, Some(ws_config())),
         io,
         close: None,
         writer: None,

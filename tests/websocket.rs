@@ -3,11 +3,20 @@
 //! publishes and subscribes through qumo beside raw-QUIC moq-clocks, and a
 //! raw WebSocket client (tungstenite) that sends an oversized or malformed
 //! message is closed with the protocol's error while the others go on.
+//! The library's own client end (`qumo::websocket::client`, which
+//! qumo-bench's `--transport ws` dials with) opens a session too.
 
 mod support;
 
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use qumo::lite::{Decode, Encode, Limits, Role, Setup, UniType, Version};
+use qumo::metrics::RelayStats;
+use qumo::qmux::QmuxLimits;
+use qumo::session::transport::{RecvStream as _, SendStream as _, Transport as _};
+use qumo::websocket::client;
 
 use support::http::{admin_addr, sections, total, wait_metrics};
 use support::{moq_clock, Client, Relay};
@@ -84,6 +93,49 @@ fn a_quic_publisher_reaches_moq_clock_over_websocket() {
     assert_ticks(&subscriber, &relay);
     wait_sessions(&relay, "websocket", 1);
     assert_eq!(relay.count("transport=\"quic\""), 1);
+}
+
+/// The client end masks its frames (a server end would not, and the relay
+/// would close it), sends SETUP, and reads the relay's SETUP back.
+#[test]
+fn the_library_client_opens_a_session_over_websocket() {
+    let relay = Relay::start(1);
+    let ws = ws_addr(&relay);
+    let mut runtime = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+        .enable_timer()
+        .build()
+        .unwrap();
+    let version = Version::Lite05;
+    let first = runtime.block_on(async move {
+        let stats = Arc::new(RelayStats::default());
+        let transport =
+            client::connect(ws, "localhost", "/", version, QmuxLimits::default(), stats)
+                .await
+                .unwrap_or_else(|e| panic!("dial: {e}"));
+        let mut setup = Vec::new();
+        UniType::Setup.encode(&mut setup, version).unwrap();
+        Setup {
+            role: Some(Role::Subscriber),
+            ..Setup::default()
+        }
+        .encode(&mut setup, version)
+        .unwrap();
+        let mut send = transport.open_uni().await.unwrap();
+        send.write_all(&setup).await.unwrap();
+        send.finish().unwrap();
+        let (mut recv, _) = monoio::time::timeout(Duration::from_secs(10), transport.accept_uni())
+            .await
+            .expect("no stream from the relay within 10 s")
+            .unwrap();
+        let chunk = monoio::time::timeout(Duration::from_secs(10), recv.read_chunk(64))
+            .await
+            .expect("no bytes on the relay's stream within 10 s")
+            .unwrap()
+            .expect("the relay's stream ended empty");
+        UniType::decode(&chunk, version, &Limits::default()).map(|(ty, _)| ty)
+    });
+    assert_eq!(first, Ok(UniType::Setup));
+    wait_sessions(&relay, "websocket", 1);
 }
 
 type Raw = WebSocket<TcpStream>;

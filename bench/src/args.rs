@@ -12,6 +12,8 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use qumo::lite::Version;
 use serde::Serialize;
 
+use crate::transport::TransportKind;
+
 /// A named load shape: who publishes what, who subscribes to how much.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Load {
@@ -193,6 +195,16 @@ impl RelayUrl {
     }
 }
 
+impl RelayUrl {
+    /// The URL the clients dial over `transport`: `ws://` for a WebSocket.
+    pub fn dialled(&self, transport: TransportKind) -> String {
+        match transport {
+            TransportKind::Quic => self.to_string(),
+            TransportKind::Ws => self.to_string().replacen("moql://", "ws://", 1),
+        }
+    }
+}
+
 impl fmt::Display for RelayUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.host.contains(':') {
@@ -244,6 +256,8 @@ impl Default for RampPlan {
 pub struct Config {
     /// Where publishers connect, and subscribers unless `subscribe_urls`.
     pub url: RelayUrl,
+    /// What the clients dial the URL's host and port over.
+    pub transport: TransportKind,
     /// Other relays (of a cluster) the subscribers spread over, round
     /// robin; empty: they use `url`.
     pub subscribe_urls: Vec<RelayUrl>,
@@ -326,6 +340,11 @@ struct RunArgs {
     #[arg(long, value_name = "URL", default_value = "moql://127.0.0.1:4433",
           value_parser = RelayUrl::parse, help_heading = "Relay")]
     url: RelayUrl,
+    /// quic: moq-lite on raw QUIC; ws: on QMux over a WebSocket
+    /// (ws://HOST:PORT/PATH, the relay's TCP listener on the same port;
+    /// TLS options then do not apply)
+    #[arg(long, value_enum, default_value_t = TransportKind::Quic, help_heading = "Relay")]
+    transport: TransportKind,
     /// Subscribers connect to these relays instead (URL,URL...; round robin),
     /// e.g. a cluster's edges while publishers use --url
     #[arg(long, value_name = "URLS", value_delimiter = ',',
@@ -552,6 +571,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
     let cfg = Config {
         server_name: a.server_name.unwrap_or_else(|| a.url.host.clone()),
         url: a.url,
+        transport: a.transport,
         subscribe_urls: a.subscribe_urls,
         version: a.version,
         tls,
@@ -633,7 +653,21 @@ mod tests {
         assert_eq!(c.url.to_string(), "moql://127.0.0.1:4433");
         assert_eq!(c.version, Version::Lite05);
         assert_eq!(c.server_name, "127.0.0.1");
+        assert_eq!(c.transport, TransportKind::Quic);
         assert!(!c.strict && c.progress && c.ramp.is_none());
+    }
+
+    #[test]
+    fn the_transport_is_quic_or_ws() {
+        assert_eq!(
+            run(&["--transport", "ws"]).unwrap().transport,
+            TransportKind::Ws
+        );
+        assert_eq!(
+            run(&["--transport=quic"]).unwrap().transport,
+            TransportKind::Quic
+        );
+        assert!(run(&["--transport", "webtransport"]).is_err());
     }
 
     #[test]
@@ -681,6 +715,10 @@ mod tests {
         assert_eq!(
             (u.host.as_str(), u.port, u.path.as_str()),
             ("relay.example", 4443, "room/a")
+        );
+        assert_eq!(
+            u.dialled(TransportKind::Ws),
+            "ws://relay.example:4443/room/a"
         );
         let u = RelayUrl::parse("moql://[::1]:5000").unwrap();
         assert_eq!((u.host.as_str(), u.port), ("::1", 5000));

@@ -2,7 +2,7 @@
 //!
 //! One process runs P publishers and S subscribers as QUIC clients on the
 //! `qumo-shards` runtime, against any relay that speaks moq-lite over raw
-//! QUIC. Every frame carries its send time; subscribers measure delivered
+//! QUIC, or (`--transport ws`) over QMux on a WebSocket. Every frame carries its send time; subscribers measure delivered
 //! bytes, lost groups and publish-to-receive latency. See `qumo-bench --help`
 //! and `scripts/loadtest.sh`.
 
@@ -21,3 +21,4 @@ pub mod session;
 pub mod stats;
 pub mod subscriber;
 pub mod tls;
+pub mod transport;

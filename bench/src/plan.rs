@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use qumo_shards::Connection;
+use crate::transport::BenchConn;
 
 use crate::args::Config;
 use crate::histogram::Histogram;
@@ -170,7 +170,7 @@ pub struct Shard {
     pub interval: RefCell<Histogram>,
     pub steady: RefCell<Histogram>,
     stopping: Cell<bool>,
-    pub conns: RefCell<Vec<Connection>>,
+    pub conns: RefCell<Vec<BenchConn>>,
     pub subs: RefCell<Vec<Rc<SubConn>>>,
     /// The first error of each kind is printed; the rest only counted.
     pub reported: RefCell<Vec<&'static str>>,

@@ -10,13 +10,15 @@ use qumo::lite::{
     BidiType, GroupHeader, Role, Subscribe, SubscribeOk, SubscribeReply, SubscribeUpdate,
     Timestamps, TrackInfo, TrackRequest, UniType, Version,
 };
-use qumo_shards::{Connection, RecvStream, SendStream, ShardContext};
+use qumo_shards::ShardContext;
+
+use crate::transport::{BenchConn as Connection, BenchRecv as RecvStream, BenchSend as SendStream};
 
 use crate::payload::{frame_head, now_us, padding, STAMP_LEN};
 use crate::plan::{Plan, Shard};
 use crate::session::{
-    enc, encode_all, read_bidi_type, read_uni_type, refuse, send_setup, serve_announce, wire_code,
-    MsgReader, CODE_CANCEL,
+    enc, encode_all, read_bidi_type, read_uni_type, refuse, send_setup, serve_announce, MsgReader,
+    CODE_CANCEL,
 };
 
 /// Timescale the publisher stamps frame headers in (microseconds).
@@ -65,10 +67,7 @@ async fn sleep_until(t: Instant) {
 pub async fn run_publisher(shard: Rc<Shard>, ctx: ShardContext<()>, publisher: usize) {
     let plan = shard.plan.clone();
     shard.c.borrow_mut().pub_attempted += 1;
-    let conn = match ctx
-        .connect(plan.addr, &plan.cfg.server_name, plan.tls.clone())
-        .await
-    {
+    let conn = match Connection::connect(&plan, &ctx, plan.addr, &plan.cfg.url.path).await {
         Ok(conn) => conn,
         Err(e) => {
             shard.c.borrow_mut().pub_failed += 1;
@@ -95,7 +94,7 @@ pub async fn run_publisher(shard: Rc<Shard>, ctx: ShardContext<()>, publisher: u
             while let Ok(recv) = conn.accept_uni().await {
                 monoio::spawn(async move {
                     if let Some((_, mut reader)) = read_uni_type(recv, version).await {
-                        let _ = reader.recv.stop(wire_code(CODE_CANCEL));
+                        let _ = reader.recv.stop(CODE_CANCEL);
                     }
                 });
             }
@@ -170,7 +169,7 @@ async fn serve_subscribe(
     let plan = shard.plan.clone();
     let version = plan.cfg.version;
     let Ok(Some(sub)) = reader.next::<Subscribe>().await else {
-        let _ = send.reset(wire_code(CODE_CANCEL));
+        let _ = send.reset(CODE_CANCEL);
         return;
     };
     let Some(track) = catalog.find(&sub.broadcast, &sub.track) else {
@@ -259,7 +258,7 @@ async fn serve_group(
     for f in 0..plan.cfg.load.frames_per_group {
         sleep_until(plan.frame_time(track, seq, f)).await;
         if cancelled.get() || shard.stopping() {
-            let _ = stream.reset(wire_code(CODE_CANCEL));
+            let _ = stream.reset(CODE_CANCEL);
             return;
         }
         let sent = now_us();

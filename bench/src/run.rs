@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use qumo_shards::{Runtime, RuntimeConfig, ShardContext, VarInt};
+use qumo_shards::{Runtime, RuntimeConfig, ShardContext};
 
 use crate::args::Config;
 use crate::histogram::Histogram;
@@ -66,7 +66,7 @@ async fn shard_main(ctx: ShardContext<()>, plan: Arc<Plan>, tx: mpsc::Sender<Sha
     shard.stop();
     shard.c.borrow_mut().fail_pending_handshakes();
     for conn in shard.conns.borrow().iter() {
-        conn.close(VarInt::from_u32(CLOSE_DONE), b"bench done");
+        conn.close(CLOSE_DONE, "bench done");
     }
     let fin = Final {
         steady: shard.steady.borrow().clone(),
@@ -461,7 +461,7 @@ pub fn run(cfg: &Config) -> Result<Report, String> {
     let mut report = Report::new(
         if cfg.ramp.is_some() { "ramp" } else { "run" },
         cfg.profile.clone(),
-        cfg.url.to_string(),
+        cfg.url.dialled(cfg.transport),
         cfg.version.alpn().to_string(),
         threads(cfg),
         cfg.ramp.as_ref().map(|r| r.p99_budget_ms),

@@ -6,16 +6,15 @@ use qumo::lite::{
     Announce, AnnounceOk, AnnounceRequest, BidiType, Decode, DecodeError, Encode, Limits, Role,
     Setup, UniType, Version,
 };
-use qumo_shards::{Connection, ReadStreamError, RecvStream, SendStream, VarInt, WriteError};
+use qumo::session::transport::TransportError;
+use qumo_shards::{ReadStreamError, WriteError};
 
-/// moq-lite stream reset codes (moq-net's `StreamError`).
+use crate::transport::{BenchConn, BenchRecv as RecvStream, BenchSend as SendStream};
+
+/// moq-lite stream reset codes (moq-net's `StreamError`); each transport
+/// puts them on the wire its own way (`crate::transport`).
 pub const CODE_CANCEL: u32 = 0x1;
 pub const CODE_NOT_FOUND: u32 = 0x33;
-/// A stream code as moq-native puts it on the wire, raw QUIC included:
-/// WebTransport's HTTP/3 code space (see `qumo::session::transport`).
-pub fn wire_code(code: u32) -> VarInt {
-    qumo::webtransport::error_code(code)
-}
 
 /// Session close code for a clean end (moq-net's `SessionError::Cancel`).
 pub const CLOSE_DONE: u32 = 0x0;
@@ -134,11 +133,11 @@ pub fn enc<T: Encode>(out: &mut Vec<u8>, msg: &T, version: Version) {
 
 /// lite-05+: our SETUP on its own unidirectional stream, then FIN.
 pub async fn send_setup(
-    conn: &Connection,
+    conn: &BenchConn,
     version: Version,
     role: Role,
     path: &str,
-) -> Result<(), WriteError> {
+) -> Result<(), SetupError> {
     if !version.has_setup() {
         return Ok(());
     }
@@ -153,7 +152,26 @@ pub async fn send_setup(
     });
     let mut send = conn.open_uni().await?;
     send.write_chunk(bytes).await?;
-    send.finish()
+    Ok(send.finish()?)
+}
+
+/// Why our SETUP did not go out.
+#[derive(Debug)]
+pub enum SetupError {
+    Open(TransportError),
+    Write(WriteError),
+}
+
+impl From<TransportError> for SetupError {
+    fn from(e: TransportError) -> Self {
+        SetupError::Open(e)
+    }
+}
+
+impl From<WriteError> for SetupError {
+    fn from(e: WriteError) -> Self {
+        SetupError::Write(e)
+    }
 }
 
 /// The broadcasts (full paths) that fall under an announce `prefix`, as
@@ -212,7 +230,7 @@ pub async fn serve_announce(
     paths: &[String],
 ) {
     let Ok(Some(request)) = reader.next::<AnnounceRequest>().await else {
-        let _ = send.reset(wire_code(CODE_CANCEL));
+        let _ = send.reset(CODE_CANCEL);
         return;
     };
     if send
@@ -248,8 +266,8 @@ pub async fn read_bidi_type(recv: RecvStream, version: Version) -> Option<(BidiT
 
 /// Refuse a stream the bench does not serve.
 pub fn refuse(send: &mut SendStream, reader: &mut MsgReader) {
-    let _ = send.reset(wire_code(CODE_NOT_FOUND));
-    let _ = reader.recv.stop(wire_code(CODE_NOT_FOUND));
+    let _ = send.reset(CODE_NOT_FOUND);
+    let _ = reader.recv.stop(CODE_NOT_FOUND);
 }
 
 #[cfg(test)]

@@ -13,14 +13,16 @@ use qumo::lite::{
     Announce, AnnounceOk, AnnounceRequest, BidiType, GroupHeader, Role, Subscribe, SubscribeReply,
     UniType,
 };
-use qumo_shards::{Connection, ReadStreamError, RecvStream, SendStream, ShardContext};
+use qumo_shards::{ReadStreamError, ShardContext};
+
+use crate::transport::{BenchConn as Connection, BenchRecv as RecvStream, BenchSend as SendStream};
 
 use crate::loss::{Delta, GroupTracker};
 use crate::payload::{Frame, FrameParser};
 use crate::plan::{Plan, Shard};
 use crate::session::{
-    enc, encode_all, read_bidi_type, read_uni_type, refuse, send_setup, serve_announce, wire_code,
-    MsgReader, CODE_CANCEL,
+    enc, encode_all, read_bidi_type, read_uni_type, refuse, send_setup, serve_announce, MsgReader,
+    CODE_CANCEL,
 };
 
 /// How many newer groups may start before a missing one counts as lost.
@@ -102,10 +104,7 @@ pub async fn run_subscriber(shard: Rc<Shard>, ctx: ShardContext<()>, j: usize) {
     shard.c.borrow_mut().sub_attempted += 1;
     let (relay, path) = plan.subscriber_relay(j);
     let path = path.to_string();
-    let conn = match ctx
-        .connect(relay, &plan.cfg.server_name, plan.tls.clone())
-        .await
-    {
+    let conn = match Connection::connect(&plan, &ctx, relay, &path).await {
         Ok(conn) => conn,
         Err(e) => {
             shard.c.borrow_mut().sub_failed += 1;
@@ -316,7 +315,7 @@ async fn read_replies(
             Ok(Some(SubscribeReply::End { .. })) => {}
             Ok(Some(SubscribeReply::Drop(drop))) => {
                 if !accepted && !sub.delivered.get() {
-                    let _ = send.reset(wire_code(CODE_CANCEL));
+                    let _ = send.reset(CODE_CANCEL);
                     return false;
                 }
                 // Announced gaps count as lost groups.
@@ -336,7 +335,7 @@ async fn read_group(shard: Rc<Shard>, sc: Rc<SubConn>, recv: RecvStream) {
         return;
     };
     if ty != UniType::Group {
-        let _ = reader.recv.stop(wire_code(CODE_CANCEL));
+        let _ = reader.recv.stop(CODE_CANCEL);
         return;
     }
     let header = match reader.next::<GroupHeader>().await {
@@ -346,7 +345,7 @@ async fn read_group(shard: Rc<Shard>, sc: Rc<SubConn>, recv: RecvStream) {
     let sub = sc.subs.borrow().get(&header.subscribe).cloned();
     let Some(sub) = sub else {
         shard.c.borrow_mut().unknown_groups += 1;
-        let _ = reader.recv.stop(wire_code(CODE_CANCEL));
+        let _ = reader.recv.stop(CODE_CANCEL);
         return;
     };
     {
@@ -399,7 +398,7 @@ async fn read_group(shard: Rc<Shard>, sc: Rc<SubConn>, recv: RecvStream) {
                 "malformed group stream",
                 format!("group {}", header.sequence),
             );
-            let _ = recv.stop(wire_code(CODE_CANCEL));
+            let _ = recv.stop(CODE_CANCEL);
         }
         shard.c.borrow_mut().groups_incomplete += 1;
         let d = sub.tracker.borrow_mut().on_reset();

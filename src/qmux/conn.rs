@@ -666,6 +666,17 @@ impl QmuxTransport {
         self.conn.borrow().closed.is_some()
     }
 
+    /// Why the connection closed, once it has.
+    pub fn close_reason(&self) -> Option<ConnectionError> {
+        self.conn.borrow().closed.clone()
+    }
+
+    /// Whether this is the server's end (the WebSocket under it then reads
+    /// masked frames and writes unmasked ones).
+    pub fn is_server(&self) -> bool {
+        self.conn.borrow().server
+    }
+
     fn poll_open(&self, cx: &Context<'_>, uni: bool) -> Poll<Result<StreamId, TransportError>> {
         let mut conn = self.conn.borrow_mut();
         if let Some(error) = &conn.closed {
