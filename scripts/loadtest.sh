@@ -230,6 +230,21 @@ free_port() {
     return 1
 }
 
+# Every bench client comes from 127.0.0.1: lift the per-address limits that
+# protect a public relay, or they, not the relay, would be measured; the
+# same for WebSocket upgrades (--transport ws) on the TCP listener.
+bench_limits='admission:
+  retry: never
+  max_handshakes_per_shard: 100000
+  max_connections_per_ip: 1000000
+  handshakes_per_ip_per_second: 1000000
+  handshake_burst_per_ip: 1000000
+http:
+  max_connections: 65536
+  max_connections_per_source: 65536
+logging:
+  level: info'
+
 # Relay $1 of the cluster on UDP+TCP port $2, admin on $3, dialling the
 # relay on port $4 (none for the first).
 start_cluster_relay() {
@@ -246,17 +261,7 @@ admin:
 cluster:
   node: relay$i
   peers: $peers
-admission:
-  retry: never
-  max_handshakes_per_shard: 100000
-  max_connections_per_ip: 1000000
-  handshakes_per_ip_per_second: 1000000
-  handshake_burst_per_ip: 1000000
-http:
-  max_connections: 65536
-  max_connections_per_source: 65536
-logging:
-  level: info
+$bench_limits
 EOF
     "$relay_bin" --config "$tmp/relay$i.yaml" >"$tmp/relay$i.log" 2>&1 &
     cluster_pids+=("$!")
@@ -322,20 +327,7 @@ server:
   shards: $shards
 tls:
   generate: [localhost]
-# Every bench client comes from 127.0.0.1: lift the per-address limits that
-# protect a public relay, or they, not the relay, would be measured.
-admission:
-  retry: never
-  max_handshakes_per_shard: 100000
-  max_connections_per_ip: 1000000
-  handshakes_per_ip_per_second: 1000000
-  handshake_burst_per_ip: 1000000
-# The same for WebSocket upgrades (--transport ws) on the TCP listener.
-http:
-  max_connections: 65536
-  max_connections_per_source: 65536
-logging:
-  level: info
+$bench_limits
 EOF
     echo "== starting qumo-relay: $shards shard(s) on 127.0.0.1:$port"
     "$relay_bin" --config "$tmp/relay.yaml" >"$tmp/relay.log" 2>&1 &
