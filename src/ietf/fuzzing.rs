@@ -129,22 +129,7 @@ fn datagram(input: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// xorshift64*: tiny, deterministic, good enough to drive the bodies.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n.max(1) as u64) as usize
-        }
-    }
+    use crate::lite::testutil::{mutate, Rng};
 
     fn control_seeds() -> Vec<Vec<u8>> {
         let ns = vec!["a".to_string(), "b".to_string()];
@@ -268,18 +253,8 @@ mod tests {
             target(seed);
         }
         for _ in 0..rounds {
-            let mut input = seeds[rng.below(seeds.len())].clone();
-            for _ in 0..=rng.below(4) {
-                let at = rng.below(input.len() + 1);
-                match rng.below(4) {
-                    0 if at < input.len() => input[at] ^= 1 << rng.below(8),
-                    1 => input.insert(at, rng.next() as u8),
-                    2 if at < input.len() => {
-                        input.remove(at);
-                    }
-                    _ => input.truncate(at),
-                }
-            }
+            let seed = &seeds[rng.below(seeds.len())];
+            let input = mutate(&mut rng, seed);
             target(&input);
         }
     }

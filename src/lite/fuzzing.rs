@@ -168,22 +168,7 @@ pub fn setup(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// xorshift64*: tiny, deterministic, good enough to drive the bodies.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n.max(1) as u64) as usize
-        }
-    }
+    use crate::lite::testutil::{mutate, Rng};
 
     /// A fuzz body and an input for it.
     type Seed = (fn(&[u8]), Vec<u8>);
@@ -341,27 +326,6 @@ mod tests {
             add(setup, v, 0, enc(&|b| full.encode(b, v)));
         }
         out
-    }
-
-    /// Flip, insert, delete, or overwrite a few bytes, or cut the tail.
-    fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
-        let mut input = seed.to_vec();
-        for _ in 0..=rng.below(4) {
-            let at = rng.below(input.len());
-            match rng.below(6) {
-                0 if !input.is_empty() => input[at] ^= 1 << rng.below(8),
-                1 => input.insert(at.min(input.len()), rng.next() as u8),
-                2 if input.len() > 1 => {
-                    input.remove(at);
-                }
-                3 if !input.is_empty() => {
-                    input[at] = [0x00, 0x3f, 0x40, 0x7f, 0xc0, 0xff][rng.below(6)]
-                }
-                4 => input.truncate(at),
-                _ => input.extend((0..rng.below(8)).map(|_| rng.next() as u8)),
-            }
-        }
-        input
     }
 
     /// The fuzz bodies hold over 100k mutated and random inputs.

@@ -62,7 +62,7 @@ mod setup;
 mod stream;
 mod subscribe;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 mod track;
 mod version;
 
