@@ -143,6 +143,10 @@ request_error!(
     /// FETCH_ERROR (0x19).
     FetchError, 0x19, "FETCH_ERROR"
 );
+request_error!(
+    /// PUBLISH_ERROR (0x1f): the receiver of a PUBLISH refuses it.
+    PublishError, 0x1f, "PUBLISH_ERROR"
+);
 
 /// The Filter Type of a SUBSCRIBE (draft 14 section 9.7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -346,6 +350,123 @@ impl Control for SubscribeUpdate {
             end_group: r.varint()?,
             subscriber_priority: read_u8(r)?,
             forward: read_bool(r, "forward")?,
+            parameters: Parameters::read(r)?,
+        })
+    }
+}
+
+/// PUBLISH (0x1d): the publisher opens a subscription to one of its tracks on
+/// the receiver's behalf (draft 14 section 9.13). Its objects carry
+/// `track_alias`; with `forward` false none flow until the receiver's PUBLISH_OK
+/// (or a SUBSCRIBE_UPDATE) sets Forward to 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    /// This request's ID.
+    pub request_id: u64,
+    /// Track Namespace tuple.
+    pub namespace: Vec<String>,
+    /// Track Name.
+    pub name: String,
+    /// The alias the track's objects carry.
+    pub track_alias: u64,
+    /// The order the publisher sends groups in (1 or 2; 0 is refused).
+    pub group_order: GroupOrder,
+    /// The largest location published so far (Content Exists + Largest).
+    pub largest: Option<Location>,
+    /// Whether objects flow before PUBLISH_OK.
+    pub forward: bool,
+    /// Parameters.
+    pub parameters: Parameters,
+}
+
+impl Control for Publish {
+    const TYPE: u64 = 0x1d;
+    const WHAT: &'static str = "PUBLISH";
+
+    fn write_body(&self, w: &mut Writer<'_>, _: Version) -> Result<(), EncodeError> {
+        w.varint("request id", self.request_id)?;
+        write_namespace(w, &self.namespace)?;
+        write_name(w, &self.name)?;
+        w.varint("track alias", self.track_alias)?;
+        w.u8(self.group_order.byte());
+        w.u8(u8::from(self.largest.is_some()));
+        if let Some(largest) = &self.largest {
+            largest.write(w)?;
+        }
+        w.u8(u8::from(self.forward));
+        self.parameters.write(w)
+    }
+
+    fn read_body(r: &mut Reader<'_>, _: Version, limits: &Limits) -> Result<Self, DecodeError> {
+        let request_id = r.varint()?;
+        let namespace = read_namespace(r, limits)?;
+        let name = r.string("track name", limits.max_name)?;
+        let track_alias = r.varint()?;
+        // Draft 14 section 9.13: 0 (the publisher's choice) has no meaning
+        // when the publisher itself speaks.
+        let group_order = match GroupOrder::read(r)? {
+            GroupOrder::Publisher => {
+                return Err(DecodeError::InvalidValue {
+                    what: "group order",
+                })
+            }
+            order => order,
+        };
+        let largest = match read_bool(r, "content exists")? {
+            true => Some(Location::read(r)?),
+            false => None,
+        };
+        Ok(Publish {
+            request_id,
+            namespace,
+            name,
+            track_alias,
+            group_order,
+            largest,
+            forward: read_bool(r, "forward")?,
+            parameters: Parameters::read(r)?,
+        })
+    }
+}
+
+/// PUBLISH_OK (0x1e): the receiver of a PUBLISH accepts it, with the
+/// subscription's terms (draft 14 section 9.14).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishOk {
+    /// The PUBLISH answered.
+    pub request_id: u64,
+    /// Whether objects are forwarded now.
+    pub forward: bool,
+    /// Subscriber Priority (lower is more urgent).
+    pub subscriber_priority: u8,
+    /// Requested group order; overrides the PUBLISH's.
+    pub group_order: GroupOrder,
+    /// Which objects.
+    pub filter: Filter,
+    /// Parameters.
+    pub parameters: Parameters,
+}
+
+impl Control for PublishOk {
+    const TYPE: u64 = 0x1e;
+    const WHAT: &'static str = "PUBLISH_OK";
+
+    fn write_body(&self, w: &mut Writer<'_>, _: Version) -> Result<(), EncodeError> {
+        w.varint("request id", self.request_id)?;
+        w.u8(u8::from(self.forward));
+        w.u8(self.subscriber_priority);
+        w.u8(self.group_order.byte());
+        self.filter.write(w)?;
+        self.parameters.write(w)
+    }
+
+    fn read_body(r: &mut Reader<'_>, _: Version, _: &Limits) -> Result<Self, DecodeError> {
+        Ok(PublishOk {
+            request_id: r.varint()?,
+            forward: read_bool(r, "forward")?,
+            subscriber_priority: read_u8(r)?,
+            group_order: GroupOrder::read(r)?,
+            filter: Filter::read(r)?,
             parameters: Parameters::read(r)?,
         })
     }
@@ -715,6 +836,9 @@ pub enum ControlMessage {
     FetchOk(FetchOk),
     FetchError(FetchError),
     RequestsBlocked(RequestsBlocked),
+    Publish(Publish),
+    PublishOk(PublishOk),
+    PublishError(PublishError),
 }
 
 impl Decode for ControlMessage {
@@ -752,6 +876,9 @@ impl Decode for ControlMessage {
             FetchOk::TYPE => wrap(buf, v, limits, Self::FetchOk),
             FetchError::TYPE => wrap(buf, v, limits, Self::FetchError),
             RequestsBlocked::TYPE => wrap(buf, v, limits, Self::RequestsBlocked),
+            Publish::TYPE => wrap(buf, v, limits, Self::Publish),
+            PublishOk::TYPE => wrap(buf, v, limits, Self::PublishOk),
+            PublishError::TYPE => wrap(buf, v, limits, Self::PublishError),
             ty => Err(DecodeError::UnknownType {
                 what: "control message",
                 ty,
@@ -786,6 +913,9 @@ impl Encode for ControlMessage {
             Self::FetchOk(m) => m.encode(out, v),
             Self::FetchError(m) => m.encode(out, v),
             Self::RequestsBlocked(m) => m.encode(out, v),
+            Self::Publish(m) => m.encode(out, v),
+            Self::PublishOk(m) => m.encode(out, v),
+            Self::PublishError(m) => m.encode(out, v),
         }
     }
 }
@@ -824,4 +954,7 @@ into_control!(
     FetchOk,
     FetchError,
     RequestsBlocked,
+    Publish,
+    PublishOk,
+    PublishError,
 );

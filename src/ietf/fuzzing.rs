@@ -189,6 +189,26 @@ mod tests {
                 reason: "r".into(),
             }
             .into(),
+            Publish {
+                request_id: 8,
+                namespace: vec!["a".to_string()],
+                name: "t".into(),
+                track_alias: 2,
+                group_order: GroupOrder::Ascending,
+                largest: Some(Location::default()),
+                forward: false,
+                parameters: Parameters::default(),
+            }
+            .into(),
+            PublishOk {
+                request_id: 8,
+                forward: true,
+                subscriber_priority: 5,
+                group_order: GroupOrder::Ascending,
+                filter: Filter::AbsoluteStart(Location::default()),
+                parameters: Parameters::default(),
+            }
+            .into(),
         ];
         msgs.iter().map(|m| m.to_vec(V).unwrap()).collect()
     }

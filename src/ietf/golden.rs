@@ -333,6 +333,93 @@ fn fetch_messages_match_moq_net_bytes() {
     golden(&FetchHeader { request_id: 10 }, "050a");
 }
 
+/// PUBLISH, PUBLISH_OK and PUBLISH_ERROR: moq-net 0.3.18 refuses PUBLISH on
+/// draft 14, so these vectors are aiomoqt 0.13.3's draft-14 encoders' output
+/// (`aiomoqt.messages.publish`, `profile_for(14)`), type byte included.
+#[test]
+fn publish_messages_match_aiomoqt_bytes() {
+    golden(
+        &ControlMessage::from(Publish {
+            request_id: 2,
+            namespace: ns(&["live", "test"]),
+            name: "clock".into(),
+            track_alias: 7,
+            group_order: GroupOrder::Ascending,
+            largest: Some(Location {
+                group: 5,
+                object: 3,
+            }),
+            forward: false,
+            parameters: Parameters::default(),
+        }),
+        "1d00190202046c697665047465737405636c6f636b07010105030000",
+    );
+    golden(
+        &ControlMessage::from(Publish {
+            request_id: 0,
+            namespace: ns(&["ns"]),
+            name: "t".into(),
+            track_alias: 0,
+            group_order: GroupOrder::Ascending,
+            largest: None,
+            forward: true,
+            parameters: Parameters::default(),
+        }),
+        "1d000c0001026e7301740001000100",
+    );
+    golden(
+        &ControlMessage::from(PublishOk {
+            request_id: 2,
+            forward: true,
+            subscriber_priority: 128,
+            group_order: GroupOrder::Ascending,
+            filter: Filter::LargestObject,
+            parameters: Parameters::default(),
+        }),
+        "1e0006020180010200",
+    );
+    // aiomoqt writes a range's End Group as the absolute group (9), not
+    // moq-net's `end - start`: the codec keeps the raw field either way.
+    golden(
+        &ControlMessage::from(PublishOk {
+            request_id: 4,
+            forward: true,
+            subscriber_priority: 3,
+            group_order: GroupOrder::Descending,
+            filter: Filter::AbsoluteRange {
+                start: Location {
+                    group: 5,
+                    object: 1,
+                },
+                end_group: 9,
+            },
+            parameters: Parameters::default(),
+        }),
+        "1e0009040103020405010900",
+    );
+    golden(
+        &ControlMessage::from(PublishError {
+            request_id: 2,
+            code: 4,
+            reason: "uninterested".into(),
+        }),
+        "1f000f02040c756e696e7465726573746564",
+    );
+}
+
+/// Draft 14 section 9.13: a PUBLISH's group order is 1 or 2; 0 is malformed.
+#[test]
+fn publish_with_the_publishers_choice_of_order_is_refused() {
+    let mut wire = bytes("1d000c0001026e7301740001000100");
+    // The group order byte follows the alias (offset 10).
+    assert_eq!(wire[10], 1);
+    wire[10] = 0;
+    assert!(matches!(
+        ControlMessage::decode(&wire, V, &Limits::default()),
+        Err(DecodeError::InvalidValue { .. })
+    ));
+}
+
 #[test]
 fn subgroup_headers_match_moq_net_bytes() {
     golden(

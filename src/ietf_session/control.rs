@@ -75,6 +75,8 @@ pub enum RequestKind {
     SubscribeNamespace,
     /// FETCH: FETCH_OK or FETCH_ERROR.
     Fetch,
+    /// PUBLISH: PUBLISH_OK or PUBLISH_ERROR.
+    Publish,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,6 +190,7 @@ impl ControlState {
             M::PublishNamespace(m) => self.peer_request(m.request_id),
             M::SubscribeNamespace(m) => self.peer_request(m.request_id),
             M::Fetch(m) => self.peer_request(m.request_id),
+            M::Publish(m) => self.peer_request(m.request_id),
             M::SubscribeOk(m) => self.answer(m.request_id, RequestKind::Subscribe),
             M::SubscribeError(m) => self.answer(m.request_id, RequestKind::Subscribe),
             M::PublishNamespaceOk(m) => self.answer(m.request_id, RequestKind::PublishNamespace),
@@ -200,6 +203,8 @@ impl ControlState {
             }
             M::FetchOk(m) => self.answer(m.request_id, RequestKind::Fetch),
             M::FetchError(m) => self.answer(m.request_id, RequestKind::Fetch),
+            M::PublishOk(m) => self.answer(m.request_id, RequestKind::Publish),
+            M::PublishError(m) => self.answer(m.request_id, RequestKind::Publish),
             M::MaxRequestId(m) => {
                 if m.request_id <= self.own_limit {
                     return Err(Violation::protocol("MAX_REQUEST_ID did not increase"));

@@ -13,14 +13,15 @@ use tracing::debug;
 
 use super::bridge::{namespace_to_path, path_to_namespace, BridgeError, Step, SubgroupIngest};
 use super::control::RequestKind;
-use super::state::{IetfSession, Upstream};
+use super::state::{IetfSession, Offered, Upstream};
 use crate::ietf::{
-    Decode, DecodeError, Filter, GroupOrder, Parameters, PublishDone, PublishNamespace,
-    PublishNamespaceDone, PublishNamespaceError, PublishNamespaceOk, SessionCode, SubgroupHeader,
-    SubgroupObject, Subscribe, SubscribeError, SubscribeOk, Unsubscribe, Version,
+    Decode, DecodeError, Filter, GroupOrder, Parameters, Publish, PublishDone, PublishError,
+    PublishNamespace, PublishNamespaceDone, PublishNamespaceError, PublishNamespaceOk, PublishOk,
+    SessionCode, SubgroupHeader, SubgroupObject, Subscribe, SubscribeError, SubscribeOk,
+    Unsubscribe, Version,
 };
 use crate::lite::StreamCode;
-use crate::message::{HubRef, MediaEvent, TrackKey};
+use crate::message::{HubRef, MediaEvent, TrackKey, TrackName};
 use crate::router::SessionCommand;
 use crate::session::transport::{RecvStream, Transport};
 use crate::shard::SessionInbox;
@@ -31,15 +32,12 @@ use crate::track::TrackProperties;
 /// INTERNAL_ERROR .. ; "uninterested"/limits are reported as 0x0 by moq-net).
 const NAMESPACE_REFUSED: u64 = 0x0;
 
+/// PUBLISH_ERROR UNINTERESTED (draft 14 section 9.15).
+const PUBLISH_UNINTERESTED: u64 = 0x4;
+
 pub(super) fn publish_namespace<T: Transport>(session: &Rc<IetfSession<T>>, m: PublishNamespace) {
     let path = crate::origin::normalize(&namespace_to_path(&m.namespace));
-    let publishing = &session.publishing;
-    let max = session.shard.settings.max_broadcasts_per_session;
-    let over_cap = {
-        let announced = publishing.announced.borrow();
-        announced.len() >= max && !announced.contains(&path)
-    };
-    if over_cap || path.is_empty() {
+    if !may_hold(session, &path) {
         session.shard.stats.broadcasts_refused_limit.inc();
         return session.send(
             PublishNamespaceError {
@@ -50,11 +48,13 @@ pub(super) fn publish_namespace<T: Transport>(session: &Rc<IetfSession<T>>, m: P
             .into(),
         );
     }
-    if publishing.announced.borrow_mut().insert(path.clone()) {
-        debug!(session = session.id, broadcast = %path, active = true, "ietf announce");
-        session
-            .shard
-            .announce(&path, session.session_ref(), Arc::from([]), true);
+    if session
+        .publishing
+        .announced
+        .borrow_mut()
+        .insert(path.clone())
+    {
+        hold(session, &path);
     }
     session.send(
         PublishNamespaceOk {
@@ -70,17 +70,126 @@ pub(super) fn publish_namespace_done<T: Transport>(
 ) {
     let path = crate::origin::normalize(&namespace_to_path(&m.namespace));
     if session.publishing.announced.borrow_mut().remove(&path) {
+        release(session, &path);
+    }
+}
+
+/// Whether the peer may hold `path` in the announce table: a path it holds
+/// already, or a new one within the per-session broadcast cap.
+fn may_hold<T: Transport>(session: &IetfSession<T>, path: &str) -> bool {
+    let holds = session.publishing.holds.borrow();
+    !path.is_empty()
+        && (holds.contains_key(path)
+            || holds.len() < session.shard.settings.max_broadcasts_per_session)
+}
+
+/// One more reason to keep `path` announced; the first announces it.
+fn hold<T: Transport>(session: &IetfSession<T>, path: &str) {
+    let first = {
+        let mut holds = session.publishing.holds.borrow_mut();
+        let count = holds.entry(path.to_owned()).or_insert(0);
+        *count += 1;
+        *count == 1
+    };
+    if first {
+        debug!(session = session.id, broadcast = %path, active = true, "ietf announce");
+        session
+            .shard
+            .announce(path, session.session_ref(), Arc::from([]), true);
+    }
+}
+
+/// One reason fewer; the last withdraws the announcement.
+fn release<T: Transport>(session: &IetfSession<T>, path: &str) {
+    let last = {
+        let mut holds = session.publishing.holds.borrow_mut();
+        match holds.get_mut(path) {
+            Some(count) if *count > 1 => {
+                *count -= 1;
+                false
+            }
+            Some(_) => {
+                holds.remove(path);
+                true
+            }
+            None => false,
+        }
+    };
+    if last {
         debug!(session = session.id, broadcast = %path, active = false, "ietf announce");
         session
             .shard
-            .announce(&path, session.session_ref(), Arc::from([]), false);
+            .announce(path, session.session_ref(), Arc::from([]), false);
     }
+}
+
+/// PUBLISH: the peer offers one track. Its broadcast is announced (as a
+/// PUBLISH_NAMESPACE would), and the offer waits, unanswered, until the
+/// router first wants the track: then PUBLISH_OK with Forward 1 starts it
+/// (see [`subscribe_upstream`]). A relay that answered at once would have
+/// to take objects nobody asked for, or pause them with a SUBSCRIBE_UPDATE.
+pub(super) fn publish<T: Transport>(session: &Rc<IetfSession<T>>, m: Publish) {
+    let path = crate::origin::normalize(&namespace_to_path(&m.namespace));
+    let key: TrackKey = Arc::new(TrackName {
+        broadcast: path.clone(),
+        track: m.name.clone(),
+    });
+    let publishing = &session.publishing;
+    // Draft 14 section 9.13: an alias already naming another track closes
+    // the session.
+    let alias_taken = publishing.aliases.borrow().contains_key(&m.track_alias)
+        || publishing
+            .offered
+            .borrow()
+            .values()
+            .any(|o| o.track_alias == m.track_alias);
+    if alias_taken {
+        session.shard.stats.sessions_protocol_violations.inc();
+        return session.close(SessionCode::DUPLICATE_TRACK_ALIAS, "track alias in use");
+    }
+    let refusal = if publishing.offered.borrow().contains_key(&key) {
+        Some("track already offered")
+    } else if !may_hold(session, &path) {
+        session.shard.stats.broadcasts_refused_limit.inc();
+        Some("broadcast refused")
+    } else {
+        None
+    };
+    if let Some(reason) = refusal {
+        return session.send(
+            PublishError {
+                request_id: m.request_id,
+                code: PUBLISH_UNINTERESTED,
+                reason: reason.into(),
+            }
+            .into(),
+        );
+    }
+    debug!(session = session.id, id = m.request_id, track = %key, alias = m.track_alias, "ietf publish offered");
+    hold(session, &path);
+    publishing.published.borrow_mut().insert(m.request_id, path);
+    publishing.offered.borrow_mut().insert(
+        key,
+        Offered {
+            request_id: m.request_id,
+            track_alias: m.track_alias,
+        },
+    );
 }
 
 /// The session is over: its broadcasts end, its upstreams vanish.
 pub(super) fn end<T: Transport>(session: &Rc<IetfSession<T>>) {
     let publishing = &session.publishing;
-    for path in publishing.announced.borrow_mut().drain() {
+    publishing.announced.borrow_mut().clear();
+    publishing.offered.borrow_mut().clear();
+    publishing.published.borrow_mut().clear();
+    let paths: Vec<String> = publishing
+        .holds
+        .borrow_mut()
+        .drain()
+        .map(|(p, _)| p)
+        .collect();
+    for path in paths {
         session
             .shard
             .announce(&path, session.session_ref(), Arc::from([]), false);
@@ -116,6 +225,10 @@ fn subscribe_upstream<T: Transport>(session: &Rc<IetfSession<T>>, key: TrackKey,
     let publishing = &session.publishing;
     if publishing.by_hub.borrow().contains_key(&hub) {
         return;
+    }
+    let offered = publishing.offered.borrow_mut().remove(&key);
+    if let Some(offered) = offered {
+        return accept_publish(session, key, hub, offered);
     }
     let opened = session
         .control
@@ -153,6 +266,48 @@ fn subscribe_upstream<T: Transport>(session: &Rc<IetfSession<T>>, key: TrackKey,
     );
     session.shard.stats.upstream_subscriptions_open.inc();
     publishing.by_hub.borrow_mut().insert(hub, request_id);
+    publishing.upstreams.borrow_mut().insert(
+        request_id,
+        Rc::new(Upstream {
+            hub,
+            key,
+            cancelled: Signal::default(),
+        }),
+    );
+}
+
+/// The router wants a track the peer offered with PUBLISH: PUBLISH_OK with
+/// Forward 1, and its alias, bound now, routes the streams that follow to
+/// `hub` (no SUBSCRIBE_OK comes for a PUBLISH).
+fn accept_publish<T: Transport>(
+    session: &Rc<IetfSession<T>>,
+    key: TrackKey,
+    hub: HubRef,
+    offered: Offered,
+) {
+    let publishing = &session.publishing;
+    let request_id = offered.request_id;
+    debug!(session = session.id, id = request_id, track = %key, "ietf publish accepted");
+    session
+        .shard
+        .to_hub(hub, MediaEvent::Properties(TrackProperties::default()));
+    session.send(
+        PublishOk {
+            request_id,
+            forward: true,
+            subscriber_priority: 128,
+            group_order: GroupOrder::Ascending,
+            filter: Filter::LargestObject,
+            parameters: Parameters::default(),
+        }
+        .into(),
+    );
+    session.shard.stats.upstream_subscriptions_open.inc();
+    publishing.by_hub.borrow_mut().insert(hub, request_id);
+    publishing
+        .aliases
+        .borrow_mut()
+        .insert(offered.track_alias, request_id);
     publishing.upstreams.borrow_mut().insert(
         request_id,
         Rc::new(Upstream {
@@ -222,6 +377,21 @@ pub(super) fn subscribe_error<T: Transport>(session: &Rc<IetfSession<T>>, m: Sub
 }
 
 pub(super) fn publish_done<T: Transport>(session: &Rc<IetfSession<T>>, m: PublishDone) {
+    // The end of a PUBLISH: its offer (if still waiting) and its hold on
+    // the broadcast go too.
+    let path = session
+        .publishing
+        .published
+        .borrow_mut()
+        .remove(&m.request_id);
+    if let Some(path) = path {
+        session
+            .publishing
+            .offered
+            .borrow_mut()
+            .retain(|_, o| o.request_id != m.request_id);
+        release(session, &path);
+    }
     if let Some(upstream) = remove_upstream(session, m.request_id) {
         debug!(session = session.id, track = %upstream.key, status = m.status, "upstream PUBLISH_DONE");
         // Track ended (0x2) is a clean end; anything else ends it with CANCEL.

@@ -223,6 +223,7 @@ fn handle<T: Transport>(session: &Rc<IetfSession<T>>, msg: ControlMessage) {
             }
         }
         M::PublishNamespace(m) => super::ingest::publish_namespace(session, m),
+        M::Publish(m) => super::ingest::publish(session, m),
         M::PublishNamespaceDone(m) => super::ingest::publish_namespace_done(session, m),
         M::SubscribeOk(m) => super::ingest::subscribe_ok(session, m),
         M::SubscribeError(m) => super::ingest::subscribe_error(session, m),

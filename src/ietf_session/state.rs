@@ -98,14 +98,29 @@ impl<T: Transport> IetfSession<T> {
 /// The publishing half's state.
 #[derive(Default)]
 pub(super) struct Publishing {
-    /// Broadcast paths the peer published.
+    /// Namespaces the peer published with PUBLISH_NAMESPACE.
     pub(super) announced: RefCell<HashSet<String>>,
+    /// Why each broadcast path is in the announce table: one hold per
+    /// PUBLISH_NAMESPACE and one per PUBLISH under it. Announced on the
+    /// first hold, withdrawn when the last is released.
+    pub(super) holds: RefCell<HashMap<String, usize>>,
+    /// PUBLISHes not yet accepted, by track: answered with PUBLISH_OK when
+    /// the router first wants the track.
+    pub(super) offered: RefCell<HashMap<TrackKey, Offered>>,
+    /// The broadcast path of each PUBLISH by Request ID, until PUBLISH_DONE.
+    pub(super) published: RefCell<HashMap<u64, String>>,
     /// Our upstream SUBSCRIBEs by Request ID.
     pub(super) upstreams: RefCell<HashMap<u64, Rc<Upstream>>>,
     /// The Request ID of each hub's upstream.
     pub(super) by_hub: RefCell<HashMap<HubRef, u64>>,
     /// Track aliases from SUBSCRIBE_OK, to Request IDs.
     pub(super) aliases: RefCell<HashMap<u64, u64>>,
+}
+
+/// A PUBLISH waiting for a subscriber (draft 14 section 9.13).
+pub(super) struct Offered {
+    pub(super) request_id: u64,
+    pub(super) track_alias: u64,
 }
 
 pub(super) struct Upstream {
