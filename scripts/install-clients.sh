@@ -7,6 +7,7 @@
 #     keys and tokens of the auth tests, made as an operator makes them
 #   - moq-relay 0.17.10 (moq-dev, crates.io): the origin a qumo edge dials
 #     in the upstream interop test
+#   - aiomoqt 0.13.3 (PyPI) in a Python 3.12+ venv: IETF draft-14 interop
 #   - Chromium + playwright-core + @moq/net 0.3.4: tests/browser/install.sh
 # Idempotent; safe to run before every test run.
 set -euo pipefail
@@ -57,6 +58,50 @@ if ! "$CACHE/bin/moq-relay" --version 2>/dev/null | grep -q "$MOQ_RELAY_VERSION"
         "moq-relay@$MOQ_RELAY_VERSION" --no-default-features --features noq
 else
     echo "== moq-relay $MOQ_RELAY_VERSION already installed"
+fi
+
+# aiomoqt needs Python 3.12 or newer: QUMO_PYTHON if set, else python3.12+
+# on PATH, else a pyenv-installed one. Its venv holds exactly the pinned,
+# hashed wheels of scripts/aiomoqt-requirements.txt.
+AIOMOQT_VERSION=0.13.3
+AIOMOQT_VENV="$CACHE/aiomoqt"
+aiomoqt_installed() {
+    "$AIOMOQT_VENV/bin/python" -c \
+        "import importlib.metadata as m, sys; sys.exit(m.version('aiomoqt') != '$AIOMOQT_VERSION')" \
+        2>/dev/null
+}
+python_312_or_newer() {
+    local candidates=("${QUMO_PYTHON:-}" python3.14 python3.13 python3.12)
+    if command -v pyenv >/dev/null 2>&1; then
+        local root
+        root="$(pyenv root)"
+        candidates+=("$root"/versions/3.1[2-9]*/bin/python3)
+    fi
+    local python
+    for python in "${candidates[@]}"; do
+        [[ -n "$python" ]] || continue
+        command -v "$python" >/dev/null 2>&1 || continue
+        if "$python" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then
+            command -v "$python"
+            return 0
+        fi
+    done
+    return 1
+}
+if ! aiomoqt_installed; then
+    echo "== installing aiomoqt $AIOMOQT_VERSION into $AIOMOQT_VENV"
+    if ! PYTHON="$(python_312_or_newer)"; then
+        echo "aiomoqt $AIOMOQT_VERSION needs Python 3.12 or newer: none found (set QUMO_PYTHON," >&2
+        echo "put python3.12 on PATH, or 'pyenv install 3.12')" >&2
+        exit 1
+    fi
+    rm -rf "$AIOMOQT_VENV"
+    "$PYTHON" -m venv "$AIOMOQT_VENV"
+    "$AIOMOQT_VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+        --require-hashes --only-binary :all: -r scripts/aiomoqt-requirements.txt
+    aiomoqt_installed
+else
+    echo "== aiomoqt $AIOMOQT_VERSION already installed"
 fi
 
 if [[ -f tests/browser/install.sh ]]; then
