@@ -411,9 +411,9 @@ fn publish_messages_match_aiomoqt_bytes() {
 #[test]
 fn publish_with_the_publishers_choice_of_order_is_refused() {
     let mut wire = bytes("1d000c0001026e7301740001000100");
-    // The group order byte follows the alias (offset 10).
-    assert_eq!(wire[10], 1);
-    wire[10] = 0;
+    // The group order byte follows the alias (offset 11).
+    assert_eq!(wire[11], 1);
+    wire[11] = 0;
     assert!(matches!(
         ControlMessage::decode(&wire, V, &Limits::default()),
         Err(DecodeError::InvalidValue { .. })

@@ -611,4 +611,55 @@ mod tests {
         // After SETUP, the server opens its own requests with odd IDs from 1.
         assert_eq!(c.receive(&publish).unwrap(), None);
     }
+
+    fn publish(request_id: u64) -> ControlMessage {
+        crate::ietf::Publish {
+            request_id,
+            namespace: vec!["clock".into()],
+            name: "seconds".into(),
+            track_alias: request_id,
+            group_order: GroupOrder::Ascending,
+            largest: None,
+            forward: false,
+            parameters: Parameters::default(),
+        }
+        .into()
+    }
+
+    #[test]
+    fn a_publish_is_a_request_of_the_peer_and_its_ok_is_ours_to_send() {
+        let mut s = ready_server(100, 10);
+        // PUBLISH takes the client's next Request ID like any request.
+        assert_eq!(s.receive(&publish(0)), Ok(None));
+        assert_eq!(s.receive(&subscribe(2)), Ok(None));
+        assert_eq!(
+            s.receive(&publish(2)).unwrap_err().code,
+            SessionCode::INVALID_REQUEST_ID
+        );
+        // PUBLISH_OK / PUBLISH_ERROR answer a PUBLISH of ours; we sent none.
+        let mut s = ready_server(100, 10);
+        let ok: ControlMessage = crate::ietf::PublishOk {
+            request_id: 1,
+            forward: true,
+            subscriber_priority: 0,
+            group_order: GroupOrder::Ascending,
+            filter: Filter::LargestObject,
+            parameters: Parameters::default(),
+        }
+        .into();
+        assert_eq!(
+            s.receive(&ok).unwrap_err().code,
+            SessionCode::PROTOCOL_VIOLATION
+        );
+        let error: ControlMessage = crate::ietf::PublishError {
+            request_id: 1,
+            code: 4,
+            reason: String::new(),
+        }
+        .into();
+        assert_eq!(
+            s.receive(&error).unwrap_err().code,
+            SessionCode::PROTOCOL_VIOLATION
+        );
+    }
 }

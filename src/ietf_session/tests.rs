@@ -10,9 +10,9 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use super::control::ControlState;
 use crate::ietf::{
-    ControlMessage, Decode, Encode, Filter, GroupOrder, Limits, Location, Parameters,
-    PublishNamespace, SessionCode, SubgroupHeader, SubgroupId, SubgroupObject, Subscribe,
-    SubscribeOk, Unsubscribe, Version,
+    ControlMessage, Decode, Encode, Filter, GroupOrder, Limits, Location, Parameters, Publish,
+    PublishDone, PublishNamespace, SessionCode, SubgroupHeader, SubgroupId, SubgroupObject,
+    Subscribe, SubscribeOk, Unsubscribe, Version,
 };
 use crate::session::memory::{MemoryLimits, MemoryRecv, MemorySend, MemoryTransport};
 use crate::session::tests::{
@@ -380,4 +380,132 @@ async fn an_ietf_publishers_subgroups_reach_a_lite_subscriber_as_groups() {
         assert_eq!(&got, payload);
     }
     assert!(received.frame().await.unwrap().is_none(), "the group ends");
+}
+
+fn publish(request_id: u64, name: &str, track_alias: u64) -> ControlMessage {
+    Publish {
+        request_id,
+        namespace: vec![BROADCAST.into()],
+        name: name.into(),
+        track_alias,
+        group_order: GroupOrder::Ascending,
+        largest: None,
+        forward: false,
+        parameters: Parameters::default(),
+    }
+    .into()
+}
+
+/// Group `group` as one subgroup stream under `alias`: `sent` as objects
+/// 0, 1, 2..., FIN after the last.
+async fn send_subgroup(client: &Client, alias: u64, group: u64, sent: &[(u64, Bytes)]) {
+    let mut data = Vec::new();
+    super::bridge::subgroup_for_group(alias, group, 0)
+        .encode(&mut data, V)
+        .unwrap();
+    for (_, payload) in sent {
+        super::bridge::object_for_frame(payload.len() as u64)
+            .encode(&mut data)
+            .unwrap();
+        data.extend_from_slice(payload);
+    }
+    let mut stream = client.transport.open_uni().await.unwrap();
+    stream.write_chunk(Bytes::from(data)).await.unwrap();
+    stream.finish().unwrap();
+}
+
+/// aiomoqt's publisher offers its track with a bare PUBLISH (Forward 0) and
+/// no PUBLISH_NAMESPACE: the broadcast is announced, the offer is accepted
+/// (PUBLISH_OK, Forward 1) only once a subscriber wants the track, and the
+/// streams under the PUBLISH's alias reach that subscriber.
+#[monoio::test(enable_timer = true)]
+async fn a_publish_is_accepted_when_a_subscriber_comes_and_its_alias_carries_the_track() {
+    let shard = shard(settings());
+    let mut client = Client::connect(&shard).await;
+    client.send(publish(0, "video", 5)).await;
+
+    let subscriber = Peer::connect(
+        &shard,
+        crate::lite::Version::Lite06,
+        MemoryLimits::default(),
+    )
+    .await
+    .0;
+    let _announce = subscriber.wait_announced().await;
+    let _subscription = subscriber.open_subscribe(7, "video").await;
+
+    match client.reply().await {
+        ControlMessage::PublishOk(ok) => {
+            assert_eq!((ok.request_id, ok.forward), (0, true));
+            assert_eq!(ok.filter, Filter::LargestObject);
+        }
+        other => panic!("expected PUBLISH_OK, got {other:?}"),
+    }
+
+    let sent = frames(3, 150);
+    send_subgroup(&client, 5, 4, &sent).await;
+    let mut received = ReceivedGroup::accept(&subscriber).await;
+    assert_eq!(
+        (received.header.subscribe, received.header.sequence),
+        (7, 4)
+    );
+    for (_, payload) in &sent {
+        let (_, got) = received.frame().await.unwrap().expect("a frame");
+        assert_eq!(&got, payload);
+    }
+    assert!(received.frame().await.unwrap().is_none(), "the group ends");
+}
+
+/// Draft 14 section 9.13: a PUBLISH whose alias already names another track
+/// closes the session with DUPLICATE_TRACK_ALIAS.
+#[monoio::test(enable_timer = true)]
+async fn a_publish_reusing_an_alias_closes_the_session() {
+    let shard = shard(settings());
+    let mut client = Client::connect(&shard).await;
+    client.send(publish(0, "video", 5)).await;
+    client.send(publish(2, "audio", 5)).await;
+    within("close", client.transport.closed()).await;
+    let close = client.transport.close_reason().unwrap();
+    assert_eq!(close.code.0, SessionCode::DUPLICATE_TRACK_ALIAS.0);
+}
+
+/// A second PUBLISH of a track still on offer is refused alone, and
+/// PUBLISH_DONE withdraws the offer: a later PUBLISH of the track is taken.
+#[monoio::test(enable_timer = true)]
+async fn a_track_is_on_offer_once_until_its_publish_done() {
+    let shard = shard(settings());
+    let mut client = Client::connect(&shard).await;
+    client.send(publish(0, "video", 5)).await;
+    client.send(publish(2, "video", 6)).await;
+    match client.reply().await {
+        ControlMessage::PublishError(e) => assert_eq!((e.request_id, e.code), (2, 0x4)),
+        other => panic!("expected PUBLISH_ERROR, got {other:?}"),
+    }
+    client
+        .send(
+            PublishDone {
+                request_id: 0,
+                status: 0x2,
+                stream_count: 0,
+                reason: String::new(),
+            }
+            .into(),
+        )
+        .await;
+    client.send(publish(4, "video", 7)).await;
+
+    // The only offer left is request 4's: a subscriber gets its PUBLISH_OK.
+    let subscriber = Peer::connect(
+        &shard,
+        crate::lite::Version::Lite06,
+        MemoryLimits::default(),
+    )
+    .await
+    .0;
+    let _announce = subscriber.wait_announced().await;
+    let _subscription = subscriber.open_subscribe(7, "video").await;
+    match client.reply().await {
+        ControlMessage::PublishOk(ok) => assert_eq!(ok.request_id, 4),
+        other => panic!("expected PUBLISH_OK, got {other:?}"),
+    }
 }

@@ -436,6 +436,43 @@ pub fn spawn_moq_clock(args: &[&str]) -> Client {
     spawn_client(&[&[clock][..], args].concat())
 }
 
+/// The Python of the aiomoqt 0.13.3 venv that `scripts/install-clients.sh`
+/// makes under `$HOME/.cache/qumo/aiomoqt` (or `QUMO_AIOMOQT_PYTHON`).
+pub fn aiomoqt_python() -> PathBuf {
+    if let Some(path) = std::env::var_os("QUMO_AIOMOQT_PYTHON") {
+        return PathBuf::from(path);
+    }
+    let path = PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
+        .join(".cache/qumo/aiomoqt/bin/python");
+    assert!(
+        path.exists(),
+        "aiomoqt is not installed at {}: run scripts/install-clients.sh (or set QUMO_AIOMOQT_PYTHON)",
+        path.display()
+    );
+    path
+}
+
+/// `python ARGS` in the aiomoqt venv, its output unbuffered so that lines
+/// arrive as they are printed.
+pub fn spawn_aiomoqt(args: &[&str]) -> Client {
+    let python = aiomoqt_python();
+    let mut child = Command::new(python)
+        .args(args)
+        .env("PYTHONUNBUFFERED", "1")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the aiomoqt venv's python runs");
+    let stdout = Lines::collect(child.stdout.take().unwrap());
+    let stderr = Lines::collect(child.stderr.take().unwrap());
+    Client {
+        child,
+        stdout,
+        stderr,
+    }
+}
+
 /// `command[0]` with the rest as its arguments, as a [`Client`].
 fn spawn_client(command: &[&str]) -> Client {
     let mut child = Command::new(command[0])

@@ -1,0 +1,306 @@
+//! Interop over IETF moq-transport draft 14 (raw QUIC, ALPN `moq-00`) with
+//! aiomoqt 0.13.3, the Python stack (installed by
+//! `scripts/install-clients.sh`): its publisher example offers a track with
+//! PUBLISH and is read through qumo by its subscriber example and by a
+//! moq-lite subscriber; a moq-lite clock is read by an aiomoqt subscriber.
+//!
+//! Draft 22: aiomoqt 0.13.3 speaks it too (ALPN `moqt-22`, `--draft 22`).
+//! TODO(draft22): once qumo serves `moqt-22`, run each test below with
+//! `--draft 22` as well (the `DRAFT` argument of the helpers).
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use qumo::lite::Version;
+use support::lite::{within, Peer};
+use support::{is_tick, moq_clock, spawn_aiomoqt, Client, Relay};
+
+/// The only draft qumo serves IETF sessions on so far.
+const DRAFT: &str = "14";
+
+/// Payload size of the example publisher's objects in these tests.
+const OBJECT_SIZE: usize = 48;
+
+/// Objects per group of aiomoqt's example publisher (`GROUP_SIZE`).
+const GROUP_SIZE: usize = 30;
+
+/// How long a step that involves starting a Python client may take on a
+/// busy machine: a bound for a hang, not a speed target.
+const SLOW_STEP: Duration = Duration::from_secs(30);
+
+/// aiomoqt's example publisher (`aiomoqt.examples.pub_example`) on raw QUIC,
+/// trusting any certificate: 30 objects a second, 30 to a group.
+fn example_publisher(relay: &Relay, namespace: &str, track: &str) -> Client {
+    let url = format!("moqt://{}", relay.addr);
+    let size = OBJECT_SIZE.to_string();
+    spawn_aiomoqt(&[
+        "-m",
+        "aiomoqt.examples.pub_example",
+        &url,
+        "-k",
+        "--draft",
+        DRAFT,
+        "-N",
+        namespace,
+        "-T",
+        track,
+        "-r",
+        "30",
+        "-s",
+        &size,
+        "-t",
+        "300",
+    ])
+}
+
+/// What aiomoqt's `PublishedTrack` writes as object `object` of group
+/// `group`: `"{group}.{object}|"`, then bytes 0, 1, 2..., cut at the object
+/// size.
+fn expected_payload(group: u64, object: u64) -> Vec<u8> {
+    let mut payload = format!("{group}.{object}|").into_bytes();
+    payload.extend((0..OBJECT_SIZE).map(|i| (i & 0xff) as u8));
+    payload.truncate(OBJECT_SIZE);
+    payload
+}
+
+/// Wait until the relay announced `broadcast` from an IETF publisher.
+fn wait_announced(relay: &Relay, publisher: &Client, broadcast: &str) {
+    let needle = format!("broadcast={broadcast} active=true");
+    if relay.wait_for(&needle, SLOW_STEP).is_none() {
+        panic!(
+            "the relay never announced {broadcast}; publisher log:\n{:#?}\nrelay log:\n{}",
+            publisher.stderr.snapshot(),
+            relay.log()
+        );
+    }
+}
+
+/// Whether an aiomoqt client was refused with DOES_NOT_EXIST: with two
+/// shards, an announcement can reach the subscriber's shard a moment after
+/// the publisher's logged it, so such a subscriber is replaced.
+fn refused_as_unknown(client: &Client) -> bool {
+    client
+        .stderr
+        .snapshot()
+        .iter()
+        .chain(client.stdout.snapshot().iter())
+        .any(|l| l.contains("does not exist"))
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_aiomoqt_publisher_reaches_a_lite_subscriber() {
+    let relay = Relay::start(2);
+    let publisher = example_publisher(&relay, "live/aio", "counted");
+    wait_announced(&relay, &publisher, "live/aio");
+
+    let deadline = Instant::now() + SLOW_STEP;
+    let subscriber = loop {
+        let peer = Peer::connect(relay.addr, &relay.fingerprint, Version::Lite04).await;
+        match peer.subscribe(1, "live/aio", "counted", 0).await {
+            Ok(subscription) => break (peer, subscription),
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "the lite SUBSCRIBE was refused: {e}\nrelay log:\n{}",
+                relay.log()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (peer, _subscription) = subscriber;
+
+    // The hub was made for this subscriber, so the PUBLISH_OK it caused
+    // started the track: every group arrives whole, object i as frame i.
+    for _ in 0..3 {
+        let (header, frames) = within("a group from aiomoqt", SLOW_STEP, peer.read_group())
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "group stream failed: {e}\npublisher log:\n{:#?}\nrelay log:\n{}",
+                    publisher.stderr.snapshot(),
+                    relay.log()
+                )
+            });
+        assert_eq!(frames.len(), GROUP_SIZE, "group {}", header.sequence);
+        for (object, frame) in frames.iter().enumerate() {
+            assert_eq!(
+                &frame[..],
+                &expected_payload(header.sequence, object as u64)[..],
+                "group {} object {object}",
+                header.sequence
+            );
+        }
+    }
+    assert!(relay.count("ietf publish accepted") >= 1, "{}", relay.log());
+}
+
+#[test]
+fn aiomoqt_publisher_and_subscriber_examples_meet_through_qumo() {
+    let relay = Relay::start(2);
+    let publisher = example_publisher(&relay, "live/examples", "counted");
+    wait_announced(&relay, &publisher, "live/examples");
+    let url = format!("moqt://{}", relay.addr);
+
+    for _ in 0..5 {
+        // Subscribes for 3 s, then prints `Total: N objects, G groups, ...`.
+        let subscriber = spawn_aiomoqt(&[
+            "-m",
+            "aiomoqt.examples.sub_example",
+            &url,
+            "-k",
+            "--draft",
+            DRAFT,
+            "-N",
+            "live/examples",
+            "-T",
+            "counted",
+            "-t",
+            "3",
+        ]);
+        let deadline = Instant::now() + SLOW_STEP;
+        loop {
+            if let Some(total) = subscriber
+                .stdout
+                .snapshot()
+                .iter()
+                .find(|l| l.contains("Total:"))
+            {
+                let objects: u64 = total
+                    .split("Total:")
+                    .nth(1)
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .map(|n| n.replace(',', ""))
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| panic!("unreadable summary: {total}"));
+                // 3 s at 30 objects a second: at least one whole group even
+                // on a slow machine; none at all means nothing was relayed.
+                assert!(
+                    objects >= GROUP_SIZE as u64,
+                    "{total}\nsubscriber log:\n{:#?}\nrelay log:\n{}",
+                    subscriber.stderr.snapshot(),
+                    relay.log()
+                );
+                return;
+            }
+            if refused_as_unknown(&subscriber) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no summary from sub_example; its log:\n{:#?}\n{:#?}\nrelay log:\n{}",
+                subscriber.stdout.snapshot(),
+                subscriber.stderr.snapshot(),
+                relay.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    panic!("every sub_example was refused the track:\n{}", relay.log());
+}
+
+/// `(group, object id, payload)` of an `object group=G id=O payload=HEX`
+/// line of `tests/aiomoqt/subscribe.py`.
+fn parse_object(line: &str) -> Option<(u64, u64, Vec<u8>)> {
+    let rest = line.strip_prefix("object ")?;
+    let mut group = None;
+    let mut id = None;
+    let mut payload = None;
+    for field in rest.split_whitespace() {
+        let (key, value) = field.split_once('=')?;
+        match key {
+            "group" => group = value.parse().ok(),
+            "id" => id = value.parse().ok(),
+            "payload" => {
+                payload = (0..value.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(value.get(i..i + 2)?, 16).ok())
+                    .collect::<Option<Vec<u8>>>()
+            }
+            _ => {}
+        }
+    }
+    Some((group?, id?, payload?))
+}
+
+/// The clock ticks in what an aiomoqt subscriber printed: moq-clock writes
+/// a minute as one group, `YYYY-MM-DD HH:MM:` as object 0, then each
+/// second's `SS` as the next object.
+fn ticks(subscriber: &Client) -> Vec<String> {
+    let objects: Vec<_> = subscriber
+        .stdout
+        .snapshot()
+        .iter()
+        .filter_map(|l| parse_object(l))
+        .collect();
+    let mut ticks = Vec::new();
+    for (group, id, seconds) in &objects {
+        if *id == 0 {
+            continue;
+        }
+        let base = objects
+            .iter()
+            .find(|(g, i, _)| g == group && *i == 0)
+            .map(|(_, _, base)| base);
+        if let Some(base) = base {
+            let tick = format!(
+                "{}{}",
+                String::from_utf8_lossy(base),
+                String::from_utf8_lossy(seconds)
+            );
+            ticks.push(tick);
+        }
+    }
+    ticks
+}
+
+#[test]
+fn a_lite_clock_reaches_an_aiomoqt_subscriber() {
+    let relay = Relay::start(2);
+    let _publisher = moq_clock(&format!("moql://{}", relay.addr), "lite-to-aio", "publish");
+    relay
+        .wait_for("broadcast=lite-to-aio active=true", SLOW_STEP)
+        .expect("the relay saw the clock's announcement");
+    let port = relay.addr.port().to_string();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/aiomoqt/subscribe.py");
+
+    for _ in 0..5 {
+        let subscriber = spawn_aiomoqt(&[
+            script,
+            "--port",
+            &port,
+            "--draft",
+            DRAFT,
+            "--namespace",
+            "lite-to-aio",
+            "--track",
+            "seconds",
+        ]);
+        let deadline = Instant::now() + SLOW_STEP;
+        loop {
+            let ticks = ticks(&subscriber);
+            if ticks.len() >= 3 {
+                assert!(
+                    ticks.iter().all(|t| is_tick(t)),
+                    "not clock ticks: {ticks:?}"
+                );
+                assert!(relay.count("ietf subscribe") >= 1, "{}", relay.log());
+                return;
+            }
+            if refused_as_unknown(&subscriber) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "got {ticks:?}; subscriber log:\n{:#?}\n{:#?}\nrelay log:\n{}",
+                subscriber.stdout.snapshot(),
+                subscriber.stderr.snapshot(),
+                relay.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    panic!(
+        "every aiomoqt subscriber was refused the clock:\n{}",
+        relay.log()
+    );
+}
