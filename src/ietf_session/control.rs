@@ -346,6 +346,15 @@ impl ControlState {
         Ok(id)
     }
 
+    /// Take the next Request ID for a message of ours that has one but gets
+    /// no answer (SUBSCRIBE_UPDATE, which moq-net and aiomoqt number on draft
+    /// 14), or the REQUESTS_BLOCKED to send when the peer's limit is reached.
+    pub fn take_request_id(&mut self) -> Result<u64, RequestsBlocked> {
+        let id = self.open_request(RequestKind::Subscribe)?;
+        self.pending.remove(&id);
+        Ok(id)
+    }
+
     /// Our requests still waiting for an answer.
     pub fn pending_requests(&self) -> usize {
         self.pending.len()

@@ -15,10 +15,10 @@ use super::bridge::{namespace_to_path, path_to_namespace, BridgeError, Step, Sub
 use super::control::RequestKind;
 use super::state::{IetfSession, Offered, Upstream};
 use crate::ietf::{
-    Decode, DecodeError, Filter, GroupOrder, Parameters, Publish, PublishDone, PublishError,
-    PublishNamespace, PublishNamespaceDone, PublishNamespaceError, PublishNamespaceOk, PublishOk,
-    SessionCode, SubgroupHeader, SubgroupObject, Subscribe, SubscribeError, SubscribeOk,
-    Unsubscribe, Version,
+    Decode, DecodeError, Filter, GroupOrder, Location, Parameters, Publish, PublishDone,
+    PublishError, PublishNamespace, PublishNamespaceDone, PublishNamespaceError,
+    PublishNamespaceOk, PublishOk, SessionCode, SubgroupHeader, SubgroupObject, Subscribe,
+    SubscribeError, SubscribeOk, SubscribeUpdate, Unsubscribe, Version,
 };
 use crate::lite::StreamCode;
 use crate::message::{HubRef, MediaEvent, TrackKey, TrackName};
@@ -31,6 +31,9 @@ use crate::track::TrackProperties;
 /// PUBLISH_NAMESPACE_ERROR code for a refused namespace (draft 14: 0x0
 /// INTERNAL_ERROR .. ; "uninterested"/limits are reported as 0x0 by moq-net).
 const NAMESPACE_REFUSED: u64 = 0x0;
+
+/// The subscriber priority of the relay's own subscriptions upstream.
+const UPSTREAM_PRIORITY: u8 = 128;
 
 /// PUBLISH_ERROR UNINTERESTED (draft 14 section 9.15).
 const PUBLISH_UNINTERESTED: u64 = 0x4;
@@ -124,10 +127,9 @@ fn release<T: Transport>(session: &IetfSession<T>, path: &str) {
 }
 
 /// PUBLISH: the peer offers one track. Its broadcast is announced (as a
-/// PUBLISH_NAMESPACE would), and the offer waits, unanswered, until the
-/// router first wants the track: then PUBLISH_OK with Forward 1 starts it
-/// (see [`subscribe_upstream`]). A relay that answered at once would have
-/// to take objects nobody asked for, or pause them with a SUBSCRIBE_UPDATE.
+/// PUBLISH_NAMESPACE would) and the offer accepted at once with PUBLISH_OK
+/// and Forward 0: no objects flow until the router wants the track, when a
+/// SUBSCRIBE_UPDATE sets Forward 1 (see [`forward_publish`]).
 pub(super) fn publish<T: Transport>(session: &Rc<IetfSession<T>>, m: Publish) {
     let path = crate::origin::normalize(&namespace_to_path(&m.namespace));
     let key: TrackKey = Arc::new(TrackName {
@@ -175,6 +177,48 @@ pub(super) fn publish<T: Transport>(session: &Rc<IetfSession<T>>, m: Publish) {
             track_alias: m.track_alias,
         },
     );
+    session.send(
+        PublishOk {
+            request_id: m.request_id,
+            forward: false,
+            subscriber_priority: UPSTREAM_PRIORITY,
+            group_order: GroupOrder::Ascending,
+            filter: Filter::LargestObject,
+            parameters: Parameters::default(),
+        }
+        .into(),
+    );
+}
+
+/// SUBSCRIBE_UPDATE of a PUBLISH's subscription: Forward on or off. The
+/// update has a Request ID of its own and no answer (draft 14; moq-net and
+/// aiomoqt agree). `None` when the peer's MAX_REQUEST_ID leaves no room.
+fn update_forward<T: Transport>(
+    session: &IetfSession<T>,
+    subscription_request_id: u64,
+    forward: bool,
+) -> Option<()> {
+    let taken = session.control.borrow_mut().take_request_id();
+    let request_id = match taken {
+        Ok(id) => id,
+        Err(blocked) => {
+            session.send(blocked.into());
+            return None;
+        }
+    };
+    session.send(
+        SubscribeUpdate {
+            request_id,
+            subscription_request_id,
+            start: Location::default(),
+            end_group: 0,
+            subscriber_priority: UPSTREAM_PRIORITY,
+            forward,
+            parameters: Parameters::default(),
+        }
+        .into(),
+    );
+    Some(())
 }
 
 /// The session is over: its broadcasts end, its upstreams vanish.
@@ -228,7 +272,7 @@ fn subscribe_upstream<T: Transport>(session: &Rc<IetfSession<T>>, key: TrackKey,
     }
     let offered = publishing.offered.borrow_mut().remove(&key);
     if let Some(offered) = offered {
-        return accept_publish(session, key, hub, offered);
+        return forward_publish(session, key, hub, offered);
     }
     let opened = session
         .control
@@ -256,7 +300,7 @@ fn subscribe_upstream<T: Transport>(session: &Rc<IetfSession<T>>, key: TrackKey,
             request_id,
             namespace: path_to_namespace(&key.broadcast),
             name: key.track.clone(),
-            subscriber_priority: 128,
+            subscriber_priority: UPSTREAM_PRIORITY,
             group_order: GroupOrder::Ascending,
             forward: true,
             filter: Filter::LargestObject,
@@ -276,10 +320,10 @@ fn subscribe_upstream<T: Transport>(session: &Rc<IetfSession<T>>, key: TrackKey,
     );
 }
 
-/// The router wants a track the peer offered with PUBLISH: PUBLISH_OK with
-/// Forward 1, and its alias, bound now, routes the streams that follow to
-/// `hub` (no SUBSCRIBE_OK comes for a PUBLISH).
-fn accept_publish<T: Transport>(
+/// The router wants a track the peer offered with PUBLISH: Forward 1 by
+/// SUBSCRIBE_UPDATE, and the PUBLISH's alias, bound now, routes the streams
+/// that follow to `hub` (no SUBSCRIBE_OK comes for a PUBLISH).
+fn forward_publish<T: Transport>(
     session: &Rc<IetfSession<T>>,
     key: TrackKey,
     hub: HubRef,
@@ -287,21 +331,18 @@ fn accept_publish<T: Transport>(
 ) {
     let publishing = &session.publishing;
     let request_id = offered.request_id;
-    debug!(session = session.id, id = request_id, track = %key, "ietf publish accepted");
+    if update_forward(session, request_id, true).is_none() {
+        debug!(session = session.id, track = %key, "SUBSCRIBE_UPDATE blocked by MAX_REQUEST_ID");
+        publishing.offered.borrow_mut().insert(key, offered);
+        session
+            .shard
+            .to_hub(hub, MediaEvent::track_end(Some(StreamCode::NO_CAPACITY)));
+        return;
+    }
+    debug!(session = session.id, id = request_id, track = %key, "ietf publish forwarded");
     session
         .shard
         .to_hub(hub, MediaEvent::Properties(TrackProperties::default()));
-    session.send(
-        PublishOk {
-            request_id,
-            forward: true,
-            subscriber_priority: 128,
-            group_order: GroupOrder::Ascending,
-            filter: Filter::LargestObject,
-            parameters: Parameters::default(),
-        }
-        .into(),
-    );
     session.shard.stats.upstream_subscriptions_open.inc();
     publishing.by_hub.borrow_mut().insert(hub, request_id);
     publishing
@@ -322,9 +363,37 @@ fn cancel_upstream<T: Transport>(session: &Rc<IetfSession<T>>, hub: HubRef) {
     let Some(request_id) = session.publishing.by_hub.borrow_mut().remove(&hub) else {
         return;
     };
-    if let Some(upstream) = remove_upstream(session, request_id) {
-        upstream.cancelled.raise();
-        session.send(Unsubscribe { request_id }.into());
+    let alias = session
+        .publishing
+        .aliases
+        .borrow()
+        .iter()
+        .find(|(_, id)| **id == request_id)
+        .map(|(alias, _)| *alias);
+    let Some(upstream) = remove_upstream(session, request_id) else {
+        return;
+    };
+    upstream.cancelled.raise();
+    let published = session
+        .publishing
+        .published
+        .borrow()
+        .contains_key(&request_id);
+    match (published, alias) {
+        // A PUBLISH's subscription is paused, not ended: the track goes back
+        // on offer for the next subscriber.
+        (true, Some(track_alias)) => {
+            debug!(session = session.id, id = request_id, track = %upstream.key, "ietf publish paused");
+            session.publishing.offered.borrow_mut().insert(
+                upstream.key.clone(),
+                Offered {
+                    request_id,
+                    track_alias,
+                },
+            );
+            update_forward(session, request_id, false);
+        }
+        _ => session.send(Unsubscribe { request_id }.into()),
     }
 }
 

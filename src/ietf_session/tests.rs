@@ -414,15 +414,43 @@ async fn send_subgroup(client: &Client, alias: u64, group: u64, sent: &[(u64, By
     stream.finish().unwrap();
 }
 
+/// The relay's PUBLISH_OK, Forward 0, for PUBLISH `request_id`.
+async fn expect_publish_ok(client: &mut Client, request_id: u64) {
+    match client.reply().await {
+        ControlMessage::PublishOk(ok) => {
+            assert_eq!((ok.request_id, ok.forward), (request_id, false));
+            assert_eq!(ok.filter, Filter::LargestObject);
+        }
+        other => panic!("expected PUBLISH_OK for {request_id}, got {other:?}"),
+    }
+}
+
+/// The relay's SUBSCRIBE_UPDATE of PUBLISH `subscription`; its own Request
+/// ID, from the relay's odd sequence, is returned.
+async fn expect_forward(client: &mut Client, subscription: u64, forward: bool) -> u64 {
+    match client.reply().await {
+        ControlMessage::SubscribeUpdate(update) => {
+            assert_eq!(
+                (update.subscription_request_id, update.forward),
+                (subscription, forward)
+            );
+            assert_eq!(update.request_id % 2, 1, "a server's Request ID");
+            update.request_id
+        }
+        other => panic!("expected SUBSCRIBE_UPDATE, got {other:?}"),
+    }
+}
+
 /// aiomoqt's publisher offers its track with a bare PUBLISH (Forward 0) and
-/// no PUBLISH_NAMESPACE: the broadcast is announced, the offer is accepted
-/// (PUBLISH_OK, Forward 1) only once a subscriber wants the track, and the
-/// streams under the PUBLISH's alias reach that subscriber.
+/// no PUBLISH_NAMESPACE: the broadcast is announced and the PUBLISH accepted
+/// with Forward 0 at once; a subscriber turns Forward on (SUBSCRIBE_UPDATE),
+/// and the streams under the PUBLISH's alias reach it.
 #[monoio::test(enable_timer = true)]
-async fn a_publish_is_accepted_when_a_subscriber_comes_and_its_alias_carries_the_track() {
+async fn a_publish_is_forwarded_when_a_subscriber_comes_and_its_alias_carries_the_track() {
     let shard = shard(settings());
     let mut client = Client::connect(&shard).await;
     client.send(publish(0, "video", 5)).await;
+    expect_publish_ok(&mut client, 0).await;
 
     let subscriber = Peer::connect(
         &shard,
@@ -433,14 +461,7 @@ async fn a_publish_is_accepted_when_a_subscriber_comes_and_its_alias_carries_the
     .0;
     let _announce = subscriber.wait_announced().await;
     let _subscription = subscriber.open_subscribe(7, "video").await;
-
-    match client.reply().await {
-        ControlMessage::PublishOk(ok) => {
-            assert_eq!((ok.request_id, ok.forward), (0, true));
-            assert_eq!(ok.filter, Filter::LargestObject);
-        }
-        other => panic!("expected PUBLISH_OK, got {other:?}"),
-    }
+    expect_forward(&mut client, 0, true).await;
 
     let sent = frames(3, 150);
     send_subgroup(&client, 5, 4, &sent).await;
@@ -454,6 +475,32 @@ async fn a_publish_is_accepted_when_a_subscriber_comes_and_its_alias_carries_the
         assert_eq!(&got, payload);
     }
     assert!(received.frame().await.unwrap().is_none(), "the group ends");
+}
+
+/// When the last subscriber leaves, a PUBLISH's subscription is paused
+/// (Forward 0), not ended, and the next subscriber resumes the same one.
+#[monoio::test(enable_timer = true)]
+async fn a_publish_is_paused_when_its_subscribers_leave_and_resumed_for_the_next() {
+    let shard = shard(settings());
+    let mut client = Client::connect(&shard).await;
+    client.send(publish(0, "video", 5)).await;
+    expect_publish_ok(&mut client, 0).await;
+
+    let subscriber = Peer::connect(
+        &shard,
+        crate::lite::Version::Lite06,
+        MemoryLimits::default(),
+    )
+    .await
+    .0;
+    let _announce = subscriber.wait_announced().await;
+    let subscription = subscriber.open_subscribe(7, "video").await;
+    let first = expect_forward(&mut client, 0, true).await;
+    drop(subscription);
+    let second = expect_forward(&mut client, 0, false).await;
+    let _again = subscriber.open_subscribe(9, "video").await;
+    let third = expect_forward(&mut client, 0, true).await;
+    assert!(first < second && second < third, "{first} {second} {third}");
 }
 
 /// Draft 14 section 9.13: a PUBLISH whose alias already names another track
@@ -476,6 +523,7 @@ async fn a_track_is_on_offer_once_until_its_publish_done() {
     let shard = shard(settings());
     let mut client = Client::connect(&shard).await;
     client.send(publish(0, "video", 5)).await;
+    expect_publish_ok(&mut client, 0).await;
     client.send(publish(2, "video", 6)).await;
     match client.reply().await {
         ControlMessage::PublishError(e) => assert_eq!((e.request_id, e.code), (2, 0x4)),
@@ -493,8 +541,9 @@ async fn a_track_is_on_offer_once_until_its_publish_done() {
         )
         .await;
     client.send(publish(4, "video", 7)).await;
+    expect_publish_ok(&mut client, 4).await;
 
-    // The only offer left is request 4's: a subscriber gets its PUBLISH_OK.
+    // The only offer left is request 4's: a subscriber turns it on.
     let subscriber = Peer::connect(
         &shard,
         crate::lite::Version::Lite06,
@@ -504,8 +553,5 @@ async fn a_track_is_on_offer_once_until_its_publish_done() {
     .0;
     let _announce = subscriber.wait_announced().await;
     let _subscription = subscriber.open_subscribe(7, "video").await;
-    match client.reply().await {
-        ControlMessage::PublishOk(ok) => assert_eq!(ok.request_id, 4),
-        other => panic!("expected PUBLISH_OK, got {other:?}"),
-    }
+    expect_forward(&mut client, 4, true).await;
 }
