@@ -4,7 +4,8 @@
 #
 #   scripts/loadtest.sh [--shards N] [--profile NAME] [--subscribers S]
 #                       [--duration SECS] [--url URL [--metrics-url URL]]
-#                       [--transport quic|ws] [--cluster N] [--ramp] [--json FILE]
+#                       [--transport quic|ws] [--protocol lite|ietf-14]
+#                       [--cluster N] [--ramp] [--json FILE]
 #                       [--plot FILE]
 #
 # Builds release binaries, starts qumo-relay on a free loopback port with a
@@ -47,6 +48,10 @@ Options:
   --transport T       quic (default): clients dial raw QUIC; ws: QMux over a
                       WebSocket to the relay's TCP listener on the same port
                       (ws://HOST:PORT/PATH), publishers and subscribers alike
+  --protocol P        lite (default): subscribers speak moq-lite; ietf-14:
+                      they speak IETF moq-transport draft 14 (ALPN moq-00,
+                      raw QUIC only) while the publishers stay moq-lite, so
+                      the run measures the relay's lite -> IETF path
   --cluster N         start N relays (N >= 2) on loopback instead of one: relay
                       1 is the origin, relays 2..N each list it in
                       cluster.peers (a star: every edge dials the first); the
@@ -92,6 +97,7 @@ url=""
 metrics_url=""
 ramp=0
 transport=quic
+protocol=lite
 cluster=0
 json=""
 plot=""
@@ -121,6 +127,7 @@ while [ $# -gt 0 ]; do
         --json) need_value "$@"; json="$value" ;;
         --plot) need_value "$@"; plot="$value" ;;
         --transport) need_value "$@"; transport="$value" ;;
+        --protocol) need_value "$@"; protocol="$value" ;;
         --cluster) need_value "$@"; cluster="$value" ;;
         --ramp) ramp=1 ;;
         *) echo "loadtest.sh: unknown option $1 (see --help)" >&2; exit 64 ;;
@@ -135,6 +142,12 @@ case "$transport" in
     quic|ws) ;;
     *) echo "loadtest.sh: --transport is quic or ws" >&2; exit 64 ;;
 esac
+case "$protocol" in
+    lite|ietf-14) ;;
+    *) echo "loadtest.sh: --protocol is lite or ietf-14" >&2; exit 64 ;;
+esac
+[ "$protocol" = lite ] || [ "$transport" = quic ] \
+    || { echo "loadtest.sh: --protocol $protocol runs on --transport quic only" >&2; exit 64; }
 case "$profile" in
     fanout|audio|sd|hd|many-publishers|smoke) ;;
     *) echo "loadtest.sh: unknown profile $profile (see --help)" >&2; exit 64 ;;
@@ -366,7 +379,7 @@ else
     fi
 fi
 
-bench_args=(--url "$url" --transport "$transport" --profile "$profile" --threads "$bench_threads" "${bench_tls[@]}")
+bench_args=(--url "$url" --transport "$transport" --protocol "$protocol" --profile "$profile" --threads "$bench_threads" "${bench_tls[@]}")
 [ -n "$subscribers" ] && bench_args+=(--subscribers "$subscribers")
 [ -n "$duration" ] && bench_args+=(--duration "$duration")
 [ "$ramp" = 1 ] && bench_args+=(--ramp --p99-budget-ms "${LOADTEST_P99_BUDGET_MS:-200}")

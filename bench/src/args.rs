@@ -251,6 +251,19 @@ impl Default for RampPlan {
     }
 }
 
+/// What the subscribers speak (`--protocol`); publishers always speak
+/// moq-lite, so `ietf-14` measures the relay's lite ⇒ IETF path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Protocol {
+    /// moq-lite (`--version`).
+    #[default]
+    Lite,
+    /// IETF moq-transport draft 14, ALPN `moq-00`, raw QUIC only.
+    // TODO(draft22): `ietf-22` (ALPN `moqt-22`) once qumo serves it.
+    #[value(name = "ietf-14")]
+    Ietf14,
+}
+
 /// One bench run, fully resolved.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -263,6 +276,7 @@ pub struct Config {
     pub subscribe_urls: Vec<RelayUrl>,
     pub server_name: String,
     pub version: Version,
+    pub protocol: Protocol,
     pub tls: TlsCheck,
     pub profile: String,
     pub load: Load,
@@ -354,6 +368,10 @@ struct RunArgs {
     #[arg(long, value_name = "04|05|06", default_value = "05",
           value_parser = parse_version, help_heading = "Relay")]
     version: Version,
+    /// What subscribers speak: lite (--version), or ietf-14 (IETF
+    /// moq-transport draft 14 on raw QUIC; publishers stay moq-lite)
+    #[arg(long, value_enum, default_value_t = Protocol::Lite, help_heading = "Relay")]
+    protocol: Protocol,
     /// TLS server name (default: the URL's host)
     #[arg(long, value_name = "NAME", help_heading = "Relay")]
     server_name: Option<String>,
@@ -568,12 +586,16 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
             )
         }
     };
+    if a.protocol == Protocol::Ietf14 && a.transport != TransportKind::Quic {
+        return Err("--protocol ietf-14 runs on --transport quic only".into());
+    }
     let cfg = Config {
         server_name: a.server_name.unwrap_or_else(|| a.url.host.clone()),
         url: a.url,
         transport: a.transport,
         subscribe_urls: a.subscribe_urls,
         version: a.version,
+        protocol: a.protocol,
         tls,
         profile: profile.name.to_string(),
         load,
@@ -655,6 +677,17 @@ mod tests {
         assert_eq!(c.server_name, "127.0.0.1");
         assert_eq!(c.transport, TransportKind::Quic);
         assert!(!c.strict && c.progress && c.ramp.is_none());
+    }
+
+    #[test]
+    fn the_protocol_is_lite_or_ietf_14_on_quic() {
+        assert_eq!(run(&[]).unwrap().protocol, Protocol::Lite);
+        assert_eq!(
+            run(&["--protocol", "ietf-14"]).unwrap().protocol,
+            Protocol::Ietf14
+        );
+        assert!(run(&["--protocol", "ietf-14", "--transport", "ws"]).is_err());
+        assert!(run(&["--protocol", "ietf-22"]).is_err());
     }
 
     #[test]

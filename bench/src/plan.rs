@@ -30,6 +30,8 @@ pub struct Plan {
     /// `j % len`.
     pub subscriber_addrs: Vec<SocketAddr>,
     pub tls: Arc<rustls::ClientConfig>,
+    /// What IETF subscribers (`--protocol ietf-14`) dial with: ALPN `moq-00`.
+    pub subscriber_tls: Arc<rustls::ClientConfig>,
     /// Broadcast path prefix, unique to the run.
     pub prefix: String,
     pub t0: Instant,
@@ -63,6 +65,7 @@ impl Plan {
             subscribers,
             addr,
             subscriber_addrs: Vec::new(),
+            subscriber_tls: tls.clone(),
             tls,
             prefix,
             t0,

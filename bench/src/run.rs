@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use qumo_shards::{Runtime, RuntimeConfig, ShardContext};
 
 use crate::args::Config;
+use crate::args::Protocol;
 use crate::histogram::Histogram;
+use crate::ietf_subscriber::run_ietf_subscriber;
 use crate::plan::{Plan, Shard};
 use crate::procfs;
 use crate::publisher::run_publisher;
@@ -37,7 +39,10 @@ async fn shard_main(ctx: ShardContext<()>, plan: Arc<Plan>, tx: mpsc::Sender<Sha
         monoio::spawn(run_publisher(shard.clone(), ctx.clone(), p));
     }
     for j in (0..plan.subscribers).filter(|j| j % n == index) {
-        monoio::spawn(run_subscriber(shard.clone(), ctx.clone(), j));
+        match plan.cfg.protocol {
+            Protocol::Lite => monoio::spawn(run_subscriber(shard.clone(), ctx.clone(), j)),
+            Protocol::Ietf14 => monoio::spawn(run_ietf_subscriber(shard.clone(), ctx.clone(), j)),
+        };
     }
     let report = |fin: Option<Final>| ShardReport {
         shard: index,
@@ -174,6 +179,10 @@ pub fn run_once(
         .map(|source| RelaySampler::new(source, relay_baseline_kb))
         .transpose()?;
     let mut plan = Plan::new(cfg.clone(), subscribers, addr, tls, prefix);
+    if cfg.protocol == Protocol::Ietf14 {
+        plan.subscriber_tls =
+            crate::tls::client_config_alpn(&cfg.tls, qumo::ietf::ALPN_DRAFT14.as_bytes())?;
+    }
     plan.subscriber_addrs = cfg
         .subscribe_urls
         .iter()
@@ -462,7 +471,14 @@ pub fn run(cfg: &Config) -> Result<Report, String> {
         if cfg.ramp.is_some() { "ramp" } else { "run" },
         cfg.profile.clone(),
         cfg.url.dialled(cfg.transport),
-        cfg.version.alpn().to_string(),
+        match cfg.protocol {
+            Protocol::Lite => cfg.version.alpn().to_string(),
+            Protocol::Ietf14 => format!(
+                "{} publishers, {} subscribers",
+                cfg.version.alpn(),
+                qumo::ietf::ALPN_DRAFT14
+            ),
+        },
         threads(cfg),
         cfg.ramp.as_ref().map(|r| r.p99_budget_ms),
         steps,

@@ -26,7 +26,7 @@ use crate::session::{
 };
 
 /// How many newer groups may start before a missing one counts as lost.
-const LOSS_WINDOW: usize = 4;
+pub(crate) const LOSS_WINDOW: usize = 4;
 /// How long a subscription waits for its broadcast's announcement before
 /// it subscribes anyway (a relay need not announce to subscribers).
 const ANNOUNCE_WAIT: Duration = Duration::from_secs(2);
@@ -40,10 +40,20 @@ pub struct Wanted {
 }
 
 /// One SUBSCRIBE attempt.
-struct Subscription {
-    wanted: Rc<Wanted>,
-    tracker: RefCell<GroupTracker>,
-    delivered: Cell<bool>,
+pub(crate) struct Subscription {
+    pub(crate) wanted: Rc<Wanted>,
+    pub(crate) tracker: RefCell<GroupTracker>,
+    pub(crate) delivered: Cell<bool>,
+}
+
+impl Subscription {
+    pub(crate) fn new(wanted: Rc<Wanted>, tracker: GroupTracker) -> Self {
+        Subscription {
+            wanted,
+            tracker: RefCell::new(tracker),
+            delivered: Cell::new(false),
+        }
+    }
 }
 
 pub struct SubConn {
@@ -56,6 +66,18 @@ pub struct SubConn {
 }
 
 impl SubConn {
+    /// A subscriber connection wanting `wanted`, nothing subscribed yet.
+    pub(crate) fn new(conn: Connection, wanted: Vec<Rc<Wanted>>) -> Self {
+        SubConn {
+            conn,
+            wanted,
+            subs: RefCell::new(HashMap::new()),
+            next_id: Cell::new(0),
+            announced: RefCell::new(HashSet::new()),
+            announce_waiters: RefCell::new(Vec::new()),
+        }
+    }
+
     /// Open, with every wanted track delivering within `stale`.
     pub fn held(&self, now: Instant, stale: Duration) -> bool {
         self.conn.close_reason().is_none()
@@ -88,7 +110,7 @@ impl SubConn {
     }
 }
 
-fn apply(shard: &Shard, d: Delta) {
+pub(crate) fn apply(shard: &Shard, d: Delta) {
     let mut c = shard.c.borrow_mut();
     c.add_lost(d.lost);
     c.late_groups += d.late;

@@ -22,6 +22,14 @@ pub fn client_config(
     check: &TlsCheck,
     version: Version,
 ) -> Result<Arc<rustls::ClientConfig>, String> {
+    client_config_alpn(check, version.alpn().as_bytes())
+}
+
+/// A client config offering `alpn` only, checking as `check` says.
+pub fn client_config_alpn(
+    check: &TlsCheck,
+    alpn: &[u8],
+) -> Result<Arc<rustls::ClientConfig>, String> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| e.to_string())?;
@@ -54,7 +62,7 @@ pub fn client_config(
             builder.with_root_certificates(roots).with_no_client_auth()
         }
     };
-    config.alpn_protocols = vec![version.alpn().as_bytes().to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     Ok(Arc::new(config))
 }
 

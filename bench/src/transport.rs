@@ -85,6 +85,20 @@ impl BenchConn {
         }
     }
 
+    /// Dial the relay at `addr` over raw QUIC with `tls` (its ALPN picks
+    /// the protocol: the IETF subscribers' `moq-00`).
+    pub async fn connect_tls(
+        plan: &Plan,
+        ctx: &ShardContext<()>,
+        addr: SocketAddr,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Result<Self, String> {
+        ctx.connect(addr, &plan.cfg.server_name, tls)
+            .await
+            .map(BenchConn::Quic)
+            .map_err(|e| e.to_string())
+    }
+
     pub fn close_reason(&self) -> Option<ConnectionError> {
         match self {
             BenchConn::Quic(c) => c.close_reason(),
