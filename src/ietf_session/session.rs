@@ -9,9 +9,9 @@
 //! - one task per subscription (following the track replica like a lite
 //!   subscription) and one per group it sends (a subgroup stream).
 //!
-//! Not yet here: PUBLISH_NAMESPACE from an IETF publisher (answered with
-//! PUBLISH_NAMESPACE_ERROR NOT_SUPPORTED), SUBSCRIBE_NAMESPACE, FETCH, and
-//! filters other than LargestObject / NextGroupStart (refused, not guessed).
+//! The peer as a publisher (PUBLISH_NAMESPACE, PUBLISH, its subgroup
+//! streams) is `ingest`'s. Not yet here: FETCH, and filters other than
+//! LargestObject / NextGroupStart (refused, not guessed).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
