@@ -156,3 +156,35 @@ pub struct GroupSnapshot {
     /// `None` while the group is still open.
     pub ended: Option<GroupState>,
 }
+
+/// A FETCH forwarded to a track's publisher, named relay-wide: the shard
+/// of the session that asked for it and its id there. Ids are never
+/// reused on a shard, so a late reply for a fetch that gave up finds
+/// nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FetchRef {
+    pub shard: usize,
+    pub id: u64,
+}
+
+/// What a forwarded FETCH asks the publisher for: a whole group (the
+/// requesting shard cuts the frame range itself, since a lite-05 peer
+/// has no frame bounds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamFetch {
+    pub key: TrackKey,
+    pub group: u64,
+    pub priority: u8,
+}
+
+/// One step of a forwarded FETCH's answer, publisher's shard to requester's.
+#[derive(Debug, Clone)]
+pub enum FetchEvent {
+    /// The next frame of the group, in order from its first.
+    Frame { timestamp: u64, payload: Bytes },
+    /// The group is complete.
+    End,
+    /// The fetch failed: the peer's reset code, or the relay's own
+    /// (NOT_FOUND when the publisher cannot FETCH or is gone).
+    Reset(StreamCode),
+}

@@ -4,7 +4,7 @@
 //! touched by this shard's thread only; other shards reach it through
 //! [`ShardMessage`]s, handled in arrival order.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -15,8 +15,12 @@ use qumo_shards::ShardContext;
 use tracing::debug;
 
 use crate::config::Config;
-use crate::lite::Limits;
-use crate::message::{HubRef, MediaEvent, MeshBacklog, SessionRef, ShardMessage, TrackKey};
+use crate::fetch_sink::FetchSink;
+use crate::lite::{Limits, StreamCode};
+use crate::message::{
+    FetchEvent, FetchRef, HubRef, MediaEvent, MeshBacklog, SessionRef, ShardMessage, TrackKey,
+    UpstreamFetch,
+};
 use crate::metrics::RelayStats;
 use crate::origin::{Listener, Page};
 use crate::router::{owner_of, Output, Router, RouterConfig, SessionCommand};
@@ -47,6 +51,8 @@ pub struct Settings {
     pub max_buffered_frame_bytes_per_session: u64,
     pub setup_timeout: Duration,
     pub max_mesh_backlog: u64,
+    /// How long a FETCH forwarded to the publisher may take, end to end.
+    pub fetch_timeout: Duration,
     /// Streams a relay peer may have open at once (bidi, uni), raised to
     /// once the session is known to be one (`quic.peer_max_concurrent_*`).
     pub peer_stream_limits: (u32, u32),
@@ -78,6 +84,7 @@ impl Settings {
             max_buffered_frame_bytes_per_session: r.max_buffered_frame_bytes_per_session,
             setup_timeout: r.setup_timeout,
             max_mesh_backlog: r.max_mesh_backlog,
+            fetch_timeout: r.fetch_timeout,
             peer_stream_limits: (
                 config.quic.peer_max_concurrent_bidi_streams,
                 config.quic.peer_max_concurrent_uni_streams,
@@ -197,6 +204,10 @@ pub struct Shard {
     /// capacity (see [`Router::swap_output`]).
     draining: RefCell<VecDeque<Output>>,
     inboxes: RefCell<HashMap<u64, Rc<SessionInbox>>>,
+    /// FETCHes of this shard's sessions forwarded to a publisher, waiting
+    /// for their answer, by [`FetchRef::id`].
+    fetches: RefCell<HashMap<u64, Rc<FetchSink>>>,
+    next_fetch: Cell<u64>,
 }
 
 impl Shard {
@@ -231,6 +242,8 @@ impl Shard {
             router: RefCell::new(router),
             draining: RefCell::default(),
             inboxes: RefCell::new(HashMap::new()),
+            fetches: RefCell::default(),
+            next_fetch: Cell::new(0),
         }
     }
 
@@ -327,8 +340,18 @@ impl Shard {
     /// A command for a session that is gone: an upstream it will never
     /// open ends as if its publisher left.
     fn undelivered(&self, command: SessionCommand) {
-        if let SessionCommand::SubscribeUpstream { hub, .. } = command {
-            self.router.borrow_mut().to_hub(hub, MediaEvent::vanished());
+        match command {
+            SessionCommand::SubscribeUpstream { hub, .. } => {
+                self.router.borrow_mut().to_hub(hub, MediaEvent::vanished());
+            }
+            // A fetch it will never make is not found.
+            SessionCommand::Fetch { fetch, .. } => {
+                let event = FetchEvent::Reset(StreamCode::NOT_FOUND);
+                self.post(fetch.shard, ShardMessage::FetchReply { fetch, event });
+            }
+            SessionCommand::CancelUpstream { .. }
+            | SessionCommand::StopGroup { .. }
+            | SessionCommand::CancelFetch { .. } => {}
         }
     }
 
@@ -441,6 +464,50 @@ impl Shard {
         self.post(hub.owner, ShardMessage::Media { hub, event });
     }
 
+    // --- forwarded FETCH ------------------------------------------------
+
+    /// Forward a FETCH to `publisher` (on any shard): its session fetches
+    /// the group from its peer and the answer comes back to the returned
+    /// handle. Dropping the handle before the answer ends cancels it.
+    pub fn fetch_upstream(
+        self: &Rc<Self>,
+        publisher: SessionRef,
+        request: UpstreamFetch,
+    ) -> ForwardedFetch {
+        let id = self.next_fetch.get();
+        self.next_fetch.set(id + 1);
+        let fetch = FetchRef {
+            shard: self.index(),
+            id,
+        };
+        let sink = Rc::new(FetchSink::default());
+        self.fetches.borrow_mut().insert(id, sink.clone());
+        self.stats.upstream_fetches_opened.inc();
+        let message = ShardMessage::FetchUpstream {
+            publisher,
+            fetch,
+            request,
+        };
+        self.post(publisher.shard, message);
+        ForwardedFetch {
+            shard: self.clone(),
+            publisher,
+            fetch,
+            sink,
+            served: false,
+        }
+    }
+
+    /// A forwarded FETCH's session answers it: to the requesting shard.
+    pub fn fetch_reply(&self, fetch: FetchRef, event: FetchEvent) {
+        self.post(fetch.shard, ShardMessage::FetchReply { fetch, event });
+    }
+
+    /// FETCHes of this shard's sessions waiting for their answer.
+    pub fn fetches_waiting(&self) -> usize {
+        self.fetches.borrow().len()
+    }
+
     // --- messages -------------------------------------------------------
 
     pub fn handle(&self, message: ShardMessage) {
@@ -454,8 +521,61 @@ impl Shard {
         self.stats
             .mesh_inbox_messages
             .set(self.backlog.messages(me));
+        // A forwarded FETCH's answer goes to its waiting task; one that
+        // gave up is gone from the table and the rest is dropped.
+        if let ShardMessage::FetchReply { fetch, event } = message {
+            let sink = self.fetches.borrow().get(&fetch.id).cloned();
+            if let Some(sink) = sink {
+                sink.push(event);
+            }
+            return;
+        }
         let now = Instant::now();
         self.route(|router| router.handle(message, now))
+    }
+}
+
+/// A FETCH this shard forwarded to a publisher (see
+/// [`Shard::fetch_upstream`]): the answer as it comes. Dropped, it leaves
+/// the shard's table, and if the answer had not ended, the publisher's
+/// session is told to stop, so nothing outlives the requester.
+pub struct ForwardedFetch {
+    shard: Rc<Shard>,
+    publisher: SessionRef,
+    fetch: FetchRef,
+    sink: Rc<FetchSink>,
+    served: bool,
+}
+
+impl ForwardedFetch {
+    /// The next step of the answer, in order.
+    pub async fn next(&self) -> FetchEvent {
+        std::future::poll_fn(|cx| self.sink.poll_next(cx)).await
+    }
+
+    /// Every frame asked for reached the requester (counted as served;
+    /// any other end counts as failed).
+    pub fn served(&mut self) {
+        if !self.served {
+            self.served = true;
+            self.shard.stats.upstream_fetches_served.inc();
+        }
+    }
+}
+
+impl Drop for ForwardedFetch {
+    fn drop(&mut self) {
+        if !self.served {
+            self.shard.stats.upstream_fetches_failed.inc();
+        }
+        self.shard.fetches.borrow_mut().remove(&self.fetch.id);
+        if !self.sink.finished() {
+            let message = ShardMessage::FetchCancel {
+                publisher: self.publisher,
+                fetch: self.fetch,
+            };
+            self.shard.post(self.publisher.shard, message);
+        }
     }
 }
 
