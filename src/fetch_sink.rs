@@ -8,9 +8,9 @@ use std::task::{Context, Poll, Waker};
 
 use crate::model::FetchEvent;
 
-/// The answer so far of one forwarded FETCH. Bounded by the publisher's
-/// side, which stops a group past `relay.max_cached_bytes_per_track`;
-/// the requester also drains it as fast as its peer reads.
+/// The answer so far of one forwarded FETCH, unread by the requesting
+/// task. Bounded by the publisher's side, which sends no further frame
+/// while the fetch's `FetchWindow` is full.
 #[derive(Default)]
 pub struct FetchSink {
     queue: RefCell<VecDeque<FetchEvent>>,

@@ -24,8 +24,8 @@ use crate::handoff::Handoff;
 use crate::lite::StreamCode;
 use crate::model::TrackProperties;
 pub use crate::model::{
-    FetchEvent, FetchRef, GroupSnapshot, HubRef, MediaEvent, SessionRef, TrackKey, TrackName,
-    UpstreamFetch,
+    FetchEvent, FetchRef, FetchWindow, GroupSnapshot, HubRef, MediaEvent, SessionRef, TrackKey,
+    TrackName, UpstreamFetch,
 };
 
 #[derive(Debug)]

@@ -18,8 +18,8 @@ use crate::config::Config;
 use crate::fetch_sink::FetchSink;
 use crate::lite::{Limits, StreamCode};
 use crate::message::{
-    FetchEvent, FetchRef, HubRef, MediaEvent, MeshBacklog, SessionRef, ShardMessage, TrackKey,
-    UpstreamFetch,
+    FetchEvent, FetchRef, FetchWindow, HubRef, MediaEvent, MeshBacklog, SessionRef, ShardMessage,
+    TrackKey, UpstreamFetch,
 };
 use crate::metrics::RelayStats;
 use crate::origin::{Listener, Page};
@@ -206,7 +206,7 @@ pub struct Shard {
     inboxes: RefCell<HashMap<u64, Rc<SessionInbox>>>,
     /// FETCHes of this shard's sessions forwarded to a publisher, waiting
     /// for their answer, by [`FetchRef::id`].
-    fetches: RefCell<HashMap<u64, Rc<FetchSink>>>,
+    fetches: RefCell<HashMap<u64, (Rc<FetchSink>, FetchWindow)>>,
     next_fetch: Cell<u64>,
 }
 
@@ -481,7 +481,10 @@ impl Shard {
             id,
         };
         let sink = Rc::new(FetchSink::default());
-        self.fetches.borrow_mut().insert(id, sink.clone());
+        let window = request.window.clone();
+        self.fetches
+            .borrow_mut()
+            .insert(id, (sink.clone(), window.clone()));
         self.stats.upstream_fetches_opened.inc();
         let message = ShardMessage::FetchUpstream {
             publisher,
@@ -494,6 +497,7 @@ impl Shard {
             publisher,
             fetch,
             sink,
+            window,
             served: false,
         }
     }
@@ -506,6 +510,12 @@ impl Shard {
     /// FETCHes of this shard's sessions waiting for their answer.
     pub fn fetches_waiting(&self) -> usize {
         self.fetches.borrow().len()
+    }
+
+    /// Bytes of their answers sent and not yet written on.
+    pub fn fetch_bytes_in_flight(&self) -> u64 {
+        let fetches = self.fetches.borrow();
+        fetches.values().map(|(_, window)| window.in_flight()).sum()
     }
 
     // --- messages -------------------------------------------------------
@@ -524,7 +534,7 @@ impl Shard {
         // A forwarded FETCH's answer goes to its waiting task; one that
         // gave up is gone from the table and the rest is dropped.
         if let ShardMessage::FetchReply { fetch, event } = message {
-            let sink = self.fetches.borrow().get(&fetch.id).cloned();
+            let sink = self.fetches.borrow().get(&fetch.id).map(|f| f.0.clone());
             if let Some(sink) = sink {
                 sink.push(event);
             }
@@ -544,6 +554,7 @@ pub struct ForwardedFetch {
     publisher: SessionRef,
     fetch: FetchRef,
     sink: Rc<FetchSink>,
+    window: FetchWindow,
     served: bool,
 }
 
@@ -551,6 +562,11 @@ impl ForwardedFetch {
     /// The next step of the answer, in order.
     pub async fn next(&self) -> FetchEvent {
         std::future::poll_fn(|cx| self.sink.poll_next(cx)).await
+    }
+
+    /// The answer's bytes in flight: take off each frame written on.
+    pub fn window(&self) -> &FetchWindow {
+        &self.window
     }
 
     /// Every frame asked for reached the requester (counted as served;

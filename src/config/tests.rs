@@ -596,7 +596,10 @@ fn zero_setup_timeout_is_refused() {
 fn zero_fetch_timeout_is_refused() {
     let (key, _) = bad_value("relay: {fetch_timeout: 0s}");
     assert_eq!(key, "relay.fetch_timeout");
-    assert_eq!(Config::default().relay.fetch_timeout, Duration::from_secs(10));
+    assert_eq!(
+        Config::default().relay.fetch_timeout,
+        Duration::from_secs(10)
+    );
 }
 
 #[test]

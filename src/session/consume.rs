@@ -664,7 +664,7 @@ async fn fetch_from_peer<T: Transport>(
         let _ = send
             .write_chunk(session.encode(&[&BidiType::Fetch, &fetch]))
             .await;
-        read_fetched(session, &mut reader, answer).await
+        read_fetched(session, &mut reader, request, answer).await
     };
     let result = match race(exchange, stopped).await {
         Either::Left(result) => result,
@@ -684,12 +684,19 @@ async fn fetch_from_peer<T: Transport>(
     result
 }
 
+/// How often a forwarded FETCH whose requester lags looks at its window
+/// again. Only a requester that does not read makes it wait, so a short
+/// poll is cheaper than a wake-up across shards for every frame.
+const FETCH_WINDOW_POLL: std::time::Duration = std::time::Duration::from_millis(5);
+
 async fn read_fetched<T: Transport>(
     session: &Rc<Session<T>>,
     reader: &mut StreamReader<T::Recv>,
+    request: &UpstreamFetch,
     answer: &FetchAnswer,
 ) -> Result<(), StreamCode> {
     let settings = &session.shard.settings;
+    let window = &request.window;
     let mut timestamps = Timestamps::default();
     let (mut frames, mut bytes) = (0usize, 0u64);
     loop {
@@ -731,6 +738,11 @@ async fn read_fetched<T: Transport>(
             Err(e) => return Err(e.stream_code(&session.transport)),
         };
         session.shard.mesh_clear().await;
+        // A requester that does not read holds the peer back, not memory.
+        while window.full() {
+            monoio::time::sleep(FETCH_WINDOW_POLL).await;
+        }
+        window.sent(payload.len() as u64);
         answer.frame(timestamp, payload);
     }
 }

@@ -26,7 +26,7 @@ use super::state::Session;
 use super::transport::{SendStream, Transport};
 use crate::auth::Refusal;
 use crate::lite::{Encode, Fetch, FrameHeader, StreamCode, Timestamps};
-use crate::message::{FetchEvent, TrackKey, TrackName, UpstreamFetch};
+use crate::message::{FetchEvent, FetchWindow, TrackKey, TrackName, UpstreamFetch};
 use crate::shard::ForwardedFetch;
 use crate::task::{race, Either};
 use crate::track::{Group, NextFrame, TrackReplica, TrackState};
@@ -199,6 +199,7 @@ async fn serve_upstream<T: Transport>(
         key: key.clone(),
         group: request.group,
         priority: request.priority,
+        window: FetchWindow::default(),
     };
     let mut forwarded = session.shard.fetch_upstream(publisher, upstream);
     let timeout = monoio::time::sleep(session.shard.settings.fetch_timeout);
@@ -228,6 +229,7 @@ async fn relay_answer<T: Transport>(
         }
         match forwarded.next().await {
             FetchEvent::Frame { timestamp, payload } => {
+                let size = payload.len() as u64;
                 if index >= request.start_frame
                     && write_frame(session, send, &mut timestamps, timestamp, payload)
                         .await
@@ -235,6 +237,7 @@ async fn relay_answer<T: Transport>(
                 {
                     return FetchEnd::Lost;
                 }
+                forwarded.window().written(size);
                 index += 1;
             }
             FetchEvent::End if index > request.start_frame || request.start_frame == 0 => {

@@ -1166,6 +1166,60 @@ async fn a_forwarded_fetch_past_its_deadline_is_cancelled_upstream() {
 }
 
 #[monoio::test(enable_timer = true)]
+async fn a_forwarded_fetch_nobody_reads_holds_the_publisher_back() {
+    let shard = shard(small_cache());
+    let (publisher, subscriber, _keep) = evicted(&shard, (Version::Lite06, Version::Lite06)).await;
+    let (_send, mut reply) = subscriber.open(BidiType::Fetch, &fetch(0, 0, None)).await;
+    let (_, mut up_send, _up_reader) = publisher.next_fetch().await;
+    // 4 MiB, far more than the window and the two streams' windows.
+    let big = frames(64, 64 << 10);
+    let peak = Rc::new(std::cell::Cell::new(0));
+    let done = Rc::new(std::cell::Cell::new(false));
+    let sampler = {
+        let (shard, peak, done) = (shard.clone(), peak.clone(), done.clone());
+        async move {
+            while !done.get() {
+                peak.set(peak.get().max(shard.fetch_bytes_in_flight()));
+                monoio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    };
+    monoio::spawn(sampler);
+    let writer = async {
+        publisher.answer_fetch(&mut up_send, &big).await;
+        up_send.finish().unwrap();
+        std::future::pending::<()>().await
+    };
+    let reader = async {
+        // The subscriber reads nothing until the window is full.
+        eventually("the window to fill", || {
+            shard.fetch_bytes_in_flight() > crate::model::FetchWindow::BYTES
+        })
+        .await;
+        fetched(&mut reply).await.unwrap()
+    };
+    let got = match crate::task::race(writer, reader).await {
+        crate::task::Either::Right(got) => got,
+        crate::task::Either::Left(()) => unreachable!("the writer never ends"),
+    };
+    done.set(true);
+    let want: Vec<_> = big.iter().map(|(t, p)| (Some(*t), p.clone())).collect();
+    assert!(
+        got == want,
+        "{} of {} frames came back intact",
+        got.len(),
+        want.len()
+    );
+    // At most the window and the frame that crossed it.
+    assert!(
+        peak.get() <= crate::model::FetchWindow::BYTES + (64 << 10),
+        "{} bytes in flight",
+        peak.get()
+    );
+    fetches_settled(&shard).await;
+}
+
+#[monoio::test(enable_timer = true)]
 async fn a_fetch_the_publisher_cannot_answer_is_not_found() {
     let shard = shard(small_cache());
     // Lite-04 has no FETCH.
