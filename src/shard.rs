@@ -663,4 +663,142 @@ mod tests {
         assert_eq!(replica.state(), TrackState::Ended(None));
         assert_eq!(shard.stats.sessions_open.get(), 0);
     }
+
+    /// Two shards on one thread, each message delivered by a task here in
+    /// the order sent, as the runtime's mesh does between two threads.
+    #[derive(Default)]
+    struct TwoShards {
+        queue: RefCell<VecDeque<(usize, ShardMessage)>>,
+        waker: RefCell<Option<Waker>>,
+    }
+
+    struct Port(usize, Rc<TwoShards>);
+
+    impl Mesh for Port {
+        fn index(&self) -> usize {
+            self.0
+        }
+
+        fn shard_count(&self) -> usize {
+            2
+        }
+
+        fn send(&self, to: usize, message: ShardMessage) -> Result<(), ShardMessage> {
+            self.1.queue.borrow_mut().push_back((to, message));
+            if let Some(waker) = self.1.waker.borrow_mut().take() {
+                waker.wake();
+            }
+            Ok(())
+        }
+    }
+
+    fn two_shards() -> [Rc<Shard>; 2] {
+        let net = Rc::new(TwoShards::default());
+        let backlog = Arc::new(MeshBacklog::default());
+        let shards = [0, 1].map(|index| {
+            Rc::new(Shard::new(
+                Box::new(Port(index, net.clone())),
+                Settings::from_config(&Config::default()),
+                1,
+                Arc::new(RelayStats::default()),
+                backlog.clone(),
+            ))
+        });
+        let weak = shards.each_ref().map(Rc::downgrade);
+        monoio::spawn(async move {
+            loop {
+                let (to, message) = std::future::poll_fn(|cx| {
+                    let next = net.queue.borrow_mut().pop_front();
+                    match next {
+                        Some(next) => Poll::Ready(next),
+                        None => {
+                            *net.waker.borrow_mut() = Some(cx.waker().clone());
+                            Poll::Pending
+                        }
+                    }
+                })
+                .await;
+                let Some(shard) = weak[to].upgrade() else {
+                    return;
+                };
+                shard.handle(message);
+            }
+        });
+        shards
+    }
+
+    #[monoio::test(enable_timer = true)]
+    async fn a_fetch_crosses_to_the_publishers_shard_and_its_answer_comes_back() {
+        let [here, there] = two_shards();
+        let publisher = SessionRef { shard: 1, id: 5 };
+        let inbox = there.register_session(publisher);
+        let request = |group| UpstreamFetch {
+            key: Arc::new(TrackName {
+                broadcast: "live".into(),
+                track: "video".into(),
+            }),
+            group,
+            priority: 0,
+            window: FetchWindow::default(),
+        };
+        let next_command = || async {
+            until(|| !inbox.queue.borrow().is_empty()).await;
+            inbox.queue.borrow_mut().pop_front()
+        };
+
+        // Answered: the frame and the end come back to the handle.
+        let mut forwarded = here.fetch_upstream(publisher, request(7));
+        let Some(SessionCommand::Fetch {
+            fetch,
+            request: asked,
+        }) = next_command().await
+        else {
+            panic!("no FETCH in the publisher's inbox");
+        };
+        assert_eq!((fetch.shard, asked.group), (0, 7));
+        let payload = bytes::Bytes::from_static(b"frame");
+        there.fetch_reply(
+            fetch,
+            FetchEvent::Frame {
+                timestamp: 3,
+                payload,
+            },
+        );
+        there.fetch_reply(fetch, FetchEvent::End);
+        let first = crate::session::tests::within("a frame", forwarded.next()).await;
+        assert!(
+            matches!(first, FetchEvent::Frame { timestamp: 3, .. }),
+            "{first:?}"
+        );
+        let last = crate::session::tests::within("the end", forwarded.next()).await;
+        assert!(matches!(last, FetchEvent::End), "{last:?}");
+        forwarded.served();
+        drop(forwarded);
+
+        // A publisher that is gone: NOT_FOUND.
+        let gone = SessionRef { shard: 1, id: 6 };
+        let forwarded = here.fetch_upstream(gone, request(8));
+        let end = crate::session::tests::within("the refusal", forwarded.next()).await;
+        assert!(
+            matches!(end, FetchEvent::Reset(StreamCode::NOT_FOUND)),
+            "{end:?}"
+        );
+        drop(forwarded);
+
+        // Given up before its answer: the publisher's session is told.
+        let forwarded = here.fetch_upstream(publisher, request(9));
+        let Some(SessionCommand::Fetch { fetch, .. }) = next_command().await else {
+            panic!("no FETCH in the publisher's inbox");
+        };
+        drop(forwarded);
+        let cancel = next_command().await;
+        assert_eq!(cancel, Some(SessionCommand::CancelFetch { fetch }));
+        // A late answer finds nobody and is dropped.
+        there.fetch_reply(fetch, FetchEvent::End);
+        assert_eq!(here.fetches_waiting(), 0);
+        let stats = &here.stats;
+        assert_eq!(stats.upstream_fetches_opened.get(), 3);
+        assert_eq!(stats.upstream_fetches_served.get(), 1);
+        assert_eq!(stats.upstream_fetches_failed.get(), 2);
+    }
 }
