@@ -1253,6 +1253,13 @@ async fn probe_streams_report_the_connections_estimate() {
     let first = within("a PROBE", reports.expect::<Probe>()).await.unwrap();
     assert_eq!((first.bitrate, first.rtt), (Some(20_000_000), Some(40)));
 
+    // Nothing moves: the probe samples no more until the estimate may
+    // have changed (its repeat is 10 s away). Five sampling intervals
+    // of nothing, which a probe sampling on a clock would fill.
+    let sampled = relay.estimate_reads();
+    monoio::time::sleep(5 * super::probe::PROBE_INTERVAL).await;
+    assert_eq!(relay.estimate_reads(), sampled, "an idle probe sampled");
+
     // Half as much again: reported at the next sample, not after the max age.
     relay.set_estimate(Estimate {
         send_rate: Some(30_000_000),
