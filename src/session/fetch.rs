@@ -7,10 +7,13 @@
 //! upstream if nobody did): a past group still in the hub's cache, or the
 //! rest of the group a subscriber joined late, is served from there; the
 //! group right after the newest one is waited for (bounded), since the
-//! publisher is about to send it. Anything else, a group older than the
-//! cache or never published, is NOT_FOUND: moq-lite has no FETCH_OK, a
-//! publisher without the group resets the stream. It counts against
-//! `relay.max_subscriptions_per_session` like a SUBSCRIBE.
+//! publisher is about to send it. A group older than what the replica holds
+//! (evicted, or from before the relay subscribed) is asked of the track's
+//! publisher (`Shard::fetch_upstream`, see ARCHITECTURE.md) and passed on
+//! as it comes back, within `relay.fetch_timeout`. Anything else, a group
+//! too far ahead or past the track's end, is NOT_FOUND: moq-lite has no
+//! FETCH_OK, a publisher without the group resets the stream. It counts
+//! against `relay.max_subscriptions_per_session` like a SUBSCRIBE.
 
 use std::future::{pending, poll_fn};
 use std::rc::Rc;
