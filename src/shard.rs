@@ -664,6 +664,14 @@ mod tests {
         assert_eq!(shard.stats.sessions_open.get(), 0);
     }
 
+    /// `f`'s output, or a panic naming `what` after five seconds.
+    async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
+        match monoio::time::timeout(Duration::from_secs(5), f).await {
+            Ok(out) => out,
+            Err(_) => panic!("{what}: nothing within 5 s"),
+        }
+    }
+
     /// Two shards on one thread, each message delivered by a task here in
     /// the order sent, as the runtime's mesh does between two threads.
     #[derive(Default)]
@@ -765,12 +773,12 @@ mod tests {
             },
         );
         there.fetch_reply(fetch, FetchEvent::End);
-        let first = crate::session::tests::within("a frame", forwarded.next()).await;
+        let first = within("a frame", forwarded.next()).await;
         assert!(
             matches!(first, FetchEvent::Frame { timestamp: 3, .. }),
             "{first:?}"
         );
-        let last = crate::session::tests::within("the end", forwarded.next()).await;
+        let last = within("the end", forwarded.next()).await;
         assert!(matches!(last, FetchEvent::End), "{last:?}");
         forwarded.served();
         drop(forwarded);
@@ -778,7 +786,7 @@ mod tests {
         // A publisher that is gone: NOT_FOUND.
         let gone = SessionRef { shard: 1, id: 6 };
         let forwarded = here.fetch_upstream(gone, request(8));
-        let end = crate::session::tests::within("the refusal", forwarded.next()).await;
+        let end = within("the refusal", forwarded.next()).await;
         assert!(
             matches!(end, FetchEvent::Reset(StreamCode::NOT_FOUND)),
             "{end:?}"
