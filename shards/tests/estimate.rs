@@ -6,8 +6,8 @@ mod common;
 use common::*;
 use qumo_shards::{Connection, Runtime, ShardContext, Steering};
 
-/// On each stream: the epoch at once, then (after the peer's next bytes
-/// arrived) the epoch the wake-up saw.
+/// On each stream: the epoch at once, then the epoch the wake-up saw
+/// (the next packet from the peer: an ACK, or the bytes it sends next).
 async fn epoch_shard(ctx: ShardContext<()>) {
     while let Some(conn) = ctx.accept().await {
         monoio::spawn(epochs(conn));
@@ -31,6 +31,8 @@ async fn epochs(conn: Connection) {
                 .write_chunk(bytes::Bytes::copy_from_slice(&after.to_be_bytes()))
                 .await;
             let _ = send.finish();
+            // Read to the peer's FIN: its later bytes are not refused.
+            while let Ok(Some(_)) = recv.read_chunk(usize::MAX).await {}
         });
     }
 }
@@ -46,7 +48,8 @@ async fn the_next_packet_from_the_peer_wakes_an_estimate_sampler() {
     send.write_all(b"first").await.unwrap();
     let mut before = [0u8; 8];
     recv.read_exact(&mut before).await.unwrap();
-    // More from us: a packet the server handles, which must wake it.
+    // More from us: a packet the server handles, which must wake it (if
+    // our ACK of its answer has not already).
     send.write_all(b"second").await.unwrap();
     send.finish().unwrap();
     let mut after = [0u8; 8];
