@@ -22,7 +22,7 @@ use crate::ietf::{
     SubscribeError, SubscribeOk, SubscribeUpdate, Unsubscribe, Version,
 };
 use crate::lite::StreamCode;
-use crate::message::{HubRef, MediaEvent, TrackKey, TrackName};
+use crate::message::{FetchEvent, HubRef, MediaEvent, TrackKey, TrackName};
 use crate::router::SessionCommand;
 use crate::session::transport::{RecvStream, Transport};
 use crate::shard::SessionInbox;
@@ -263,6 +263,11 @@ pub(super) async fn commands<T: Transport>(session: Rc<IetfSession<T>>, inbox: R
             // Groups are read whole; a stop is honoured when the hub sees
             // the group end.
             SessionCommand::StopGroup { .. } => {}
+            // Draft-14 FETCH upstream is not built: the group is not found.
+            SessionCommand::Fetch { fetch, .. } => session
+                .shard
+                .fetch_reply(fetch, FetchEvent::Reset(StreamCode::NOT_FOUND)),
+            SessionCommand::CancelFetch { .. } => {}
         }
     }
 }
