@@ -125,6 +125,12 @@ fn main() -> ExitCode {
     if auth.is_none() {
         tracing::warn!("no auth section: anyone may publish and subscribe anywhere");
     }
+    // The TCP side of the port takes TLS too (`wss://`, `https://`), with
+    // the QUIC certificate: one port, told apart by the first byte.
+    let tcp_tls = match qumo::tls::tcp_server_tls(&tls.config) {
+        Ok(config) => config,
+        Err(e) => return fail(format_args!("TLS for the TCP listener: {e}"), 1),
+    };
     let runtime_config = config.runtime_config(tls.config);
     tracing::debug!(?runtime_config, "runtime configuration");
 
@@ -148,6 +154,7 @@ fn main() -> ExitCode {
                 http_limits,
                 certificate_stats.clone(),
                 websocket.clone().map(qumo::websocket::upgrader),
+                Some(tcp_tls),
             ) {
                 Ok(server) => Some(server),
                 Err(e) => {

@@ -64,6 +64,9 @@ use crate::qmux::{QmuxError, QmuxTransport};
 use crate::session::transport::Transport;
 use crate::task::race;
 
+/// A `wss://` connection on the HTTP thread.
+type TlsStream = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+
 pub mod client;
 
 /// The QMux draft this relay speaks, as a subprotocol prefix.
@@ -194,6 +197,8 @@ impl Write for Buffers {
 
 struct Socket {
     ws: WebSocketContext,
+    /// For `wss://`: the TLS session between the socket and `io`.
+    tls: Option<Box<rustls::ServerConnection>>,
     io: Buffers,
     /// The WebSocket close code to end with, once QMux has said its last.
     close: Option<CloseCode>,
@@ -207,6 +212,62 @@ impl Socket {
         if let Some(waker) = self.writer.take() {
             waker.wake();
         }
+    }
+
+    /// Take `bytes` from the socket: as they are, or through TLS (its
+    /// records decrypted, and the plaintext appended to the input). Also
+    /// called with nothing, for what the TLS session already held when it
+    /// arrived. True once the peer has sent TLS `close_notify`.
+    fn receive(&mut self, mut bytes: &[u8]) -> std::io::Result<bool> {
+        let Some(tls) = self.tls.as_deref_mut() else {
+            self.io.input.extend_from_slice(bytes);
+            return Ok(false);
+        };
+        loop {
+            if !bytes.is_empty() {
+                // Takes what rustls' record buffer has room for.
+                tls.read_tls(&mut bytes)?;
+            }
+            tls.process_new_packets()
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            let mut chunk = [0u8; 16 * 1024];
+            loop {
+                match tls.reader().read(&mut chunk) {
+                    Ok(0) => return Ok(true),
+                    Ok(n) => self.io.input.extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            if bytes.is_empty() {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// What goes to the socket now: tungstenite's output as it is, or
+    /// encrypted, with whatever else TLS has to send (its alerts, and
+    /// `close_notify` when `last`).
+    fn outgoing(&mut self, last: bool) -> Vec<u8> {
+        let plain = std::mem::take(&mut self.io.output);
+        let Some(tls) = self.tls.as_deref_mut() else {
+            return plain;
+        };
+        if !plain.is_empty() {
+            // Unbounded (see `drive_stream`), so rustls takes it all; it
+            // refuses only after a fatal error, when nothing more is sent.
+            let _ = tls.writer().write_all(&plain);
+        }
+        if last {
+            tls.send_close_notify();
+        }
+        let mut out = Vec::with_capacity(plain.len() + 256);
+        while tls.wants_write() {
+            if tls.write_tls(&mut out).is_err() {
+                break;
+            }
+        }
+        out
     }
 }
 
@@ -228,10 +289,11 @@ pub async fn drive(
     transport: QmuxTransport,
     socket: std::net::TcpStream,
     early: Bytes,
+    tls: Option<Box<rustls::ServerConnection>>,
     stats: Arc<RelayStats>,
 ) {
     match monoio::net::TcpStream::from_std(socket) {
-        Ok(stream) => drive_stream(transport, stream, early, stats).await,
+        Ok(stream) => drive_stream(transport, stream, early, tls, stats).await,
         Err(error) => {
             debug!(%error, "WebSocket socket unusable on the shard");
             transport.lost();
@@ -241,11 +303,15 @@ pub async fn drive(
 
 /// [`drive`] on a socket already in the shard's runtime (a client's, from
 /// [`client::dial`]). The WebSocket's role is the transport's: a server
-/// end reads masked frames, a client end masks what it writes.
+/// end reads masked frames, a client end masks what it writes. With `tls`
+/// (`wss://`), every byte on the socket goes through that session, driven
+/// sans-IO: `early` is plaintext hyper read past the request, and the
+/// session may hold more, read but not yet taken.
 pub async fn drive_stream(
     transport: QmuxTransport,
     stream: monoio::net::TcpStream,
     early: Bytes,
+    mut tls: Option<Box<rustls::ServerConnection>>,
     stats: Arc<RelayStats>,
 ) {
     let role = match transport.is_server() {
@@ -256,14 +322,37 @@ pub async fn drive_stream(
     let (read, write) = stream.into_split();
     let mut io = Buffers::default();
     io.input.extend_from_slice(&early);
-    let state = Rc::new(RefCell::new(Socket {
+    if let Some(tls) = tls.as_deref_mut() {
+        // The writer drains the session after every batch (at most
+        // 64 KiB and a frame), so its own cap (64 KiB, which would make a
+        // larger write short) is not needed to bound it.
+        tls.set_buffer_limit(None);
+    }
+    let mut socket = Socket {
         ws: WebSocketContext::new(role, Some(ws_config())),
+        tls,
         io,
         close: None,
         writer: None,
         read_done: false,
-    }));
-    let reader = monoio::spawn(read_loop(read, state.clone(), transport.clone(), stats));
+    };
+    // What the TLS session read on the HTTP thread and hyper did not take.
+    let peer_ended = match socket.receive(&[]) {
+        Ok(ended) => ended,
+        Err(error) => {
+            stats.websocket_protocol_errors.inc();
+            debug!(%error, "TLS failed on a WebSocket's first records");
+            true
+        }
+    };
+    let state = Rc::new(RefCell::new(socket));
+    let reader = monoio::spawn(read_loop(
+        read,
+        state.clone(),
+        transport.clone(),
+        stats,
+        peer_ended,
+    ));
     // Once the connection is closed, its last frames and the WebSocket
     // close get a grace period: a peer that stops reading cannot hold the
     // socket (and this task) for ever.
@@ -289,6 +378,7 @@ async fn read_loop(
     state: Rc<RefCell<Socket>>,
     transport: QmuxTransport,
     stats: Arc<RelayStats>,
+    mut peer_ended: bool,
 ) {
     let mut buf = Vec::with_capacity(64 * 1024);
     'socket: loop {
@@ -348,6 +438,12 @@ async fn read_loop(
             }
             socket.wake_writer();
         }
+        // TLS close_notify (or a TLS failure): what came before it has
+        // been read; nothing more will be.
+        if peer_ended {
+            transport.lost();
+            break;
+        }
         buf.clear();
         let (result, returned) = read.read(buf).await;
         buf = returned;
@@ -356,7 +452,14 @@ async fn read_loop(
                 transport.lost();
                 break;
             }
-            Ok(n) => state.borrow_mut().io.input.extend_from_slice(&buf[..n]),
+            Ok(n) => match state.borrow_mut().receive(&buf[..n]) {
+                Ok(ended) => peer_ended = ended,
+                Err(error) => {
+                    stats.websocket_protocol_errors.inc();
+                    debug!(%error, "TLS failed on a WebSocket; closing it");
+                    peer_ended = true;
+                }
+            },
         }
     }
     let mut socket = state.borrow_mut();
@@ -413,8 +516,9 @@ async fn write_loop(
                 let _ = socket.ws.close(&mut socket.io, Some(frame));
             }
             let _ = socket.ws.flush(&mut socket.io);
-            if !socket.io.output.is_empty() {
-                return Poll::Ready(Next::Send(std::mem::take(&mut socket.io.output)));
+            let bytes = socket.outgoing(finished);
+            if !bytes.is_empty() {
+                return Poll::Ready(Next::Send(bytes));
             }
             if finished || (socket.read_done && transport.is_closed()) {
                 return Poll::Ready(Next::Done);
@@ -509,17 +613,27 @@ pub fn answer_upgrade(request: &mut Request<Incoming>, door: &Arc<WebSocketDoor>
             Ok(upgraded) => upgraded,
             Err(error) => return debug!(%error, "WebSocket upgrade failed"),
         };
-        let Ok(parts) = upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() else {
-            return debug!("upgraded connection is not a TCP stream");
+        // `ws://` on the bare socket, or `wss://`: then the TLS session
+        // leaves with it.
+        let (stream, tls, early) = match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
+            Ok(parts) => (parts.io.into_inner(), None, parts.read_buf),
+            Err(upgraded) => match upgraded.downcast::<TokioIo<TlsStream>>() {
+                Ok(parts) => {
+                    let (stream, tls) = parts.io.into_inner().into_inner();
+                    (stream, Some(Box::new(tls)), parts.read_buf)
+                }
+                Err(_) => return debug!("upgraded connection is neither TCP nor TLS on TCP"),
+            },
         };
-        let socket = match parts.io.into_inner().into_std() {
+        let socket = match stream.into_std() {
             Ok(socket) => socket,
             Err(error) => return debug!(%error, "cannot take the upgraded socket"),
         };
         prepare_socket(&socket);
         let handoff = Handoff {
             socket,
-            early: parts.read_buf,
+            early,
+            tls,
             version,
             remote,
             path,
