@@ -1,6 +1,15 @@
-//! Plain HTTP/1.1 listeners on hyper: the certificate hash for browsers and
-//! `http://` clients (this module), and the operators' admin listener
-//! ([`crate::admin`]).
+//! HTTP/1.1 listeners on hyper: the certificate hash for browsers and
+//! `http://` clients, and WebSocket upgrades (this module), and the
+//! operators' admin listener ([`crate::admin`]).
+//!
+//! # Plain and TLS on one port
+//!
+//! The certificate listener may also take TLS (`https://`, `wss://`,
+//! [`HttpServer::start_with_tls`]): each connection's first byte is peeked
+//! at; 0x16 (a TLS handshake record, which no HTTP method starts with) is
+//! served inside TLS, anything else as plain HTTP. The handshake shares
+//! the head's deadline and the connection's slots, and a failed one is
+//! counted (`tls_handshake_failures`) and closes only its connection.
 //!
 //! # `GET /certificate.sha256`
 //!

@@ -134,8 +134,9 @@ fn main() -> ExitCode {
     let runtime_config = config.runtime_config(tls.config);
     tracing::debug!(?runtime_config, "runtime configuration");
 
-    // A generated certificate is published for browsers to pin: plain HTTP
-    // on TCP at the QUIC listener's address. With port 0 the TCP side gets an
+    // A generated certificate is published for browsers to pin: HTTP
+    // on TCP at the QUIC listener's address (plain, or TLS when the first
+    // byte is a handshake's). With port 0 the TCP side gets an
     // ephemeral port of its own (logged), not the QUIC one.
     let http_limits = config.http.limits();
     let certificate_stats = Arc::new(qumo::http::HttpStats::default());

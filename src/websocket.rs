@@ -4,7 +4,9 @@
 //! # Where it runs
 //!
 //! The upgrade request arrives on the TCP listener at the QUIC port
-//! ([`crate::http`], a hyper thread off the shards). [`upgrader`] answers
+//! ([`crate::http`], a hyper thread off the shards), plain (`ws://`) or
+//! inside TLS (`wss://`; the TLS session then travels with the socket and
+//! the shard goes on with it, sans-IO). [`upgrader`] answers
 //! it: `101 Switching Protocols` with the subprotocol chosen by
 //! [`negotiate`], or `400` when the client offers none we speak. The
 //! upgraded socket then leaves the HTTP thread: it is handed, with any

@@ -3,11 +3,15 @@
 //! publishes and subscribes through qumo beside raw-QUIC moq-clocks, and a
 //! raw WebSocket client (tungstenite) that sends an oversized or malformed
 //! message is closed with the protocol's error while the others go on.
+//! Over `wss://` (TLS on the same TCP port) moq-clock publishes to a QUIC
+//! subscriber and subscribes, while half and garbage TLS handshakes are
+//! cut and counted.
 //! The library's own client end (`qumo::websocket::client`, which
 //! qumo-bench's `--transport ws` dials with) opens a session too.
 
 mod support;
 
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,6 +48,22 @@ fn ws_clock(addr: SocketAddr, broadcast: &str, mode: &str) -> Client {
         "--broadcast",
         broadcast,
         "--websocket-enabled",
+        mode,
+    ])
+}
+
+/// moq-clock over `wss://`: TLS on the TCP side, the relay's generated
+/// certificate taken unverified (`--tls-disable-verify`; moq-native's
+/// WebSocket uses the same TLS settings as its QUIC). moq-native's QUIC
+/// refuses a `wss://` URL, so the WebSocket is its only way in.
+fn wss_clock(addr: SocketAddr, broadcast: &str, mode: &str) -> Client {
+    support::spawn_moq_clock(&[
+        "--url",
+        &format!("wss://localhost:{}", addr.port()),
+        "--broadcast",
+        broadcast,
+        "--websocket-enabled",
+        "--tls-disable-verify=true",
         mode,
     ])
 }
@@ -274,4 +294,61 @@ fn an_upgrade_without_a_qmux_subprotocol_is_refused() {
         }
         other => panic!("expected a 400, got {:?}", other.map(|(_, r)| r)),
     }
+}
+
+#[test]
+fn moq_clock_over_wss_publishes_to_a_quic_subscriber_beside_bad_tls_clients() {
+    let relay = Relay::start_with(2, &sections("  header_timeout: 1s\n"));
+    let admin = admin_addr(&relay);
+    let ws = ws_addr(&relay);
+    let line = relay.log();
+    assert!(line.contains("tls=true"), "{line}");
+    let _publisher = wss_clock(ws, "wss-pub", "publish");
+    relay
+        .wait_for("broadcast=wss-pub active=true", Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("no announcement:\n{}", relay.log()));
+    wait_sessions(&relay, "websocket", 1);
+    let subscriber = moq_clock(&format!("moql://{}", relay.addr), "wss-pub", "subscribe");
+    assert_ticks(&subscriber, &relay);
+
+    // Half a TLS handshake (cut at http.header_timeout) and a handshake
+    // record of garbage (refused at once): each closes only itself.
+    let mut half = TcpStream::connect(ws).unwrap();
+    half.write_all(&[0x16, 0x03, 0x01]).unwrap();
+    let mut garbage = TcpStream::connect(ws).unwrap();
+    let mut record = vec![0x16, 0x03, 0x03, 0x00, 0x20];
+    record.extend([0x5a; 0x20]);
+    garbage.write_all(&record).unwrap();
+    for stream in [&mut half, &mut garbage] {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest);
+    }
+    let samples = wait_metrics(
+        admin,
+        Duration::from_secs(10),
+        "the failed handshakes counted",
+        |s| total(s, "qumo_http_tls_handshake_failures_total") >= 2.0,
+    );
+    assert!(
+        total(&samples, "qumo_http_tls_handshakes_total") >= 1.0,
+        "{samples:#?}"
+    );
+    // The wss:// publisher went on through all of it.
+    let before = subscriber.ticks(0, Duration::ZERO).len();
+    let after = subscriber.ticks(before + 2, Duration::from_secs(15));
+    assert!(
+        after.len() >= before + 2,
+        "the subscriber stopped: {after:?}\n{}",
+        relay.log()
+    );
+    // The relay's frames reach a subscriber over wss:// too, and ws://
+    // still works on the same port.
+    let wss_subscriber = wss_clock(ws, "wss-pub", "subscribe");
+    assert_ticks(&wss_subscriber, &relay);
+    let ws_subscriber = ws_clock(ws, "wss-pub", "subscribe");
+    assert_ticks(&ws_subscriber, &relay);
+    wait_sessions(&relay, "websocket", 3);
 }
