@@ -36,6 +36,7 @@
 //! keep-alive (about 25 s).
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
@@ -70,6 +71,9 @@ use crate::task::race;
 type TlsStream = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
 
 pub mod client;
+mod wire;
+
+pub use wire::SocketWire;
 
 /// The QMux draft this relay speaks, as a subprotocol prefix.
 pub const QMUX_PREFIX: &str = "qmux-00.";
@@ -286,19 +290,27 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// Run the socket under `transport` until the connection ends: the reader
 /// feeds received messages to it, the writer sends its frames, then a
-/// WebSocket close, then the socket is shut down.
-pub async fn drive(
+/// WebSocket close, then the socket is shut down. The transport takes its
+/// byte counts and estimate from the socket ([`SocketWire`]) before this
+/// returns, so that a session started next offers PROBE in its SETUP.
+pub fn drive(
     transport: QmuxTransport,
     socket: std::net::TcpStream,
     early: Bytes,
     tls: Option<Box<rustls::ServerConnection>>,
     stats: Arc<RelayStats>,
-) {
-    match monoio::net::TcpStream::from_std(socket) {
-        Ok(stream) => drive_stream(transport, stream, early, tls, stats).await,
+) -> impl Future<Output = ()> {
+    let driven = match monoio::net::TcpStream::from_std(socket) {
+        Ok(stream) => Some(drive_stream(transport, stream, early, tls, stats)),
         Err(error) => {
             debug!(%error, "WebSocket socket unusable on the shard");
             transport.lost();
+            None
+        }
+    };
+    async move {
+        if let Some(driven) = driven {
+            driven.await
         }
     }
 }
@@ -309,19 +321,32 @@ pub async fn drive(
 /// (`wss://`), every byte on the socket goes through that session, driven
 /// sans-IO: `early` is plaintext hyper read past the request, and the
 /// session may hold more, read but not yet taken.
-pub async fn drive_stream(
+pub fn drive_stream(
+    transport: QmuxTransport,
+    stream: monoio::net::TcpStream,
+    early: Bytes,
+    tls: Option<Box<rustls::ServerConnection>>,
+    stats: Arc<RelayStats>,
+) -> impl Future<Output = ()> {
+    let wire = SocketWire::new(stream.as_raw_fd());
+    transport.set_wire(wire.clone());
+    run(transport, stream, early, tls, stats, wire)
+}
+
+async fn run(
     transport: QmuxTransport,
     stream: monoio::net::TcpStream,
     early: Bytes,
     mut tls: Option<Box<rustls::ServerConnection>>,
     stats: Arc<RelayStats>,
+    wire: Rc<SocketWire>,
 ) {
     let role = match transport.is_server() {
         true => Role::Server,
         false => Role::Client,
     };
     let fd = stream.as_raw_fd();
-    let (read, write) = stream.into_split();
+    let (read, mut write) = stream.into_split();
     let mut io = Buffers::default();
     io.input.extend_from_slice(&early);
     if let Some(tls) = tls.as_deref_mut() {
@@ -354,6 +379,7 @@ pub async fn drive_stream(
         transport.clone(),
         stats,
         peer_ended,
+        wire.clone(),
     ));
     // Once the connection is closed, its last frames and the WebSocket
     // close get a grace period: a peer that stops reading cannot hold the
@@ -362,15 +388,19 @@ pub async fn drive_stream(
         transport.closed().await;
         monoio::time::sleep(CLOSE_GRACE).await;
     };
-    race(write_loop(write, &state, &transport), grace).await;
+    race(write_loop(&mut write, &state, &transport, &wire), grace).await;
+    // The descriptor may be another socket's once both halves are gone.
+    wire.detach();
     // Ends the reader's pending read (it sees the end of the stream) even
-    // if the peer never closes its side. The write half is still held, so
-    // the descriptor is still this socket's.
+    // if the peer never closes its side. The write half is still held
+    // here (borrowed by the writer, not moved into it), so the descriptor
+    // is still this socket's even if the reader has already ended.
     // SAFETY: shutdown(2) on a descriptor we own; no memory is involved.
     unsafe {
         libc::shutdown(fd, libc::SHUT_RDWR);
     }
     reader.await;
+    drop(write);
 }
 
 /// Feed what arrives on the socket to tungstenite, and each binary
@@ -381,6 +411,7 @@ async fn read_loop(
     transport: QmuxTransport,
     stats: Arc<RelayStats>,
     mut peer_ended: bool,
+    wire: Rc<SocketWire>,
 ) {
     let mut buf = Vec::with_capacity(64 * 1024);
     'socket: loop {
@@ -454,14 +485,18 @@ async fn read_loop(
                 transport.lost();
                 break;
             }
-            Ok(n) => match state.borrow_mut().receive(&buf[..n]) {
-                Ok(ended) => peer_ended = ended,
-                Err(error) => {
-                    stats.websocket_protocol_errors.inc();
-                    debug!(%error, "TLS failed on a WebSocket; closing it");
-                    peer_ended = true;
+            Ok(n) => {
+                wire.received(n);
+                let received = state.borrow_mut().receive(&buf[..n]);
+                match received {
+                    Ok(ended) => peer_ended = ended,
+                    Err(error) => {
+                        stats.websocket_protocol_errors.inc();
+                        debug!(%error, "TLS failed on a WebSocket; closing it");
+                        peer_ended = true;
+                    }
                 }
-            },
+            }
         }
     }
     let mut socket = state.borrow_mut();
@@ -480,9 +515,10 @@ enum Next {
 /// Move QMux's frames through tungstenite to the socket; after QMux's
 /// last frame, a WebSocket close.
 async fn write_loop(
-    mut write: monoio::net::tcp::TcpOwnedWriteHalf,
+    write: &mut monoio::net::tcp::TcpOwnedWriteHalf,
     state: &Rc<RefCell<Socket>>,
     transport: &QmuxTransport,
+    wire: &SocketWire,
 ) {
     loop {
         let next = std::future::poll_fn(|cx| {
@@ -532,9 +568,12 @@ async fn write_loop(
         match next {
             Next::Send(bytes) => {
                 let (result, _) = write.write_all(bytes).await;
-                if result.is_err() {
-                    transport.lost();
-                    return;
+                match result {
+                    Ok(n) => wire.sent(n),
+                    Err(_) => {
+                        transport.lost();
+                        return;
+                    }
                 }
             }
             Next::Done => return,

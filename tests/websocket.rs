@@ -16,7 +16,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use qumo::lite::{Decode, Encode, Limits, Role, Setup, UniType, Version};
+use qumo::lite::{Decode, DecodeError, Encode, Limits, ProbeLevel, Role, Setup, UniType, Version};
 use qumo::metrics::RelayStats;
 use qumo::qmux::QmuxLimits;
 use qumo::session::transport::{RecvStream as _, SendStream as _, Transport as _};
@@ -116,7 +116,8 @@ fn a_quic_publisher_reaches_moq_clock_over_websocket() {
 }
 
 /// The client end masks its frames (a server end would not, and the relay
-/// would close it), sends SETUP, and reads the relay's SETUP back.
+/// would close it), sends SETUP, and reads the relay's SETUP back: it
+/// offers PROBE reports, from the TCP socket's figures.
 #[test]
 fn the_library_client_opens_a_session_over_websocket() {
     let relay = Relay::start(1);
@@ -147,14 +148,29 @@ fn the_library_client_opens_a_session_over_websocket() {
             .await
             .expect("no stream from the relay within 10 s")
             .unwrap();
-        let chunk = monoio::time::timeout(Duration::from_secs(10), recv.read_chunk(64))
-            .await
-            .expect("no bytes on the relay's stream within 10 s")
-            .unwrap()
-            .expect("the relay's stream ended empty");
-        UniType::decode(&chunk, version, &Limits::default()).map(|(ty, _)| ty)
+        let mut setup = Vec::new();
+        let limits = Limits::default();
+        // Chunks until the SETUP decodes, however the bytes were cut.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let chunk = monoio::time::timeout(left, recv.read_chunk(1024))
+                .await
+                .expect("no whole SETUP from the relay within 10 s")
+                .unwrap()
+                .expect("the relay's stream ended before a whole SETUP");
+            setup.extend_from_slice(&chunk);
+            let Ok((ty, used)) = UniType::decode(&setup, version, &limits) else {
+                continue;
+            };
+            match Setup::decode(&setup[used..], version, &limits) {
+                Ok((setup, _)) => break (ty, setup.probe),
+                Err(DecodeError::Short) => continue,
+                Err(e) => panic!("the relay's SETUP: {e}"),
+            }
+        }
     });
-    assert_eq!(first, Ok(UniType::Setup));
+    assert_eq!(first, (UniType::Setup, ProbeLevel::Report));
     wait_sessions(&relay, "websocket", 1);
 }
 
@@ -326,11 +342,23 @@ fn moq_clock_over_wss_publishes_to_a_quic_subscriber_beside_bad_tls_clients() {
         let mut rest = Vec::new();
         let _ = stream.read_to_end(&mut rest);
     }
+    // Counted apart from QUIC's bytes: the publisher's session adds its
+    // socket's bytes once a second.
+    let websocket_bytes = |s: &[support::http::Sample], name: &str| -> f64 {
+        s.iter()
+            .filter(|s| s.name == name && s.label("transport") == Some("websocket"))
+            .map(|s| s.value)
+            .sum()
+    };
     let samples = wait_metrics(
         admin,
         Duration::from_secs(10),
-        "the failed handshakes counted",
-        |s| total(s, "qumo_http_tls_handshake_failures_total") >= 2.0,
+        "the failed handshakes and the WebSocket's bytes counted",
+        |s| {
+            total(s, "qumo_http_tls_handshake_failures_total") >= 2.0
+                && websocket_bytes(s, "qumo_accepted_bytes_received_total") > 0.0
+                && websocket_bytes(s, "qumo_accepted_bytes_sent_total") > 0.0
+        },
     );
     assert!(
         total(&samples, "qumo_http_tls_handshakes_total") >= 1.0,
