@@ -16,7 +16,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use qumo::lite::{Decode, DecodeError, Encode, Limits, ProbeLevel, Role, Setup, UniType, Version};
+use qumo::lite::{
+    BidiType, Decode, DecodeError, Encode, Limits, Probe, ProbeLevel, Role, Setup, UniType, Version,
+};
 use qumo::metrics::RelayStats;
 use qumo::qmux::QmuxLimits;
 use qumo::session::transport::{RecvStream as _, SendStream as _, Transport as _};
@@ -55,11 +57,14 @@ fn ws_clock(addr: SocketAddr, broadcast: &str, mode: &str) -> Client {
 /// moq-clock over `wss://`: TLS on the TCP side, the relay's generated
 /// certificate taken unverified (`--tls-disable-verify`; moq-native's
 /// WebSocket uses the same TLS settings as its QUIC). moq-native's QUIC
-/// refuses a `wss://` URL, so the WebSocket is its only way in.
-fn wss_clock(addr: SocketAddr, broadcast: &str, mode: &str) -> Client {
+/// refuses a `wss://` URL, so the WebSocket is its only way in. Given
+/// `https://` it races QUIC against `wss://` on the same port number; here
+/// the TCP listener has a port of its own, with no QUIC behind it, so the
+/// WebSocket wins.
+fn wss_clock(scheme: &str, addr: SocketAddr, broadcast: &str, mode: &str) -> Client {
     support::spawn_moq_clock(&[
         "--url",
-        &format!("wss://localhost:{}", addr.port()),
+        &format!("{scheme}://localhost:{}", addr.port()),
         "--broadcast",
         broadcast,
         "--websocket-enabled",
@@ -115,9 +120,35 @@ fn a_quic_publisher_reaches_moq_clock_over_websocket() {
     assert_eq!(relay.count("transport=\"quic\""), 1);
 }
 
+/// Read chunks from `recv` until `decode` takes what came so far (it
+/// answers `Short` for a message not all there yet).
+async fn read_message<T>(
+    recv: &mut qumo::qmux::QmuxRecv,
+    what: &str,
+    decode: impl Fn(&[u8]) -> Result<T, DecodeError>,
+) -> T {
+    let mut bytes = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = monoio::time::timeout(left, recv.read_chunk(1024))
+            .await
+            .unwrap_or_else(|_| panic!("no whole {what} from the relay within 10 s"))
+            .unwrap()
+            .unwrap_or_else(|| panic!("the relay's stream ended before a whole {what}"));
+        bytes.extend_from_slice(&chunk);
+        match decode(&bytes) {
+            Ok(message) => return message,
+            Err(DecodeError::Short) => continue,
+            Err(e) => panic!("the relay's {what}: {e}"),
+        }
+    }
+}
+
 /// The client end masks its frames (a server end would not, and the relay
 /// would close it), sends SETUP, and reads the relay's SETUP back: it
-/// offers PROBE reports, from the TCP socket's figures.
+/// offers PROBE reports, and a PROBE stream reports the TCP socket's
+/// figures.
 #[test]
 fn the_library_client_opens_a_session_over_websocket() {
     let relay = Relay::start(1);
@@ -127,12 +158,13 @@ fn the_library_client_opens_a_session_over_websocket() {
         .build()
         .unwrap();
     let version = Version::Lite05;
-    let first = runtime.block_on(async move {
+    let (setup, probe) = runtime.block_on(async move {
         let stats = Arc::new(RelayStats::default());
         let transport =
             client::connect(ws, "localhost", "/", version, QmuxLimits::default(), stats)
                 .await
                 .unwrap_or_else(|e| panic!("dial: {e}"));
+        let limits = Limits::default();
         let mut setup = Vec::new();
         UniType::Setup.encode(&mut setup, version).unwrap();
         Setup {
@@ -148,29 +180,28 @@ fn the_library_client_opens_a_session_over_websocket() {
             .await
             .expect("no stream from the relay within 10 s")
             .unwrap();
-        let mut setup = Vec::new();
-        let limits = Limits::default();
-        // Chunks until the SETUP decodes, however the bytes were cut.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let chunk = monoio::time::timeout(left, recv.read_chunk(1024))
-                .await
-                .expect("no whole SETUP from the relay within 10 s")
-                .unwrap()
-                .expect("the relay's stream ended before a whole SETUP");
-            setup.extend_from_slice(&chunk);
-            let Ok((ty, used)) = UniType::decode(&setup, version, &limits) else {
-                continue;
-            };
-            match Setup::decode(&setup[used..], version, &limits) {
-                Ok((setup, _)) => break (ty, setup.probe),
-                Err(DecodeError::Short) => continue,
-                Err(e) => panic!("the relay's SETUP: {e}"),
-            }
-        }
+        let setup = read_message(&mut recv, "SETUP", |bytes| {
+            let (ty, used) = UniType::decode(bytes, version, &limits)?;
+            assert_eq!(ty, UniType::Setup);
+            Setup::decode(&bytes[used..], version, &limits).map(|(setup, _)| setup)
+        })
+        .await;
+
+        let (mut send, mut recv) = transport.open_bi().await.unwrap();
+        let mut open = Vec::new();
+        BidiType::Probe.encode(&mut open, version).unwrap();
+        send.write_all(&open).await.unwrap();
+        let probe = read_message(&mut recv, "PROBE", |bytes| {
+            Probe::decode(bytes, version, &limits).map(|(probe, _)| probe)
+        })
+        .await;
+        (setup, probe)
     });
-    assert_eq!(first, (UniType::Setup, ProbeLevel::Report));
+    assert_eq!(setup.probe, ProbeLevel::Report);
+    // cwnd x mss x 8 / rtt on loopback: known, and above nothing. The RTT
+    // in whole milliseconds may be 0 on loopback, but it is there.
+    assert!(probe.bitrate.is_some_and(|b| b > 0), "{probe:?}");
+    assert!(probe.rtt.is_some(), "{probe:?}");
     wait_sessions(&relay, "websocket", 1);
 }
 
@@ -319,7 +350,7 @@ fn moq_clock_over_wss_publishes_to_a_quic_subscriber_beside_bad_tls_clients() {
     let ws = ws_addr(&relay);
     let line = relay.log();
     assert!(line.contains("tls=true"), "{line}");
-    let _publisher = wss_clock(ws, "wss-pub", "publish");
+    let _publisher = wss_clock("wss", ws, "wss-pub", "publish");
     relay
         .wait_for("broadcast=wss-pub active=true", Duration::from_secs(15))
         .unwrap_or_else(|| panic!("no announcement:\n{}", relay.log()));
@@ -372,9 +403,9 @@ fn moq_clock_over_wss_publishes_to_a_quic_subscriber_beside_bad_tls_clients() {
         "the subscriber stopped: {after:?}\n{}",
         relay.log()
     );
-    // The relay's frames reach a subscriber over wss:// too, and ws://
-    // still works on the same port.
-    let wss_subscriber = wss_clock(ws, "wss-pub", "subscribe");
+    // The relay's frames reach a subscriber over TLS too (from an
+    // https:// URL), and ws:// still works on the same port.
+    let wss_subscriber = wss_clock("https", ws, "wss-pub", "subscribe");
     assert_ticks(&wss_subscriber, &relay);
     let ws_subscriber = ws_clock(ws, "wss-pub", "subscribe");
     assert_ticks(&ws_subscriber, &relay);
