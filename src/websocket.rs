@@ -230,10 +230,9 @@ impl Socket {
             return Ok(false);
         };
         loop {
-            if !bytes.is_empty() {
-                // Takes what rustls' record buffer has room for.
-                tls.read_tls(&mut bytes)?;
-            }
+            // Takes what rustls' record buffer has room for; nothing only
+            // after close_notify (reported by the reads below).
+            let took_nothing = !bytes.is_empty() && tls.read_tls(&mut bytes)? == 0;
             tls.process_new_packets()
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
             let mut chunk = [0u8; 16 * 1024];
@@ -247,6 +246,10 @@ impl Socket {
             }
             if bytes.is_empty() {
                 return Ok(false);
+            }
+            if took_nothing {
+                // Never spin on bytes rustls will not take.
+                return Ok(true);
             }
         }
     }
@@ -698,6 +701,100 @@ pub fn answer_upgrade(request: &mut Request<Incoming>, door: &Arc<WebSocketDoor>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A TLS client and a [`Socket`] holding the server's end, with the
+    /// handshake done in memory.
+    fn tls_pair() -> (rustls::ClientConnection, Socket) {
+        let source = crate::tls::CertificateSource::Generate {
+            names: vec!["localhost".into()],
+        };
+        let quic = crate::tls::server_tls(&source, Vec::new()).unwrap();
+        let server_config = crate::tls::tcp_server_tls(&quic.config).unwrap();
+        let mut server = rustls::ServerConnection::new(server_config).unwrap();
+        let client_config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(crate::tls::PinnedCertificate::any()))
+        .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut client = rustls::ClientConnection::new(Arc::new(client_config), name).unwrap();
+        while client.is_handshaking() || server.is_handshaking() {
+            let mut wire = Vec::new();
+            while client.wants_write() {
+                client.write_tls(&mut wire).unwrap();
+            }
+            server.read_tls(&mut &wire[..]).unwrap();
+            server.process_new_packets().unwrap();
+            let mut wire = Vec::new();
+            while server.wants_write() {
+                server.write_tls(&mut wire).unwrap();
+            }
+            client.read_tls(&mut &wire[..]).unwrap();
+            client.process_new_packets().unwrap();
+        }
+        let socket = Socket {
+            ws: WebSocketContext::new(Role::Server, Some(ws_config())),
+            tls: Some(Box::new(server)),
+            io: Buffers::default(),
+            close: None,
+            writer: None,
+            read_done: false,
+        };
+        (client, socket)
+    }
+
+    fn ciphertext(client: &mut rustls::ClientConnection) -> Vec<u8> {
+        let mut wire = Vec::new();
+        while client.wants_write() {
+            client.write_tls(&mut wire).unwrap();
+        }
+        wire
+    }
+
+    #[test]
+    fn tls_records_become_input_and_output_becomes_records() {
+        let (mut client, mut socket) = tls_pair();
+        // More than one record's worth (16 KiB), fed a few bytes at a time.
+        let message: Vec<u8> = (0..40_000u32).map(|i| i as u8).collect();
+        client.writer().write_all(&message).unwrap();
+        let wire = ciphertext(&mut client);
+        for piece in wire.chunks(1000) {
+            assert!(!socket.receive(piece).unwrap(), "ended early");
+        }
+        assert_eq!(&socket.io.input[..], &message[..]);
+
+        socket.io.output.extend_from_slice(b"answer");
+        let out = socket.outgoing(true);
+        client.read_tls(&mut &out[..]).unwrap();
+        let state = client.process_new_packets().unwrap();
+        assert!(state.peer_has_closed(), "close_notify sent last");
+        let mut answer = Vec::new();
+        client.reader().read_to_end(&mut answer).unwrap();
+        assert_eq!(answer, b"answer");
+    }
+
+    #[test]
+    fn close_notify_ends_the_input_and_garbage_is_an_error() {
+        let (mut client, mut socket) = tls_pair();
+        client.writer().write_all(b"last words").unwrap();
+        client.send_close_notify();
+        let mut wire = ciphertext(&mut client);
+        // Bytes after the close: rustls takes none of them, and the
+        // socket must not spin on them.
+        wire.extend_from_slice(&[0x17, 0x03, 0x03, 0x00, 0x01, 0x00]);
+        assert!(socket.receive(&wire).unwrap(), "close_notify seen");
+        assert_eq!(&socket.io.input[..], b"last words");
+        assert!(socket.receive(&wire[..3]).unwrap(), "still closed");
+
+        let (_, mut socket) = tls_pair();
+        let garbage = [0x17, 0x03, 0x03, 0x00, 0x20].iter().chain(&[0x5a; 0x20]);
+        let garbage: Vec<u8> = garbage.copied().collect();
+        let error = socket.receive(&garbage).unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidData, "{error}");
+    }
 
     #[test]
     fn the_newest_offered_qmux_00_version_is_chosen() {
