@@ -782,6 +782,30 @@ impl Transport for QmuxTransport {
             .map_or_else(Estimate::default, |wire| wire.estimate())
     }
 
+    fn estimate_epoch(&self) -> u64 {
+        self.wire
+            .borrow()
+            .as_ref()
+            .map_or(0, |wire| wire.estimate_epoch())
+    }
+
+    async fn estimate_changed(&self, epoch: u64) {
+        let wire = self.wire.borrow().clone();
+        let Some(wire) = wire else {
+            // No figures: nothing will move.
+            return std::future::pending().await;
+        };
+        let waiter = wire.estimate_waiters().waiter();
+        std::future::poll_fn(|cx| {
+            if wire.estimate_epoch() != epoch {
+                return Poll::Ready(());
+            }
+            waiter.register(cx);
+            Poll::Pending
+        })
+        .await
+    }
+
     async fn open_uni(&self) -> Result<QmuxSend, TransportError> {
         let id = std::future::poll_fn(|cx| self.poll_open(cx, true)).await?;
         Ok(self.send_half(id))

@@ -1,11 +1,16 @@
 //! A WebSocket's TCP socket as QMux's [`Wire`]: the bytes the driver moved
 //! through it, and the path's estimate from the kernel's `TCP_INFO`, read
-//! when asked (a PROBE sample, every 100 ms while a peer probes).
+//! when asked (a PROBE sample, at most every 100 ms while a peer probes).
+//! The kernel moves its figures on ACKs, which come with traffic, so the
+//! estimate's epoch moves whenever the driver reads or writes: an idle
+//! socket's probe sleeps, a busy one's samples.
 
 use std::cell::Cell;
 use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::time::Duration;
+
+use qumo_shards::WaitList;
 
 use crate::metrics::Traffic;
 use crate::qmux::Wire;
@@ -18,6 +23,8 @@ pub struct SocketWire {
     fd: Cell<Option<RawFd>>,
     sent: Cell<u64>,
     received: Cell<u64>,
+    epoch: Cell<u64>,
+    waiters: WaitList,
 }
 
 impl SocketWire {
@@ -26,24 +33,34 @@ impl SocketWire {
             fd: Cell::new(Some(fd)),
             sent: Cell::new(0),
             received: Cell::new(0),
+            epoch: Cell::new(0),
+            waiters: WaitList::default(),
         })
     }
 
     /// `n` bytes written to the socket.
     pub fn sent(&self, n: usize) {
         self.sent.set(self.sent.get().saturating_add(n as u64));
+        self.moved();
     }
 
     /// `n` bytes read from the socket.
     pub fn received(&self, n: usize) {
         self.received
             .set(self.received.get().saturating_add(n as u64));
+        self.moved();
     }
 
     /// The driver is letting the socket go: no more `TCP_INFO` reads (the
     /// counts stay, for the session's last sample).
     pub fn detach(&self) {
         self.fd.set(None);
+        self.moved();
+    }
+
+    fn moved(&self) {
+        self.epoch.set(self.epoch.get().wrapping_add(1));
+        self.waiters.wake_all();
     }
 }
 
@@ -60,6 +77,14 @@ impl Wire for SocketWire {
             .get()
             .and_then(path_figures)
             .map_or_else(Estimate::default, |figures| figures.estimate())
+    }
+
+    fn estimate_epoch(&self) -> u64 {
+        self.epoch.get()
+    }
+
+    fn estimate_waiters(&self) -> &WaitList {
+        &self.waiters
     }
 }
 
@@ -165,9 +190,15 @@ mod tests {
         let wire = SocketWire::new(server.as_raw_fd());
         let estimate = wire.estimate();
         assert!(estimate.send_rate.is_some_and(|r| r > 0), "{estimate:?}");
+        let epoch = wire.estimate_epoch();
         wire.sent(10);
+        assert_ne!(wire.estimate_epoch(), epoch, "traffic moves the epoch");
+        let epoch = wire.estimate_epoch();
         wire.received(4);
+        assert_ne!(wire.estimate_epoch(), epoch);
+        let epoch = wire.estimate_epoch();
         wire.detach();
+        assert_ne!(wire.estimate_epoch(), epoch, "so does the end");
         assert!(!wire.estimate().is_known());
         assert_eq!(
             wire.traffic(),
