@@ -277,6 +277,10 @@ async fn serve_connection(shard: Rc<Shard>, shared: Shared, conn: Connection) {
         // meeting the lite sessions in the shard's router.
         return Box::pin(crate::ietf_session::session::run(shard, conn, false)).await;
     }
+    if crate::ietf::Version::from_alpn(&alpn) == Some(crate::ietf::Version::Draft22) {
+        // Draft 22 names itself in the ALPN; SETUP carries no version.
+        return Box::pin(crate::ietf_session::draft22::run(shard, conn)).await;
+    }
     if alpn != b"h3" {
         debug!(alpn = %String::from_utf8_lossy(&alpn), "no moq-lite version for this ALPN");
         return conn.close(session::code(SessionCode::VERSION), b"unsupported ALPN");

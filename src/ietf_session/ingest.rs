@@ -8,12 +8,12 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::BytesMut;
 use tracing::debug;
 
 use super::bridge::{namespace_to_path, path_to_namespace, BridgeError, Step, SubgroupIngest};
 use super::control::RequestKind;
-use super::state::{IetfSession, Upstream};
+use super::state::{IetfSession, Incoming, Upstream};
 use crate::ietf::{
     Decode, DecodeError, Filter, GroupOrder, Parameters, PublishDone, PublishNamespace,
     PublishNamespaceDone, PublishNamespaceError, PublishNamespaceOk, SessionCode, SubgroupHeader,
@@ -22,7 +22,7 @@ use crate::ietf::{
 use crate::lite::StreamCode;
 use crate::message::{HubRef, MediaEvent, TrackKey};
 use crate::router::SessionCommand;
-use crate::session::transport::{RecvStream, Transport};
+use crate::session::transport::Transport;
 use crate::shard::SessionInbox;
 use crate::task::{race, Either, Signal};
 use crate::track::TrackProperties;
@@ -371,62 +371,4 @@ fn arrival_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// One incoming stream, decoded message by message.
-struct Incoming<R> {
-    recv: R,
-    buf: BytesMut,
-}
-
-impl<R: RecvStream> Incoming<R> {
-    /// More bytes; `Ok(false)` at the stream's end.
-    async fn fill(&mut self) -> Result<bool, ()> {
-        match self.recv.read_chunk(usize::MAX).await {
-            Ok(Some(chunk)) => {
-                self.buf.extend_from_slice(&chunk);
-                Ok(true)
-            }
-            Ok(None) => Ok(false),
-            Err(_) => Err(()),
-        }
-    }
-
-    /// The next message; `Err(Some)` malformed, `Err(None)` the stream ended
-    /// or failed first.
-    async fn decode<M>(
-        &mut self,
-        f: impl Fn(&[u8]) -> Result<(M, usize), DecodeError>,
-    ) -> Result<M, Option<DecodeError>> {
-        loop {
-            match f(&self.buf) {
-                Ok((msg, used)) => {
-                    self.buf.advance(used);
-                    return Ok(msg);
-                }
-                Err(DecodeError::Short) => match self.fill().await {
-                    Ok(true) => {}
-                    Ok(false) | Err(()) => return Err(None),
-                },
-                Err(e) => return Err(Some(e)),
-            }
-        }
-    }
-
-    async fn payload(&mut self, len: usize) -> Result<Bytes, ()> {
-        while self.buf.len() < len {
-            if !self.fill().await? {
-                return Err(());
-            }
-        }
-        Ok(self.buf.split_to(len).freeze())
-    }
-
-    async fn at_end(&mut self) -> Result<bool, ()> {
-        Ok(self.buf.is_empty() && !self.fill().await?)
-    }
-
-    fn stop<T: Transport<Recv = R>>(&mut self, session: &IetfSession<T>, code: u32) {
-        let _ = self.recv.stop(session.stream_code(code));
-    }
 }

@@ -332,6 +332,19 @@ fn cases_len(len: u64) -> SubgroupObject {
 }
 
 #[test]
+fn unread_messages_are_skipped_by_their_length() {
+    let limits = Limits::default();
+    // A FETCH (0x16) with a 3-byte body, then the next message.
+    let wire = bytes("160003aabbcc07000100");
+    assert_eq!(skip_message(&wire, &limits), Ok((0x16, 6)));
+    assert_eq!(skip_message(&wire[..5], &limits), Err(DecodeError::Short));
+    assert_eq!(
+        RequestMessage::decode(&wire[6..], &limits),
+        Ok((RequestMessage::RequestOk(RequestOk::default()), 4))
+    );
+}
+
+#[test]
 fn hostile_input_is_refused_without_panic_or_allocation() {
     let limits = Limits::default();
     // An unknown message parameter cannot be skipped on draft 22.

@@ -92,6 +92,39 @@ impl<T: Message> Encode for T {
     }
 }
 
+/// Uni stream type of a PADDING stream (draft 18 on): bytes to discard.
+pub const PADDING_STREAM_TYPE: u64 = 0x132b_3e28;
+
+/// The first message of each kind of request stream (draft 22 section 9).
+pub mod request_type {
+    /// REQUEST_UPDATE, sent later on an open request's stream.
+    pub const REQUEST_UPDATE: u64 = 0x02;
+    /// SUBSCRIBE.
+    pub const SUBSCRIBE: u64 = 0x03;
+    /// PUBLISH_NAMESPACE.
+    pub const PUBLISH_NAMESPACE: u64 = 0x06;
+    /// TRACK_STATUS.
+    pub const TRACK_STATUS: u64 = 0x0d;
+    /// FETCH.
+    pub const FETCH: u64 = 0x16;
+    /// PUBLISH.
+    pub const PUBLISH: u64 = 0x1d;
+    /// SUBSCRIBE_NAMESPACE.
+    pub const SUBSCRIBE_NAMESPACE: u64 = 0x50;
+    /// SUBSCRIBE_TRACKS.
+    pub const SUBSCRIBE_TRACKS: u64 = 0x51;
+}
+
+/// Step over one framed message whose body this codec does not read (a request
+/// it does not serve, a REQUEST_UPDATE): its type and the bytes it took. The
+/// Length is checked against `limits.max_message` before the body is needed.
+pub fn skip_message(buf: &[u8], limits: &Limits) -> Result<(u64, usize), DecodeError> {
+    let mut r = Reader::new(buf);
+    let ty = read_varint(&mut r)?;
+    super::coding::framed_body(&mut r, "message", limits)?;
+    Ok((ty, r.consumed()))
+}
+
 /// The type of the message at the front of `buf`, without consuming it.
 pub fn peek_type(buf: &[u8]) -> Result<u64, DecodeError> {
     decode_varint(buf).map(|(ty, _)| ty)
