@@ -150,6 +150,23 @@ fn subscribe_with_every_location_filter_matches_moq_net_bytes() {
     assert_eq!(s.parameters.filter(), LocationFilter::NextObject);
 }
 
+/// What moq-net sends on a live join: a FILL scope (kept raw) and
+/// INCLUDE_PROPERTIES 0.
+#[test]
+fn subscribe_with_fill_and_include_properties_matches_moq_net_bytes() {
+    let mut s = subscribe(Some(LocationFilter::NextObject));
+    s.parameters.0.extend([
+        // count 1, LOCATION_FILTER (0x21) RELATIVE_START 0.
+        (param::FILL, ParamValue::Bytes(vec![0x01, 0x21, 0x01, 0x00])),
+        (param::INCLUDE_PROPERTIES, ParamValue::Bool(false)),
+    ]);
+    golden(
+        s,
+        "03",
+        "0021020105636c6f636b077365636f6e64730610011080010501020104012101001200",
+    );
+}
+
 #[test]
 fn replies_match_moq_net_bytes() {
     golden(

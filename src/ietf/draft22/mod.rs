@@ -239,6 +239,9 @@ pub mod param {
     pub const LOCATION_FILTER: u64 = 0x21;
     /// GROUP_ORDER (one byte).
     pub const GROUP_ORDER: u64 = 0x22;
+    /// FILL (draft 20 on): a nested parameter scope behind a length, kept raw.
+    /// moq-net asks for one on every live join.
+    pub const FILL: u64 = 0x23;
     /// First of the Range Filters (bytes; may repeat), 0x25..=0x29.
     pub const RANGE_FILTER_FIRST: u64 = 0x25;
     /// Last of the Range Filters.
@@ -287,6 +290,7 @@ fn kind_of(key: u64) -> Option<(Kind, bool)> {
         | EXPIRES
         | NEW_GROUP_REQUEST => (Kind::Varint, false),
         AUTHORIZATION_TOKEN => (Kind::Bytes, true),
+        FILL => (Kind::Bytes, false),
         RANGE_FILTER_FIRST..=RANGE_FILTER_LAST => (Kind::Bytes, true),
         LARGEST_OBJECT => (Kind::Location, false),
         FORWARD | INCLUDE_PROPERTIES => (Kind::Bool, false),
