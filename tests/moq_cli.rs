@@ -609,3 +609,47 @@ fn a_lite06_publisher_reaches_a_draft_22_subscriber() {
         relay.log()
     );
 }
+
+/// The reverse: a draft-22 `moq import avc3` (PUBLISH_NAMESPACE on its own
+/// stream; the relay's SUBSCRIBEs on streams the relay opens) read by a
+/// lite-06 `moq export h264`.
+#[test]
+fn a_draft_22_publisher_reaches_a_lite06_subscriber() {
+    let relay = Relay::start(2);
+    let mut publisher = Moq::spawn_speaking(
+        &relay,
+        ("moqt", "moq-transport-22"),
+        "",
+        &["--broadcast", "d22pub.hang", "import", "avc3"],
+    );
+    let mut stdin = publisher.stdin.take().unwrap();
+    let feeding = publisher.feeding.clone();
+    std::thread::spawn(move || {
+        let mut n = 0;
+        while feeding.load(Ordering::Relaxed) {
+            if stdin.write_all(&access_unit(n)).is_err() || stdin.flush().is_err() {
+                return;
+            }
+            n += 1;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    relay
+        .wait_for("broadcast=d22pub.hang active=true", Duration::from_secs(10))
+        .unwrap_or_else(|| {
+            panic!(
+                "no draft-22 announcement; moq:\n{}\nrelay:\n{}",
+                publisher.log(),
+                relay.log()
+            )
+        });
+    let subscriber = Moq::subscribe(&relay, "d22pub.hang");
+    let frames = subscriber.frames(10, Duration::from_secs(15));
+    assert!(
+        distinct(&frames).len() >= 10,
+        "got frames {frames:?}; subscriber:\n{}\npublisher:\n{}\nrelay:\n{}",
+        subscriber.log(),
+        publisher.log(),
+        relay.log()
+    );
+}

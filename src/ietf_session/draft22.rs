@@ -14,10 +14,12 @@
 //! draft 14 ([`serve_track`]), each group one subgroup stream in draft-22 layout.
 //!
 //! Served: SUBSCRIBE (LOCATION_FILTER absent, NEXT_OBJECT or RELATIVE_START 0),
-//! SUBSCRIBE_NAMESPACE. Refused with REQUEST_ERROR NOT_SUPPORTED: the other
-//! filters, FETCH, TRACK_STATUS, PUBLISH, SUBSCRIBE_TRACKS, and PUBLISH_NAMESPACE
-//! (an IETF publisher on draft 22 is not bridged yet). A malformed or
-//! unexpected message closes this session with PROTOCOL_VIOLATION.
+//! SUBSCRIBE_NAMESPACE, and PUBLISH_NAMESPACE, whose tracks the relay then
+//! subscribes to upstream on streams of its own ([`super::ingest`]) and reads
+//! from the publisher's subgroup streams. Refused with REQUEST_ERROR
+//! NOT_SUPPORTED: the other filters, FETCH, TRACK_STATUS, PUBLISH and
+//! SUBSCRIBE_TRACKS. A malformed or unexpected message closes this session
+//! with PROTOCOL_VIOLATION.
 
 use std::future::poll_fn;
 use std::rc::Rc;
@@ -32,8 +34,8 @@ use super::session::serve_track;
 use super::state::{IetfSession, Incoming, Subscription};
 use crate::ietf::draft22::{
     self, request_type, Decode, Encode, LocationFilter, MessageParameters, Namespace,
-    NamespaceDone, PublishDone, RequestError, RequestOk, Setup, Subscribe, SubscribeNamespace,
-    SubscribeOk, PADDING_STREAM_TYPE, SETUP_TYPE,
+    NamespaceDone, PublishDone, PublishNamespace, RequestError, RequestOk, Setup, Subscribe,
+    SubscribeNamespace, SubscribeOk, PADDING_STREAM_TYPE, SETUP_TYPE,
 };
 use crate::ietf::{DecodeError, Limits, Location, Parameters, SessionCode, Version};
 use crate::message::{TrackKey, TrackName};
@@ -56,11 +58,15 @@ const STREAM_PROTOCOL_VIOLATION: u32 = 0x3;
 
 /// Run an accepted draft-22 session until the peer leaves or it is closed.
 pub async fn run<T: Transport>(shard: Rc<Shard>, transport: T) {
-    let Some((session, _registered)) =
+    let Some((session, registered)) =
         super::session::open(shard, transport, Version::Draft22, false)
     else {
         return;
     };
+    session.spawn(super::ingest::commands(
+        session.clone(),
+        registered.1.clone(),
+    ));
     session.spawn(send_setup(session.clone()));
     session.spawn(accept_uni(session.clone()));
     session.spawn(accept_requests(session.clone()));
@@ -89,8 +95,8 @@ async fn send_setup<T: Transport>(session: Rc<IetfSession<T>>) {
     session.closed.raised().await;
 }
 
-/// The peer's uni streams: its SETUP stream, padding; subgroup streams have no
-/// subscription of ours to belong to yet and are refused alone.
+/// The peer's uni streams: its SETUP stream, padding, and the subgroup streams
+/// of our upstream subscriptions.
 async fn accept_uni<T: Transport>(session: Rc<IetfSession<T>>) {
     let seen_setup = Rc::new(std::cell::Cell::new(false));
     loop {
@@ -152,11 +158,32 @@ async fn uni_stream<T: Transport>(
         }
         PADDING_STREAM_TYPE => while let Ok(true) = stream.discard().await {},
         ty if draft22::SubgroupHeader::is_subgroup_type(ty) => {
-            debug!(
-                session = session.id,
-                "draft-22 subgroup stream with no subscription"
-            );
-            stream.stop(session, STREAM_PROTOCOL_VIOLATION);
+            let header = match stream
+                .decode(|b| draft22::SubgroupHeader::decode(b, &limits))
+                .await
+            {
+                Ok(header) => header,
+                Err(_) => return stream.stop(session, STREAM_PROTOCOL_VIOLATION),
+            };
+            // A subgroup that starts past its first object has a hole at the
+            // front, which a relay group cannot hold: refused alone.
+            if !header.first_object {
+                debug!(
+                    session = session.id,
+                    "draft-22 subgroup without its first object"
+                );
+                return stream.stop(session, STREAM_CANCELLED);
+            }
+            let header = crate::ietf::SubgroupHeader {
+                track_alias: header.track_alias,
+                group: header.group,
+                subgroup: header.subgroup,
+                // Not relayed: lite groups take the subscription's priority.
+                publisher_priority: header.publisher_priority.unwrap_or(128),
+                extensions: header.extensions,
+                end_of_group: header.end_of_group,
+            };
+            super::ingest::relay_subgroup(session, stream, header).await;
         }
         _ => session.violation(protocol_violation("unknown uni stream type")),
     }
@@ -183,6 +210,7 @@ async fn accept_requests<T: Transport>(session: Rc<IetfSession<T>>) {
 enum Request {
     Subscribe(Subscribe),
     SubscribeNamespace(SubscribeNamespace),
+    PublishNamespace(PublishNamespace),
     /// A request this relay does not serve yet; its body was skipped.
     NotServed(u64),
 }
@@ -194,8 +222,10 @@ fn first_message(buf: &[u8], limits: &Limits) -> Result<(Request, usize), Decode
         }
         request_type::SUBSCRIBE_NAMESPACE => SubscribeNamespace::decode(buf, limits)
             .map(|(m, n)| (Request::SubscribeNamespace(m), n)),
-        request_type::PUBLISH_NAMESPACE
-        | request_type::FETCH
+        request_type::PUBLISH_NAMESPACE => {
+            PublishNamespace::decode(buf, limits).map(|(m, n)| (Request::PublishNamespace(m), n))
+        }
+        request_type::FETCH
         | request_type::TRACK_STATUS
         | request_type::PUBLISH
         | request_type::SUBSCRIBE_TRACKS => {
@@ -226,6 +256,7 @@ async fn request<T: Transport>(
     match first {
         Request::Subscribe(m) => subscribe(session, m, send, incoming).await,
         Request::SubscribeNamespace(m) => subscribe_namespace(session, m, send, incoming).await,
+        Request::PublishNamespace(m) => publish_namespace(session, m, send, incoming).await,
         Request::NotServed(ty) => {
             debug!(session = session.id, ty, "draft-22 request not served");
             refuse(&mut send, NOT_SUPPORTED, "not supported").await;
@@ -407,6 +438,33 @@ async fn subscribe<T: Transport>(
         session.shard.release_local(&key, &replica);
     }
     debug!(session = session.id, id, "draft-22 subscription over");
+}
+
+/// PUBLISH_NAMESPACE: into the announce table with REQUEST_OK (REQUEST_ERROR
+/// when refused), withdrawn when the publisher resets the stream or the
+/// session ends; FIN only ends its updates.
+async fn publish_namespace<T: Transport>(
+    session: Rc<IetfSession<T>>,
+    request: PublishNamespace,
+    mut send: T::Send,
+    mut incoming: Incoming<T::Recv>,
+) {
+    if !super::ingest::announce(&session, &request.namespace) {
+        return refuse(&mut send, NOT_SUPPORTED, "namespace refused").await;
+    }
+    if !write(&mut send, &RequestOk::default()).await {
+        return super::ingest::withdraw(&session, &request.namespace);
+    }
+    let watch = async {
+        if let Follow::Cancelled = follow(&session, &mut incoming).await {
+            return;
+        }
+        std::future::pending::<()>().await
+    };
+    if let Either::Left(()) = race(watch, session.closed.raised()).await {
+        super::ingest::withdraw(&session, &request.namespace);
+        let _ = send.reset(session.stream_code(STREAM_CANCELLED));
+    }
 }
 
 /// SUBSCRIBE_NAMESPACE: REQUEST_OK, then NAMESPACE for every active broadcast

@@ -22,7 +22,7 @@ use crate::ietf::{
 use crate::lite::StreamCode;
 use crate::message::{HubRef, MediaEvent, TrackKey};
 use crate::router::SessionCommand;
-use crate::session::transport::Transport;
+use crate::session::transport::{SendStream, Transport};
 use crate::shard::SessionInbox;
 use crate::task::{race, Either, Signal};
 use crate::track::TrackProperties;
@@ -32,7 +32,28 @@ use crate::track::TrackProperties;
 const NAMESPACE_REFUSED: u64 = 0x0;
 
 pub(super) fn publish_namespace<T: Transport>(session: &Rc<IetfSession<T>>, m: PublishNamespace) {
-    let path = crate::origin::normalize(&namespace_to_path(&m.namespace));
+    match announce(session, &m.namespace) {
+        true => session.send(
+            PublishNamespaceOk {
+                request_id: m.request_id,
+            }
+            .into(),
+        ),
+        false => session.send(
+            PublishNamespaceError {
+                request_id: m.request_id,
+                code: NAMESPACE_REFUSED,
+                reason: "namespace refused".into(),
+            }
+            .into(),
+        ),
+    }
+}
+
+/// Put a namespace the peer publishes into the announce table; false when
+/// refused (empty, or over the session's broadcast limit). Either draft.
+pub(super) fn announce<T: Transport>(session: &Rc<IetfSession<T>>, namespace: &[String]) -> bool {
+    let path = crate::origin::normalize(&namespace_to_path(namespace));
     let publishing = &session.publishing;
     let max = session.shard.settings.max_broadcasts_per_session;
     let over_cap = {
@@ -41,14 +62,7 @@ pub(super) fn publish_namespace<T: Transport>(session: &Rc<IetfSession<T>>, m: P
     };
     if over_cap || path.is_empty() {
         session.shard.stats.broadcasts_refused_limit.inc();
-        return session.send(
-            PublishNamespaceError {
-                request_id: m.request_id,
-                code: NAMESPACE_REFUSED,
-                reason: "namespace refused".into(),
-            }
-            .into(),
-        );
+        return false;
     }
     if publishing.announced.borrow_mut().insert(path.clone()) {
         debug!(session = session.id, broadcast = %path, active = true, "ietf announce");
@@ -56,19 +70,19 @@ pub(super) fn publish_namespace<T: Transport>(session: &Rc<IetfSession<T>>, m: P
             .shard
             .announce(&path, session.session_ref(), Arc::from([]), true);
     }
-    session.send(
-        PublishNamespaceOk {
-            request_id: m.request_id,
-        }
-        .into(),
-    );
+    true
 }
 
 pub(super) fn publish_namespace_done<T: Transport>(
     session: &Rc<IetfSession<T>>,
     m: PublishNamespaceDone,
 ) {
-    let path = crate::origin::normalize(&namespace_to_path(&m.namespace));
+    withdraw(session, &m.namespace);
+}
+
+/// The peer no longer publishes `namespace`. Either draft.
+pub(super) fn withdraw<T: Transport>(session: &Rc<IetfSession<T>>, namespace: &[String]) {
+    let path = crate::origin::normalize(&namespace_to_path(namespace));
     if session.publishing.announced.borrow_mut().remove(&path) {
         debug!(session = session.id, broadcast = %path, active = false, "ietf announce");
         session
@@ -101,9 +115,10 @@ pub(super) async fn commands<T: Transport>(session: Rc<IetfSession<T>>, inbox: R
         let next = race(poll_fn(|cx| inbox.poll_next(cx)), session.closed.raised()).await;
         let Either::Left(command) = next else { return };
         match command {
-            SessionCommand::SubscribeUpstream { key, hub } => {
-                subscribe_upstream(&session, key, hub)
-            }
+            SessionCommand::SubscribeUpstream { key, hub } => match session.version {
+                Version::Draft14 => subscribe_upstream(&session, key, hub),
+                Version::Draft22 => subscribe_upstream22(&session, key, hub),
+            },
             SessionCommand::CancelUpstream { hub } => cancel_upstream(&session, hub),
             // Groups are read whole; a stop is honoured when the hub sees
             // the group end.
@@ -169,7 +184,10 @@ fn cancel_upstream<T: Transport>(session: &Rc<IetfSession<T>>, hub: HubRef) {
     };
     if let Some(upstream) = remove_upstream(session, request_id) {
         upstream.cancelled.raise();
-        session.send(Unsubscribe { request_id }.into());
+        // Draft 22 has no UNSUBSCRIBE: the upstream's task resets its stream.
+        if session.version == Version::Draft14 {
+            session.send(Unsubscribe { request_id }.into());
+        }
     }
 }
 
@@ -189,31 +207,74 @@ fn remove_upstream<T: Transport>(
 }
 
 pub(super) fn subscribe_ok<T: Transport>(session: &Rc<IetfSession<T>>, m: SubscribeOk) {
+    bind_alias(session, m.request_id, m.track_alias);
+}
+
+/// SUBSCRIBE_OK for upstream `request_id`: its subgroup streams will carry
+/// `track_alias`. An alias another upstream holds closes the session.
+fn bind_alias<T: Transport>(session: &Rc<IetfSession<T>>, request_id: u64, track_alias: u64) {
     if !session
         .publishing
         .upstreams
         .borrow()
-        .contains_key(&m.request_id)
+        .contains_key(&request_id)
     {
         // Cancelled while the answer was in flight.
         return;
     }
     let mut aliases = session.publishing.aliases.borrow_mut();
-    match aliases.get(&m.track_alias) {
-        Some(id) if *id != m.request_id => {
+    match aliases.get(&track_alias) {
+        Some(id) if *id != request_id => {
             drop(aliases);
             session.shard.stats.sessions_protocol_violations.inc();
             session.close(SessionCode::DUPLICATE_TRACK_ALIAS, "track alias in use");
         }
         _ => {
-            aliases.insert(m.track_alias, m.request_id);
+            aliases.insert(track_alias, request_id);
+            drop(aliases);
+            for waker in session.publishing.alias_waiters.borrow_mut().drain(..) {
+                waker.wake();
+            }
         }
     }
 }
 
+/// How long a draft-22 subgroup stream may wait for the SUBSCRIBE_OK that
+/// binds its alias (that reply travels on the request's own stream).
+const ALIAS_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The upstream an alias belongs to; on draft 22, waits up to [`ALIAS_WAIT`]
+/// for its SUBSCRIBE_OK.
+async fn upstream_of<T: Transport>(session: &IetfSession<T>, alias: u64) -> Option<Rc<Upstream>> {
+    let publishing = &session.publishing;
+    let lookup = || {
+        let id = publishing.aliases.borrow().get(&alias).copied();
+        id.and_then(|id| publishing.upstreams.borrow().get(&id).cloned())
+    };
+    if session.version == Version::Draft14 || publishing.upstreams.borrow().is_empty() {
+        return lookup();
+    }
+    let wait = poll_fn(|cx| match lookup() {
+        Some(upstream) => std::task::Poll::Ready(upstream),
+        None => {
+            publishing
+                .alias_waiters
+                .borrow_mut()
+                .push(cx.waker().clone());
+            std::task::Poll::Pending
+        }
+    });
+    monoio::time::timeout(ALIAS_WAIT, wait).await.ok()
+}
+
 pub(super) fn subscribe_error<T: Transport>(session: &Rc<IetfSession<T>>, m: SubscribeError) {
-    if let Some(upstream) = remove_upstream(session, m.request_id) {
-        debug!(session = session.id, track = %upstream.key, code = m.code, "upstream SUBSCRIBE refused");
+    refused(session, m.request_id, m.code);
+}
+
+/// The upstream SUBSCRIBE `request_id` was refused with `code`.
+fn refused<T: Transport>(session: &Rc<IetfSession<T>>, request_id: u64, code: u64) {
+    if let Some(upstream) = remove_upstream(session, request_id) {
+        debug!(session = session.id, track = %upstream.key, code, "upstream SUBSCRIBE refused");
         session.shard.to_hub(
             upstream.hub,
             MediaEvent::track_end(Some(StreamCode::NOT_FOUND)),
@@ -222,13 +283,109 @@ pub(super) fn subscribe_error<T: Transport>(session: &Rc<IetfSession<T>>, m: Sub
 }
 
 pub(super) fn publish_done<T: Transport>(session: &Rc<IetfSession<T>>, m: PublishDone) {
-    if let Some(upstream) = remove_upstream(session, m.request_id) {
-        debug!(session = session.id, track = %upstream.key, status = m.status, "upstream PUBLISH_DONE");
+    done(session, m.request_id, m.status);
+}
+
+/// The publisher ended upstream `request_id` with PUBLISH_DONE `status`.
+fn done<T: Transport>(session: &Rc<IetfSession<T>>, request_id: u64, status: u64) {
+    if let Some(upstream) = remove_upstream(session, request_id) {
+        debug!(session = session.id, track = %upstream.key, status, "upstream PUBLISH_DONE");
         // Track ended (0x2) is a clean end; anything else ends it with CANCEL.
-        let code = (m.status != 0x2).then_some(StreamCode::CANCEL);
+        let code = (status != 0x2).then_some(StreamCode::CANCEL);
         session
             .shard
             .to_hub(upstream.hub, MediaEvent::track_end(code));
+    }
+}
+
+/// Draft 22: an upstream SUBSCRIBE is a bidi stream of its own, run by
+/// [`upstream22`] until PUBLISH_DONE, a refusal, or our cancel (a reset).
+fn subscribe_upstream22<T: Transport>(session: &Rc<IetfSession<T>>, key: TrackKey, hub: HubRef) {
+    let publishing = &session.publishing;
+    if publishing.by_hub.borrow().contains_key(&hub) {
+        return;
+    }
+    let sent = publishing.sent_requests.get();
+    publishing.sent_requests.set(sent + 1);
+    let request_id = 2 * sent + 1;
+    debug!(session = session.id, id = request_id, track = %key, "ietf subscribing upstream");
+    session
+        .shard
+        .to_hub(hub, MediaEvent::Properties(TrackProperties::default()));
+    session.shard.stats.upstream_subscriptions_open.inc();
+    publishing.by_hub.borrow_mut().insert(hub, request_id);
+    let upstream = Rc::new(Upstream {
+        hub,
+        key,
+        cancelled: Signal::default(),
+    });
+    publishing
+        .upstreams
+        .borrow_mut()
+        .insert(request_id, upstream.clone());
+    session.spawn(upstream22(session.clone(), request_id, upstream));
+}
+
+async fn upstream22<T: Transport>(
+    session: Rc<IetfSession<T>>,
+    request_id: u64,
+    upstream: Rc<Upstream>,
+) {
+    use crate::ietf::draft22::{
+        self, Decode as _, Encode as _, LocationFilter, MessageParameters, ParamValue,
+        RequestMessage,
+    };
+    let request = draft22::Subscribe {
+        request_id,
+        namespace: path_to_namespace(&upstream.key.broadcast),
+        name: upstream.key.track.clone(),
+        parameters: MessageParameters(vec![(
+            draft22::param::LOCATION_FILTER,
+            ParamValue::Filter(LocationFilter::NextObject),
+        )]),
+    };
+    let limits = session.shard.settings.limits;
+    let run = async {
+        let (mut send, recv) = session.transport.open_bi().await.map_err(|_| ())?;
+        let bytes = request.to_vec().map_err(|_| ())?;
+        send.write_chunk(bytes::Bytes::from(bytes))
+            .await
+            .map_err(|_| ())?;
+        let mut replies = Incoming {
+            recv,
+            buf: BytesMut::new(),
+        };
+        let outcome = async {
+            loop {
+                match replies.decode(|b| RequestMessage::decode(b, &limits)).await {
+                    Ok(RequestMessage::SubscribeOk(ok)) => {
+                        bind_alias(&session, request_id, ok.track_alias)
+                    }
+                    Ok(RequestMessage::RequestError(e)) => {
+                        return refused(&session, request_id, e.code)
+                    }
+                    Ok(RequestMessage::PublishDone(d)) => {
+                        return done(&session, request_id, d.status)
+                    }
+                    Ok(_) | Err(Some(_)) => {
+                        session.shard.stats.sessions_protocol_violations.inc();
+                        return session.close(
+                            SessionCode::PROTOCOL_VIOLATION,
+                            "unexpected reply to SUBSCRIBE",
+                        );
+                    }
+                    // The stream ended without PUBLISH_DONE.
+                    Err(None) => return done(&session, request_id, 0x0),
+                }
+            }
+        };
+        if let Either::Right(()) = race(outcome, upstream.cancelled.raised()).await {
+            let _ = send.reset(session.stream_code(STREAM_CANCELLED));
+        }
+        Ok::<(), ()>(())
+    };
+    if let Either::Left(Err(())) = race(run, session.closed.raised()).await {
+        done(&session, request_id, 0x0);
     }
 }
 
@@ -266,16 +423,22 @@ async fn subgroup<T: Transport>(session: &Rc<IetfSession<T>>, stream: &mut Incom
         }
         Err(None) => return,
     };
-    let upstream = {
-        let publishing = &session.publishing;
-        let id = publishing
-            .aliases
-            .borrow()
-            .get(&header.track_alias)
-            .copied();
-        id.and_then(|id| publishing.upstreams.borrow().get(&id).cloned())
-    };
-    let Some(upstream) = upstream else {
+    relay_subgroup(session, stream, header).await;
+}
+
+/// Relay one subgroup stream whose header was read (in either draft's
+/// layout) into its upstream's hub.
+pub(super) async fn relay_subgroup<T: Transport>(
+    session: &Rc<IetfSession<T>>,
+    stream: &mut Incoming<T::Recv>,
+    header: SubgroupHeader,
+) {
+    let upstream = race(
+        upstream_of(session, header.track_alias),
+        session.closed.raised(),
+    )
+    .await;
+    let Either::Left(Some(upstream)) = upstream else {
         // An alias we do not know (or cancelled): reset alone.
         return stream.stop(session, STREAM_CANCELLED);
     };
@@ -323,8 +486,14 @@ async fn read_objects<T: Transport>(
             Ok(false) => {}
             Err(()) => return Err(StreamCode::CANCEL),
         }
+        let version = session.version;
         let object = match stream
-            .decode(|b| SubgroupObject::decode(b, header.extensions, &limits))
+            .decode(|b| match version {
+                Version::Draft14 => SubgroupObject::decode(b, header.extensions, &limits),
+                Version::Draft22 => {
+                    crate::ietf::draft22::decode_object(b, header.extensions, &limits)
+                }
+            })
             .await
         {
             Ok(object) => object,
@@ -363,7 +532,7 @@ async fn read_objects<T: Transport>(
 }
 
 /// Draft-14 data stream codes (reset / STOP_SENDING).
-const STREAM_CANCELLED: u32 = 0x1;
+pub(super) const STREAM_CANCELLED: u32 = 0x1;
 const STREAM_PROTOCOL_VIOLATION: u32 = 0x3;
 
 /// Wall-clock milliseconds, the timestamp an IETF object gets on arrival.

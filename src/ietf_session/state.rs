@@ -117,6 +117,12 @@ pub(super) struct Publishing {
     pub(super) by_hub: RefCell<HashMap<HubRef, u64>>,
     /// Track aliases from SUBSCRIBE_OK, to Request IDs.
     pub(super) aliases: RefCell<HashMap<u64, u64>>,
+    /// Draft 22: upstream SUBSCRIBEs sent so far (ours are odd: 1, 3, 5...;
+    /// draft 14 takes them from the control state instead).
+    pub(super) sent_requests: Cell<u64>,
+    /// Subgroup streams waiting for their alias's SUBSCRIBE_OK: on draft 22
+    /// that reply rides another stream than the data, so data can come first.
+    pub(super) alias_waiters: RefCell<Vec<Waker>>,
 }
 
 pub(super) struct Upstream {

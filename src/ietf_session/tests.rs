@@ -617,3 +617,114 @@ mod draft22 {
         }
     }
 }
+
+mod draft22_publisher {
+    use super::*;
+    use crate::ietf::draft22::{
+        self as d22, Decode as _, Encode as _, MessageParameters, RequestMessage,
+    };
+
+    /// A draft-22 publisher: PUBLISH_NAMESPACE on its own stream, then the
+    /// relay's SUBSCRIBE arrives on a bidi stream the relay opens, and the
+    /// publisher's subgroup stream reaches a lite subscriber as a group.
+    #[monoio::test(enable_timer = true)]
+    async fn a_draft22_publishers_subgroups_reach_a_lite_subscriber() {
+        let shard = shard(settings());
+        let (relay, transport) = MemoryTransport::pair();
+        monoio::spawn(super::super::draft22::run(shard.clone(), relay));
+        let mut setup = transport.open_uni().await.unwrap();
+        setup
+            .write_chunk(Bytes::from(d22::Setup::default().to_vec().unwrap()))
+            .await
+            .unwrap();
+        let (recv, leftover) = within("relay SETUP", transport.accept_uni()).await.unwrap();
+        let mut theirs = Incoming::new(recv, leftover);
+        let limits = limits();
+        let _ = theirs.decode(|b| d22::Setup::decode(b, &limits)).await;
+
+        let (mut announce, recv) = transport.open_bi().await.unwrap();
+        let publish = d22::PublishNamespace {
+            request_id: 0,
+            namespace: vec![BROADCAST.into()],
+            parameters: MessageParameters::default(),
+        };
+        announce
+            .write_chunk(Bytes::from(publish.to_vec().unwrap()))
+            .await
+            .unwrap();
+        let mut announced = Incoming::new(recv, Bytes::new());
+        assert!(matches!(
+            announced
+                .decode(|b| RequestMessage::decode(b, &limits))
+                .await,
+            RequestMessage::RequestOk(_)
+        ));
+
+        let subscriber = Peer::connect(
+            &shard,
+            crate::lite::Version::Lite06,
+            MemoryLimits::default(),
+        )
+        .await
+        .0;
+        let _announce = subscriber.wait_announced().await;
+        let _subscription = subscriber.open_subscribe(7, "video").await;
+
+        // The relay's SUBSCRIBE, on a bidi stream it opened (its IDs are odd).
+        let (mut reply, recv, leftover) = within("relay SUBSCRIBE", transport.accept_bi())
+            .await
+            .unwrap();
+        let mut request = Incoming::new(recv, leftover);
+        let subscribe = match request.decode(|b| RequestMessage::decode(b, &limits)).await {
+            RequestMessage::Subscribe(s) => s,
+            other => panic!("expected SUBSCRIBE, got {other:?}"),
+        };
+        assert_eq!(
+            (
+                subscribe.request_id,
+                subscribe.namespace.as_slice(),
+                subscribe.name.as_str()
+            ),
+            (1, &[BROADCAST.to_string()][..], "video")
+        );
+        let ok = d22::SubscribeOk {
+            track_alias: 9,
+            parameters: MessageParameters::default(),
+            properties: Parameters::default(),
+        };
+        reply
+            .write_chunk(Bytes::from(ok.to_vec().unwrap()))
+            .await
+            .unwrap();
+
+        // One subgroup stream in draft-22 layout: group 3, objects 0..3.
+        let sent = frames(3, 150);
+        let mut data = Vec::new();
+        let header = super::super::bridge::draft22_subgroup(
+            &super::super::bridge::subgroup_for_group(9, 3, 0),
+        );
+        header.encode(&mut data).unwrap();
+        for (_, payload) in &sent {
+            d22::encode_object(
+                &super::super::bridge::object_for_frame(payload.len() as u64),
+                &mut data,
+            )
+            .unwrap();
+            data.extend_from_slice(payload);
+        }
+        let mut stream = transport.open_uni().await.unwrap();
+        stream.write_chunk(Bytes::from(data)).await.unwrap();
+        stream.finish().unwrap();
+
+        let mut received = ReceivedGroup::accept(&subscriber).await;
+        assert_eq!(
+            (received.header.subscribe, received.header.sequence),
+            (7, 3)
+        );
+        for (_, payload) in &sent {
+            let (_, got) = received.frame().await.unwrap().expect("a frame");
+            assert_eq!(&got, payload);
+        }
+        assert!(received.frame().await.unwrap().is_none(), "the group ends");
+    }
+}
