@@ -577,6 +577,17 @@ fn moq_cli_fetches_a_past_group_from_the_relays_cache() {
 /// (SETUP streams, one bidi stream per SUBSCRIBE / SUBSCRIBE_NAMESPACE).
 #[test]
 fn a_lite06_publisher_reaches_a_draft_22_subscriber() {
+    lite06_to_draft_22_over("moqt", "quic");
+}
+
+/// As above with the subscriber on WebTransport (`https://`): draft 22's
+/// WebTransport protocol is its ALPN, `moqt-22`.
+#[test]
+fn a_lite06_publisher_reaches_a_draft_22_subscriber_over_webtransport() {
+    lite06_to_draft_22_over("https", "webtransport");
+}
+
+fn lite06_to_draft_22_over(scheme: &str, transport: &str) {
     let relay = Relay::start(2);
     let publisher = Moq::publish(&relay, "d22.hang", None, Duration::from_millis(100));
     relay
@@ -590,7 +601,7 @@ fn a_lite06_publisher_reaches_a_draft_22_subscriber() {
         });
     let subscriber = Moq::spawn_speaking(
         &relay,
-        ("moqt", "moq-transport-22"),
+        (scheme, "moq-transport-22"),
         "",
         &["--broadcast", "d22.hang", "export", "h264"],
     );
@@ -606,6 +617,12 @@ fn a_lite06_publisher_reaches_a_draft_22_subscriber() {
             .wait_for("draft-22 subscribe", Duration::from_secs(5))
             .is_some(),
         "served by the draft-22 session; relay log:\n{}",
+        relay.log()
+    );
+    let opened = format!("transport=\"{transport}\" version=moq-transport-22");
+    assert!(
+        relay.wait_for(&opened, Duration::from_secs(5)).is_some(),
+        "a {transport} session; relay log:\n{}",
         relay.log()
     );
 }
