@@ -6,6 +6,7 @@
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::Waker;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
@@ -243,6 +244,9 @@ fn bind_alias<T: Transport>(session: &Rc<IetfSession<T>>, request_id: u64, track
 /// binds its alias (that reply travels on the request's own stream).
 const ALIAS_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Wakers kept for streams waiting on an alias (see [`upstream_of`]).
+const MAX_ALIAS_WAITERS: usize = 1024;
+
 /// The upstream an alias belongs to; on draft 22, waits up to [`ALIAS_WAIT`]
 /// for its SUBSCRIBE_OK.
 async fn upstream_of<T: Transport>(session: &IetfSession<T>, alias: u64) -> Option<Rc<Upstream>> {
@@ -257,10 +261,15 @@ async fn upstream_of<T: Transport>(session: &IetfSession<T>, alias: u64) -> Opti
     let wait = poll_fn(|cx| match lookup() {
         Some(upstream) => std::task::Poll::Ready(upstream),
         None => {
-            publishing
-                .alias_waiters
-                .borrow_mut()
-                .push(cx.waker().clone());
+            let mut waiters = publishing.alias_waiters.borrow_mut();
+            // Wakers of streams that gave up stay until the next binding; a
+            // peer sending streams for aliases it never binds must not grow
+            // the list without end, so past a bound everyone is woken (and
+            // the live ones register again).
+            if waiters.len() >= MAX_ALIAS_WAITERS {
+                waiters.drain(..).for_each(Waker::wake);
+            }
+            waiters.push(cx.waker().clone());
             std::task::Poll::Pending
         }
     });
