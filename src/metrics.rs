@@ -148,6 +148,9 @@ relay_stats! {
     frames_too_large: Counter,
     /// Groups reset because they exceeded relay.max_frames_per_group.
     groups_too_many_frames: Counter,
+    /// IETF subgroup streams stopped because no SUBSCRIBE_OK named their
+    /// track alias within the wait for one.
+    ietf_streams_unknown_alias: Counter,
     /// Sessions closed for announcing more than relay.max_broadcasts_per_session.
     broadcasts_refused_limit: Counter,
     /// ANNOUNCE_REQUESTs refused by relay.max_announce_requests_per_session.

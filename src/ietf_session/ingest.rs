@@ -6,8 +6,8 @@
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::Waker;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::task::Poll;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
 use tracing::debug;
@@ -102,6 +102,7 @@ pub(super) fn end<T: Transport>(session: &Rc<IetfSession<T>>) {
     }
     publishing.by_hub.borrow_mut().clear();
     publishing.aliases.borrow_mut().clear();
+    publishing.wake_alias_waiters();
     let upstreams: Vec<_> = publishing.upstreams.borrow_mut().drain().collect();
     for (_, upstream) in upstreams {
         upstream.cancelled.raise();
@@ -203,6 +204,7 @@ fn remove_upstream<T: Transport>(
         .aliases
         .borrow_mut()
         .retain(|_, id| *id != request_id);
+    publishing.wake_alias_waiters();
     session.shard.stats.upstream_subscriptions_open.dec();
     Some(upstream)
 }
@@ -233,47 +235,9 @@ fn bind_alias<T: Transport>(session: &Rc<IetfSession<T>>, request_id: u64, track
         _ => {
             aliases.insert(track_alias, request_id);
             drop(aliases);
-            for waker in session.publishing.alias_waiters.borrow_mut().drain(..) {
-                waker.wake();
-            }
+            session.publishing.wake_alias_waiters();
         }
     }
-}
-
-/// How long a draft-22 subgroup stream may wait for the SUBSCRIBE_OK that
-/// binds its alias (that reply travels on the request's own stream).
-const ALIAS_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Wakers kept for streams waiting on an alias (see [`upstream_of`]).
-const MAX_ALIAS_WAITERS: usize = 1024;
-
-/// The upstream an alias belongs to; on draft 22, waits up to [`ALIAS_WAIT`]
-/// for its SUBSCRIBE_OK.
-async fn upstream_of<T: Transport>(session: &IetfSession<T>, alias: u64) -> Option<Rc<Upstream>> {
-    let publishing = &session.publishing;
-    let lookup = || {
-        let id = publishing.aliases.borrow().get(&alias).copied();
-        id.and_then(|id| publishing.upstreams.borrow().get(&id).cloned())
-    };
-    if session.version == Version::Draft14 || publishing.upstreams.borrow().is_empty() {
-        return lookup();
-    }
-    let wait = poll_fn(|cx| match lookup() {
-        Some(upstream) => std::task::Poll::Ready(upstream),
-        None => {
-            let mut waiters = publishing.alias_waiters.borrow_mut();
-            // Wakers of streams that gave up stay until the next binding; a
-            // peer sending streams for aliases it never binds must not grow
-            // the list without end, so past a bound everyone is woken (and
-            // the live ones register again).
-            if waiters.len() >= MAX_ALIAS_WAITERS {
-                waiters.drain(..).for_each(Waker::wake);
-            }
-            waiters.push(cx.waker().clone());
-            std::task::Poll::Pending
-        }
-    });
-    monoio::time::timeout(ALIAS_WAIT, wait).await.ok()
 }
 
 pub(super) fn subscribe_error<T: Transport>(session: &Rc<IetfSession<T>>, m: SubscribeError) {
@@ -442,13 +406,9 @@ pub(super) async fn relay_subgroup<T: Transport>(
     stream: &mut Incoming<T::Recv>,
     header: SubgroupHeader,
 ) {
-    let upstream = race(
-        upstream_of(session, header.track_alias),
-        session.closed.raised(),
-    )
-    .await;
-    let Either::Left(Some(upstream)) = upstream else {
-        // An alias we do not know (or cancelled): reset alone.
+    let Some(upstream) = upstream_for(session, header.track_alias).await else {
+        // An alias no SUBSCRIBE_OK named in time (or cancelled): stopped alone.
+        session.shard.stats.ietf_streams_unknown_alias.inc();
         return stream.stop(session, STREAM_CANCELLED);
     };
     let mut ingest = match SubgroupIngest::new(&header) {
@@ -474,6 +434,53 @@ pub(super) async fn relay_subgroup<T: Transport>(
                 .shard
                 .to_hub(hub, MediaEvent::GroupReset { sequence, code });
         }
+    }
+}
+
+/// How long a subgroup stream may wait for the SUBSCRIBE_OK that names its
+/// track alias. Draft 14 lets objects overtake SUBSCRIBE_OK (they travel on
+/// other streams; on draft 22 SUBSCRIBE_OK rides the request's own stream),
+/// so a stream for an alias not yet known is held, unread,
+/// while some SUBSCRIBE awaits its answer. Flow control keeps what it holds
+/// to the header, and the peer's uni-stream limit bounds how many wait.
+const ALIAS_WAIT: Duration = Duration::from_secs(2);
+
+/// Wakers kept for streams waiting on an alias (see [`upstream_for`]).
+const MAX_ALIAS_WAITERS: usize = 1024;
+
+/// The upstream whose SUBSCRIBE_OK named `alias`, waiting up to
+/// [`ALIAS_WAIT`] while an answer is outstanding.
+async fn upstream_for<T: Transport>(
+    session: &Rc<IetfSession<T>>,
+    alias: u64,
+) -> Option<Rc<Upstream>> {
+    let publishing = &session.publishing;
+    let learnt = poll_fn(|cx| {
+        if let Some(upstream) = publishing.upstream_for_alias(alias) {
+            return Poll::Ready(Some(upstream));
+        }
+        if !publishing.awaiting_alias() || session.closed.is_raised() {
+            return Poll::Ready(None);
+        }
+        let mut waiters = publishing.alias_waiters.borrow_mut();
+        // A stream that gave up leaves its waker until the next wake-up; a
+        // peer opening streams for aliases it never names must not grow the
+        // list without end, so past a bound all are woken and the live ones
+        // (at most the uni-stream limit) register again.
+        if waiters.len() >= MAX_ALIAS_WAITERS {
+            waiters.drain(..).for_each(std::task::Waker::wake);
+        }
+        waiters.push(cx.waker().clone());
+        Poll::Pending
+    });
+    let waited = race(
+        learnt,
+        race(monoio::time::sleep(ALIAS_WAIT), session.closed.raised()),
+    )
+    .await;
+    match waited {
+        Either::Left(upstream) => upstream,
+        Either::Right(_) => None,
     }
 }
 

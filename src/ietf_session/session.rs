@@ -181,6 +181,7 @@ async fn control<T: Transport>(session: Rc<IetfSession<T>>) {
                 }
             },
         };
+        tracing::trace!(session = session.id, ?msg, "control message in");
         let checked = session.control.borrow_mut().receive(&msg);
         match checked {
             Ok(Some(reply)) => session.send(reply),
@@ -212,6 +213,7 @@ async fn write_control<T: Transport>(session: Rc<IetfSession<T>>, mut send: T::S
             }
             let mut out = BytesMut::new();
             for msg in session.outbox.borrow_mut().drain(..) {
+                tracing::trace!(session = session.id, ?msg, "control message out");
                 if let Err(e) = msg.encode(&mut out, Version::Draft14) {
                     tracing::warn!(error = %e, "cannot encode an outgoing control message");
                 }

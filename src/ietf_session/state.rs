@@ -120,9 +120,34 @@ pub(super) struct Publishing {
     /// Draft 22: upstream SUBSCRIBEs sent so far (ours are odd: 1, 3, 5...;
     /// draft 14 takes them from the control state instead).
     pub(super) sent_requests: Cell<u64>,
-    /// Subgroup streams waiting for their alias's SUBSCRIBE_OK: on draft 22
-    /// that reply rides another stream than the data, so data can come first.
+    /// Subgroup streams waiting for a SUBSCRIBE_OK to name their alias:
+    /// woken whenever one is learnt.
     pub(super) alias_waiters: RefCell<Vec<Waker>>,
+}
+
+impl Publishing {
+    /// The Request ID whose SUBSCRIBE_OK named `alias`, if it is open.
+    pub(super) fn upstream_for_alias(&self, alias: u64) -> Option<Rc<Upstream>> {
+        let id = *self.aliases.borrow().get(&alias)?;
+        self.upstreams.borrow().get(&id).cloned()
+    }
+
+    /// Whether some upstream SUBSCRIBE still waits for its SUBSCRIBE_OK,
+    /// so an unknown alias may yet become known.
+    pub(super) fn awaiting_alias(&self) -> bool {
+        let aliases = self.aliases.borrow();
+        self.upstreams
+            .borrow()
+            .keys()
+            .any(|id| !aliases.values().any(|v| v == id))
+    }
+
+    /// An alias was learnt (or an upstream ended): waiting streams look again.
+    pub(super) fn wake_alias_waiters(&self) {
+        for waker in self.alias_waiters.borrow_mut().drain(..) {
+            waker.wake();
+        }
+    }
 }
 
 pub(super) struct Upstream {

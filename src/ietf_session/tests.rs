@@ -16,7 +16,7 @@ use crate::ietf::{
 };
 use crate::session::memory::{MemoryLimits, MemoryRecv, MemorySend, MemoryTransport};
 use crate::session::tests::{
-    frames, settings, shard, within, Peer, Publisher, ReceivedGroup, BROADCAST,
+    frames, settings, shard, within, Peer, Publisher, Reader, ReceivedGroup, BROADCAST,
 };
 use crate::session::transport::{RecvStream, SendStream, Transport};
 use crate::shard::Shard;
@@ -298,10 +298,13 @@ async fn malformed_or_out_of_order_control_closes_with_protocol_violation() {
     assert_eq!(close.code.0, SessionCode::INVALID_REQUEST_ID.0);
 }
 
-#[monoio::test(enable_timer = true)]
-async fn an_ietf_publishers_subgroups_reach_a_lite_subscriber_as_groups() {
-    let shard = shard(settings());
-    let mut client = Client::connect(&shard).await;
+/// An IETF publisher of BROADCAST with a lite subscriber to its "video"
+/// track: returns once the relay has sent its upstream SUBSCRIBE, with the
+/// lite subscription's stream (dropping it unsubscribes).
+async fn ietf_publisher_with_lite_subscriber(
+    shard: &Rc<Shard>,
+) -> (Client, Peer, (MemorySend, Reader), Subscribe) {
+    let mut client = Client::connect(shard).await;
     client
         .send(
             PublishNamespace {
@@ -317,15 +320,11 @@ async fn an_ietf_publishers_subgroups_reach_a_lite_subscriber_as_groups() {
         ControlMessage::PublishNamespaceOk(ok) if ok.request_id == 0
     ));
 
-    let subscriber = Peer::connect(
-        &shard,
-        crate::lite::Version::Lite06,
-        MemoryLimits::default(),
-    )
-    .await
-    .0;
+    let subscriber = Peer::connect(shard, crate::lite::Version::Lite06, MemoryLimits::default())
+        .await
+        .0;
     let _announce = subscriber.wait_announced().await;
-    let _subscription = subscriber.open_subscribe(7, "video").await;
+    let subscription = subscriber.open_subscribe(7, "video").await;
 
     // The relay subscribes upstream over draft 14 (its Request IDs are odd).
     let request = match client.reply().await {
@@ -340,27 +339,28 @@ async fn an_ietf_publishers_subgroups_reach_a_lite_subscriber_as_groups() {
         ),
         (1, &[BROADCAST.to_string()][..], "video")
     );
-    client
-        .send(
-            SubscribeOk {
-                request_id: request.request_id,
-                track_alias: 9,
-                expires: 0,
-                group_order: GroupOrder::Ascending,
-                largest: None,
-                parameters: Parameters::default(),
-            }
-            .into(),
-        )
-        .await;
+    (client, subscriber, subscription, request)
+}
 
-    // One subgroup stream: group 3, objects 0..3, FIN ends it.
-    let sent = frames(3, 150);
+fn subscribe_ok(request: &Subscribe, track_alias: u64) -> ControlMessage {
+    SubscribeOk {
+        request_id: request.request_id,
+        track_alias,
+        expires: 0,
+        group_order: GroupOrder::Ascending,
+        largest: None,
+        parameters: Parameters::default(),
+    }
+    .into()
+}
+
+/// Group `group` of `frames` on a subgroup stream for `alias`, FIN at the end.
+async fn send_subgroup(client: &Client, alias: u64, group: u64, frames: &[(u64, Bytes)]) {
     let mut data = Vec::new();
-    super::bridge::subgroup_for_group(9, 3, 0)
+    super::bridge::subgroup_for_group(alias, group, 0)
         .encode(&mut data, V)
         .unwrap();
-    for (_, payload) in &sent {
+    for (_, payload) in frames {
         super::bridge::object_for_frame(payload.len() as u64)
             .encode(&mut data)
             .unwrap();
@@ -369,17 +369,73 @@ async fn an_ietf_publishers_subgroups_reach_a_lite_subscriber_as_groups() {
     let mut stream = client.transport.open_uni().await.unwrap();
     stream.write_chunk(Bytes::from(data)).await.unwrap();
     stream.finish().unwrap();
+}
 
-    let mut received = ReceivedGroup::accept(&subscriber).await;
+async fn receive_group(subscriber: &Peer, group: u64, sent: &[(u64, Bytes)]) {
+    let mut received = ReceivedGroup::accept(subscriber).await;
     assert_eq!(
         (received.header.subscribe, received.header.sequence),
-        (7, 3)
+        (7, group)
     );
-    for (_, payload) in &sent {
+    for (_, payload) in sent {
         let (_, got) = received.frame().await.unwrap().expect("a frame");
         assert_eq!(&got, payload);
     }
     assert!(received.frame().await.unwrap().is_none(), "the group ends");
+}
+
+#[monoio::test(enable_timer = true)]
+async fn an_ietf_publishers_subgroups_reach_a_lite_subscriber_as_groups() {
+    let shard = shard(settings());
+    let (mut client, subscriber, _subscription, request) =
+        ietf_publisher_with_lite_subscriber(&shard).await;
+    client.send(subscribe_ok(&request, 9)).await;
+    // One subgroup stream: group 3, objects 0..3, FIN ends it.
+    let sent = frames(3, 150);
+    send_subgroup(&client, 9, 3, &sent).await;
+    receive_group(&subscriber, 3, &sent).await;
+}
+
+/// Objects travel on other streams than SUBSCRIBE_OK, so a subgroup stream
+/// may arrive before the answer that names its alias (moq-clock's publisher
+/// opens them at once): it is held until the SUBSCRIBE_OK, not dropped.
+#[monoio::test(enable_timer = true)]
+async fn a_subgroup_that_overtakes_its_subscribe_ok_is_held_until_the_alias_is_known() {
+    let shard = shard(settings());
+    let (mut client, subscriber, _subscription, request) =
+        ietf_publisher_with_lite_subscriber(&shard).await;
+    let sent = frames(3, 150);
+    send_subgroup(&client, 9, 3, &sent).await;
+    // One thread runs both ends and nothing here waits on I/O: while this
+    // task is parked, the relay's ready tasks accept the stream and read its
+    // header, so it meets an alias no SUBSCRIBE_OK has named yet.
+    monoio::time::sleep(std::time::Duration::from_millis(5)).await;
+    client.send(subscribe_ok(&request, 9)).await;
+    receive_group(&subscriber, 3, &sent).await;
+    assert_eq!(shard.stats.ietf_streams_unknown_alias.get(), 0);
+}
+
+/// With every SUBSCRIBE answered, an unknown alias cannot become known: its
+/// stream is stopped at once and counted, and the track goes on.
+#[monoio::test(enable_timer = true)]
+async fn a_subgroup_for_an_alias_never_named_is_stopped_alone() {
+    let shard = shard(settings());
+    let (mut client, subscriber, _subscription, request) =
+        ietf_publisher_with_lite_subscriber(&shard).await;
+    client.send(subscribe_ok(&request, 9)).await;
+    let mut stray = Vec::new();
+    super::bridge::subgroup_for_group(5, 1, 0)
+        .encode(&mut stray, V)
+        .unwrap();
+    let mut stream = client.transport.open_uni().await.unwrap();
+    stream.write_chunk(Bytes::from(stray)).await.unwrap();
+    let stopped = within("the stray stream stopped", stream.stopped()).await;
+    assert!(stopped.is_some(), "stopped, not a closed session");
+    assert_eq!(shard.stats.ietf_streams_unknown_alias.get(), 1);
+
+    let sent = frames(2, 100);
+    send_subgroup(&client, 9, 4, &sent).await;
+    receive_group(&subscriber, 4, &sent).await;
 }
 
 /// Draft 22 ([`super::draft22::run`]): a scripted client that opens its SETUP

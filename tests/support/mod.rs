@@ -82,8 +82,10 @@ impl Relay {
     }
 
     /// As [`Relay::start_with`], listening on `address`.
+    /// `QUMO_RELAY_LOG` replaces its log filter when a failure needs more.
     pub fn start_on(address: &str, shards: usize, sections: &str) -> Relay {
-        Self::start_logging(address, shards, sections, "info,qumo=debug")
+        let level = std::env::var("QUMO_RELAY_LOG").unwrap_or_else(|_| "info,qumo=debug".into());
+        Self::start_logging(address, shards, sections, &level)
     }
 
     /// As [`Relay::start_on`], with `level` as `logging.level` (it must
@@ -441,7 +443,11 @@ fn spawn_client(command: &[&str]) -> Client {
     let mut child = Command::new(command[0])
         .args(&command[1..])
         .env("NO_COLOR", "1")
-        .env("RUST_LOG", "info")
+        // `QUMO_CLIENT_LOG=debug` when a failure needs the clients' side.
+        .env(
+            "RUST_LOG",
+            std::env::var("QUMO_CLIENT_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
