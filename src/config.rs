@@ -411,6 +411,11 @@ pub struct RelayConfig {
     /// before publishers' group streams pause. >= `max_frame_size`.
     #[serde(deserialize_with = "de::bytes")]
     pub max_mesh_backlog: u64,
+    /// How long a FETCH for a group this relay does not hold may take when
+    /// it is forwarded to the track's publisher, from the request to its
+    /// last frame. > 0.
+    #[serde(deserialize_with = "de::duration")]
+    pub fetch_timeout: Duration,
     /// PEM CA certificates to trust for `upstream_url` instead of the
     /// system roots.
     pub upstream_ca_file: Option<PathBuf>,
@@ -436,6 +441,7 @@ impl Default for RelayConfig {
             max_buffered_frame_bytes_per_session: 16 * MIB,
             setup_timeout: Duration::from_secs(10),
             max_mesh_backlog: 32 * MIB,
+            fetch_timeout: Duration::from_secs(10),
             upstream_ca_file: None,
         }
     }
@@ -1022,6 +1028,9 @@ impl Config {
             },
         )?;
         check(!r.setup_timeout.is_zero(), "relay.setup_timeout", || {
+            "must be greater than 0".into()
+        })?;
+        check(!r.fetch_timeout.is_zero(), "relay.fetch_timeout", || {
             "must be greater than 0".into()
         })?;
         for peer in &self.cluster.peers {

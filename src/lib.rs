@@ -4,6 +4,7 @@ pub mod admin;
 pub mod announced;
 pub mod auth;
 pub mod config;
+pub mod fetch_sink;
 pub mod handoff;
 pub mod http;
 pub mod ietf;

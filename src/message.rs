@@ -23,7 +23,10 @@ use crate::announced::AnnouncedQuery;
 use crate::handoff::Handoff;
 use crate::lite::StreamCode;
 use crate::model::TrackProperties;
-pub use crate::model::{GroupSnapshot, HubRef, MediaEvent, SessionRef, TrackKey, TrackName};
+pub use crate::model::{
+    FetchEvent, FetchRef, FetchWindow, GroupSnapshot, HubRef, MediaEvent, SessionRef, TrackKey,
+    TrackName, UpstreamFetch,
+};
 
 #[derive(Debug)]
 pub enum ShardMessage {
@@ -83,6 +86,21 @@ pub enum ShardMessage {
     },
     /// Media for a hub (publisher -> owner) or for a replica (owner -> shard).
     Media { hub: HubRef, event: MediaEvent },
+    /// From a FETCH's shard to its publisher's: fetch this group from the
+    /// peer, outside any hub, and answer `fetch` with [`ShardMessage::FetchReply`]s.
+    FetchUpstream {
+        publisher: SessionRef,
+        fetch: FetchRef,
+        request: UpstreamFetch,
+    },
+    /// From a FETCH's shard to its publisher's: nobody waits for `fetch` any more.
+    FetchCancel {
+        publisher: SessionRef,
+        fetch: FetchRef,
+    },
+    /// From the publisher's shard: the next step of `fetch`'s answer.
+    /// Handled by the shard, not the router (no hub is involved).
+    FetchReply { fetch: FetchRef, event: FetchEvent },
     /// From the admin listener (not a shard): list the announce table.
     /// Posted from outside the backlog's accounting: never added to it, so
     /// never taken off it either.
@@ -107,6 +125,10 @@ impl ShardMessage {
         match self {
             ShardMessage::Media {
                 event: MediaEvent::Frame { payload, .. } | MediaEvent::Datagram { payload, .. },
+                ..
+            }
+            | ShardMessage::FetchReply {
+                event: FetchEvent::Frame { payload, .. },
                 ..
             } => MESSAGE_WEIGHT + payload.len() as u64,
             ShardMessage::Attached { groups, .. } => {

@@ -140,6 +140,14 @@ relay_stats! {
     fetches_served: Counter,
     /// FETCHes answered NOT_FOUND: no such broadcast, or a group neither cached nor next.
     fetches_not_found: Counter,
+    /// FETCHes of uncached groups forwarded to the track's publisher.
+    upstream_fetches_opened: Counter,
+    /// Forwarded FETCHes whose every frame asked for was served.
+    upstream_fetches_served: Counter,
+    /// Forwarded FETCHes that ended otherwise: refused by the publisher,
+    /// its session gone, past `relay.fetch_timeout` or over the byte
+    /// bound, or cancelled by the requester.
+    upstream_fetches_failed: Counter,
     /// Subscriptions, TRACK requests or FETCHes refused by max_subscriptions_per_session.
     subscriptions_refused_limit: Counter,
     /// Announce prefixes refused as too long.

@@ -156,3 +156,82 @@ pub struct GroupSnapshot {
     /// `None` while the group is still open.
     pub ended: Option<GroupState>,
 }
+
+/// A FETCH forwarded to a track's publisher, named relay-wide: the shard
+/// of the session that asked for it and its id there. Ids are never
+/// reused on a shard, so a late reply for a fetch that gave up finds
+/// nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FetchRef {
+    pub shard: usize,
+    pub id: u64,
+}
+
+/// What a forwarded FETCH asks the publisher for: a whole group (the
+/// requesting shard cuts the frame range itself, since a lite-05 peer
+/// has no frame bounds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamFetch {
+    pub key: TrackKey,
+    pub group: u64,
+    pub priority: u8,
+    /// Shared with the requesting shard: its bytes not yet written on.
+    pub window: FetchWindow,
+}
+
+/// The bytes of a forwarded FETCH's answer that the publisher's side has
+/// sent and the requester has not yet written to its peer, shared by the
+/// two shards. The publisher's side stops reading its peer while this is
+/// over [`FetchWindow::BYTES`], so a requester that does not read holds
+/// the publisher back (QUIC flow control), not the relay's memory.
+#[derive(Debug, Clone, Default)]
+pub struct FetchWindow(Arc<std::sync::atomic::AtomicU64>);
+
+impl FetchWindow {
+    /// Bytes in flight beyond which the next frame waits.
+    pub const BYTES: u64 = 1 << 20;
+
+    /// The publisher's side sent a frame of `n` bytes.
+    pub fn sent(&self, n: u64) {
+        self.0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The requester is done with a frame of `n` bytes.
+    pub fn written(&self, n: u64) {
+        let _ = self.0.fetch_update(
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+            |v| Some(v.saturating_sub(n)),
+        );
+    }
+
+    pub fn in_flight(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether the next frame must wait.
+    pub fn full(&self) -> bool {
+        self.in_flight() > Self::BYTES
+    }
+}
+
+/// The same window, not an equal count.
+impl PartialEq for FetchWindow {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for FetchWindow {}
+
+/// One step of a forwarded FETCH's answer, publisher's shard to requester's.
+#[derive(Debug, Clone)]
+pub enum FetchEvent {
+    /// The next frame of the group, in order from its first.
+    Frame { timestamp: u64, payload: Bytes },
+    /// The group is complete.
+    End,
+    /// The fetch failed: the peer's reset code, or the relay's own
+    /// (NOT_FOUND when the publisher cannot FETCH or is gone).
+    Reset(StreamCode),
+}

@@ -22,7 +22,10 @@ use tracing::{debug, warn};
 
 use crate::announced::{AnnouncedBroadcast, AnnouncedList, AnnouncedQuery};
 use crate::lite::StreamCode;
-use crate::message::{GroupSnapshot, HubRef, MediaEvent, SessionRef, ShardMessage, TrackKey};
+use crate::message::{
+    FetchEvent, FetchRef, GroupSnapshot, HubRef, MediaEvent, SessionRef, ShardMessage, TrackKey,
+    UpstreamFetch,
+};
 use crate::metrics::RelayStats;
 use crate::origin::{Listener, Origin, Page};
 use crate::track::{GroupState, TrackProperties, TrackReplica, TrackState};
@@ -41,6 +44,14 @@ pub enum SessionCommand {
         sequence: u64,
         code: StreamCode,
     },
+    /// FETCH a group from the peer for `fetch` (outside any hub) and send
+    /// the answer to its shard as `ShardMessage::FetchReply`s.
+    Fetch {
+        fetch: FetchRef,
+        request: UpstreamFetch,
+    },
+    /// Nobody waits for `fetch` any more.
+    CancelFetch { fetch: FetchRef },
 }
 
 /// One thing the router asks its caller to do.
@@ -376,6 +387,26 @@ impl Router {
                 }
             }
             ShardMessage::Media { hub, event } => self.media(hub, event, now),
+            ShardMessage::FetchUpstream {
+                publisher,
+                fetch,
+                request,
+            } => {
+                if self.sessions.contains(&publisher.id) {
+                    self.command(publisher, SessionCommand::Fetch { fetch, request });
+                } else {
+                    let event = FetchEvent::Reset(StreamCode::NOT_FOUND);
+                    self.send(fetch.shard, ShardMessage::FetchReply { fetch, event });
+                }
+            }
+            ShardMessage::FetchCancel { publisher, fetch } => {
+                if self.sessions.contains(&publisher.id) {
+                    self.command(publisher, SessionCommand::CancelFetch { fetch });
+                }
+            }
+            // The shard delivers these to its waiting fetch before the
+            // router; one that got here has nobody to go to.
+            ShardMessage::FetchReply { .. } => {}
             ShardMessage::ListAnnounced(query) => self.answer_announced(query),
             // The relay takes these before the router; one that got here
             // is dropped, which closes its socket.

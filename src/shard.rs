@@ -4,7 +4,7 @@
 //! touched by this shard's thread only; other shards reach it through
 //! [`ShardMessage`]s, handled in arrival order.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -15,8 +15,12 @@ use qumo_shards::ShardContext;
 use tracing::debug;
 
 use crate::config::Config;
-use crate::lite::Limits;
-use crate::message::{HubRef, MediaEvent, MeshBacklog, SessionRef, ShardMessage, TrackKey};
+use crate::fetch_sink::FetchSink;
+use crate::lite::{Limits, StreamCode};
+use crate::message::{
+    FetchEvent, FetchRef, FetchWindow, HubRef, MediaEvent, MeshBacklog, SessionRef, ShardMessage,
+    TrackKey, UpstreamFetch,
+};
 use crate::metrics::RelayStats;
 use crate::origin::{Listener, Page};
 use crate::router::{owner_of, Output, Router, RouterConfig, SessionCommand};
@@ -47,6 +51,8 @@ pub struct Settings {
     pub max_buffered_frame_bytes_per_session: u64,
     pub setup_timeout: Duration,
     pub max_mesh_backlog: u64,
+    /// How long a FETCH forwarded to the publisher may take, end to end.
+    pub fetch_timeout: Duration,
     /// Streams a relay peer may have open at once (bidi, uni), raised to
     /// once the session is known to be one (`quic.peer_max_concurrent_*`).
     pub peer_stream_limits: (u32, u32),
@@ -78,6 +84,7 @@ impl Settings {
             max_buffered_frame_bytes_per_session: r.max_buffered_frame_bytes_per_session,
             setup_timeout: r.setup_timeout,
             max_mesh_backlog: r.max_mesh_backlog,
+            fetch_timeout: r.fetch_timeout,
             peer_stream_limits: (
                 config.quic.peer_max_concurrent_bidi_streams,
                 config.quic.peer_max_concurrent_uni_streams,
@@ -197,6 +204,10 @@ pub struct Shard {
     /// capacity (see [`Router::swap_output`]).
     draining: RefCell<VecDeque<Output>>,
     inboxes: RefCell<HashMap<u64, Rc<SessionInbox>>>,
+    /// FETCHes of this shard's sessions forwarded to a publisher, waiting
+    /// for their answer, by [`FetchRef::id`].
+    fetches: RefCell<HashMap<u64, (Rc<FetchSink>, FetchWindow)>>,
+    next_fetch: Cell<u64>,
 }
 
 impl Shard {
@@ -231,6 +242,8 @@ impl Shard {
             router: RefCell::new(router),
             draining: RefCell::default(),
             inboxes: RefCell::new(HashMap::new()),
+            fetches: RefCell::default(),
+            next_fetch: Cell::new(0),
         }
     }
 
@@ -327,8 +340,18 @@ impl Shard {
     /// A command for a session that is gone: an upstream it will never
     /// open ends as if its publisher left.
     fn undelivered(&self, command: SessionCommand) {
-        if let SessionCommand::SubscribeUpstream { hub, .. } = command {
-            self.router.borrow_mut().to_hub(hub, MediaEvent::vanished());
+        match command {
+            SessionCommand::SubscribeUpstream { hub, .. } => {
+                self.router.borrow_mut().to_hub(hub, MediaEvent::vanished());
+            }
+            // A fetch it will never make is not found.
+            SessionCommand::Fetch { fetch, .. } => {
+                let event = FetchEvent::Reset(StreamCode::NOT_FOUND);
+                self.post(fetch.shard, ShardMessage::FetchReply { fetch, event });
+            }
+            SessionCommand::CancelUpstream { .. }
+            | SessionCommand::StopGroup { .. }
+            | SessionCommand::CancelFetch { .. } => {}
         }
     }
 
@@ -441,6 +464,60 @@ impl Shard {
         self.post(hub.owner, ShardMessage::Media { hub, event });
     }
 
+    // --- forwarded FETCH ------------------------------------------------
+
+    /// Forward a FETCH to `publisher` (on any shard): its session fetches
+    /// the group from its peer and the answer comes back to the returned
+    /// handle. Dropping the handle before the answer ends cancels it.
+    pub fn fetch_upstream(
+        self: &Rc<Self>,
+        publisher: SessionRef,
+        request: UpstreamFetch,
+    ) -> ForwardedFetch {
+        let id = self.next_fetch.get();
+        self.next_fetch.set(id + 1);
+        let fetch = FetchRef {
+            shard: self.index(),
+            id,
+        };
+        let sink = Rc::new(FetchSink::default());
+        let window = request.window.clone();
+        self.fetches
+            .borrow_mut()
+            .insert(id, (sink.clone(), window.clone()));
+        self.stats.upstream_fetches_opened.inc();
+        let message = ShardMessage::FetchUpstream {
+            publisher,
+            fetch,
+            request,
+        };
+        self.post(publisher.shard, message);
+        ForwardedFetch {
+            shard: self.clone(),
+            publisher,
+            fetch,
+            sink,
+            window,
+            served: false,
+        }
+    }
+
+    /// A forwarded FETCH's session answers it: to the requesting shard.
+    pub fn fetch_reply(&self, fetch: FetchRef, event: FetchEvent) {
+        self.post(fetch.shard, ShardMessage::FetchReply { fetch, event });
+    }
+
+    /// FETCHes of this shard's sessions waiting for their answer.
+    pub fn fetches_waiting(&self) -> usize {
+        self.fetches.borrow().len()
+    }
+
+    /// Bytes of their answers sent and not yet written on.
+    pub fn fetch_bytes_in_flight(&self) -> u64 {
+        let fetches = self.fetches.borrow();
+        fetches.values().map(|(_, window)| window.in_flight()).sum()
+    }
+
     // --- messages -------------------------------------------------------
 
     pub fn handle(&self, message: ShardMessage) {
@@ -454,8 +531,67 @@ impl Shard {
         self.stats
             .mesh_inbox_messages
             .set(self.backlog.messages(me));
+        // A forwarded FETCH's answer goes to its waiting task; one that
+        // gave up is gone from the table and the rest is dropped.
+        if let ShardMessage::FetchReply { fetch, event } = message {
+            let sink = self.fetches.borrow().get(&fetch.id).map(|f| f.0.clone());
+            if let Some(sink) = sink {
+                sink.push(event);
+            }
+            return;
+        }
         let now = Instant::now();
         self.route(|router| router.handle(message, now))
+    }
+}
+
+/// A FETCH this shard forwarded to a publisher (see
+/// [`Shard::fetch_upstream`]): the answer as it comes. Dropped, it leaves
+/// the shard's table, and if the answer had not ended, the publisher's
+/// session is told to stop, so nothing outlives the requester.
+pub struct ForwardedFetch {
+    shard: Rc<Shard>,
+    publisher: SessionRef,
+    fetch: FetchRef,
+    sink: Rc<FetchSink>,
+    window: FetchWindow,
+    served: bool,
+}
+
+impl ForwardedFetch {
+    /// The next step of the answer, in order.
+    pub async fn next(&self) -> FetchEvent {
+        std::future::poll_fn(|cx| self.sink.poll_next(cx)).await
+    }
+
+    /// The answer's bytes in flight: take off each frame written on.
+    pub fn window(&self) -> &FetchWindow {
+        &self.window
+    }
+
+    /// Every frame asked for reached the requester (counted as served;
+    /// any other end counts as failed).
+    pub fn served(&mut self) {
+        if !self.served {
+            self.served = true;
+            self.shard.stats.upstream_fetches_served.inc();
+        }
+    }
+}
+
+impl Drop for ForwardedFetch {
+    fn drop(&mut self) {
+        if !self.served {
+            self.shard.stats.upstream_fetches_failed.inc();
+        }
+        self.shard.fetches.borrow_mut().remove(&self.fetch.id);
+        if !self.sink.finished() {
+            let message = ShardMessage::FetchCancel {
+                publisher: self.publisher,
+                fetch: self.fetch,
+            };
+            self.shard.post(self.publisher.shard, message);
+        }
     }
 }
 
@@ -526,5 +662,151 @@ mod tests {
         until(|| replica.state() != TrackState::Live).await;
         assert_eq!(replica.state(), TrackState::Ended(None));
         assert_eq!(shard.stats.sessions_open.get(), 0);
+    }
+
+    /// `f`'s output, or a panic naming `what` after five seconds.
+    async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
+        match monoio::time::timeout(Duration::from_secs(5), f).await {
+            Ok(out) => out,
+            Err(_) => panic!("{what}: nothing within 5 s"),
+        }
+    }
+
+    /// Two shards on one thread, each message delivered by a task here in
+    /// the order sent, as the runtime's mesh does between two threads.
+    #[derive(Default)]
+    struct TwoShards {
+        queue: RefCell<VecDeque<(usize, ShardMessage)>>,
+        waker: RefCell<Option<Waker>>,
+    }
+
+    struct Port(usize, Rc<TwoShards>);
+
+    impl Mesh for Port {
+        fn index(&self) -> usize {
+            self.0
+        }
+
+        fn shard_count(&self) -> usize {
+            2
+        }
+
+        fn send(&self, to: usize, message: ShardMessage) -> Result<(), ShardMessage> {
+            self.1.queue.borrow_mut().push_back((to, message));
+            if let Some(waker) = self.1.waker.borrow_mut().take() {
+                waker.wake();
+            }
+            Ok(())
+        }
+    }
+
+    fn two_shards() -> [Rc<Shard>; 2] {
+        let net = Rc::new(TwoShards::default());
+        let backlog = Arc::new(MeshBacklog::default());
+        let shards = [0, 1].map(|index| {
+            Rc::new(Shard::new(
+                Box::new(Port(index, net.clone())),
+                Settings::from_config(&Config::default()),
+                1,
+                Arc::new(RelayStats::default()),
+                backlog.clone(),
+            ))
+        });
+        let weak = shards.each_ref().map(Rc::downgrade);
+        monoio::spawn(async move {
+            loop {
+                let (to, message) = std::future::poll_fn(|cx| {
+                    let next = net.queue.borrow_mut().pop_front();
+                    match next {
+                        Some(next) => Poll::Ready(next),
+                        None => {
+                            *net.waker.borrow_mut() = Some(cx.waker().clone());
+                            Poll::Pending
+                        }
+                    }
+                })
+                .await;
+                let Some(shard) = weak[to].upgrade() else {
+                    return;
+                };
+                shard.handle(message);
+            }
+        });
+        shards
+    }
+
+    #[monoio::test(enable_timer = true)]
+    async fn a_fetch_crosses_to_the_publishers_shard_and_its_answer_comes_back() {
+        let [here, there] = two_shards();
+        let publisher = SessionRef { shard: 1, id: 5 };
+        let inbox = there.register_session(publisher);
+        let request = |group| UpstreamFetch {
+            key: Arc::new(TrackName {
+                broadcast: "live".into(),
+                track: "video".into(),
+            }),
+            group,
+            priority: 0,
+            window: FetchWindow::default(),
+        };
+        let next_command = || async {
+            until(|| !inbox.queue.borrow().is_empty()).await;
+            inbox.queue.borrow_mut().pop_front()
+        };
+
+        // Answered: the frame and the end come back to the handle.
+        let mut forwarded = here.fetch_upstream(publisher, request(7));
+        let Some(SessionCommand::Fetch {
+            fetch,
+            request: asked,
+        }) = next_command().await
+        else {
+            panic!("no FETCH in the publisher's inbox");
+        };
+        assert_eq!((fetch.shard, asked.group), (0, 7));
+        let payload = bytes::Bytes::from_static(b"frame");
+        there.fetch_reply(
+            fetch,
+            FetchEvent::Frame {
+                timestamp: 3,
+                payload,
+            },
+        );
+        there.fetch_reply(fetch, FetchEvent::End);
+        let first = within("a frame", forwarded.next()).await;
+        assert!(
+            matches!(first, FetchEvent::Frame { timestamp: 3, .. }),
+            "{first:?}"
+        );
+        let last = within("the end", forwarded.next()).await;
+        assert!(matches!(last, FetchEvent::End), "{last:?}");
+        forwarded.served();
+        drop(forwarded);
+
+        // A publisher that is gone: NOT_FOUND.
+        let gone = SessionRef { shard: 1, id: 6 };
+        let forwarded = here.fetch_upstream(gone, request(8));
+        let end = within("the refusal", forwarded.next()).await;
+        assert!(
+            matches!(end, FetchEvent::Reset(StreamCode::NOT_FOUND)),
+            "{end:?}"
+        );
+        drop(forwarded);
+
+        // Given up before its answer: the publisher's session is told.
+        let forwarded = here.fetch_upstream(publisher, request(9));
+        let Some(SessionCommand::Fetch { fetch, .. }) = next_command().await else {
+            panic!("no FETCH in the publisher's inbox");
+        };
+        drop(forwarded);
+        let cancel = next_command().await;
+        assert_eq!(cancel, Some(SessionCommand::CancelFetch { fetch }));
+        // A late answer finds nobody and is dropped.
+        there.fetch_reply(fetch, FetchEvent::End);
+        assert_eq!(here.fetches_waiting(), 0);
+        let stats = &here.stats;
+        assert_eq!(stats.upstream_fetches_opened.get(), 3);
+        assert_eq!(stats.upstream_fetches_served.get(), 1);
+        assert_eq!(stats.upstream_fetches_failed.get(), 2);
     }
 }

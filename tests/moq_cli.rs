@@ -670,3 +670,89 @@ fn a_draft_22_publisher_reaches_a_lite06_subscriber() {
         relay.log()
     );
 }
+
+/// A FETCH on an edge relay for a group the edge never held: the edge
+/// forwards it over its upstream session to the origin, which answers it
+/// from its own cache (a viewer keeps the track there), and the access
+/// unit `moq fetch` writes is byte for byte the one published.
+#[test]
+fn moq_cli_fetches_from_an_edge_a_group_only_its_origin_holds() {
+    let port = support::free_port();
+    let origin = Relay::start_on(
+        &format!("127.0.0.1:{port}"),
+        1,
+        "relay:\n  group_cache_size: 64\n",
+    );
+    let publisher = Moq::publish(&origin, "edge.hang", None, Duration::from_millis(100));
+    origin
+        .wait_for("broadcast=edge.hang active=true", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("no announcement; moq:\n{}", publisher.log()));
+    let viewer = Moq::subscribe(&origin, "edge.hang");
+    let seen = distinct(&viewer.frames(8, Duration::from_secs(15)));
+    assert!(
+        seen.len() >= 8,
+        "viewer got {seen:?}; origin:\n{}",
+        origin.log()
+    );
+    let edge = Relay::start_with(
+        2,
+        &format!("relay:\n  upstream_url: \"http://127.0.0.1:{port}\"\n"),
+    );
+    edge.wait_for_nth_all(
+        &["broadcast=edge.hang", "active=true"],
+        0,
+        Duration::from_secs(20),
+    )
+    .unwrap_or_else(|| panic!("the edge never learned the broadcast:\n{}", edge.log()));
+
+    // A group a few behind the newest: the edge's own subscription (made
+    // for the fetch) starts at the newest, so this one is not on the edge.
+    // As in the test above, a miss right after the viewer re-subscribed
+    // on the origin says nothing about FETCH: retried, at most twice.
+    let mut attempts = Vec::new();
+    for _ in 0..3 {
+        let seen = distinct(&viewer.frames(0, Duration::ZERO));
+        let past = seen[seen.len() - 4];
+        let group = past.to_string();
+        let args = [
+            "--broadcast",
+            "edge.hang",
+            "fetch",
+            "--group",
+            &group,
+            "0.avc3",
+        ];
+        let mut fetched = Moq::spawn_at(&edge, "", &args);
+        let status = fetched.wait(Duration::from_secs(30));
+        if status.is_some_and(|s| s.success()) {
+            assert_eq!(
+                frames_in(&fetched.stdout()),
+                vec![Some(past)],
+                "fetch of group {past}; moq:\n{}",
+                fetched.log()
+            );
+            let group = format!("track=edge.hang/0.avc3 group={past}");
+            for (relay, step) in [
+                (&edge, "fetch: forwarded to the publisher"),
+                (&edge, "fetch served"),
+                (&origin, "fetch served"),
+            ] {
+                assert!(
+                    relay
+                        .wait_for_nth_all(&[step, group.as_str()], 0, Duration::from_secs(5))
+                        .is_some(),
+                    "no {step:?} for group {past}; edge:\n{}\norigin:\n{}",
+                    edge.log(),
+                    origin.log()
+                );
+            }
+            return;
+        }
+        attempts.push((past, fetched.log()));
+    }
+    panic!(
+        "fetches of {attempts:?} all failed; edge:\n{}\norigin:\n{}",
+        edge.log(),
+        origin.log()
+    );
+}

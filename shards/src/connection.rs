@@ -258,6 +258,28 @@ impl Connection {
         .await
     }
 
+    /// A count that moves whenever the figures of [`Connection::stats`]
+    /// may have (a packet from the peer or a timer handled): figures
+    /// sampled at one value still hold while it has not moved.
+    pub fn estimate_epoch(&self) -> u64 {
+        self.shared.estimate_epoch.get()
+    }
+
+    /// Wait until [`Connection::estimate_epoch`] is no longer `epoch`, or
+    /// the connection has ended. Costs nothing while nobody waits: for
+    /// samplers that would otherwise poll an idle connection.
+    pub async fn estimate_changed(&self, epoch: u64) {
+        let waiter = self.shared.estimate_waiters.waiter();
+        poll_fn(|cx| {
+            if self.shared.estimate_epoch.get() != epoch || self.shared.error().is_some() {
+                return Poll::Ready(());
+            }
+            waiter.register(cx);
+            Poll::Pending
+        })
+        .await
+    }
+
     /// Close the connection with an application error code and reason.
     /// Pending stream data is abandoned; the peer sees the code.
     pub fn close(&self, code: VarInt, reason: &[u8]) {

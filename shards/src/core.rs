@@ -54,6 +54,12 @@ pub(crate) struct ConnShared {
     pub accepters: [WaitList; 2],
     /// Tasks waiting for a datagram.
     pub datagram_readers: WaitList,
+    /// Counts the packets from the peer and the timers handled on this
+    /// connection: the only times quinn-proto changes its RTT and
+    /// congestion window, so figures sampled at one count still hold.
+    pub estimate_epoch: Cell<u64>,
+    /// Tasks waiting for `estimate_epoch` to move.
+    pub estimate_waiters: WaitList,
     /// The connection's figures when its QUIC state was dropped, so that a
     /// reader that samples traffic still gets the final totals.
     pub final_stats: Cell<Option<ConnectionStats>>,
@@ -62,6 +68,13 @@ pub(crate) struct ConnShared {
 impl ConnShared {
     pub fn error(&self) -> Option<ConnectionError> {
         self.error.borrow().clone()
+    }
+
+    /// A packet or timer was handled: the congestion figures may differ.
+    fn estimate_moved(&self) {
+        self.estimate_epoch
+            .set(self.estimate_epoch.get().wrapping_add(1));
+        self.estimate_waiters.wake_all();
     }
 
     fn fail(&self, reason: ConnectionError) {
@@ -142,6 +155,7 @@ impl ConnEntry {
             list.wake_all();
         }
         shared.datagram_readers.wake_all();
+        shared.estimate_waiters.wake_all();
         shared.state_waiters.wake_all();
     }
 }
@@ -292,6 +306,8 @@ impl ShardCore {
             openers: Default::default(),
             accepters: Default::default(),
             datagram_readers: WaitList::default(),
+            estimate_epoch: Cell::new(0),
+            estimate_waiters: WaitList::default(),
             final_stats: Cell::new(None),
         });
         let mut entry = Box::new(ConnEntry::new(conn, shared.clone()));
@@ -327,6 +343,7 @@ impl ShardCore {
             Some(DatagramEvent::ConnectionEvent(handle, event)) => {
                 if let Some(entry) = inner.conns.get_mut(&handle) {
                     entry.conn.handle_event(event);
+                    entry.shared.estimate_moved();
                     self.touch(inner, handle);
                 }
             }
@@ -477,6 +494,7 @@ impl ShardCore {
                     }
                     if entry.timer.is_some_and(|t| t <= now) {
                         entry.conn.handle_timeout(now);
+                        entry.shared.estimate_moved();
                     }
                     self.touch(inner, handle);
                 }

@@ -593,6 +593,16 @@ fn zero_setup_timeout_is_refused() {
 }
 
 #[test]
+fn zero_fetch_timeout_is_refused() {
+    let (key, _) = bad_value("relay: {fetch_timeout: 0s}");
+    assert_eq!(key, "relay.fetch_timeout");
+    assert_eq!(
+        Config::default().relay.fetch_timeout,
+        Duration::from_secs(10)
+    );
+}
+
+#[test]
 fn hardening_defaults_bound_what_a_peer_controls() {
     let r = Config::default().relay;
     assert_eq!(r.max_latency_ceiling, Duration::from_secs(10));

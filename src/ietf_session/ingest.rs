@@ -21,7 +21,7 @@ use crate::ietf::{
     SubgroupObject, Subscribe, SubscribeError, SubscribeOk, Unsubscribe, Version,
 };
 use crate::lite::StreamCode;
-use crate::message::{HubRef, MediaEvent, TrackKey};
+use crate::message::{FetchEvent, HubRef, MediaEvent, TrackKey};
 use crate::router::SessionCommand;
 use crate::session::transport::{SendStream, Transport};
 use crate::shard::SessionInbox;
@@ -125,6 +125,11 @@ pub(super) async fn commands<T: Transport>(session: Rc<IetfSession<T>>, inbox: R
             // Groups are read whole; a stop is honoured when the hub sees
             // the group end.
             SessionCommand::StopGroup { .. } => {}
+            // Draft-14 FETCH upstream is not built: the group is not found.
+            SessionCommand::Fetch { fetch, .. } => session
+                .shard
+                .fetch_reply(fetch, FetchEvent::Reset(StreamCode::NOT_FOUND)),
+            SessionCommand::CancelFetch { .. } => {}
         }
     }
 }

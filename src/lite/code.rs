@@ -15,6 +15,8 @@ pub struct StreamCode(pub u32);
 impl StreamCode {
     /// Cancelled, nobody wants it any more.
     pub const CANCEL: Self = Self(0x1);
+    /// Not delivered in time (a forwarded FETCH past `relay.fetch_timeout`).
+    pub const DELIVERY_TIMEOUT: Self = Self(0x2);
     /// The session that fed this group closed before finishing it
     /// (moq-net's SESSION_CLOSED).
     pub const SESSION_CLOSED: Self = Self(0x3);
@@ -40,6 +42,7 @@ impl StreamCode {
     fn name(self) -> Option<&'static str> {
         Some(match self {
             Self::CANCEL => "cancel",
+            Self::DELIVERY_TIMEOUT => "delivery timeout",
             // 0x3 carries both meanings; the wire cannot tell them apart.
             Self::SESSION_CLOSED => "session closed",
             Self::TOO_FAR_BEHIND => "too far behind",

@@ -344,6 +344,9 @@ impl World {
                     }
                 }
             }
+            // The simulation issues no FETCH (its path is tested with the
+            // sessions, `session::tests`).
+            SessionCommand::Fetch { .. } | SessionCommand::CancelFetch { .. } => {}
         }
         self.pump(shard);
     }

@@ -17,13 +17,14 @@ use super::tail::{self, GroupTally};
 use super::transport::{SendStream, Transport};
 use crate::auth::Refusal;
 use crate::lite::{
-    Announce, AnnounceOk, AnnounceRequest, BidiType, DatagramHeader, DecodeError, FrameHeader,
-    GroupHeader, StreamCode, Subscribe, SubscribeReply, Timestamps, TrackInfo, TrackRequest,
-    Version,
+    Announce, AnnounceOk, AnnounceRequest, BidiType, DatagramHeader, DecodeError, Fetch,
+    FrameHeader, GroupHeader, StreamCode, Subscribe, SubscribeReply, Timestamps, TrackInfo,
+    TrackRequest, Version,
 };
-use crate::message::{HubRef, MediaEvent, TrackKey};
+use crate::message::{FetchEvent, FetchRef, HubRef, MediaEvent, TrackKey, UpstreamFetch};
 use crate::router::SessionCommand;
 use crate::shard::SessionInbox;
+use crate::shard::Shard;
 use crate::task::{race, Either, Signal};
 use crate::track::TrackProperties;
 
@@ -41,6 +42,8 @@ pub async fn commands<T: Transport>(session: Rc<Session<T>>, inbox: Rc<SessionIn
                 sequence,
                 code,
             } => session.stop_group(hub, sequence, code),
+            SessionCommand::Fetch { fetch, request } => session.fetch_upstream(fetch, request),
+            SessionCommand::CancelFetch { fetch } => session.cancel_fetch(fetch),
         }
     }
 }
@@ -231,6 +234,34 @@ impl<T: Transport> Session<T> {
         if let Some(stop) = stop {
             stop.code.set(code);
             stop.signal.raise();
+        }
+    }
+
+    /// Another shard forwarded a FETCH for a group it does not hold: ask
+    /// the peer (lite-05+; lite-04 has no FETCH, so NOT_FOUND) and send
+    /// the answer back, bounded by `relay.fetch_timeout`.
+    pub fn fetch_upstream(self: &Rc<Self>, fetch: FetchRef, request: UpstreamFetch) {
+        let answer = FetchAnswer {
+            shard: self.shard.clone(),
+            fetch,
+            ended: false,
+        };
+        if !self.version.has_track_stream() {
+            debug!(session = self.id.id, track = %request.key, "fetch: a lite-04 peer has no FETCH");
+            return answer.end(FetchEvent::Reset(StreamCode::NOT_FOUND));
+        }
+        let cancel = Rc::new(Signal::default());
+        // A repeated id (never, ids are not reused) would cancel the first.
+        if let Some(old) = self.fetches.borrow_mut().insert(fetch, cancel.clone()) {
+            old.raise();
+        }
+        self.spawn(run_fetch(self.clone(), request, answer, cancel));
+    }
+
+    /// The shard that forwarded `fetch` no longer waits for it.
+    pub fn cancel_fetch(&self, fetch: FetchRef) {
+        if let Some(cancel) = self.fetches.borrow_mut().remove(&fetch) {
+            cancel.raise();
         }
     }
 
@@ -532,6 +563,187 @@ async fn read_frames<T: Transport>(
                 payload,
             },
         );
+    }
+}
+
+/// The answer of a forwarded FETCH, on its way back to the requesting
+/// shard. Dropped before its last word (a panic, say), it says CANCEL, so
+/// the requester never waits out its deadline for nothing.
+struct FetchAnswer {
+    shard: Rc<Shard>,
+    fetch: FetchRef,
+    ended: bool,
+}
+
+impl FetchAnswer {
+    fn frame(&self, timestamp: u64, payload: bytes::Bytes) {
+        let event = FetchEvent::Frame { timestamp, payload };
+        self.shard.fetch_reply(self.fetch, event);
+    }
+
+    fn end(mut self, event: FetchEvent) {
+        self.ended = true;
+        self.shard.fetch_reply(self.fetch, event);
+    }
+}
+
+impl Drop for FetchAnswer {
+    fn drop(&mut self) {
+        if !self.ended {
+            let event = FetchEvent::Reset(StreamCode::CANCEL);
+            self.shard.fetch_reply(self.fetch, event);
+        }
+    }
+}
+
+async fn run_fetch<T: Transport>(
+    session: Rc<Session<T>>,
+    request: UpstreamFetch,
+    answer: FetchAnswer,
+    cancel: Rc<Signal>,
+) {
+    let fetch = answer.fetch;
+    debug!(session = session.id.id, track = %request.key, group = request.group, "fetching upstream");
+    let deadline = monoio::time::sleep(session.shard.settings.fetch_timeout);
+    let stopped = async {
+        match race(cancel.raised(), race(session.closed.raised(), deadline)).await {
+            // The requester gave up: CANCEL, for nobody.
+            Either::Left(()) => StreamCode::CANCEL,
+            // As a group its publisher left open: cut short.
+            Either::Right(Either::Left(())) => StreamCode::SESSION_CLOSED,
+            Either::Right(Either::Right(())) => StreamCode::DELIVERY_TIMEOUT,
+        }
+    };
+    let last = match fetch_from_peer(&session, &request, &answer, stopped).await {
+        Ok(()) => FetchEvent::End,
+        Err(code) => FetchEvent::Reset(code),
+    };
+    debug!(session = session.id.id, track = %request.key, group = request.group, ?last, "upstream fetch over");
+    {
+        let mut fetches = session.fetches.borrow_mut();
+        if fetches.get(&fetch).is_some_and(|c| Rc::ptr_eq(c, &cancel)) {
+            fetches.remove(&fetch);
+        }
+    }
+    answer.end(last);
+}
+
+/// FETCH the whole group from the peer and pass its frames on as they
+/// come until `stopped` says why not: `Ok` at its FIN, else the code the
+/// answer ends with (the peer's own reset code passes through). The group
+/// is bounded like a cached one (`relay.max_frame_size`,
+/// `relay.max_frames_per_group`, `relay.max_cached_bytes_per_track`).
+async fn fetch_from_peer<T: Transport>(
+    session: &Rc<Session<T>>,
+    request: &UpstreamFetch,
+    answer: &FetchAnswer,
+    stopped: impl std::future::Future<Output = StreamCode>,
+) -> Result<(), StreamCode> {
+    let mut stopped = std::pin::pin!(stopped);
+    let Some(broadcast) = session.relative(&request.key.broadcast).map(str::to_owned) else {
+        return Err(StreamCode::NOT_FOUND);
+    };
+    let (mut send, recv) = match race(session.transport.open_bi(), stopped.as_mut()).await {
+        Either::Left(Ok(stream)) => stream,
+        Either::Left(Err(_)) => return Err(StreamCode::SESSION_CLOSED),
+        Either::Right(code) => return Err(code),
+    };
+    let fetch = Fetch {
+        broadcast,
+        track: request.key.track.clone(),
+        priority: request.priority,
+        group: request.group,
+        start_frame: 0,
+        end_frame: None,
+    };
+    let mut reader = session.reader(recv, bytes::Bytes::new());
+    reader.limits_mut().max_frame = session.shard.settings.max_frame_size;
+    let exchange = async {
+        // A write refused (the peer stopped the stream, or left) shows in
+        // the read, with the peer's code.
+        let _ = send
+            .write_chunk(session.encode(&[&BidiType::Fetch, &fetch]))
+            .await;
+        read_fetched(session, &mut reader, request, answer).await
+    };
+    let result = match race(exchange, stopped).await {
+        Either::Left(result) => result,
+        Either::Right(code) => Err(code),
+    };
+    match result {
+        Ok(()) => {
+            let _ = send.finish();
+        }
+        // Neither side of the stream is wanted any more.
+        Err(code) => {
+            session.stop(&mut reader, StreamCode::CANCEL);
+            session.reset(&mut send, StreamCode::CANCEL);
+            debug!(session = session.id.id, %code, "upstream fetch stream abandoned");
+        }
+    }
+    result
+}
+
+/// How often a forwarded FETCH whose requester lags looks at its window
+/// again. Only a requester that does not read makes it wait, so a short
+/// poll is cheaper than a wake-up across shards for every frame.
+const FETCH_WINDOW_POLL: std::time::Duration = std::time::Duration::from_millis(5);
+
+async fn read_fetched<T: Transport>(
+    session: &Rc<Session<T>>,
+    reader: &mut StreamReader<T::Recv>,
+    request: &UpstreamFetch,
+    answer: &FetchAnswer,
+) -> Result<(), StreamCode> {
+    let settings = &session.shard.settings;
+    let window = &request.window;
+    let mut timestamps = Timestamps::default();
+    let (mut frames, mut bytes) = (0usize, 0u64);
+    loop {
+        match reader.at_end().await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => return Err(e.stream_code(&session.transport)),
+        }
+        let header: FrameHeader = match reader.expect().await {
+            Ok(header) => header,
+            Err(ReadError::Decode(DecodeError::TooLong { .. })) => {
+                session.shard.stats.frames_too_large.inc();
+                return Err(StreamCode::FRAME_TOO_LARGE);
+            }
+            // A malformed answer fails this fetch, not the session: the
+            // peer's FETCH answers are outside the session's protocol state.
+            Err(ReadError::Decode(e)) => {
+                debug!(session = session.id.id, error = %e, "malformed FETCH answer");
+                return Err(StreamCode::CANCEL);
+            }
+            Err(e) => return Err(e.stream_code(&session.transport)),
+        };
+        frames += 1;
+        bytes = bytes.saturating_add(header.size);
+        if frames > settings.max_frames_per_group || bytes > settings.max_cached_bytes_per_track {
+            debug!(
+                session = session.id.id,
+                frames, bytes, "fetched group over its bounds"
+            );
+            return Err(StreamCode::GROUP_TOO_LARGE);
+        }
+        let timestamp = match header.timestamp_delta {
+            Some(delta) => timestamps.apply(delta).map_err(|_| StreamCode::CANCEL)?,
+            None => arrival_ms(),
+        };
+        let _reserved = session.frame_budget.reserve(header.size).await;
+        let payload = match reader.payload(header.size as usize).await {
+            Ok(payload) => payload,
+            Err(e) => return Err(e.stream_code(&session.transport)),
+        };
+        session.shard.mesh_clear().await;
+        // A requester that does not read holds the peer back, not memory.
+        while window.full() {
+            monoio::time::sleep(FETCH_WINDOW_POLL).await;
+        }
+        window.sent(payload.len() as u64);
+        answer.frame(timestamp, payload);
     }
 }
 

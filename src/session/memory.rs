@@ -201,6 +201,11 @@ struct Handle {
     id: u64,
     /// What this end reports as its path estimate (set by a test).
     estimate: std::cell::Cell<Estimate>,
+    /// Moves with each estimate set; its waiters are woken then.
+    estimate_epoch: std::cell::Cell<u64>,
+    /// How often the estimate was read (for tests of how often probes sample).
+    estimate_reads: std::cell::Cell<u64>,
+    estimate_waiters: qumo_shards::WaitList,
 }
 
 /// All handles of an end gone: the connection closes, as dropping every
@@ -279,6 +284,9 @@ impl MemoryTransport {
                 side,
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 estimate: Default::default(),
+                estimate_epoch: Default::default(),
+                estimate_reads: Default::default(),
+                estimate_waiters: Default::default(),
             }),
         };
         (end(0), end(1))
@@ -295,7 +303,15 @@ impl MemoryTransport {
     /// Make this end report `estimate`, as QUIC's congestion controller
     /// would (a memory link has none of its own).
     pub fn set_estimate(&self, estimate: Estimate) {
-        self.handle.estimate.set(estimate);
+        let handle = &self.handle;
+        handle.estimate.set(estimate);
+        handle.estimate_epoch.set(handle.estimate_epoch.get() + 1);
+        handle.estimate_waiters.wake_all();
+    }
+
+    /// How often this end's estimate has been read.
+    pub fn estimate_reads(&self) -> u64 {
+        self.handle.estimate_reads.get()
     }
 
     /// How the connection ended, if it has.
@@ -435,7 +451,26 @@ impl Transport for MemoryTransport {
     }
 
     fn estimate(&self) -> Estimate {
-        self.handle.estimate.get()
+        let handle = &self.handle;
+        handle.estimate_reads.set(handle.estimate_reads.get() + 1);
+        handle.estimate.get()
+    }
+
+    fn estimate_epoch(&self) -> u64 {
+        self.handle.estimate_epoch.get()
+    }
+
+    async fn estimate_changed(&self, epoch: u64) {
+        let handle = &self.handle;
+        let waiter = handle.estimate_waiters.waiter();
+        std::future::poll_fn(|cx| {
+            if handle.estimate_epoch.get() != epoch {
+                return Poll::Ready(());
+            }
+            waiter.register(cx);
+            Poll::Pending
+        })
+        .await
     }
 
     fn max_datagram_size(&self) -> usize {

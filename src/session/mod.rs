@@ -92,6 +92,7 @@ pub async fn run_as<T: Transport>(
         upstreams: RefCell::new(HashMap::new()),
         upstream_ids: RefCell::new(HashMap::new()),
         next_subscribe_id: Cell::new(0),
+        fetches: RefCell::default(),
         announced: RefCell::new(HashSet::new()),
         subscriptions: Cell::new(0),
         track_holds: RefCell::new(Vec::new()),

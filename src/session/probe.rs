@@ -2,8 +2,11 @@
 //! connection's congestion controller has measured, so that a player can
 //! pick a rendition (moq-net 0.3.18 `ProbeServe`).
 //!
-//! The estimate is sampled every [`PROBE_INTERVAL`] and a report sent when
-//! it moved enough to matter ([`Cadence`], moq-net's rule): at once for the
+//! The estimate is sampled at most every [`PROBE_INTERVAL`], and then only
+//! once the connection has handled a packet or timer since the last sample
+//! (`Transport::estimate_changed`: nothing else moves quinn-proto's figures)
+//! or the figures last seen fall due; a report is sent when it moved enough
+//! to matter ([`Cadence`], moq-net's rule): at once for the
 //! first, for a 25% change in RTT, or for a bitrate change whose threshold
 //! decays from 25% to nothing as the last report ages towards
 //! [`PROBE_MAX_AGE`]. A transport with no figures reports nothing (and its
@@ -47,16 +50,31 @@ pub(super) async fn probe<T: Transport>(
     session.probing.set(true);
     stats.probes_open.inc();
     let reports = async {
+        let transport = &session.transport;
         let mut cadence = Cadence::default();
         loop {
-            let report = report_of(session.transport.estimate());
-            if cadence.take(report, Instant::now())
+            let epoch = transport.estimate_epoch();
+            let report = report_of(transport.estimate());
+            let now = Instant::now();
+            if cadence.take(report, now)
                 && send.write_chunk(session.encode(&[&report])).await.is_err()
             {
                 // The peer stopped the stream; nothing more to say.
                 return pending::<()>().await;
             }
+            // Sampled at most every PROBE_INTERVAL, and after that only
+            // once the figures may have moved or these are due anyway (a
+            // small change, or the repeat at PROBE_MAX_AGE): an idle
+            // connection's probe sleeps.
             monoio::time::sleep(PROBE_INTERVAL).await;
+            let changed = transport.estimate_changed(epoch);
+            match cadence.due(report, now) {
+                Some(due) => {
+                    let wait = due.saturating_duration_since(Instant::now());
+                    race(changed, monoio::time::sleep(wait)).await;
+                }
+                None => changed.await,
+            }
         }
     };
     // The subscriber keeps its side open while it wants reports; its FIN
@@ -89,25 +107,29 @@ impl Cadence {
     /// Both fields unknown is sent once, to retract figures the peer holds,
     /// never repeated.
     pub(super) fn take(&mut self, report: Probe, now: Instant) -> bool {
+        if self.due(report, now).is_none_or(|due| now < due) {
+            return false;
+        }
+        self.last = Some((report, now));
+        true
+    }
+
+    /// When `report` is worth sending (`now` if it already is), given the
+    /// last one sent; `None` if never.
+    pub(super) fn due(&self, report: Probe, now: Instant) -> Option<Instant> {
         let unknown = report.bitrate.is_none() && report.rtt.is_none();
         match self.last {
-            None if unknown => return false,
-            None => {}
+            None if unknown => None,
+            None => Some(now),
+            Some((prev, _)) if unknown && prev.bitrate.is_none() && prev.rtt.is_none() => None,
             Some((prev, at)) => {
-                if unknown && prev.bitrate.is_none() && prev.rtt.is_none() {
-                    return false;
-                }
                 let wait = match moved(prev.rtt, report.rtt, PROBE_RTT_DELTA) {
                     true => Duration::ZERO,
                     false => bitrate_due(prev.bitrate, report.bitrate),
                 };
-                if now < at + wait {
-                    return false;
-                }
+                Some(at + wait)
             }
         }
-        self.last = Some((report, now));
-        true
     }
 }
 
@@ -185,6 +207,29 @@ mod tests {
         // 30% more bitrate, or an RTT 25% longer: at once.
         assert!(cadence.take(probe(Some(1_430_000), Some(40)), start + PROBE_INTERVAL));
         assert!(cadence.take(probe(Some(1_430_000), Some(50)), start + 2 * PROBE_INTERVAL));
+    }
+
+    #[test]
+    fn unchanged_figures_fall_due_at_the_max_age_and_small_changes_sooner() {
+        let start = Instant::now();
+        let mut cadence = Cadence::default();
+        let report = probe(Some(1_000_000), Some(40));
+        assert_eq!(cadence.due(report, start), Some(start));
+        assert!(cadence.take(report, start));
+        let later = start + PROBE_INTERVAL;
+        assert_eq!(cadence.due(report, later), Some(start + PROBE_MAX_AGE));
+        // 10% more: 10 s - 9.9 s x 0.4.
+        let small = probe(Some(1_100_000), Some(40));
+        let due = cadence.due(small, later).unwrap();
+        assert!(due > start + Duration::from_secs(6) && due < start + Duration::from_millis(6100));
+        // A 25% longer RTT: now.
+        assert_eq!(
+            cadence.due(probe(Some(1_000_000), Some(50)), later),
+            Some(start)
+        );
+        // Retracted once, then never due again.
+        assert!(cadence.take(probe(None, None), later));
+        assert_eq!(cadence.due(probe(None, None), later + PROBE_MAX_AGE), None);
     }
 
     #[test]

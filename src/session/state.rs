@@ -14,7 +14,7 @@ use super::tail::GroupTally;
 use super::transport::{SendStream, Transport, TransportError};
 use crate::auth::{self, Grant, Refusal};
 use crate::lite::{Encode, Limits, SessionCode, StreamCode, Version};
-use crate::message::{HubRef, SessionRef, TrackKey};
+use crate::message::{FetchRef, HubRef, SessionRef, TrackKey};
 use crate::shard::Shard;
 use crate::task::{catch_unwind, Signal};
 
@@ -65,6 +65,9 @@ pub struct Session<T: Transport> {
     pub(super) upstreams: RefCell<HashMap<u64, Rc<Upstream>>>,
     pub(super) upstream_ids: RefCell<HashMap<HubRef, u64>>,
     pub(super) next_subscribe_id: Cell<u64>,
+    /// FETCHes other shards forwarded to the peer, running, each with the
+    /// signal that cancels it.
+    pub(super) fetches: RefCell<HashMap<FetchRef, Rc<Signal>>>,
     /// Broadcasts the peer announced to us (absolute paths).
     pub(super) announced: RefCell<HashSet<String>>,
     /// The peer's subscriptions to us and its TRACK requests (each holds

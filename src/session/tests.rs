@@ -235,6 +235,8 @@ pub(crate) type Upstream = (Subscribe, MemorySend, Reader);
 pub(crate) struct Publisher {
     pub(crate) peer: Rc<Peer>,
     subscribes: Rc<Inbox<Upstream>>,
+    /// The relay's FETCHes, for the test to answer.
+    fetches: Rc<Inbox<(Fetch, MemorySend, Reader)>>,
     /// Our answer to the relay's ANNOUNCE_REQUEST, kept open.
     _announce: MemorySend,
 }
@@ -296,10 +298,19 @@ impl Publisher {
             items: Default::default(),
             waker: Default::default(),
         });
-        monoio::spawn(answer_requests(peer.clone(), subscribes.clone()));
+        let fetches = Rc::new(Inbox {
+            items: Default::default(),
+            waker: Default::default(),
+        });
+        monoio::spawn(answer_requests(
+            peer.clone(),
+            subscribes.clone(),
+            fetches.clone(),
+        ));
         Publisher {
             peer,
             subscribes,
+            fetches,
             _announce: send,
         }
     }
@@ -307,6 +318,26 @@ impl Publisher {
     /// The relay's next upstream SUBSCRIBE.
     pub(crate) async fn next_subscribe(&self) -> Upstream {
         self.subscribes.next().await
+    }
+
+    /// The relay's next FETCH, with its stream's halves.
+    async fn next_fetch(&self) -> (Fetch, MemorySend, Reader) {
+        within("a FETCH from the relay", self.fetches.next()).await
+    }
+
+    /// Answer a FETCH with `frames`, as moq-net does: bare FRAMEs, the
+    /// timestamps against 0 from the first.
+    async fn answer_fetch(&self, send: &mut MemorySend, frames: &[(u64, Bytes)]) {
+        let version = self.peer.version;
+        let mut timestamps = Timestamps::default();
+        for (timestamp, payload) in frames {
+            let head = FrameHeader {
+                timestamp_delta: Some(timestamps.delta(*timestamp).unwrap()),
+                size: payload.len() as u64,
+            };
+            send.write_chunk(encode(version, &[&head])).await.unwrap();
+            send.write_chunk(payload.clone()).await.unwrap();
+        }
     }
 
     /// Open a GROUP stream and write `frames` (timestamp, payload); the
@@ -343,8 +374,12 @@ impl Publisher {
 }
 
 /// Answer the relay's TRACK requests; queue its SUBSCRIBEs (lite-04 ones
-/// answered with SUBSCRIBE_OK).
-async fn answer_requests(peer: Rc<Peer>, subscribes: Rc<Inbox<Upstream>>) {
+/// answered with SUBSCRIBE_OK) and FETCHes.
+async fn answer_requests(
+    peer: Rc<Peer>,
+    subscribes: Rc<Inbox<Upstream>>,
+    fetches: Rc<Inbox<(Fetch, MemorySend, Reader)>>,
+) {
     let version = peer.version;
     while let Ok((mut send, recv, _)) = peer.transport.accept_bi().await {
         let mut reader = peer.reader(recv);
@@ -373,6 +408,11 @@ async fn answer_requests(peer: Rc<Peer>, subscribes: Rc<Inbox<Upstream>>) {
                     let _ = send.write_chunk(encode(version, &[&ok])).await;
                 }
                 subscribes.push((request, send, reader));
+            }
+            Ok(BidiType::Fetch) => {
+                if let Ok(request) = reader.expect::<Fetch>().await {
+                    fetches.push((request, send, reader));
+                }
             }
             other => panic!("unexpected {other:?} from the relay"),
         }
@@ -925,8 +965,8 @@ async fn a_fetch_for_what_was_never_published_is_not_found() {
         let end = fetched(&mut reply).await;
         assert!(is_reset(&end, StreamCode::NOT_FOUND), "{f:?}: {end:?}");
     };
-    // Evicted, far ahead, and past the end of a group.
-    not_found(fetch(0, 0, None)).await;
+    // Far ahead, past the end of a group, and no such broadcast. (An
+    // evicted group is asked of the publisher: see the next tests.)
     not_found(fetch(1_000, 0, None)).await;
     not_found(fetch(3, 5, None)).await;
     not_found(Fetch {
@@ -937,7 +977,8 @@ async fn a_fetch_for_what_was_never_published_is_not_found() {
     // Still cached: served.
     let (_send, mut reply) = subscriber.open(BidiType::Fetch, &fetch(2, 0, None)).await;
     assert_eq!(fetched(&mut reply).await.unwrap().len(), 2);
-    assert_eq!(shard.stats.fetches_not_found.get(), 4);
+    assert_eq!(shard.stats.fetches_not_found.get(), 3);
+    assert_eq!(shard.stats.upstream_fetches_opened.get(), 0);
     assert_eq!(shard.stats.fetches_served.get(), 1);
     // Bad requests cost the session nothing.
     assert!(subscriber.transport.close_reason().is_none());
@@ -974,6 +1015,223 @@ async fn fetches_share_the_subscription_limit_and_end_with_the_session() {
     assert_eq!(shard.stats.fetches_served.get(), 0);
 }
 
+/// A subscriber on `shard` whose cache (two groups) has lost groups 0 and
+/// 1 of the four the publisher sent: a FETCH for them must go upstream.
+async fn evicted(
+    shard: &Rc<Shard>,
+    versions: (Version, Version),
+) -> (Publisher, Peer, Vec<Box<dyn std::any::Any>>) {
+    let (publisher, subscriber, upstream, keep) =
+        subscribed(shard, versions, MemoryLimits::default()).await;
+    for sequence in 0..4 {
+        publisher
+            .send_group(upstream.id, sequence, &frames(2, 10))
+            .await
+            .finish()
+            .unwrap();
+    }
+    let mut newest = 0;
+    while newest < 3 {
+        newest = ReceivedGroup::accept(&subscriber).await.header.sequence;
+    }
+    (publisher, subscriber, keep)
+}
+
+fn small_cache() -> Settings {
+    let mut settings = settings();
+    settings.group_cache_size = 2;
+    settings
+}
+
+/// The forwarded fetches are over on both sides: nothing waits, nothing
+/// holds a slot beyond the subscriber's SUBSCRIBE.
+async fn fetches_settled(shard: &Shard) {
+    eventually("the fetches to settle", || {
+        shard.stats.fetches_open.get() == 0
+            && shard.fetches_waiting() == 0
+            && shard.stats.subscriptions_open.get() == 1
+    })
+    .await;
+}
+
+#[monoio::test(enable_timer = true)]
+async fn an_evicted_group_is_fetched_from_the_publisher() {
+    let shard = shard(small_cache());
+    // A lite-05 publisher has no frame bounds: the relay asks for the
+    // whole group and cuts the range its lite-06 subscriber asked for.
+    let (publisher, subscriber, _keep) = evicted(&shard, (Version::Lite05, Version::Lite06)).await;
+    let (_send, mut reply) = subscriber
+        .open(BidiType::Fetch, &fetch(0, 1, Some(2)))
+        .await;
+    let (request, mut up_send, _up_reader) = publisher.next_fetch().await;
+    assert_eq!(
+        (request.broadcast.as_str(), request.track.as_str()),
+        (BROADCAST, "video")
+    );
+    assert_eq!(
+        (request.group, request.start_frame, request.end_frame),
+        (0, 0, None)
+    );
+    let past = frames(4, 30);
+    publisher.answer_fetch(&mut up_send, &past).await;
+    up_send.finish().unwrap();
+    // Frames 1..=2, the first stamped against 0 so it comes out whole.
+    let got = fetched(&mut reply).await.unwrap();
+    let want: Vec<_> = past[1..3]
+        .iter()
+        .map(|(t, p)| (Some(*t), p.clone()))
+        .collect();
+    assert_eq!(got, want);
+
+    // A whole group, to its FIN.
+    let (_send, mut reply) = subscriber.open(BidiType::Fetch, &fetch(1, 0, None)).await;
+    let (request, mut up_send, _up_reader) = publisher.next_fetch().await;
+    assert_eq!(request.group, 1);
+    let past = frames(3, 20);
+    publisher.answer_fetch(&mut up_send, &past).await;
+    up_send.finish().unwrap();
+    let got = fetched(&mut reply).await.unwrap();
+    let want: Vec<_> = past.iter().map(|(t, p)| (Some(*t), p.clone())).collect();
+    assert_eq!(got, want);
+
+    fetches_settled(&shard).await;
+    let stats = &shard.stats;
+    assert_eq!(stats.upstream_fetches_opened.get(), 2);
+    assert_eq!(stats.upstream_fetches_served.get(), 2);
+    assert_eq!(stats.upstream_fetches_failed.get(), 0);
+    assert_eq!(stats.fetches_served.get(), 2);
+}
+
+#[monoio::test(enable_timer = true)]
+async fn a_publishers_refusal_of_a_forwarded_fetch_is_passed_back() {
+    let shard = shard(small_cache());
+    let (publisher, subscriber, _keep) = evicted(&shard, (Version::Lite06, Version::Lite06)).await;
+    for code in [StreamCode::NOT_FOUND, StreamCode::EVICTED] {
+        let (_send, mut reply) = subscriber.open(BidiType::Fetch, &fetch(0, 0, None)).await;
+        let (_, mut up_send, _up_reader) = publisher.next_fetch().await;
+        up_send.reset(wire(code)).unwrap();
+        let end = fetched(&mut reply).await;
+        assert!(is_reset(&end, code), "{code}: {end:?}");
+    }
+    fetches_settled(&shard).await;
+    let stats = &shard.stats;
+    assert_eq!(stats.upstream_fetches_opened.get(), 2);
+    assert_eq!(stats.upstream_fetches_failed.get(), 2);
+    assert_eq!(stats.fetches_not_found.get(), 1);
+    // A refusal costs the sessions nothing.
+    assert!(subscriber.transport.close_reason().is_none());
+    assert!(publisher.peer.transport.close_reason().is_none());
+}
+
+#[monoio::test(enable_timer = true)]
+async fn a_forwarded_fetch_ends_when_the_publisher_leaves_mid_way() {
+    let shard = shard(small_cache());
+    let (publisher, subscriber, keep) = evicted(&shard, (Version::Lite06, Version::Lite06)).await;
+    let (_send, mut reply) = subscriber.open(BidiType::Fetch, &fetch(0, 0, None)).await;
+    let (_, mut up_send, _up_reader) = publisher.next_fetch().await;
+    let past = frames(2, 10);
+    publisher.answer_fetch(&mut up_send, &past[..1]).await;
+    let head: FrameHeader = within("frame 0", reply.expect()).await.unwrap();
+    assert_eq!(reply.payload(head.size as usize).await.unwrap(), past[0].1);
+    publisher.peer.transport.close(SessionCode::CANCEL, "gone");
+    let end = fetched(&mut reply).await;
+    assert!(is_reset(&end, StreamCode::SESSION_CLOSED), "{end:?}");
+    drop(keep);
+    eventually("the fetch to settle", || {
+        shard.stats.fetches_open.get() == 0 && shard.fetches_waiting() == 0
+    })
+    .await;
+    assert_eq!(shard.stats.upstream_fetches_failed.get(), 1);
+    assert!(subscriber.transport.close_reason().is_none());
+}
+
+#[monoio::test(enable_timer = true)]
+async fn a_forwarded_fetch_past_its_deadline_is_cancelled_upstream() {
+    let mut settings = small_cache();
+    settings.fetch_timeout = Duration::from_millis(300);
+    let shard = shard(settings);
+    let (publisher, subscriber, _keep) = evicted(&shard, (Version::Lite06, Version::Lite06)).await;
+    let (_send, mut reply) = subscriber.open(BidiType::Fetch, &fetch(0, 0, None)).await;
+    // The publisher takes the FETCH and never answers.
+    let (_, up_send, _up_reader) = publisher.next_fetch().await;
+    let end = fetched(&mut reply).await;
+    assert!(is_reset(&end, StreamCode::DELIVERY_TIMEOUT), "{end:?}");
+    // The relay lets go of the publisher's stream too.
+    assert_eq!(
+        within("the upstream stop", up_send.stopped()).await,
+        Some(wire(StreamCode::CANCEL))
+    );
+    fetches_settled(&shard).await;
+    assert_eq!(shard.stats.upstream_fetches_failed.get(), 1);
+}
+
+#[monoio::test(enable_timer = true)]
+async fn a_forwarded_fetch_nobody_reads_holds_the_publisher_back() {
+    let shard = shard(small_cache());
+    let (publisher, subscriber, _keep) = evicted(&shard, (Version::Lite06, Version::Lite06)).await;
+    let (_send, mut reply) = subscriber.open(BidiType::Fetch, &fetch(0, 0, None)).await;
+    let (_, mut up_send, _up_reader) = publisher.next_fetch().await;
+    // 4 MiB, far more than the window and the two streams' windows.
+    let big = frames(64, 64 << 10);
+    let peak = Rc::new(std::cell::Cell::new(0));
+    let done = Rc::new(std::cell::Cell::new(false));
+    let sampler = {
+        let (shard, peak, done) = (shard.clone(), peak.clone(), done.clone());
+        async move {
+            while !done.get() {
+                peak.set(peak.get().max(shard.fetch_bytes_in_flight()));
+                monoio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    };
+    monoio::spawn(sampler);
+    let writer = async {
+        publisher.answer_fetch(&mut up_send, &big).await;
+        up_send.finish().unwrap();
+        std::future::pending::<()>().await
+    };
+    let reader = async {
+        // The subscriber reads nothing until the window is full.
+        eventually("the window to fill", || {
+            shard.fetch_bytes_in_flight() > crate::model::FetchWindow::BYTES
+        })
+        .await;
+        fetched(&mut reply).await.unwrap()
+    };
+    let got = match crate::task::race(writer, reader).await {
+        crate::task::Either::Right(got) => got,
+        crate::task::Either::Left(()) => unreachable!("the writer never ends"),
+    };
+    done.set(true);
+    let want: Vec<_> = big.iter().map(|(t, p)| (Some(*t), p.clone())).collect();
+    assert!(
+        got == want,
+        "{} of {} frames came back intact",
+        got.len(),
+        want.len()
+    );
+    // At most the window and the frame that crossed it.
+    assert!(
+        peak.get() <= crate::model::FetchWindow::BYTES + (64 << 10),
+        "{} bytes in flight",
+        peak.get()
+    );
+    fetches_settled(&shard).await;
+}
+
+#[monoio::test(enable_timer = true)]
+async fn a_fetch_the_publisher_cannot_answer_is_not_found() {
+    let shard = shard(small_cache());
+    // Lite-04 has no FETCH.
+    let (_publisher, subscriber, _keep) = evicted(&shard, (Version::Lite04, Version::Lite05)).await;
+    let (_send, mut reply) = subscriber.open(BidiType::Fetch, &fetch(0, 0, None)).await;
+    let end = fetched(&mut reply).await;
+    assert!(is_reset(&end, StreamCode::NOT_FOUND), "{end:?}");
+    fetches_settled(&shard).await;
+    assert_eq!(shard.stats.upstream_fetches_opened.get(), 1);
+    assert_eq!(shard.stats.upstream_fetches_failed.get(), 1);
+}
+
 #[monoio::test(enable_timer = true)]
 async fn probe_streams_report_the_connections_estimate() {
     let shard = shard(settings());
@@ -994,6 +1252,13 @@ async fn probe_streams_report_the_connections_estimate() {
     let mut reports = peer.reader(recv);
     let first = within("a PROBE", reports.expect::<Probe>()).await.unwrap();
     assert_eq!((first.bitrate, first.rtt), (Some(20_000_000), Some(40)));
+
+    // Nothing moves: the probe samples no more until the estimate may
+    // have changed (its repeat is 10 s away). Five sampling intervals
+    // of nothing, which a probe sampling on a clock would fill.
+    let sampled = relay.estimate_reads();
+    monoio::time::sleep(5 * super::probe::PROBE_INTERVAL).await;
+    assert_eq!(relay.estimate_reads(), sampled, "an idle probe sampled");
 
     // Half as much again: reported at the next sample, not after the max age.
     relay.set_estimate(Estimate {

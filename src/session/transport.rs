@@ -172,6 +172,18 @@ pub trait Transport: 'static {
         Estimate::default()
     }
 
+    /// A count that moves whenever [`Transport::estimate`] may have: an
+    /// estimate sampled at one value still holds while it has not moved.
+    fn estimate_epoch(&self) -> u64 {
+        0
+    }
+
+    /// Wait until [`Transport::estimate_epoch`] is no longer `epoch` (or
+    /// the session ended). Never, on a transport without figures.
+    fn estimate_changed(&self, _epoch: u64) -> impl Future<Output = ()> {
+        std::future::pending()
+    }
+
     /// The largest datagram the peer accepts now; 0 where the transport
     /// or the peer has none (then nothing is sent as one).
     fn max_datagram_size(&self) -> usize {
@@ -340,6 +352,14 @@ impl Transport for Connection {
             .map_or_else(Estimate::default, |s| Estimate::from_quic(&s))
     }
 
+    fn estimate_epoch(&self) -> u64 {
+        Connection::estimate_epoch(self)
+    }
+
+    async fn estimate_changed(&self, epoch: u64) {
+        Connection::estimate_changed(self, epoch).await
+    }
+
     fn max_datagram_size(&self) -> usize {
         Connection::max_datagram_size(self).unwrap_or(0)
     }
@@ -421,6 +441,14 @@ impl Transport for WtSession {
         self.connection()
             .stats()
             .map_or_else(Estimate::default, |s| Estimate::from_quic(&s))
+    }
+
+    fn estimate_epoch(&self) -> u64 {
+        self.connection().estimate_epoch()
+    }
+
+    async fn estimate_changed(&self, epoch: u64) {
+        self.connection().estimate_changed(epoch).await
     }
 
     fn max_datagram_size(&self) -> usize {
