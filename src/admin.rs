@@ -300,21 +300,23 @@ fn traffic_families(relay: &[(usize, Arc<RelayStats>)], links: &[Link]) -> [Fami
     }
     let mut accepted_sent = Family::new(
         "accepted_bytes_sent",
-        "UDP bytes sent on sessions peers opened, by what the peer is (relay: a cluster
-         token on a relay with keys; on an open relay, a peer that passed on an
-         announcement that came through another node).",
+        "Bytes sent on sessions peers opened (UDP for quic and webtransport; TCP for
+         websocket, its WebSocket framing and TLS included), by what the peer is
+         (relay: a cluster token on a relay with keys; on an open relay, a peer that
+         passed on an announcement that came through another node) and transport.",
         FamilyType::Counter,
     );
     let mut accepted_received = Family::new(
         "accepted_bytes_received",
-        "UDP bytes received on sessions peers opened, by peer kind.",
+        "Bytes received on sessions peers opened, by peer kind and transport.",
         FamilyType::Counter,
     );
     for (shard, stats) in relay {
-        stats.accepted_traffic.visit(|kind, bytes| {
+        stats.accepted_traffic.visit(|kind, transport, bytes| {
             let labels = vec![
                 ("shard", shard.to_string()),
                 ("kind", kind.label().to_string()),
+                ("transport", transport.label().to_string()),
             ];
             accepted_sent.samples.push(Sample {
                 labels: labels.clone(),
@@ -672,8 +674,8 @@ mod tests {
     }
 
     #[test]
-    fn link_and_accepted_bytes_carry_peer_role_and_kind_labels() {
-        use crate::metrics::{LinkTraffic, PeerKind};
+    fn link_and_accepted_bytes_carry_peer_role_kind_and_transport_labels() {
+        use crate::metrics::{LinkTraffic, PeerKind, TransportKind};
         let (metrics, _, collector) = collector();
         let link = |peer: &str, role, sent, received| {
             let traffic = Arc::new(LinkTraffic::default());
@@ -692,8 +694,13 @@ mod tests {
         let bytes = |sent, received| Traffic { sent, received };
         stats
             .accepted_traffic
-            .add(PeerKind::Client, bytes(5000, 50));
-        stats.accepted_traffic.add(PeerKind::Relay, bytes(300, 30));
+            .add(PeerKind::Client, TransportKind::Quic, bytes(5000, 50));
+        stats
+            .accepted_traffic
+            .add(PeerKind::Client, TransportKind::WebSocket, bytes(70, 7));
+        stats
+            .accepted_traffic
+            .add(PeerKind::Relay, TransportKind::Quic, bytes(300, 30));
         let text = render(&registry(collector));
         assert_lines(
             &text,
@@ -703,9 +710,11 @@ mod tests {
                 "qumo_peer_bytes_received_total{peer=\"http://10.0.0.1:4443\",role=\"upstream\"} 1000",
                 "qumo_peer_bytes_sent_total{peer=\"http://10.0.0.2:4443\",role=\"cluster\"} 21",
                 "qumo_peer_bytes_received_total{peer=\"http://10.0.0.2:4443\",role=\"cluster\"} 2001",
-                "qumo_accepted_bytes_sent_total{shard=\"0\",kind=\"client\"} 5000",
-                "qumo_accepted_bytes_received_total{shard=\"0\",kind=\"client\"} 50",
-                "qumo_accepted_bytes_sent_total{shard=\"0\",kind=\"relay\"} 300",
+                "qumo_accepted_bytes_sent_total{shard=\"0\",kind=\"client\",transport=\"quic\"} 5000",
+                "qumo_accepted_bytes_received_total{shard=\"0\",kind=\"client\",transport=\"quic\"} 50",
+                "qumo_accepted_bytes_sent_total{shard=\"0\",kind=\"client\",transport=\"websocket\"} 70",
+                "qumo_accepted_bytes_received_total{shard=\"0\",kind=\"client\",transport=\"websocket\"} 7",
+                "qumo_accepted_bytes_sent_total{shard=\"0\",kind=\"relay\",transport=\"quic\"} 300",
             ],
         );
         assert_eq!(text.matches("peer=\"http://10.0.0.2:4443\"").count(), 2);

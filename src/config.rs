@@ -98,7 +98,8 @@ pub struct ServerConfig {
     #[serde(deserialize_with = "de::duration")]
     pub shutdown_timeout: Duration,
     /// Take WebSocket upgrades (QMux, for browsers without WebTransport) on
-    /// TCP at `address`'s port, beside `/certificate.sha256`.
+    /// TCP at `address`'s port, beside `/certificate.sha256`: `ws://`, and
+    /// `wss://` with the `tls` certificate.
     pub websocket: bool,
     /// The Go qumo-relay's `server.tls.cert_file` / `server.tls.key_file`;
     /// moved to `tls.*` when the file is loaded, so always `None` after.

@@ -12,6 +12,10 @@ pub struct Handoff {
     pub socket: std::net::TcpStream,
     /// Bytes the HTTP server read past the request (the first frames).
     pub early: Bytes,
+    /// For `wss://`: the TLS session the HTTP thread made on `socket`, to
+    /// go on with on the shard (with any records it already holds, read
+    /// or to be written); `None` for `ws://`.
+    pub tls: Option<Box<rustls::ServerConnection>>,
     /// The moq-lite version the subprotocol named.
     pub version: Version,
     pub remote: Option<SocketAddr>,
@@ -25,6 +29,7 @@ impl std::fmt::Debug for Handoff {
         f.debug_struct("Handoff")
             .field("version", &self.version)
             .field("remote", &self.remote)
+            .field("tls", &self.tls.is_some())
             .field("path", &self.path)
             .finish()
     }

@@ -1,6 +1,15 @@
-//! Plain HTTP/1.1 listeners on hyper: the certificate hash for browsers and
-//! `http://` clients (this module), and the operators' admin listener
-//! ([`crate::admin`]).
+//! HTTP/1.1 listeners on hyper: the certificate hash for browsers and
+//! `http://` clients, and WebSocket upgrades (this module), and the
+//! operators' admin listener ([`crate::admin`]).
+//!
+//! # Plain and TLS on one port
+//!
+//! The certificate listener may also take TLS (`https://`, `wss://`,
+//! [`HttpServer::start_with_tls`]): each connection's first byte is peeked
+//! at; 0x16 (a TLS handshake record, which no HTTP method starts with) is
+//! served inside TLS, anything else as plain HTTP. The handshake shares
+//! the head's deadline and the connection's slots, and a failed one is
+//! counted (`tls_handshake_failures`) and closes only its connection.
 //!
 //! # `GET /certificate.sha256`
 //!
@@ -56,6 +65,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
+use tokio_rustls::TlsAcceptor;
 use tracing::debug;
 
 use crate::metrics::Kind;
@@ -145,6 +155,10 @@ http_stats! {
     refusals_open: Gauge,
     /// Connections refused because their source already held http.max_connections_per_source.
     connections_refused_per_source: Counter,
+    /// TLS handshakes completed (https:// and wss:// on a listener that takes TLS).
+    tls_handshakes: Counter,
+    /// TLS handshakes that failed (not TLS after its first byte, a refused or malformed handshake) or were not done within http.header_timeout.
+    tls_handshake_failures: Counter,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -177,7 +191,22 @@ impl HttpServer {
         stats: Arc<HttpStats>,
         handler: Handler,
     ) -> std::io::Result<HttpServer> {
+        Self::start_with_tls(name, addr, limits, stats, handler, None)
+    }
+
+    /// As [`HttpServer::start`]; with `tls`, a connection whose first byte
+    /// is a TLS handshake record's is served over TLS with it, any other
+    /// as plain HTTP (see [`serve_sniffed`]).
+    pub fn start_with_tls(
+        name: &str,
+        addr: SocketAddr,
+        limits: HttpLimits,
+        stats: Arc<HttpStats>,
+        handler: Handler,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> std::io::Result<HttpServer> {
         let listener = bind(addr)?;
+        let tls = tls.map(TlsAcceptor::from);
         let addr = listener.local_addr()?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
@@ -192,7 +221,7 @@ impl HttpServer {
                     match TcpListener::from_std(listener) {
                         Ok(listener) => {
                             tokio::select! {
-                                () = accept_loop(listener, limits, stats, handler) => {}
+                                () = accept_loop(listener, limits, stats, handler, tls) => {}
                                 () = stopped.notified() => {}
                             }
                         }
@@ -348,6 +377,7 @@ async fn accept_loop(
     limits: HttpLimits,
     stats: Arc<HttpStats>,
     handler: Handler,
+    tls: Option<TlsAcceptor>,
 ) {
     let sources = Sources::default();
     loop {
@@ -386,8 +416,13 @@ async fn accept_loop(
         bump(&stats.connections_accepted);
         let stats = stats.clone();
         let handler = handler.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            serve(stream, limits, &stats, handler).await;
+            let deadlines = Deadlines::from_now(limits);
+            match tls {
+                Some(tls) => serve_sniffed(stream, peer, &tls, deadlines, &stats, handler).await,
+                None => serve(stream, peer, deadlines, &stats, handler).await,
+            }
             drop((slot, source_slot));
         });
     }
@@ -423,22 +458,103 @@ fn builder(header_timeout: Duration) -> hyper::server::conn::http1::Builder {
     builder
 }
 
-async fn serve(stream: TcpStream, limits: HttpLimits, stats: &Arc<HttpStats>, handler: Handler) {
+/// When a connection's request head, and the whole connection, must be
+/// done by: fixed at its accept, so that a TLS handshake (and the wait for
+/// its first byte) comes out of the same time as the head.
+#[derive(Debug, Clone, Copy)]
+struct Deadlines {
+    head: tokio::time::Instant,
+    whole: tokio::time::Instant,
+}
+
+impl Deadlines {
+    fn from_now(limits: HttpLimits) -> Deadlines {
+        let now = tokio::time::Instant::now();
+        Deadlines {
+            head: now + limits.header_timeout,
+            whole: now + limits.request_timeout,
+        }
+    }
+}
+
+/// The first byte of a TLS handshake record (RFC 8446 §5.1,
+/// `ContentType.handshake`). An HTTP request starts with a method's
+/// uppercase letter, so the two cannot be mistaken for each other.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// Serve a connection on a listener that takes both plain HTTP and TLS on
+/// one port: peek at its first byte (consuming nothing), then either hand
+/// the socket to hyper as it is, or do the TLS handshake first and serve
+/// HTTP inside it. The wait for that byte and the handshake come out of
+/// the head's deadline; a failed or late handshake is counted and closes
+/// only this connection.
+async fn serve_sniffed(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: &TlsAcceptor,
+    deadlines: Deadlines,
+    stats: &Arc<HttpStats>,
+    handler: Handler,
+) {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout_at(deadlines.head, stream.peek(&mut first)).await {
+        Ok(Ok(1..)) => {}
+        // Closed before saying anything: nothing to answer.
+        Ok(Ok(0)) => return,
+        Ok(Err(e)) => {
+            bump(&stats.connections_failed);
+            return debug!(error = %e, "HTTP connection failed before its first byte");
+        }
+        Err(_) => {
+            bump(&stats.connections_timed_out);
+            return debug!("no byte received within http.header_timeout");
+        }
+    }
+    if first[0] != TLS_HANDSHAKE {
+        return serve(stream, peer, deadlines, stats, handler).await;
+    }
+    match tokio::time::timeout_at(deadlines.head, tls.accept(stream)).await {
+        Ok(Ok(stream)) => {
+            bump(&stats.tls_handshakes);
+            serve(stream, peer, deadlines, stats, handler).await;
+        }
+        Ok(Err(e)) => {
+            bump(&stats.tls_handshake_failures);
+            debug!(%peer, error = %e, "TLS handshake failed");
+        }
+        Err(_) => {
+            bump(&stats.tls_handshake_failures);
+            debug!(%peer, "TLS handshake not done within http.header_timeout");
+        }
+    }
+}
+
+/// hyper on one connection, plain or inside TLS: the request head by
+/// `deadlines.head`, the whole exchange by `deadlines.whole`.
+async fn serve<S>(
+    stream: S,
+    peer: SocketAddr,
+    deadlines: Deadlines,
+    stats: &Arc<HttpStats>,
+    handler: Handler,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let counted = stats.clone();
-    let peer = stream.peer_addr().ok();
     let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
         bump(&counted.requests);
-        if let Some(peer) = peer {
-            request.extensions_mut().insert(PeerAddr(peer));
-        }
+        request.extensions_mut().insert(PeerAddr(peer));
         let response = handler(&mut request);
         async move { Ok::<_, Infallible>(response) }
     });
+    let head_time = deadlines
+        .head
+        .saturating_duration_since(tokio::time::Instant::now());
     // With upgrades: a WebSocket's connection leaves hyper after its 101.
-    let connection = builder(limits.header_timeout)
+    let connection = builder(head_time)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
-    finish(connection, limits.request_timeout, stats).await;
+    finish(connection, deadlines.whole, stats).await;
 }
 
 /// Answer 503 to a connection over the cap. Reading its request before
@@ -455,10 +571,10 @@ async fn refuse(stream: TcpStream, limits: HttpLimits) {
 
 async fn finish(
     connection: impl Future<Output = hyper::Result<()>>,
-    deadline: Duration,
+    deadline: tokio::time::Instant,
     stats: &HttpStats,
 ) {
-    match tokio::time::timeout(deadline, connection).await {
+    match tokio::time::timeout_at(deadline, connection).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) if e.is_timeout() => {
             bump(&stats.connections_timed_out);
@@ -531,17 +647,21 @@ pub fn certificate_answer(method: &Method, path: &str, hex: &str) -> HttpRespons
 }
 
 /// Serve `hex` at `GET /certificate.sha256` (when there is one: a generated
-/// certificate) and, with an `upgrader`, WebSocket upgrades on TCP `addr`. Port 0 binds an ephemeral port of its own, which cannot be
-/// the QUIC listener's: see [`HttpServer::local_addr`].
+/// certificate) and, with an `upgrader`, WebSocket upgrades on TCP `addr`;
+/// with `tls`, over TLS as well as plain HTTP (`https://`, `wss://`). Port
+/// 0 binds an ephemeral port of its own, which cannot be the QUIC
+/// listener's: see [`HttpServer::local_addr`].
 pub fn serve_certificate_hash(
     addr: SocketAddr,
     hex: Option<String>,
     limits: HttpLimits,
     stats: Arc<HttpStats>,
     upgrader: Option<Upgrader>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) -> std::io::Result<HttpServer> {
     let with_hash = hex.is_some();
     let with_websocket = upgrader.is_some();
+    let with_tls = tls.is_some();
     let handler: Handler = Arc::new(move |request: &mut Request<Incoming>| {
         if let Some(answer) = upgrader.as_ref().and_then(|upgrade| upgrade(request)) {
             return answer;
@@ -551,11 +671,12 @@ pub fn serve_certificate_hash(
             None => plain(StatusCode::NOT_FOUND, "not found\n"),
         }
     });
-    let server = HttpServer::start("certificate", addr, limits, stats, handler)?;
+    let server = HttpServer::start_with_tls("certificate", addr, limits, stats, handler, tls)?;
     tracing::info!(
         addr = %server.local_addr(),
         path = with_hash.then_some(CERTIFICATE_PATH),
         websocket = with_websocket,
+        tls = with_tls,
         "serving the certificate hash over HTTP"
     );
     Ok(server)
@@ -578,6 +699,7 @@ mod tests {
             Some(HEX.into()),
             limits,
             stats.clone(),
+            None,
             None,
         )
         .unwrap();
@@ -818,6 +940,121 @@ mod tests {
             Source::of("::ffff:192.0.2.1".parse().unwrap()),
             Source::of("192.0.2.1".parse().unwrap())
         );
+    }
+
+    /// A listener that takes TLS with a generated certificate, beside
+    /// plain HTTP on the same port.
+    fn start_tls(limits: HttpLimits) -> (HttpServer, Arc<HttpStats>) {
+        let source = crate::tls::CertificateSource::Generate {
+            names: vec!["localhost".into()],
+        };
+        let quic = crate::tls::server_tls(&source, vec![b"moq-lite-05".to_vec()]).unwrap();
+        let tcp = crate::tls::tcp_server_tls(&quic.config).unwrap();
+        let stats = Arc::new(HttpStats::default());
+        let server = serve_certificate_hash(
+            "127.0.0.1:0".parse().unwrap(),
+            Some(HEX.into()),
+            limits,
+            stats.clone(),
+            None,
+            Some(tcp),
+        )
+        .unwrap();
+        (server, stats)
+    }
+
+    /// `request` over TLS (any certificate, offering `alpn`); the whole
+    /// answer and the protocol the server chose.
+    fn tls_exchange(addr: SocketAddr, alpn: &[&[u8]], request: &[u8]) -> (String, Option<Vec<u8>>) {
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(crate::tls::PinnedCertificate::any()))
+        .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let client = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut tls = rustls::StreamOwned::new(client, stream);
+        tls.write_all(request).unwrap();
+        let mut answer = Vec::new();
+        // The server closes without close_notify after hyper's answer is
+        // out: an unexpected EOF after the whole answer.
+        let _ = tls.read_to_end(&mut answer);
+        let protocol = tls.conn.alpn_protocol().map(<[u8]>::to_vec);
+        (String::from_utf8(answer).unwrap(), protocol)
+    }
+
+    #[test]
+    fn one_port_serves_the_hash_over_tls_and_plain_http() {
+        let (server, stats) = start_tls(HttpLimits::default());
+        let addr = server.local_addr();
+        let request = b"GET /certificate.sha256 HTTP/1.1\r\nHost: localhost\r\n\r\n";
+        let (text, protocol) = tls_exchange(addr, &[b"h2", b"http/1.1"], request);
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(text.ends_with(HEX), "{text}");
+        assert_eq!(protocol.as_deref(), Some(&b"http/1.1"[..]));
+        // A client that offers no ALPN is served too (tungstenite's
+        // rustls connector offers none).
+        let (text, protocol) = tls_exchange(addr, &[], request);
+        assert!(text.ends_with(HEX), "{text}");
+        assert_eq!(protocol, None);
+        let plain = exchange(addr, request);
+        assert!(plain.starts_with("HTTP/1.1 200 OK\r\n"), "{plain}");
+        wait_until("both handshakes counted", || {
+            stats.tls_handshakes.load(Ordering::Relaxed) == 2
+        });
+        assert_eq!(stats.tls_handshake_failures.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.requests.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn a_bad_or_unfinished_tls_handshake_closes_only_its_own_connection() {
+        let limits = HttpLimits {
+            header_timeout: Duration::from_millis(500),
+            ..HttpLimits::default()
+        };
+        let (server, stats) = start_tls(limits);
+        let addr = server.local_addr();
+        // Half a handshake: a record header, then nothing. Held open
+        // while the others are served.
+        let mut half = TcpStream::connect(addr).unwrap();
+        half.write_all(&[0x16, 0x03, 0x01]).unwrap();
+        // A handshake record full of garbage: refused with an alert.
+        let mut garbage = TcpStream::connect(addr).unwrap();
+        let mut record = vec![0x16, 0x03, 0x01, 0x00, 0x40];
+        record.extend(std::iter::repeat_n(0xa5, 0x40));
+        garbage.write_all(&record).unwrap();
+        garbage
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut rest = Vec::new();
+        let _ = garbage.read_to_end(&mut rest);
+        // A TLS alert record (0x15), if anything came back before the close.
+        assert!(rest.is_empty() || rest[0] == 0x15, "{rest:?}");
+        wait_until("the garbage counted", || {
+            stats.tls_handshake_failures.load(Ordering::Relaxed) >= 1
+        });
+        let request = b"GET /certificate.sha256 HTTP/1.1\r\nHost: localhost\r\n\r\n";
+        let (text, _) = tls_exchange(addr, &[b"http/1.1"], request);
+        assert!(text.ends_with(HEX), "{text}");
+        assert!(exchange(addr, request).ends_with(HEX));
+        // The half handshake is cut at the head's deadline.
+        half.set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let mut rest = Vec::new();
+        let _ = half.read_to_end(&mut rest);
+        wait_until("both failures counted and the slots freed", || {
+            stats.tls_handshake_failures.load(Ordering::Relaxed) == 2
+                && stats.connections_open.load(Ordering::Relaxed) == 0
+        });
+        assert_eq!(stats.tls_handshakes.load(Ordering::Relaxed), 1);
     }
 
     #[test]

@@ -125,11 +125,18 @@ fn main() -> ExitCode {
     if auth.is_none() {
         tracing::warn!("no auth section: anyone may publish and subscribe anywhere");
     }
+    // The TCP side of the port takes TLS too (`wss://`, `https://`), with
+    // the QUIC certificate: one port, told apart by the first byte.
+    let tcp_tls = match qumo::tls::tcp_server_tls(&tls.config) {
+        Ok(config) => config,
+        Err(e) => return fail(format_args!("TLS for the TCP listener: {e}"), 1),
+    };
     let runtime_config = config.runtime_config(tls.config);
     tracing::debug!(?runtime_config, "runtime configuration");
 
-    // A generated certificate is published for browsers to pin: plain HTTP
-    // on TCP at the QUIC listener's address. With port 0 the TCP side gets an
+    // A generated certificate is published for browsers to pin: HTTP
+    // on TCP at the QUIC listener's address (plain, or TLS when the first
+    // byte is a handshake's). With port 0 the TCP side gets an
     // ephemeral port of its own (logged), not the QUIC one.
     let http_limits = config.http.limits();
     let certificate_stats = Arc::new(qumo::http::HttpStats::default());
@@ -148,6 +155,7 @@ fn main() -> ExitCode {
                 http_limits,
                 certificate_stats.clone(),
                 websocket.clone().map(qumo::websocket::upgrader),
+                Some(tcp_tls),
             ) {
                 Ok(server) => Some(server),
                 Err(e) => {

@@ -231,6 +231,11 @@ impl TransportKind {
             TransportKind::WebSocket => "websocket",
         }
     }
+
+    /// The kind whose label is `label` (a session transport's `kind()`).
+    pub fn of_label(label: &str) -> Option<TransportKind> {
+        TransportKind::ALL.into_iter().find(|t| t.label() == label)
+    }
 }
 
 const VERSIONS: usize = Version::ALL.len();
@@ -390,29 +395,32 @@ impl PeerKind {
     }
 }
 
-/// Bytes on accepted sessions' connections by [`PeerKind`]: bounded
-/// labels, however many peers come and go.
+/// Bytes on accepted sessions' connections by [`PeerKind`] and
+/// [`TransportKind`]: bounded labels, however many peers come and go.
 #[derive(Debug, Default)]
 pub struct AcceptedTraffic {
-    by_kind: [LinkTraffic; PeerKind::ALL.len()],
+    by_kind: [[LinkTraffic; TRANSPORTS]; PeerKind::ALL.len()],
 }
 
 impl AcceptedTraffic {
-    pub fn add(&self, kind: PeerKind, traffic: Traffic) {
-        self.by_kind[kind as usize].add(traffic);
+    pub fn add(&self, kind: PeerKind, transport: TransportKind, traffic: Traffic) {
+        self.by_kind[kind as usize][transport as usize].add(traffic);
     }
 
-    /// Each kind's bytes sent and received.
-    pub fn visit(&self, mut f: impl FnMut(PeerKind, Traffic)) {
+    /// Each kind's and transport's bytes sent and received.
+    pub fn visit(&self, mut f: impl FnMut(PeerKind, TransportKind, Traffic)) {
         for kind in PeerKind::ALL {
-            let figures = &self.by_kind[kind as usize];
-            f(
-                kind,
-                Traffic {
-                    sent: figures.sent.get(),
-                    received: figures.received.get(),
-                },
-            );
+            for transport in TransportKind::ALL {
+                let figures = &self.by_kind[kind as usize][transport as usize];
+                f(
+                    kind,
+                    transport,
+                    Traffic {
+                        sent: figures.sent.get(),
+                        received: figures.received.get(),
+                    },
+                );
+            }
         }
     }
 }
@@ -550,21 +558,29 @@ mod tests {
     }
 
     #[test]
-    fn accepted_traffic_is_kept_apart_by_kind() {
+    fn accepted_traffic_is_kept_apart_by_kind_and_transport() {
+        use TransportKind::{Quic, WebSocket, WebTransport};
         let traffic = AcceptedTraffic::default();
         let bytes = |sent, received| Traffic { sent, received };
-        traffic.add(PeerKind::Client, bytes(10, 1));
-        traffic.add(PeerKind::Relay, bytes(100, 7));
-        traffic.add(PeerKind::Client, bytes(5, 2));
+        traffic.add(PeerKind::Client, Quic, bytes(10, 1));
+        traffic.add(PeerKind::Relay, Quic, bytes(100, 7));
+        traffic.add(PeerKind::Client, Quic, bytes(5, 2));
+        traffic.add(PeerKind::Client, WebSocket, bytes(40, 4));
         let mut rows = Vec::new();
-        traffic.visit(|kind, t| rows.push((kind, t)));
+        traffic.visit(|kind, transport, t| rows.push((kind, transport, t)));
         assert_eq!(
             rows,
             [
-                (PeerKind::Client, bytes(15, 3)),
-                (PeerKind::Relay, bytes(100, 7))
+                (PeerKind::Client, Quic, bytes(15, 3)),
+                (PeerKind::Client, WebTransport, bytes(0, 0)),
+                (PeerKind::Client, WebSocket, bytes(40, 4)),
+                (PeerKind::Relay, Quic, bytes(100, 7)),
+                (PeerKind::Relay, WebTransport, bytes(0, 0)),
+                (PeerKind::Relay, WebSocket, bytes(0, 0)),
             ]
         );
+        assert_eq!(TransportKind::of_label("websocket"), Some(WebSocket));
+        assert_eq!(TransportKind::of_label("tcp"), None);
     }
 
     #[test]

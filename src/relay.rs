@@ -207,6 +207,7 @@ async fn serve_websocket(shard: Rc<Shard>, shared: Shared, handoff: Handoff) {
     let Handoff {
         socket,
         early,
+        tls,
         version,
         remote,
         path,
@@ -224,6 +225,7 @@ async fn serve_websocket(shard: Rc<Shard>, shared: Shared, handoff: Handoff) {
         transport.clone(),
         socket,
         early,
+        tls,
         shard.stats.clone(),
     ));
     let open = shared.sessions.fetch_add(1, Ordering::Relaxed) + 1;

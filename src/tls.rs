@@ -340,6 +340,24 @@ pub fn server_tls(source: &CertificateSource, alpn: Vec<Vec<u8>>) -> Result<Serv
     })
 }
 
+/// The ALPN the TCP side offers: WebSocket upgrades and the certificate
+/// hash are HTTP/1.1 (RFC 8441's WebSocket over HTTP/2 is not served).
+pub const TCP_ALPN: &[u8] = b"http/1.1";
+
+/// The TLS configuration for the TCP side of the port (`wss://`,
+/// `https://`): the QUIC configuration's certificate (the same resolver, so
+/// a reloaded pair applies to both), ALPN `http/1.1`, and TLS 1.2 beside
+/// 1.3, since only QUIC requires 1.3 and some WebSocket clients still stop
+/// at 1.2.
+pub fn tcp_server_tls(quic: &rustls::ServerConfig) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let mut config = rustls::ServerConfig::builder_with_provider(quic.crypto_provider().clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_cert_resolver(quic.cert_resolver.clone());
+    config.alpn_protocols = vec![TCP_ALPN.to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// Every certificate in a PEM file, in file order (leaf first). At least one.
 pub fn load_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let which = PemFile::Certificate;

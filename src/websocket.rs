@@ -4,7 +4,9 @@
 //! # Where it runs
 //!
 //! The upgrade request arrives on the TCP listener at the QUIC port
-//! ([`crate::http`], a hyper thread off the shards). [`upgrader`] answers
+//! ([`crate::http`], a hyper thread off the shards), plain (`ws://`) or
+//! inside TLS (`wss://`; the TLS session then travels with the socket and
+//! the shard goes on with it, sans-IO). [`upgrader`] answers
 //! it: `101 Switching Protocols` with the subprotocol chosen by
 //! [`negotiate`], or `400` when the client offers none we speak. The
 //! upgraded socket then leaves the HTTP thread: it is handed, with any
@@ -34,6 +36,7 @@
 //! keep-alive (about 25 s).
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
@@ -64,7 +67,13 @@ use crate::qmux::{QmuxError, QmuxTransport};
 use crate::session::transport::Transport;
 use crate::task::race;
 
+/// A `wss://` connection on the HTTP thread.
+type TlsStream = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+
 pub mod client;
+mod wire;
+
+pub use wire::SocketWire;
 
 /// The QMux draft this relay speaks, as a subprotocol prefix.
 pub const QMUX_PREFIX: &str = "qmux-00.";
@@ -194,6 +203,8 @@ impl Write for Buffers {
 
 struct Socket {
     ws: WebSocketContext,
+    /// For `wss://`: the TLS session between the socket and `io`.
+    tls: Option<Box<rustls::ServerConnection>>,
     io: Buffers,
     /// The WebSocket close code to end with, once QMux has said its last.
     close: Option<CloseCode>,
@@ -207,6 +218,65 @@ impl Socket {
         if let Some(waker) = self.writer.take() {
             waker.wake();
         }
+    }
+
+    /// Take `bytes` from the socket: as they are, or through TLS (its
+    /// records decrypted, and the plaintext appended to the input). Also
+    /// called with nothing, for what the TLS session already held when it
+    /// arrived. True once the peer has sent TLS `close_notify`.
+    fn receive(&mut self, mut bytes: &[u8]) -> std::io::Result<bool> {
+        let Some(tls) = self.tls.as_deref_mut() else {
+            self.io.input.extend_from_slice(bytes);
+            return Ok(false);
+        };
+        loop {
+            // Takes what rustls' record buffer has room for; nothing only
+            // after close_notify (reported by the reads below).
+            let took_nothing = !bytes.is_empty() && tls.read_tls(&mut bytes)? == 0;
+            tls.process_new_packets()
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            let mut chunk = [0u8; 16 * 1024];
+            loop {
+                match tls.reader().read(&mut chunk) {
+                    Ok(0) => return Ok(true),
+                    Ok(n) => self.io.input.extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            if bytes.is_empty() {
+                return Ok(false);
+            }
+            if took_nothing {
+                // Never spin on bytes rustls will not take.
+                return Ok(true);
+            }
+        }
+    }
+
+    /// What goes to the socket now: tungstenite's output as it is, or
+    /// encrypted, with whatever else TLS has to send (its alerts, and
+    /// `close_notify` when `last`).
+    fn outgoing(&mut self, last: bool) -> Vec<u8> {
+        let plain = std::mem::take(&mut self.io.output);
+        let Some(tls) = self.tls.as_deref_mut() else {
+            return plain;
+        };
+        if !plain.is_empty() {
+            // Unbounded (see `drive_stream`), so rustls takes it all; it
+            // refuses only after a fatal error, when nothing more is sent.
+            let _ = tls.writer().write_all(&plain);
+        }
+        if last {
+            tls.send_close_notify();
+        }
+        let mut out = Vec::with_capacity(plain.len() + 256);
+        while tls.wants_write() {
+            if tls.write_tls(&mut out).is_err() {
+                break;
+            }
+        }
+        out
     }
 }
 
@@ -223,47 +293,97 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// Run the socket under `transport` until the connection ends: the reader
 /// feeds received messages to it, the writer sends its frames, then a
-/// WebSocket close, then the socket is shut down.
-pub async fn drive(
+/// WebSocket close, then the socket is shut down. The transport takes its
+/// byte counts and estimate from the socket ([`SocketWire`]) before this
+/// returns, so that a session started next offers PROBE in its SETUP.
+pub fn drive(
     transport: QmuxTransport,
     socket: std::net::TcpStream,
     early: Bytes,
+    tls: Option<Box<rustls::ServerConnection>>,
     stats: Arc<RelayStats>,
-) {
-    match monoio::net::TcpStream::from_std(socket) {
-        Ok(stream) => drive_stream(transport, stream, early, stats).await,
+) -> impl Future<Output = ()> {
+    let driven = match monoio::net::TcpStream::from_std(socket) {
+        Ok(stream) => Some(drive_stream(transport, stream, early, tls, stats)),
         Err(error) => {
             debug!(%error, "WebSocket socket unusable on the shard");
             transport.lost();
+            None
+        }
+    };
+    async move {
+        if let Some(driven) = driven {
+            driven.await
         }
     }
 }
 
 /// [`drive`] on a socket already in the shard's runtime (a client's, from
 /// [`client::dial`]). The WebSocket's role is the transport's: a server
-/// end reads masked frames, a client end masks what it writes.
-pub async fn drive_stream(
+/// end reads masked frames, a client end masks what it writes. With `tls`
+/// (`wss://`), every byte on the socket goes through that session, driven
+/// sans-IO: `early` is plaintext hyper read past the request, and the
+/// session may hold more, read but not yet taken.
+pub fn drive_stream(
     transport: QmuxTransport,
     stream: monoio::net::TcpStream,
     early: Bytes,
+    tls: Option<Box<rustls::ServerConnection>>,
     stats: Arc<RelayStats>,
+) -> impl Future<Output = ()> {
+    let wire = SocketWire::new(stream.as_raw_fd());
+    transport.set_wire(wire.clone());
+    run(transport, stream, early, tls, stats, wire)
+}
+
+async fn run(
+    transport: QmuxTransport,
+    stream: monoio::net::TcpStream,
+    early: Bytes,
+    mut tls: Option<Box<rustls::ServerConnection>>,
+    stats: Arc<RelayStats>,
+    wire: Rc<SocketWire>,
 ) {
     let role = match transport.is_server() {
         true => Role::Server,
         false => Role::Client,
     };
     let fd = stream.as_raw_fd();
-    let (read, write) = stream.into_split();
+    let (read, mut write) = stream.into_split();
     let mut io = Buffers::default();
     io.input.extend_from_slice(&early);
-    let state = Rc::new(RefCell::new(Socket {
+    if let Some(tls) = tls.as_deref_mut() {
+        // The writer drains the session after every batch (at most
+        // 64 KiB and a frame), so its own cap (64 KiB, which would make a
+        // larger write short) is not needed to bound it.
+        tls.set_buffer_limit(None);
+    }
+    let mut socket = Socket {
         ws: WebSocketContext::new(role, Some(ws_config())),
+        tls,
         io,
         close: None,
         writer: None,
         read_done: false,
-    }));
-    let reader = monoio::spawn(read_loop(read, state.clone(), transport.clone(), stats));
+    };
+    // What the TLS session read on the HTTP thread and hyper did not take.
+    let peer_ended = match socket.receive(&[]) {
+        Ok(ended) => ended,
+        Err(error) => {
+            stats.websocket_protocol_errors.inc();
+            debug!(%error, "TLS failed on a WebSocket's first records");
+            true
+        }
+    };
+    let state = Rc::new(RefCell::new(socket));
+    let reader = monoio::spawn(read_loop(
+        read,
+        state.clone(),
+        transport.clone(),
+        stats,
+        peer_ended,
+        wire.clone(),
+    ));
     // Once the connection is closed, its last frames and the WebSocket
     // close get a grace period: a peer that stops reading cannot hold the
     // socket (and this task) for ever.
@@ -271,15 +391,19 @@ pub async fn drive_stream(
         transport.closed().await;
         monoio::time::sleep(CLOSE_GRACE).await;
     };
-    race(write_loop(write, &state, &transport), grace).await;
+    race(write_loop(&mut write, &state, &transport, &wire), grace).await;
+    // The descriptor may be another socket's once both halves are gone.
+    wire.detach();
     // Ends the reader's pending read (it sees the end of the stream) even
-    // if the peer never closes its side. The write half is still held, so
-    // the descriptor is still this socket's.
+    // if the peer never closes its side. The write half is still held
+    // here (borrowed by the writer, not moved into it), so the descriptor
+    // is still this socket's even if the reader has already ended.
     // SAFETY: shutdown(2) on a descriptor we own; no memory is involved.
     unsafe {
         libc::shutdown(fd, libc::SHUT_RDWR);
     }
     reader.await;
+    drop(write);
 }
 
 /// Feed what arrives on the socket to tungstenite, and each binary
@@ -289,6 +413,8 @@ async fn read_loop(
     state: Rc<RefCell<Socket>>,
     transport: QmuxTransport,
     stats: Arc<RelayStats>,
+    mut peer_ended: bool,
+    wire: Rc<SocketWire>,
 ) {
     let mut buf = Vec::with_capacity(64 * 1024);
     'socket: loop {
@@ -348,6 +474,12 @@ async fn read_loop(
             }
             socket.wake_writer();
         }
+        // TLS close_notify (or a TLS failure): what came before it has
+        // been read; nothing more will be.
+        if peer_ended {
+            transport.lost();
+            break;
+        }
         buf.clear();
         let (result, returned) = read.read(buf).await;
         buf = returned;
@@ -356,7 +488,18 @@ async fn read_loop(
                 transport.lost();
                 break;
             }
-            Ok(n) => state.borrow_mut().io.input.extend_from_slice(&buf[..n]),
+            Ok(n) => {
+                wire.received(n);
+                let received = state.borrow_mut().receive(&buf[..n]);
+                match received {
+                    Ok(ended) => peer_ended = ended,
+                    Err(error) => {
+                        stats.websocket_protocol_errors.inc();
+                        debug!(%error, "TLS failed on a WebSocket; closing it");
+                        peer_ended = true;
+                    }
+                }
+            }
         }
     }
     let mut socket = state.borrow_mut();
@@ -375,9 +518,10 @@ enum Next {
 /// Move QMux's frames through tungstenite to the socket; after QMux's
 /// last frame, a WebSocket close.
 async fn write_loop(
-    mut write: monoio::net::tcp::TcpOwnedWriteHalf,
+    write: &mut monoio::net::tcp::TcpOwnedWriteHalf,
     state: &Rc<RefCell<Socket>>,
     transport: &QmuxTransport,
+    wire: &SocketWire,
 ) {
     loop {
         let next = std::future::poll_fn(|cx| {
@@ -413,8 +557,9 @@ async fn write_loop(
                 let _ = socket.ws.close(&mut socket.io, Some(frame));
             }
             let _ = socket.ws.flush(&mut socket.io);
-            if !socket.io.output.is_empty() {
-                return Poll::Ready(Next::Send(std::mem::take(&mut socket.io.output)));
+            let bytes = socket.outgoing(finished);
+            if !bytes.is_empty() {
+                return Poll::Ready(Next::Send(bytes));
             }
             if finished || (socket.read_done && transport.is_closed()) {
                 return Poll::Ready(Next::Done);
@@ -426,9 +571,12 @@ async fn write_loop(
         match next {
             Next::Send(bytes) => {
                 let (result, _) = write.write_all(bytes).await;
-                if result.is_err() {
-                    transport.lost();
-                    return;
+                match result {
+                    Ok(n) => wire.sent(n),
+                    Err(_) => {
+                        transport.lost();
+                        return;
+                    }
                 }
             }
             Next::Done => return,
@@ -509,17 +657,27 @@ pub fn answer_upgrade(request: &mut Request<Incoming>, door: &Arc<WebSocketDoor>
             Ok(upgraded) => upgraded,
             Err(error) => return debug!(%error, "WebSocket upgrade failed"),
         };
-        let Ok(parts) = upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() else {
-            return debug!("upgraded connection is not a TCP stream");
+        // `ws://` on the bare socket, or `wss://`: then the TLS session
+        // leaves with it.
+        let (stream, tls, early) = match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
+            Ok(parts) => (parts.io.into_inner(), None, parts.read_buf),
+            Err(upgraded) => match upgraded.downcast::<TokioIo<TlsStream>>() {
+                Ok(parts) => {
+                    let (stream, tls) = parts.io.into_inner().into_inner();
+                    (stream, Some(Box::new(tls)), parts.read_buf)
+                }
+                Err(_) => return debug!("upgraded connection is neither TCP nor TLS on TCP"),
+            },
         };
-        let socket = match parts.io.into_inner().into_std() {
+        let socket = match stream.into_std() {
             Ok(socket) => socket,
             Err(error) => return debug!(%error, "cannot take the upgraded socket"),
         };
         prepare_socket(&socket);
         let handoff = Handoff {
             socket,
-            early: parts.read_buf,
+            early,
+            tls,
             version,
             remote,
             path,
@@ -543,6 +701,100 @@ pub fn answer_upgrade(request: &mut Request<Incoming>, door: &Arc<WebSocketDoor>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A TLS client and a [`Socket`] holding the server's end, with the
+    /// handshake done in memory.
+    fn tls_pair() -> (rustls::ClientConnection, Socket) {
+        let source = crate::tls::CertificateSource::Generate {
+            names: vec!["localhost".into()],
+        };
+        let quic = crate::tls::server_tls(&source, Vec::new()).unwrap();
+        let server_config = crate::tls::tcp_server_tls(&quic.config).unwrap();
+        let mut server = rustls::ServerConnection::new(server_config).unwrap();
+        let client_config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(crate::tls::PinnedCertificate::any()))
+        .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut client = rustls::ClientConnection::new(Arc::new(client_config), name).unwrap();
+        while client.is_handshaking() || server.is_handshaking() {
+            let mut wire = Vec::new();
+            while client.wants_write() {
+                client.write_tls(&mut wire).unwrap();
+            }
+            server.read_tls(&mut &wire[..]).unwrap();
+            server.process_new_packets().unwrap();
+            let mut wire = Vec::new();
+            while server.wants_write() {
+                server.write_tls(&mut wire).unwrap();
+            }
+            client.read_tls(&mut &wire[..]).unwrap();
+            client.process_new_packets().unwrap();
+        }
+        let socket = Socket {
+            ws: WebSocketContext::new(Role::Server, Some(ws_config())),
+            tls: Some(Box::new(server)),
+            io: Buffers::default(),
+            close: None,
+            writer: None,
+            read_done: false,
+        };
+        (client, socket)
+    }
+
+    fn ciphertext(client: &mut rustls::ClientConnection) -> Vec<u8> {
+        let mut wire = Vec::new();
+        while client.wants_write() {
+            client.write_tls(&mut wire).unwrap();
+        }
+        wire
+    }
+
+    #[test]
+    fn tls_records_become_input_and_output_becomes_records() {
+        let (mut client, mut socket) = tls_pair();
+        // More than one record's worth (16 KiB), fed a few bytes at a time.
+        let message: Vec<u8> = (0..40_000u32).map(|i| i as u8).collect();
+        client.writer().write_all(&message).unwrap();
+        let wire = ciphertext(&mut client);
+        for piece in wire.chunks(1000) {
+            assert!(!socket.receive(piece).unwrap(), "ended early");
+        }
+        assert_eq!(&socket.io.input[..], &message[..]);
+
+        socket.io.output.extend_from_slice(b"answer");
+        let out = socket.outgoing(true);
+        client.read_tls(&mut &out[..]).unwrap();
+        let state = client.process_new_packets().unwrap();
+        assert!(state.peer_has_closed(), "close_notify sent last");
+        let mut answer = Vec::new();
+        client.reader().read_to_end(&mut answer).unwrap();
+        assert_eq!(answer, b"answer");
+    }
+
+    #[test]
+    fn close_notify_ends_the_input_and_garbage_is_an_error() {
+        let (mut client, mut socket) = tls_pair();
+        client.writer().write_all(b"last words").unwrap();
+        client.send_close_notify();
+        let mut wire = ciphertext(&mut client);
+        // Bytes after the close: rustls takes none of them, and the
+        // socket must not spin on them.
+        wire.extend_from_slice(&[0x17, 0x03, 0x03, 0x00, 0x01, 0x00]);
+        assert!(socket.receive(&wire).unwrap(), "close_notify seen");
+        assert_eq!(&socket.io.input[..], b"last words");
+        assert!(socket.receive(&wire[..3]).unwrap(), "still closed");
+
+        let (_, mut socket) = tls_pair();
+        let garbage = [0x17, 0x03, 0x03, 0x00, 0x20].iter().chain(&[0x5a; 0x20]);
+        let garbage: Vec<u8> = garbage.copied().collect();
+        let error = socket.receive(&garbage).unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidData, "{error}");
+    }
 
     #[test]
     fn the_newest_offered_qmux_00_version_is_chosen() {

@@ -3,16 +3,22 @@
 //! publishes and subscribes through qumo beside raw-QUIC moq-clocks, and a
 //! raw WebSocket client (tungstenite) that sends an oversized or malformed
 //! message is closed with the protocol's error while the others go on.
+//! Over `wss://` (TLS on the same TCP port) moq-clock publishes to a QUIC
+//! subscriber and subscribes, while half and garbage TLS handshakes are
+//! cut and counted.
 //! The library's own client end (`qumo::websocket::client`, which
 //! qumo-bench's `--transport ws` dials with) opens a session too.
 
 mod support;
 
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use qumo::lite::{Decode, Encode, Limits, Role, Setup, UniType, Version};
+use qumo::lite::{
+    BidiType, Decode, DecodeError, Encode, Limits, Probe, ProbeLevel, Role, Setup, UniType, Version,
+};
 use qumo::metrics::RelayStats;
 use qumo::qmux::QmuxLimits;
 use qumo::session::transport::{RecvStream as _, SendStream as _, Transport as _};
@@ -44,6 +50,25 @@ fn ws_clock(addr: SocketAddr, broadcast: &str, mode: &str) -> Client {
         "--broadcast",
         broadcast,
         "--websocket-enabled",
+        mode,
+    ])
+}
+
+/// moq-clock over `wss://`: TLS on the TCP side, the relay's generated
+/// certificate taken unverified (`--tls-disable-verify`; moq-native's
+/// WebSocket uses the same TLS settings as its QUIC). moq-native's QUIC
+/// refuses a `wss://` URL, so the WebSocket is its only way in. Given
+/// `https://` it races QUIC against `wss://` on the same port number; here
+/// the TCP listener has a port of its own, with no QUIC behind it, so the
+/// WebSocket wins.
+fn wss_clock(scheme: &str, addr: SocketAddr, broadcast: &str, mode: &str) -> Client {
+    support::spawn_moq_clock(&[
+        "--url",
+        &format!("{scheme}://localhost:{}", addr.port()),
+        "--broadcast",
+        broadcast,
+        "--websocket-enabled",
+        "--tls-disable-verify=true",
         mode,
     ])
 }
@@ -95,8 +120,35 @@ fn a_quic_publisher_reaches_moq_clock_over_websocket() {
     assert_eq!(relay.count("transport=\"quic\""), 1);
 }
 
+/// Read chunks from `recv` until `decode` takes what came so far (it
+/// answers `Short` for a message not all there yet).
+async fn read_message<T>(
+    recv: &mut qumo::qmux::QmuxRecv,
+    what: &str,
+    decode: impl Fn(&[u8]) -> Result<T, DecodeError>,
+) -> T {
+    let mut bytes = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = monoio::time::timeout(left, recv.read_chunk(1024))
+            .await
+            .unwrap_or_else(|_| panic!("no whole {what} from the relay within 10 s"))
+            .unwrap()
+            .unwrap_or_else(|| panic!("the relay's stream ended before a whole {what}"));
+        bytes.extend_from_slice(&chunk);
+        match decode(&bytes) {
+            Ok(message) => return message,
+            Err(DecodeError::Short) => continue,
+            Err(e) => panic!("the relay's {what}: {e}"),
+        }
+    }
+}
+
 /// The client end masks its frames (a server end would not, and the relay
-/// would close it), sends SETUP, and reads the relay's SETUP back.
+/// would close it), sends SETUP, and reads the relay's SETUP back: it
+/// offers PROBE reports, and a PROBE stream reports the TCP socket's
+/// figures.
 #[test]
 fn the_library_client_opens_a_session_over_websocket() {
     let relay = Relay::start(1);
@@ -106,12 +158,13 @@ fn the_library_client_opens_a_session_over_websocket() {
         .build()
         .unwrap();
     let version = Version::Lite05;
-    let first = runtime.block_on(async move {
+    let (setup, probe) = runtime.block_on(async move {
         let stats = Arc::new(RelayStats::default());
         let transport =
             client::connect(ws, "localhost", "/", version, QmuxLimits::default(), stats)
                 .await
                 .unwrap_or_else(|e| panic!("dial: {e}"));
+        let limits = Limits::default();
         let mut setup = Vec::new();
         UniType::Setup.encode(&mut setup, version).unwrap();
         Setup {
@@ -127,14 +180,28 @@ fn the_library_client_opens_a_session_over_websocket() {
             .await
             .expect("no stream from the relay within 10 s")
             .unwrap();
-        let chunk = monoio::time::timeout(Duration::from_secs(10), recv.read_chunk(64))
-            .await
-            .expect("no bytes on the relay's stream within 10 s")
-            .unwrap()
-            .expect("the relay's stream ended empty");
-        UniType::decode(&chunk, version, &Limits::default()).map(|(ty, _)| ty)
+        let setup = read_message(&mut recv, "SETUP", |bytes| {
+            let (ty, used) = UniType::decode(bytes, version, &limits)?;
+            assert_eq!(ty, UniType::Setup);
+            Setup::decode(&bytes[used..], version, &limits).map(|(setup, _)| setup)
+        })
+        .await;
+
+        let (mut send, mut recv) = transport.open_bi().await.unwrap();
+        let mut open = Vec::new();
+        BidiType::Probe.encode(&mut open, version).unwrap();
+        send.write_all(&open).await.unwrap();
+        let probe = read_message(&mut recv, "PROBE", |bytes| {
+            Probe::decode(bytes, version, &limits).map(|(probe, _)| probe)
+        })
+        .await;
+        (setup, probe)
     });
-    assert_eq!(first, Ok(UniType::Setup));
+    assert_eq!(setup.probe, ProbeLevel::Report);
+    // cwnd x mss x 8 / rtt on loopback: known, and above nothing. The RTT
+    // in whole milliseconds may be 0 on loopback, but it is there.
+    assert!(probe.bitrate.is_some_and(|b| b > 0), "{probe:?}");
+    assert!(probe.rtt.is_some(), "{probe:?}");
     wait_sessions(&relay, "websocket", 1);
 }
 
@@ -274,4 +341,73 @@ fn an_upgrade_without_a_qmux_subprotocol_is_refused() {
         }
         other => panic!("expected a 400, got {:?}", other.map(|(_, r)| r)),
     }
+}
+
+#[test]
+fn moq_clock_over_wss_publishes_to_a_quic_subscriber_beside_bad_tls_clients() {
+    let relay = Relay::start_with(2, &sections("  header_timeout: 1s\n"));
+    let admin = admin_addr(&relay);
+    let ws = ws_addr(&relay);
+    let line = relay.log();
+    assert!(line.contains("tls=true"), "{line}");
+    let _publisher = wss_clock("wss", ws, "wss-pub", "publish");
+    relay
+        .wait_for("broadcast=wss-pub active=true", Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("no announcement:\n{}", relay.log()));
+    wait_sessions(&relay, "websocket", 1);
+    let subscriber = moq_clock(&format!("moql://{}", relay.addr), "wss-pub", "subscribe");
+    assert_ticks(&subscriber, &relay);
+
+    // Half a TLS handshake (cut at http.header_timeout) and a handshake
+    // record of garbage (refused at once): each closes only itself.
+    let mut half = TcpStream::connect(ws).unwrap();
+    half.write_all(&[0x16, 0x03, 0x01]).unwrap();
+    let mut garbage = TcpStream::connect(ws).unwrap();
+    let mut record = vec![0x16, 0x03, 0x03, 0x00, 0x20];
+    record.extend([0x5a; 0x20]);
+    garbage.write_all(&record).unwrap();
+    for stream in [&mut half, &mut garbage] {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest);
+    }
+    // Counted apart from QUIC's bytes: the publisher's session adds its
+    // socket's bytes once a second.
+    let websocket_bytes = |s: &[support::http::Sample], name: &str| -> f64 {
+        s.iter()
+            .filter(|s| s.name == name && s.label("transport") == Some("websocket"))
+            .map(|s| s.value)
+            .sum()
+    };
+    let samples = wait_metrics(
+        admin,
+        Duration::from_secs(10),
+        "the failed handshakes and the WebSocket's bytes counted",
+        |s| {
+            total(s, "qumo_http_tls_handshake_failures_total") >= 2.0
+                && websocket_bytes(s, "qumo_accepted_bytes_received_total") > 0.0
+                && websocket_bytes(s, "qumo_accepted_bytes_sent_total") > 0.0
+        },
+    );
+    assert!(
+        total(&samples, "qumo_http_tls_handshakes_total") >= 1.0,
+        "{samples:#?}"
+    );
+    // The wss:// publisher went on through all of it.
+    let before = subscriber.ticks(0, Duration::ZERO).len();
+    let after = subscriber.ticks(before + 2, Duration::from_secs(15));
+    assert!(
+        after.len() >= before + 2,
+        "the subscriber stopped: {after:?}\n{}",
+        relay.log()
+    );
+    // The relay's frames reach a subscriber over TLS too (from an
+    // https:// URL), and ws:// still works on the same port.
+    let wss_subscriber = wss_clock("https", ws, "wss-pub", "subscribe");
+    assert_ticks(&wss_subscriber, &relay);
+    let ws_subscriber = ws_clock(ws, "wss-pub", "subscribe");
+    assert_ticks(&ws_subscriber, &relay);
+    wait_sessions(&relay, "websocket", 3);
 }

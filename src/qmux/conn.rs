@@ -28,8 +28,10 @@ use qumo_shards::quinn_proto::ApplicationClose;
 use qumo_shards::{ConnectionError, ReadStreamError, VarInt, WriteError};
 
 use super::codec::{Frame, StreamId, TransportCode, TransportParams, MAX_STREAM_PAYLOAD};
+use super::wire::Wire;
 use crate::lite::{SessionCode, StreamCode};
-use crate::session::transport::{RecvStream, SendStream, Transport, TransportError};
+use crate::metrics::Traffic;
+use crate::session::transport::{Estimate, RecvStream, SendStream, Transport, TransportError};
 
 /// What one QMux connection lets its peer hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -537,6 +539,9 @@ pub struct QmuxTransport {
     remote: Option<SocketAddr>,
     path: Rc<str>,
     query: Option<Rc<str>>,
+    /// The stream below, once its driver said what it is: the source of
+    /// the connection's byte counts and estimate.
+    wire: Rc<RefCell<Option<Rc<dyn Wire>>>>,
 }
 
 impl std::fmt::Debug for QmuxTransport {
@@ -590,7 +595,14 @@ impl QmuxTransport {
             remote: origin.remote,
             path: origin.path.into(),
             query: origin.query.map(Into::into),
+            wire: Rc::default(),
         }
+    }
+
+    /// Take byte counts and the path's estimate from `wire` from now on
+    /// (every clone of this transport).
+    pub fn set_wire(&self, wire: Rc<dyn Wire>) {
+        *self.wire.borrow_mut() = Some(wire);
     }
 
     /// One message from the peer. An error has already closed the
@@ -757,6 +769,41 @@ impl Transport for QmuxTransport {
 
     fn moq_code(&self, code: VarInt) -> Option<StreamCode> {
         u32::try_from(code.into_inner()).ok().map(StreamCode)
+    }
+
+    fn traffic(&self) -> Option<Traffic> {
+        self.wire.borrow().as_ref().map(|wire| wire.traffic())
+    }
+
+    fn estimate(&self) -> Estimate {
+        self.wire
+            .borrow()
+            .as_ref()
+            .map_or_else(Estimate::default, |wire| wire.estimate())
+    }
+
+    fn estimate_epoch(&self) -> u64 {
+        self.wire
+            .borrow()
+            .as_ref()
+            .map_or(0, |wire| wire.estimate_epoch())
+    }
+
+    async fn estimate_changed(&self, epoch: u64) {
+        let wire = self.wire.borrow().clone();
+        let Some(wire) = wire else {
+            // No figures: nothing will move.
+            return std::future::pending().await;
+        };
+        let waiter = wire.estimate_waiters().waiter();
+        std::future::poll_fn(|cx| {
+            if wire.estimate_epoch() != epoch {
+                return Poll::Ready(());
+            }
+            waiter.register(cx);
+            Poll::Pending
+        })
+        .await
     }
 
     async fn open_uni(&self) -> Result<QmuxSend, TransportError> {

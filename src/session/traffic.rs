@@ -3,7 +3,8 @@
 //! configured relay), an accepted session's on its shard's figures by what
 //! the peer is (client or relay).
 //!
-//! The figures are the QUIC stack's UDP byte counts, sampled: once a
+//! The figures are the QUIC stack's UDP byte counts (a WebSocket's: the
+//! bytes its driver moved through the TCP socket), sampled: once a
 //! second while the session runs and once more when it ends, each sample
 //! adding what the connection carried since the last. One timer per
 //! session, nothing per packet.
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use super::transport::Transport;
 use super::Session;
-use crate::metrics::{PeerKind, TrafficSink};
+use crate::metrics::{PeerKind, TrafficSink, TransportKind};
 use crate::task::race;
 
 /// How often a running session's bytes are added to the figures: fresh
@@ -29,11 +30,14 @@ impl<T: Transport> Session<T> {
         let added = now.since(self.traffic_counted.replace(now));
         match &self.traffic_sink {
             TrafficSink::Link(link) => link.add(added),
-            TrafficSink::Accepted => self
-                .shard
-                .stats
-                .accepted_traffic
-                .add(self.peer_kind(), added),
+            TrafficSink::Accepted => {
+                let transport =
+                    TransportKind::of_label(self.transport.kind()).unwrap_or(TransportKind::Quic);
+                self.shard
+                    .stats
+                    .accepted_traffic
+                    .add(self.peer_kind(), transport, added)
+            }
         }
     }
 

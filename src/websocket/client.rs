@@ -132,7 +132,7 @@ pub async fn connect(
         query: None,
     };
     let transport = QmuxTransport::new(false, limits, origin);
-    monoio::spawn(drive_stream(transport.clone(), stream, early, stats));
+    monoio::spawn(drive_stream(transport.clone(), stream, early, None, stats));
     Ok(transport)
 }
 
