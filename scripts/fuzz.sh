@@ -47,7 +47,7 @@ if [ "$what" != session ]; then
         cargo install --locked --root "$cache" --version "$cargo_fuzz_version" cargo-fuzz
     fi
     export PATH="$cache/bin:$PATH"
-    for target in control data setup ietf_control ietf_data; do
+    for target in control data setup ietf_control ietf_data ietf_draft22; do
         echo "== fuzzing $target for ${seconds}s"
         cargo +nightly fuzz run --fuzz-dir fuzz "$target" -- -max_total_time="$seconds" -rss_limit_mb=2048
     done

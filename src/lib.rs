@@ -33,12 +33,14 @@ pub mod webtransport;
 /// ALPN protocols the relay offers, newest first: rustls picks the first
 /// protocol in the server's list that the client also offers, so this order
 /// makes a client that speaks several versions get the newest. `h3` is for
-/// WebTransport (HTTP/3) clients. `moq-00` is IETF moq-transport draft 14
-/// on raw QUIC, after the lite versions: a client offering both gets lite.
+/// WebTransport (HTTP/3) clients. `moqt-22` and `moq-00` are IETF
+/// moq-transport drafts 22 and 14 on raw QUIC, after the lite versions: a
+/// client offering both gets lite, and one offering both drafts gets 22.
 pub const ALPN_PROTOCOLS: &[&[u8]] = &[
     b"moq-lite-06",
     b"moq-lite-05",
     b"moq-lite-04",
+    b"moqt-22",
     b"moq-00",
     b"h3",
 ];

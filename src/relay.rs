@@ -279,17 +279,26 @@ async fn serve_connection(shard: Rc<Shard>, shared: Shared, conn: Connection) {
         // meeting the lite sessions in the shard's router.
         return Box::pin(crate::ietf_session::session::run(shard, conn, false)).await;
     }
+    if crate::ietf::Version::from_alpn(&alpn) == Some(crate::ietf::Version::Draft22) {
+        // Draft 22 names itself in the ALPN; SETUP carries no version.
+        return Box::pin(crate::ietf_session::draft22::run(shard, conn)).await;
+    }
     if alpn != b"h3" {
         debug!(alpn = %String::from_utf8_lossy(&alpn), "no moq-lite version for this ALPN");
         return conn.close(session::code(SessionCode::VERSION), b"unsupported ALPN");
     }
     // WebTransport: the version is negotiated in the CONNECT request, the
     // session root is its URL path.
+    // Lite first, as in the ALPN list; then IETF draft 22, whose WebTransport
+    // protocol is its ALPN.
+    let draft22 = crate::ietf::ALPN_DRAFT22;
     let choose = |offered: &[String]| {
         Version::ALL
             .into_iter()
-            .find(|v| offered.iter().any(|o| o == v.wt_protocol()))
-            .map(|v| v.wt_protocol().to_string())
+            .map(|v| v.wt_protocol())
+            .chain([draft22])
+            .find(|p| offered.iter().any(|o| o == p))
+            .map(str::to_string)
     };
     let handshake = race(
         Box::pin(WtSession::accept(conn.clone(), choose)),
@@ -307,6 +316,9 @@ async fn serve_connection(shard: Rc<Shard>, shared: Shared, conn: Connection) {
             );
         }
     };
+    if wt.protocol() == Some(draft22) {
+        return Box::pin(crate::ietf_session::draft22::run(shard, wt)).await;
+    }
     // A client that names no protocol speaks the oldest we know (lite-04),
     // as moq-clock 0.10.21 does.
     let version = wt

@@ -47,6 +47,17 @@ impl Moq {
     /// (empty, or `/room`) travels in the lite-06 SETUP and is the session's
     /// root.
     fn spawn_at(relay: &Relay, path: &str, args: &[&str]) -> Moq {
+        Moq::spawn_speaking(relay, ("moql", "moq-lite-06"), path, args)
+    }
+
+    /// As [`Moq::spawn_at`], dialling `scheme://` and offering `version` alone
+    /// (`("moqt", "moq-transport-22")` for IETF draft 22 on ALPN `moqt-22`).
+    fn spawn_speaking(
+        relay: &Relay,
+        (scheme, version): (&str, &str),
+        path: &str,
+        args: &[&str],
+    ) -> Moq {
         let mut command = Command::new(moq_binary());
         // A `MOQ_*` variable in the environment must not reconfigure it.
         for (name, _) in std::env::vars_os() {
@@ -56,8 +67,8 @@ impl Moq {
         }
         let mut child = command
             .arg("--connect")
-            .arg(format!("moql://{}{path}", relay.addr))
-            .args(["--connect-version", "moq-lite-06"])
+            .arg(format!("{scheme}://{}{path}", relay.addr))
+            .args(["--connect-version", version])
             .args(["--connect-tls-fingerprint", &relay.fingerprint])
             .args(args)
             .env("NO_COLOR", "1")
@@ -556,6 +567,106 @@ fn moq_cli_fetches_a_past_group_from_the_relays_cache() {
             )
             .is_some(),
         "{}",
+        relay.log()
+    );
+}
+
+/// IETF moq-transport draft 22 (ALPN `moqt-22`): `moq --connect moqt://...
+/// --connect-version moq-transport-22 export h264` reads a broadcast that a
+/// lite-06 `moq import avc3` publishes, through the relay's draft-22 session
+/// (SETUP streams, one bidi stream per SUBSCRIBE / SUBSCRIBE_NAMESPACE).
+#[test]
+fn a_lite06_publisher_reaches_a_draft_22_subscriber() {
+    lite06_to_draft_22_over("moqt", "quic");
+}
+
+/// As above with the subscriber on WebTransport (`https://`): draft 22's
+/// WebTransport protocol is its ALPN, `moqt-22`.
+#[test]
+fn a_lite06_publisher_reaches_a_draft_22_subscriber_over_webtransport() {
+    lite06_to_draft_22_over("https", "webtransport");
+}
+
+fn lite06_to_draft_22_over(scheme: &str, transport: &str) {
+    let relay = Relay::start(2);
+    let publisher = Moq::publish(&relay, "d22.hang", None, Duration::from_millis(100));
+    relay
+        .wait_for("broadcast=d22.hang active=true", Duration::from_secs(10))
+        .unwrap_or_else(|| {
+            panic!(
+                "no announcement; moq:\n{}\nrelay:\n{}",
+                publisher.log(),
+                relay.log()
+            )
+        });
+    let subscriber = Moq::spawn_speaking(
+        &relay,
+        (scheme, "moq-transport-22"),
+        "",
+        &["--broadcast", "d22.hang", "export", "h264"],
+    );
+    let frames = subscriber.frames(10, Duration::from_secs(15));
+    assert!(
+        distinct(&frames).len() >= 10,
+        "got frames {frames:?}; subscriber:\n{}\nrelay:\n{}",
+        subscriber.log(),
+        relay.log()
+    );
+    assert!(
+        relay
+            .wait_for("draft-22 subscribe", Duration::from_secs(5))
+            .is_some(),
+        "served by the draft-22 session; relay log:\n{}",
+        relay.log()
+    );
+    let opened = format!("transport=\"{transport}\" version=moq-transport-22");
+    assert!(
+        relay.wait_for(&opened, Duration::from_secs(5)).is_some(),
+        "a {transport} session; relay log:\n{}",
+        relay.log()
+    );
+}
+
+/// The reverse: a draft-22 `moq import avc3` (PUBLISH_NAMESPACE on its own
+/// stream; the relay's SUBSCRIBEs on streams the relay opens) read by a
+/// lite-06 `moq export h264`.
+#[test]
+fn a_draft_22_publisher_reaches_a_lite06_subscriber() {
+    let relay = Relay::start(2);
+    let mut publisher = Moq::spawn_speaking(
+        &relay,
+        ("moqt", "moq-transport-22"),
+        "",
+        &["--broadcast", "d22pub.hang", "import", "avc3"],
+    );
+    let mut stdin = publisher.stdin.take().unwrap();
+    let feeding = publisher.feeding.clone();
+    std::thread::spawn(move || {
+        let mut n = 0;
+        while feeding.load(Ordering::Relaxed) {
+            if stdin.write_all(&access_unit(n)).is_err() || stdin.flush().is_err() {
+                return;
+            }
+            n += 1;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    relay
+        .wait_for("broadcast=d22pub.hang active=true", Duration::from_secs(10))
+        .unwrap_or_else(|| {
+            panic!(
+                "no draft-22 announcement; moq:\n{}\nrelay:\n{}",
+                publisher.log(),
+                relay.log()
+            )
+        });
+    let subscriber = Moq::subscribe(&relay, "d22pub.hang");
+    let frames = subscriber.frames(10, Duration::from_secs(15));
+    assert!(
+        distinct(&frames).len() >= 10,
+        "got frames {frames:?}; subscriber:\n{}\npublisher:\n{}\nrelay:\n{}",
+        subscriber.log(),
+        publisher.log(),
         relay.log()
     );
 }

@@ -64,8 +64,27 @@ pub(crate) trait Control: Sized {
     ) -> Result<Self, DecodeError>;
 }
 
+/// The types in this module speak draft 14 only; draft 22 has its own codec
+/// ([`super::draft22`]) because even its varints differ.
+pub(crate) fn draft14_only(version: Version) -> Result<(), DecodeError> {
+    match version {
+        Version::Draft14 => Ok(()),
+        Version::Draft22 => Err(DecodeError::InvalidValue {
+            what: "draft-14 layout on draft 22",
+        }),
+    }
+}
+
+/// [`draft14_only`] for encoders.
+pub(crate) fn draft14_only_encode(version: Version) -> Result<(), EncodeError> {
+    draft14_only(version).map_err(|_| EncodeError::InvalidValue {
+        what: "draft-14 layout on draft 22",
+    })
+}
+
 impl<T: Control> Decode for T {
     fn decode(buf: &[u8], version: Version, limits: &Limits) -> Result<(Self, usize), DecodeError> {
+        draft14_only(version)?;
         let mut r = Reader::new(buf);
         let ty = r.varint()?;
         if ty != T::TYPE {
@@ -80,6 +99,7 @@ impl<T: Control> Decode for T {
 
 impl<T: Control> Encode for T {
     fn encode<B: BufMut>(&self, out: &mut B, version: Version) -> Result<usize, EncodeError> {
+        draft14_only_encode(version)?;
         emit(out, |w| {
             w.varint("message type", T::TYPE)?;
             w.sized_u16(T::WHAT, |w| self.write_body(w, version))

@@ -43,7 +43,7 @@ impl ObjectStatus {
         }
     }
 
-    fn code(self) -> u64 {
+    pub(crate) fn code(self) -> u64 {
         match self {
             ObjectStatus::Normal => 0x0,
             ObjectStatus::DoesNotExist => 0x1,
@@ -108,7 +108,8 @@ impl SubgroupHeader {
 }
 
 impl super::Decode for SubgroupHeader {
-    fn decode(buf: &[u8], _: Version, _: &Limits) -> Result<(Self, usize), DecodeError> {
+    fn decode(buf: &[u8], version: Version, _: &Limits) -> Result<(Self, usize), DecodeError> {
+        super::coding::draft14_only(version)?;
         let mut r = Reader::new(buf);
         let ty = r.varint()?;
         if !Self::is_subgroup_type(ty) {
@@ -138,7 +139,8 @@ impl super::Decode for SubgroupHeader {
 }
 
 impl super::Encode for SubgroupHeader {
-    fn encode<B: BufMut>(&self, out: &mut B, _: Version) -> Result<usize, EncodeError> {
+    fn encode<B: BufMut>(&self, out: &mut B, version: Version) -> Result<usize, EncodeError> {
+        super::coding::draft14_only_encode(version)?;
         emit(out, |w| {
             w.varint("stream type", self.stream_type())?;
             w.varint("track alias", self.track_alias)?;
@@ -259,7 +261,8 @@ pub struct FetchHeader {
 }
 
 impl super::Decode for FetchHeader {
-    fn decode(buf: &[u8], _: Version, _: &Limits) -> Result<(Self, usize), DecodeError> {
+    fn decode(buf: &[u8], version: Version, _: &Limits) -> Result<(Self, usize), DecodeError> {
+        super::coding::draft14_only(version)?;
         let mut r = Reader::new(buf);
         let ty = r.varint()?;
         if ty != FETCH_HEADER_TYPE {
@@ -274,7 +277,8 @@ impl super::Decode for FetchHeader {
 }
 
 impl super::Encode for FetchHeader {
-    fn encode<B: BufMut>(&self, out: &mut B, _: Version) -> Result<usize, EncodeError> {
+    fn encode<B: BufMut>(&self, out: &mut B, version: Version) -> Result<usize, EncodeError> {
+        super::coding::draft14_only_encode(version)?;
         emit(out, |w| {
             w.varint("stream type", FETCH_HEADER_TYPE)?;
             w.varint("request id", self.request_id)
@@ -302,7 +306,8 @@ pub struct FetchObject {
 }
 
 impl super::Decode for FetchObject {
-    fn decode(buf: &[u8], _: Version, limits: &Limits) -> Result<(Self, usize), DecodeError> {
+    fn decode(buf: &[u8], version: Version, limits: &Limits) -> Result<(Self, usize), DecodeError> {
+        super::coding::draft14_only(version)?;
         let mut r = Reader::new(buf);
         let group = r.varint()?;
         let subgroup = r.varint()?;
@@ -324,7 +329,8 @@ impl super::Decode for FetchObject {
 }
 
 impl super::Encode for FetchObject {
-    fn encode<B: BufMut>(&self, out: &mut B, _: Version) -> Result<usize, EncodeError> {
+    fn encode<B: BufMut>(&self, out: &mut B, version: Version) -> Result<usize, EncodeError> {
+        super::coding::draft14_only_encode(version)?;
         emit(out, |w| {
             w.varint("group", self.group)?;
             w.varint("subgroup", self.subgroup)?;

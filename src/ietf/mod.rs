@@ -1,4 +1,4 @@
-//! The IETF moq-transport wire codec (draft 14): pure functions from bytes to
+//! The IETF moq-transport wire codec (draft 14 here, draft 22 in [`draft22`]): pure functions from bytes to
 //! messages and back, no I/O, in the style of [`crate::lite`].
 //!
 //! Code of record: moq-net 0.3.18 (`src/ietf/`); the golden tests in `golden.rs`
@@ -24,6 +24,7 @@ mod code;
 mod coding;
 mod control;
 mod data;
+pub mod draft22;
 #[doc(hidden)]
 pub mod fuzzing;
 #[cfg(test)]

@@ -75,6 +75,21 @@ pub fn subgroup_for_group(track_alias: u64, group: u64, lite_priority: u8) -> Su
     }
 }
 
+/// The same stream's header on draft 22: the relay always sends a group from its
+/// first frame, so the FIRST_OBJECT bit (0x40) is set, and the priority byte is
+/// kept (type 0x58).
+pub fn draft22_subgroup(header: &SubgroupHeader) -> crate::ietf::draft22::SubgroupHeader {
+    crate::ietf::draft22::SubgroupHeader {
+        track_alias: header.track_alias,
+        group: header.group,
+        subgroup: header.subgroup,
+        publisher_priority: Some(header.publisher_priority),
+        extensions: header.extensions,
+        end_of_group: header.end_of_group,
+        first_object: true,
+    }
+}
+
 /// The header before frame `index`'s payload on such a stream: frames are
 /// objects 0, 1, 2..., so every delta is 0. An empty frame is a Normal-status
 /// object.

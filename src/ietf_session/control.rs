@@ -128,7 +128,7 @@ impl ControlState {
             parameters.push((PARAM_PATH, ParameterValue::Bytes(path.as_bytes().to_vec())));
         }
         let setup = ClientSetup {
-            versions: Version::ALL.iter().map(|v| v.wire()).collect(),
+            versions: Version::SETUP_NEGOTIATED.iter().map(|v| v.wire()).collect(),
             parameters: Parameters(parameters),
         };
         (state, setup)

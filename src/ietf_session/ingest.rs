@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::BytesMut;
 use tracing::debug;
 
 use super::bridge::{namespace_to_path, path_to_namespace, BridgeError, Step, SubgroupIngest};
 use super::control::RequestKind;
-use super::state::{IetfSession, Offered, Upstream};
+use super::state::{IetfSession, Incoming, Offered, Upstream};
 use crate::ietf::{
     Decode, DecodeError, Filter, GroupOrder, Location, Parameters, Publish, PublishDone,
     PublishError, PublishNamespace, PublishNamespaceDone, PublishNamespaceError,
@@ -24,7 +24,7 @@ use crate::ietf::{
 use crate::lite::StreamCode;
 use crate::message::{FetchEvent, HubRef, MediaEvent, TrackKey, TrackName};
 use crate::router::SessionCommand;
-use crate::session::transport::{RecvStream, Transport};
+use crate::session::transport::{SendStream, Transport};
 use crate::shard::SessionInbox;
 use crate::task::{race, Either, Signal};
 use crate::track::TrackProperties;
@@ -40,17 +40,31 @@ const UPSTREAM_PRIORITY: u8 = 128;
 const PUBLISH_UNINTERESTED: u64 = 0x4;
 
 pub(super) fn publish_namespace<T: Transport>(session: &Rc<IetfSession<T>>, m: PublishNamespace) {
-    let path = crate::origin::normalize(&namespace_to_path(&m.namespace));
-    if !may_hold(session, &path) {
-        session.shard.stats.broadcasts_refused_limit.inc();
-        return session.send(
+    match announce(session, &m.namespace) {
+        true => session.send(
+            PublishNamespaceOk {
+                request_id: m.request_id,
+            }
+            .into(),
+        ),
+        false => session.send(
             PublishNamespaceError {
                 request_id: m.request_id,
                 code: NAMESPACE_REFUSED,
                 reason: "namespace refused".into(),
             }
             .into(),
-        );
+        ),
+    }
+}
+
+/// Put a namespace the peer publishes into the announce table; false when
+/// refused (empty, or over the session's broadcast limit). Either draft.
+pub(super) fn announce<T: Transport>(session: &Rc<IetfSession<T>>, namespace: &[String]) -> bool {
+    let path = crate::origin::normalize(&namespace_to_path(namespace));
+    if !may_hold(session, &path) {
+        session.shard.stats.broadcasts_refused_limit.inc();
+        return false;
     }
     if session
         .publishing
@@ -60,19 +74,19 @@ pub(super) fn publish_namespace<T: Transport>(session: &Rc<IetfSession<T>>, m: P
     {
         hold(session, &path);
     }
-    session.send(
-        PublishNamespaceOk {
-            request_id: m.request_id,
-        }
-        .into(),
-    );
+    true
 }
 
 pub(super) fn publish_namespace_done<T: Transport>(
     session: &Rc<IetfSession<T>>,
     m: PublishNamespaceDone,
 ) {
-    let path = crate::origin::normalize(&namespace_to_path(&m.namespace));
+    withdraw(session, &m.namespace);
+}
+
+/// The peer no longer publishes `namespace`. Either draft.
+pub(super) fn withdraw<T: Transport>(session: &Rc<IetfSession<T>>, namespace: &[String]) {
+    let path = crate::origin::normalize(&namespace_to_path(namespace));
     if session.publishing.announced.borrow_mut().remove(&path) {
         release(session, &path);
     }
@@ -256,9 +270,10 @@ pub(super) async fn commands<T: Transport>(session: Rc<IetfSession<T>>, inbox: R
         let next = race(poll_fn(|cx| inbox.poll_next(cx)), session.closed.raised()).await;
         let Either::Left(command) = next else { return };
         match command {
-            SessionCommand::SubscribeUpstream { key, hub } => {
-                subscribe_upstream(&session, key, hub)
-            }
+            SessionCommand::SubscribeUpstream { key, hub } => match session.version {
+                Version::Draft14 => subscribe_upstream(&session, key, hub),
+                Version::Draft22 => subscribe_upstream22(&session, key, hub),
+            },
             SessionCommand::CancelUpstream { hub } => cancel_upstream(&session, hub),
             // Groups are read whole; a stop is honoured when the hub sees
             // the group end.
@@ -401,6 +416,8 @@ fn cancel_upstream<T: Transport>(session: &Rc<IetfSession<T>>, hub: HubRef) {
             );
             update_forward(session, request_id, false);
         }
+        // Draft 22 has no UNSUBSCRIBE: the upstream's task resets its stream.
+        _ if session.version == Version::Draft22 => {}
         _ => session.send(Unsubscribe { request_id }.into()),
     }
 }
@@ -422,24 +439,30 @@ fn remove_upstream<T: Transport>(
 }
 
 pub(super) fn subscribe_ok<T: Transport>(session: &Rc<IetfSession<T>>, m: SubscribeOk) {
+    bind_alias(session, m.request_id, m.track_alias);
+}
+
+/// SUBSCRIBE_OK for upstream `request_id`: its subgroup streams will carry
+/// `track_alias`. An alias another upstream holds closes the session.
+fn bind_alias<T: Transport>(session: &Rc<IetfSession<T>>, request_id: u64, track_alias: u64) {
     if !session
         .publishing
         .upstreams
         .borrow()
-        .contains_key(&m.request_id)
+        .contains_key(&request_id)
     {
         // Cancelled while the answer was in flight.
         return;
     }
     let mut aliases = session.publishing.aliases.borrow_mut();
-    match aliases.get(&m.track_alias) {
-        Some(id) if *id != m.request_id => {
+    match aliases.get(&track_alias) {
+        Some(id) if *id != request_id => {
             drop(aliases);
             session.shard.stats.sessions_protocol_violations.inc();
             session.close(SessionCode::DUPLICATE_TRACK_ALIAS, "track alias in use");
         }
         _ => {
-            aliases.insert(m.track_alias, m.request_id);
+            aliases.insert(track_alias, request_id);
             drop(aliases);
             session.publishing.wake_alias_waiters();
         }
@@ -447,8 +470,13 @@ pub(super) fn subscribe_ok<T: Transport>(session: &Rc<IetfSession<T>>, m: Subscr
 }
 
 pub(super) fn subscribe_error<T: Transport>(session: &Rc<IetfSession<T>>, m: SubscribeError) {
-    if let Some(upstream) = remove_upstream(session, m.request_id) {
-        debug!(session = session.id, track = %upstream.key, code = m.code, "upstream SUBSCRIBE refused");
+    refused(session, m.request_id, m.code);
+}
+
+/// The upstream SUBSCRIBE `request_id` was refused with `code`.
+fn refused<T: Transport>(session: &Rc<IetfSession<T>>, request_id: u64, code: u64) {
+    if let Some(upstream) = remove_upstream(session, request_id) {
+        debug!(session = session.id, track = %upstream.key, code, "upstream SUBSCRIBE refused");
         session.shard.to_hub(
             upstream.hub,
             MediaEvent::track_end(Some(StreamCode::NOT_FOUND)),
@@ -472,13 +500,109 @@ pub(super) fn publish_done<T: Transport>(session: &Rc<IetfSession<T>>, m: Publis
             .retain(|_, o| o.request_id != m.request_id);
         release(session, &path);
     }
-    if let Some(upstream) = remove_upstream(session, m.request_id) {
-        debug!(session = session.id, track = %upstream.key, status = m.status, "upstream PUBLISH_DONE");
+    done(session, m.request_id, m.status);
+}
+
+/// The publisher ended upstream `request_id` with PUBLISH_DONE `status`.
+fn done<T: Transport>(session: &Rc<IetfSession<T>>, request_id: u64, status: u64) {
+    if let Some(upstream) = remove_upstream(session, request_id) {
+        debug!(session = session.id, track = %upstream.key, status, "upstream PUBLISH_DONE");
         // Track ended (0x2) is a clean end; anything else ends it with CANCEL.
-        let code = (m.status != 0x2).then_some(StreamCode::CANCEL);
+        let code = (status != 0x2).then_some(StreamCode::CANCEL);
         session
             .shard
             .to_hub(upstream.hub, MediaEvent::track_end(code));
+    }
+}
+
+/// Draft 22: an upstream SUBSCRIBE is a bidi stream of its own, run by
+/// [`upstream22`] until PUBLISH_DONE, a refusal, or our cancel (a reset).
+fn subscribe_upstream22<T: Transport>(session: &Rc<IetfSession<T>>, key: TrackKey, hub: HubRef) {
+    let publishing = &session.publishing;
+    if publishing.by_hub.borrow().contains_key(&hub) {
+        return;
+    }
+    let sent = publishing.sent_requests.get();
+    publishing.sent_requests.set(sent + 1);
+    let request_id = 2 * sent + 1;
+    debug!(session = session.id, id = request_id, track = %key, "ietf subscribing upstream");
+    session
+        .shard
+        .to_hub(hub, MediaEvent::Properties(TrackProperties::default()));
+    session.shard.stats.upstream_subscriptions_open.inc();
+    publishing.by_hub.borrow_mut().insert(hub, request_id);
+    let upstream = Rc::new(Upstream {
+        hub,
+        key,
+        cancelled: Signal::default(),
+    });
+    publishing
+        .upstreams
+        .borrow_mut()
+        .insert(request_id, upstream.clone());
+    session.spawn(upstream22(session.clone(), request_id, upstream));
+}
+
+async fn upstream22<T: Transport>(
+    session: Rc<IetfSession<T>>,
+    request_id: u64,
+    upstream: Rc<Upstream>,
+) {
+    use crate::ietf::draft22::{
+        self, Decode as _, Encode as _, LocationFilter, MessageParameters, ParamValue,
+        RequestMessage,
+    };
+    let request = draft22::Subscribe {
+        request_id,
+        namespace: path_to_namespace(&upstream.key.broadcast),
+        name: upstream.key.track.clone(),
+        parameters: MessageParameters(vec![(
+            draft22::param::LOCATION_FILTER,
+            ParamValue::Filter(LocationFilter::NextObject),
+        )]),
+    };
+    let limits = session.shard.settings.limits;
+    let run = async {
+        let (mut send, recv) = session.transport.open_bi().await.map_err(|_| ())?;
+        let bytes = request.to_vec().map_err(|_| ())?;
+        send.write_chunk(bytes::Bytes::from(bytes))
+            .await
+            .map_err(|_| ())?;
+        let mut replies = Incoming {
+            recv,
+            buf: BytesMut::new(),
+        };
+        let outcome = async {
+            loop {
+                match replies.decode(|b| RequestMessage::decode(b, &limits)).await {
+                    Ok(RequestMessage::SubscribeOk(ok)) => {
+                        bind_alias(&session, request_id, ok.track_alias)
+                    }
+                    Ok(RequestMessage::RequestError(e)) => {
+                        return refused(&session, request_id, e.code)
+                    }
+                    Ok(RequestMessage::PublishDone(d)) => {
+                        return done(&session, request_id, d.status)
+                    }
+                    Ok(_) | Err(Some(_)) => {
+                        session.shard.stats.sessions_protocol_violations.inc();
+                        return session.close(
+                            SessionCode::PROTOCOL_VIOLATION,
+                            "unexpected reply to SUBSCRIBE",
+                        );
+                    }
+                    // The stream ended without PUBLISH_DONE.
+                    Err(None) => return done(&session, request_id, 0x0),
+                }
+            }
+        };
+        if let Either::Right(()) = race(outcome, upstream.cancelled.raised()).await {
+            let _ = send.reset(session.stream_code(STREAM_CANCELLED));
+        }
+        Ok::<(), ()>(())
+    };
+    if let Either::Left(Err(())) = race(run, session.closed.raised()).await {
+        done(&session, request_id, 0x0);
     }
 }
 
@@ -516,6 +640,16 @@ async fn subgroup<T: Transport>(session: &Rc<IetfSession<T>>, stream: &mut Incom
         }
         Err(None) => return,
     };
+    relay_subgroup(session, stream, header).await;
+}
+
+/// Relay one subgroup stream whose header was read (in either draft's
+/// layout) into its upstream's hub.
+pub(super) async fn relay_subgroup<T: Transport>(
+    session: &Rc<IetfSession<T>>,
+    stream: &mut Incoming<T::Recv>,
+    header: SubgroupHeader,
+) {
     let Some(upstream) = upstream_for(session, header.track_alias).await else {
         // An alias no SUBSCRIBE_OK named in time (or cancelled): stopped alone.
         session.shard.stats.ietf_streams_unknown_alias.inc();
@@ -549,7 +683,8 @@ async fn subgroup<T: Transport>(session: &Rc<IetfSession<T>>, stream: &mut Incom
 
 /// How long a subgroup stream may wait for the SUBSCRIBE_OK that names its
 /// track alias. Draft 14 lets objects overtake SUBSCRIBE_OK (they travel on
-/// other streams), so a stream for an alias not yet known is held, unread,
+/// other streams; on draft 22 SUBSCRIBE_OK rides the request's own stream),
+/// so a stream for an alias not yet known is held, unread,
 /// while some SUBSCRIBE awaits its answer. Flow control keeps what it holds
 /// to the header, and the peer's uni-stream limit bounds how many wait.
 const ALIAS_WAIT: Duration = Duration::from_secs(2);
@@ -611,8 +746,14 @@ async fn read_objects<T: Transport>(
             Ok(false) => {}
             Err(()) => return Err(StreamCode::CANCEL),
         }
+        let version = session.version;
         let object = match stream
-            .decode(|b| SubgroupObject::decode(b, header.extensions, &limits))
+            .decode(|b| match version {
+                Version::Draft14 => SubgroupObject::decode(b, header.extensions, &limits),
+                Version::Draft22 => {
+                    crate::ietf::draft22::decode_object(b, header.extensions, &limits)
+                }
+            })
             .await
         {
             Ok(object) => object,
@@ -651,7 +792,7 @@ async fn read_objects<T: Transport>(
 }
 
 /// Draft-14 data stream codes (reset / STOP_SENDING).
-const STREAM_CANCELLED: u32 = 0x1;
+pub(super) const STREAM_CANCELLED: u32 = 0x1;
 const STREAM_PROTOCOL_VIOLATION: u32 = 0x3;
 
 /// Wall-clock milliseconds, the timestamp an IETF object gets on arrival.
@@ -659,62 +800,4 @@ fn arrival_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// One incoming stream, decoded message by message.
-struct Incoming<R> {
-    recv: R,
-    buf: BytesMut,
-}
-
-impl<R: RecvStream> Incoming<R> {
-    /// More bytes; `Ok(false)` at the stream's end.
-    async fn fill(&mut self) -> Result<bool, ()> {
-        match self.recv.read_chunk(usize::MAX).await {
-            Ok(Some(chunk)) => {
-                self.buf.extend_from_slice(&chunk);
-                Ok(true)
-            }
-            Ok(None) => Ok(false),
-            Err(_) => Err(()),
-        }
-    }
-
-    /// The next message; `Err(Some)` malformed, `Err(None)` the stream ended
-    /// or failed first.
-    async fn decode<M>(
-        &mut self,
-        f: impl Fn(&[u8]) -> Result<(M, usize), DecodeError>,
-    ) -> Result<M, Option<DecodeError>> {
-        loop {
-            match f(&self.buf) {
-                Ok((msg, used)) => {
-                    self.buf.advance(used);
-                    return Ok(msg);
-                }
-                Err(DecodeError::Short) => match self.fill().await {
-                    Ok(true) => {}
-                    Ok(false) | Err(()) => return Err(None),
-                },
-                Err(e) => return Err(Some(e)),
-            }
-        }
-    }
-
-    async fn payload(&mut self, len: usize) -> Result<Bytes, ()> {
-        while self.buf.len() < len {
-            if !self.fill().await? {
-                return Err(());
-            }
-        }
-        Ok(self.buf.split_to(len).freeze())
-    }
-
-    async fn at_end(&mut self) -> Result<bool, ()> {
-        Ok(self.buf.is_empty() && !self.fill().await?)
-    }
-
-    fn stop<T: Transport<Recv = R>>(&mut self, session: &IetfSession<T>, code: u32) {
-        let _ = self.recv.stop(session.stream_code(code));
-    }
 }

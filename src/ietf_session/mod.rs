@@ -17,6 +17,7 @@
 
 pub mod bridge;
 pub mod control;
+pub mod draft22;
 mod ingest;
 pub mod session;
 mod state;

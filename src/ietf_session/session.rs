@@ -59,8 +59,30 @@ const STREAM_CANCELLED: u32 = 0x1;
 /// Run an accepted draft-14 session until the peer leaves or it is closed.
 /// `webtransport` says whether the URL (not a PATH parameter) names the path.
 pub async fn run<T: Transport>(shard: Rc<Shard>, transport: T, webtransport: bool) {
+    let Some((session, _registered)) = open(shard, transport, Version::Draft14, webtransport)
+    else {
+        return;
+    };
+    session.spawn(control(session.clone()));
+    session.spawn(super::ingest::commands(
+        session.clone(),
+        _registered.1.clone(),
+    ));
+    session.spawn(super::ingest::accept_uni(session.clone()));
+    session.run_until_closed().await;
+}
+
+/// The shared start of a session of either draft: its state, the auth check,
+/// and its registration with the shard (undone when the guard drops).
+pub(super) fn open<T: Transport>(
+    shard: Rc<Shard>,
+    transport: T,
+    version: Version,
+    webtransport: bool,
+) -> Option<(Rc<IetfSession<T>>, Registered<T>)> {
     let session = Rc::new(IetfSession {
         id: transport.id(),
+        version,
         transport,
         shard,
         closed: Signal::default(),
@@ -74,32 +96,30 @@ pub async fn run<T: Transport>(shard: Rc<Shard>, transport: T, webtransport: boo
     info!(
         session = session.id,
         transport = session.transport.kind(),
+        %version,
         "ietf session open"
     );
-    // Authorization is not mapped onto draft-14 tokens yet: a relay that
+    // Authorization is not mapped onto IETF tokens yet: a relay that
     // requires tokens refuses IETF sessions rather than serve them unchecked.
     if session.shard.settings.auth.is_some() {
         session.close(
             SessionCode::UNAUTHORIZED,
             "ietf sessions need no-auth relays for now",
         );
-        return;
+        return None;
     }
     let inbox = session.shard.register_session(session.session_ref());
     // Unregistered on every way out, this future dropped at shutdown included.
-    let _registered = Registered(session.clone());
-    session.spawn(control(session.clone()));
-    session.spawn(super::ingest::commands(session.clone(), inbox));
-    session.spawn(super::ingest::accept_uni(session.clone()));
-    match race(session.transport.closed(), session.closed.raised()).await {
-        Either::Left(()) => session.closed.raise(),
-        Either::Right(()) => {}
-    }
+    let registered = Registered(session.clone(), inbox);
+    Some((session, registered))
 }
 
 /// A session registered with its shard: on drop its tasks are told to stop,
 /// its subscriptions cancelled, its broadcasts and upstreams ended.
-struct Registered<T: Transport>(Rc<IetfSession<T>>);
+pub(super) struct Registered<T: Transport>(
+    Rc<IetfSession<T>>,
+    pub(super) Rc<crate::shard::SessionInbox>,
+);
 
 impl<T: Transport> Drop for Registered<T> {
     fn drop(&mut self) {
@@ -352,7 +372,7 @@ fn subscribe<T: Transport>(session: &Rc<IetfSession<T>>, request: Subscribe) {
 
 /// Follow the replica: each group to its own subgroup stream. `Some(code)`
 /// when the track ended (`None` cleanly), `None` when cancelled.
-async fn serve_track<T: Transport>(
+pub(super) async fn serve_track<T: Transport>(
     session: &Rc<IetfSession<T>>,
     sub: &Rc<Subscription>,
     replica: &Rc<TrackReplica>,
@@ -411,7 +431,14 @@ async fn write_subgroup<T: Transport>(
         stream.set_priority((i32::from(sub.priority) << 23) | (group.sequence & 0x7f_ffff) as i32);
     let mut head = BytesMut::new();
     let header = subgroup_for_group(sub.track_alias, group.sequence, sub.priority);
-    if header.encode(&mut head, Version::Draft14).is_err() {
+    let encoded = match session.version {
+        Version::Draft14 => header.encode(&mut head, Version::Draft14),
+        Version::Draft22 => crate::ietf::draft22::Encode::encode(
+            &super::bridge::draft22_subgroup(&header),
+            &mut head,
+        ),
+    };
+    if encoded.is_err() {
         return;
     }
     let write = async {
@@ -424,7 +451,12 @@ async fn write_subgroup<T: Transport>(
                     index += 1;
                     let mut object = BytesMut::new();
                     let len = frame.payload.len() as u64;
-                    let _ = object_for_frame(len).encode(&mut object);
+                    let _ = match session.version {
+                        Version::Draft14 => object_for_frame(len).encode(&mut object),
+                        Version::Draft22 => {
+                            crate::ietf::draft22::encode_object(&object_for_frame(len), &mut object)
+                        }
+                    };
                     stream
                         .write_chunk(object.freeze())
                         .await

@@ -6,21 +6,24 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 use std::task::Waker;
 
+use bytes::{Buf, Bytes, BytesMut};
 use tracing::debug;
 
 use super::control::{ControlState, Violation};
-use crate::ietf::{ControlMessage, SessionCode};
+use crate::ietf::{ControlMessage, DecodeError, SessionCode, Version};
 use crate::lite::StreamCode;
 use crate::message::{HubRef, SessionRef, TrackKey};
-use crate::session::transport::Transport;
+use crate::session::transport::{RecvStream, Transport};
 use crate::shard::Shard;
-use crate::task::{catch_unwind, Signal};
+use crate::task::{catch_unwind, race, Either, Signal};
 
 /// Control messages queued for a peer that is not reading them.
 const MAX_OUTBOX: usize = 1024;
 
 pub(super) struct IetfSession<T: Transport> {
     pub(super) id: u64,
+    /// The draft: 14 runs on one control stream, 22 on a stream per request.
+    pub(super) version: Version,
     pub(super) transport: T,
     pub(super) shard: Rc<Shard>,
     pub(super) closed: Signal,
@@ -63,6 +66,14 @@ impl<T: Transport> IetfSession<T> {
         self.outbox.borrow_mut().push_back(msg);
         if let Some(waker) = self.outbox_waker.borrow_mut().take() {
             waker.wake();
+        }
+    }
+
+    /// Wait for the transport to close or the session to be closed.
+    pub(super) async fn run_until_closed(&self) {
+        match race(self.transport.closed(), self.closed.raised()).await {
+            Either::Left(()) => self.closed.raise(),
+            Either::Right(()) => {}
         }
     }
 
@@ -115,6 +126,9 @@ pub(super) struct Publishing {
     pub(super) by_hub: RefCell<HashMap<HubRef, u64>>,
     /// Track aliases from SUBSCRIBE_OK, to Request IDs.
     pub(super) aliases: RefCell<HashMap<u64, u64>>,
+    /// Draft 22: upstream SUBSCRIBEs sent so far (ours are odd: 1, 3, 5...;
+    /// draft 14 takes them from the control state instead).
+    pub(super) sent_requests: Cell<u64>,
     /// Subgroup streams waiting for a SUBSCRIBE_OK to name their alias:
     /// woken whenever one is learnt.
     pub(super) alias_waiters: RefCell<Vec<Waker>>,
@@ -155,4 +169,62 @@ pub(super) struct Upstream {
     pub(super) hub: HubRef,
     pub(super) key: TrackKey,
     pub(super) cancelled: Signal,
+}
+
+/// One incoming stream, decoded message by message.
+pub(super) struct Incoming<R> {
+    pub(super) recv: R,
+    pub(super) buf: BytesMut,
+}
+
+impl<R: RecvStream> Incoming<R> {
+    /// More bytes; `Ok(false)` at the stream's end.
+    pub(super) async fn fill(&mut self) -> Result<bool, ()> {
+        match self.recv.read_chunk(usize::MAX).await {
+            Ok(Some(chunk)) => {
+                self.buf.extend_from_slice(&chunk);
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            Err(_) => Err(()),
+        }
+    }
+
+    /// The next message; `Err(Some)` malformed, `Err(None)` the stream ended
+    /// or failed first.
+    pub(super) async fn decode<M>(
+        &mut self,
+        f: impl Fn(&[u8]) -> Result<(M, usize), DecodeError>,
+    ) -> Result<M, Option<DecodeError>> {
+        loop {
+            match f(&self.buf) {
+                Ok((msg, used)) => {
+                    self.buf.advance(used);
+                    return Ok(msg);
+                }
+                Err(DecodeError::Short) => match self.fill().await {
+                    Ok(true) => {}
+                    Ok(false) | Err(()) => return Err(None),
+                },
+                Err(e) => return Err(Some(e)),
+            }
+        }
+    }
+
+    pub(super) async fn payload(&mut self, len: usize) -> Result<Bytes, ()> {
+        while self.buf.len() < len {
+            if !self.fill().await? {
+                return Err(());
+            }
+        }
+        Ok(self.buf.split_to(len).freeze())
+    }
+
+    pub(super) async fn at_end(&mut self) -> Result<bool, ()> {
+        Ok(self.buf.is_empty() && !self.fill().await?)
+    }
+
+    pub(super) fn stop<T: Transport<Recv = R>>(&mut self, session: &IetfSession<T>, code: u32) {
+        let _ = self.recv.stop(session.stream_code(code));
+    }
 }

@@ -593,3 +593,350 @@ async fn a_subgroup_for_an_alias_never_named_is_stopped_alone() {
     send_subgroup(&client, 9, 4, &sent).await;
     receive_group(&subscriber, 4, &sent).await;
 }
+
+/// Draft 22 ([`super::draft22::run`]): a scripted client that opens its SETUP
+/// stream, reads the relay's, and makes each request on a bidi stream of its own.
+mod draft22 {
+    use super::*;
+    use crate::ietf::draft22::{
+        self as d22, Decode as _, Encode as _, LocationFilter, MessageParameters, ParamValue,
+        RequestMessage,
+    };
+
+    struct Client22 {
+        transport: MemoryTransport,
+        _setup: MemorySend,
+    }
+
+    /// One request's stream pair.
+    struct Request22 {
+        send: MemorySend,
+        replies: Incoming,
+    }
+
+    impl Request22 {
+        async fn reply(&mut self) -> RequestMessage {
+            let limits = limits();
+            self.replies
+                .decode(|b| RequestMessage::decode(b, &limits))
+                .await
+        }
+    }
+
+    impl Client22 {
+        async fn connect(shard: &Rc<Shard>) -> Client22 {
+            let (relay, transport) = MemoryTransport::pair();
+            monoio::spawn(super::super::draft22::run(shard.clone(), relay));
+            let mut setup = transport.open_uni().await.unwrap();
+            setup
+                .write_chunk(Bytes::from(d22::Setup::default().to_vec().unwrap()))
+                .await
+                .unwrap();
+            let (recv, leftover) = within("relay SETUP stream", transport.accept_uni())
+                .await
+                .unwrap();
+            let mut theirs = Incoming::new(recv, leftover);
+            let limits = limits();
+            let _ = theirs.decode(|b| d22::Setup::decode(b, &limits)).await;
+            Client22 {
+                transport,
+                _setup: setup,
+            }
+        }
+
+        async fn request(&self, first: Vec<u8>) -> Request22 {
+            let (mut send, recv) = self.transport.open_bi().await.unwrap();
+            send.write_chunk(Bytes::from(first)).await.unwrap();
+            Request22 {
+                send,
+                replies: Incoming::new(recv, Bytes::new()),
+            }
+        }
+
+        async fn subscribe(&self, id: u64, broadcast: &str, filter: LocationFilter) -> Request22 {
+            let request = d22::Subscribe {
+                request_id: id,
+                namespace: vec![broadcast.into()],
+                name: "video".into(),
+                parameters: MessageParameters(vec![
+                    (d22::param::SUBSCRIBER_PRIORITY, ParamValue::Byte(10)),
+                    (d22::param::LOCATION_FILTER, ParamValue::Filter(filter)),
+                ]),
+            };
+            self.request(request.to_vec().unwrap()).await
+        }
+
+        async fn closed_with(&self) -> u32 {
+            within("close", self.transport.closed()).await;
+            self.transport.close_reason().unwrap().code.0
+        }
+    }
+
+    #[monoio::test(enable_timer = true)]
+    async fn a_lite_publishers_track_reaches_a_draft22_subscriber() {
+        let shard = shard(settings());
+        let publisher = Publisher::connect(&shard, crate::lite::Version::Lite06).await;
+        let client = Client22::connect(&shard).await;
+        let mut request = client
+            .subscribe(0, BROADCAST, LocationFilter::NextObject)
+            .await;
+        let ok = match request.reply().await {
+            RequestMessage::SubscribeOk(ok) => ok,
+            other => panic!("expected SUBSCRIBE_OK, got {other:?}"),
+        };
+        assert_eq!(ok.parameters.largest(), None, "nothing published yet");
+        let (upstream, _send, _reader) =
+            within("upstream SUBSCRIBE", publisher.next_subscribe()).await;
+        assert_eq!(
+            (upstream.broadcast.as_str(), upstream.track.as_str()),
+            (BROADCAST, "video")
+        );
+
+        // Frames above 127 bytes: their lengths need two leading-ones bytes,
+        // which a QUIC varint would spell differently.
+        let sent = frames(3, 200);
+        let mut group = publisher.send_group(upstream.id, 4, &sent).await;
+        group.finish().unwrap();
+
+        let (recv, leftover) = within("a subgroup stream", client.transport.accept_uni())
+            .await
+            .unwrap();
+        let mut stream = Incoming::new(recv, leftover);
+        let limits = limits();
+        let header = stream
+            .decode(|b| d22::SubgroupHeader::decode(b, &limits))
+            .await;
+        assert_eq!(
+            (
+                header.track_alias,
+                header.group,
+                header.subgroup,
+                header.end_of_group,
+                header.first_object
+            ),
+            (ok.track_alias, 4, SubgroupId::Zero, true, true)
+        );
+        for (_, payload) in &sent {
+            let object = stream
+                .decode(|b| d22::decode_object(b, header.extensions, &limits))
+                .await;
+            assert_eq!(object.object_id_delta, 0, "frames are objects 0, 1, 2...");
+            let got = stream.payload(object.payload_len as usize).await;
+            assert_eq!(&got, payload);
+        }
+        assert!(stream.at_end().await, "FIN ends the group");
+
+        // The publisher leaving ends the track: PUBLISH_DONE on the request's
+        // stream counts the one subgroup stream, then the stream ends.
+        publisher
+            .peer
+            .transport
+            .close(crate::lite::SessionCode::CANCEL, "gone");
+        match request.reply().await {
+            RequestMessage::PublishDone(done) => {
+                assert_eq!((done.status, done.stream_count), (0x2, 1));
+            }
+            other => panic!("expected PUBLISH_DONE, got {other:?}"),
+        }
+        assert!(request.replies.at_end().await);
+    }
+
+    #[monoio::test(enable_timer = true)]
+    async fn resetting_the_request_stream_releases_the_upstream() {
+        let shard = shard(settings());
+        let publisher = Publisher::connect(&shard, crate::lite::Version::Lite06).await;
+        let client = Client22::connect(&shard).await;
+        let mut request = client
+            .subscribe(0, BROADCAST, LocationFilter::RelativeStart(0))
+            .await;
+        assert!(matches!(
+            request.reply().await,
+            RequestMessage::SubscribeOk(_)
+        ));
+        let (_upstream, _send, mut reader) =
+            within("upstream SUBSCRIBE", publisher.next_subscribe()).await;
+        request
+            .send
+            .reset(client.transport.stream_code(crate::lite::StreamCode(0x1)))
+            .unwrap();
+        let _ = within("upstream released", reader.discard_to_end()).await;
+    }
+
+    #[monoio::test(enable_timer = true)]
+    async fn requests_not_served_are_refused_alone_and_malformed_ones_close() {
+        let shard = shard(settings());
+        let _publisher = Publisher::connect(&shard, crate::lite::Version::Lite06).await;
+        let client = Client22::connect(&shard).await;
+        let mut unknown = client
+            .subscribe(0, "nobody", LocationFilter::NextObject)
+            .await;
+        match unknown.reply().await {
+            RequestMessage::RequestError(e) => assert_eq!(e.code, 0x4),
+            other => panic!("expected REQUEST_ERROR, got {other:?}"),
+        }
+        assert!(unknown.replies.at_end().await);
+        let start = Location {
+            group: 0,
+            object: 0,
+        };
+        let mut absolute = client
+            .subscribe(2, BROADCAST, LocationFilter::AbsoluteStart(start))
+            .await;
+        match absolute.reply().await {
+            RequestMessage::RequestError(e) => assert_eq!(e.code, 0x3),
+            other => panic!("expected REQUEST_ERROR, got {other:?}"),
+        }
+        // A FETCH (type 0x16, its body skipped by length) is not served.
+        let mut fetch = client.request(vec![0x16, 0x00, 0x02, 0x04, 0x00]).await;
+        match fetch.reply().await {
+            RequestMessage::RequestError(e) => assert_eq!(e.code, 0x3),
+            other => panic!("expected REQUEST_ERROR, got {other:?}"),
+        }
+        // The session survived all three; a request of unknown type ends it.
+        let _junk = client.request(vec![0x3f, 0x00, 0x00]).await;
+        assert_eq!(
+            client.closed_with().await,
+            SessionCode::PROTOCOL_VIOLATION.0
+        );
+
+        // So does a draft-14 CLIENT_SETUP on the SETUP stream.
+        let client = Client22::connect(&shard).await;
+        let mut uni = client.transport.open_uni().await.unwrap();
+        uni.write_chunk(Bytes::from_static(&[0x20, 0x00, 0x01, 0x00]))
+            .await
+            .unwrap();
+        assert_eq!(
+            client.closed_with().await,
+            SessionCode::PROTOCOL_VIOLATION.0
+        );
+    }
+
+    #[monoio::test(enable_timer = true)]
+    async fn subscribe_namespace_lists_broadcasts_under_the_prefix() {
+        let shard = shard(settings());
+        let _publisher = Publisher::connect(&shard, crate::lite::Version::Lite06).await;
+        let client = Client22::connect(&shard).await;
+        let request = d22::SubscribeNamespace {
+            request_id: 0,
+            prefix: vec![],
+            parameters: MessageParameters::default(),
+        };
+        let mut listen = client.request(request.to_vec().unwrap()).await;
+        assert!(matches!(listen.reply().await, RequestMessage::RequestOk(_)));
+        match listen.reply().await {
+            RequestMessage::Namespace(ns) => assert_eq!(ns.suffix, [BROADCAST]),
+            other => panic!("expected NAMESPACE, got {other:?}"),
+        }
+    }
+}
+
+mod draft22_publisher {
+    use super::*;
+    use crate::ietf::draft22::{
+        self as d22, Decode as _, Encode as _, MessageParameters, RequestMessage,
+    };
+
+    /// A draft-22 publisher: PUBLISH_NAMESPACE on its own stream, then the
+    /// relay's SUBSCRIBE arrives on a bidi stream the relay opens, and the
+    /// publisher's subgroup stream reaches a lite subscriber as a group.
+    #[monoio::test(enable_timer = true)]
+    async fn a_draft22_publishers_subgroups_reach_a_lite_subscriber() {
+        let shard = shard(settings());
+        let (relay, transport) = MemoryTransport::pair();
+        monoio::spawn(super::super::draft22::run(shard.clone(), relay));
+        let mut setup = transport.open_uni().await.unwrap();
+        setup
+            .write_chunk(Bytes::from(d22::Setup::default().to_vec().unwrap()))
+            .await
+            .unwrap();
+        let (recv, leftover) = within("relay SETUP", transport.accept_uni()).await.unwrap();
+        let mut theirs = Incoming::new(recv, leftover);
+        let limits = limits();
+        let _ = theirs.decode(|b| d22::Setup::decode(b, &limits)).await;
+
+        let (mut announce, recv) = transport.open_bi().await.unwrap();
+        let publish = d22::PublishNamespace {
+            request_id: 0,
+            namespace: vec![BROADCAST.into()],
+            parameters: MessageParameters::default(),
+        };
+        announce
+            .write_chunk(Bytes::from(publish.to_vec().unwrap()))
+            .await
+            .unwrap();
+        let mut announced = Incoming::new(recv, Bytes::new());
+        assert!(matches!(
+            announced
+                .decode(|b| RequestMessage::decode(b, &limits))
+                .await,
+            RequestMessage::RequestOk(_)
+        ));
+
+        let subscriber = Peer::connect(
+            &shard,
+            crate::lite::Version::Lite06,
+            MemoryLimits::default(),
+        )
+        .await
+        .0;
+        let _announce = subscriber.wait_announced().await;
+        let _subscription = subscriber.open_subscribe(7, "video").await;
+
+        // The relay's SUBSCRIBE, on a bidi stream it opened (its IDs are odd).
+        let (mut reply, recv, leftover) = within("relay SUBSCRIBE", transport.accept_bi())
+            .await
+            .unwrap();
+        let mut request = Incoming::new(recv, leftover);
+        let subscribe = match request.decode(|b| RequestMessage::decode(b, &limits)).await {
+            RequestMessage::Subscribe(s) => s,
+            other => panic!("expected SUBSCRIBE, got {other:?}"),
+        };
+        assert_eq!(
+            (
+                subscribe.request_id,
+                subscribe.namespace.as_slice(),
+                subscribe.name.as_str()
+            ),
+            (1, &[BROADCAST.to_string()][..], "video")
+        );
+        let ok = d22::SubscribeOk {
+            track_alias: 9,
+            parameters: MessageParameters::default(),
+            properties: Parameters::default(),
+        };
+        reply
+            .write_chunk(Bytes::from(ok.to_vec().unwrap()))
+            .await
+            .unwrap();
+
+        // One subgroup stream in draft-22 layout: group 3, objects 0..3.
+        let sent = frames(3, 150);
+        let mut data = Vec::new();
+        let header = super::super::bridge::draft22_subgroup(
+            &super::super::bridge::subgroup_for_group(9, 3, 0),
+        );
+        header.encode(&mut data).unwrap();
+        for (_, payload) in &sent {
+            d22::encode_object(
+                &super::super::bridge::object_for_frame(payload.len() as u64),
+                &mut data,
+            )
+            .unwrap();
+            data.extend_from_slice(payload);
+        }
+        let mut stream = transport.open_uni().await.unwrap();
+        stream.write_chunk(Bytes::from(data)).await.unwrap();
+        stream.finish().unwrap();
+
+        let mut received = ReceivedGroup::accept(&subscriber).await;
+        assert_eq!(
+            (received.header.subscribe, received.header.sequence),
+            (7, 3)
+        );
+        for (_, payload) in &sent {
+            let (_, got) = received.frame().await.unwrap().expect("a frame");
+            assert_eq!(&got, payload);
+        }
+        assert!(received.frame().await.unwrap().is_none(), "the group ends");
+    }
+}

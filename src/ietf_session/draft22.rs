@@ -1,0 +1,564 @@
+//! One IETF moq-transport draft-22 session (ALPN `moqt-22`), serving the
+//! relay's tracks and announcements to an IETF subscriber.
+//!
+//! Draft 22 has no control stream. Each side opens a uni stream that starts
+//! with SETUP (later GOAWAY rides it), and every request is a bidi stream of its
+//! own, opened by the requester: the request first, then the replies on the
+//! other half. So there is no Request ID bookkeeping beyond uniqueness, no
+//! MAX_REQUEST_ID (QUIC's stream limit bounds requests), and cancelling a
+//! request is resetting its stream.
+//!
+//! Tasks, all on the connection's shard: the SETUP writer, the uni acceptor
+//! (the peer's SETUP stream, padding), the bidi acceptor, and one task per
+//! request stream. A subscription follows the track replica exactly as on
+//! draft 14 ([`serve_track`]), each group one subgroup stream in draft-22 layout.
+//!
+//! Served: SUBSCRIBE (LOCATION_FILTER absent, NEXT_OBJECT or RELATIVE_START 0),
+//! SUBSCRIBE_NAMESPACE, and PUBLISH_NAMESPACE, whose tracks the relay then
+//! subscribes to upstream on streams of its own ([`super::ingest`]) and reads
+//! from the publisher's subgroup streams. Refused with REQUEST_ERROR
+//! NOT_SUPPORTED: the other filters, FETCH, TRACK_STATUS, PUBLISH and
+//! SUBSCRIBE_TRACKS. A malformed or unexpected message closes this session
+//! with PROTOCOL_VIOLATION.
+
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tracing::debug;
+
+use super::bridge::{lite_priority, namespace_to_path, path_to_namespace};
+use super::control::Violation;
+use super::session::serve_track;
+use super::state::{IetfSession, Incoming, Subscription};
+use crate::ietf::draft22::{
+    self, request_type, Decode, Encode, LocationFilter, MessageParameters, Namespace,
+    NamespaceDone, PublishDone, PublishNamespace, RequestError, RequestOk, Setup, Subscribe,
+    SubscribeNamespace, SubscribeOk, PADDING_STREAM_TYPE, SETUP_TYPE,
+};
+use crate::ietf::{DecodeError, Limits, Location, Parameters, SessionCode, Version};
+use crate::message::{TrackKey, TrackName};
+use crate::origin::{AnnounceEvent, Heard};
+use crate::session::transport::{RecvStream, SendStream, Transport};
+use crate::shard::Shard;
+use crate::task::{race, Either};
+
+/// REQUEST_ERROR codes (draft 22's request error table).
+const NOT_SUPPORTED: u64 = 0x3;
+const DOES_NOT_EXIST: u64 = 0x4;
+
+/// PUBLISH_DONE status codes.
+const DONE_INTERNAL_ERROR: u64 = 0x0;
+const DONE_TRACK_ENDED: u64 = 0x2;
+
+/// Stream reset codes: CANCELLED, PROTOCOL_VIOLATION.
+const STREAM_CANCELLED: u32 = 0x1;
+const STREAM_PROTOCOL_VIOLATION: u32 = 0x3;
+
+/// Run an accepted draft-22 session until the peer leaves or it is closed.
+pub async fn run<T: Transport>(shard: Rc<Shard>, transport: T) {
+    let Some((session, registered)) =
+        super::session::open(shard, transport, Version::Draft22, false)
+    else {
+        return;
+    };
+    session.spawn(super::ingest::commands(
+        session.clone(),
+        registered.1.clone(),
+    ));
+    session.spawn(send_setup(session.clone()));
+    session.spawn(accept_uni(session.clone()));
+    session.spawn(accept_requests(session.clone()));
+    session.run_until_closed().await;
+}
+
+fn protocol_violation(reason: &'static str) -> Violation {
+    Violation {
+        code: SessionCode::PROTOCOL_VIOLATION,
+        reason,
+    }
+}
+
+/// Our SETUP stream: SETUP with no options, then held open for GOAWAY.
+async fn send_setup<T: Transport>(session: Rc<IetfSession<T>>) {
+    let opened = race(session.transport.open_uni(), session.closed.raised()).await;
+    let Either::Left(Ok(mut stream)) = opened else {
+        return;
+    };
+    let Ok(setup) = Setup::default().to_vec() else {
+        return;
+    };
+    if stream.write_chunk(Bytes::from(setup)).await.is_err() {
+        return session.closed.raise();
+    }
+    session.closed.raised().await;
+}
+
+/// The peer's uni streams: its SETUP stream, padding, and the subgroup streams
+/// of our upstream subscriptions.
+async fn accept_uni<T: Transport>(session: Rc<IetfSession<T>>) {
+    let seen_setup = Rc::new(std::cell::Cell::new(false));
+    loop {
+        let accepted = race(session.transport.accept_uni(), session.closed.raised()).await;
+        let Either::Left(Ok((recv, leftover))) = accepted else {
+            return;
+        };
+        let session2 = session.clone();
+        let seen_setup = seen_setup.clone();
+        session.spawn(async move {
+            let mut stream = Incoming {
+                recv,
+                buf: BytesMut::from(&leftover[..]),
+            };
+            uni_stream(&session2, &mut stream, &seen_setup).await;
+        });
+    }
+}
+
+async fn uni_stream<T: Transport>(
+    session: &Rc<IetfSession<T>>,
+    stream: &mut Incoming<T::Recv>,
+    seen_setup: &std::cell::Cell<bool>,
+) {
+    let limits = session.shard.settings.limits;
+    // Peeked, not consumed: the message decoders below read the type again.
+    let ty = match stream
+        .decode(|b| draft22::peek_type(b).map(|ty| (ty, 0)))
+        .await
+    {
+        Ok(ty) => ty,
+        Err(_) => return,
+    };
+    match ty {
+        SETUP_TYPE => {
+            let setup = match stream.decode(|b| Setup::decode(b, &limits)).await {
+                Ok(setup) => setup,
+                Err(Some(e)) => {
+                    debug!(session = session.id, error = %e, "malformed SETUP");
+                    return session.violation(protocol_violation("malformed SETUP"));
+                }
+                Err(None) => return,
+            };
+            if seen_setup.replace(true) {
+                return session.violation(protocol_violation("second SETUP stream"));
+            }
+            debug!(
+                session = session.id,
+                options = setup.parameters.0.len(),
+                "draft-22 setup received"
+            );
+            // Only GOAWAY may follow, and a client has no GOAWAY to send.
+            match stream.decode(|b| draft22::skip_message(b, &limits)).await {
+                Err(None) => {}
+                Ok(_) | Err(Some(_)) => {
+                    session.violation(protocol_violation("unexpected message on SETUP stream"))
+                }
+            }
+        }
+        PADDING_STREAM_TYPE => while let Ok(true) = stream.discard().await {},
+        ty if draft22::SubgroupHeader::is_subgroup_type(ty) => {
+            let header = match stream
+                .decode(|b| draft22::SubgroupHeader::decode(b, &limits))
+                .await
+            {
+                Ok(header) => header,
+                Err(_) => return stream.stop(session, STREAM_PROTOCOL_VIOLATION),
+            };
+            // A subgroup that starts past its first object has a hole at the
+            // front, which a relay group cannot hold: refused alone.
+            if !header.first_object {
+                debug!(
+                    session = session.id,
+                    "draft-22 subgroup without its first object"
+                );
+                return stream.stop(session, STREAM_CANCELLED);
+            }
+            let header = crate::ietf::SubgroupHeader {
+                track_alias: header.track_alias,
+                group: header.group,
+                subgroup: header.subgroup,
+                // Not relayed: lite groups take the subscription's priority.
+                publisher_priority: header.publisher_priority.unwrap_or(128),
+                extensions: header.extensions,
+                end_of_group: header.end_of_group,
+            };
+            super::ingest::relay_subgroup(session, stream, header).await;
+        }
+        _ => session.violation(protocol_violation("unknown uni stream type")),
+    }
+}
+
+async fn accept_requests<T: Transport>(session: Rc<IetfSession<T>>) {
+    loop {
+        let accepted = race(session.transport.accept_bi(), session.closed.raised()).await;
+        let Either::Left(Ok((send, recv, leftover))) = accepted else {
+            return;
+        };
+        let session2 = session.clone();
+        session.spawn(async move {
+            let incoming = Incoming {
+                recv,
+                buf: BytesMut::from(&leftover[..]),
+            };
+            request(session2, send, incoming).await;
+        });
+    }
+}
+
+/// The first message of a request stream, as far as this relay serves it.
+enum Request {
+    Subscribe(Subscribe),
+    SubscribeNamespace(SubscribeNamespace),
+    PublishNamespace(PublishNamespace),
+    /// A request this relay does not serve yet; its body was skipped.
+    NotServed(u64),
+}
+
+fn first_message(buf: &[u8], limits: &Limits) -> Result<(Request, usize), DecodeError> {
+    match draft22::peek_type(buf)? {
+        request_type::SUBSCRIBE => {
+            Subscribe::decode(buf, limits).map(|(m, n)| (Request::Subscribe(m), n))
+        }
+        request_type::SUBSCRIBE_NAMESPACE => SubscribeNamespace::decode(buf, limits)
+            .map(|(m, n)| (Request::SubscribeNamespace(m), n)),
+        request_type::PUBLISH_NAMESPACE => {
+            PublishNamespace::decode(buf, limits).map(|(m, n)| (Request::PublishNamespace(m), n))
+        }
+        request_type::FETCH
+        | request_type::TRACK_STATUS
+        | request_type::PUBLISH
+        | request_type::SUBSCRIBE_TRACKS => {
+            draft22::skip_message(buf, limits).map(|(ty, n)| (Request::NotServed(ty), n))
+        }
+        ty => Err(DecodeError::UnknownType {
+            what: "draft-22 request",
+            ty,
+        }),
+    }
+}
+
+async fn request<T: Transport>(
+    session: Rc<IetfSession<T>>,
+    mut send: T::Send,
+    mut incoming: Incoming<T::Recv>,
+) {
+    let limits = session.shard.settings.limits;
+    let first = match incoming.decode(|b| first_message(b, &limits)).await {
+        Ok(first) => first,
+        Err(Some(e)) => {
+            debug!(session = session.id, error = %e, "malformed request");
+            return session.violation(protocol_violation("malformed request"));
+        }
+        // The peer gave the request up before sending it.
+        Err(None) => return,
+    };
+    match first {
+        Request::Subscribe(m) => subscribe(session, m, send, incoming).await,
+        Request::SubscribeNamespace(m) => subscribe_namespace(session, m, send, incoming).await,
+        Request::PublishNamespace(m) => publish_namespace(session, m, send, incoming).await,
+        Request::NotServed(ty) => {
+            debug!(session = session.id, ty, "draft-22 request not served");
+            refuse(&mut send, NOT_SUPPORTED, "not supported").await;
+        }
+    }
+}
+
+/// Encode `msg` and write it; false if the stream is gone.
+async fn write<S: SendStream>(send: &mut S, msg: &impl Encode) -> bool {
+    match msg.to_vec() {
+        Ok(bytes) => send.write_chunk(Bytes::from(bytes)).await.is_ok(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot encode a draft-22 reply");
+            false
+        }
+    }
+}
+
+/// REQUEST_ERROR, then the end of our half of the stream.
+async fn refuse<S: SendStream>(send: &mut S, code: u64, reason: &str) {
+    let error = RequestError {
+        code,
+        retry_interval: 0,
+        reason: reason.into(),
+    };
+    if write(send, &error).await {
+        let _ = send.finish();
+    }
+}
+
+/// What the subscriber's half of a request stream did after the request.
+enum Follow {
+    /// It ended (FIN): on draft 22 that ends its updates, not the request.
+    Finished,
+    /// It was reset, or our session or request ended: stop.
+    Cancelled,
+}
+
+/// Watch the requester's half after the request: REQUEST_UPDATE is read and
+/// ignored (priorities and filters stay as subscribed), anything else is a
+/// violation.
+async fn follow<T: Transport>(
+    session: &IetfSession<T>,
+    incoming: &mut Incoming<T::Recv>,
+) -> Follow {
+    let limits = session.shard.settings.limits;
+    loop {
+        match draft22::skip_message(&incoming.buf, &limits) {
+            Ok((request_type::REQUEST_UPDATE, used)) => {
+                let _ = incoming.buf.split_to(used);
+                debug!(session = session.id, "draft-22 REQUEST_UPDATE ignored");
+            }
+            Ok(_) | Err(DecodeError::UnknownType { .. } | DecodeError::TooLong { .. }) => {
+                session.violation(protocol_violation("unexpected message on a request stream"));
+                return Follow::Cancelled;
+            }
+            Err(_) => match incoming.fill().await {
+                Ok(true) => {}
+                Ok(false) => return Follow::Finished,
+                Err(()) => return Follow::Cancelled,
+            },
+        }
+    }
+}
+
+async fn subscribe<T: Transport>(
+    session: Rc<IetfSession<T>>,
+    request: Subscribe,
+    mut send: T::Send,
+    mut incoming: Incoming<T::Recv>,
+) {
+    let id = request.request_id;
+    // A relay serves live tracks: with no filter, or from the next object, a
+    // subscription starts at the newest group, as draft 14's LargestObject does.
+    let start_after_newest = match request.parameters.filter() {
+        LocationFilter::None | LocationFilter::NextObject => false,
+        LocationFilter::RelativeStart(0) => true,
+        _ => return refuse(&mut send, NOT_SUPPORTED, "filter not supported").await,
+    };
+    if !request.parameters.forward() {
+        return refuse(&mut send, NOT_SUPPORTED, "forward 0 not supported").await;
+    }
+    if session.subscriptions.borrow().contains_key(&id) {
+        return session.violation(Violation {
+            code: SessionCode::INVALID_REQUEST_ID,
+            reason: "request id reused",
+        });
+    }
+    if session.subscriptions.borrow().len() >= session.shard.settings.max_subscriptions_per_session
+    {
+        session.shard.stats.subscriptions_refused_limit.inc();
+        return refuse(&mut send, NOT_SUPPORTED, "subscription limit").await;
+    }
+    let key: TrackKey = Arc::new(TrackName {
+        broadcast: crate::origin::normalize(&namespace_to_path(&request.namespace)),
+        track: request.name.clone(),
+    });
+    if session.shard.publisher_of(&key.broadcast).is_none() {
+        debug!(session = session.id, track = %key, "draft-22 subscribe: no such broadcast");
+        return refuse(&mut send, DOES_NOT_EXIST, "track does not exist").await;
+    }
+    debug!(session = session.id, id, track = %key, "draft-22 subscribe");
+    let replica = session.shard.subscribe_local(&key);
+    replica.add_subscriber();
+    session.shard.stats.subscriptions_open.inc();
+    let largest = replica.group_after(None).map(|g| Location {
+        group: g.sequence,
+        object: (g.frame_count() as u64).saturating_sub(1),
+    });
+    let sub = Rc::new(Subscription {
+        request_id: id,
+        // One alias per subscription: the Request ID is unique already.
+        track_alias: id,
+        priority: lite_priority(request.parameters.subscriber_priority()),
+        cancelled: crate::task::Signal::default(),
+        streams: std::cell::Cell::new(0),
+    });
+    session.subscriptions.borrow_mut().insert(id, sub.clone());
+    let ok = SubscribeOk {
+        track_alias: sub.track_alias,
+        parameters: MessageParameters(
+            largest
+                .map(|l| {
+                    (
+                        draft22::param::LARGEST_OBJECT,
+                        draft22::ParamValue::Location(l),
+                    )
+                })
+                .into_iter()
+                .collect(),
+        ),
+        properties: Parameters::default(),
+    };
+    let end = match write(&mut send, &ok).await {
+        false => None,
+        true => {
+            let last = match start_after_newest {
+                true => replica.newest_sequence(),
+                false => None,
+            };
+            // The subscriber resetting its half cancels the subscription.
+            let watch = async {
+                if let Follow::Cancelled = follow(&session, &mut incoming).await {
+                    return;
+                }
+                std::future::pending::<()>().await
+            };
+            match race(serve_track(&session, &sub, &replica, last), watch).await {
+                Either::Left(end) => end,
+                Either::Right(()) => None,
+            }
+        }
+    };
+    let status = match end {
+        Some(None) => Some((DONE_TRACK_ENDED, "track ended")),
+        Some(Some(_)) => Some((DONE_INTERNAL_ERROR, "track reset upstream")),
+        None => None,
+    };
+    match status {
+        Some((status, reason)) => {
+            // Stream Count tells the subscriber how many streams to wait for.
+            let done = PublishDone {
+                status,
+                stream_count: sub.streams.get(),
+                reason: reason.into(),
+            };
+            if write(&mut send, &done).await {
+                let _ = send.finish();
+            }
+        }
+        None => {
+            let _ = send.reset(session.stream_code(STREAM_CANCELLED));
+        }
+    }
+    sub.cancelled.raise();
+    session.subscriptions.borrow_mut().remove(&id);
+    session.shard.stats.subscriptions_open.dec();
+    if replica.remove_subscriber() == 0 {
+        session.shard.release_local(&key, &replica);
+    }
+    debug!(session = session.id, id, "draft-22 subscription over");
+}
+
+/// PUBLISH_NAMESPACE: into the announce table with REQUEST_OK (REQUEST_ERROR
+/// when refused), withdrawn when the publisher resets the stream or the
+/// session ends; FIN only ends its updates.
+async fn publish_namespace<T: Transport>(
+    session: Rc<IetfSession<T>>,
+    request: PublishNamespace,
+    mut send: T::Send,
+    mut incoming: Incoming<T::Recv>,
+) {
+    if !super::ingest::announce(&session, &request.namespace) {
+        return refuse(&mut send, NOT_SUPPORTED, "namespace refused").await;
+    }
+    if !write(&mut send, &RequestOk::default()).await {
+        return super::ingest::withdraw(&session, &request.namespace);
+    }
+    let watch = async {
+        if let Follow::Cancelled = follow(&session, &mut incoming).await {
+            return;
+        }
+        std::future::pending::<()>().await
+    };
+    if let Either::Left(()) = race(watch, session.closed.raised()).await {
+        super::ingest::withdraw(&session, &request.namespace);
+        let _ = send.reset(session.stream_code(STREAM_CANCELLED));
+    }
+}
+
+/// SUBSCRIBE_NAMESPACE: REQUEST_OK, then NAMESPACE for every active broadcast
+/// under the prefix and every one that starts later, NAMESPACE_DONE for every
+/// one that ends, until the subscriber resets the stream or the session ends.
+async fn subscribe_namespace<T: Transport>(
+    session: Rc<IetfSession<T>>,
+    request: SubscribeNamespace,
+    mut send: T::Send,
+    mut incoming: Incoming<T::Recv>,
+) {
+    let settings = &session.shard.settings;
+    let prefix = crate::origin::normalize(&namespace_to_path(&request.prefix));
+    let open = session.namespace_listeners.get();
+    if prefix.len() > settings.max_announce_prefix_len
+        || open >= settings.max_announce_requests_per_session
+    {
+        session.shard.stats.announce_requests_refused_limit.inc();
+        return refuse(&mut send, NOT_SUPPORTED, "namespace subscription limit").await;
+    }
+    if !write(&mut send, &RequestOk::default()).await {
+        return;
+    }
+    session.namespace_listeners.set(open + 1);
+    let me = session.session_ref();
+    let (listener_id, listener) = session.shard.listen(&prefix, me);
+    let serve = async {
+        let tell = |event: &AnnounceEvent, out: &mut BytesMut| {
+            let suffix = path_to_namespace(&event.suffix);
+            let written = match event.active {
+                true => Namespace { suffix }.encode(out),
+                false => NamespaceDone { suffix }.encode(out),
+            };
+            if let Err(e) = written {
+                tracing::warn!(error = %e, "cannot encode NAMESPACE");
+            }
+        };
+        let mut cursor: Option<String> = None;
+        let mut paging = true;
+        loop {
+            let mut out = BytesMut::new();
+            while let Some(heard) = listener.try_next() {
+                match heard {
+                    Heard::Overflowed => {
+                        debug!(session = session.id, %prefix, "namespace backlog overflowed");
+                        session.shard.stats.announce_backlog_overflows.inc();
+                        return;
+                    }
+                    Heard::Change(event) => tell(&event, &mut out),
+                }
+            }
+            if paging {
+                let page = session
+                    .shard
+                    .announced_page(&prefix, me, cursor.as_deref(), 256);
+                for event in &page.events {
+                    tell(event, &mut out);
+                }
+                cursor = page.cursor.or(cursor);
+                paging = !page.done;
+                listener.paged(cursor.as_deref(), page.done);
+            }
+            if !out.is_empty() && send.write_chunk(out.freeze()).await.is_err() {
+                return;
+            }
+            if paging {
+                qumo_shards::yield_now().await;
+                continue;
+            }
+            poll_fn(|cx| listener.poll_ready(cx)).await;
+        }
+    };
+    let watch = async {
+        if let Follow::Cancelled = follow(&session, &mut incoming).await {
+            return;
+        }
+        std::future::pending::<()>().await
+    };
+    match race(race(serve, watch), session.closed.raised()).await {
+        Either::Left(_) => {
+            let _ = send.reset(session.stream_code(STREAM_CANCELLED));
+        }
+        Either::Right(()) => {}
+    }
+    session.shard.unlisten(listener_id);
+    session
+        .namespace_listeners
+        .set(session.namespace_listeners.get() - 1);
+}
+
+impl<R: RecvStream> Incoming<R> {
+    /// Drop what is buffered and read more; `Ok(false)` at the end.
+    async fn discard(&mut self) -> Result<bool, ()> {
+        self.buf.clear();
+        self.fill().await
+    }
+}
