@@ -312,11 +312,6 @@ fn subscribe_upstream<T: Transport>(session: &Rc<IetfSession<T>>, key: TrackKey,
         }
     };
     debug!(session = session.id, id = request_id, track = %key, "ietf subscribing upstream");
-    // Objects carry no timestamps: frames are stamped on arrival in
-    // milliseconds, as lite-04's are, so the properties are the defaults.
-    session
-        .shard
-        .to_hub(hub, MediaEvent::Properties(TrackProperties::default()));
     session.send(
         Subscribe {
             request_id,
@@ -330,16 +325,36 @@ fn subscribe_upstream<T: Transport>(session: &Rc<IetfSession<T>>, key: TrackKey,
         }
         .into(),
     );
+    open_upstream(session, request_id, key, hub);
+}
+
+/// Our subscription `request_id` to the peer now feeds `hub`: counted,
+/// and found by hub (to cancel it) and by Request ID (to route answers and
+/// streams). Either draft, SUBSCRIBE or a forwarded PUBLISH.
+fn open_upstream<T: Transport>(
+    session: &IetfSession<T>,
+    request_id: u64,
+    key: TrackKey,
+    hub: HubRef,
+) -> Rc<Upstream> {
+    // Objects carry no timestamps: frames are stamped on arrival in
+    // milliseconds, as lite-04's are, so the properties are the defaults.
+    session
+        .shard
+        .to_hub(hub, MediaEvent::Properties(TrackProperties::default()));
     session.shard.stats.upstream_subscriptions_open.inc();
+    let publishing = &session.publishing;
     publishing.by_hub.borrow_mut().insert(hub, request_id);
-    publishing.upstreams.borrow_mut().insert(
-        request_id,
-        Rc::new(Upstream {
-            hub,
-            key,
-            cancelled: Signal::default(),
-        }),
-    );
+    let upstream = Rc::new(Upstream {
+        hub,
+        key,
+        cancelled: Signal::default(),
+    });
+    publishing
+        .upstreams
+        .borrow_mut()
+        .insert(request_id, upstream.clone());
+    upstream
 }
 
 /// The router wants a track the peer offered with PUBLISH: Forward 1 by
@@ -362,23 +377,11 @@ fn forward_publish<T: Transport>(
         return;
     }
     debug!(session = session.id, id = request_id, track = %key, "ietf publish forwarded");
-    session
-        .shard
-        .to_hub(hub, MediaEvent::Properties(TrackProperties::default()));
-    session.shard.stats.upstream_subscriptions_open.inc();
-    publishing.by_hub.borrow_mut().insert(hub, request_id);
+    open_upstream(session, request_id, key, hub);
     publishing
         .aliases
         .borrow_mut()
         .insert(offered.track_alias, request_id);
-    publishing.upstreams.borrow_mut().insert(
-        request_id,
-        Rc::new(Upstream {
-            hub,
-            key,
-            cancelled: Signal::default(),
-        }),
-    );
     publishing.wake_alias_waiters();
 }
 
@@ -526,20 +529,7 @@ fn subscribe_upstream22<T: Transport>(session: &Rc<IetfSession<T>>, key: TrackKe
     publishing.sent_requests.set(sent + 1);
     let request_id = 2 * sent + 1;
     debug!(session = session.id, id = request_id, track = %key, "ietf subscribing upstream");
-    session
-        .shard
-        .to_hub(hub, MediaEvent::Properties(TrackProperties::default()));
-    session.shard.stats.upstream_subscriptions_open.inc();
-    publishing.by_hub.borrow_mut().insert(hub, request_id);
-    let upstream = Rc::new(Upstream {
-        hub,
-        key,
-        cancelled: Signal::default(),
-    });
-    publishing
-        .upstreams
-        .borrow_mut()
-        .insert(request_id, upstream.clone());
+    let upstream = open_upstream(session, request_id, key, hub);
     session.spawn(upstream22(session.clone(), request_id, upstream));
 }
 
