@@ -966,17 +966,7 @@ mod tests {
     /// `request` over TLS (any certificate, offering `alpn`); the whole
     /// answer and the protocol the server chose.
     fn tls_exchange(addr: SocketAddr, alpn: &[&[u8]], request: &[u8]) -> (String, Option<Vec<u8>>) {
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(crate::tls::PinnedCertificate::any()))
-        .with_no_client_auth();
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        let client = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+        let client = crate::tls::any_certificate_client(alpn);
         let stream = TcpStream::connect(addr).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))

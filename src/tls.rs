@@ -165,6 +165,23 @@ impl PinnedCertificate {
     }
 }
 
+/// A TLS-over-TCP client for tests of the TCP side: any certificate,
+/// offering `alpn`.
+#[cfg(test)]
+pub(crate) fn any_certificate_client(alpn: &[&[u8]]) -> rustls::ClientConnection {
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(std::sync::Arc::new(PinnedCertificate::any()))
+    .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap()
+}
+
 impl ServerCertVerifier for PinnedCertificate {
     fn verify_server_cert(
         &self,

@@ -711,16 +711,7 @@ mod tests {
         let quic = crate::tls::server_tls(&source, Vec::new()).unwrap();
         let server_config = crate::tls::tcp_server_tls(&quic.config).unwrap();
         let mut server = rustls::ServerConnection::new(server_config).unwrap();
-        let client_config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(crate::tls::PinnedCertificate::any()))
-        .with_no_client_auth();
-        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        let mut client = rustls::ClientConnection::new(Arc::new(client_config), name).unwrap();
+        let mut client = crate::tls::any_certificate_client(&[]);
         while client.is_handshaking() || server.is_handshaking() {
             let mut wire = Vec::new();
             while client.wants_write() {
