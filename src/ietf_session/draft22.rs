@@ -28,16 +28,16 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use tracing::debug;
 
-use super::bridge::{lite_priority, namespace_to_path, path_to_namespace};
+use super::bridge::{namespace_to_path, path_to_namespace};
 use super::control::Violation;
-use super::session::serve_track;
-use super::state::{IetfSession, Incoming, Subscription};
+use super::session::{open_subscription, serve_track};
+use super::state::{IetfSession, Incoming};
 use crate::ietf::draft22::{
     self, request_type, Decode, Encode, LocationFilter, MessageParameters, Namespace,
     NamespaceDone, PublishDone, PublishNamespace, RequestError, RequestOk, Setup, Subscribe,
     SubscribeNamespace, SubscribeOk, PADDING_STREAM_TYPE, SETUP_TYPE,
 };
-use crate::ietf::{DecodeError, Limits, Location, Parameters, SessionCode, Version};
+use crate::ietf::{DecodeError, Limits, Parameters, SessionCode, Version};
 use crate::message::{TrackKey, TrackName};
 use crate::origin::{AnnounceEvent, Heard};
 use crate::session::transport::{RecvStream, SendStream, Transport};
@@ -359,22 +359,8 @@ async fn subscribe<T: Transport>(
         return refuse(&mut send, DOES_NOT_EXIST, "track does not exist").await;
     }
     debug!(session = session.id, id, track = %key, "draft-22 subscribe");
-    let replica = session.shard.subscribe_local(&key);
-    replica.add_subscriber();
-    session.shard.stats.subscriptions_open.inc();
-    let largest = replica.group_after(None).map(|g| Location {
-        group: g.sequence,
-        object: (g.frame_count() as u64).saturating_sub(1),
-    });
-    let sub = Rc::new(Subscription {
-        request_id: id,
-        // One alias per subscription: the Request ID is unique already.
-        track_alias: id,
-        priority: lite_priority(request.parameters.subscriber_priority()),
-        cancelled: crate::task::Signal::default(),
-        streams: std::cell::Cell::new(0),
-    });
-    session.subscriptions.borrow_mut().insert(id, sub.clone());
+    let (sub, replica, largest) =
+        open_subscription(&session, id, &key, request.parameters.subscriber_priority());
     let ok = SubscribeOk {
         track_alias: sub.track_alias,
         parameters: MessageParameters(

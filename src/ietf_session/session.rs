@@ -276,6 +276,34 @@ fn refuse(session: &IetfSession<impl Transport>, request_id: u64, code: u64, rea
     );
 }
 
+/// A subscription `id` of this session to `key`, following the shard's
+/// replica of the track: registered, counted, with the newest object there
+/// is now (SUBSCRIBE_OK's Largest). Either draft.
+pub(super) fn open_subscription<T: Transport>(
+    session: &IetfSession<T>,
+    id: u64,
+    key: &TrackKey,
+    subscriber_priority: u8,
+) -> (Rc<Subscription>, Rc<TrackReplica>, Option<Location>) {
+    let replica = session.shard.subscribe_local(key);
+    replica.add_subscriber();
+    session.shard.stats.subscriptions_open.inc();
+    let largest = replica.group_after(None).map(|g| Location {
+        group: g.sequence,
+        object: (g.frame_count() as u64).saturating_sub(1),
+    });
+    let sub = Rc::new(Subscription {
+        request_id: id,
+        // One alias per subscription: the Request ID is unique already.
+        track_alias: id,
+        priority: super::bridge::lite_priority(subscriber_priority),
+        cancelled: Signal::default(),
+        streams: Cell::new(0),
+    });
+    session.subscriptions.borrow_mut().insert(id, sub.clone());
+    (sub, replica, largest)
+}
+
 fn subscribe<T: Transport>(session: &Rc<IetfSession<T>>, request: Subscribe) {
     let id = request.request_id;
     let start_after_newest = match request.filter {
@@ -304,22 +332,7 @@ fn subscribe<T: Transport>(session: &Rc<IetfSession<T>>, request: Subscribe) {
         );
     }
     debug!(session = session.id, id, track = %key, "ietf subscribe");
-    let replica = session.shard.subscribe_local(&key);
-    replica.add_subscriber();
-    session.shard.stats.subscriptions_open.inc();
-    let largest = replica.group_after(None).map(|g| Location {
-        group: g.sequence,
-        object: (g.frame_count() as u64).saturating_sub(1),
-    });
-    let sub = Rc::new(Subscription {
-        request_id: id,
-        // One alias per subscription: the Request ID is unique already.
-        track_alias: id,
-        priority: super::bridge::lite_priority(request.subscriber_priority),
-        cancelled: Signal::default(),
-        streams: Cell::new(0),
-    });
-    session.subscriptions.borrow_mut().insert(id, sub.clone());
+    let (sub, replica, largest) = open_subscription(session, id, &key, request.subscriber_priority);
     session.send(
         SubscribeOk {
             request_id: id,
