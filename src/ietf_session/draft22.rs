@@ -98,29 +98,23 @@ async fn send_setup<T: Transport>(session: Rc<IetfSession<T>>) {
 /// The peer's uni streams: its SETUP stream, padding, and the subgroup streams
 /// of our upstream subscriptions.
 async fn accept_uni<T: Transport>(session: Rc<IetfSession<T>>) {
-    let seen_setup = Rc::new(std::cell::Cell::new(false));
     loop {
         let accepted = race(session.transport.accept_uni(), session.closed.raised()).await;
         let Either::Left(Ok((recv, leftover))) = accepted else {
             return;
         };
         let session2 = session.clone();
-        let seen_setup = seen_setup.clone();
         session.spawn(async move {
             let mut stream = Incoming {
                 recv,
                 buf: BytesMut::from(&leftover[..]),
             };
-            uni_stream(&session2, &mut stream, &seen_setup).await;
+            uni_stream(&session2, &mut stream).await;
         });
     }
 }
 
-async fn uni_stream<T: Transport>(
-    session: &Rc<IetfSession<T>>,
-    stream: &mut Incoming<T::Recv>,
-    seen_setup: &std::cell::Cell<bool>,
-) {
+async fn uni_stream<T: Transport>(session: &Rc<IetfSession<T>>, stream: &mut Incoming<T::Recv>) {
     let limits = session.shard.settings.limits;
     // Peeked, not consumed: the message decoders below read the type again.
     let ty = match stream
@@ -140,9 +134,10 @@ async fn uni_stream<T: Transport>(
                 }
                 Err(None) => return,
             };
-            if seen_setup.replace(true) {
+            if session.set_up.is_raised() {
                 return session.violation(protocol_violation("second SETUP stream"));
             }
+            session.set_up.raise();
             debug!(
                 session = session.id,
                 options = setup.parameters.0.len(),

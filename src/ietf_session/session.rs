@@ -86,6 +86,7 @@ pub(super) fn open<T: Transport>(
         transport,
         shard,
         closed: Signal::default(),
+        set_up: Signal::default(),
         outbox: RefCell::new(VecDeque::new()),
         outbox_waker: RefCell::new(None),
         subscriptions: RefCell::new(HashMap::new()),
@@ -111,7 +112,26 @@ pub(super) fn open<T: Transport>(
     let inbox = session.shard.register_session(session.session_ref());
     // Unregistered on every way out, this future dropped at shutdown included.
     let registered = Registered(session.clone(), inbox);
+    session.spawn(setup_deadline(session.clone()));
     Some((session, registered))
+}
+
+/// A peer that sends no SETUP within `relay.setup_timeout` is closed
+/// CONTROL_MESSAGE_TIMEOUT, as a silent lite session is closed TIMEOUT: it
+/// would otherwise hold a registered session for as long as it keeps the
+/// connection alive. Either draft.
+async fn setup_deadline<T: Transport>(session: Rc<IetfSession<T>>) {
+    let limit = session.shard.settings.setup_timeout;
+    let waited = race(
+        session.set_up.raised(),
+        race(monoio::time::sleep(limit), session.closed.raised()),
+    )
+    .await;
+    if let Either::Right(Either::Left(())) = waited {
+        debug!(session = session.id, "no SETUP within relay.setup_timeout");
+        session.shard.stats.sessions_setup_timeouts.inc();
+        session.close(SessionCode::CONTROL_MESSAGE_TIMEOUT, "no SETUP in time");
+    }
 }
 
 /// A session registered with its shard: on drop its tasks are told to stop,
@@ -187,6 +207,9 @@ async fn control<T: Transport>(session: Rc<IetfSession<T>>) {
             Ok(Some(reply)) => session.send(reply),
             Ok(None) => {}
             Err(v) => return session.violation(v),
+        }
+        if session.control.borrow().version().is_some() {
+            session.set_up.raise();
         }
         handle(&session, msg);
     }

@@ -27,6 +27,9 @@ pub(super) struct IetfSession<T: Transport> {
     pub(super) transport: T,
     pub(super) shard: Rc<Shard>,
     pub(super) closed: Signal,
+    /// Raised when the peer's SETUP (CLIENT_SETUP, or draft 22's SETUP
+    /// stream) is accepted; until then `relay.setup_timeout` runs.
+    pub(super) set_up: Signal,
     /// Control messages for the writer task, in order.
     pub(super) outbox: RefCell<VecDeque<ControlMessage>>,
     pub(super) outbox_waker: RefCell<Option<Waker>>,

@@ -940,3 +940,32 @@ mod draft22_publisher {
         assert!(received.frame().await.unwrap().is_none(), "the group ends");
     }
 }
+
+/// A peer that opens the connection and never sends SETUP is closed
+/// CONTROL_MESSAGE_TIMEOUT at `relay.setup_timeout`, on either draft, and
+/// counted; it does not hold a session for as long as it stays connected.
+#[monoio::test(enable_timer = true)]
+async fn a_peer_that_sends_no_setup_is_closed_at_the_setup_deadline() {
+    let mut hasty = settings();
+    hasty.setup_timeout = std::time::Duration::from_millis(200);
+    let shard = shard(hasty);
+    for draft in [Version::Draft14, Version::Draft22] {
+        let (relay, silent) = MemoryTransport::pair();
+        match draft {
+            Version::Draft14 => {
+                monoio::spawn(super::session::run(shard.clone(), relay, false));
+            }
+            Version::Draft22 => {
+                monoio::spawn(super::draft22::run(shard.clone(), relay));
+            }
+        }
+        within("the silent peer closed", silent.closed()).await;
+        let close = silent.close_reason().expect("closed");
+        assert_eq!(
+            close.code.0,
+            SessionCode::CONTROL_MESSAGE_TIMEOUT.0,
+            "{draft}: {close:?}"
+        );
+    }
+    assert_eq!(shard.stats.sessions_setup_timeouts.get(), 2);
+}
