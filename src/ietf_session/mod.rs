@@ -15,6 +15,7 @@
 //! (announce table, replicas, group cache) are still to come; `docs/IETF.md`
 //! describes the mapping they follow.
 
+mod authorize;
 pub mod bridge;
 pub mod control;
 pub mod draft22;

@@ -23,7 +23,7 @@ use std::task::Poll;
 use bytes::{Buf, BytesMut};
 use tracing::{debug, info};
 
-use super::bridge::{namespace_to_path, object_for_frame, path_to_namespace, subgroup_for_group};
+use super::bridge::{object_for_frame, subgroup_for_group};
 use super::control::{ControlState, RequestKind, Violation};
 use super::state::{IetfSession, Subscription};
 use crate::ietf::{
@@ -93,6 +93,8 @@ pub(super) fn open<T: Transport>(
         control: RefCell::new(ControlState::server(REQUEST_WINDOW, webtransport)),
         namespace_listeners: Cell::new(0),
         publishing: Default::default(),
+        root: RefCell::new(String::new()),
+        grant: std::cell::OnceCell::new(),
     });
     info!(
         session = session.id,
@@ -100,15 +102,6 @@ pub(super) fn open<T: Transport>(
         %version,
         "ietf session open"
     );
-    // Authorization is not mapped onto IETF tokens yet: a relay that
-    // requires tokens refuses IETF sessions rather than serve them unchecked.
-    if session.shard.settings.auth.is_some() {
-        session.close(
-            SessionCode::UNAUTHORIZED,
-            "ietf sessions need no-auth relays for now",
-        );
-        return None;
-    }
     let inbox = session.shard.register_session(session.session_ref());
     // Unregistered on every way out, this future dropped at shutdown included.
     let registered = Registered(session.clone(), inbox);
@@ -203,6 +196,13 @@ async fn control<T: Transport>(session: Rc<IetfSession<T>>) {
         };
         tracing::trace!(session = session.id, ?msg, "control message in");
         let checked = session.control.borrow_mut().receive(&msg);
+        if let (Ok(_), ControlMessage::ClientSetup(setup)) = (&checked, &msg) {
+            // Decided before SERVER_SETUP: a refused client is served nothing.
+            let path = session.control.borrow().path().map(str::to_owned);
+            if !super::authorize::admit(&session, path.as_deref(), &setup.parameters) {
+                return;
+            }
+        }
         match checked {
             Ok(Some(reply)) => session.send(reply),
             Ok(None) => {}
@@ -341,8 +341,17 @@ fn subscribe<T: Transport>(session: &Rc<IetfSession<T>>, request: Subscribe) {
         session.shard.stats.subscriptions_refused_limit.inc();
         return refuse(session, id, SUBSCRIBE_NOT_SUPPORTED, "subscription limit");
     }
+    let (relative, broadcast) = session.broadcast_of(&request.namespace);
+    if !super::authorize::may_subscribe(session, &relative) {
+        return refuse(
+            session,
+            id,
+            super::authorize::REQUEST_UNAUTHORIZED,
+            "unauthorized",
+        );
+    }
     let key: TrackKey = Arc::new(TrackName {
-        broadcast: crate::origin::normalize(&namespace_to_path(&request.namespace)),
+        broadcast,
         track: request.name.clone(),
     });
     if session.shard.publisher_of(&key.broadcast).is_none() {
@@ -526,7 +535,7 @@ async fn write_subgroup<T: Transport>(
 /// PUBLISH_NAMESPACE_DONE for every one that ends, until the session ends.
 fn subscribe_namespace<T: Transport>(session: &Rc<IetfSession<T>>, request: SubscribeNamespace) {
     let settings = &session.shard.settings;
-    let prefix = crate::origin::normalize(&namespace_to_path(&request.prefix));
+    let (relative, prefix) = session.broadcast_of(&request.prefix);
     let open = session.namespace_listeners.get();
     if prefix.len() > settings.max_announce_prefix_len
         || open >= settings.max_announce_requests_per_session
@@ -541,6 +550,16 @@ fn subscribe_namespace<T: Transport>(session: &Rc<IetfSession<T>>, request: Subs
             .into(),
         );
     }
+    let Some(scope) = super::authorize::namespace_scope(session, &relative) else {
+        return session.send(
+            SubscribeNamespaceError {
+                request_id: request.request_id,
+                code: super::authorize::REQUEST_UNAUTHORIZED,
+                reason: "unauthorized".into(),
+            }
+            .into(),
+        );
+    };
     session.namespace_listeners.set(open + 1);
     session.send(
         SubscribeNamespaceOk {
@@ -554,8 +573,11 @@ fn subscribe_namespace<T: Transport>(session: &Rc<IetfSession<T>>, request: Subs
     session.spawn(async move {
         let session = session2;
         let tell = |event: &AnnounceEvent| {
+            if !scope.covers(&event.suffix) {
+                return;
+            }
             let path = crate::origin::join(&prefix, &event.suffix);
-            let namespace = path_to_namespace(&path);
+            let namespace = session.namespace_of(&path);
             match event.active {
                 true => {
                     let opened = session
