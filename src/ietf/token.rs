@@ -150,7 +150,14 @@ mod tests {
 
     #[test]
     fn truncated_or_unknown_structures_are_malformed() {
-        for bytes in [&b""[..], b"\x03", b"\x01", b"\x01\x07", b"\x04\x00jwt", b"\x03\x40"] {
+        for bytes in [
+            &b""[..],
+            b"\x03",
+            b"\x01",
+            b"\x01\x07",
+            b"\x04\x00jwt",
+            b"\x03\x40",
+        ] {
             assert_eq!(
                 decode_setup_token(bytes, Version::Draft14),
                 Err(TokenError::Malformed),

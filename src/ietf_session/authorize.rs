@@ -123,9 +123,7 @@ pub(super) fn namespace_scope<T: Transport>(
     match session.grant().announce_scope(relative) {
         AnnounceScope::Nothing => {
             debug!(session = session.id, prefix = %relative, "ietf namespace subscription outside the grant");
-            Refusal::AnnounceRequest
-                .counter(&session.shard.stats)
-                .inc();
+            Refusal::AnnounceRequest.counter(&session.shard.stats).inc();
             None
         }
         scope => Some(scope),
@@ -149,7 +147,10 @@ async fn close_at_expiry<T: Transport>(session: Rc<IetfSession<T>>, expires: Sys
             return;
         }
     }
-    debug!(session = session.id, "token expired; closing the ietf session");
+    debug!(
+        session = session.id,
+        "token expired; closing the ietf session"
+    );
     session.shard.stats.auth_sessions_expired.inc();
     session.close(SessionCode::UNAUTHORIZED, "token expired");
 }

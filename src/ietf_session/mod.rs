@@ -15,6 +15,8 @@
 //! (announce table, replicas, group cache) are still to come; `docs/IETF.md`
 //! describes the mapping they follow.
 
+#[cfg(test)]
+mod auth_tests;
 mod authorize;
 pub mod bridge;
 pub mod control;
