@@ -9,21 +9,18 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::{Buf, Bytes, BytesMut};
 use moq_token::{Algorithm, Claims, Key};
 
-use super::control::ControlState;
+use super::test_clients::{closed_with, publish_namespace, reply22, subscribe, Client14, Client22};
 use crate::auth::Auth;
-use crate::ietf::draft22::{self as d22, Decode as _, Encode as _, RequestMessage};
+use crate::ietf::draft22::{self as d22, Encode as _, RequestMessage};
 use crate::ietf::token::{encode_setup_token, AuthToken, TOKEN_TYPE_OUT_OF_BAND};
 use crate::ietf::{
-    ControlMessage, Decode, Encode, Filter, GroupOrder, ParameterValue, Parameters,
-    PublishNamespace, SessionCode, Subscribe, SubscribeNamespace, Version,
-    PARAM_AUTHORIZATION_TOKEN, PARAM_PATH,
+    ControlMessage, ParameterValue, Parameters, PublishNamespace, SessionCode, SubscribeNamespace,
+    Version, PARAM_AUTHORIZATION_TOKEN, PARAM_PATH,
 };
-use crate::session::memory::{MemoryRecv, MemorySend, MemoryTransport};
-use crate::session::tests::{settings, shard, within};
-use crate::session::transport::{RecvStream, SendStream, Transport};
+use crate::session::tests::{settings, shard};
+use crate::session::transport::RecvStream;
 use crate::shard::Shard;
 
 /// The request error code for a request outside the grant.
@@ -55,126 +52,6 @@ fn token_param(jwt: &str, kind: u64, version: Version) -> (u64, ParameterValue) 
         version,
     );
     (PARAM_AUTHORIZATION_TOKEN, ParameterValue::Bytes(value))
-}
-
-/// One stream's bytes, decoded message by message.
-struct Incoming {
-    recv: MemoryRecv,
-    buf: BytesMut,
-}
-
-impl Incoming {
-    async fn decode<M>(
-        &mut self,
-        f: impl Fn(&[u8]) -> Result<(M, usize), crate::ietf::DecodeError>,
-    ) -> M {
-        loop {
-            match f(&self.buf) {
-                Ok((msg, used)) => {
-                    self.buf.advance(used);
-                    return msg;
-                }
-                Err(crate::ietf::DecodeError::Short) => {
-                    match within("stream bytes", self.recv.read_chunk(usize::MAX)).await {
-                        Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk),
-                        other => panic!("stream ended mid-message: {other:?}"),
-                    }
-                }
-                Err(e) => panic!("undecodable: {e}"),
-            }
-        }
-    }
-}
-
-async fn closed_with(transport: &MemoryTransport) -> u32 {
-    within("close", transport.closed()).await;
-    transport.close_reason().expect("closed").code.0
-}
-
-/// A draft-14 client that sent CLIENT_SETUP with PATH `path` and `extra`
-/// parameters.
-struct Client14 {
-    transport: MemoryTransport,
-    control: MemorySend,
-    replies: Incoming,
-}
-
-impl Client14 {
-    async fn dial(shard: &Rc<Shard>, path: &str, extra: Vec<(u64, ParameterValue)>) -> Client14 {
-        let (relay, transport) = MemoryTransport::pair();
-        monoio::spawn(super::session::run(shard.clone(), relay, false));
-        let (mut control, recv) = transport.open_bi().await.unwrap();
-        let (_, mut setup) = ControlState::client(100, false, Some(path));
-        setup.parameters.0.extend(extra);
-        control
-            .write_chunk(Bytes::from(setup.to_vec(Version::Draft14).unwrap()))
-            .await
-            .unwrap();
-        Client14 {
-            transport,
-            control,
-            replies: Incoming {
-                recv,
-                buf: BytesMut::new(),
-            },
-        }
-    }
-
-    /// Dialled and answered with SERVER_SETUP.
-    async fn admitted(
-        shard: &Rc<Shard>,
-        path: &str,
-        extra: Vec<(u64, ParameterValue)>,
-    ) -> Client14 {
-        let mut client = Client14::dial(shard, path, extra).await;
-        let reply = client.reply().await;
-        assert!(matches!(reply, ControlMessage::ServerSetup(_)), "{reply:?}");
-        client
-    }
-
-    async fn send(&mut self, msg: ControlMessage) {
-        self.control
-            .write_chunk(Bytes::from(msg.to_vec(Version::Draft14).unwrap()))
-            .await
-            .unwrap();
-    }
-
-    /// The next control message that is not a MAX_REQUEST_ID top-up.
-    async fn reply(&mut self) -> ControlMessage {
-        let limits = settings().limits;
-        loop {
-            let msg = self
-                .replies
-                .decode(|b| ControlMessage::decode(b, Version::Draft14, &limits))
-                .await;
-            if !matches!(msg, ControlMessage::MaxRequestId(_)) {
-                return msg;
-            }
-        }
-    }
-}
-
-fn publish_namespace(request_id: u64, name: &str) -> ControlMessage {
-    PublishNamespace {
-        request_id,
-        namespace: vec![name.into()],
-        parameters: Parameters::default(),
-    }
-    .into()
-}
-
-fn subscribe(request_id: u64, name: &str) -> ControlMessage {
-    Subscribe {
-        request_id,
-        namespace: vec![name.into()],
-        name: "video".into(),
-        subscriber_priority: 0,
-        group_order: GroupOrder::Ascending,
-        forward: true,
-        filter: Filter::LargestObject,
-        parameters: Parameters::default(),
-    }
-    .into()
 }
 
 #[monoio::test(enable_timer = true)]
@@ -340,48 +217,6 @@ async fn draft14_tokens_scope_namespaces_under_the_dialled_path() {
         other => panic!("expected SUBSCRIBE_NAMESPACE_ERROR, got {other:?}"),
     }
     assert_eq!(stats.auth_refused_announce_request.get(), 1);
-}
-
-/// A draft-22 client whose SETUP carries `options`.
-struct Client22 {
-    transport: MemoryTransport,
-    _setup: MemorySend,
-}
-
-impl Client22 {
-    async fn dial(shard: &Rc<Shard>, options: Vec<(u64, ParameterValue)>) -> Client22 {
-        let (relay, transport) = MemoryTransport::pair();
-        monoio::spawn(super::draft22::run(shard.clone(), relay));
-        let mut setup = transport.open_uni().await.unwrap();
-        let ours = d22::Setup {
-            parameters: Parameters(options),
-        };
-        setup
-            .write_chunk(Bytes::from(ours.to_vec().unwrap()))
-            .await
-            .unwrap();
-        Client22 {
-            transport,
-            _setup: setup,
-        }
-    }
-
-    /// A request stream: its send half (held open, as a live request's is)
-    /// and the replies.
-    async fn request(&self, first: Vec<u8>) -> (MemorySend, Incoming) {
-        let (mut send, recv) = self.transport.open_bi().await.unwrap();
-        send.write_chunk(Bytes::from(first)).await.unwrap();
-        let replies = Incoming {
-            recv,
-            buf: BytesMut::new(),
-        };
-        (send, replies)
-    }
-}
-
-async fn reply22(stream: &mut Incoming) -> RequestMessage {
-    let limits = settings().limits;
-    stream.decode(|b| RequestMessage::decode(b, &limits)).await
 }
 
 #[monoio::test(enable_timer = true)]

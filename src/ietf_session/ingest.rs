@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::BytesMut;
 use tracing::debug;
 
-use super::bridge::{BridgeError, Step, SubgroupIngest};
+use super::bridge::{frame_extensions, BridgeError, Step, SubgroupIngest, MAX_OBJECT_EXTENSIONS};
 use super::control::RequestKind;
 use super::state::{IetfSession, Incoming, Offered, Upstream};
 use crate::ietf::{
@@ -781,6 +781,18 @@ async fn read_objects<T: Transport>(
             }
             Err(_) => return Err(StreamCode::CANCEL),
         };
+        if object
+            .extensions
+            .as_ref()
+            .is_some_and(|e| e.len() > MAX_OBJECT_EXTENSIONS)
+        {
+            debug!(
+                session = session.id,
+                "object extensions over the relay's bound"
+            );
+            session.shard.stats.ietf_extensions_too_large.inc();
+            return Err(StreamCode::FRAME_TOO_LARGE);
+        }
         match ingest.object(&object) {
             Ok(Step::Frame { payload_len, .. }) => {
                 frames += 1;
@@ -800,6 +812,7 @@ async fn read_objects<T: Transport>(
                         sequence,
                         timestamp: arrival_ms(),
                         payload,
+                        extensions: frame_extensions(object.extensions, version),
                     },
                 );
             }

@@ -21,8 +21,12 @@ mod authorize;
 pub mod bridge;
 pub mod control;
 pub mod draft22;
+#[cfg(test)]
+mod extension_tests;
 mod ingest;
 pub mod session;
 mod state;
+#[cfg(test)]
+mod test_clients;
 #[cfg(test)]
 mod tests;

@@ -462,7 +462,10 @@ pub(super) async fn serve_track<T: Transport>(
 }
 
 /// One relay group as one subgroup stream: header, objects 0, 1, 2... as
-/// frames arrive, FIN at the group's end.
+/// frames arrive, FIN at the group's end. The header waits for the first
+/// frame: its type says whether every object carries extension headers, and
+/// so it does when the first frame brought some in this session's draft
+/// (see [`super::bridge::extensions_for`]).
 async fn write_subgroup<T: Transport>(
     session: Rc<IetfSession<T>>,
     sub: Rc<Subscription>,
@@ -474,32 +477,52 @@ async fn write_subgroup<T: Transport>(
     };
     let _ =
         stream.set_priority((i32::from(sub.priority) << 23) | (group.sequence & 0x7f_ffff) as i32);
-    let mut head = BytesMut::new();
-    let header = subgroup_for_group(sub.track_alias, group.sequence, sub.priority);
-    let encoded = match session.version {
-        Version::Draft14 => header.encode(&mut head, Version::Draft14),
-        Version::Draft22 => crate::ietf::draft22::Encode::encode(
-            &super::bridge::draft22_subgroup(&header),
-            &mut head,
-        ),
-    };
-    if encoded.is_err() {
-        return;
-    }
+    let version = session.version;
     let write = async {
-        stream.write_chunk(head.freeze()).await.map_err(|_| None)?;
         let waiter = group.waiter();
         let mut index = 0usize;
+        // Set once the header is out: whether objects carry extensions.
+        let mut with_extensions = None;
         loop {
-            match poll_fn(|cx| group.poll_frame(&waiter, cx, index)).await {
+            let next = poll_fn(|cx| group.poll_frame(&waiter, cx, index)).await;
+            let extended = match with_extensions {
+                Some(extended) => extended,
+                None => {
+                    let extended = matches!(&next, NextFrame::Frame(frame, _)
+                        if super::bridge::extensions_for(frame, version).is_some());
+                    let mut header =
+                        subgroup_for_group(sub.track_alias, group.sequence, sub.priority);
+                    header.extensions = extended;
+                    let mut head = BytesMut::new();
+                    let encoded = match version {
+                        Version::Draft14 => header.encode(&mut head, Version::Draft14),
+                        Version::Draft22 => crate::ietf::draft22::Encode::encode(
+                            &super::bridge::draft22_subgroup(&header),
+                            &mut head,
+                        ),
+                    };
+                    encoded.map_err(|_| Some(STREAM_INTERNAL_ERROR))?;
+                    stream.write_chunk(head.freeze()).await.map_err(|_| None)?;
+                    with_extensions = Some(extended);
+                    extended
+                }
+            };
+            match next {
                 NextFrame::Frame(frame, _) => {
                     index += 1;
                     let mut object = BytesMut::new();
                     let len = frame.payload.len() as u64;
-                    let _ = match session.version {
-                        Version::Draft14 => object_for_frame(len).encode(&mut object),
+                    let mut header = object_for_frame(len);
+                    if extended {
+                        // A frame without extensions (or with another
+                        // draft's) says so with an empty block.
+                        let block = super::bridge::extensions_for(&frame, version);
+                        header.extensions = Some(block.map(<[u8]>::to_vec).unwrap_or_default());
+                    }
+                    let _ = match version {
+                        Version::Draft14 => header.encode(&mut object),
                         Version::Draft22 => {
-                            crate::ietf::draft22::encode_object(&object_for_frame(len), &mut object)
+                            crate::ietf::draft22::encode_object(&header, &mut object)
                         }
                     };
                     stream
