@@ -171,3 +171,100 @@ async fn draft14_extension_headers_pass_through_to_draft14_and_not_to_draft22() 
     .await;
     assert!(publisher.transport.close_reason().is_none(), "kept open");
 }
+
+/// A draft-22 publisher's properties reach a draft-22 subscriber byte for
+/// byte: PUBLISH_NAMESPACE on its stream, the relay's SUBSCRIBE on a stream
+/// the relay opens, SUBSCRIBE_OK there, then one subgroup stream.
+#[monoio::test(enable_timer = true)]
+async fn draft22_extension_headers_pass_through_to_draft22() {
+    let shard = shard(settings());
+    let limits = settings().limits;
+    let publisher = Client22::dial(&shard, vec![]).await;
+    let announce = d22::PublishNamespace {
+        request_id: 0,
+        namespace: vec!["ext22".into()],
+        parameters: d22::MessageParameters::default(),
+    };
+    let (_announce, mut announced) = publisher.request(announce.to_vec().unwrap()).await;
+    assert!(matches!(
+        reply22(&mut announced).await,
+        RequestMessage::RequestOk(_)
+    ));
+
+    let subscriber = Client22::dial(&shard, vec![]).await;
+    let request = d22::Subscribe {
+        request_id: 0,
+        namespace: vec!["ext22".into()],
+        name: "video".into(),
+        parameters: d22::MessageParameters::default(),
+    };
+    let (_request, mut replies) = subscriber.request(request.to_vec().unwrap()).await;
+
+    // The relay's SUBSCRIBE, answered with our alias on its own stream.
+    let (mut answer, recv, leftover) = within("relay SUBSCRIBE", publisher.transport.accept_bi())
+        .await
+        .unwrap();
+    let mut upstream = Incoming {
+        recv,
+        buf: BytesMut::from(&leftover[..]),
+    };
+    assert!(matches!(
+        reply22(&mut upstream).await,
+        RequestMessage::Subscribe(_)
+    ));
+    let ok = d22::SubscribeOk {
+        track_alias: ALIAS,
+        parameters: d22::MessageParameters::default(),
+        properties: Parameters::default(),
+    };
+    answer
+        .write_chunk(Bytes::from(ok.to_vec().unwrap()))
+        .await
+        .unwrap();
+    assert!(matches!(
+        reply22(&mut replies).await,
+        RequestMessage::SubscribeOk(_)
+    ));
+
+    let blocks: [&[u8]; 2] = [b"\x02\x05\x01\x02hi", b"\x06\x07"];
+    let payloads: [&[u8]; 2] = [b"one", b"two"];
+    let mut data = BytesMut::new();
+    d22::SubgroupHeader {
+        track_alias: ALIAS,
+        group: 0,
+        subgroup: SubgroupId::Zero,
+        publisher_priority: Some(0),
+        extensions: true,
+        end_of_group: true,
+        first_object: true,
+    }
+    .encode(&mut data)
+    .unwrap();
+    for (block, sent) in blocks.iter().zip(payloads) {
+        d22::encode_object(
+            &SubgroupObject {
+                object_id_delta: 0,
+                extensions: Some(block.to_vec()),
+                payload_len: sent.len() as u64,
+                status: None,
+            },
+            &mut data,
+        )
+        .unwrap();
+        data.extend_from_slice(sent);
+    }
+    let mut stream = publisher.transport.open_uni().await.unwrap();
+    stream.write_chunk(data.freeze()).await.unwrap();
+    stream.finish().unwrap();
+
+    let mut got = data_stream(&subscriber.transport).await;
+    let header = got
+        .decode(|b| d22::SubgroupHeader::decode(b, &limits))
+        .await;
+    assert!(header.extensions);
+    for (block, sent) in blocks.iter().zip(payloads) {
+        let object = got.decode(|b| d22::decode_object(b, true, &limits)).await;
+        assert_eq!(object.extensions.as_deref(), Some(*block), "byte for byte");
+        assert_eq!(payload(&mut got, object.payload_len as usize).await, sent);
+    }
+}
