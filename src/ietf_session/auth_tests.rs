@@ -54,6 +54,15 @@ fn token_param(jwt: &str, kind: u64, version: Version) -> (u64, ParameterValue) 
     (PARAM_AUTHORIZATION_TOKEN, ParameterValue::Bytes(value))
 }
 
+/// What a refused dial says, its path, its extra SETUP parameters, and the
+/// counter its refusal adds to.
+type RefusalCase<'a> = (
+    &'static str,
+    String,
+    Vec<(u64, ParameterValue)>,
+    &'a crate::metrics::Figure,
+);
+
 #[monoio::test(enable_timer = true)]
 async fn draft14_sessions_without_a_valid_token_are_closed_before_server_setup() {
     let (shard, key) = keyed();
@@ -61,12 +70,7 @@ async fn draft14_sessions_without_a_valid_token_are_closed_before_server_setup()
     let good = sign(&key, "room", &[""], &[""]);
     let other = sign(&key, "room", &[], &[""]);
     let stats = shard.stats.clone();
-    let cases: Vec<(
-        &str,
-        String,
-        Vec<(u64, ParameterValue)>,
-        &crate::metrics::Figure,
-    )> = vec![
+    let cases: Vec<RefusalCase> = vec![
         (
             "no token",
             "/room".into(),
@@ -111,7 +115,7 @@ async fn draft14_sessions_without_a_valid_token_are_closed_before_server_setup()
         let mut client = Client14::dial(&shard, &path, extra).await;
         assert_eq!(
             closed_with(&client.transport).await,
-            SessionCode::UNAUTHORIZED.0 as u32,
+            SessionCode::UNAUTHORIZED.0,
             "{what}"
         );
         assert_eq!(counter.get(), before + 1, "{what} is counted");
@@ -130,7 +134,7 @@ async fn draft14_sessions_without_a_valid_token_are_closed_before_server_setup()
     .await;
     assert_eq!(
         closed_with(&client.transport).await,
-        SessionCode::KEY_VALUE_FORMATTING_ERROR.0 as u32
+        SessionCode::KEY_VALUE_FORMATTING_ERROR.0
     );
 
     // The same JWT in both places is one credential.
@@ -231,7 +235,7 @@ async fn draft22_tokens_admit_scope_and_refuse_like_draft14() {
     .await;
     assert_eq!(
         closed_with(&refused.transport).await,
-        SessionCode::UNAUTHORIZED.0 as u32
+        SessionCode::UNAUTHORIZED.0
     );
     assert_eq!(stats.auth_refused_missing_token.get(), 1);
 

@@ -248,7 +248,10 @@ impl ControlState {
         }
         self.phase = Phase::Ready(version);
         // The path's query may hold a token: never logged.
-        let path = self.path.as_deref().map(|p| crate::auth::split_query(p).0);
+        let path = self
+            .path
+            .as_deref()
+            .and_then(|p| p.split(['?', '#']).next());
         debug!(%version, ?path, "ietf setup accepted");
         Ok(ServerSetup {
             version: version.wire(),
