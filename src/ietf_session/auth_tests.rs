@@ -324,3 +324,22 @@ async fn draft22_tokens_admit_scope_and_refuse_like_draft14() {
     }
     assert!(viewer.transport.close_reason().is_none());
 }
+
+/// A token valid at SETUP closes its session UNAUTHORIZED when its `exp`
+/// passes, counted as expired, on draft 14 as on lite.
+#[monoio::test(enable_timer = true)]
+async fn an_ietf_session_is_closed_when_its_token_expires() {
+    let (shard, key) = keyed();
+    // Three seconds: well past the dial, well inside `within`'s deadline.
+    let claims = Claims::default()
+        .with_root("room")
+        .with_subscribe([""])
+        .with_expires(SystemTime::now() + Duration::from_secs(3));
+    let jwt = key.sign(&claims).unwrap();
+    let client = Client14::admitted(&shard, &format!("/room?jwt={jwt}"), vec![]).await;
+    assert_eq!(
+        closed_with(&client.transport).await,
+        SessionCode::UNAUTHORIZED.0
+    );
+    assert_eq!(shard.stats.auth_sessions_expired.get(), 1);
+}
