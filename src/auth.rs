@@ -3,7 +3,9 @@
 //!
 //! A session's credentials are the path and query of the URL its client
 //! dialled: the WebTransport CONNECT URL, or on raw QUIC the lite-05+ SETUP
-//! path (`/room?jwt=...`). The `jwt` query parameter is a JWT signed with the
+//! path (`/room?jwt=...`) or an IETF SETUP's PATH parameter. An IETF session
+//! may present the JWT in SETUP's AUTHORIZATION_TOKEN instead
+//! ([`Auth::verify_presented`]). The `jwt` query parameter is a JWT signed with the
 //! key in `auth.key_file` (a JWK, as `moq-token-cli generate` writes it),
 //! verified by the `moq-token` crate itself, so a token minted for moq-relay
 //! works here unchanged. Its claims:

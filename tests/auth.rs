@@ -5,7 +5,8 @@
 //! during the test, as an operator would make them.
 //!
 //! Over raw QUIC the token rides the lite-05+ SETUP path (`/room?jwt=...`,
-//! as moq-native sends it); over WebTransport, the CONNECT URL. A refused
+//! as moq-native sends it); over WebTransport, the CONNECT URL, for lite and
+//! IETF draft-14 sessions alike. A refused
 //! session is closed with moq-lite's UNAUTHORIZED (0x2); a request outside
 //! the token's scope is refused alone. Every refusal is counted on
 //! `/metrics`.
