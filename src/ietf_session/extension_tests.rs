@@ -268,3 +268,57 @@ async fn draft22_extension_headers_pass_through_to_draft22() {
         assert_eq!(payload(&mut got, object.payload_len as usize).await, sent);
     }
 }
+
+/// Towards lite the blocks are dropped: a lite-06 subscriber of a draft-14
+/// publisher's track gets each payload exactly, nothing of the extensions.
+#[monoio::test(enable_timer = true)]
+async fn extension_headers_are_dropped_towards_a_lite_subscriber() {
+    use crate::session::memory::MemoryLimits;
+    use crate::session::tests::{Peer, ReceivedGroup, BROADCAST};
+
+    let shard = shard(settings());
+    let mut publisher = Client14::admitted(&shard, "", vec![]).await;
+    publisher.send(publish_namespace(0, BROADCAST)).await;
+    assert!(matches!(
+        publisher.reply().await,
+        ControlMessage::PublishNamespaceOk(_)
+    ));
+    let subscriber = Peer::connect(
+        &shard,
+        crate::lite::Version::Lite06,
+        MemoryLimits::default(),
+    )
+    .await
+    .0;
+    let _announce = subscriber.wait_announced().await;
+    let _subscription = subscriber.open_subscribe(7, "video").await;
+    let upstream = match publisher.reply().await {
+        ControlMessage::Subscribe(s) => s,
+        other => panic!("expected the relay's SUBSCRIBE, got {other:?}"),
+    };
+    publisher
+        .send(
+            SubscribeOk {
+                request_id: upstream.request_id,
+                track_alias: ALIAS,
+                expires: 0,
+                group_order: GroupOrder::Ascending,
+                largest: None,
+                parameters: Parameters::default(),
+            }
+            .into(),
+        )
+        .await;
+    let objects: [(&[u8], &[u8]); 2] = [(b"\x02\x05", b"alpha"), (b"\x04\x01", b"beta")];
+    let mut stream = publisher.transport.open_uni().await.unwrap();
+    stream.write_chunk(subgroup14(2, &objects)).await.unwrap();
+    stream.finish().unwrap();
+
+    let mut received = ReceivedGroup::accept(&subscriber).await;
+    assert_eq!(received.header.sequence, 2);
+    for (_, sent) in &objects {
+        let (_, got) = received.frame().await.unwrap().expect("a frame");
+        assert_eq!(&got[..], *sent, "the payload alone");
+    }
+    assert!(received.frame().await.unwrap().is_none(), "the group ends");
+}
