@@ -16,9 +16,9 @@
 //! Served: SUBSCRIBE (LOCATION_FILTER absent, NEXT_OBJECT or RELATIVE_START 0),
 //! SUBSCRIBE_NAMESPACE, and PUBLISH_NAMESPACE, whose tracks the relay then
 //! subscribes to upstream on streams of its own ([`super::ingest`]) and reads
-//! from the publisher's subgroup streams. Refused with REQUEST_ERROR
-//! NOT_SUPPORTED: the other filters, FETCH, TRACK_STATUS, PUBLISH and
-//! SUBSCRIBE_TRACKS. A malformed or unexpected message closes this session
+//! from the publisher's subgroup streams, and FETCH ([`super::fetch`]).
+//! Refused with REQUEST_ERROR NOT_SUPPORTED: the other filters,
+//! TRACK_STATUS, PUBLISH and SUBSCRIBE_TRACKS. A malformed or unexpected message closes this session
 //! with PROTOCOL_VIOLATION.
 
 use std::future::poll_fn;
@@ -206,6 +206,7 @@ enum Request {
     Subscribe(Subscribe),
     SubscribeNamespace(SubscribeNamespace),
     PublishNamespace(PublishNamespace),
+    Fetch(draft22::Fetch),
     /// A request this relay does not serve yet; its body was skipped.
     NotServed(u64),
 }
@@ -220,10 +221,10 @@ fn first_message(buf: &[u8], limits: &Limits) -> Result<(Request, usize), Decode
         request_type::PUBLISH_NAMESPACE => {
             PublishNamespace::decode(buf, limits).map(|(m, n)| (Request::PublishNamespace(m), n))
         }
-        request_type::FETCH
-        | request_type::TRACK_STATUS
-        | request_type::PUBLISH
-        | request_type::SUBSCRIBE_TRACKS => {
+        request_type::FETCH => {
+            draft22::Fetch::decode(buf, limits).map(|(m, n)| (Request::Fetch(m), n))
+        }
+        request_type::TRACK_STATUS | request_type::PUBLISH | request_type::SUBSCRIBE_TRACKS => {
             draft22::skip_message(buf, limits).map(|(ty, n)| (Request::NotServed(ty), n))
         }
         ty => Err(DecodeError::UnknownType {
@@ -252,6 +253,16 @@ async fn request<T: Transport>(
         Request::Subscribe(m) => subscribe(session, m, send, incoming).await,
         Request::SubscribeNamespace(m) => subscribe_namespace(session, m, send, incoming).await,
         Request::PublishNamespace(m) => publish_namespace(session, m, send, incoming).await,
+        Request::Fetch(m) => {
+            // The requester resetting its half cancels the fetch.
+            let watch = async {
+                if let Follow::Cancelled = follow(&session, &mut incoming).await {
+                    return;
+                }
+                std::future::pending::<()>().await
+            };
+            super::fetch::fetch22(&session, m, &mut send, watch).await
+        }
         Request::NotServed(ty) => {
             debug!(session = session.id, ty, "draft-22 request not served");
             refuse(&mut send, NOT_SUPPORTED, "not supported").await;
