@@ -493,16 +493,20 @@ async fn resolve<T: Transport>(
                 Either::Left(Either::Right(())) => {}
                 Either::Right(_) => return Ok(None),
             }
-            let end = match (sub.join_group.get(), sub.largest_group) {
-                (Some(join), _) => join.checked_sub(1),
-                (None, largest) => largest,
+            let join = sub.join_group.get();
+            // A replica still attaching at SUBSCRIBE time knew no Largest;
+            // the group the subscription then started with stands for it.
+            let largest = sub.largest_group.or(join);
+            let end = match join {
+                Some(join) => join.checked_sub(1),
+                None => largest,
             };
-            let start = match (start, sub.largest_group) {
+            let start = match (start, largest) {
                 (JoinStart::Relative(back), Some(largest)) => largest.saturating_sub(back),
                 (JoinStart::Relative(_), None) => 0,
                 (JoinStart::Absolute(group), _) => group,
             };
-            if sub.largest_group.is_some_and(|largest| start > largest) {
+            if largest.is_some_and(|largest| start > largest) {
                 return Err(Refusal::InvalidRange);
             }
             let range = match end {
