@@ -376,15 +376,19 @@ fn aiomoqt_interop_client_cases_pass() {
 /// aiomoqt's interop client runs its history cases only when named: `fetch`
 /// (a standalone FETCH of a group the relay has forwarded, from a fresh
 /// session) and `join` (SUBSCRIBE plus a relative joining FETCH one group
-/// back). qumo serves both from its group cache on draft 14, and `fetch` on
-/// draft 22 too (its `join` there is a SUBSCRIBE fill, not served yet). Two
-/// shards, so that the fetching session may sit on a shard that attaches the
-/// cache from another.
+/// back; on draft 22 a SUBSCRIBE with FILL). qumo serves both from its group
+/// cache on both drafts. Two shards, so that the fetching session may sit on
+/// a shard that attaches the cache from another.
 #[test]
 fn aiomoqt_fetch_and_joining_fetch_are_served_from_the_cache() {
     let relay = Relay::start(2);
     let url = format!("moqt://{}", relay.addr);
-    for (draft, case) in [(DRAFT, "fetch"), (DRAFT, "join"), ("22", "fetch")] {
+    for (draft, case) in [
+        (DRAFT, "fetch"),
+        (DRAFT, "join"),
+        ("22", "fetch"),
+        ("22", "join"),
+    ] {
         let client = spawn_aiomoqt(&[
             "-m",
             "aiomoqt.tools.moq_interop_client",

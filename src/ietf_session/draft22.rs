@@ -16,7 +16,8 @@
 //! Served: SUBSCRIBE (LOCATION_FILTER absent, NEXT_OBJECT or RELATIVE_START 0),
 //! SUBSCRIBE_NAMESPACE, and PUBLISH_NAMESPACE, whose tracks the relay then
 //! subscribes to upstream on streams of its own ([`super::ingest`]) and reads
-//! from the publisher's subgroup streams, and FETCH ([`super::fetch`]).
+//! from the publisher's subgroup streams, and FETCH and SUBSCRIBE's FILL
+//! ([`super::fetch`]).
 //! Refused with REQUEST_ERROR NOT_SUPPORTED: the other filters,
 //! TRACK_STATUS, PUBLISH and SUBSCRIBE_TRACKS. A malformed or unexpected message closes this session
 //! with PROTOCOL_VIOLATION.
@@ -385,6 +386,21 @@ async fn subscribe<T: Transport>(
     let end = match write(&mut send, &ok).await {
         false => None,
         true => {
+            match request.parameters.fill() {
+                Some(Ok(fill)) => super::fetch::fill22(
+                    &session,
+                    &sub,
+                    &replica,
+                    &fill,
+                    request.parameters.filter(),
+                    request.parameters.subscriber_priority(),
+                ),
+                Some(Err(e)) => {
+                    debug!(session = session.id, error = %e, "malformed FILL");
+                    session.violation(protocol_violation("malformed FILL"));
+                }
+                None => {}
+            }
             let last = match start_after_newest {
                 true => replica.newest_sequence(),
                 false => None,

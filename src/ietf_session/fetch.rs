@@ -29,7 +29,7 @@ use bytes::{Bytes, BytesMut};
 use tracing::debug;
 
 use super::bridge::{ietf_priority, lite_priority, namespace_to_path};
-use super::state::IetfSession;
+use super::state::{IetfSession, Subscription};
 use crate::ietf::{
     draft22, Encode, Fetch, FetchError, FetchHeader, FetchObject, FetchOk, FetchType, GroupOrder,
     Location, ObjectStatus, Parameters, Version,
@@ -535,6 +535,103 @@ async fn resolve<T: Transport>(
         return Err(Refusal::DoesNotExist);
     }
     Ok(Some(snapshot))
+}
+
+/// A draft-22 SUBSCRIBE's FILL (draft 20 on, in place of joining FETCH):
+/// the range its LOCATION_FILTER names (the subscription's own when absent),
+/// read as for a FETCH against the subscription's Largest, up to the group
+/// before the first one the subscription delivers, on a fetch stream named
+/// by the SUBSCRIBE's Request ID and counted in its PUBLISH_DONE. An empty
+/// range, or a FILL with range filters or FILL_TIMEOUT, opens no stream.
+pub(super) fn fill22<T: Transport>(
+    session: &Rc<IetfSession<T>>,
+    sub: &Rc<Subscription>,
+    replica: &Rc<TrackReplica>,
+    fill: &draft22::MessageParameters,
+    subscription_filter: draft22::LocationFilter,
+    subscriber_priority: u8,
+) {
+    use draft22::{param, LocationFilter as F, ParamValue};
+    let unsupported = fill.0.iter().any(|(k, _)| {
+        *k == param::FILL_TIMEOUT
+            || (param::RANGE_FILTER_FIRST..=param::RANGE_FILTER_LAST).contains(k)
+    });
+    if unsupported {
+        debug!(
+            session = session.id,
+            id = sub.request_id,
+            "draft-22 fill not served"
+        );
+        return;
+    }
+    let filter = match fill.get(param::LOCATION_FILTER) {
+        Some(ParamValue::Filter(filter)) => *filter,
+        _ => subscription_filter,
+    };
+    let (session, sub, replica) = (session.clone(), sub.clone(), replica.clone());
+    session.clone().spawn(async move {
+        let joined = race(sub.joined.raised(), sub.cancelled.raised());
+        let stopped = race(joined, session.closed.raised());
+        if let Either::Right(()) = race(stopped, monoio::time::sleep(FETCH_WAIT)).await {
+            // No group yet: nothing to fill.
+            return;
+        }
+        if sub.cancelled.is_raised() || session.closed.is_raised() {
+            return;
+        }
+        let Some(join) = sub.join_group.get() else {
+            return;
+        };
+        let largest = sub.largest_group.unwrap_or(join);
+        let start = match filter {
+            F::RelativeStart(groups) => Location {
+                group: largest.saturating_add(1).saturating_sub(groups),
+                object: 0,
+            },
+            F::NextObject => return,
+            other => match Range::draft22(other) {
+                Some(range) => range.start,
+                None => return,
+            },
+        };
+        let mut range = match filter {
+            F::AbsoluteGroupEnd { .. } | F::AbsoluteRange { .. } => Range::draft22(filter)
+                .unwrap_or(Range {
+                    start,
+                    end_group: 0,
+                    end_object: None,
+                }),
+            _ => Range {
+                start,
+                end_group: u64::MAX,
+                end_object: None,
+            },
+        };
+        // The subscription delivers `join` whole: the fill stops before it.
+        let Some(before_join) = join.checked_sub(1) else {
+            return;
+        };
+        if range.end_group > before_join {
+            range.end_group = before_join;
+            range.end_object = None;
+        }
+        if range.is_empty() {
+            return;
+        }
+        let snapshot = Snapshot::take(&replica, range);
+        if snapshot.parts.is_empty() {
+            return;
+        }
+        sub.streams.set(sub.streams.get() + 1);
+        write_objects(
+            &session,
+            sub.request_id,
+            subscriber_priority,
+            snapshot,
+            &sub.cancelled,
+        )
+        .await;
+    });
 }
 
 /// The fetch stream: FETCH_HEADER, then every frame of the snapshot as an

@@ -162,6 +162,13 @@ fn subscribe_with_fill_and_include_properties_matches_moq_net_bytes() {
         (param::FILL, ParamValue::Bytes(vec![0x01, 0x21, 0x01, 0x00])),
         (param::INCLUDE_PROPERTIES, ParamValue::Bool(false)),
     ]);
+    assert_eq!(
+        s.parameters.fill(),
+        Some(Ok(MessageParameters(vec![(
+            param::LOCATION_FILTER,
+            ParamValue::Filter(LocationFilter::RelativeStart(0))
+        )])))
+    );
     golden(
         s,
         "03",

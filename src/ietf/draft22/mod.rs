@@ -354,6 +354,23 @@ impl MessageParameters {
         }
     }
 
+    /// FILL's nested parameters (count, then delta-coded keys, as a
+    /// message's), if FILL was sent: kept raw by the decoder, read here.
+    pub fn fill(&self) -> Option<Result<MessageParameters, DecodeError>> {
+        let Some(ParamValue::Bytes(raw)) = self.get(param::FILL) else {
+            return None;
+        };
+        let mut r = Reader::new(raw);
+        Some(
+            MessageParameters::read(&mut r).and_then(|scope| match r.remaining() {
+                0 => Ok(scope),
+                _ => Err(DecodeError::InvalidValue {
+                    what: "bytes after FILL's parameters",
+                }),
+            }),
+        )
+    }
+
     fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let count = read_varint(r)?;
         if count > MAX_PARAMETERS as u64 {

@@ -509,3 +509,49 @@ async fn resetting_a_draft22_fetch_request_resets_its_stream() {
     assert!(was_reset(&mut stream).await);
     assert_eq!(shard.stats.fetches_served.get(), 0);
 }
+
+#[monoio::test(enable_timer = true)]
+async fn a_draft22_fill_serves_the_groups_before_its_subscription() {
+    let shard = shard(settings());
+    let sent = frames(2, 50);
+    let _cached = cached(&shard, &[3, 4, 5], &sent).await;
+    let client = Client22::connect(&shard).await;
+    // FILL: count 1, LOCATION_FILTER (0x21) RELATIVE_START 2: the two
+    // groups up to Largest (5), less group 5, which the subscription sends.
+    let request = d22::Subscribe {
+        request_id: 0,
+        namespace: vec![BROADCAST.into()],
+        name: "video".into(),
+        parameters: MessageParameters(vec![
+            (d22::param::SUBSCRIBER_PRIORITY, ParamValue::Byte(10)),
+            (
+                d22::param::LOCATION_FILTER,
+                ParamValue::Filter(LocationFilter::NextObject),
+            ),
+            (
+                d22::param::FILL,
+                ParamValue::Bytes(vec![0x01, 0x21, 0x01, 0x02]),
+            ),
+        ]),
+    };
+    let mut request = client.request(request.to_vec().unwrap()).await;
+    assert!(matches!(
+        request.reply().await,
+        RequestMessage::SubscribeOk(_)
+    ));
+    let mut stream = next_fetch_stream(&client.transport).await;
+    assert_eq!(
+        fetched22(&mut stream, 0).await,
+        expected(&[(4, 0), (4, 1)], &sent)
+    );
+    // The subscription ends with the track: its Stream Count has the fill.
+    _cached
+        .publisher
+        .peer
+        .transport
+        .close(crate::lite::SessionCode::CANCEL, "gone");
+    match request.reply().await {
+        RequestMessage::PublishDone(done) => assert_eq!(done.stream_count, 2),
+        other => panic!("expected PUBLISH_DONE, got {other:?}"),
+    }
+}
