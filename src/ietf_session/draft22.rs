@@ -352,8 +352,7 @@ async fn subscribe<T: Transport>(
             reason: "request id reused",
         });
     }
-    if session.subscriptions.borrow().len() >= session.shard.settings.max_subscriptions_per_session
-    {
+    if session.requests_open() >= session.shard.settings.max_subscriptions_per_session {
         session.shard.stats.subscriptions_refused_limit.inc();
         return refuse(&mut send, NOT_SUPPORTED, "subscription limit").await;
     }

@@ -230,8 +230,7 @@ impl<T: Transport> Holds<T> {
     /// Take a request slot for FETCH `request_id`, or the refusal when the
     /// session has as many requests open as it may.
     fn open(session: &Rc<IetfSession<T>>, request_id: u64) -> Result<Self, Refusal> {
-        let open = session.subscriptions.borrow().len() + session.fetches.borrow().len();
-        if open >= session.shard.settings.max_subscriptions_per_session {
+        if session.requests_open() >= session.shard.settings.max_subscriptions_per_session {
             session.shard.stats.subscriptions_refused_limit.inc();
             return Err(Refusal::NotSupported("subscription limit"));
         }
@@ -316,7 +315,8 @@ pub(super) fn fetch14<T: Transport>(session: &Rc<IetfSession<T>>, request: Fetch
             Err(refusal) => return refuse14(&session, id, refusal),
         };
         // Draft 14's End Location is one past the last object, as moq-net
-        // writes it; an empty joining answer ends where it would start.
+        // writes it; an empty joining answer (nothing precedes its
+        // subscription) says {0, 0}.
         let end = snapshot
             .last()
             .map_or(Location::default(), |last| Location {

@@ -342,8 +342,7 @@ fn subscribe<T: Transport>(session: &Rc<IetfSession<T>>, request: Subscribe) {
             return refuse(session, id, SUBSCRIBE_NOT_SUPPORTED, "filter not supported");
         }
     };
-    if session.subscriptions.borrow().len() >= session.shard.settings.max_subscriptions_per_session
-    {
+    if session.requests_open() >= session.shard.settings.max_subscriptions_per_session {
         session.shard.stats.subscriptions_refused_limit.inc();
         return refuse(session, id, SUBSCRIBE_NOT_SUPPORTED, "subscription limit");
     }

@@ -83,6 +83,12 @@ impl<T: Transport> IetfSession<T> {
         }
     }
 
+    /// Subscriptions and FETCHes open: what `max_subscriptions_per_session`
+    /// bounds.
+    pub(super) fn requests_open(&self) -> usize {
+        self.subscriptions.borrow().len() + self.fetches.borrow().len()
+    }
+
     pub(super) fn send(&self, msg: ControlMessage) {
         // A peer that sends requests but never reads the answers would grow
         // the queue without end: it is closed instead.

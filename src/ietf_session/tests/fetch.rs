@@ -345,7 +345,7 @@ async fn a_malformed_fetch_closes_the_session_with_protocol_violation() {
 }
 
 #[monoio::test(enable_timer = true)]
-async fn fetches_count_against_the_subscription_limit() {
+async fn fetches_and_subscriptions_share_the_request_limit() {
     let mut settings = settings();
     settings.max_subscriptions_per_session = 1;
     let shard = shard(settings);
@@ -364,11 +364,19 @@ async fn fetches_count_against_the_subscription_limit() {
         ControlMessage::FetchError(e) => assert_eq!((e.request_id, e.code), (2, 0x3)),
         other => panic!("expected FETCH_ERROR, got {other:?}"),
     }
+    // So does a SUBSCRIBE.
+    client
+        .send(subscribe(4, BROADCAST, "video", Filter::LargestObject))
+        .await;
+    match client.reply().await {
+        ControlMessage::SubscribeError(e) => assert_eq!((e.request_id, e.code), (4, 0x3)),
+        other => panic!("expected SUBSCRIBE_ERROR, got {other:?}"),
+    }
     // Read to the end: the slot is free again.
     assert_eq!(fetched14(&mut stream, 0).await.len(), 3);
     fetches_settled(&shard).await;
     client
-        .send(fetch14(4, standalone(BROADCAST, loc(1, 0), loc(1, 1))))
+        .send(fetch14(6, standalone(BROADCAST, loc(1, 0), loc(1, 1))))
         .await;
     assert!(matches!(client.reply().await, ControlMessage::FetchOk(_)));
 }
