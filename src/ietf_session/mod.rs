@@ -27,6 +27,7 @@ pub mod control;
 pub mod draft22;
 #[cfg(test)]
 mod extension_tests;
+mod fetch;
 mod ingest;
 pub mod session;
 mod state;
