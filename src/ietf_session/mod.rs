@@ -23,3 +23,4 @@ pub mod session;
 mod state;
 #[cfg(test)]
 mod tests;
+mod window;

@@ -10,6 +10,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tracing::debug;
 
 use super::control::{ControlState, Violation};
+use super::window::Window;
 use crate::ietf::{ControlMessage, DecodeError, SessionCode, Version};
 use crate::lite::StreamCode;
 use crate::message::{HubRef, SessionRef, TrackKey};
@@ -39,6 +40,9 @@ pub(super) struct IetfSession<T: Transport> {
     pub(super) control: RefCell<ControlState>,
     /// SUBSCRIBE_NAMESPACE listeners open.
     pub(super) namespace_listeners: Cell<usize>,
+    /// Draft 14: each open SUBSCRIBE_NAMESPACE by Request ID, with its
+    /// normalised prefix and the signal UNSUBSCRIBE_NAMESPACE raises.
+    pub(super) namespace_requests: RefCell<HashMap<u64, (String, Rc<Signal>)>>,
     /// The peer as a publisher: its namespaces and our upstream SUBSCRIBEs.
     pub(super) publishing: Publishing,
 }
@@ -46,10 +50,28 @@ pub(super) struct IetfSession<T: Transport> {
 pub(super) struct Subscription {
     pub(super) request_id: u64,
     pub(super) track_alias: u64,
-    pub(super) priority: u8,
+    /// The lite priority its streams are sent with; an update changes it,
+    /// for open streams too.
+    pub(super) priority: Cell<u8>,
+    /// Whether groups are sent (FORWARD); while false, arriving groups are
+    /// passed over.
+    pub(super) forward: Cell<bool>,
+    /// Which groups and objects it delivers.
+    pub(super) window: Cell<Window>,
+    /// The task serving it, woken when an update changes the above.
+    pub(super) changed: RefCell<Option<Waker>>,
     pub(super) cancelled: Signal,
     /// Subgroup streams opened so far (PUBLISH_DONE's Stream Count).
     pub(super) streams: Cell<u64>,
+}
+
+impl Subscription {
+    /// An update changed it: the serving task looks again.
+    pub(super) fn wake(&self) {
+        if let Some(waker) = self.changed.borrow_mut().take() {
+            waker.wake();
+        }
+    }
 }
 
 impl<T: Transport> IetfSession<T> {

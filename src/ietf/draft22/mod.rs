@@ -613,6 +613,32 @@ impl Message for SubscribeOk {
     }
 }
 
+/// REQUEST_UPDATE (0x2), sent by a requester on its open request's stream to
+/// change it: its own Request ID, then the parameters that change (absent ones
+/// stay as they were).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestUpdate {
+    /// This update's Request ID.
+    pub request_id: u64,
+    /// FORWARD, SUBSCRIBER_PRIORITY, LOCATION_FILTER, ...
+    pub parameters: MessageParameters,
+}
+
+impl Message for RequestUpdate {
+    const TYPE: u64 = request_type::REQUEST_UPDATE;
+    const WHAT: &'static str = "REQUEST_UPDATE";
+    fn write_body(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+        write_varint(w, self.request_id);
+        self.parameters.write(w)
+    }
+    fn read_body(r: &mut Reader<'_>, _: &Limits) -> Result<Self, DecodeError> {
+        Ok(RequestUpdate {
+            request_id: read_varint(r)?,
+            parameters: MessageParameters::read(r)?,
+        })
+    }
+}
+
 /// REQUEST_OK (0x7): a request other than SUBSCRIBE succeeded.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestOk {
