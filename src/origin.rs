@@ -468,9 +468,15 @@ mod tests {
         origin.update("moq-test/run", session(1), Arc::from([]), true);
         origin.update("moq-test/run/a/b", session(2), Arc::from([]), true);
         assert_eq!(origin.publisher("moq-test/run/x"), None);
-        assert_eq!(origin.publisher_covering("moq-test/run/x/y"), Some(session(1)));
+        assert_eq!(
+            origin.publisher_covering("moq-test/run/x/y"),
+            Some(session(1))
+        );
         // The longest announced path wins; the path itself first of all.
-        assert_eq!(origin.publisher_covering("moq-test/run/a/b/c"), Some(session(2)));
+        assert_eq!(
+            origin.publisher_covering("moq-test/run/a/b/c"),
+            Some(session(2))
+        );
         assert_eq!(origin.publisher_covering("moq-test/run"), Some(session(1)));
         // Whole segments only.
         assert_eq!(origin.publisher_covering("moq-test/runner/x"), None);

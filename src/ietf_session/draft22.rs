@@ -34,15 +34,15 @@ use super::state::{IetfSession, Incoming, Subscription};
 use super::window::{InvalidRange, Window};
 use crate::ietf::draft22::{
     self, request_type, Decode, Encode, MessageParameters, Namespace, NamespaceDone, PublishDone,
-    PublishNamespace, RequestError, RequestOk, RequestUpdate, Setup, Subscribe,
-    SubscribeNamespace, SubscribeOk, PADDING_STREAM_TYPE, SETUP_TYPE,
+    PublishNamespace, RequestError, RequestOk, RequestUpdate, Setup, Subscribe, SubscribeNamespace,
+    SubscribeOk, PADDING_STREAM_TYPE, SETUP_TYPE,
 };
 use crate::ietf::{DecodeError, Limits, Location, Parameters, SessionCode, Version};
-use crate::track::TrackReplica;
 use crate::origin::{AnnounceEvent, Heard};
 use crate::session::transport::{RecvStream, SendStream, Transport};
 use crate::shard::Shard;
 use crate::task::{race, Either};
+use crate::track::TrackReplica;
 
 /// REQUEST_ERROR codes (draft 22's request error table; draft 15 moved
 /// DOES_NOT_EXIST from 0x4, now MALFORMED_AUTH_TOKEN, to 0x10).
@@ -472,7 +472,12 @@ async fn watch_subscription<T: Transport>(
                 }
             }
             Err((code, reason)) => {
-                debug!(session = session.id, id = sub.request_id, reason, "REQUEST_UPDATE refused");
+                debug!(
+                    session = session.id,
+                    id = sub.request_id,
+                    reason,
+                    "REQUEST_UPDATE refused"
+                );
                 let error = RequestError {
                     code,
                     retry_interval: 0,

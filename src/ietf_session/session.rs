@@ -326,9 +326,14 @@ pub(super) fn open_subscription<T: Transport>(
         object: (g.frame_count() as u64).saturating_sub(1),
     });
     let resolved = window(largest).and_then(|(window, first)| {
-        let passed = window.end.filter(|end| largest.is_some_and(|l| l.group > end.group));
+        let passed = window
+            .end
+            .filter(|end| largest.is_some_and(|l| l.group > end.group));
         if let (Some(end), First::From(from)) = (passed, first) {
-            if replica.group_from(from).is_none_or(|g| g.sequence > end.group) {
+            if replica
+                .group_from(from)
+                .is_none_or(|g| g.sequence > end.group)
+            {
                 return Err(InvalidRange("the range is over and not cached"));
             }
         }
@@ -492,7 +497,10 @@ fn subscribe_update<T: Transport>(session: &Rc<IetfSession<T>>, m: SubscribeUpda
         });
     }
     let Some(sub) = session.subscriptions.borrow().get(&target).cloned() else {
-        debug!(session = session.id, target, "SUBSCRIBE_UPDATE for an ended subscription");
+        debug!(
+            session = session.id,
+            target, "SUBSCRIBE_UPDATE for an ended subscription"
+        );
         return;
     };
     let window = match sub.window.get().narrowed(m.start, m.end_group) {
@@ -504,7 +512,13 @@ fn subscribe_update<T: Transport>(session: &Rc<IetfSession<T>>, m: SubscribeUpda
             })
         }
     };
-    debug!(session = session.id, target, ?window, forward = m.forward, "ietf subscribe update");
+    debug!(
+        session = session.id,
+        target,
+        ?window,
+        forward = m.forward,
+        "ietf subscribe update"
+    );
     sub.window.set(window);
     sub.priority
         .set(super::bridge::lite_priority(m.subscriber_priority));
@@ -692,15 +706,18 @@ fn unsubscribe_namespace<T: Transport>(session: &Rc<IetfSession<T>>, m: Unsubscr
         NamespaceInterest::Prefix(prefix) => {
             let prefix = crate::origin::normalize(&namespace_to_path(prefix));
             // An empty tuple is also how moq-net writes Request ID 0.
-            by_prefix(&prefix).or_else(|| {
-                (prefix.is_empty() && requests.contains_key(&0)).then_some(0)
-            })
+            by_prefix(&prefix)
+                .or_else(|| (prefix.is_empty() && requests.contains_key(&0)).then_some(0))
         }
         NamespaceInterest::RequestId(id) => requests.contains_key(id).then_some(*id),
     };
     match found.and_then(|id| requests.get(&id)) {
         Some((_, stop)) => stop.raise(),
-        None => debug!(session = session.id, ?m, "UNSUBSCRIBE_NAMESPACE names nothing open"),
+        None => debug!(
+            session = session.id,
+            ?m,
+            "UNSUBSCRIBE_NAMESPACE names nothing open"
+        ),
     }
 }
 

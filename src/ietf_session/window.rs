@@ -205,9 +205,9 @@ impl Window {
     /// is refused.
     pub(super) fn updated(&self, filter: LocationFilter) -> Result<Self, InvalidRange> {
         match filter {
-            LocationFilter::None | LocationFilter::NextObject | LocationFilter::RelativeStart(_) => {
-                Ok(Window { end: None, ..*self })
-            }
+            LocationFilter::None
+            | LocationFilter::NextObject
+            | LocationFilter::RelativeStart(_) => Ok(Window { end: None, ..*self }),
             LocationFilter::AbsoluteStart(start) => Ok(Window::open(start, true)),
             LocationFilter::AbsoluteGroupEnd { start, end_group } => Window::range(
                 start,
@@ -318,7 +318,10 @@ mod tests {
         // An open subscription may gain an end.
         let (open, _) = Window::draft14(Filter::LargestObject, Some(loc(3, 0))).unwrap();
         let same = open.narrowed(loc(3, 1), 0).unwrap();
-        assert_eq!(same, open, "an update that changes nothing keeps the newest group whole");
+        assert_eq!(
+            same, open,
+            "an update that changes nothing keeps the newest group whole"
+        );
         let ended = open.narrowed(loc(3, 1), 5).unwrap();
         assert!(ended.over_before(5));
     }
