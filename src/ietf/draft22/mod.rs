@@ -1035,6 +1035,7 @@ pub fn encode_object<B: BufMut>(
 pub enum RequestMessage {
     Setup(Setup),
     Subscribe(Subscribe),
+    RequestUpdate(RequestUpdate),
     SubscribeOk(SubscribeOk),
     RequestOk(RequestOk),
     RequestError(RequestError),
@@ -1058,6 +1059,7 @@ impl Decode for RequestMessage {
         match peek_type(buf)? {
             Setup::TYPE => wrap(buf, limits, Self::Setup),
             Subscribe::TYPE => wrap(buf, limits, Self::Subscribe),
+            RequestUpdate::TYPE => wrap(buf, limits, Self::RequestUpdate),
             SubscribeOk::TYPE => wrap(buf, limits, Self::SubscribeOk),
             RequestOk::TYPE => wrap(buf, limits, Self::RequestOk),
             RequestError::TYPE => wrap(buf, limits, Self::RequestError),
@@ -1080,6 +1082,7 @@ impl Encode for RequestMessage {
         match self {
             Self::Setup(m) => m.encode(out),
             Self::Subscribe(m) => m.encode(out),
+            Self::RequestUpdate(m) => m.encode(out),
             Self::SubscribeOk(m) => m.encode(out),
             Self::RequestOk(m) => m.encode(out),
             Self::RequestError(m) => m.encode(out),
