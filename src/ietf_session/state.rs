@@ -194,6 +194,11 @@ pub(super) struct Upstream {
     pub(super) hub: HubRef,
     pub(super) key: TrackKey,
     pub(super) cancelled: Signal,
+    /// Its subgroup streams that have ended here (read to the end, or
+    /// given up), which a PUBLISH_DONE's Stream Count waits for.
+    pub(super) streams_ended: Cell<u64>,
+    /// The task waiting for that count, woken as each stream ends.
+    pub(super) stream_ended: RefCell<Option<Waker>>,
 }
 
 /// One incoming stream, decoded message by message.

@@ -488,3 +488,54 @@ mod draft22 {
         eventually("the listener freed", || listeners() == before).await;
     }
 }
+
+/// PUBLISH_DONE travels on the control stream, apart from the subgroup
+/// streams it counts, and can overtake the end of the last one (aiomoqt's
+/// publisher sends it right after its last FIN): the relay ends the track
+/// only once the counted streams have ended, so the last group arrives whole.
+#[monoio::test(enable_timer = true)]
+async fn publish_done_waits_for_the_streams_it_counts() {
+    let shard = shard(settings());
+    let (mut client, subscriber, _subscription, request) =
+        ietf_publisher_with_lite_subscriber(&shard).await;
+    client.send(subscribe_ok(&request, 9)).await;
+    let sent = frames(3, 150);
+    let object = |payload: &Bytes| {
+        let mut data = Vec::new();
+        crate::ietf_session::bridge::object_for_frame(payload.len() as u64)
+            .encode(&mut data)
+            .unwrap();
+        data.extend_from_slice(payload);
+        data
+    };
+    let mut head = Vec::new();
+    crate::ietf_session::bridge::subgroup_for_group(9, 3, 0)
+        .encode(&mut head, V)
+        .unwrap();
+    head.extend(object(&sent[0].1));
+    let mut stream = client.transport.open_uni().await.unwrap();
+    stream.write_chunk(Bytes::from(head)).await.unwrap();
+    let mut received = ReceivedGroup::accept(&subscriber).await;
+    let (_, first) = received.frame().await.unwrap().expect("the first frame");
+    assert_eq!(first, sent[0].1);
+    // The publisher is done, with one stream still being written.
+    client
+        .send(
+            PublishDone {
+                request_id: request.request_id,
+                status: 0x2,
+                stream_count: 1,
+                reason: String::new(),
+            }
+            .into(),
+        )
+        .await;
+    let rest: Vec<u8> = sent[1..].iter().flat_map(|(_, p)| object(p)).collect();
+    stream.write_chunk(Bytes::from(rest)).await.unwrap();
+    stream.finish().unwrap();
+    for (_, payload) in &sent[1..] {
+        let (_, got) = received.frame().await.unwrap().expect("a frame");
+        assert_eq!(&got, payload);
+    }
+    assert!(received.frame().await.unwrap().is_none(), "the group ends");
+}
