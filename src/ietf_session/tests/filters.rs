@@ -128,7 +128,7 @@ async fn an_absolute_range_is_served_from_the_cache_and_ends_with_subscription_e
         ControlMessage::SubscribeOk(ok) => assert_eq!(ok.largest, Some(loc(3, 2))),
         other => panic!("expected SUBSCRIBE_OK, got {other:?}"),
     }
-    let mut cached = vec![
+    let mut cached = [
         read_subgroup(&client.transport).await,
         read_subgroup(&client.transport).await,
     ];
