@@ -13,11 +13,11 @@
 //! request stream. A subscription follows the track replica exactly as on
 //! draft 14 ([`serve_track`]), each group one subgroup stream in draft-22 layout.
 //!
-//! Served: SUBSCRIBE (LOCATION_FILTER absent, NEXT_OBJECT or RELATIVE_START 0),
-//! SUBSCRIBE_NAMESPACE, and PUBLISH_NAMESPACE, whose tracks the relay then
-//! subscribes to upstream on streams of its own ([`super::ingest`]) and reads
-//! from the publisher's subgroup streams. Refused with REQUEST_ERROR
-//! NOT_SUPPORTED: the other filters, FETCH, TRACK_STATUS, PUBLISH and
+//! Served: SUBSCRIBE (every LOCATION_FILTER, FORWARD, and REQUEST_UPDATE on
+//! its stream), SUBSCRIBE_NAMESPACE, and PUBLISH_NAMESPACE, whose tracks the
+//! relay then subscribes to upstream on streams of its own
+//! ([`super::ingest`]) and reads from the publisher's subgroup streams.
+//! Refused with REQUEST_ERROR NOT_SUPPORTED: FETCH, TRACK_STATUS, PUBLISH and
 //! SUBSCRIBE_TRACKS. A malformed or unexpected message closes this session
 //! with PROTOCOL_VIOLATION.
 

@@ -10,8 +10,8 @@
 //!   subscription) and one per group it sends (a subgroup stream).
 //!
 //! The peer as a publisher (PUBLISH_NAMESPACE, PUBLISH, its subgroup
-//! streams) is `ingest`'s. Not yet here: FETCH, and filters other than
-//! LargestObject / NextGroupStart (refused, not guessed).
+//! streams) is `ingest`'s. A subscription's filter and its updates are
+//! [`super::window`]'s rules. Not yet here: FETCH.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
