@@ -360,6 +360,7 @@ pub(super) fn open_subscription<T: Transport>(
         changed: RefCell::new(None),
         cancelled: Signal::default(),
         streams: Cell::new(0),
+        writing: Cell::new(0),
     });
     session.subscriptions.borrow_mut().insert(id, sub.clone());
     Ok(Opened {
@@ -467,6 +468,12 @@ fn subscribe<T: Transport>(session: &Rc<IetfSession<T>>, request: Subscribe) {
                 .into(),
             );
         }
+        if status.is_some_and(|(status, _)| status == DONE_SUBSCRIPTION_ENDED) {
+            // The range's last streams are still being written: they finish
+            // (an UNSUBSCRIBE or the session's end still resets them), and
+            // the subscription counts against the session until they do.
+            streams_written(&session, &sub).await;
+        }
         sub.cancelled.raise();
         session.subscriptions.borrow_mut().remove(&sub.request_id);
         session.shard.stats.subscriptions_open.dec();
@@ -524,6 +531,34 @@ fn subscribe_update<T: Transport>(session: &Rc<IetfSession<T>>, m: SubscribeUpda
         .set(super::bridge::lite_priority(m.subscriber_priority));
     sub.forward.set(m.forward);
     sub.wake();
+}
+
+/// Until `sub`'s open subgroup streams have been written (or it is
+/// cancelled, or the session closes).
+async fn streams_written<T: Transport>(session: &IetfSession<T>, sub: &Subscription) {
+    let cancel = sub.cancelled.waiter();
+    let closed = session.closed.waiter();
+    poll_fn(|cx| {
+        if sub.writing.get() == 0
+            || sub.cancelled.poll_raised(&cancel, cx).is_ready()
+            || session.closed.poll_raised(&closed, cx).is_ready()
+        {
+            return Poll::Ready(());
+        }
+        *sub.changed.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
+    })
+    .await
+}
+
+/// Counts a subgroup stream as being written while it lives.
+struct Writing(Rc<Subscription>);
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        self.0.writing.set(self.0.writing.get().saturating_sub(1));
+        self.0.wake();
+    }
 }
 
 /// How [`serve_track`] stopped.
@@ -594,8 +629,10 @@ pub(super) async fn serve_track<T: Transport>(
             continue;
         }
         sub.streams.set(sub.streams.get() + 1);
+        sub.writing.set(sub.writing.get() + 1);
         let objects = window.objects(group.sequence);
-        session.spawn(write_subgroup(session.clone(), sub.clone(), group, objects));
+        let writing = Writing(sub.clone());
+        session.spawn(write_subgroup(session.clone(), writing, group, objects));
     }
 }
 
@@ -611,10 +648,11 @@ fn send_priority(priority: u8, sequence: u64) -> i32 {
 /// write.
 async fn write_subgroup<T: Transport>(
     session: Rc<IetfSession<T>>,
-    sub: Rc<Subscription>,
+    writing: Writing,
     group: Rc<Group>,
     (first, last): (u64, Option<u64>),
 ) {
+    let sub = writing.0.clone();
     let opened = race(session.transport.open_uni(), sub.cancelled.raised()).await;
     let Either::Left(Ok(mut stream)) = opened else {
         return;

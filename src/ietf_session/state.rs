@@ -63,6 +63,9 @@ pub(super) struct Subscription {
     pub(super) cancelled: Signal,
     /// Subgroup streams opened so far (PUBLISH_DONE's Stream Count).
     pub(super) streams: Cell<u64>,
+    /// Of those, the ones still being written: a range that is over waits
+    /// for them before it lets go of the track.
+    pub(super) writing: Cell<u64>,
 }
 
 impl Subscription {
