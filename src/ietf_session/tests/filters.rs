@@ -542,3 +542,58 @@ async fn publish_done_waits_for_the_streams_it_counts() {
     }
     assert!(received.frame().await.unwrap().is_none(), "the group ends");
 }
+
+/// SUBSCRIBE_UPDATE's priority reaches the streams the subscription opens
+/// after it (and, before their next write, those already open): their send
+/// priority is the subscription's first, then the group.
+#[monoio::test(enable_timer = true)]
+async fn a_priority_update_reaches_the_send_order() {
+    let shard = shard(settings());
+    let publisher = Publisher::connect(&shard, crate::lite::Version::Lite06).await;
+    let mut client = Client::connect(&shard).await;
+    let mut request = match subscribe(0, BROADCAST, "video", Filter::LargestObject) {
+        ControlMessage::Subscribe(s) => s,
+        _ => unreachable!(),
+    };
+    request.subscriber_priority = 200;
+    client.send(request.into()).await;
+    assert!(matches!(
+        client.reply().await,
+        ControlMessage::SubscribeOk(ok) if ok.largest.is_none()
+    ));
+    let (upstream, _send, _reader) = within("upstream SUBSCRIBE", publisher.next_subscribe()).await;
+    let send_priority = |ietf: u8, group: i32| {
+        (i32::from(crate::ietf_session::bridge::lite_priority(ietf)) << 23) | group
+    };
+    let sent = frames(2, 40);
+    send_group(&publisher, upstream.id, 1, &sent).await;
+    let (recv, _) = within("a subgroup stream", client.transport.accept_uni())
+        .await
+        .unwrap();
+    eventually("the stream's priority", || recv.priority().is_some()).await;
+    assert_eq!(recv.priority(), Some(send_priority(200, 1)));
+
+    let mut more_urgent = match update(2, 0, loc(0, 0), 0) {
+        ControlMessage::SubscribeUpdate(u) => u,
+        _ => unreachable!(),
+    };
+    more_urgent.subscriber_priority = 10;
+    client.send(more_urgent.into()).await;
+    // Control messages are handled in order: once this is answered, the
+    // update has been applied.
+    client
+        .send(subscribe(4, "nobody", "video", Filter::LargestObject))
+        .await;
+    assert!(matches!(
+        client.reply().await,
+        ControlMessage::SubscribeError(_)
+    ));
+    send_group(&publisher, upstream.id, 2, &sent).await;
+    let (recv, _) = within("a subgroup stream", client.transport.accept_uni())
+        .await
+        .unwrap();
+    eventually("the stream's priority", || recv.priority().is_some()).await;
+    assert_eq!(recv.priority(), Some(send_priority(10, 2)));
+    // IETF priorities rank lower first, QUIC send priorities higher first.
+    assert!(send_priority(10, 2) > send_priority(200, 1));
+}
