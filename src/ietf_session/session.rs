@@ -10,8 +10,8 @@
 //!   subscription) and one per group it sends (a subgroup stream).
 //!
 //! The peer as a publisher (PUBLISH_NAMESPACE, PUBLISH, its subgroup
-//! streams) is `ingest`'s. A subscription's filter and its updates are
-//! [`super::window`]'s rules. Not yet here: FETCH.
+//! streams) is `ingest`'s; FETCH is `fetch`'s. A subscription's filter and
+//! its updates are [`super::window`]'s rules.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -28,9 +28,9 @@ use super::control::{ControlState, RequestKind, Violation};
 use super::state::{IetfSession, Subscription};
 use super::window::{First, InvalidRange, Window};
 use crate::ietf::{
-    ControlMessage, Decode, Encode, FetchError, GroupOrder, Location, NamespaceInterest,
-    Parameters, PublishDone, PublishNamespace, PublishNamespaceDone, SessionCode, Subscribe,
-    SubscribeError, SubscribeNamespace, SubscribeNamespaceError, SubscribeNamespaceOk, SubscribeOk,
+    ControlMessage, Decode, Encode, GroupOrder, Location, NamespaceInterest, Parameters,
+    PublishDone, PublishNamespace, PublishNamespaceDone, SessionCode, Subscribe, SubscribeError,
+    SubscribeNamespace, SubscribeNamespaceError, SubscribeNamespaceOk, SubscribeOk,
     SubscribeUpdate, UnsubscribeNamespace, Version,
 };
 use crate::lite::StreamCode;
@@ -94,6 +94,7 @@ pub(super) fn open<T: Transport>(
         outbox: RefCell::new(VecDeque::new()),
         outbox_waker: RefCell::new(None),
         subscriptions: RefCell::new(HashMap::new()),
+        fetches: RefCell::new(HashMap::new()),
         control: RefCell::new(ControlState::server(REQUEST_WINDOW, webtransport)),
         namespace_listeners: Cell::new(0),
         namespace_requests: RefCell::new(HashMap::new()),
@@ -152,6 +153,9 @@ impl<T: Transport> Drop for Registered<T> {
         session.closed.raise();
         for sub in session.subscriptions.borrow().values() {
             sub.cancelled.raise();
+        }
+        for fetch in session.fetches.borrow().values() {
+            fetch.raise();
         }
         session.shard.unregister_session(session.session_ref());
         super::ingest::end(session);
@@ -281,14 +285,12 @@ fn handle<T: Transport>(session: &Rc<IetfSession<T>>, msg: ControlMessage) {
         M::SubscribeError(m) => super::ingest::subscribe_error(session, m),
         M::PublishDone(m) => super::ingest::publish_done(session, m),
         M::SubscribeNamespace(m) => subscribe_namespace(session, m),
-        M::Fetch(m) => session.send(
-            FetchError {
-                request_id: m.request_id,
-                code: REQUEST_NOT_SUPPORTED,
-                reason: "not supported".into(),
+        M::Fetch(m) => super::fetch::fetch14(session, m),
+        M::FetchCancel(m) => {
+            if let Some(cancel) = session.fetches.borrow().get(&m.request_id) {
+                cancel.raise();
             }
-            .into(),
-        ),
+        }
         // A client sending GOAWAY is refused by the control state; the rest
         // (REQUESTS_BLOCKED, ...) need no answer here.
         _ => {}
@@ -361,6 +363,10 @@ pub(super) fn open_subscription<T: Transport>(
         cancelled: Signal::default(),
         streams: Cell::new(0),
         writing: Cell::new(0),
+        key: key.clone(),
+        largest_group: largest.map(|l| l.group),
+        join_group: Cell::new(None),
+        joined: Signal::default(),
     });
     session.subscriptions.borrow_mut().insert(id, sub.clone());
     Ok(Opened {
@@ -401,8 +407,7 @@ pub(super) fn subscribed_track(
 
 fn subscribe<T: Transport>(session: &Rc<IetfSession<T>>, request: Subscribe) {
     let id = request.request_id;
-    if session.subscriptions.borrow().len() >= session.shard.settings.max_subscriptions_per_session
-    {
+    if session.requests_open() >= session.shard.settings.max_subscriptions_per_session {
         session.shard.stats.subscriptions_refused_limit.inc();
         return refuse(session, id, SUBSCRIBE_NOT_SUPPORTED, "subscription limit");
     }
@@ -591,6 +596,12 @@ pub(super) async fn serve_track<T: Transport>(
         First::Newest => None,
         First::From(sequence) => Some(sequence),
     };
+    // Starting at a group named against a known Largest, the subscription
+    // joins there (a joining FETCH ends right before it); otherwise at the
+    // first group it reaches.
+    if let (Some(next), Some(_)) = (next, sub.largest_group) {
+        sub.join_at(next);
+    }
     let ends_at_range = session.version == Version::Draft14;
     loop {
         let step = poll_fn(|cx| {
@@ -622,6 +633,7 @@ pub(super) async fn serve_track<T: Transport>(
             Ok(group) => group,
             Err(served) => return served,
         };
+        sub.join_at(group.sequence);
         // A group past u64::MAX cannot come: stay on it rather than wrap.
         next = Some(group.sequence.saturating_add(1));
         let window = sub.window.get();
