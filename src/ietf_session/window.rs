@@ -73,11 +73,7 @@ impl Window {
                 });
                 (Window::open(start, false), First::Newest)
             }
-            Filter::NextGroupStart => {
-                let group = largest.map_or(0, |l| l.group.saturating_add(1));
-                let start = Location { group, object: 0 };
-                (Window::open(start, true), First::From(group))
-            }
+            Filter::NextGroupStart => Window::after_largest(0, largest),
             Filter::AbsoluteStart(start) => (Window::open(start, true), First::From(start.group)),
             Filter::AbsoluteRange { start, end_group } => {
                 let end = End {
@@ -98,12 +94,7 @@ impl Window {
             LocationFilter::None | LocationFilter::NextObject => {
                 Window::draft14(Filter::LargestObject, largest)?
             }
-            LocationFilter::RelativeStart(groups) => {
-                let next = largest.map_or(0, |l| l.group.saturating_add(1));
-                let group = next.saturating_sub(groups);
-                let start = Location { group, object: 0 };
-                (Window::open(start, true), First::From(group))
-            }
+            LocationFilter::RelativeStart(groups) => Window::after_largest(groups, largest),
             LocationFilter::AbsoluteStart(start) => {
                 (Window::open(start, true), First::From(start.group))
             }
@@ -126,6 +117,19 @@ impl Window {
                 (Window::range(start, end)?, First::From(start.group))
             }
         })
+    }
+
+    /// From `groups` groups before the one after Largest. With no Largest
+    /// known (a replica that has no group yet) the start is {0, 0}, and the
+    /// relay starts at the newest group it gets, as it always has, rather
+    /// than replay a cache snapshot that arrives after the SUBSCRIBE.
+    fn after_largest(groups: u64, largest: Option<Location>) -> (Self, First) {
+        let Some(largest) = largest else {
+            return (Window::open(Location::default(), true), First::Newest);
+        };
+        let group = largest.group.saturating_add(1).saturating_sub(groups);
+        let start = Location { group, object: 0 };
+        (Window::open(start, true), First::From(group))
     }
 
     fn range(start: Location, end: End) -> Result<Self, InvalidRange> {
@@ -251,7 +255,7 @@ mod tests {
         assert_eq!((w.start, first), (loc(8, 0), First::From(8)));
         assert!(!w.passes(7));
         let (w, first) = Window::draft14(Filter::NextGroupStart, None).unwrap();
-        assert_eq!((w.start, first), (loc(0, 0), First::From(0)));
+        assert_eq!((w.start, first), (loc(0, 0), First::Newest));
         let (w, first) = Window::draft22(LocationFilter::RelativeStart(2), largest).unwrap();
         assert_eq!((w.start, first), (loc(6, 0), First::From(6)));
         let (_, first) = Window::draft22(LocationFilter::RelativeStart(99), largest).unwrap();
