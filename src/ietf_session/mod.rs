@@ -35,3 +35,4 @@ mod state;
 mod test_clients;
 #[cfg(test)]
 mod tests;
+mod window;

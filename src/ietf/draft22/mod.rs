@@ -634,6 +634,32 @@ impl Message for SubscribeOk {
     }
 }
 
+/// REQUEST_UPDATE (0x2), sent by a requester on its open request's stream to
+/// change it: its own Request ID, then the parameters that change (absent ones
+/// stay as they were).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestUpdate {
+    /// This update's Request ID.
+    pub request_id: u64,
+    /// FORWARD, SUBSCRIBER_PRIORITY, LOCATION_FILTER, ...
+    pub parameters: MessageParameters,
+}
+
+impl Message for RequestUpdate {
+    const TYPE: u64 = request_type::REQUEST_UPDATE;
+    const WHAT: &'static str = "REQUEST_UPDATE";
+    fn write_body(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+        write_varint(w, self.request_id);
+        self.parameters.write(w)
+    }
+    fn read_body(r: &mut Reader<'_>, _: &Limits) -> Result<Self, DecodeError> {
+        Ok(RequestUpdate {
+            request_id: read_varint(r)?,
+            parameters: MessageParameters::read(r)?,
+        })
+    }
+}
+
 /// REQUEST_OK (0x7): a request other than SUBSCRIBE succeeded.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestOk {
@@ -1329,6 +1355,7 @@ impl Encode for FetchObject {
 pub enum RequestMessage {
     Setup(Setup),
     Subscribe(Subscribe),
+    RequestUpdate(RequestUpdate),
     SubscribeOk(SubscribeOk),
     RequestOk(RequestOk),
     RequestError(RequestError),
@@ -1354,6 +1381,7 @@ impl Decode for RequestMessage {
         match peek_type(buf)? {
             Setup::TYPE => wrap(buf, limits, Self::Setup),
             Subscribe::TYPE => wrap(buf, limits, Self::Subscribe),
+            RequestUpdate::TYPE => wrap(buf, limits, Self::RequestUpdate),
             SubscribeOk::TYPE => wrap(buf, limits, Self::SubscribeOk),
             RequestOk::TYPE => wrap(buf, limits, Self::RequestOk),
             RequestError::TYPE => wrap(buf, limits, Self::RequestError),
@@ -1378,6 +1406,7 @@ impl Encode for RequestMessage {
         match self {
             Self::Setup(m) => m.encode(out),
             Self::Subscribe(m) => m.encode(out),
+            Self::RequestUpdate(m) => m.encode(out),
             Self::SubscribeOk(m) => m.encode(out),
             Self::RequestOk(m) => m.encode(out),
             Self::RequestError(m) => m.encode(out),
