@@ -2,7 +2,8 @@
 //! aiomoqt 0.13.3, the Python stack (installed by
 //! `scripts/install-clients.sh`): its publisher example offers a track with
 //! PUBLISH and is read through qumo by its subscriber example and by a
-//! moq-lite subscriber; a moq-lite clock is read by an aiomoqt subscriber.
+//! moq-lite subscriber; a moq-lite clock is read by an aiomoqt subscriber;
+//! its interop client's FETCH and joining FETCH cases are served from cache.
 //!
 //! Draft 22: aiomoqt 0.13.3 speaks it too (ALPN `moqt-22`, `--draft 22`).
 //! TODO(draft22): once qumo serves `moqt-22`, run each test below with
@@ -368,6 +369,81 @@ fn aiomoqt_interop_client_cases_pass() {
             "{line}\nclient output:\n{}\nrelay log:\n{}",
             client.stdout.snapshot().join("\n"),
             relay.log()
+        );
+    }
+}
+
+/// aiomoqt's interop client runs its history cases only when named: `fetch`
+/// (a standalone FETCH of a group the relay has forwarded, from a fresh
+/// session) and `join` (SUBSCRIBE plus a relative joining FETCH one group
+/// back; on draft 22 a SUBSCRIBE with FILL). qumo serves both from its group
+/// cache on both drafts. Two shards, so that the fetching session may sit on
+/// a shard that attaches the cache from another.
+#[test]
+fn aiomoqt_fetch_and_joining_fetch_are_served_from_the_cache() {
+    let relay = Relay::start(2);
+    let url = format!("moqt://{}", relay.addr);
+    for (draft, case) in [
+        (DRAFT, "fetch"),
+        (DRAFT, "join"),
+        ("22", "fetch"),
+        ("22", "join"),
+    ] {
+        let client = spawn_aiomoqt(&[
+            "-m",
+            "aiomoqt.tools.moq_interop_client",
+            "-r",
+            &url,
+            "--draft",
+            draft,
+            "--tls-disable-verify",
+            "-t",
+            case,
+        ]);
+        let suffix = format!(" - {case}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let line = loop {
+            let done = client.stdout.snapshot().into_iter().find(|l| {
+                l.ends_with(&suffix) && (l.starts_with("ok ") || l.starts_with("not ok "))
+            });
+            if let Some(line) = done {
+                break line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no result for {case} (draft {draft}); client output:\n{:#?}\nrelay log:\n{}",
+                client.stdout.snapshot(),
+                relay.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(
+            line.starts_with("ok "),
+            "{line}\nclient output:\n{}\nrelay log:\n{}",
+            client.stdout.snapshot().join("\n"),
+            relay.log()
+        );
+        // One group of the case's publisher (5 objects): the standalone
+        // FETCH names a whole past group; the joining one reaches one group
+        // back from where its subscription starts, a group whose last object
+        // may still be in flight when the FETCH comes, but never two groups.
+        let fetched = client
+            .stdout
+            .snapshot()
+            .iter()
+            .find_map(|l| {
+                let count = l.trim().strip_prefix("message: \"")?;
+                count.split(' ').next()?.parse::<usize>().ok()
+            })
+            .unwrap_or(0);
+        let expected = match case {
+            "fetch" => 5..=5,
+            _ => 1..=5,
+        };
+        assert!(
+            expected.contains(&fetched),
+            "{case} (draft {draft}): {fetched} objects fetched, not one group:\n{}",
+            client.stdout.snapshot().join("\n")
         );
     }
 }
