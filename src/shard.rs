@@ -601,7 +601,7 @@ impl Drop for ForwardedFetch {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::lite::StreamCode;
     use crate::message::TrackName;
@@ -705,7 +705,9 @@ mod tests {
         }
     }
 
-    fn two_shards() -> [Rc<Shard>; 2] {
+    /// Two shards whose mesh is an in-memory queue, pumped by a task: for
+    /// tests of anything that crosses shards.
+    pub(crate) fn two_shards() -> [Rc<Shard>; 2] {
         let net = Rc::new(TwoShards::default());
         let backlog = Arc::new(MeshBacklog::default());
         let shards = [0, 1].map(|index| {

@@ -384,7 +384,8 @@ async fn subscribe<T: Transport>(
         request.parameters.subscriber_priority(),
         request.parameters.forward(),
         |largest| Window::draft22(filter, largest),
-    );
+    )
+    .await;
     let Opened {
         sub,
         replica,

@@ -476,17 +476,7 @@ async fn resolve<T: Transport>(
             }
             let replica = holds.hold_track(&key);
             // The shard's replica attaches with the hub's cached groups.
-            let attached = async {
-                let waiter = replica.waiter();
-                std::future::poll_fn(|cx| match replica.state() {
-                    TrackState::Pending => {
-                        waiter.register(cx);
-                        std::task::Poll::Pending
-                    }
-                    _ => std::task::Poll::Ready(()),
-                })
-                .await
-            };
+            let attached = super::session::attached(&replica);
             match race(race(attached, monoio::time::sleep(FETCH_WAIT)), stopped()).await {
                 Either::Left(Either::Left(())) => {}
                 Either::Left(Either::Right(())) => return Err(Refusal::DoesNotExist),
@@ -498,6 +488,13 @@ async fn resolve<T: Transport>(
             subscription,
             start,
         } => {
+            // A SUBSCRIBE still waiting for its replica is answered first.
+            let opening = session.opening.borrow().get(&subscription).cloned();
+            if let Some(settled) = opening {
+                if let Either::Right(_) = race(settled.raised(), stopped()).await {
+                    return Ok(None);
+                }
+            }
             let Some(sub) = session.subscriptions.borrow().get(&subscription).cloned() else {
                 return Err(Refusal::UnknownJoin);
             };

@@ -19,6 +19,7 @@ use std::future::poll_fn;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Poll;
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tracing::{debug, info};
@@ -94,6 +95,7 @@ pub(super) fn open<T: Transport>(
         outbox: RefCell::new(VecDeque::new()),
         outbox_waker: RefCell::new(None),
         subscriptions: RefCell::new(HashMap::new()),
+        opening: RefCell::new(HashMap::new()),
         fetches: RefCell::new(HashMap::new()),
         control: RefCell::new(ControlState::server(REQUEST_WINDOW, webtransport)),
         namespace_listeners: Cell::new(0),
@@ -308,21 +310,125 @@ fn refuse(session: &IetfSession<impl Transport>, request_id: u64, code: u64, rea
     );
 }
 
+/// How long a SUBSCRIBE waits for the shard's replica of its track to attach
+/// before it is answered without a Largest.
+const ATTACH_WAIT: Duration = Duration::from_secs(2);
+
+/// Until the owner has attached the shard's replica (or ended the track).
+pub(super) async fn attached(replica: &TrackReplica) {
+    let waiter = replica.waiter();
+    poll_fn(|cx| match replica.state() {
+        TrackState::Pending => {
+            waiter.register(cx);
+            Poll::Pending
+        }
+        _ => Poll::Ready(()),
+    })
+    .await
+}
+
 /// A subscription `id` of this session to `key`, following the shard's
 /// replica of the track: registered, counted, with the newest object there
 /// is now (SUBSCRIBE_OK's Largest) and the filter `window` resolved against
-/// it. A range the relay cannot serve (it ends before it starts, or it is
-/// over and no longer cached) is refused before anything is registered.
-/// Either draft.
+/// it, once the replica has attached (or [`ATTACH_WAIT`] has passed). A
+/// range the relay cannot serve (it ends before it starts, or it is over and
+/// no longer cached) is refused before anything is registered. Either draft.
 pub(super) fn open_subscription<T: Transport>(
-    session: &IetfSession<T>,
+    session: &Rc<IetfSession<T>>,
     id: u64,
     key: &TrackKey,
     subscriber_priority: u8,
     forward: bool,
     window: impl FnOnce(Option<Location>) -> Result<(Window, First), InvalidRange>,
+) -> impl std::future::Future<Output = Result<Opened, InvalidRange>> {
+    // Reserved now, not when the future first runs: the session's request
+    // limit counts the SUBSCRIBE from the moment it is read.
+    let reservation = Reservation::new(session, id, key);
+    let (session, key) = (session.clone(), key.clone());
+    async move {
+        let replica = reservation.replica.clone();
+        if replica.state() == TrackState::Pending {
+            // A replica this SUBSCRIBE created on a shard that does not own
+            // the track is empty until the owner attaches it with its cached
+            // groups (one hop between shards). Answering before that would
+            // tell the subscriber the track has no content: no Largest, so a
+            // FILL or a joining FETCH would cover nothing and NextGroupStart
+            // would take the owner's current group as new.
+            let waited = race(attached(&replica), monoio::time::sleep(ATTACH_WAIT));
+            let _ = race(waited, session.closed.raised()).await;
+        }
+        let result = settle(
+            &session,
+            id,
+            &key,
+            &replica,
+            subscriber_priority,
+            forward,
+            window,
+        );
+        reservation.settled(result.is_ok());
+        result
+    }
+}
+
+/// A SUBSCRIBE between being read and being answered: counted in the
+/// session's `opening`, holding the shard's replica. Dropped unsettled (the
+/// session's task gone), it gives both back.
+struct Reservation<T: Transport> {
+    session: Rc<IetfSession<T>>,
+    id: u64,
+    key: TrackKey,
+    replica: Rc<TrackReplica>,
+    settled: Rc<Signal>,
+    /// The hold on the replica passed to an open subscription.
+    kept: Cell<bool>,
+}
+
+impl<T: Transport> Reservation<T> {
+    fn new(session: &Rc<IetfSession<T>>, id: u64, key: &TrackKey) -> Self {
+        let replica = session.shard.subscribe_local(key);
+        // Held while it attaches, so that no other subscription's end
+        // releases it.
+        replica.add_subscriber();
+        let settled = Rc::new(Signal::default());
+        session.opening.borrow_mut().insert(id, settled.clone());
+        Reservation {
+            session: session.clone(),
+            id,
+            key: key.clone(),
+            replica,
+            settled,
+            kept: Cell::new(false),
+        }
+    }
+
+    /// Answered: `opened` keeps the hold on the replica for the subscription.
+    fn settled(self, opened: bool) {
+        self.kept.set(opened);
+    }
+}
+
+impl<T: Transport> Drop for Reservation<T> {
+    fn drop(&mut self) {
+        self.session.opening.borrow_mut().remove(&self.id);
+        self.settled.raise();
+        if !self.kept.get() && self.replica.remove_subscriber() == 0 {
+            self.session.shard.release_local(&self.key, &self.replica);
+        }
+    }
+}
+
+/// The rest of [`open_subscription`], once the replica is as attached as it
+/// will be: Largest, the window, and the subscription registered.
+fn settle<T: Transport>(
+    session: &IetfSession<T>,
+    id: u64,
+    key: &TrackKey,
+    replica: &Rc<TrackReplica>,
+    subscriber_priority: u8,
+    forward: bool,
+    window: impl FnOnce(Option<Location>) -> Result<(Window, First), InvalidRange>,
 ) -> Result<Opened, InvalidRange> {
-    let replica = session.shard.subscribe_local(key);
     let largest = replica.group_after(None).map(|g| Location {
         group: g.sequence,
         object: (g.frame_count() as u64).saturating_sub(1),
@@ -341,16 +447,8 @@ pub(super) fn open_subscription<T: Transport>(
         }
         Ok((window, first))
     });
-    let (window, first) = match resolved {
-        Ok(resolved) => resolved,
-        Err(e) => {
-            if replica.subscribers() == 0 {
-                session.shard.release_local(key, &replica);
-            }
-            return Err(e);
-        }
-    };
-    replica.add_subscriber();
+    // A refusal gives the hold back as the reservation drops.
+    let (window, first) = resolved?;
     session.shard.stats.subscriptions_open.inc();
     let sub = Rc::new(Subscription {
         request_id: id,
@@ -371,7 +469,7 @@ pub(super) fn open_subscription<T: Transport>(
     session.subscriptions.borrow_mut().insert(id, sub.clone());
     Ok(Opened {
         sub,
-        replica,
+        replica: replica.clone(),
         largest,
         first,
     })
@@ -447,39 +545,40 @@ fn subscribe<T: Transport>(session: &Rc<IetfSession<T>>, request: Subscribe) {
     };
     debug!(session = session.id, id, track = %key, "ietf subscribe");
     let filter = request.filter;
-    let opened = open_subscription(
+    let opening = open_subscription(
         session,
         id,
         &key,
         request.subscriber_priority,
         request.forward,
-        |largest| Window::draft14(filter, largest),
-    );
-    let Opened {
-        sub,
-        replica,
-        largest,
-        first,
-    } = match opened {
-        Ok(opened) => opened,
-        Err(InvalidRange(reason)) => {
-            return refuse(session, id, SUBSCRIBE_INVALID_RANGE, reason);
-        }
-    };
-    session.send(
-        SubscribeOk {
-            request_id: id,
-            track_alias: sub.track_alias,
-            expires: 0,
-            group_order: GroupOrder::Ascending,
-            largest,
-            parameters: Parameters::default(),
-        }
-        .into(),
+        move |largest| Window::draft14(filter, largest),
     );
     let session2 = session.clone();
     session.spawn(async move {
         let session = session2;
+        let opened = opening.await;
+        let Opened {
+            sub,
+            replica,
+            largest,
+            first,
+        } = match opened {
+            Ok(opened) => opened,
+            Err(InvalidRange(reason)) => {
+                return refuse(&session, id, SUBSCRIBE_INVALID_RANGE, reason);
+            }
+        };
+        session.send(
+            SubscribeOk {
+                request_id: id,
+                track_alias: sub.track_alias,
+                expires: 0,
+                group_order: GroupOrder::Ascending,
+                largest,
+                parameters: Parameters::default(),
+            }
+            .into(),
+        );
         let status = match serve_track(&session, &sub, &replica, first).await {
             Served::Ended(None) => Some((DONE_TRACK_ENDED, "track ended")),
             Served::Ended(Some(_)) => Some((DONE_INTERNAL_ERROR, "track reset upstream")),
@@ -534,9 +633,11 @@ fn subscribe_update<T: Transport>(session: &Rc<IetfSession<T>>, m: SubscribeUpda
         });
     }
     let Some(sub) = session.subscriptions.borrow().get(&target).cloned() else {
+        // Also one still waiting for its replica (`opening`): the update
+        // crossed its start and is dropped, as for one that crossed its end.
         debug!(
             session = session.id,
-            target, "SUBSCRIBE_UPDATE for an ended subscription"
+            target, "SUBSCRIBE_UPDATE for a subscription not open"
         );
         return;
     };

@@ -37,6 +37,10 @@ pub(super) struct IetfSession<T: Transport> {
     pub(super) outbox: RefCell<VecDeque<ControlMessage>>,
     pub(super) outbox_waker: RefCell<Option<Waker>>,
     /// Open subscriptions by Request ID.
+    /// SUBSCRIBEs waiting (bounded) for the shard's replica of their track
+    /// to attach, so that SUBSCRIBE_OK's Largest is the track's and not an
+    /// empty replica's; the signal is raised when the wait is over.
+    pub(super) opening: RefCell<HashMap<u64, Rc<Signal>>>,
     pub(super) subscriptions: RefCell<HashMap<u64, Rc<Subscription>>>,
     /// FETCHes being served, by Request ID: each one's cancel signal
     /// (FETCH_CANCEL on draft 14, a reset request stream on draft 22).
@@ -139,7 +143,9 @@ impl<T: Transport> IetfSession<T> {
     /// Subscriptions and FETCHes open: what `max_subscriptions_per_session`
     /// bounds.
     pub(super) fn requests_open(&self) -> usize {
-        self.subscriptions.borrow().len() + self.fetches.borrow().len()
+        self.subscriptions.borrow().len()
+            + self.opening.borrow().len()
+            + self.fetches.borrow().len()
     }
 
     pub(super) fn send(&self, msg: ControlMessage) {

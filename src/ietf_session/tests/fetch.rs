@@ -381,6 +381,37 @@ async fn fetches_and_subscriptions_share_the_request_limit() {
     assert!(matches!(client.reply().await, ControlMessage::FetchOk(_)));
 }
 
+/// SUBSCRIBEs read in one burst count against the limit before their tasks
+/// run: each is reserved as it is read, not when its task first runs.
+#[monoio::test(enable_timer = true)]
+async fn subscribes_read_in_one_burst_count_against_the_limit() {
+    let mut settings = settings();
+    settings.max_subscriptions_per_session = 2;
+    let shard = shard(settings);
+    let _cached = cached(&shard, &[1], &frames(2, 50)).await;
+    let mut client = Client::connect(&shard).await;
+    let mut burst = Vec::new();
+    for id in [0, 2, 4] {
+        let message = subscribe(id, BROADCAST, "video", Filter::LargestObject);
+        burst.extend(message.to_vec(V).unwrap());
+    }
+    client
+        .control
+        .write_chunk(Bytes::from(burst))
+        .await
+        .unwrap();
+    let (mut opened, mut refused) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        match client.reply().await {
+            ControlMessage::SubscribeOk(ok) => opened.push(ok.request_id),
+            ControlMessage::SubscribeError(e) => refused.push((e.request_id, e.code)),
+            other => panic!("expected SUBSCRIBE_OK or _ERROR, got {other:?}"),
+        }
+    }
+    opened.sort_unstable();
+    assert_eq!((opened, refused), (vec![0, 2], vec![(4, 0x3)]));
+}
+
 // ---------------------------------------------------------------------------
 // Draft 22
 
@@ -562,4 +593,62 @@ async fn a_draft22_fill_serves_the_groups_before_its_subscription() {
         RequestMessage::PublishDone(done) => assert_eq!(done.stream_count, 2),
         other => panic!("expected PUBLISH_DONE, got {other:?}"),
     }
+}
+
+/// A shard that does not own the track builds its replica empty, and the
+/// owner attaches it with its cached groups one hop later. SUBSCRIBE_OK
+/// waits for that, so its Largest is the track's: a FILL or a joining FETCH
+/// counts back from it (before, a subscriber there was told the track had
+/// no content, and aiomoqt's draft-22 `join` got nothing).
+async fn largest_on_the_other_shard(draft: Version) {
+    let shards = crate::shard::tests::two_shards();
+    let key: crate::message::TrackKey = std::sync::Arc::new(crate::message::TrackName {
+        broadcast: BROADCAST.into(),
+        track: "video".into(),
+    });
+    let owner = crate::router::owner_of(&key, 2);
+    let (home, away) = (&shards[owner], &shards[1 - owner]);
+    let sent = frames(2, 50);
+    let _cached = cached(home, &[3, 4, 5], &sent).await;
+    eventually("the broadcast known on the other shard", || {
+        away.publisher_covering(BROADCAST).is_some()
+    })
+    .await;
+    match draft {
+        Version::Draft14 => {
+            let mut client = Client::connect(away).await;
+            client
+                .send(subscribe(0, BROADCAST, "video", Filter::LargestObject))
+                .await;
+            match client.reply().await {
+                ControlMessage::SubscribeOk(ok) => assert_eq!(ok.largest, Some(loc(5, 1))),
+                other => panic!("expected SUBSCRIBE_OK, got {other:?}"),
+            }
+        }
+        Version::Draft22 => {
+            let client = Client22::connect(away).await;
+            let mut request = client
+                .subscribe(0, BROADCAST, LocationFilter::NextObject)
+                .await;
+            match request.reply().await {
+                RequestMessage::SubscribeOk(ok) => assert!(
+                    ok.parameters
+                        .0
+                        .contains(&(d22::param::LARGEST_OBJECT, ParamValue::Location(loc(5, 1)))),
+                    "{ok:?}"
+                ),
+                other => panic!("expected SUBSCRIBE_OK, got {other:?}"),
+            }
+        }
+    }
+}
+
+#[monoio::test(enable_timer = true)]
+async fn a_draft14_subscribe_on_another_shard_answers_with_the_owners_largest() {
+    largest_on_the_other_shard(Version::Draft14).await;
+}
+
+#[monoio::test(enable_timer = true)]
+async fn a_draft22_subscribe_on_another_shard_answers_with_the_owners_largest() {
+    largest_on_the_other_shard(Version::Draft22).await;
 }
