@@ -730,6 +730,78 @@ impl Message for PublishNamespace {
     }
 }
 
+/// PUBLISH (0x1D), the first message of a track offer's bidi stream, opened by
+/// the publisher. From draft 20 the answer is a REQUEST_OK carrying only
+/// EXPIRES; the subscriber sets Forward later with [`RequestUpdate`] on the same
+/// stream, and the publisher ends the track with PUBLISH_DONE there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    /// Request ID (even from the client, odd from the server).
+    pub request_id: u64,
+    /// Track Namespace tuple.
+    pub namespace: Vec<String>,
+    /// Track Name.
+    pub name: String,
+    /// The alias the publisher's subgroup streams carry.
+    pub track_alias: u64,
+    /// FORWARD (absent means 1: objects may flow before the answer),
+    /// LARGEST_OBJECT, delivery timeouts, ...
+    pub parameters: MessageParameters,
+    /// Track Properties (e.g. DEFAULT_PUBLISHER_GROUP_ORDER 0x22), to the end of
+    /// the message.
+    pub properties: Parameters,
+}
+
+impl Message for Publish {
+    const TYPE: u64 = 0x1d;
+    const WHAT: &'static str = "PUBLISH";
+    fn write_body(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+        write_varint(w, self.request_id);
+        wire::write_namespace(w, &self.namespace)?;
+        wire::write_bytes(w, self.name.as_bytes());
+        write_varint(w, self.track_alias);
+        self.parameters.write(w)?;
+        write_pairs(w, &self.properties)
+    }
+    fn read_body(r: &mut Reader<'_>, limits: &Limits) -> Result<Self, DecodeError> {
+        Ok(Publish {
+            request_id: read_varint(r)?,
+            namespace: wire::read_namespace(r, limits)?,
+            name: wire::read_string(r, "track name", limits.max_name)?,
+            track_alias: read_varint(r)?,
+            parameters: MessageParameters::read(r)?,
+            properties: read_pairs(r)?,
+        })
+    }
+}
+
+/// REQUEST_UPDATE (0x2), sent on an open request's stream to change it (for a
+/// PUBLISH, by the subscriber: FORWARD on or off). It takes a Request ID of its
+/// own from the sender's sequence and is answered by one REQUEST_OK or
+/// REQUEST_ERROR on the other half of the stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestUpdate {
+    /// This update's own Request ID.
+    pub request_id: u64,
+    /// The parameters that change (FORWARD, SUBSCRIBER_PRIORITY, LOCATION_FILTER).
+    pub parameters: MessageParameters,
+}
+
+impl Message for RequestUpdate {
+    const TYPE: u64 = 0x2;
+    const WHAT: &'static str = "REQUEST_UPDATE";
+    fn write_body(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+        write_varint(w, self.request_id);
+        self.parameters.write(w)
+    }
+    fn read_body(r: &mut Reader<'_>, _: &Limits) -> Result<Self, DecodeError> {
+        Ok(RequestUpdate {
+            request_id: read_varint(r)?,
+            parameters: MessageParameters::read(r)?,
+        })
+    }
+}
+
 /// SUBSCRIBE_NAMESPACE (0x50), the first message of a namespace listener's bidi
 /// stream; answered with REQUEST_OK, then NAMESPACE / NAMESPACE_DONE per match.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1014,6 +1086,8 @@ pub enum RequestMessage {
     RequestError(RequestError),
     PublishDone(PublishDone),
     PublishNamespace(PublishNamespace),
+    Publish(Publish),
+    RequestUpdate(RequestUpdate),
     SubscribeNamespace(SubscribeNamespace),
     Namespace(Namespace),
     NamespaceDone(NamespaceDone),
@@ -1037,6 +1111,8 @@ impl Decode for RequestMessage {
             RequestError::TYPE => wrap(buf, limits, Self::RequestError),
             PublishDone::TYPE => wrap(buf, limits, Self::PublishDone),
             PublishNamespace::TYPE => wrap(buf, limits, Self::PublishNamespace),
+            Publish::TYPE => wrap(buf, limits, Self::Publish),
+            RequestUpdate::TYPE => wrap(buf, limits, Self::RequestUpdate),
             SubscribeNamespace::TYPE => wrap(buf, limits, Self::SubscribeNamespace),
             Namespace::TYPE => wrap(buf, limits, Self::Namespace),
             NamespaceDone::TYPE => wrap(buf, limits, Self::NamespaceDone),
@@ -1059,6 +1135,8 @@ impl Encode for RequestMessage {
             Self::RequestError(m) => m.encode(out),
             Self::PublishDone(m) => m.encode(out),
             Self::PublishNamespace(m) => m.encode(out),
+            Self::Publish(m) => m.encode(out),
+            Self::RequestUpdate(m) => m.encode(out),
             Self::SubscribeNamespace(m) => m.encode(out),
             Self::Namespace(m) => m.encode(out),
             Self::NamespaceDone(m) => m.encode(out),
