@@ -17,7 +17,7 @@ use support::lite::{within, Peer};
 use support::{is_tick, moq_clock, spawn_aiomoqt, Client, Relay};
 
 /// The only draft qumo serves IETF sessions on so far.
-const DRAFT: &str = "14";
+const DRAFT: &str = "22";
 
 /// Payload size of the example publisher's objects in these tests.
 const OBJECT_SIZE: usize = 48;

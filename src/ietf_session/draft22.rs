@@ -14,11 +14,11 @@
 //! draft 14 ([`serve_track`]), each group one subgroup stream in draft-22 layout.
 //!
 //! Served: SUBSCRIBE (LOCATION_FILTER absent, NEXT_OBJECT or RELATIVE_START 0),
-//! SUBSCRIBE_NAMESPACE, and PUBLISH_NAMESPACE, whose tracks the relay then
+//! SUBSCRIBE_NAMESPACE, PUBLISH_NAMESPACE, whose tracks the relay then
 //! subscribes to upstream on streams of its own ([`super::ingest`]) and reads
-//! from the publisher's subgroup streams. Refused with REQUEST_ERROR
-//! NOT_SUPPORTED: the other filters, FETCH, TRACK_STATUS, PUBLISH and
-//! SUBSCRIBE_TRACKS. A malformed or unexpected message closes this session
+//! from the publisher's subgroup streams, and PUBLISH ([`super::publish22`]).
+//! Refused with REQUEST_ERROR NOT_SUPPORTED: the other filters, FETCH,
+//! TRACK_STATUS and SUBSCRIBE_TRACKS. A malformed or unexpected message closes this session
 //! with PROTOCOL_VIOLATION.
 
 use std::future::poll_fn;
@@ -34,8 +34,8 @@ use super::session::{open_subscription, serve_track};
 use super::state::{IetfSession, Incoming};
 use crate::ietf::draft22::{
     self, request_type, Decode, Encode, LocationFilter, MessageParameters, Namespace,
-    NamespaceDone, PublishDone, PublishNamespace, RequestError, RequestOk, Setup, Subscribe,
-    SubscribeNamespace, SubscribeOk, PADDING_STREAM_TYPE, SETUP_TYPE,
+    NamespaceDone, Publish, PublishDone, PublishNamespace, RequestError, RequestOk, Setup,
+    Subscribe, SubscribeNamespace, SubscribeOk, PADDING_STREAM_TYPE, SETUP_TYPE,
 };
 use crate::ietf::{DecodeError, Limits, Parameters, SessionCode, Version};
 use crate::message::{TrackKey, TrackName};
@@ -44,9 +44,11 @@ use crate::session::transport::{RecvStream, SendStream, Transport};
 use crate::shard::Shard;
 use crate::task::{race, Either};
 
-/// REQUEST_ERROR codes (draft 22's request error table).
+/// REQUEST_ERROR codes (draft 22's request error table). DOES_NOT_EXIST moved
+/// from draft 14's 0x4 to 0x10 in draft 15 (0x4 is MALFORMED_AUTH_TOKEN now);
+/// moq-net and aiomoqt agree.
 const NOT_SUPPORTED: u64 = 0x3;
-const DOES_NOT_EXIST: u64 = 0x4;
+const DOES_NOT_EXIST: u64 = 0x10;
 
 /// PUBLISH_DONE status codes.
 const DONE_INTERNAL_ERROR: u64 = 0x0;
@@ -73,7 +75,7 @@ pub async fn run<T: Transport>(shard: Rc<Shard>, transport: T) {
     session.run_until_closed().await;
 }
 
-fn protocol_violation(reason: &'static str) -> Violation {
+pub(super) fn protocol_violation(reason: &'static str) -> Violation {
     Violation {
         code: SessionCode::PROTOCOL_VIOLATION,
         reason,
@@ -206,6 +208,7 @@ enum Request {
     Subscribe(Subscribe),
     SubscribeNamespace(SubscribeNamespace),
     PublishNamespace(PublishNamespace),
+    Publish(Publish),
     /// A request this relay does not serve yet; its body was skipped.
     NotServed(u64),
 }
@@ -220,10 +223,10 @@ fn first_message(buf: &[u8], limits: &Limits) -> Result<(Request, usize), Decode
         request_type::PUBLISH_NAMESPACE => {
             PublishNamespace::decode(buf, limits).map(|(m, n)| (Request::PublishNamespace(m), n))
         }
-        request_type::FETCH
-        | request_type::TRACK_STATUS
-        | request_type::PUBLISH
-        | request_type::SUBSCRIBE_TRACKS => {
+        request_type::PUBLISH => {
+            Publish::decode(buf, limits).map(|(m, n)| (Request::Publish(m), n))
+        }
+        request_type::FETCH | request_type::TRACK_STATUS | request_type::SUBSCRIBE_TRACKS => {
             draft22::skip_message(buf, limits).map(|(ty, n)| (Request::NotServed(ty), n))
         }
         ty => Err(DecodeError::UnknownType {
@@ -252,6 +255,7 @@ async fn request<T: Transport>(
         Request::Subscribe(m) => subscribe(session, m, send, incoming).await,
         Request::SubscribeNamespace(m) => subscribe_namespace(session, m, send, incoming).await,
         Request::PublishNamespace(m) => publish_namespace(session, m, send, incoming).await,
+        Request::Publish(m) => super::publish22::serve(session, m, send, incoming).await,
         Request::NotServed(ty) => {
             debug!(session = session.id, ty, "draft-22 request not served");
             refuse(&mut send, NOT_SUPPORTED, "not supported").await;
@@ -260,7 +264,7 @@ async fn request<T: Transport>(
 }
 
 /// Encode `msg` and write it; false if the stream is gone.
-async fn write<S: SendStream>(send: &mut S, msg: &impl Encode) -> bool {
+pub(super) async fn write<S: SendStream>(send: &mut S, msg: &impl Encode) -> bool {
     match msg.to_vec() {
         Ok(bytes) => send.write_chunk(Bytes::from(bytes)).await.is_ok(),
         Err(e) => {
@@ -271,7 +275,7 @@ async fn write<S: SendStream>(send: &mut S, msg: &impl Encode) -> bool {
 }
 
 /// REQUEST_ERROR, then the end of our half of the stream.
-async fn refuse<S: SendStream>(send: &mut S, code: u64, reason: &str) {
+pub(super) async fn refuse<S: SendStream>(send: &mut S, code: u64, reason: &str) {
     let error = RequestError {
         code,
         retry_interval: 0,

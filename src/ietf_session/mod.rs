@@ -19,6 +19,7 @@ pub mod bridge;
 pub mod control;
 pub mod draft22;
 mod ingest;
+mod publish22;
 pub mod session;
 mod state;
 #[cfg(test)]

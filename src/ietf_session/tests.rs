@@ -771,7 +771,7 @@ mod draft22 {
             .subscribe(0, "nobody", LocationFilter::NextObject)
             .await;
         match unknown.reply().await {
-            RequestMessage::RequestError(e) => assert_eq!(e.code, 0x4),
+            RequestMessage::RequestError(e) => assert_eq!(e.code, 0x10),
             other => panic!("expected REQUEST_ERROR, got {other:?}"),
         }
         assert!(unknown.replies.at_end().await);
@@ -808,6 +808,108 @@ mod draft22 {
         assert_eq!(
             client.closed_with().await,
             SessionCode::PROTOCOL_VIOLATION.0
+        );
+    }
+
+    /// The relay's REQUEST_UPDATE on a PUBLISH's stream: its FORWARD, and
+    /// its own Request ID (odd: the relay is the server).
+    async fn expect_update(request: &mut Request22, forward: bool) -> u64 {
+        match request.reply().await {
+            RequestMessage::RequestUpdate(update) => {
+                assert_eq!(update.parameters.forward(), forward, "{update:?}");
+                assert_eq!(update.request_id % 2, 1, "a server's Request ID");
+                update.request_id
+            }
+            other => panic!("expected REQUEST_UPDATE, got {other:?}"),
+        }
+    }
+
+    /// aiomoqt's draft-22 publisher: PUBLISH on its own stream, answered
+    /// REQUEST_OK; Forward is then the relay's to set by REQUEST_UPDATE on
+    /// that stream: off at once (the PUBLISH left it out, which means on,
+    /// and nobody wants the track), on for a lite subscriber, whom the
+    /// PUBLISH's alias then feeds, off when it leaves. PUBLISH_DONE ends it.
+    #[monoio::test(enable_timer = true)]
+    async fn a_draft22_publish_is_forwarded_while_a_subscriber_wants_it() {
+        let shard = shard(settings());
+        let client = Client22::connect(&shard).await;
+        let publish = d22::Publish {
+            request_id: 0,
+            namespace: vec![BROADCAST.into()],
+            name: "video".into(),
+            track_alias: 5,
+            parameters: MessageParameters::default(),
+            properties: Parameters::default(),
+        };
+        let mut request = client.request(publish.to_vec().unwrap()).await;
+        assert!(matches!(
+            request.reply().await,
+            RequestMessage::RequestOk(_)
+        ));
+        let off = expect_update(&mut request, false).await;
+
+        let subscriber = Peer::connect(
+            &shard,
+            crate::lite::Version::Lite06,
+            MemoryLimits::default(),
+        )
+        .await
+        .0;
+        let _announce = subscriber.wait_announced().await;
+        let subscription = subscriber.open_subscribe(7, "video").await;
+        let on = expect_update(&mut request, true).await;
+        assert!(off < on, "{off} {on}");
+        request
+            .send
+            .write_chunk(Bytes::from(d22::RequestOk::default().to_vec().unwrap()))
+            .await
+            .unwrap();
+
+        let sent = frames(3, 150);
+        let mut data = Vec::new();
+        let header = super::super::bridge::draft22_subgroup(
+            &super::super::bridge::subgroup_for_group(5, 4, 0),
+        );
+        header.encode(&mut data).unwrap();
+        for (_, payload) in &sent {
+            d22::encode_object(
+                &super::super::bridge::object_for_frame(payload.len() as u64),
+                &mut data,
+            )
+            .unwrap();
+            data.extend_from_slice(payload);
+        }
+        let mut stream = client.transport.open_uni().await.unwrap();
+        stream.write_chunk(Bytes::from(data)).await.unwrap();
+        stream.finish().unwrap();
+        let mut received = ReceivedGroup::accept(&subscriber).await;
+        assert_eq!(
+            (received.header.subscribe, received.header.sequence),
+            (7, 4)
+        );
+        for (_, payload) in &sent {
+            let (_, got) = received.frame().await.unwrap().expect("a frame");
+            assert_eq!(&got, payload);
+        }
+        assert!(received.frame().await.unwrap().is_none(), "the group ends");
+
+        drop(subscription);
+        let off_again = expect_update(&mut request, false).await;
+        assert!(on < off_again, "{on} {off_again}");
+
+        let done = d22::PublishDone {
+            status: 0x2,
+            stream_count: 1,
+            reason: String::new(),
+        };
+        request
+            .send
+            .write_chunk(Bytes::from(done.to_vec().unwrap()))
+            .await
+            .unwrap();
+        assert!(
+            within("the relay's half ends", request.replies.at_end()).await,
+            "nothing after PUBLISH_DONE"
         );
     }
 
