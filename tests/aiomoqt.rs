@@ -355,7 +355,7 @@ const INTEROP_CASES: [&str; 8] = [
 
 /// The cases that exist from draft 18 on (SUBSCRIBE_NAMESPACE on its own
 /// stream; RENDEZVOUS_TIMEOUT): aiomoqt skips them on draft 14.
-const INTEROP_CASES_22: [&str; 1] = ["subscribe-namespace-lifecycle"];
+const INTEROP_CASES_22: [&str; 2] = ["subscribe-namespace-lifecycle", "rendezvous-timeout"];
 
 #[test]
 fn aiomoqt_interop_client_cases_pass_on_draft_14() {

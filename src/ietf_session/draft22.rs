@@ -24,6 +24,7 @@
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tracing::debug;
@@ -47,8 +48,14 @@ use crate::task::{race, Either};
 /// REQUEST_ERROR codes (draft 22's request error table). DOES_NOT_EXIST moved
 /// from draft 14's 0x4 to 0x10 in draft 15 (0x4 is MALFORMED_AUTH_TOKEN now);
 /// moq-net and aiomoqt agree.
+const TIMEOUT: u64 = 0x2;
 const NOT_SUPPORTED: u64 = 0x3;
 const DOES_NOT_EXIST: u64 = 0x10;
+
+/// The longest RENDEZVOUS_TIMEOUT honoured: a subscription waiting for its
+/// publisher holds a request stream, which QUIC's stream limit bounds, but
+/// not for longer than this.
+const MAX_RENDEZVOUS: Duration = Duration::from_secs(30);
 
 /// PUBLISH_DONE status codes.
 const DONE_INTERNAL_ERROR: u64 = 0x0;
@@ -354,8 +361,20 @@ async fn subscribe<T: Transport>(
         track: request.name.clone(),
     });
     if session.shard.publisher_of(&key.broadcast).is_none() {
-        debug!(session = session.id, track = %key, "draft-22 subscribe: no such broadcast");
-        return refuse(&mut send, DOES_NOT_EXIST, "track does not exist").await;
+        // RENDEZVOUS_TIMEOUT (draft 18 on): wait that long for a publisher.
+        let Some(wait) = request.parameters.rendezvous_timeout() else {
+            debug!(session = session.id, track = %key, "draft-22 subscribe: no such broadcast");
+            return refuse(&mut send, DOES_NOT_EXIST, "track does not exist").await;
+        };
+        if !rendezvous(&session, &key.broadcast, wait).await {
+            debug!(session = session.id, track = %key, "draft-22 subscribe: no publisher in time");
+            return refuse(
+                &mut send,
+                TIMEOUT,
+                "no publisher within the rendezvous timeout",
+            )
+            .await;
+        }
     }
     debug!(session = session.id, id, track = %key, "draft-22 subscribe");
     let (sub, replica, largest) =
@@ -423,6 +442,42 @@ async fn subscribe<T: Transport>(
         session.shard.release_local(&key, &replica);
     }
     debug!(session = session.id, id, "draft-22 subscription over");
+}
+
+/// Wait up to `wait` (at most [`MAX_RENDEZVOUS`]) for `broadcast` to be
+/// announced; whether it was.
+async fn rendezvous<T: Transport>(
+    session: &IetfSession<T>,
+    broadcast: &str,
+    wait: Duration,
+) -> bool {
+    let shard = &session.shard;
+    let (listener_id, listener) = shard.listen(broadcast, session.session_ref());
+    // Every change from now on, none of the table as it was (checked below).
+    listener.paged(None, true);
+    let announced = async {
+        while shard.publisher_of(broadcast).is_none() {
+            poll_fn(|cx| listener.poll_ready(cx)).await;
+            while let Some(heard) = listener.try_next() {
+                if let Heard::Overflowed = heard {
+                    // Changes were lost (and always will be now): look
+                    // at the table itself now and then instead.
+                    monoio::time::sleep(Duration::from_millis(50)).await;
+                    break;
+                }
+            }
+        }
+    };
+    let found = race(
+        announced,
+        race(
+            monoio::time::sleep(wait.min(MAX_RENDEZVOUS)),
+            session.closed.raised(),
+        ),
+    )
+    .await;
+    shard.unlisten(listener_id);
+    matches!(found, Either::Left(()))
 }
 
 /// PUBLISH_NAMESPACE: into the announce table with REQUEST_OK (REQUEST_ERROR

@@ -913,6 +913,40 @@ mod draft22 {
         );
     }
 
+    /// RENDEZVOUS_TIMEOUT (draft 18 on): a SUBSCRIBE for a broadcast nobody
+    /// publishes yet waits that long for its publisher, and is served when
+    /// one comes; without one in time it is refused with TIMEOUT (0x2).
+    #[monoio::test(enable_timer = true)]
+    async fn a_subscribe_waits_its_rendezvous_timeout_for_a_publisher() {
+        let shard = shard(settings());
+        let client = Client22::connect(&shard).await;
+        let rendezvous = |id: u64, broadcast: &str, ms: u64| d22::Subscribe {
+            request_id: id,
+            namespace: vec![broadcast.into()],
+            name: "video".into(),
+            parameters: MessageParameters(vec![(
+                d22::param::RENDEZVOUS_TIMEOUT,
+                ParamValue::Varint(ms),
+            )]),
+        };
+        let mut late = client
+            .request(rendezvous(0, "nobody", 100).to_vec().unwrap())
+            .await;
+        match late.reply().await {
+            RequestMessage::RequestError(e) => assert_eq!(e.code, 0x2),
+            other => panic!("expected REQUEST_ERROR, got {other:?}"),
+        }
+
+        let mut waiting = client
+            .request(rendezvous(2, BROADCAST, 60_000).to_vec().unwrap())
+            .await;
+        let _publisher = Publisher::connect(&shard, crate::lite::Version::Lite06).await;
+        assert!(matches!(
+            waiting.reply().await,
+            RequestMessage::SubscribeOk(_)
+        ));
+    }
+
     #[monoio::test(enable_timer = true)]
     async fn subscribe_namespace_lists_broadcasts_under_the_prefix() {
         let shard = shard(settings());

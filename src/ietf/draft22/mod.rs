@@ -342,6 +342,15 @@ impl MessageParameters {
         }
     }
 
+    /// RENDEZVOUS_TIMEOUT, if sent: how long a SUBSCRIBE may wait for a
+    /// publisher of its track.
+    pub fn rendezvous_timeout(&self) -> Option<std::time::Duration> {
+        match self.get(param::RENDEZVOUS_TIMEOUT) {
+            Some(ParamValue::Varint(ms)) => Some(std::time::Duration::from_millis(*ms)),
+            _ => None,
+        }
+    }
+
     /// LARGEST_OBJECT, if sent.
     pub fn largest(&self) -> Option<Location> {
         match self.get(param::LARGEST_OBJECT) {
