@@ -913,6 +913,59 @@ mod draft22 {
         );
     }
 
+    /// A second PUBLISH of a track on offer is refused alone (REQUEST_ERROR
+    /// UNINTERESTED, 0x20); garbage on a PUBLISH's stream closes the session
+    /// with PROTOCOL_VIOLATION; a PUBLISH whose alias names another track
+    /// closes it with DUPLICATE_TRACK_ALIAS.
+    #[monoio::test(enable_timer = true)]
+    async fn draft22_publish_refusals_and_violations() {
+        let shard = shard(settings());
+        let publish = |id: u64, name: &str, alias: u64| {
+            d22::Publish {
+                request_id: id,
+                namespace: vec![BROADCAST.into()],
+                name: name.into(),
+                track_alias: alias,
+                parameters: MessageParameters(vec![(d22::param::FORWARD, ParamValue::Bool(false))]),
+                properties: Parameters::default(),
+            }
+            .to_vec()
+            .unwrap()
+        };
+        let client = Client22::connect(&shard).await;
+        let mut first = client.request(publish(0, "video", 5)).await;
+        assert!(matches!(first.reply().await, RequestMessage::RequestOk(_)));
+        let mut again = client.request(publish(2, "video", 6)).await;
+        match again.reply().await {
+            RequestMessage::RequestError(e) => assert_eq!(e.code, 0x20),
+            other => panic!("expected REQUEST_ERROR, got {other:?}"),
+        }
+        // A SUBSCRIBE_NAMESPACE has no place on a PUBLISH's stream.
+        let junk = d22::SubscribeNamespace {
+            request_id: 4,
+            prefix: vec![],
+            parameters: MessageParameters::default(),
+        };
+        first
+            .send
+            .write_chunk(Bytes::from(junk.to_vec().unwrap()))
+            .await
+            .unwrap();
+        assert_eq!(
+            client.closed_with().await,
+            SessionCode::PROTOCOL_VIOLATION.0
+        );
+
+        let client = Client22::connect(&shard).await;
+        let mut video = client.request(publish(0, "video", 5)).await;
+        assert!(matches!(video.reply().await, RequestMessage::RequestOk(_)));
+        let _audio = client.request(publish(2, "audio", 5)).await;
+        assert_eq!(
+            client.closed_with().await,
+            SessionCode::DUPLICATE_TRACK_ALIAS.0
+        );
+    }
+
     /// RENDEZVOUS_TIMEOUT (draft 18 on): a SUBSCRIBE for a broadcast nobody
     /// publishes yet waits that long for its publisher, and is served when
     /// one comes; without one in time it is refused with TIMEOUT (0x2).
