@@ -4,7 +4,8 @@
 //! track with PUBLISH and is read through qumo by its subscriber example and
 //! by a moq-lite subscriber; a moq-lite clock is read by an aiomoqt
 //! subscriber; its interop client's cases run against qumo. Each test runs
-//! once per draft (`--draft`).
+//! once per draft (`--draft`); the examples meet over WebTransport on draft
+//! 22 as well.
 
 mod support;
 
@@ -18,6 +19,10 @@ use support::{is_tick, moq_clock, spawn_aiomoqt, Client, Relay};
 const DRAFT14: &str = "14";
 const DRAFT22: &str = "22";
 
+/// aiomoqt's URL schemes: raw QUIC, and WebTransport.
+const RAW_QUIC: &str = "moqt";
+const WEBTRANSPORT: &str = "https";
+
 /// Payload size of the example publisher's objects in these tests.
 const OBJECT_SIZE: usize = 48;
 
@@ -30,8 +35,14 @@ const SLOW_STEP: Duration = Duration::from_secs(30);
 
 /// aiomoqt's example publisher (`aiomoqt.examples.pub_example`) on raw QUIC,
 /// trusting any certificate: 30 objects a second, 30 to a group.
-fn example_publisher(relay: &Relay, draft: &str, namespace: &str, track: &str) -> Client {
-    let url = format!("moqt://{}", relay.addr);
+fn example_publisher(
+    relay: &Relay,
+    scheme: &str,
+    draft: &str,
+    namespace: &str,
+    track: &str,
+) -> Client {
+    let url = format!("{scheme}://{}", relay.addr);
     let size = OBJECT_SIZE.to_string();
     spawn_aiomoqt(&[
         "-m",
@@ -99,7 +110,7 @@ async fn an_aiomoqt_publisher_reaches_a_lite_subscriber_on_draft_22() {
 
 async fn an_aiomoqt_publisher_reaches_a_lite_subscriber(draft: &str) {
     let relay = Relay::start(2);
-    let publisher = example_publisher(&relay, draft, "live/aio", "counted");
+    let publisher = example_publisher(&relay, RAW_QUIC, draft, "live/aio", "counted");
     wait_announced(&relay, &publisher, "live/aio");
 
     let deadline = Instant::now() + SLOW_STEP;
@@ -148,19 +159,27 @@ async fn an_aiomoqt_publisher_reaches_a_lite_subscriber(draft: &str) {
 
 #[test]
 fn aiomoqt_publisher_and_subscriber_examples_meet_through_qumo_on_draft_14() {
-    aiomoqt_publisher_and_subscriber_examples_meet_through_qumo(DRAFT14);
+    aiomoqt_publisher_and_subscriber_examples_meet_through_qumo(RAW_QUIC, DRAFT14);
 }
 
 #[test]
 fn aiomoqt_publisher_and_subscriber_examples_meet_through_qumo_on_draft_22() {
-    aiomoqt_publisher_and_subscriber_examples_meet_through_qumo(DRAFT22);
+    aiomoqt_publisher_and_subscriber_examples_meet_through_qumo(RAW_QUIC, DRAFT22);
 }
 
-fn aiomoqt_publisher_and_subscriber_examples_meet_through_qumo(draft: &str) {
+/// Both examples on WebTransport (`https://`), whose protocol on draft 22 is
+/// the ALPN `moqt-22` (qumo serves draft 14 on raw QUIC only).
+#[test]
+fn aiomoqt_examples_meet_over_webtransport_on_draft_22() {
+    aiomoqt_publisher_and_subscriber_examples_meet_through_qumo(WEBTRANSPORT, DRAFT22);
+}
+
+/// `scheme` picks aiomoqt's transport: `moqt` raw QUIC, `https` WebTransport.
+fn aiomoqt_publisher_and_subscriber_examples_meet_through_qumo(scheme: &str, draft: &str) {
     let relay = Relay::start(2);
-    let publisher = example_publisher(&relay, draft, "live/examples", "counted");
+    let publisher = example_publisher(&relay, scheme, draft, "live/examples", "counted");
     wait_announced(&relay, &publisher, "live/examples");
-    let url = format!("moqt://{}", relay.addr);
+    let url = format!("{scheme}://{}", relay.addr);
 
     for _ in 0..5 {
         // Subscribes for 3 s, then prints `Total: N objects, G groups, ...`.
@@ -199,6 +218,16 @@ fn aiomoqt_publisher_and_subscriber_examples_meet_through_qumo(draft: &str) {
                     objects >= GROUP_SIZE as u64,
                     "{total}\nsubscriber log:\n{:#?}\nrelay log:\n{}",
                     subscriber.stderr.snapshot(),
+                    relay.log()
+                );
+                let transport = match scheme {
+                    WEBTRANSPORT => "webtransport",
+                    _ => "quic",
+                };
+                let opened = format!("transport=\"{transport}\"");
+                assert!(
+                    relay.count(&opened) >= 2,
+                    "both examples on {transport}; relay log:\n{}",
                     relay.log()
                 );
                 return;
