@@ -371,6 +371,31 @@ async fn send_subgroup(client: &Client, alias: u64, group: u64, frames: &[(u64, 
     stream.finish().unwrap();
 }
 
+/// As [`send_subgroup`], in draft 22's layout.
+async fn send_subgroup22(
+    transport: &MemoryTransport,
+    alias: u64,
+    group: u64,
+    frames: &[(u64, Bytes)],
+) {
+    use crate::ietf::draft22::Encode as _;
+    let mut data = Vec::new();
+    super::bridge::draft22_subgroup(&super::bridge::subgroup_for_group(alias, group, 0))
+        .encode(&mut data)
+        .unwrap();
+    for (_, payload) in frames {
+        crate::ietf::draft22::encode_object(
+            &super::bridge::object_for_frame(payload.len() as u64),
+            &mut data,
+        )
+        .unwrap();
+        data.extend_from_slice(payload);
+    }
+    let mut stream = transport.open_uni().await.unwrap();
+    stream.write_chunk(Bytes::from(data)).await.unwrap();
+    stream.finish().unwrap();
+}
+
 async fn receive_group(subscriber: &Peer, group: u64, sent: &[(u64, Bytes)]) {
     let mut received = ReceivedGroup::accept(subscriber).await;
     assert_eq!(
@@ -866,32 +891,8 @@ mod draft22 {
             .unwrap();
 
         let sent = frames(3, 150);
-        let mut data = Vec::new();
-        let header = super::super::bridge::draft22_subgroup(
-            &super::super::bridge::subgroup_for_group(5, 4, 0),
-        );
-        header.encode(&mut data).unwrap();
-        for (_, payload) in &sent {
-            d22::encode_object(
-                &super::super::bridge::object_for_frame(payload.len() as u64),
-                &mut data,
-            )
-            .unwrap();
-            data.extend_from_slice(payload);
-        }
-        let mut stream = client.transport.open_uni().await.unwrap();
-        stream.write_chunk(Bytes::from(data)).await.unwrap();
-        stream.finish().unwrap();
-        let mut received = ReceivedGroup::accept(&subscriber).await;
-        assert_eq!(
-            (received.header.subscribe, received.header.sequence),
-            (7, 4)
-        );
-        for (_, payload) in &sent {
-            let (_, got) = received.frame().await.unwrap().expect("a frame");
-            assert_eq!(&got, payload);
-        }
-        assert!(received.frame().await.unwrap().is_none(), "the group ends");
+        send_subgroup22(&client.transport, 5, 4, &sent).await;
+        receive_group(&subscriber, 4, &sent).await;
 
         drop(subscription);
         let off_again = expect_update(&mut request, false).await;
@@ -1100,33 +1101,8 @@ mod draft22_publisher {
 
         // One subgroup stream in draft-22 layout: group 3, objects 0..3.
         let sent = frames(3, 150);
-        let mut data = Vec::new();
-        let header = super::super::bridge::draft22_subgroup(
-            &super::super::bridge::subgroup_for_group(9, 3, 0),
-        );
-        header.encode(&mut data).unwrap();
-        for (_, payload) in &sent {
-            d22::encode_object(
-                &super::super::bridge::object_for_frame(payload.len() as u64),
-                &mut data,
-            )
-            .unwrap();
-            data.extend_from_slice(payload);
-        }
-        let mut stream = transport.open_uni().await.unwrap();
-        stream.write_chunk(Bytes::from(data)).await.unwrap();
-        stream.finish().unwrap();
-
-        let mut received = ReceivedGroup::accept(&subscriber).await;
-        assert_eq!(
-            (received.header.subscribe, received.header.sequence),
-            (7, 3)
-        );
-        for (_, payload) in &sent {
-            let (_, got) = received.frame().await.unwrap().expect("a frame");
-            assert_eq!(&got, payload);
-        }
-        assert!(received.frame().await.unwrap().is_none(), "the group ends");
+        send_subgroup22(&transport, 9, 3, &sent).await;
+        receive_group(&subscriber, 3, &sent).await;
     }
 }
 
