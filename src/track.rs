@@ -121,6 +121,11 @@ impl Group {
         self.frames.borrow().len()
     }
 
+    /// The frame at `index`, if it has arrived.
+    pub fn frame(&self, index: usize) -> Option<Frame> {
+        self.frames.borrow().get(index).map(|(f, _)| f.clone())
+    }
+
     /// All frames so far (for a snapshot to another shard).
     pub fn frames(&self) -> Vec<Frame> {
         self.frames

@@ -3,9 +3,9 @@
 //! `moq-00`) and draft 22 (ALPN `moqt-22`): its publisher example offers a
 //! track with PUBLISH and is read through qumo by its subscriber example and
 //! by a moq-lite subscriber; a moq-lite clock is read by an aiomoqt
-//! subscriber; its interop client's cases run against qumo. Each test runs
-//! once per draft (`--draft`); the examples meet over WebTransport on draft
-//! 22 as well.
+//! subscriber; its interop client's cases run against qumo, its FETCH and
+//! joining FETCH cases served from cache. Each test runs once per draft
+//! (`--draft`); the examples meet over WebTransport on draft 22 as well.
 
 mod support;
 
@@ -442,6 +442,81 @@ fn aiomoqt_interop_client_cases_pass(draft: &str, cases: &[&str]) {
             "{line}\nclient output:\n{}\nrelay log:\n{}",
             client.stdout.snapshot().join("\n"),
             relay.log()
+        );
+    }
+}
+
+/// aiomoqt's interop client runs its history cases only when named: `fetch`
+/// (a standalone FETCH of a group the relay has forwarded, from a fresh
+/// session) and `join` (SUBSCRIBE plus a relative joining FETCH one group
+/// back; on draft 22 a SUBSCRIBE with FILL). qumo serves both from its group
+/// cache on both drafts. Two shards, so that the fetching session may sit on
+/// a shard that attaches the cache from another.
+#[test]
+fn aiomoqt_fetch_and_joining_fetch_are_served_from_the_cache() {
+    let relay = Relay::start(2);
+    let url = format!("moqt://{}", relay.addr);
+    for (draft, case) in [
+        (DRAFT14, "fetch"),
+        (DRAFT14, "join"),
+        (DRAFT22, "fetch"),
+        (DRAFT22, "join"),
+    ] {
+        let client = spawn_aiomoqt(&[
+            "-m",
+            "aiomoqt.tools.moq_interop_client",
+            "-r",
+            &url,
+            "--draft",
+            draft,
+            "--tls-disable-verify",
+            "-t",
+            case,
+        ]);
+        let suffix = format!(" - {case}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let line = loop {
+            let done = client.stdout.snapshot().into_iter().find(|l| {
+                l.ends_with(&suffix) && (l.starts_with("ok ") || l.starts_with("not ok "))
+            });
+            if let Some(line) = done {
+                break line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no result for {case} (draft {draft}); client output:\n{:#?}\nrelay log:\n{}",
+                client.stdout.snapshot(),
+                relay.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(
+            line.starts_with("ok "),
+            "{line}\nclient output:\n{}\nrelay log:\n{}",
+            client.stdout.snapshot().join("\n"),
+            relay.log()
+        );
+        // One group of the case's publisher (5 objects): the standalone
+        // FETCH names a whole past group; the joining one reaches one group
+        // back from where its subscription starts, a group whose last object
+        // may still be in flight when the FETCH comes, but never two groups.
+        let fetched = client
+            .stdout
+            .snapshot()
+            .iter()
+            .find_map(|l| {
+                let count = l.trim().strip_prefix("message: \"")?;
+                count.split(' ').next()?.parse::<usize>().ok()
+            })
+            .unwrap_or(0);
+        let expected = match case {
+            "fetch" => 5..=5,
+            _ => 1..=5,
+        };
+        assert!(
+            expected.contains(&fetched),
+            "{case} (draft {draft}): {fetched} objects fetched, not one group:\n{}",
+            client.stdout.snapshot().join("\n")
         );
     }
 }

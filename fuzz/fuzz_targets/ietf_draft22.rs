@@ -1,4 +1,4 @@
-//! Draft-22 wire: request-stream messages back to back, or a subgroup stream.
+//! Draft-22 wire: request-stream messages back to back, a subgroup stream or a fetch stream.
 //! The body lives in `ietf::fuzzing` so a stable `#[test]` replays it too.
 #![no_main]
 

@@ -126,15 +126,18 @@ fn datagram(input: &[u8]) {
     assert_eq!(DatagramHeader::decode(&wire, &LIMITS), Ok((header, n)));
 }
 
-/// Draft 22: byte 0 picks request/SETUP-stream messages back to back, or a
-/// subgroup stream. Leading-ones varints have non-shortest forms (and the 7-byte
+/// Draft 22: byte 0 picks request/SETUP-stream messages back to back, a
+/// subgroup stream, or a fetch stream. Leading-ones varints have non-shortest forms (and the 7-byte
 /// form re-encodes as 8 bytes), so only the round trip is checked, not the length.
 pub fn draft22(data: &[u8]) {
     use super::draft22::{Decode as _, Encode as _, RequestMessage, SubgroupHeader};
     let Some((&kind, mut input)) = data.split_first() else {
         return;
     };
-    if kind % 2 == 0 {
+    if kind % 3 == 2 {
+        return draft22_fetch_stream(input);
+    }
+    if kind % 3 == 0 {
         while let Ok((msg, used)) = RequestMessage::decode(input, &LIMITS) {
             assert!(used > 0 && used <= input.len());
             let wire = msg
@@ -176,6 +179,29 @@ pub fn draft22(data: &[u8]) {
             Ok((object.clone(), n))
         );
         rest = skip(rest, used, object.payload_len);
+    }
+}
+
+fn draft22_fetch_stream(input: &[u8]) {
+    use super::draft22::{Decode as _, Encode as _, FetchHeader, FetchObject};
+    let Ok((_, used)) = FetchHeader::decode(input, &LIMITS) else {
+        return;
+    };
+    let mut rest = input.get(used..).unwrap_or_default();
+    while let Ok((object, used)) = FetchObject::decode(rest, &LIMITS) {
+        assert!(used > 0 && used <= rest.len());
+        let wire = object
+            .to_vec()
+            .unwrap_or_else(|e| panic!("{object:?} does not re-encode: {e}"));
+        assert_eq!(
+            FetchObject::decode(&wire, &LIMITS),
+            Ok((object.clone(), wire.len()))
+        );
+        let len = match object {
+            FetchObject::Object { payload_len, .. } => payload_len,
+            FetchObject::EndOfRange { .. } => 0,
+        };
+        rest = skip(rest, used, len);
     }
 }
 
@@ -422,6 +448,33 @@ mod tests {
                 request_id: 9,
                 parameters: MessageParameters(vec![(param::FORWARD, ParamValue::Bool(true))]),
             }),
+            RequestMessage::Fetch(Fetch {
+                request_id: 6,
+                namespace: ns.clone(),
+                name: "t".into(),
+                parameters: MessageParameters(vec![
+                    (param::SUBSCRIBER_PRIORITY, ParamValue::Byte(9)),
+                    (
+                        param::LOCATION_FILTER,
+                        ParamValue::Filter(LocationFilter::AbsoluteGroupEnd {
+                            start: Location {
+                                group: 2,
+                                object: 0,
+                            },
+                            end_group: 4,
+                        }),
+                    ),
+                ]),
+            }),
+            RequestMessage::FetchOk(FetchOk {
+                end_of_track: true,
+                end: Location {
+                    group: 4,
+                    object: 1,
+                },
+                parameters: MessageParameters::default(),
+                properties: Parameters::default(),
+            }),
             RequestMessage::Namespace(Namespace { suffix: ns }),
         ];
         let mut control = vec![0u8];
@@ -450,7 +503,38 @@ mod tests {
             encode_object(&object, &mut sub).unwrap();
             sub.extend(std::iter::repeat_n(0xaa, len as usize));
         }
-        vec![control, sub]
+        let mut fetch = vec![2u8];
+        FetchHeader { request_id: 6 }.encode(&mut fetch).unwrap();
+        let objects = [
+            FetchObject::Object {
+                subgroup: FetchSubgroup::Zero,
+                group: Some(2),
+                object: Some(0),
+                priority: Some(9),
+                properties: None,
+                payload_len: 2,
+            },
+            FetchObject::Object {
+                subgroup: FetchSubgroup::Zero,
+                group: None,
+                object: None,
+                priority: None,
+                properties: Some(vec![]),
+                payload_len: 2,
+            },
+            FetchObject::EndOfRange {
+                reason: 0x8c,
+                group: 1,
+                object: 0,
+            },
+        ];
+        for object in &objects {
+            object.encode(&mut fetch).unwrap();
+            if let FetchObject::Object { payload_len, .. } = object {
+                fetch.extend(std::iter::repeat_n(0xbb, *payload_len as usize));
+            }
+        }
+        vec![control, sub, fetch]
     }
 
     #[test]
@@ -459,6 +543,7 @@ mod tests {
         let seeds = draft22_seeds();
         assert!(RequestMessage::decode(&seeds[0][1..], &LIMITS).is_ok());
         assert!(SubgroupHeader::decode(&seeds[1][1..], &LIMITS).is_ok());
+        assert!(crate::ietf::draft22::FetchHeader::decode(&seeds[2][1..], &LIMITS).is_ok());
         replay(draft22, &seeds, 20_000);
     }
 }

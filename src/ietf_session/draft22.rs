@@ -16,9 +16,10 @@
 //! Served: SUBSCRIBE (LOCATION_FILTER absent, NEXT_OBJECT or RELATIVE_START 0),
 //! SUBSCRIBE_NAMESPACE, PUBLISH_NAMESPACE, whose tracks the relay then
 //! subscribes to upstream on streams of its own ([`super::ingest`]) and reads
-//! from the publisher's subgroup streams, and PUBLISH ([`super::publish22`]).
-//! Refused with REQUEST_ERROR NOT_SUPPORTED: the other filters, FETCH,
-//! TRACK_STATUS and SUBSCRIBE_TRACKS. A malformed or unexpected message closes this session
+//! from the publisher's subgroup streams, PUBLISH ([`super::publish22`]), and
+//! FETCH and SUBSCRIBE's FILL ([`super::fetch`]).
+//! Refused with REQUEST_ERROR NOT_SUPPORTED: the other filters, TRACK_STATUS
+//! and SUBSCRIBE_TRACKS. A malformed or unexpected message closes this session
 //! with PROTOCOL_VIOLATION.
 
 use std::future::poll_fn;
@@ -216,6 +217,7 @@ enum Request {
     SubscribeNamespace(SubscribeNamespace),
     PublishNamespace(PublishNamespace),
     Publish(Publish),
+    Fetch(draft22::Fetch),
     /// A request this relay does not serve yet; its body was skipped.
     NotServed(u64),
 }
@@ -233,7 +235,10 @@ fn first_message(buf: &[u8], limits: &Limits) -> Result<(Request, usize), Decode
         request_type::PUBLISH => {
             Publish::decode(buf, limits).map(|(m, n)| (Request::Publish(m), n))
         }
-        request_type::FETCH | request_type::TRACK_STATUS | request_type::SUBSCRIBE_TRACKS => {
+        request_type::FETCH => {
+            draft22::Fetch::decode(buf, limits).map(|(m, n)| (Request::Fetch(m), n))
+        }
+        request_type::TRACK_STATUS | request_type::SUBSCRIBE_TRACKS => {
             draft22::skip_message(buf, limits).map(|(ty, n)| (Request::NotServed(ty), n))
         }
         ty => Err(DecodeError::UnknownType {
@@ -263,6 +268,16 @@ async fn request<T: Transport>(
         Request::SubscribeNamespace(m) => subscribe_namespace(session, m, send, incoming).await,
         Request::PublishNamespace(m) => publish_namespace(session, m, send, incoming).await,
         Request::Publish(m) => super::publish22::serve(session, m, send, incoming).await,
+        Request::Fetch(m) => {
+            // The requester resetting its half cancels the fetch.
+            let watch = async {
+                if let Follow::Cancelled = follow(&session, &mut incoming).await {
+                    return;
+                }
+                std::future::pending::<()>().await
+            };
+            super::fetch::fetch22(&session, m, &mut send, watch).await
+        }
         Request::NotServed(ty) => {
             debug!(session = session.id, ty, "draft-22 request not served");
             refuse(&mut send, NOT_SUPPORTED, "not supported").await;
@@ -351,8 +366,7 @@ async fn subscribe<T: Transport>(
             reason: "request id reused",
         });
     }
-    if session.subscriptions.borrow().len() >= session.shard.settings.max_subscriptions_per_session
-    {
+    if session.requests_open() >= session.shard.settings.max_subscriptions_per_session {
         session.shard.stats.subscriptions_refused_limit.inc();
         return refuse(&mut send, NOT_SUPPORTED, "subscription limit").await;
     }
@@ -397,6 +411,21 @@ async fn subscribe<T: Transport>(
     let end = match write(&mut send, &ok).await {
         false => None,
         true => {
+            match request.parameters.fill() {
+                Some(Ok(fill)) => super::fetch::fill22(
+                    &session,
+                    &sub,
+                    &replica,
+                    &fill,
+                    request.parameters.filter(),
+                    request.parameters.subscriber_priority(),
+                ),
+                Some(Err(e)) => {
+                    debug!(session = session.id, error = %e, "malformed FILL");
+                    session.violation(protocol_violation("malformed FILL"));
+                }
+                None => {}
+            }
             let last = match start_after_newest {
                 true => replica.newest_sequence(),
                 false => None,

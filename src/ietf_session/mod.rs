@@ -18,6 +18,7 @@
 pub mod bridge;
 pub mod control;
 pub mod draft22;
+mod fetch;
 mod ingest;
 mod publish22;
 pub mod session;

@@ -10,8 +10,8 @@
 //!   subscription) and one per group it sends (a subgroup stream).
 //!
 //! The peer as a publisher (PUBLISH_NAMESPACE, PUBLISH, its subgroup
-//! streams) is `ingest`'s. Not yet here: FETCH, and filters other than
-//! LargestObject / NextGroupStart (refused, not guessed).
+//! streams) is `ingest`'s; FETCH is `fetch`'s. Not yet here: filters other
+//! than LargestObject / NextGroupStart (refused, not guessed).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -27,8 +27,8 @@ use super::bridge::{namespace_to_path, object_for_frame, path_to_namespace, subg
 use super::control::{ControlState, RequestKind, Violation};
 use super::state::{IetfSession, Subscription};
 use crate::ietf::{
-    ControlMessage, Decode, Encode, FetchError, Filter, GroupOrder, Location, Parameters,
-    PublishDone, PublishNamespace, PublishNamespaceDone, SessionCode, Subscribe, SubscribeError,
+    ControlMessage, Decode, Encode, Filter, GroupOrder, Location, Parameters, PublishDone,
+    PublishNamespace, PublishNamespaceDone, SessionCode, Subscribe, SubscribeError,
     SubscribeNamespace, SubscribeNamespaceError, SubscribeNamespaceOk, SubscribeOk, Version,
 };
 use crate::lite::StreamCode;
@@ -90,6 +90,7 @@ pub(super) fn open<T: Transport>(
         outbox: RefCell::new(VecDeque::new()),
         outbox_waker: RefCell::new(None),
         subscriptions: RefCell::new(HashMap::new()),
+        fetches: RefCell::new(HashMap::new()),
         control: RefCell::new(ControlState::server(REQUEST_WINDOW, webtransport)),
         namespace_listeners: Cell::new(0),
         publishing: Default::default(),
@@ -147,6 +148,9 @@ impl<T: Transport> Drop for Registered<T> {
         session.closed.raise();
         for sub in session.subscriptions.borrow().values() {
             sub.cancelled.raise();
+        }
+        for fetch in session.fetches.borrow().values() {
+            fetch.raise();
         }
         session.shard.unregister_session(session.session_ref());
         super::ingest::end(session);
@@ -274,14 +278,12 @@ fn handle<T: Transport>(session: &Rc<IetfSession<T>>, msg: ControlMessage) {
         M::SubscribeError(m) => super::ingest::subscribe_error(session, m),
         M::PublishDone(m) => super::ingest::publish_done(session, m),
         M::SubscribeNamespace(m) => subscribe_namespace(session, m),
-        M::Fetch(m) => session.send(
-            FetchError {
-                request_id: m.request_id,
-                code: REQUEST_NOT_SUPPORTED,
-                reason: "not supported".into(),
+        M::Fetch(m) => super::fetch::fetch14(session, m),
+        M::FetchCancel(m) => {
+            if let Some(cancel) = session.fetches.borrow().get(&m.request_id) {
+                cancel.raise();
             }
-            .into(),
-        ),
+        }
         // A client sending GOAWAY is refused by the control state; the rest
         // (SUBSCRIBE_UPDATE, REQUESTS_BLOCKED, ...) need no answer here.
         _ => {}
@@ -322,6 +324,10 @@ pub(super) fn open_subscription<T: Transport>(
         priority: super::bridge::lite_priority(subscriber_priority),
         cancelled: Signal::default(),
         streams: Cell::new(0),
+        key: key.clone(),
+        largest_group: largest.map(|l| l.group),
+        join_group: Cell::new(None),
+        joined: Signal::default(),
     });
     session.subscriptions.borrow_mut().insert(id, sub.clone());
     (sub, replica, largest)
@@ -336,8 +342,7 @@ fn subscribe<T: Transport>(session: &Rc<IetfSession<T>>, request: Subscribe) {
             return refuse(session, id, SUBSCRIBE_NOT_SUPPORTED, "filter not supported");
         }
     };
-    if session.subscriptions.borrow().len() >= session.shard.settings.max_subscriptions_per_session
-    {
+    if session.requests_open() >= session.shard.settings.max_subscriptions_per_session {
         session.shard.stats.subscriptions_refused_limit.inc();
         return refuse(session, id, SUBSCRIBE_NOT_SUPPORTED, "subscription limit");
     }
@@ -418,6 +423,10 @@ pub(super) async fn serve_track<T: Transport>(
     let closed = session.closed.waiter();
     let waiter = replica.waiter();
     let mut started = last.is_some();
+    // Starting after a known group, the subscription joins right after it.
+    if let Some(last) = last {
+        sub.join_at(last.saturating_add(1));
+    }
     loop {
         let step = poll_fn(|cx| {
             if sub.cancelled.poll_raised(&cancel, cx).is_ready()
@@ -442,6 +451,7 @@ pub(super) async fn serve_track<T: Transport>(
         match step {
             None => return None,
             Some(Ok(group)) => {
+                sub.join_at(group.sequence);
                 started = true;
                 last = Some(group.sequence);
                 sub.streams.set(sub.streams.get() + 1);

@@ -35,6 +35,9 @@ pub(super) struct IetfSession<T: Transport> {
     pub(super) outbox_waker: RefCell<Option<Waker>>,
     /// Open subscriptions by Request ID.
     pub(super) subscriptions: RefCell<HashMap<u64, Rc<Subscription>>>,
+    /// FETCHes being served, by Request ID: each one's cancel signal
+    /// (FETCH_CANCEL on draft 14, a reset request stream on draft 22).
+    pub(super) fetches: RefCell<HashMap<u64, Rc<Signal>>>,
     /// The control stream's rules; borrowed briefly, never across an await.
     pub(super) control: RefCell<ControlState>,
     /// SUBSCRIBE_NAMESPACE listeners open.
@@ -50,6 +53,26 @@ pub(super) struct Subscription {
     pub(super) cancelled: Signal,
     /// Subgroup streams opened so far (PUBLISH_DONE's Stream Count).
     pub(super) streams: Cell<u64>,
+    /// The track, for a joining FETCH.
+    pub(super) key: TrackKey,
+    /// The newest group when the subscription opened (SUBSCRIBE_OK's
+    /// Largest), from which a relative joining FETCH counts back.
+    pub(super) largest_group: Option<u64>,
+    /// The first group the subscription delivers, once it is chosen: a
+    /// joining FETCH ends right before it, so the two neither overlap nor
+    /// leave a gap. `joined` is raised when it is set.
+    pub(super) join_group: Cell<Option<u64>>,
+    pub(super) joined: Signal,
+}
+
+impl Subscription {
+    /// Record the first group this subscription delivers (once).
+    pub(super) fn join_at(&self, group: u64) {
+        if self.join_group.get().is_none() {
+            self.join_group.set(Some(group));
+            self.joined.raise();
+        }
+    }
 }
 
 impl<T: Transport> IetfSession<T> {
@@ -58,6 +81,12 @@ impl<T: Transport> IetfSession<T> {
             shard: self.shard.index(),
             id: self.id,
         }
+    }
+
+    /// Subscriptions and FETCHes open: what `max_subscriptions_per_session`
+    /// bounds.
+    pub(super) fn requests_open(&self) -> usize {
+        self.subscriptions.borrow().len() + self.fetches.borrow().len()
     }
 
     pub(super) fn send(&self, msg: ControlMessage) {

@@ -619,6 +619,9 @@ async fn a_subgroup_for_an_alias_never_named_is_stopped_alone() {
     receive_group(&subscriber, 4, &sent).await;
 }
 
+/// FETCH on both drafts.
+mod fetch;
+
 /// Draft 22 ([`super::draft22::run`]): a scripted client that opens its SETUP
 /// stream, reads the relay's, and makes each request on a bidi stream of its own.
 mod draft22 {
@@ -628,19 +631,19 @@ mod draft22 {
         RequestMessage,
     };
 
-    struct Client22 {
-        transport: MemoryTransport,
+    pub(super) struct Client22 {
+        pub(super) transport: MemoryTransport,
         _setup: MemorySend,
     }
 
     /// One request's stream pair.
-    struct Request22 {
-        send: MemorySend,
-        replies: Incoming,
+    pub(super) struct Request22 {
+        pub(super) send: MemorySend,
+        pub(super) replies: Incoming,
     }
 
     impl Request22 {
-        async fn reply(&mut self) -> RequestMessage {
+        pub(super) async fn reply(&mut self) -> RequestMessage {
             let limits = limits();
             self.replies
                 .decode(|b| RequestMessage::decode(b, &limits))
@@ -649,7 +652,7 @@ mod draft22 {
     }
 
     impl Client22 {
-        async fn connect(shard: &Rc<Shard>) -> Client22 {
+        pub(super) async fn connect(shard: &Rc<Shard>) -> Client22 {
             let (relay, transport) = MemoryTransport::pair();
             monoio::spawn(super::super::draft22::run(shard.clone(), relay));
             let mut setup = transport.open_uni().await.unwrap();
@@ -669,7 +672,7 @@ mod draft22 {
             }
         }
 
-        async fn request(&self, first: Vec<u8>) -> Request22 {
+        pub(super) async fn request(&self, first: Vec<u8>) -> Request22 {
             let (mut send, recv) = self.transport.open_bi().await.unwrap();
             send.write_chunk(Bytes::from(first)).await.unwrap();
             Request22 {
@@ -691,7 +694,7 @@ mod draft22 {
             self.request(request.to_vec().unwrap()).await
         }
 
-        async fn closed_with(&self) -> u32 {
+        pub(super) async fn closed_with(&self) -> u32 {
             within("close", self.transport.closed()).await;
             self.transport.close_reason().unwrap().code.0
         }
@@ -811,9 +814,9 @@ mod draft22 {
             RequestMessage::RequestError(e) => assert_eq!(e.code, 0x3),
             other => panic!("expected REQUEST_ERROR, got {other:?}"),
         }
-        // A FETCH (type 0x16, its body skipped by length) is not served.
-        let mut fetch = client.request(vec![0x16, 0x00, 0x02, 0x04, 0x00]).await;
-        match fetch.reply().await {
+        // A TRACK_STATUS (type 0x0d, its body skipped by length) is not served.
+        let mut status = client.request(vec![0x0d, 0x00, 0x02, 0x04, 0x00]).await;
+        match status.reply().await {
             RequestMessage::RequestError(e) => assert_eq!(e.code, 0x3),
             other => panic!("expected REQUEST_ERROR, got {other:?}"),
         }

@@ -837,7 +837,7 @@ async fn fetched(reader: &mut Reader) -> Result<Vec<(Option<u64>, Bytes)>, ReadE
 }
 
 /// Poll `done` until it holds or the deadline passes.
-async fn eventually(what: &str, done: impl Fn() -> bool) {
+pub(crate) async fn eventually(what: &str, done: impl Fn() -> bool) {
     within(what, async {
         while !done() {
             monoio::time::sleep(Duration::from_millis(5)).await;

@@ -66,7 +66,9 @@ into_message!(
     SubscribeNamespace,
     Namespace,
     NamespaceDone,
-    Goaway
+    Goaway,
+    Fetch,
+    FetchOk
 );
 
 fn ns(fields: &[&str]) -> Vec<String> {
@@ -162,6 +164,13 @@ fn subscribe_with_fill_and_include_properties_matches_moq_net_bytes() {
         (param::FILL, ParamValue::Bytes(vec![0x01, 0x21, 0x01, 0x00])),
         (param::INCLUDE_PROPERTIES, ParamValue::Bool(false)),
     ]);
+    assert_eq!(
+        s.parameters.fill(),
+        Some(Ok(MessageParameters(vec![(
+            param::LOCATION_FILTER,
+            ParamValue::Filter(LocationFilter::RelativeStart(0))
+        )])))
+    );
     golden(
         s,
         "03",
@@ -476,6 +485,164 @@ fn hostile_input_is_refused_without_panic_or_allocation() {
     encode_object(&cases_len(limits.max_frame + 1), &mut wire).unwrap();
     assert!(matches!(
         decode_object(&wire, false, &limits),
+        Err(DecodeError::TooLong { .. })
+    ));
+}
+
+/// `live`/`video`, Request ID 1: the head of moq-net 0.3.18's draft-20+ FETCH
+/// test vectors (`ietf/fetch.rs`, `FETCH_HEAD`), up to the parameter count.
+const FETCH_HEAD: &str = "0101046c6976650576696465 6f";
+
+fn fetch_body(params: &str) -> String {
+    format!("{FETCH_HEAD}{params}").replace(' ', "")
+}
+
+#[test]
+fn fetch_matches_moq_net_bytes() {
+    // moq-net `test_fetch_v20_wire`: unfiltered, priority 128, descending.
+    golden(
+        Fetch {
+            request_id: 1,
+            namespace: ns(&["live"]),
+            name: "video".into(),
+            parameters: MessageParameters(vec![
+                (param::SUBSCRIBER_PRIORITY, ParamValue::Byte(128)),
+                (param::GROUP_ORDER, ParamValue::Byte(2)),
+            ]),
+        },
+        "16",
+        &format!("0012{}", fetch_body("0220800202")),
+    );
+    // moq-net `test_fetch_v20_decodes_every_parameter`, its draft-22 case:
+    // token, FILL_TIMEOUT 100, priority 64, groups 128..=130, ascending, an
+    // OBJECTID range filter, INCLUDE_PROPERTIES 0.
+    let body = fetch_body("07 0303030 0aa 0764 1640 01038080 0002 0101 0402 0005 0f00");
+    golden(
+        Fetch {
+            request_id: 1,
+            namespace: ns(&["live"]),
+            name: "video".into(),
+            parameters: MessageParameters(vec![
+                (
+                    param::AUTHORIZATION_TOKEN,
+                    ParamValue::Bytes(vec![0x03, 0x00, 0xaa]),
+                ),
+                (param::FILL_TIMEOUT, ParamValue::Varint(100)),
+                (param::SUBSCRIBER_PRIORITY, ParamValue::Byte(64)),
+                (
+                    param::LOCATION_FILTER,
+                    ParamValue::Filter(LocationFilter::AbsoluteGroupEnd {
+                        start: Location {
+                            group: 128,
+                            object: 0,
+                        },
+                        end_group: 130,
+                    }),
+                ),
+                (param::GROUP_ORDER, ParamValue::Byte(1)),
+                (0x26, ParamValue::Bytes(vec![0x00, 0x05])),
+                (param::INCLUDE_PROPERTIES, ParamValue::Bool(false)),
+            ]),
+        },
+        "16",
+        &format!("{:04x}{body}", body.len() / 2),
+    );
+}
+
+#[test]
+fn fetch_ok_matches_moq_net_bytes() {
+    // moq-net `test_fetch_ok_v18_omits_group_order` (draft 18 on, same layout
+    // on 22): not the end of the track, ends at {5, 3}, no parameters.
+    golden(
+        FetchOk {
+            end_of_track: false,
+            end: Location {
+                group: 5,
+                object: 3,
+            },
+            parameters: MessageParameters::default(),
+            properties: Parameters::default(),
+        },
+        "18",
+        "000400050300",
+    );
+}
+
+#[test]
+fn fetch_stream_matches_moq_net_bytes() {
+    let limits = Limits::default();
+    let header = FetchHeader { request_id: 300 };
+    let wire = header.to_vec().unwrap();
+    assert_eq!(wire, bytes("05812c"), "type 0x5, Request ID 300");
+    assert_eq!(FetchHeader::decode(&wire, &limits).unwrap(), (header, 3));
+    // moq-net `the_first_object_spells_everything_out` and
+    // `a_later_object_inherits`, each followed by a payload length.
+    let cases = [
+        (
+            FetchObject::Object {
+                subgroup: FetchSubgroup::Zero,
+                group: Some(4),
+                object: Some(0),
+                priority: Some(0),
+                properties: Some(vec![0x02, 0x40]),
+                payload_len: 5,
+            },
+            "3c040000020240 05",
+        ),
+        (
+            FetchObject::Object {
+                subgroup: FetchSubgroup::Zero,
+                group: None,
+                object: None,
+                priority: None,
+                properties: Some(vec![]),
+                payload_len: 0,
+            },
+            "2000 00",
+        ),
+        (
+            FetchObject::EndOfRange {
+                reason: 0x8c,
+                group: 3,
+                object: 7,
+            },
+            "808c 03 07",
+        ),
+        (
+            FetchObject::Object {
+                subgroup: FetchSubgroup::Explicit(9),
+                group: Some(2),
+                object: None,
+                priority: None,
+                properties: None,
+                payload_len: 1,
+            },
+            "0b 02 09 01",
+        ),
+    ];
+    for (object, hex) in cases {
+        let wire = bytes(&hex.replace(' ', ""));
+        assert_eq!(object.to_vec().unwrap(), wire, "{object:?}");
+        assert_eq!(
+            FetchObject::decode(&wire, &limits).unwrap(),
+            (object, wire.len())
+        );
+        for cut in 0..wire.len() {
+            assert_eq!(
+                FetchObject::decode(&wire[..cut], &limits),
+                Err(DecodeError::Short)
+            );
+        }
+    }
+    // One past the markers is no set of flags; a payload over the limit is
+    // refused on its length.
+    assert!(FetchObject::decode(&bytes("808d0000"), &limits).is_err());
+    let small = Limits {
+        max_frame: 4,
+        ..limits
+    };
+    assert!(matches!(
+        FetchObject::decode(&bytes("0c000005"), &small),
         Err(DecodeError::TooLong { .. })
     ));
 }

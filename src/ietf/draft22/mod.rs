@@ -229,6 +229,9 @@ pub mod param {
     pub const SUBGROUP_DELIVERY_TIMEOUT: u64 = 0x06;
     /// EXPIRES (varint, ms).
     pub const EXPIRES: u64 = 0x08;
+    /// FILL_TIMEOUT (varint, ms), a FETCH's budget for waiting on upstream
+    /// (draft 18 on). Read so that a FETCH carrying it can be refused alone.
+    pub const FILL_TIMEOUT: u64 = 0x0a;
     /// LARGEST_OBJECT (Location).
     pub const LARGEST_OBJECT: u64 = 0x09;
     /// FORWARD (one byte, 0 or 1; absent means 1).
@@ -288,6 +291,7 @@ fn kind_of(key: u64) -> Option<(Kind, bool)> {
         | RENDEZVOUS_TIMEOUT
         | SUBGROUP_DELIVERY_TIMEOUT
         | EXPIRES
+        | FILL_TIMEOUT
         | NEW_GROUP_REQUEST => (Kind::Varint, false),
         AUTHORIZATION_TOKEN => (Kind::Bytes, true),
         FILL => (Kind::Bytes, false),
@@ -357,6 +361,23 @@ impl MessageParameters {
             Some(ParamValue::Location(l)) => Some(*l),
             _ => None,
         }
+    }
+
+    /// FILL's nested parameters (count, then delta-coded keys, as a
+    /// message's), if FILL was sent: kept raw by the decoder, read here.
+    pub fn fill(&self) -> Option<Result<MessageParameters, DecodeError>> {
+        let Some(ParamValue::Bytes(raw)) = self.get(param::FILL) else {
+            return None;
+        };
+        let mut r = Reader::new(raw);
+        Some(
+            MessageParameters::read(&mut r).and_then(|scope| match r.remaining() {
+                0 => Ok(scope),
+                _ => Err(DecodeError::InvalidValue {
+                    what: "bytes after FILL's parameters",
+                }),
+            }),
+        )
     }
 
     fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -1083,6 +1104,305 @@ pub fn encode_object<B: BufMut>(
     })
 }
 
+// ---------------------------------------------------------------------------
+// FETCH
+
+/// FETCH (0x16), the first message of a fetch's bidi stream. From draft 20 on
+/// the track is named up front and the range is the LOCATION_FILTER
+/// parameter; the Fetch Type and the joining forms are gone (moq-net 0.3.18).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetch {
+    /// Request ID.
+    pub request_id: u64,
+    /// Track Namespace tuple.
+    pub namespace: Vec<String>,
+    /// Track Name.
+    pub name: String,
+    /// Parameters: SUBSCRIBER_PRIORITY, LOCATION_FILTER (absent: the whole
+    /// track), GROUP_ORDER, FILL_TIMEOUT, range filters, ...
+    pub parameters: MessageParameters,
+}
+
+impl Message for Fetch {
+    const TYPE: u64 = request_type::FETCH;
+    const WHAT: &'static str = "FETCH";
+    fn write_body(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+        write_varint(w, self.request_id);
+        wire::write_namespace(w, &self.namespace)?;
+        wire::write_bytes(w, self.name.as_bytes());
+        self.parameters.write(w)
+    }
+    fn read_body(r: &mut Reader<'_>, limits: &Limits) -> Result<Self, DecodeError> {
+        Ok(Fetch {
+            request_id: read_varint(r)?,
+            namespace: wire::read_namespace(r, limits)?,
+            name: wire::read_string(r, "track name", limits.max_name)?,
+            parameters: MessageParameters::read(r)?,
+        })
+    }
+}
+
+/// FETCH_OK (0x18), on the fetch's request stream; the objects follow on a
+/// uni stream of their own ([`FetchHeader`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchOk {
+    /// The track ends with `end`.
+    pub end_of_track: bool,
+    /// The last Location the response covers, inclusive (draft 20 on).
+    pub end: Location,
+    /// Parameters (none sent; GROUP_ORDER is read from peers that send it).
+    pub parameters: MessageParameters,
+    /// Track Properties, to the end of the message.
+    pub properties: Parameters,
+}
+
+impl Message for FetchOk {
+    const TYPE: u64 = 0x18;
+    const WHAT: &'static str = "FETCH_OK";
+    fn write_body(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+        w.u8(u8::from(self.end_of_track));
+        wire::write_location(w, self.end);
+        self.parameters.write(w)?;
+        write_pairs(w, &self.properties)
+    }
+    fn read_body(r: &mut Reader<'_>, _: &Limits) -> Result<Self, DecodeError> {
+        Ok(FetchOk {
+            end_of_track: wire::read_bool(r, "end of track")?,
+            end: wire::read_location(r)?,
+            parameters: MessageParameters::read(r)?,
+            properties: read_pairs(r)?,
+        })
+    }
+}
+
+/// Uni stream type of a fetch response.
+pub const FETCH_HEADER_TYPE: u64 = 0x05;
+
+/// FETCH_HEADER: the start of a fetch response's uni stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchHeader {
+    /// The FETCH this stream answers.
+    pub request_id: u64,
+}
+
+impl Decode for FetchHeader {
+    fn decode(buf: &[u8], _: &Limits) -> Result<(Self, usize), DecodeError> {
+        let mut r = Reader::new(buf);
+        let ty = read_varint(&mut r)?;
+        if ty != FETCH_HEADER_TYPE {
+            return Err(DecodeError::UnknownType {
+                what: "fetch stream",
+                ty,
+            });
+        }
+        let request_id = read_varint(&mut r)?;
+        Ok((FetchHeader { request_id }, r.consumed()))
+    }
+}
+
+impl Encode for FetchHeader {
+    fn encode<B: BufMut>(&self, out: &mut B) -> Result<usize, EncodeError> {
+        emit(out, |w| {
+            write_varint(w, FETCH_HEADER_TYPE);
+            write_varint(w, self.request_id);
+            Ok(())
+        })
+    }
+}
+
+/// The bits of a fetch object's Serialization Flags (draft 20 on).
+mod fetch_flag {
+    /// The two low bits spell the Subgroup ID.
+    pub const SUBGROUP: u64 = 0x03;
+    pub const OBJECT_ID: u64 = 0x04;
+    pub const GROUP_ID: u64 = 0x08;
+    pub const PRIORITY: u64 = 0x10;
+    pub const PROPERTIES: u64 = 0x20;
+    /// Published as a datagram: no Subgroup ID at all.
+    pub const DATAGRAM: u64 = 0x40;
+}
+
+/// How a fetch object names its Subgroup ID (the flags' two low bits).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FetchSubgroup {
+    /// Subgroup zero.
+    #[default]
+    Zero,
+    /// The prior object's Subgroup ID.
+    Prior,
+    /// One past the prior object's.
+    PriorPlusOne,
+    /// Spelled out.
+    Explicit(u64),
+    /// A datagram object: no Subgroup ID.
+    Datagram,
+}
+
+/// One entry on a draft-22 fetch stream: an object's header (its payload,
+/// `payload_len` bytes, follows and is not read), or an End of Range marker.
+/// Absent fields repeat the prior object's (the Object ID counts up by one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchObject {
+    /// An object.
+    Object {
+        /// Subgroup ID spelling.
+        subgroup: FetchSubgroup,
+        /// Group ID: absolute on the first object, later a delta naming a
+        /// different group.
+        group: Option<u64>,
+        /// Object ID: absolute with `group`, else a delta from the prior one.
+        object: Option<u64>,
+        /// Publisher Priority.
+        priority: Option<u8>,
+        /// Object Properties, raw.
+        properties: Option<Vec<u8>>,
+        /// Payload bytes that follow (no status field on draft 22).
+        payload_len: u64,
+    },
+    /// Every location from the prior object to this one does not exist
+    /// (0x8C), is unknown (0x10C) or timed out (0x20C).
+    EndOfRange {
+        /// The marker.
+        reason: u64,
+        /// Group ID delta.
+        group: u64,
+        /// Object ID delta.
+        object: u64,
+    },
+}
+
+/// The Serialization Flags values that mark an End of Range.
+const END_OF_RANGE: [u64; 3] = [0x8c, 0x10c, 0x20c];
+
+impl Decode for FetchObject {
+    fn decode(buf: &[u8], limits: &Limits) -> Result<(Self, usize), DecodeError> {
+        use fetch_flag::*;
+        let mut r = Reader::new(buf);
+        let flags = read_varint(&mut r)?;
+        if flags >= 0x80 {
+            if !END_OF_RANGE.contains(&flags) {
+                return Err(DecodeError::InvalidValue {
+                    what: "fetch object flags",
+                });
+            }
+            let marker = FetchObject::EndOfRange {
+                reason: flags,
+                group: read_varint(&mut r)?,
+                object: read_varint(&mut r)?,
+            };
+            return Ok((marker, r.consumed()));
+        }
+        let group = match flags & GROUP_ID {
+            0 => None,
+            _ => Some(read_varint(&mut r)?),
+        };
+        let subgroup = match (flags & DATAGRAM, flags & SUBGROUP) {
+            (DATAGRAM, _) => FetchSubgroup::Datagram,
+            (_, 0) => FetchSubgroup::Zero,
+            (_, 1) => FetchSubgroup::Prior,
+            (_, 2) => FetchSubgroup::PriorPlusOne,
+            _ => FetchSubgroup::Explicit(read_varint(&mut r)?),
+        };
+        let object = match flags & OBJECT_ID {
+            0 => None,
+            _ => Some(read_varint(&mut r)?),
+        };
+        let priority = match flags & PRIORITY {
+            0 => None,
+            _ => Some(r.u8()?),
+        };
+        let properties = match flags & PROPERTIES {
+            0 => None,
+            _ => Some(wire::read_bytes(&mut r, "object properties", limits.max_message)?.to_vec()),
+        };
+        let payload_len = read_varint(&mut r)?;
+        if payload_len > limits.max_frame {
+            return Err(DecodeError::TooLong {
+                what: "object payload",
+                len: payload_len,
+                max: limits.max_frame,
+            });
+        }
+        let object = FetchObject::Object {
+            subgroup,
+            group,
+            object,
+            priority,
+            properties,
+            payload_len,
+        };
+        Ok((object, r.consumed()))
+    }
+}
+
+impl Encode for FetchObject {
+    fn encode<B: BufMut>(&self, out: &mut B) -> Result<usize, EncodeError> {
+        use fetch_flag::*;
+        emit(out, |w| match self {
+            FetchObject::EndOfRange {
+                reason,
+                group,
+                object,
+            } => {
+                if !END_OF_RANGE.contains(reason) {
+                    return Err(EncodeError::InvalidValue {
+                        what: "not an End of Range marker",
+                    });
+                }
+                write_varint(w, *reason);
+                write_varint(w, *group);
+                write_varint(w, *object);
+                Ok(())
+            }
+            FetchObject::Object {
+                subgroup,
+                group,
+                object,
+                priority,
+                properties,
+                payload_len,
+            } => {
+                let mut flags = match subgroup {
+                    FetchSubgroup::Zero => 0,
+                    FetchSubgroup::Prior => 1,
+                    FetchSubgroup::PriorPlusOne => 2,
+                    FetchSubgroup::Explicit(_) => SUBGROUP,
+                    FetchSubgroup::Datagram => DATAGRAM,
+                };
+                for (present, bit) in [
+                    (group.is_some(), GROUP_ID),
+                    (object.is_some(), OBJECT_ID),
+                    (priority.is_some(), PRIORITY),
+                    (properties.is_some(), PROPERTIES),
+                ] {
+                    if present {
+                        flags |= bit;
+                    }
+                }
+                write_varint(w, flags);
+                if let Some(group) = group {
+                    write_varint(w, *group);
+                }
+                if let FetchSubgroup::Explicit(id) = subgroup {
+                    write_varint(w, *id);
+                }
+                if let Some(object) = object {
+                    write_varint(w, *object);
+                }
+                if let Some(priority) = priority {
+                    w.u8(*priority);
+                }
+                if let Some(properties) = properties {
+                    wire::check_value("object properties", properties)?;
+                    wire::write_bytes(w, properties);
+                }
+                write_varint(w, *payload_len);
+                Ok(())
+            }
+        })
+    }
+}
+
 /// Any message a draft-22 request stream or SETUP stream carries, dispatched on
 /// its type.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1101,6 +1421,8 @@ pub enum RequestMessage {
     Namespace(Namespace),
     NamespaceDone(NamespaceDone),
     Goaway(Goaway),
+    Fetch(Fetch),
+    FetchOk(FetchOk),
 }
 
 impl Decode for RequestMessage {
@@ -1126,6 +1448,8 @@ impl Decode for RequestMessage {
             Namespace::TYPE => wrap(buf, limits, Self::Namespace),
             NamespaceDone::TYPE => wrap(buf, limits, Self::NamespaceDone),
             Goaway::TYPE => wrap(buf, limits, Self::Goaway),
+            Fetch::TYPE => wrap(buf, limits, Self::Fetch),
+            FetchOk::TYPE => wrap(buf, limits, Self::FetchOk),
             ty => Err(DecodeError::UnknownType {
                 what: "draft-22 message",
                 ty,
@@ -1150,6 +1474,8 @@ impl Encode for RequestMessage {
             Self::Namespace(m) => m.encode(out),
             Self::NamespaceDone(m) => m.encode(out),
             Self::Goaway(m) => m.encode(out),
+            Self::Fetch(m) => m.encode(out),
+            Self::FetchOk(m) => m.encode(out),
         }
     }
 }
