@@ -32,12 +32,13 @@ use tracing::debug;
 
 use super::bridge::{namespace_to_path, path_to_namespace};
 use super::control::Violation;
+use super::reply22::{refuse, write};
 use super::session::{open_subscription, serve_track};
 use super::state::{IetfSession, Incoming};
 use crate::ietf::draft22::{
     self, request_type, Decode, Encode, LocationFilter, MessageParameters, Namespace,
-    NamespaceDone, Publish, PublishDone, PublishNamespace, RequestError, RequestOk, Setup,
-    Subscribe, SubscribeNamespace, SubscribeOk, PADDING_STREAM_TYPE, SETUP_TYPE,
+    NamespaceDone, Publish, PublishDone, PublishNamespace, RequestOk, Setup, Subscribe,
+    SubscribeNamespace, SubscribeOk, PADDING_STREAM_TYPE, SETUP_TYPE,
 };
 use crate::ietf::{DecodeError, Limits, Parameters, SessionCode, Version};
 use crate::message::{TrackKey, TrackName};
@@ -83,7 +84,7 @@ pub async fn run<T: Transport>(shard: Rc<Shard>, transport: T) {
     session.run_until_closed().await;
 }
 
-pub(super) fn protocol_violation(reason: &'static str) -> Violation {
+fn protocol_violation(reason: &'static str) -> Violation {
     Violation {
         code: SessionCode::PROTOCOL_VIOLATION,
         reason,
@@ -282,29 +283,6 @@ async fn request<T: Transport>(
             debug!(session = session.id, ty, "draft-22 request not served");
             refuse(&mut send, NOT_SUPPORTED, "not supported").await;
         }
-    }
-}
-
-/// Encode `msg` and write it; false if the stream is gone.
-pub(super) async fn write<S: SendStream>(send: &mut S, msg: &impl Encode) -> bool {
-    match msg.to_vec() {
-        Ok(bytes) => send.write_chunk(Bytes::from(bytes)).await.is_ok(),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot encode a draft-22 reply");
-            false
-        }
-    }
-}
-
-/// REQUEST_ERROR, then the end of our half of the stream.
-pub(super) async fn refuse<S: SendStream>(send: &mut S, code: u64, reason: &str) {
-    let error = RequestError {
-        code,
-        retry_interval: 0,
-        reason: reason.into(),
-    };
-    if write(send, &error).await {
-        let _ = send.finish();
     }
 }
 

@@ -21,6 +21,7 @@ pub mod draft22;
 mod fetch;
 mod ingest;
 mod publish22;
+mod reply22;
 pub mod session;
 mod state;
 #[cfg(test)]

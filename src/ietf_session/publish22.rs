@@ -13,8 +13,9 @@ use std::rc::Rc;
 
 use tracing::debug;
 
-use super::draft22::{refuse, write};
+use super::control::Violation;
 use super::ingest::{self, Offer};
+use super::reply22::{refuse, write};
 use super::state::{IetfSession, Incoming, WantedForward};
 use crate::ietf::draft22::{
     self, param, Decode, MessageParameters, ParamValue, Publish, RequestMessage, RequestOk,
@@ -73,7 +74,7 @@ pub(super) async fn serve<T: Transport>(
 ) {
     let id = request.request_id;
     if session.publishing.forward22.borrow().contains_key(&id) {
-        return session.violation(super::control::Violation {
+        return session.violation(Violation {
             code: SessionCode::INVALID_REQUEST_ID,
             reason: "request id reused",
         });
@@ -172,9 +173,7 @@ async fn exchange<T: Transport>(
             Either::Left(Err(None)) => return End::Abandoned,
             Either::Left(Err(Some(e))) => {
                 debug!(session = session.id, error = %e, "malformed message on a PUBLISH stream");
-                session.violation(super::draft22::protocol_violation(
-                    "malformed message on a PUBLISH stream",
-                ));
+                session.violation(Violation::protocol("malformed message on a PUBLISH stream"));
                 return End::Session;
             }
         };
@@ -202,7 +201,7 @@ async fn exchange<T: Transport>(
                 }
             }
             FromPublisher::Message(_) => {
-                session.violation(super::draft22::protocol_violation(
+                session.violation(Violation::protocol(
                     "unexpected message on a PUBLISH stream",
                 ));
                 return End::Session;
