@@ -3,7 +3,9 @@
 //!
 //! A session's credentials are the path and query of the URL its client
 //! dialled: the WebTransport CONNECT URL, or on raw QUIC the lite-05+ SETUP
-//! path (`/room?jwt=...`). The `jwt` query parameter is a JWT signed with the
+//! path (`/room?jwt=...`) or an IETF SETUP's PATH parameter. An IETF session
+//! may present the JWT in SETUP's AUTHORIZATION_TOKEN instead
+//! ([`Auth::verify_presented`]). The `jwt` query parameter is a JWT signed with the
 //! key in `auth.key_file` (a JWK, as `moq-token-cli generate` writes it),
 //! verified by the `moq-token` crate itself, so a token minted for moq-relay
 //! works here unchanged. Its claims:
@@ -145,7 +147,37 @@ impl Auth {
     /// The grant for a session that dialled `path` with `query` (without
     /// `?`): verified against the exact path that becomes its root.
     pub fn verify(&self, path: &str, query: Option<&str>) -> Result<Grant, Refusal> {
-        let (claims, cluster) = match query.and_then(jwt_parameter) {
+        self.verify_jwt(path, query.and_then(jwt_parameter))
+    }
+
+    /// As [`Auth::verify`], for an IETF session that may also present its
+    /// JWT in SETUP's AUTHORIZATION_TOKEN, as `(token type, value)`. As in
+    /// moq-relay 0.17.10 (moq-auth): a token of type 0 (out of band) is the
+    /// JWT; the same JWT in the query too is one credential, a different one
+    /// is refused, and so is a token of any other type.
+    pub fn verify_presented(
+        &self,
+        path: &str,
+        query: Option<&str>,
+        setup_token: Option<(u64, &[u8])>,
+    ) -> Result<Grant, Refusal> {
+        let in_query = query.and_then(jwt_parameter);
+        let jwt = match setup_token {
+            None => in_query,
+            Some((crate::ietf::token::TOKEN_TYPE_OUT_OF_BAND, value)) => {
+                let jwt = std::str::from_utf8(value).map_err(|_| Refusal::InvalidToken)?;
+                match in_query {
+                    Some(other) if other != jwt => return Err(Refusal::InvalidToken),
+                    _ => Some(jwt.to_owned()),
+                }
+            }
+            Some(_) => return Err(Refusal::InvalidToken),
+        };
+        self.verify_jwt(path, jwt)
+    }
+
+    fn verify_jwt(&self, path: &str, jwt: Option<String>) -> Result<Grant, Refusal> {
+        let (claims, cluster) = match jwt.filter(|t| !t.is_empty()) {
             Some(token) => {
                 let key = self.key.as_ref().ok_or(Refusal::InvalidToken)?;
                 let claims = key.verify(&token).map_err(|e| match e {

@@ -225,6 +225,7 @@ mod backlog_tests {
                 sequence: 0,
                 timestamp: 0,
                 payload: Bytes::from(vec![0u8; 1000]),
+                extensions: None,
             },
         };
         assert_eq!(frame.weight(), 1000 + MESSAGE_WEIGHT);

@@ -159,6 +159,8 @@ relay_stats! {
     /// IETF subgroup streams stopped because no SUBSCRIBE_OK named their
     /// track alias within the wait for one.
     ietf_streams_unknown_alias: Counter,
+    /// IETF subgroup streams stopped because an object's extension headers exceeded the relay's bound (4 KiB).
+    ietf_extensions_too_large: Counter,
     /// Sessions closed for announcing more than relay.max_broadcasts_per_session.
     broadcasts_refused_limit: Counter,
     /// ANNOUNCE_REQUESTs refused by relay.max_announce_requests_per_session.

@@ -47,6 +47,20 @@ pub struct HubRef {
 pub struct Frame {
     pub timestamp: u64,
     pub payload: Bytes,
+    /// The IETF object's extension headers, when an IETF publisher sent
+    /// some; lite has none. Boxed: a frame without them (every lite frame)
+    /// pays one pointer in the cache.
+    pub extensions: Option<Box<ObjectExtensions>>,
+}
+
+/// An IETF object's extension headers as its publisher wrote them: the raw
+/// block, never parsed nor re-encoded, and the draft whose layout it is in.
+/// Draft 14's key-value pairs and draft 22's properties are coded
+/// differently, so a block is sent on its own draft only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectExtensions {
+    pub draft: crate::ietf::Version,
+    pub bytes: Bytes,
 }
 
 /// How a group ended, if it has.
@@ -88,6 +102,8 @@ pub enum MediaEvent {
         sequence: u64,
         timestamp: u64,
         payload: Bytes,
+        /// An IETF object's extension headers (see [`Frame::extensions`]).
+        extensions: Option<Box<ObjectExtensions>>,
     },
     GroupEnd {
         sequence: u64,

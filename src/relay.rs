@@ -289,14 +289,15 @@ async fn serve_connection(shard: Rc<Shard>, shared: Shared, conn: Connection) {
     }
     // WebTransport: the version is negotiated in the CONNECT request, the
     // session root is its URL path.
-    // Lite first, as in the ALPN list; then IETF draft 22, whose WebTransport
-    // protocol is its ALPN.
-    let draft22 = crate::ietf::ALPN_DRAFT22;
+    // Lite first, as in the ALPN list; then the IETF drafts, newest first,
+    // each offered under its ALPN as the WebTransport protocol (moq-native
+    // sends `moq-00` for draft 14, which then negotiates in CLIENT_SETUP).
+    let (draft22, draft14) = (crate::ietf::ALPN_DRAFT22, crate::ietf::ALPN_DRAFT14);
     let choose = |offered: &[String]| {
         Version::ALL
             .into_iter()
             .map(|v| v.wt_protocol())
-            .chain([draft22])
+            .chain([draft22, draft14])
             .find(|p| offered.iter().any(|o| o == p))
             .map(str::to_string)
     };
@@ -318,6 +319,10 @@ async fn serve_connection(shard: Rc<Shard>, shared: Shared, conn: Connection) {
     };
     if wt.protocol() == Some(draft22) {
         return Box::pin(crate::ietf_session::draft22::run(shard, wt)).await;
+    }
+    if wt.protocol() == Some(draft14) {
+        // The CONNECT URL names the path; a PATH parameter is refused.
+        return Box::pin(crate::ietf_session::session::run(shard, wt, true)).await;
     }
     // A client that names no protocol speaks the oldest we know (lite-04),
     // as moq-clock 0.10.21 does.

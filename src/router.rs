@@ -628,6 +628,7 @@ impl Router {
                         sequence,
                         timestamp: frame.timestamp,
                         payload: frame.payload,
+                        extensions: frame.extensions,
                     },
                     now,
                 );

@@ -163,8 +163,10 @@ impl Group {
     }
 
     fn push(&self, frame: Frame) {
+        // An IETF object's extensions are held beside the payload: counted.
+        let extensions = frame.extensions.as_ref().map_or(0, |e| e.bytes.len());
         self.bytes
-            .set(self.bytes.get() + frame.payload.len() as u64 + FRAME_OVERHEAD);
+            .set(self.bytes.get() + (frame.payload.len() + extensions) as u64 + FRAME_OVERHEAD);
         // A delta zigzag cannot carry is sent as 0, leaving the base as is.
         let mut timestamps = self.timestamps.get();
         let delta = timestamps.delta(frame.timestamp).unwrap_or(0);
@@ -372,7 +374,15 @@ impl TrackReplica {
                 sequence,
                 timestamp,
                 payload,
-            } => return self.push_frame(sequence, Frame { timestamp, payload }),
+                extensions,
+            } => {
+                let frame = Frame {
+                    timestamp,
+                    payload,
+                    extensions,
+                };
+                return self.push_frame(sequence, frame);
+            }
             MediaEvent::GroupEnd { sequence } => {
                 if let Some(g) = self.find(sequence) {
                     g.end(GroupState::Done);

@@ -230,6 +230,12 @@ fn aiomoqt_publisher_and_subscriber_examples_meet_through_qumo(scheme: &str, dra
                     "both examples on {transport}; relay log:\n{}",
                     relay.log()
                 );
+                // The latency comes from the LOC timestamp extension header
+                // the publisher stamps on every object: relayed untouched.
+                assert!(
+                    total.contains("latency avg="),
+                    "no LOC timestamp reached the subscriber: {total}"
+                );
                 return;
             }
             if refused_as_unknown(&subscriber) {

@@ -5,7 +5,8 @@
 //! during the test, as an operator would make them.
 //!
 //! Over raw QUIC the token rides the lite-05+ SETUP path (`/room?jwt=...`,
-//! as moq-native sends it); over WebTransport, the CONNECT URL. A refused
+//! as moq-native sends it); over WebTransport, the CONNECT URL, for lite and
+//! IETF draft-14 sessions alike. A refused
 //! session is closed with moq-lite's UNAUTHORIZED (0x2); a request outside
 //! the token's scope is refused alone. Every refusal is counted on
 //! `/metrics`.
@@ -388,6 +389,65 @@ fn a_moq_clock_over_webtransport_carries_its_token_in_the_url() {
     http::wait_metrics(admin, 20 * SECOND, "a refused moq-clock", |s| {
         http::total(s, "qumo_auth_refused_missing_token_total") >= 1.0
     });
+}
+
+/// moq-clock 0.10.21 speaking IETF draft 14 over WebTransport
+/// (`--client-version moq-transport-14`, protocol `moq-00`) carries its
+/// token in the CONNECT URL like its lite self: the relay roots its
+/// namespace at `/clocks`, where a lite subscriber with a token of its own
+/// reads the ticks. A draft-14 clock without a token, or whose token does
+/// not cover its broadcast, is refused and counted.
+#[test]
+fn a_draft_14_moq_clock_over_webtransport_carries_its_token_in_the_url() {
+    let keys = Keys::generate("HS256");
+    let (relay, admin) = relay(&keys.verifying, "[]");
+    let publish = keys.sign("clocks", &["tick"], &[]);
+    let watch = keys.sign("clocks", &[], &[""]);
+    let base = format!("https://{}/clocks", relay.addr);
+    let ietf_clock = |url: &str, broadcast: &str, mode: &str| {
+        support::spawn_moq_clock(&[
+            "--url",
+            url,
+            "--broadcast",
+            broadcast,
+            "--tls-disable-verify",
+            "--client-version",
+            "moq-transport-14",
+            mode,
+        ])
+    };
+
+    let publisher = ietf_clock(&format!("{base}?jwt={publish}"), "tick", "publish");
+    relay
+        .wait_for("broadcast=clocks/tick active=true", 10 * SECOND)
+        .unwrap_or_else(|| {
+            panic!(
+                "no draft-14 PUBLISH_NAMESPACE under /clocks; clock:\n{:#?}\nrelay:\n{}",
+                publisher.stderr.snapshot(),
+                relay.log()
+            )
+        });
+    let subscriber = support::moq_clock(&format!("{base}?jwt={watch}"), "tick", "subscribe");
+    let ticks = subscriber.ticks(2, 30 * SECOND);
+    assert!(
+        ticks.len() >= 2,
+        "ticks from an authorised draft-14 publisher: {ticks:?}\nrelay:\n{}",
+        relay.log()
+    );
+
+    // Without a token: refused at SETUP.
+    let _refused = ietf_clock(&base, "tock", "publish");
+    http::wait_metrics(admin, 20 * SECOND, "a refused draft-14 clock", |s| {
+        http::total(s, "qumo_auth_refused_missing_token_total") >= 1.0
+    });
+    // With a token whose put does not cover its broadcast: the session
+    // stands, its PUBLISH_NAMESPACE is refused.
+    let _outside = ietf_clock(&format!("{base}?jwt={publish}"), "tock", "publish");
+    http::wait_metrics(admin, 20 * SECOND, "a draft-14 announce outside put", |s| {
+        http::total(s, "qumo_auth_refused_publish_total") >= 1.0
+    });
+    assert_eq!(relay.count("broadcast=clocks/tock active=true"), 0);
+    assert!(!relay.log().contains(&publish), "a token was logged");
 }
 
 #[tokio::test(flavor = "current_thread")]

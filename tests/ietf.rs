@@ -148,3 +148,72 @@ fn a_draft_14_clock_reaches_a_draft_14_subscriber() {
         .expect("the relay saw the draft-14 PUBLISH_NAMESPACE");
     ietf_ticks(&relay, &publisher, &url, "ietf-to-ietf");
 }
+
+/// Draft 14 over WebTransport: moq-native offers `moq-00` as the CONNECT's
+/// protocol (the ALPN of the drafts that negotiate in CLIENT_SETUP), and the
+/// relay runs its draft-14 session on that WebTransport session.
+fn served_over_webtransport(relay: &Relay) {
+    let opened = "transport=\"webtransport\" version=moq-transport-14";
+    assert!(
+        relay.wait_for(opened, Duration::from_secs(5)).is_some(),
+        "no draft-14 WebTransport session:\n{}",
+        relay.log()
+    );
+}
+
+#[test]
+fn a_draft_14_clock_over_webtransport_reaches_a_lite_subscriber() {
+    let relay = Relay::start(2);
+    let _publisher = ietf_clock(
+        &format!("https://{}", relay.addr),
+        "wt-ietf-to-lite",
+        "publish",
+    );
+    relay
+        .wait_for(
+            "broadcast=wt-ietf-to-lite active=true",
+            Duration::from_secs(10),
+        )
+        .unwrap_or_else(|| {
+            panic!(
+                "no draft-14 PUBLISH_NAMESPACE over WebTransport:\n{}",
+                relay.log()
+            )
+        });
+    served_over_webtransport(&relay);
+    let subscriber = moq_clock(
+        &format!("moql://{}", relay.addr),
+        "wt-ietf-to-lite",
+        "subscribe",
+    );
+    let ticks = subscriber.ticks(3, Duration::from_secs(15));
+    assert!(
+        ticks.len() >= 3,
+        "got {ticks:?}; client log:\n{:#?}\nrelay log:\n{}",
+        subscriber.stderr.snapshot(),
+        relay.log()
+    );
+}
+
+#[test]
+fn a_lite_clock_reaches_a_draft_14_subscriber_over_webtransport() {
+    let relay = Relay::start(2);
+    let publisher = moq_clock(
+        &format!("moql://{}", relay.addr),
+        "lite-to-wt-ietf",
+        "publish",
+    );
+    relay
+        .wait_for(
+            "broadcast=lite-to-wt-ietf active=true",
+            Duration::from_secs(10),
+        )
+        .expect("the relay saw the clock's announcement");
+    ietf_ticks(
+        &relay,
+        &publisher,
+        &format!("https://{}", relay.addr),
+        "lite-to-wt-ietf",
+    );
+    served_over_webtransport(&relay);
+}

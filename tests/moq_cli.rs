@@ -477,6 +477,81 @@ fn moq_cli_carries_its_token_in_the_setup_path() {
     assert!(!relay.log().contains(&watch), "a token was logged");
 }
 
+/// Draft 14 with `auth`: `moq --connect-version moq-transport-14` carries
+/// its token in the URL it dials. On raw QUIC (`moqt://RELAY/room?jwt=...`,
+/// ALPN `moq-00`) moq-net puts the path and query in CLIENT_SETUP's PATH
+/// parameter; on WebTransport (`https://`, protocol `moq-00`) the CONNECT URL
+/// carries them. Either way the session's root is `/room` and its token
+/// is checked as a lite session's is; without one it is refused.
+#[test]
+fn moq_cli_on_draft_14_carries_its_token_over_quic_and_webtransport() {
+    let keys = support::token::Keys::generate("HS256");
+    let relay = Relay::start_with(
+        2,
+        &format!("auth:\n  key_file: \"{}\"\n", keys.verifying.display()),
+    );
+    let publish = keys.sign("room", &["d14.hang"], &[]);
+    let watch = keys.sign("room", &[], &[""]);
+    let publisher = Moq::publish_at(
+        &relay,
+        &format!("/room?jwt={publish}"),
+        "d14.hang",
+        0,
+        None,
+        Duration::from_millis(100),
+    );
+    relay
+        .wait_for(
+            "broadcast=room/d14.hang active=true",
+            Duration::from_secs(10),
+        )
+        .unwrap_or_else(|| {
+            panic!(
+                "no announcement under /room; moq:\n{}\nrelay:\n{}",
+                publisher.log(),
+                relay.log()
+            )
+        });
+    for (scheme, transport) in [("moqt", "quic"), ("https", "webtransport")] {
+        let viewer = Moq::spawn_speaking(
+            &relay,
+            (scheme, "moq-transport-14"),
+            &format!("/room?jwt={watch}"),
+            &["--broadcast", "d14.hang", "export", "h264"],
+        );
+        let frames = viewer.frames(5, Duration::from_secs(15));
+        assert!(
+            distinct(&frames).len() >= 5,
+            "the authorised draft-14 viewer on {transport} got {frames:?}; its log:\n{}\nrelay:\n{}",
+            viewer.log(),
+            relay.log()
+        );
+        let opened = format!("transport=\"{transport}\" version=moq-transport-14");
+        assert!(
+            relay.wait_for(&opened, Duration::from_secs(5)).is_some(),
+            "a draft-14 {transport} session; relay log:\n{}",
+            relay.log()
+        );
+    }
+
+    let _refused = Moq::spawn_speaking(
+        &relay,
+        ("moqt", "moq-transport-14"),
+        "/room",
+        &["--broadcast", "d14.hang", "export", "h264"],
+    );
+    relay
+        .wait_for("ietf session refused", Duration::from_secs(10))
+        .unwrap_or_else(|| {
+            panic!(
+                "the draft-14 viewer without a token was not refused:\n{}",
+                relay.log()
+            )
+        });
+    assert!(relay.log().contains("reason=no token"), "{}", relay.log());
+    assert!(!relay.log().contains(&watch), "a token was logged");
+}
+
 /// `moq fetch --group N` sends a lite-06 FETCH for one group; the relay
 /// answers it from the group cache of the track a viewer keeps subscribed,
 /// whichever shard the fetching session landed on. `moq import avc3` makes

@@ -290,3 +290,41 @@ fn only_a_cluster_root_grants_cluster_rights() {
     let keyless = Auth::new(None, &["".to_string()]).unwrap();
     assert!(keyless.verify("/", None).unwrap().is_cluster());
 }
+
+#[test]
+fn an_ietf_setup_token_is_the_jwt_and_must_agree_with_the_query() {
+    let key = key(Algorithm::HS256);
+    let auth = relay(&key, &[]);
+    let jwt = token(&key, "room", &["cam"], &[""]);
+    let other = token(&key, "room", &[""], &[]);
+    let out_of_band = |t: &str| Some((0u64, t.as_bytes().to_vec()));
+
+    // Type 0 alone: the JWT, checked against the dialled path.
+    let setup = out_of_band(&jwt);
+    let as_setup = |q: Option<&str>, s: &Option<(u64, Vec<u8>)>| {
+        auth.verify_presented("/room", q, s.as_ref().map(|(k, v)| (*k, v.as_slice())))
+    };
+    let grant = as_setup(None, &setup).unwrap();
+    assert!(grant.may_publish("cam") && !grant.may_publish("other"));
+    // The same JWT in the query too is one credential; another is refused.
+    assert_eq!(as_setup(Some(&query(&jwt)), &setup), Ok(grant));
+    assert_eq!(
+        as_setup(Some(&query(&other)), &setup),
+        Err(Refusal::InvalidToken)
+    );
+    // Another token type, or a value that is not UTF-8, is not a JWT.
+    assert_eq!(
+        as_setup(None, &Some((1, jwt.as_bytes().to_vec()))),
+        Err(Refusal::InvalidToken)
+    );
+    assert_eq!(
+        as_setup(None, &Some((0, vec![0xff, 0xfe]))),
+        Err(Refusal::InvalidToken)
+    );
+    // No SETUP token: the query alone, as for lite.
+    assert_eq!(
+        as_setup(Some(&query(&jwt)), &None),
+        auth.verify("/room", Some(&query(&jwt)))
+    );
+    assert_eq!(as_setup(None, &None), Err(Refusal::MissingToken));
+}

@@ -32,6 +32,7 @@ mod golden;
 mod setup;
 #[cfg(test)]
 mod tests;
+pub mod token;
 mod version;
 
 pub use crate::lite::{DecodeError, EncodeError, Limits};

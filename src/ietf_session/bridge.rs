@@ -3,6 +3,7 @@
 //! `docs/IETF.md` ("moq-lite and IETF on one model") gives the rules.
 
 use crate::ietf::{ObjectStatus, SubgroupHeader, SubgroupId, SubgroupObject};
+use crate::model::{Frame, ObjectExtensions};
 
 /// A namespace tuple as a broadcast path: fields joined by `/`, with a `/` or
 /// `\` inside a field escaped by `\` (moq-net's rule, so both relays name a
@@ -88,6 +89,38 @@ pub fn draft22_subgroup(header: &SubgroupHeader) -> crate::ietf::draft22::Subgro
         end_of_group: header.end_of_group,
         first_object: true,
     }
+}
+
+/// The most extension-header bytes one object may bring into the relay: a
+/// bound on what a publisher can make the cache hold beside each payload
+/// (the codec's own bound is `Limits::max_message`). LOC headers and the
+/// like are tens of bytes.
+pub const MAX_OBJECT_EXTENSIONS: usize = 4096;
+
+/// An IETF object's extension block as a frame keeps it: `None` when empty
+/// (a frame then costs what a lite frame does). The bytes are taken as they
+/// came, never parsed.
+pub fn frame_extensions(
+    block: Option<Vec<u8>>,
+    draft: crate::ietf::Version,
+) -> Option<Box<ObjectExtensions>> {
+    block.filter(|b| !b.is_empty()).map(|b| {
+        Box::new(ObjectExtensions {
+            draft,
+            bytes: b.into(),
+        })
+    })
+}
+
+/// The extension block to send with `frame` to a subscriber on `draft`: the
+/// publisher's bytes when it wrote them in the same draft's layout, else none
+/// (lite frames have none; draft 14's and draft 22's layouts differ).
+pub fn extensions_for(frame: &Frame, draft: crate::ietf::Version) -> Option<&[u8]> {
+    frame
+        .extensions
+        .as_deref()
+        .filter(|e| e.draft == draft)
+        .map(|e| &e.bytes[..])
 }
 
 /// The header before frame `index`'s payload on such a stream: frames are

@@ -247,7 +247,12 @@ impl ControlState {
             self.path = Some(path.to_owned());
         }
         self.phase = Phase::Ready(version);
-        debug!(%version, path = ?self.path, "ietf setup accepted");
+        // The path's query may hold a token: never logged.
+        let path = self
+            .path
+            .as_deref()
+            .and_then(|p| p.split(['?', '#']).next());
+        debug!(%version, ?path, "ietf setup accepted");
         Ok(ServerSetup {
             version: version.wire(),
             parameters: Parameters(vec![(

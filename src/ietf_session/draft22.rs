@@ -30,7 +30,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tracing::debug;
 
-use super::bridge::{namespace_to_path, path_to_namespace};
+use super::authorize::REQUEST_UNAUTHORIZED as UNAUTHORIZED;
+use super::bridge::path_to_namespace;
 use super::control::Violation;
 use super::reply22::{refuse, write};
 use super::session::{open_subscription, serve_track};
@@ -148,6 +149,15 @@ async fn uni_stream<T: Transport>(session: &Rc<IetfSession<T>>, stream: &mut Inc
             if session.set_up.is_raised() {
                 return session.violation(protocol_violation("second SETUP stream"));
             }
+            // On WebTransport the CONNECT URL names the path; on raw QUIC the
+            // PATH option (not UTF-8: no path, so only public prefixes).
+            let path = setup
+                .parameters
+                .bytes(crate::ietf::PARAM_PATH)
+                .and_then(|p| std::str::from_utf8(p).ok());
+            if !super::authorize::admit(session, path, &setup.parameters) {
+                return;
+            }
             session.set_up.raise();
             debug!(
                 session = session.id,
@@ -254,6 +264,11 @@ async fn request<T: Transport>(
     mut send: T::Send,
     mut incoming: Incoming<T::Recv>,
 ) {
+    // A request stream may overtake the SETUP stream: it waits for the
+    // SETUP, whose authorisation decides what it may do.
+    if let Either::Right(()) = race(session.set_up.raised(), session.closed.raised()).await {
+        return;
+    }
     let limits = session.shard.settings.limits;
     let first = match incoming.decode(|b| first_message(b, &limits)).await {
         Ok(first) => first,
@@ -348,8 +363,12 @@ async fn subscribe<T: Transport>(
         session.shard.stats.subscriptions_refused_limit.inc();
         return refuse(&mut send, NOT_SUPPORTED, "subscription limit").await;
     }
+    let (relative, broadcast) = session.broadcast_of(&request.namespace);
+    if !super::authorize::may_subscribe(&session, &relative) {
+        return refuse(&mut send, UNAUTHORIZED, "unauthorized").await;
+    }
     let key: TrackKey = Arc::new(TrackName {
-        broadcast: crate::origin::normalize(&namespace_to_path(&request.namespace)),
+        broadcast,
         track: request.name.clone(),
     });
     if session.shard.publisher_of(&key.broadcast).is_none() {
@@ -496,8 +515,14 @@ async fn publish_namespace<T: Transport>(
     mut send: T::Send,
     mut incoming: Incoming<T::Recv>,
 ) {
-    if !super::ingest::announce(&session, &request.namespace) {
-        return refuse(&mut send, NOT_SUPPORTED, "namespace refused").await;
+    match super::ingest::announce(&session, &request.namespace) {
+        Ok(()) => {}
+        Err(super::ingest::Refused::Unauthorized) => {
+            return refuse(&mut send, UNAUTHORIZED, "unauthorized").await
+        }
+        Err(super::ingest::Refused::Limit) => {
+            return refuse(&mut send, NOT_SUPPORTED, "namespace refused").await
+        }
     }
     if !write(&mut send, &RequestOk::default()).await {
         return super::ingest::withdraw(&session, &request.namespace);
@@ -524,7 +549,7 @@ async fn subscribe_namespace<T: Transport>(
     mut incoming: Incoming<T::Recv>,
 ) {
     let settings = &session.shard.settings;
-    let prefix = crate::origin::normalize(&namespace_to_path(&request.prefix));
+    let (relative, prefix) = session.broadcast_of(&request.prefix);
     let open = session.namespace_listeners.get();
     if prefix.len() > settings.max_announce_prefix_len
         || open >= settings.max_announce_requests_per_session
@@ -532,6 +557,9 @@ async fn subscribe_namespace<T: Transport>(
         session.shard.stats.announce_requests_refused_limit.inc();
         return refuse(&mut send, NOT_SUPPORTED, "namespace subscription limit").await;
     }
+    let Some(scope) = super::authorize::namespace_scope(&session, &relative) else {
+        return refuse(&mut send, UNAUTHORIZED, "unauthorized").await;
+    };
     if !write(&mut send, &RequestOk::default()).await {
         return;
     }
@@ -540,6 +568,9 @@ async fn subscribe_namespace<T: Transport>(
     let (listener_id, listener) = session.shard.listen(&prefix, me);
     let serve = async {
         let tell = |event: &AnnounceEvent, out: &mut BytesMut| {
+            if !scope.covers(&event.suffix) {
+                return;
+            }
             let suffix = path_to_namespace(&event.suffix);
             let written = match event.active {
                 true => Namespace { suffix }.encode(out),

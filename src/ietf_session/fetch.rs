@@ -28,7 +28,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tracing::debug;
 
-use super::bridge::{ietf_priority, lite_priority, namespace_to_path};
+use super::bridge::{ietf_priority, lite_priority};
 use super::state::{IetfSession, Subscription};
 use crate::ietf::{
     draft22, Encode, Fetch, FetchError, FetchHeader, FetchObject, FetchOk, FetchType, GroupOrder,
@@ -115,6 +115,8 @@ pub(super) enum Refusal {
     NotSupported(&'static str),
     /// A joining FETCH names no subscription of this session.
     UnknownJoin,
+    /// The track is outside the session's grant (`get`).
+    Unauthorized,
 }
 
 impl Refusal {
@@ -129,6 +131,7 @@ impl Refusal {
             (Refusal::InvalidRange, _) => 0x11,
             (Refusal::UnknownJoin, Version::Draft14) => 0x7,
             (Refusal::UnknownJoin, _) => 0x32,
+            (Refusal::Unauthorized, _) => super::authorize::REQUEST_UNAUTHORIZED,
         }
     }
 
@@ -138,6 +141,7 @@ impl Refusal {
             Refusal::InvalidRange => "invalid range",
             Refusal::NotSupported(reason) => reason,
             Refusal::UnknownJoin => "no such subscription to join",
+            Refusal::Unauthorized => "unauthorized",
         }
     }
 }
@@ -269,11 +273,21 @@ impl<T: Transport> Drop for Holds<T> {
     }
 }
 
-fn track_key(namespace: &[String], name: &str) -> TrackKey {
-    Arc::new(TrackName {
-        broadcast: crate::origin::normalize(&namespace_to_path(namespace)),
+/// The track a standalone FETCH names, under the session's root, if the
+/// session's grant lets it read it (a refusal is counted).
+fn track_key<T: Transport>(
+    session: &IetfSession<T>,
+    namespace: &[String],
+    name: &str,
+) -> Result<TrackKey, Refusal> {
+    let (relative, broadcast) = session.broadcast_of(namespace);
+    if !super::authorize::may_subscribe(session, &relative) {
+        return Err(Refusal::Unauthorized);
+    }
+    Ok(Arc::new(TrackName {
+        broadcast,
         track: name.to_owned(),
-    })
+    }))
 }
 
 /// Draft 14's FETCH, from the control stream: FETCH_OK / FETCH_ERROR on the
@@ -286,7 +300,10 @@ pub(super) fn fetch14<T: Transport>(session: &Rc<IetfSession<T>>, request: Fetch
             name,
             start,
             end,
-        } => Ask::Range(track_key(&namespace, &name), Range::draft14(start, end)),
+        } => match track_key(session, &namespace, &name) {
+            Ok(key) => Ask::Range(key, Range::draft14(start, end)),
+            Err(refusal) => return refuse14(session, id, refusal),
+        },
         FetchType::RelativeJoining {
             joining_request_id,
             joining_start,
@@ -371,10 +388,13 @@ pub(super) async fn fetch22<T: Transport>(
         Err(Refusal::NotSupported("range filters not supported"))
     } else {
         Range::draft22(params.filter())
-            .map(|range| Ask::Range(track_key(&request.namespace, &request.name), range))
             .ok_or(Refusal::NotSupported(
                 "a FETCH relative to the Largest Object is not supported",
             ))
+            .and_then(|range| {
+                let key = track_key(session, &request.namespace, &request.name)?;
+                Ok(Ask::Range(key, range))
+            })
     };
     if session.fetches.borrow().contains_key(&id) {
         return session.violation(super::control::Violation {

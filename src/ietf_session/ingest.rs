@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::BytesMut;
 use tracing::debug;
 
-use super::bridge::{namespace_to_path, path_to_namespace, BridgeError, Step, SubgroupIngest};
+use super::bridge::{frame_extensions, BridgeError, Step, SubgroupIngest, MAX_OBJECT_EXTENSIONS};
 use super::control::RequestKind;
 use super::state::{IetfSession, Incoming, Offered, Upstream};
 use crate::ietf::{
@@ -40,31 +40,49 @@ const UPSTREAM_PRIORITY: u8 = 128;
 const PUBLISH_UNINTERESTED: u64 = 0x4;
 
 pub(super) fn publish_namespace<T: Transport>(session: &Rc<IetfSession<T>>, m: PublishNamespace) {
-    match announce(session, &m.namespace) {
-        true => session.send(
-            PublishNamespaceOk {
-                request_id: m.request_id,
-            }
-            .into(),
-        ),
-        false => session.send(
-            PublishNamespaceError {
-                request_id: m.request_id,
-                code: NAMESPACE_REFUSED,
-                reason: "namespace refused".into(),
-            }
-            .into(),
-        ),
-    }
+    let (code, reason) = match announce(session, &m.namespace) {
+        Ok(()) => {
+            return session.send(
+                PublishNamespaceOk {
+                    request_id: m.request_id,
+                }
+                .into(),
+            )
+        }
+        Err(Refused::Unauthorized) => (super::authorize::REQUEST_UNAUTHORIZED, "unauthorized"),
+        Err(Refused::Limit) => (NAMESPACE_REFUSED, "namespace refused"),
+    };
+    session.send(
+        PublishNamespaceError {
+            request_id: m.request_id,
+            code,
+            reason: reason.into(),
+        }
+        .into(),
+    );
 }
 
-/// Put a namespace the peer publishes into the announce table; false when
-/// refused (empty, or over the session's broadcast limit). Either draft.
-pub(super) fn announce<T: Transport>(session: &Rc<IetfSession<T>>, namespace: &[String]) -> bool {
-    let path = crate::origin::normalize(&namespace_to_path(namespace));
+/// Why a namespace the peer publishes is not announced.
+pub(super) enum Refused {
+    /// Empty, or over the session's broadcast limit.
+    Limit,
+    /// Outside the peer's grant.
+    Unauthorized,
+}
+
+/// Put a namespace the peer publishes into the announce table, under the
+/// session's root. Either draft.
+pub(super) fn announce<T: Transport>(
+    session: &Rc<IetfSession<T>>,
+    namespace: &[String],
+) -> Result<(), Refused> {
+    let (relative, path) = session.broadcast_of(namespace);
+    if !super::authorize::may_publish(session, &relative) {
+        return Err(Refused::Unauthorized);
+    }
     if !may_hold(session, &path) {
         session.shard.stats.broadcasts_refused_limit.inc();
-        return false;
+        return Err(Refused::Limit);
     }
     if session
         .publishing
@@ -74,7 +92,7 @@ pub(super) fn announce<T: Transport>(session: &Rc<IetfSession<T>>, namespace: &[
     {
         hold(session, &path);
     }
-    true
+    Ok(())
 }
 
 pub(super) fn publish_namespace_done<T: Transport>(
@@ -86,7 +104,7 @@ pub(super) fn publish_namespace_done<T: Transport>(
 
 /// The peer no longer publishes `namespace`. Either draft.
 pub(super) fn withdraw<T: Transport>(session: &Rc<IetfSession<T>>, namespace: &[String]) {
-    let path = crate::origin::normalize(&namespace_to_path(namespace));
+    let (_, path) = session.broadcast_of(namespace);
     if session.publishing.announced.borrow_mut().remove(&path) {
         release(session, &path);
     }
@@ -151,6 +169,8 @@ pub(super) enum Offer {
     Refused(&'static str),
     /// The alias names another track: the session was closed.
     Closed,
+    /// Outside the session's grant (its token's publish paths).
+    Unauthorized,
 }
 
 /// PUBLISH: the peer offers one track. Its broadcast is announced (as a
@@ -167,6 +187,14 @@ pub(super) fn publish<T: Transport>(session: &Rc<IetfSession<T>>, m: Publish) {
                 group_order: GroupOrder::Ascending,
                 filter: Filter::LargestObject,
                 parameters: Parameters::default(),
+            }
+            .into(),
+        ),
+        Offer::Unauthorized => session.send(
+            PublishError {
+                request_id: m.request_id,
+                code: super::authorize::REQUEST_UNAUTHORIZED,
+                reason: "unauthorized".into(),
             }
             .into(),
         ),
@@ -191,7 +219,10 @@ pub(super) fn offer<T: Transport>(
     name: &str,
     track_alias: u64,
 ) -> Offer {
-    let path = crate::origin::normalize(&namespace_to_path(namespace));
+    let (relative, path) = session.broadcast_of(namespace);
+    if !super::authorize::may_publish(session, &relative) {
+        return Offer::Unauthorized;
+    }
     let key: TrackKey = Arc::new(TrackName {
         broadcast: path.clone(),
         track: name.to_owned(),
@@ -353,7 +384,7 @@ fn subscribe_upstream<T: Transport>(session: &Rc<IetfSession<T>>, key: TrackKey,
     session.send(
         Subscribe {
             request_id,
-            namespace: path_to_namespace(&key.broadcast),
+            namespace: session.namespace_of(&key.broadcast),
             name: key.track.clone(),
             subscriber_priority: UPSTREAM_PRIORITY,
             group_order: GroupOrder::Ascending,
@@ -595,7 +626,7 @@ async fn upstream22<T: Transport>(
     };
     let request = draft22::Subscribe {
         request_id,
-        namespace: path_to_namespace(&upstream.key.broadcast),
+        namespace: session.namespace_of(&upstream.key.broadcast),
         name: upstream.key.track.clone(),
         parameters: MessageParameters(vec![(
             draft22::param::LOCATION_FILTER,
@@ -804,6 +835,18 @@ async fn read_objects<T: Transport>(
             }
             Err(_) => return Err(StreamCode::CANCEL),
         };
+        if object
+            .extensions
+            .as_ref()
+            .is_some_and(|e| e.len() > MAX_OBJECT_EXTENSIONS)
+        {
+            debug!(
+                session = session.id,
+                "object extensions over the relay's bound"
+            );
+            session.shard.stats.ietf_extensions_too_large.inc();
+            return Err(StreamCode::FRAME_TOO_LARGE);
+        }
         match ingest.object(&object) {
             Ok(Step::Frame { payload_len, .. }) => {
                 frames += 1;
@@ -823,6 +866,7 @@ async fn read_objects<T: Transport>(
                         sequence,
                         timestamp: arrival_ms(),
                         payload,
+                        extensions: frame_extensions(object.extensions, version),
                     },
                 );
             }

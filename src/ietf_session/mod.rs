@@ -14,15 +14,26 @@
 //! run a session over a `Transport` and bridge its requests into the router
 //! (announce table, replicas, group cache) are still to come; `docs/IETF.md`
 //! describes the mapping they follow.
+//!
+//! `authorize` decides, once SETUP is in, the session's root and grant from
+//! its path and token, as a lite session's are decided, and checks each
+//! request against the grant.
 
+#[cfg(test)]
+mod auth_tests;
+mod authorize;
 pub mod bridge;
 pub mod control;
 pub mod draft22;
+#[cfg(test)]
+mod extension_tests;
 mod fetch;
 mod ingest;
 mod publish22;
 mod reply22;
 pub mod session;
 mod state;
+#[cfg(test)]
+mod test_clients;
 #[cfg(test)]
 mod tests;

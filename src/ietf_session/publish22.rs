@@ -88,6 +88,14 @@ pub(super) async fn serve<T: Transport>(
     ) {
         Offer::Accepted => {}
         Offer::Refused(reason) => return refuse(&mut send, UNINTERESTED, reason).await,
+        Offer::Unauthorized => {
+            return refuse(
+                &mut send,
+                super::authorize::REQUEST_UNAUTHORIZED,
+                "unauthorized",
+            )
+            .await
+        }
         Offer::Closed => return,
     }
     let wanted = Rc::new(WantedForward::default());

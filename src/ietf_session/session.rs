@@ -23,7 +23,7 @@ use std::task::Poll;
 use bytes::{Buf, BytesMut};
 use tracing::{debug, info};
 
-use super::bridge::{namespace_to_path, object_for_frame, path_to_namespace, subgroup_for_group};
+use super::bridge::{object_for_frame, subgroup_for_group};
 use super::control::{ControlState, RequestKind, Violation};
 use super::state::{IetfSession, Subscription};
 use crate::ietf::{
@@ -94,6 +94,8 @@ pub(super) fn open<T: Transport>(
         control: RefCell::new(ControlState::server(REQUEST_WINDOW, webtransport)),
         namespace_listeners: Cell::new(0),
         publishing: Default::default(),
+        root: RefCell::new(String::new()),
+        grant: std::cell::OnceCell::new(),
     });
     info!(
         session = session.id,
@@ -101,15 +103,6 @@ pub(super) fn open<T: Transport>(
         %version,
         "ietf session open"
     );
-    // Authorization is not mapped onto IETF tokens yet: a relay that
-    // requires tokens refuses IETF sessions rather than serve them unchecked.
-    if session.shard.settings.auth.is_some() {
-        session.close(
-            SessionCode::UNAUTHORIZED,
-            "ietf sessions need no-auth relays for now",
-        );
-        return None;
-    }
     let inbox = session.shard.register_session(session.session_ref());
     // Unregistered on every way out, this future dropped at shutdown included.
     let registered = Registered(session.clone(), inbox);
@@ -207,6 +200,13 @@ async fn control<T: Transport>(session: Rc<IetfSession<T>>) {
         };
         tracing::trace!(session = session.id, ?msg, "control message in");
         let checked = session.control.borrow_mut().receive(&msg);
+        if let (Ok(_), ControlMessage::ClientSetup(setup)) = (&checked, &msg) {
+            // Decided before SERVER_SETUP: a refused client is served nothing.
+            let path = session.control.borrow().path().map(str::to_owned);
+            if !super::authorize::admit(&session, path.as_deref(), &setup.parameters) {
+                return;
+            }
+        }
         match checked {
             Ok(Some(reply)) => session.send(reply),
             Ok(None) => {}
@@ -346,8 +346,17 @@ fn subscribe<T: Transport>(session: &Rc<IetfSession<T>>, request: Subscribe) {
         session.shard.stats.subscriptions_refused_limit.inc();
         return refuse(session, id, SUBSCRIBE_NOT_SUPPORTED, "subscription limit");
     }
+    let (relative, broadcast) = session.broadcast_of(&request.namespace);
+    if !super::authorize::may_subscribe(session, &relative) {
+        return refuse(
+            session,
+            id,
+            super::authorize::REQUEST_UNAUTHORIZED,
+            "unauthorized",
+        );
+    }
     let key: TrackKey = Arc::new(TrackName {
-        broadcast: crate::origin::normalize(&namespace_to_path(&request.namespace)),
+        broadcast,
         track: request.name.clone(),
     });
     if session.shard.publisher_of(&key.broadcast).is_none() {
@@ -463,7 +472,10 @@ pub(super) async fn serve_track<T: Transport>(
 }
 
 /// One relay group as one subgroup stream: header, objects 0, 1, 2... as
-/// frames arrive, FIN at the group's end.
+/// frames arrive, FIN at the group's end. The header waits for the first
+/// frame: its type says whether every object carries extension headers, and
+/// so it does when the first frame brought some in this session's draft
+/// (see [`super::bridge::extensions_for`]).
 async fn write_subgroup<T: Transport>(
     session: Rc<IetfSession<T>>,
     sub: Rc<Subscription>,
@@ -475,32 +487,52 @@ async fn write_subgroup<T: Transport>(
     };
     let _ =
         stream.set_priority((i32::from(sub.priority) << 23) | (group.sequence & 0x7f_ffff) as i32);
-    let mut head = BytesMut::new();
-    let header = subgroup_for_group(sub.track_alias, group.sequence, sub.priority);
-    let encoded = match session.version {
-        Version::Draft14 => header.encode(&mut head, Version::Draft14),
-        Version::Draft22 => crate::ietf::draft22::Encode::encode(
-            &super::bridge::draft22_subgroup(&header),
-            &mut head,
-        ),
-    };
-    if encoded.is_err() {
-        return;
-    }
+    let version = session.version;
     let write = async {
-        stream.write_chunk(head.freeze()).await.map_err(|_| None)?;
         let waiter = group.waiter();
         let mut index = 0usize;
+        // Set once the header is out: whether objects carry extensions.
+        let mut with_extensions = None;
         loop {
-            match poll_fn(|cx| group.poll_frame(&waiter, cx, index)).await {
+            let next = poll_fn(|cx| group.poll_frame(&waiter, cx, index)).await;
+            let extended = match with_extensions {
+                Some(extended) => extended,
+                None => {
+                    let extended = matches!(&next, NextFrame::Frame(frame, _)
+                        if super::bridge::extensions_for(frame, version).is_some());
+                    let mut header =
+                        subgroup_for_group(sub.track_alias, group.sequence, sub.priority);
+                    header.extensions = extended;
+                    let mut head = BytesMut::new();
+                    let encoded = match version {
+                        Version::Draft14 => header.encode(&mut head, Version::Draft14),
+                        Version::Draft22 => crate::ietf::draft22::Encode::encode(
+                            &super::bridge::draft22_subgroup(&header),
+                            &mut head,
+                        ),
+                    };
+                    encoded.map_err(|_| Some(STREAM_INTERNAL_ERROR))?;
+                    stream.write_chunk(head.freeze()).await.map_err(|_| None)?;
+                    with_extensions = Some(extended);
+                    extended
+                }
+            };
+            match next {
                 NextFrame::Frame(frame, _) => {
                     index += 1;
                     let mut object = BytesMut::new();
                     let len = frame.payload.len() as u64;
-                    let _ = match session.version {
-                        Version::Draft14 => object_for_frame(len).encode(&mut object),
+                    let mut header = object_for_frame(len);
+                    if extended {
+                        // A frame without extensions (or with another
+                        // draft's) says so with an empty block.
+                        let block = super::bridge::extensions_for(&frame, version);
+                        header.extensions = Some(block.map(<[u8]>::to_vec).unwrap_or_default());
+                    }
+                    let _ = match version {
+                        Version::Draft14 => header.encode(&mut object),
                         Version::Draft22 => {
-                            crate::ietf::draft22::encode_object(&object_for_frame(len), &mut object)
+                            crate::ietf::draft22::encode_object(&header, &mut object)
                         }
                     };
                     stream
@@ -536,7 +568,7 @@ async fn write_subgroup<T: Transport>(
 /// PUBLISH_NAMESPACE_DONE for every one that ends, until the session ends.
 fn subscribe_namespace<T: Transport>(session: &Rc<IetfSession<T>>, request: SubscribeNamespace) {
     let settings = &session.shard.settings;
-    let prefix = crate::origin::normalize(&namespace_to_path(&request.prefix));
+    let (relative, prefix) = session.broadcast_of(&request.prefix);
     let open = session.namespace_listeners.get();
     if prefix.len() > settings.max_announce_prefix_len
         || open >= settings.max_announce_requests_per_session
@@ -551,6 +583,16 @@ fn subscribe_namespace<T: Transport>(session: &Rc<IetfSession<T>>, request: Subs
             .into(),
         );
     }
+    let Some(scope) = super::authorize::namespace_scope(session, &relative) else {
+        return session.send(
+            SubscribeNamespaceError {
+                request_id: request.request_id,
+                code: super::authorize::REQUEST_UNAUTHORIZED,
+                reason: "unauthorized".into(),
+            }
+            .into(),
+        );
+    };
     session.namespace_listeners.set(open + 1);
     session.send(
         SubscribeNamespaceOk {
@@ -564,8 +606,11 @@ fn subscribe_namespace<T: Transport>(session: &Rc<IetfSession<T>>, request: Subs
     session.spawn(async move {
         let session = session2;
         let tell = |event: &AnnounceEvent| {
+            if !scope.covers(&event.suffix) {
+                return;
+            }
             let path = crate::origin::join(&prefix, &event.suffix);
-            let namespace = path_to_namespace(&path);
+            let namespace = session.namespace_of(&path);
             match event.active {
                 true => {
                     let opened = session

@@ -1,7 +1,7 @@
 //! One IETF session's shared state, which its tasks (`session`, `ingest`)
 //! all hold: kept apart so neither task module imports the other.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 use std::task::Waker;
@@ -9,7 +9,9 @@ use std::task::Waker;
 use bytes::{Buf, Bytes, BytesMut};
 use tracing::debug;
 
+use super::bridge::{namespace_to_path, path_to_namespace};
 use super::control::{ControlState, Violation};
+use crate::auth::{self, Grant};
 use crate::ietf::{ControlMessage, DecodeError, SessionCode, Version};
 use crate::lite::StreamCode;
 use crate::message::{HubRef, SessionRef, TrackKey};
@@ -44,6 +46,13 @@ pub(super) struct IetfSession<T: Transport> {
     pub(super) namespace_listeners: Cell<usize>,
     /// The peer as a publisher: its namespaces and our upstream SUBSCRIBEs.
     pub(super) publishing: Publishing,
+    /// The dialled path, normalised: the peer's namespaces are broadcast
+    /// paths under it, as a lite session's names are under its root. Set
+    /// when SETUP is authorised; `""` is the relay's whole namespace.
+    pub(super) root: RefCell<String>,
+    /// What the peer may publish and subscribe, relative to `root`; nothing
+    /// until its SETUP is authorised.
+    pub(super) grant: OnceCell<Grant>,
 }
 
 pub(super) struct Subscription {
@@ -81,6 +90,27 @@ impl<T: Transport> IetfSession<T> {
             shard: self.shard.index(),
             id: self.id,
         }
+    }
+
+    /// The peer's grant: nothing until SETUP is authorised.
+    pub(super) fn grant(&self) -> &Grant {
+        self.grant.get().unwrap_or(&auth::NOTHING)
+    }
+
+    /// The broadcast a namespace tuple names for this peer: its path
+    /// relative to the root (what the grant is checked against) and the
+    /// relay's absolute path.
+    pub(super) fn broadcast_of(&self, namespace: &[String]) -> (String, String) {
+        let relative = crate::origin::normalize(&namespace_to_path(namespace));
+        let absolute = crate::origin::join(&self.root.borrow(), &relative);
+        (relative, absolute)
+    }
+
+    /// The namespace tuple this peer knows a relay broadcast by: the path
+    /// under its root. The relay only names broadcasts under the root to it.
+    pub(super) fn namespace_of(&self, broadcast: &str) -> Vec<String> {
+        let root = self.root.borrow();
+        path_to_namespace(crate::origin::strip_prefix(broadcast, &root).unwrap_or(broadcast))
     }
 
     /// Subscriptions and FETCHes open: what `max_subscriptions_per_session`

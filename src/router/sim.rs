@@ -403,6 +403,7 @@ impl World {
                     sequence,
                     timestamp: 0,
                     payload,
+                    extensions: None,
                 }
             } else {
                 let reset = choice >= 92;

@@ -89,6 +89,7 @@ fn frame(sequence: u64, len: usize) -> MediaEvent {
         sequence,
         timestamp: 0,
         payload: Bytes::from(vec![0u8; len]),
+        extensions: None,
     }
 }
 

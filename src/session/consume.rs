@@ -561,6 +561,7 @@ async fn read_frames<T: Transport>(
                 sequence,
                 timestamp,
                 payload,
+                extensions: None,
             },
         );
     }

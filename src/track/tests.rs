@@ -20,6 +20,7 @@ fn frame(sequence: u64, len: usize) -> MediaEvent {
         sequence,
         timestamp: 0,
         payload: Bytes::from(vec![7u8; len]),
+        extensions: None,
     }
 }
 
@@ -170,6 +171,7 @@ fn cached_frame_heads_match_a_per_stream_encoding() {
                 sequence: 0,
                 timestamp,
                 payload: Bytes::from(vec![1u8; 200 * i]),
+                extensions: None,
             },
             now,
         );
