@@ -11,7 +11,8 @@
 //! timed rounds and reports the fastest.
 //!
 //! Run: `cargo bench -p qumo --bench fanout` (`FANOUT_SUBSCRIBERS=S` for
-//! one size alone).
+//! one size alone, `FANOUT_SUBSCRIBERS=100,1000,10000` for sizes of your
+//! choice in one run).
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -42,9 +43,17 @@ const DELIVERIES: usize = 2_000_000;
 const ROUNDS: usize = 3;
 
 fn main() {
-    // FANOUT_SUBSCRIBERS=S runs one size alone (for a profiler).
+    // FANOUT_SUBSCRIBERS=S runs one size alone (for a profiler); S,S,...
+    // several, so that their ratios come from one run on one machine.
     let sizes: Vec<usize> = match std::env::var("FANOUT_SUBSCRIBERS") {
-        Ok(s) => vec![s.parse().expect("FANOUT_SUBSCRIBERS: a number")],
+        Ok(s) => s
+            .split(',')
+            .map(|n| {
+                n.trim()
+                    .parse()
+                    .expect("FANOUT_SUBSCRIBERS: numbers separated by commas")
+            })
+            .collect(),
         Err(_) => vec![1000, 4000, 16000],
     };
     for subscribers in sizes {

@@ -222,6 +222,11 @@ pub struct QuicConfig {
     pub max_concurrent_bidi_streams: u32,
     /// Unidirectional streams a peer may have open at once. 1 ..= `u32::MAX`.
     pub max_concurrent_uni_streams: u32,
+    /// Streams of each direction a peer may have open at first; the limit
+    /// doubles, up to the two above, as the peer uses more than half of
+    /// it. Each stream a peer may open costs ~40 bytes from then on, so
+    /// a subscriber that opens few pays for few. 1 ..= `u32::MAX`.
+    pub initial_concurrent_streams: u32,
     /// What a relay peer (a session with a cluster token on a keyed relay,
     /// one that relays others' broadcasts on an open one, or a link this
     /// relay dialled) may have open at once instead: every connection pays
@@ -252,6 +257,7 @@ impl Default for QuicConfig {
             keep_alive: d.keep_alive,
             max_concurrent_bidi_streams: d.max_concurrent_bidi_streams,
             max_concurrent_uni_streams: d.max_concurrent_uni_streams,
+            initial_concurrent_streams: d.initial_concurrent_streams,
             peer_max_concurrent_bidi_streams: 1024,
             peer_max_concurrent_uni_streams: 1024,
             stream_receive_window: d.stream_receive_window.into(),
@@ -907,6 +913,11 @@ impl Config {
             "quic.max_concurrent_uni_streams",
             || "must be at least 1: MoQ groups travel on unidirectional streams".into(),
         )?;
+        check(
+            q.initial_concurrent_streams >= 1,
+            "quic.initial_concurrent_streams",
+            || "must be at least 1: a session begins with a stream".into(),
+        )?;
         for (key, value, ordinary) in [
             (
                 "quic.peer_max_concurrent_bidi_streams",
@@ -1290,6 +1301,7 @@ impl Config {
                 keep_alive: q.keep_alive,
                 max_concurrent_bidi_streams: q.max_concurrent_bidi_streams,
                 max_concurrent_uni_streams: q.max_concurrent_uni_streams,
+                initial_concurrent_streams: q.initial_concurrent_streams,
                 stream_receive_window: to_u32(q.stream_receive_window),
                 receive_window: to_u32(q.receive_window),
                 send_window: q.send_window,

@@ -160,6 +160,21 @@ impl Origin {
         preferred(self.broadcasts.get(path)?).map(|p| p.session)
     }
 
+    /// The session to subscribe through for `path` or, when nobody
+    /// publishes `path` itself, for the longest announced path above it
+    /// (whole segments): an IETF subscriber may name a track below the
+    /// namespace its publisher announced (draft 14 section 8.4).
+    pub fn publisher_covering(&self, path: &str) -> Option<SessionRef> {
+        let mut candidate = path;
+        loop {
+            if let Some(publisher) = self.publisher(candidate) {
+                return Some(publisher);
+            }
+            let cut = candidate.rfind('/')?;
+            candidate = candidate.get(..cut)?;
+        }
+    }
+
     /// Record an announcement and tell the listeners that care. A path
     /// stays active while any session publishes it.
     pub fn update(&mut self, path: &str, publisher: SessionRef, hops: Arc<[u64]>, active: bool) {
@@ -445,6 +460,27 @@ mod tests {
         assert!(events[0].active && events[0].suffix == "clock");
         assert_eq!(&*events[0].hops, &[7]);
         assert!(!events[1].active);
+    }
+
+    #[test]
+    fn a_path_below_an_announced_one_is_covered_by_its_publisher() {
+        let mut origin = Origin::default();
+        origin.update("moq-test/run", session(1), Arc::from([]), true);
+        origin.update("moq-test/run/a/b", session(2), Arc::from([]), true);
+        assert_eq!(origin.publisher("moq-test/run/x"), None);
+        assert_eq!(
+            origin.publisher_covering("moq-test/run/x/y"),
+            Some(session(1))
+        );
+        // The longest announced path wins; the path itself first of all.
+        assert_eq!(
+            origin.publisher_covering("moq-test/run/a/b/c"),
+            Some(session(2))
+        );
+        assert_eq!(origin.publisher_covering("moq-test/run"), Some(session(1)));
+        // Whole segments only.
+        assert_eq!(origin.publisher_covering("moq-test/runner/x"), None);
+        assert_eq!(origin.publisher_covering("moq-test"), None);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::qmux::{QmuxLimits, QmuxOrigin, QmuxTransport};
 use crate::session;
 use crate::session::transport::Transport;
 use crate::shard::{Settings, Shard};
-use crate::task::{catch_unwind, race, Either};
+use crate::task::{catch_unwind, contain, race, Either};
 use crate::upstream::{self, Upstream};
 use crate::websocket::{self, WebSocketDoor};
 use crate::webtransport::WtSession;
@@ -150,21 +150,22 @@ async fn serve_shard(ctx: ShardContext<ShardMessage>, shared: Shared) {
         }
     }
     while let Some(conn) = ctx.accept().await {
-        let (shard, shared) = (shard.clone(), shared.clone());
-        monoio::spawn(async move {
-            let conn_ = conn.clone();
-            let stats = shard.stats.clone();
-            // A bug hit before the session's own tasks start (its
-            // handshake, its SETUP) ends this connection, not the shard.
-            if let Err(panic) = catch_unwind(serve_connection(shard, shared, conn)).await {
-                error!(%panic, remote = ?conn_.remote_address(), "connection task panicked; closing it");
-                stats.sessions_panicked.inc();
-                conn_.close(
-                    session::code(SessionCode::INTERNAL_ERROR),
-                    b"internal error",
-                );
-            }
-        });
+        let stats = shard.stats.clone();
+        let conn_ = conn.clone();
+        // A bug hit before the session's own tasks start (its handshake,
+        // its SETUP) ends this connection, not the shard.
+        let on_panic = move |panic: String| {
+            error!(%panic, remote = ?conn_.remote_address(), "connection task panicked; closing it");
+            stats.sessions_panicked.inc();
+            conn_.close(
+                session::code(SessionCode::INTERNAL_ERROR),
+                b"internal error",
+            );
+        };
+        monoio::spawn(contain(
+            serve_connection(shard.clone(), shared.clone(), conn),
+            on_panic,
+        ));
     }
 }
 

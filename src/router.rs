@@ -223,6 +223,13 @@ impl Router {
         self.origin.publisher(broadcast)
     }
 
+    /// The publisher of `broadcast` or of the longest announced path above
+    /// it; see [`Origin::publisher_covering`]. Hubs route by it, so a lite
+    /// session (which checks [`Self::publisher_of`] first) is unaffected.
+    pub fn publisher_covering(&self, broadcast: &str) -> Option<SessionRef> {
+        self.origin.publisher_covering(broadcast)
+    }
+
     pub fn listen(&mut self, prefix: &str, session: SessionRef) -> (u64, Rc<Listener>) {
         let backlog = self.config.max_announce_backlog;
         let listening = self.origin.listen(prefix, session, backlog);
@@ -461,7 +468,7 @@ impl Router {
         let id = match self.hub_ids.get(&key).copied() {
             Some(id) => id,
             None => {
-                let Some(publisher) = self.publisher_of(&key.broadcast) else {
+                let Some(publisher) = self.publisher_covering(&key.broadcast) else {
                     return self.refuse(key, from, token, StreamCode::NOT_FOUND);
                 };
                 let id = self.next_hub;

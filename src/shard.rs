@@ -413,6 +413,11 @@ impl Shard {
         self.router.borrow().publisher_of(broadcast)
     }
 
+    /// See [`crate::router::Router::publisher_covering`].
+    pub fn publisher_covering(&self, broadcast: &str) -> Option<SessionRef> {
+        self.router.borrow().publisher_covering(broadcast)
+    }
+
     pub fn listen(&self, prefix: &str, session: SessionRef) -> (u64, Rc<Listener>) {
         self.route(|router| router.listen(prefix, session))
     }

@@ -5,7 +5,7 @@
 use std::cell::Cell;
 use std::future::{poll_fn, Future};
 use std::panic::AssertUnwindSafe;
-use std::pin::pin;
+use std::pin::Pin;
 use std::task::{Context, Poll};
 
 pub use qumo_shards::{WaitList, Waiter};
@@ -18,35 +18,107 @@ pub enum Either<A, B> {
 
 /// Run `a` and `b` together; the first to finish wins and the other is
 /// dropped. `a` is polled first, so it wins a tie.
-pub async fn race<A: Future, B: Future>(a: A, b: B) -> Either<A::Output, B::Output> {
-    let mut a = pin!(a);
-    let mut b = pin!(b);
-    poll_fn(|cx| {
-        if let Poll::Ready(x) = a.as_mut().poll(cx) {
+pub fn race<A: Future, B: Future>(a: A, b: B) -> Race<A, B> {
+    Race { a, b }
+}
+
+/// The future of [`race`]: named rather than an `async fn`, which would
+/// keep a second copy of `a` and `b` (its arguments and their pinned
+/// copies) in every future that awaits a race.
+pub struct Race<A, B> {
+    a: A,
+    b: B,
+}
+
+impl<A: Future, B: Future> Future for Race<A, B> {
+    type Output = Either<A::Output, B::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: `a` and `b` are pinned structurally: never moved out of
+        // `self`, and `Race` has no `Drop`.
+        let this = unsafe { self.get_unchecked_mut() };
+        if let Poll::Ready(x) = unsafe { Pin::new_unchecked(&mut this.a) }.poll(cx) {
             return Poll::Ready(Either::Left(x));
         }
-        if let Poll::Ready(y) = b.as_mut().poll(cx) {
+        if let Poll::Ready(y) = unsafe { Pin::new_unchecked(&mut this.b) }.poll(cx) {
             return Poll::Ready(Either::Right(y));
         }
         Poll::Pending
-    })
-    .await
+    }
 }
 
 /// Run `fut`, turning a panic inside it into `Err` with the panic's
 /// message, so that a bug hit by one session's input ends that session
 /// rather than the shard and every session on it. Panics are still bugs:
 /// this is the last line of defence, not the first.
-pub async fn catch_unwind<F: Future>(fut: F) -> Result<F::Output, String> {
-    let mut fut = pin!(fut);
-    poll_fn(
-        |cx| match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+pub fn catch_unwind<F: Future>(fut: F) -> CatchUnwind<F> {
+    CatchUnwind { fut }
+}
+
+/// The future of [`catch_unwind`]: a named type rather than an `async fn`,
+/// because an `async fn` keeps its argument and the pinned future it polls
+/// as two fields, and a task wrapped that way held two or three copies of
+/// its future for its whole life (~4 KB per session task).
+pub struct CatchUnwind<F> {
+    fut: F,
+}
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: `fut` is pinned structurally: it is never moved out of
+        // `self`, `CatchUnwind` has no `Drop`, and it is `Unpin` only when
+        // `F` is.
+        let fut = unsafe { self.map_unchecked_mut(|s| &mut s.fut) };
+        match std::panic::catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
             Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
             Ok(Poll::Pending) => Poll::Pending,
             Err(panic) => Poll::Ready(Err(panic_message(panic.as_ref()))),
-        },
-    )
-    .await
+        }
+    }
+}
+
+/// Run `task` as a spawned task's whole body, handing a panic in it to
+/// `on_panic` (with its message) instead of unwinding into the shard. The
+/// same as `async move { if let Err(p) = catch_unwind(task).await {
+/// on_panic(p) } }` without that block's second copy of `task`.
+pub fn contain<F, P>(task: F, on_panic: P) -> Contain<F, P>
+where
+    F: Future<Output = ()>,
+    P: FnOnce(String),
+{
+    Contain {
+        task: catch_unwind(task),
+        on_panic: Some(on_panic),
+    }
+}
+
+/// The future of [`contain`].
+pub struct Contain<F, P> {
+    task: CatchUnwind<F>,
+    on_panic: Option<P>,
+}
+
+impl<F: Future<Output = ()>, P: FnOnce(String)> Future for Contain<F, P> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // SAFETY: `task` is pinned structurally (never moved out of
+        // `self`, no `Drop`); `on_panic` is not pinned, only taken.
+        let this = unsafe { self.get_unchecked_mut() };
+        let task = unsafe { Pin::new_unchecked(&mut this.task) };
+        match task.poll(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(()),
+            Poll::Ready(Err(panic)) => {
+                if let Some(on_panic) = this.on_panic.take() {
+                    on_panic(panic);
+                }
+                Poll::Ready(())
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 /// The text of a panic payload.
@@ -123,6 +195,44 @@ mod tests {
         }
         let mut fine = std::pin::pin!(catch_unwind(async { 5 }));
         assert!(matches!(fine.as_mut().poll(&mut cx), Poll::Ready(Ok(5))));
+    }
+
+    #[test]
+    fn a_contained_panic_reaches_its_handler_once() {
+        let mut cx = Context::from_waker(Waker::noop());
+        let caught = std::cell::RefCell::new(Vec::new());
+        let mut task = std::pin::pin!(contain(
+            async {
+                if std::hint::black_box(true) {
+                    panic!("bad input");
+                }
+            },
+            |message| caught.borrow_mut().push(message),
+        ));
+        assert!(task.as_mut().poll(&mut cx).is_ready());
+        assert_eq!(*caught.borrow(), ["bad input"]);
+        let mut fine = std::pin::pin!(contain(async {}, |_| panic!("no panic to hand on")));
+        assert!(fine.as_mut().poll(&mut cx).is_ready());
+    }
+
+    /// Every session task is wrapped: a wrapper that held its own copy of
+    /// the future (an `async` block or fn around it) doubled or tripled
+    /// the memory of every task for its whole life.
+    #[test]
+    fn wrapping_a_task_adds_no_copy_of_its_future() {
+        async fn holds_a_kilobyte() {
+            let buffer = [7u8; 1024];
+            poll_fn(|_| Poll::<()>::Pending).await;
+            std::hint::black_box(&buffer);
+        }
+        let alone = std::mem::size_of_val(&holds_a_kilobyte());
+        assert!(alone >= 1024);
+        let caught = catch_unwind(holds_a_kilobyte());
+        assert!(std::mem::size_of_val(&caught) < alone + 64);
+        let contained = contain(holds_a_kilobyte(), |_| {});
+        assert!(std::mem::size_of_val(&contained) < alone + 64);
+        let raced = race(holds_a_kilobyte(), holds_a_kilobyte());
+        assert!(std::mem::size_of_val(&raced) < 2 * alone + 64);
     }
 
     /// A task that stops waiting before the raise (a finished group writer)

@@ -300,6 +300,12 @@ impl TrackReplica {
         }
     }
 
+    /// The oldest cached group whose sequence is at least `from`.
+    pub fn group_from(&self, from: u64) -> Option<Rc<Group>> {
+        let groups = self.groups.borrow();
+        groups.iter().find(|g| g.sequence >= from).cloned()
+    }
+
     /// The newest cached group, if newer than `after`.
     pub fn newest_after(&self, after: Option<u64>) -> Option<Rc<Group>> {
         let groups = self.groups.borrow();

@@ -32,6 +32,12 @@ pub struct QuicLimits {
     pub max_concurrent_bidi_streams: u32,
     /// Unidirectional streams the peer may have open at once (see above).
     pub max_concurrent_uni_streams: u32,
+    /// Streams of each direction the peer may have open at first (capped
+    /// by the two limits above). The limit doubles, up to them, whenever
+    /// the application accepts a stream while the peer has more than half
+    /// of it open: a connection pays for the slots its peer uses, not for
+    /// the most it could ever use.
+    pub initial_concurrent_streams: u32,
     /// Bytes the peer may send on one stream ahead of our reads.
     pub stream_receive_window: u32,
     /// Bytes the peer may send on all streams together ahead of our reads.
@@ -49,6 +55,7 @@ impl Default for QuicLimits {
             keep_alive: Some(Duration::from_secs(10)),
             max_concurrent_bidi_streams: 128,
             max_concurrent_uni_streams: 256,
+            initial_concurrent_streams: 16,
             stream_receive_window: 1024 * 1024,
             receive_window: 16 * 1024 * 1024,
             send_window: 16 * 1024 * 1024,

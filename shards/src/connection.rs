@@ -159,6 +159,7 @@ impl Connection {
         let accepted = self.access(|e, queue| match e.conn.streams().accept(dir) {
             Some(id) => {
                 *queue = true;
+                e.grow_stream_limit(dir);
                 Some(id)
             }
             None => {
@@ -224,11 +225,17 @@ impl Connection {
     }
 
     /// Let the peer open up to `count` streams of `dir` at once from now
-    /// on (a raise is sent as MAX_STREAMS; a cut takes effect as streams
-    /// close). For peers that earn more than the handshake's limits, such
-    /// as relay links, so the limits every connection pays for stay small.
+    /// on, and no more as it uses them (a raise is sent as MAX_STREAMS; a
+    /// cut takes effect as streams close). For peers that earn more than
+    /// every connection's ceiling at once, such as relay links, which open
+    /// many streams in a burst.
     pub fn set_max_concurrent_streams(&self, dir: Dir, count: u32) {
-        let _ = self.with_entry(|e| e.conn.set_max_concurrent_streams(dir, count.into()));
+        let _ = self.with_entry(|e| e.set_stream_limit(dir, count));
+    }
+
+    /// Streams of `dir` the peer may have open at once now.
+    pub fn max_concurrent_streams(&self, dir: Dir) -> Option<u64> {
+        self.inspect(|e| e.conn.max_concurrent_streams(dir)).ok()
     }
 
     /// Largest datagram the peer and path accept now, if datagrams are on.

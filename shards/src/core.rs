@@ -112,10 +112,17 @@ pub(crate) struct ConnEntry {
     pub writers: HashMap<StreamId, Waker>,
     /// Waiting for a send stream to be finished (all acked) or stopped.
     pub finishers: HashMap<StreamId, Waker>,
+    /// The most streams (bidi, uni) the peer may earn by using them (see
+    /// `grow_stream_limit`).
+    pub stream_ceilings: [u32; 2],
 }
 
 impl ConnEntry {
-    fn new(conn: quinn_proto::Connection, shared: Rc<ConnShared>) -> Self {
+    fn new(
+        conn: quinn_proto::Connection,
+        shared: Rc<ConnShared>,
+        stream_ceilings: [u32; 2],
+    ) -> Self {
         Self {
             conn,
             shared,
@@ -128,7 +135,29 @@ impl ConnEntry {
             readers: HashMap::new(),
             writers: HashMap::new(),
             finishers: HashMap::new(),
+            stream_ceilings,
         }
+    }
+
+    /// The application took a stream the peer opened: if the peer has more
+    /// than half of its limit of `dir` open, double the limit (up to the
+    /// ceiling), so that a peer that uses its streams gets more before it
+    /// is blocked, and one that does not never costs their slots.
+    pub fn grow_stream_limit(&mut self, dir: Dir) {
+        let limit = self.conn.max_concurrent_streams(dir);
+        let ceiling = u64::from(self.stream_ceilings[dir_index(dir)]);
+        if limit < ceiling && self.conn.streams().remote_open_streams(dir) * 2 > limit {
+            let raised = limit.saturating_mul(2).clamp(1, ceiling);
+            // The ceiling is a u32, so `raised` is a valid VarInt.
+            self.conn
+                .set_max_concurrent_streams(dir, VarInt::from_u32(raised as u32));
+        }
+    }
+
+    /// Set the peer's limit of `dir` and its ceiling to `count`.
+    pub fn set_stream_limit(&mut self, dir: Dir, count: u32) {
+        self.stream_ceilings[dir_index(dir)] = count;
+        self.conn.set_max_concurrent_streams(dir, count.into());
     }
 
     /// The earliest instant this connection needs the driver: quinn-proto's
@@ -219,6 +248,9 @@ pub(crate) struct ShardCore {
     pub shutdown_waiters: WaitList,
     pub io: UdpIo,
     pub transport: Arc<quinn_proto::TransportConfig>,
+    /// The most streams (bidi, uni) a connection's peer may earn by using
+    /// them; each connection starts with its own copy.
+    stream_ceilings: [u32; 2],
     close_code: VarInt,
     close_reason: Bytes,
     /// Marks the ids of connections this runtime dials (see `cid`).
@@ -236,6 +268,7 @@ pub(crate) struct CoreParams {
     pub admission: Arc<Admission>,
     pub io: UdpIo,
     pub transport: Arc<quinn_proto::TransportConfig>,
+    pub stream_ceilings: [u32; 2],
     pub close_code: VarInt,
     pub close_reason: Bytes,
     pub dial_key: DialKey,
@@ -269,6 +302,7 @@ impl ShardCore {
             shutdown_waiters: WaitList::default(),
             io: p.io,
             transport: p.transport,
+            stream_ceilings: p.stream_ceilings,
             close_code: p.close_code,
             close_reason: p.close_reason,
             dial_key: p.dial_key,
@@ -310,7 +344,7 @@ impl ShardCore {
             estimate_waiters: WaitList::default(),
             final_stats: Cell::new(None),
         });
-        let mut entry = Box::new(ConnEntry::new(conn, shared.clone()));
+        let mut entry = Box::new(ConnEntry::new(conn, shared.clone(), self.stream_ceilings));
         if let Some((source, now)) = admitted {
             entry.source = Some(source);
             entry.handshaking = true;

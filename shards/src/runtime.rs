@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
-use quinn_proto::{EndpointConfig, IdleTimeout, ServerConfig, TransportConfig, VarInt};
+use quinn_proto::{Dir, EndpointConfig, IdleTimeout, ServerConfig, TransportConfig, VarInt};
 use tracing::{error, info, warn};
 
 use crate::admission::Admission;
@@ -420,6 +420,10 @@ async fn run_shard<M, F, Fut>(
         admission: seed.admission,
         io,
         transport: seed.transport,
+        stream_ceilings: [
+            stream_ceiling(&seed.config.quic, Dir::Bi),
+            stream_ceiling(&seed.config.quic, Dir::Uni),
+        ],
         close_code: VarInt::from_u32(seed.config.shutdown_close_code),
         close_reason: Bytes::from_static(b"server shutting down"),
         dial_key: seed.dial_key,
@@ -444,6 +448,23 @@ async fn run_shard<M, F, Fut>(
     tasks::driver(core).await;
 }
 
+/// The streams of `dir` a connection's peer may open at first: the
+/// handshake's limit, raised as it is used (see `ConnEntry::grow_stream_limit`).
+fn initial_streams(limits: &QuicLimits, dir: Dir) -> u32 {
+    limits
+        .initial_concurrent_streams
+        .max(1)
+        .min(stream_ceiling(limits, dir))
+}
+
+/// The most streams of `dir` a connection's peer may earn by using them.
+pub(crate) fn stream_ceiling(limits: &QuicLimits, dir: Dir) -> u32 {
+    match dir {
+        Dir::Bi => limits.max_concurrent_bidi_streams,
+        Dir::Uni => limits.max_concurrent_uni_streams,
+    }
+}
+
 fn transport_config(limits: &QuicLimits) -> Result<TransportConfig, RuntimeError> {
     let idle = IdleTimeout::try_from(limits.idle_timeout).map_err(|_| {
         RuntimeError::Transport(format!("idle timeout {:?} too large", limits.idle_timeout))
@@ -451,8 +472,8 @@ fn transport_config(limits: &QuicLimits) -> Result<TransportConfig, RuntimeError
     let mut t = TransportConfig::default();
     t.max_idle_timeout(Some(idle))
         .keep_alive_interval(limits.keep_alive)
-        .max_concurrent_bidi_streams(limits.max_concurrent_bidi_streams.into())
-        .max_concurrent_uni_streams(limits.max_concurrent_uni_streams.into())
+        .max_concurrent_bidi_streams(initial_streams(limits, Dir::Bi).into())
+        .max_concurrent_uni_streams(initial_streams(limits, Dir::Uni).into())
         .stream_receive_window(limits.stream_receive_window.into())
         .receive_window(limits.receive_window.into())
         .send_window(limits.send_window)

@@ -56,6 +56,7 @@ fn defaults_match_the_documented_values() {
     assert_eq!(c.quic.keep_alive, Some(Duration::from_secs(10)));
     assert_eq!(c.quic.max_concurrent_bidi_streams, 128);
     assert_eq!(c.quic.max_concurrent_uni_streams, 256);
+    assert_eq!(c.quic.initial_concurrent_streams, 16);
     assert_eq!(c.quic.peer_max_concurrent_bidi_streams, 1024);
     assert_eq!(c.quic.peer_max_concurrent_uni_streams, 1024);
     assert_eq!(c.quic.stream_receive_window, 1 << 20);
@@ -345,6 +346,8 @@ fn windows_must_be_positive_and_fit_their_wire_types() {
     assert_eq!(key, "quic.send_window");
     let (key, _) = bad_value("quic: {max_concurrent_uni_streams: 0}");
     assert_eq!(key, "quic.max_concurrent_uni_streams");
+    let (key, _) = bad_value("quic: {initial_concurrent_streams: 0}");
+    assert_eq!(key, "quic.initial_concurrent_streams");
     // A relay peer earns more streams than a client, never fewer.
     let (key, _) = bad_value("quic: {max_concurrent_bidi_streams: 2000}");
     assert_eq!(key, "quic.peer_max_concurrent_bidi_streams");
@@ -513,7 +516,7 @@ fn missing_config_file_is_no_input_and_names_the_file() {
 fn runtime_config_maps_every_field() {
     let c = parse(
         "server:\n  address: \"127.0.0.1:9000\"\n  shards: 7\n  pin_cores: false\n  steering: forward-only\n  gso: false\n  socket_buffer_bytes: 1 MiB\n  shutdown_timeout: 5s\n\
-         quic:\n  idle_timeout: 20s\n  keep_alive: 3s\n  max_concurrent_bidi_streams: 10\n  max_concurrent_uni_streams: 20\n  stream_receive_window: 100\n  receive_window: 200\n  send_window: 300\n  datagram_receive_buffer: 400\n",
+         quic:\n  idle_timeout: 20s\n  keep_alive: 3s\n  max_concurrent_bidi_streams: 10\n  max_concurrent_uni_streams: 20\n  initial_concurrent_streams: 5\n  stream_receive_window: 100\n  receive_window: 200\n  send_window: 300\n  datagram_receive_buffer: 400\n",
     )
     .unwrap();
     let tls = generated_tls_config();
@@ -529,6 +532,7 @@ fn runtime_config_maps_every_field() {
     assert_eq!(rt.quic.keep_alive, Some(Duration::from_secs(3)));
     assert_eq!(rt.quic.max_concurrent_bidi_streams, 10);
     assert_eq!(rt.quic.max_concurrent_uni_streams, 20);
+    assert_eq!(rt.quic.initial_concurrent_streams, 5);
     assert_eq!(rt.quic.stream_receive_window, 100);
     assert_eq!(rt.quic.receive_window, 200);
     assert_eq!(rt.quic.send_window, 300);

@@ -648,6 +648,58 @@ impl Control for SubscribeNamespace {
     }
 }
 
+/// What an UNSUBSCRIBE_NAMESPACE names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamespaceInterest {
+    /// The Track Namespace Prefix, as the draft-14 text (and aiomoqt 0.13.3)
+    /// writes it.
+    Prefix(Vec<String>),
+    /// The SUBSCRIBE_NAMESPACE's Request ID, as moq-net 0.3.18 writes it: read
+    /// only when the body is one varint that is not a whole tuple.
+    RequestId(u64),
+}
+
+/// UNSUBSCRIBE_NAMESPACE (0x14): the subscriber wants no more announcements
+/// under a prefix (draft 14 section 9.22).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsubscribeNamespace {
+    /// Which namespace subscription ends.
+    pub interest: NamespaceInterest,
+}
+
+impl Control for UnsubscribeNamespace {
+    const TYPE: u64 = 0x14;
+    const WHAT: &'static str = "UNSUBSCRIBE_NAMESPACE";
+
+    fn write_body(&self, w: &mut Writer<'_>, _: Version) -> Result<(), EncodeError> {
+        match &self.interest {
+            NamespaceInterest::Prefix(prefix) => write_namespace(w, prefix),
+            NamespaceInterest::RequestId(id) => w.varint("request id", *id),
+        }
+    }
+
+    fn read_body(r: &mut Reader<'_>, _: Version, limits: &Limits) -> Result<Self, DecodeError> {
+        let body = r.rest();
+        let mut tuple = Reader::bounded(body, Self::WHAT);
+        let prefix = read_namespace(&mut tuple, limits);
+        if let (Ok(prefix), 0) = (&prefix, tuple.remaining()) {
+            return Ok(Self {
+                interest: NamespaceInterest::Prefix(prefix.clone()),
+            });
+        }
+        let mut id = Reader::bounded(body, Self::WHAT);
+        match (id.varint(), id.remaining()) {
+            (Ok(request_id), 0) => Ok(Self {
+                interest: NamespaceInterest::RequestId(request_id),
+            }),
+            // Neither spelling: report the tuple's error.
+            _ => Err(prefix.err().unwrap_or(DecodeError::InvalidValue {
+                what: "UNSUBSCRIBE_NAMESPACE body",
+            })),
+        }
+    }
+}
+
 /// What a FETCH asks for (draft 14 section 9.16).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FetchType {
@@ -830,6 +882,7 @@ pub enum ControlMessage {
     SubscribeNamespace(SubscribeNamespace),
     SubscribeNamespaceOk(SubscribeNamespaceOk),
     SubscribeNamespaceError(SubscribeNamespaceError),
+    UnsubscribeNamespace(UnsubscribeNamespace),
     MaxRequestId(MaxRequestId),
     Fetch(Fetch),
     FetchCancel(FetchCancel),
@@ -870,6 +923,7 @@ impl Decode for ControlMessage {
             SubscribeNamespace::TYPE => wrap(buf, v, limits, Self::SubscribeNamespace),
             SubscribeNamespaceOk::TYPE => wrap(buf, v, limits, Self::SubscribeNamespaceOk),
             SubscribeNamespaceError::TYPE => wrap(buf, v, limits, Self::SubscribeNamespaceError),
+            UnsubscribeNamespace::TYPE => wrap(buf, v, limits, Self::UnsubscribeNamespace),
             MaxRequestId::TYPE => wrap(buf, v, limits, Self::MaxRequestId),
             Fetch::TYPE => wrap(buf, v, limits, Self::Fetch),
             FetchCancel::TYPE => wrap(buf, v, limits, Self::FetchCancel),
@@ -907,6 +961,7 @@ impl Encode for ControlMessage {
             Self::SubscribeNamespace(m) => m.encode(out, v),
             Self::SubscribeNamespaceOk(m) => m.encode(out, v),
             Self::SubscribeNamespaceError(m) => m.encode(out, v),
+            Self::UnsubscribeNamespace(m) => m.encode(out, v),
             Self::MaxRequestId(m) => m.encode(out, v),
             Self::Fetch(m) => m.encode(out, v),
             Self::FetchCancel(m) => m.encode(out, v),
@@ -948,6 +1003,7 @@ into_control!(
     SubscribeNamespace,
     SubscribeNamespaceOk,
     SubscribeNamespaceError,
+    UnsubscribeNamespace,
     MaxRequestId,
     Fetch,
     FetchCancel,

@@ -279,6 +279,27 @@ mod tests {
                 parameters: Parameters::default(),
             }
             .into(),
+            SubscribeUpdate {
+                request_id: 10,
+                subscription_request_id: 4,
+                start: Location {
+                    group: 2,
+                    object: 1,
+                },
+                end_group: 5,
+                subscriber_priority: 9,
+                forward: false,
+                parameters: Parameters::default(),
+            }
+            .into(),
+            UnsubscribeNamespace {
+                interest: NamespaceInterest::Prefix(vec!["a".to_string()]),
+            }
+            .into(),
+            UnsubscribeNamespace {
+                interest: NamespaceInterest::RequestId(6),
+            }
+            .into(),
             PublishOk {
                 request_id: 8,
                 forward: true,
@@ -385,6 +406,20 @@ mod tests {
                 parameters: Parameters(vec![
                     (PARAM_PATH, ParameterValue::Bytes(b"/x".to_vec())),
                     (PARAM_MAX_REQUEST_ID, ParameterValue::Varint(9)),
+                ]),
+            }),
+            RequestMessage::RequestUpdate(RequestUpdate {
+                request_id: 6,
+                parameters: MessageParameters(vec![
+                    (param::FORWARD, ParamValue::Bool(false)),
+                    (param::SUBSCRIBER_PRIORITY, ParamValue::Byte(3)),
+                    (
+                        param::LOCATION_FILTER,
+                        ParamValue::Filter(LocationFilter::AbsoluteGroupEnd {
+                            start: Location::default(),
+                            end_group: 2,
+                        }),
+                    ),
                 ]),
             }),
             RequestMessage::Subscribe(Subscribe {

@@ -43,10 +43,11 @@ pub use coding::{
 };
 pub use control::{
     ControlMessage, Fetch, FetchCancel, FetchError, FetchOk, FetchType, Filter, Goaway,
-    MaxRequestId, Publish, PublishDone, PublishError, PublishNamespace, PublishNamespaceCancel,
-    PublishNamespaceDone, PublishNamespaceError, PublishNamespaceOk, PublishOk, RequestsBlocked,
-    Subscribe, SubscribeError, SubscribeNamespace, SubscribeNamespaceError, SubscribeNamespaceOk,
-    SubscribeOk, SubscribeUpdate, Unsubscribe, MAX_GOAWAY_URI, MAX_REASON,
+    MaxRequestId, NamespaceInterest, Publish, PublishDone, PublishError, PublishNamespace,
+    PublishNamespaceCancel, PublishNamespaceDone, PublishNamespaceError, PublishNamespaceOk,
+    PublishOk, RequestsBlocked, Subscribe, SubscribeError, SubscribeNamespace,
+    SubscribeNamespaceError, SubscribeNamespaceOk, SubscribeOk, SubscribeUpdate, Unsubscribe,
+    UnsubscribeNamespace, MAX_GOAWAY_URI, MAX_REASON,
 };
 pub use data::{
     DatagramHeader, FetchHeader, FetchObject, ObjectStatus, SubgroupHeader, SubgroupId,

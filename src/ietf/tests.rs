@@ -526,3 +526,33 @@ fn malformed_datagrams_are_refused() {
     };
     assert!(status_without_object.encode(&mut Vec::new()).is_err());
 }
+
+#[test]
+fn unsubscribe_namespace_reads_the_drafts_prefix_and_moq_nets_request_id() {
+    // aiomoqt 0.13.3 writes the draft-14 text's Track Namespace Prefix.
+    let prefix = [0x14, 0x00, 0x03, 0x01, 0x01, b'a'];
+    let (msg, used) = ControlMessage::decode(&prefix, V, &limits()).unwrap();
+    assert_eq!(used, prefix.len());
+    assert_eq!(
+        msg,
+        UnsubscribeNamespace {
+            interest: NamespaceInterest::Prefix(vec!["a".into()])
+        }
+        .into()
+    );
+    assert_eq!(msg.to_vec(V).unwrap(), prefix);
+    // moq-net 0.3.18 writes the SUBSCRIBE_NAMESPACE's Request ID: a lone
+    // varint that is not a whole tuple.
+    let id = [0x14, 0x00, 0x01, 0x06];
+    let (msg, _) = ControlMessage::decode(&id, V, &limits()).unwrap();
+    assert_eq!(
+        msg,
+        UnsubscribeNamespace {
+            interest: NamespaceInterest::RequestId(6)
+        }
+        .into()
+    );
+    assert_eq!(msg.to_vec(V).unwrap(), id);
+    // Neither spelling: malformed.
+    assert!(ControlMessage::decode(&[0x14, 0x00, 0x02, 0x03, 0x01], V, &limits()).is_err());
+}

@@ -13,18 +13,18 @@
 //! request stream. A subscription follows the track replica exactly as on
 //! draft 14 ([`serve_track`]), each group one subgroup stream in draft-22 layout.
 //!
-//! Served: SUBSCRIBE (LOCATION_FILTER absent, NEXT_OBJECT or RELATIVE_START 0),
-//! SUBSCRIBE_NAMESPACE, PUBLISH_NAMESPACE, whose tracks the relay then
-//! subscribes to upstream on streams of its own ([`super::ingest`]) and reads
-//! from the publisher's subgroup streams, PUBLISH ([`super::publish22`]), and
-//! FETCH and SUBSCRIBE's FILL ([`super::fetch`]).
-//! Refused with REQUEST_ERROR NOT_SUPPORTED: the other filters, TRACK_STATUS
-//! and SUBSCRIBE_TRACKS. A malformed or unexpected message closes this session
+//! Served: SUBSCRIBE (every LOCATION_FILTER, FORWARD, and REQUEST_UPDATE on
+//! its stream), SUBSCRIBE_NAMESPACE, and PUBLISH_NAMESPACE, whose tracks the
+//! relay then subscribes to upstream on streams of its own
+//! ([`super::ingest`]) and reads from the publisher's subgroup streams, and
+//! FETCH and SUBSCRIBE's FILL ([`super::fetch`]), and PUBLISH
+//! ([`super::publish22`]). Refused with REQUEST_ERROR NOT_SUPPORTED:
+//! TRACK_STATUS and SUBSCRIBE_TRACKS. A malformed or
+//! unexpected message closes this session
 //! with PROTOCOL_VIOLATION.
 
 use std::future::poll_fn;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -34,26 +34,29 @@ use super::authorize::REQUEST_UNAUTHORIZED as UNAUTHORIZED;
 use super::bridge::path_to_namespace;
 use super::control::Violation;
 use super::reply22::{refuse, write};
-use super::session::{open_subscription, serve_track};
-use super::state::{IetfSession, Incoming};
+use super::session::{
+    open_subscription, serve_track, subscribed_track, Opened, Served, TrackRefusal,
+};
+use super::state::{IetfSession, Incoming, Subscription};
+use super::window::{InvalidRange, Window};
 use crate::ietf::draft22::{
-    self, request_type, Decode, Encode, LocationFilter, MessageParameters, Namespace,
-    NamespaceDone, Publish, PublishDone, PublishNamespace, RequestOk, Setup, Subscribe,
+    self, request_type, Decode, Encode, MessageParameters, Namespace, NamespaceDone, Publish,
+    PublishDone, PublishNamespace, RequestError, RequestOk, RequestUpdate, Setup, Subscribe,
     SubscribeNamespace, SubscribeOk, PADDING_STREAM_TYPE, SETUP_TYPE,
 };
-use crate::ietf::{DecodeError, Limits, Parameters, SessionCode, Version};
-use crate::message::{TrackKey, TrackName};
+use crate::ietf::{DecodeError, Limits, Location, Parameters, SessionCode, Version};
 use crate::origin::{AnnounceEvent, Heard};
 use crate::session::transport::{RecvStream, SendStream, Transport};
 use crate::shard::Shard;
 use crate::task::{race, Either};
+use crate::track::TrackReplica;
 
-/// REQUEST_ERROR codes (draft 22's request error table). DOES_NOT_EXIST moved
-/// from draft 14's 0x4 to 0x10 in draft 15 (0x4 is MALFORMED_AUTH_TOKEN now);
-/// moq-net and aiomoqt agree.
+/// REQUEST_ERROR codes (draft 22's request error table; draft 15 moved
+/// DOES_NOT_EXIST from 0x4, now MALFORMED_AUTH_TOKEN, to 0x10).
 const TIMEOUT: u64 = 0x2;
 const NOT_SUPPORTED: u64 = 0x3;
 const DOES_NOT_EXIST: u64 = 0x10;
+const INVALID_RANGE: u64 = 0x11;
 
 /// The longest RENDEZVOUS_TIMEOUT honoured: a subscription waiting for its
 /// publisher holds a request stream, which QUIC's stream limit bounds, but
@@ -63,6 +66,7 @@ const MAX_RENDEZVOUS: Duration = Duration::from_secs(30);
 /// PUBLISH_DONE status codes.
 const DONE_INTERNAL_ERROR: u64 = 0x0;
 const DONE_TRACK_ENDED: u64 = 0x2;
+const DONE_UPDATE_FAILED: u64 = 0x8;
 
 /// Stream reset codes: CANCELLED, PROTOCOL_VIOLATION.
 const STREAM_CANCELLED: u32 = 0x1;
@@ -343,16 +347,6 @@ async fn subscribe<T: Transport>(
     mut incoming: Incoming<T::Recv>,
 ) {
     let id = request.request_id;
-    // A relay serves live tracks: with no filter, or from the next object, a
-    // subscription starts at the newest group, as draft 14's LargestObject does.
-    let start_after_newest = match request.parameters.filter() {
-        LocationFilter::None | LocationFilter::NextObject => false,
-        LocationFilter::RelativeStart(0) => true,
-        _ => return refuse(&mut send, NOT_SUPPORTED, "filter not supported").await,
-    };
-    if !request.parameters.forward() {
-        return refuse(&mut send, NOT_SUPPORTED, "forward 0 not supported").await;
-    }
     if session.subscriptions.borrow().contains_key(&id) {
         return session.violation(Violation {
             code: SessionCode::INVALID_REQUEST_ID,
@@ -363,50 +357,53 @@ async fn subscribe<T: Transport>(
         session.shard.stats.subscriptions_refused_limit.inc();
         return refuse(&mut send, NOT_SUPPORTED, "subscription limit").await;
     }
-    let (relative, broadcast) = session.broadcast_of(&request.namespace);
-    if !super::authorize::may_subscribe(&session, &relative) {
-        return refuse(&mut send, UNAUTHORIZED, "unauthorized").await;
-    }
-    let key: TrackKey = Arc::new(TrackName {
-        broadcast,
-        track: request.name.clone(),
-    });
-    if session.shard.publisher_of(&key.broadcast).is_none() {
-        // RENDEZVOUS_TIMEOUT (draft 18 on): wait that long for a publisher.
-        let Some(wait) = request.parameters.rendezvous_timeout() else {
-            debug!(session = session.id, track = %key, "draft-22 subscribe: no such broadcast");
-            return refuse(&mut send, DOES_NOT_EXIST, "track does not exist").await;
-        };
-        if !rendezvous(&session, &key.broadcast, wait).await {
-            debug!(session = session.id, track = %key, "draft-22 subscribe: no publisher in time");
-            return refuse(
-                &mut send,
-                TIMEOUT,
-                "no publisher within the rendezvous timeout",
-            )
-            .await;
+    let key = match subscribed_track(&session, &request.namespace, &request.name) {
+        Ok(key) => key,
+        Err(TrackRefusal::Unauthorized) => {
+            return refuse(&mut send, UNAUTHORIZED, "unauthorized").await
         }
-    }
+        Err(TrackRefusal::DoesNotExist) => {
+            // RENDEZVOUS_TIMEOUT (draft 18 on): wait that long for a publisher.
+            let Some(wait) = request.parameters.rendezvous_timeout() else {
+                return refuse(&mut send, DOES_NOT_EXIST, "track does not exist").await;
+            };
+            let (_, broadcast) = session.broadcast_of(&request.namespace);
+            if !rendezvous(&session, &broadcast, wait).await {
+                let reason = "no publisher within the rendezvous timeout";
+                return refuse(&mut send, TIMEOUT, reason).await;
+            }
+            match subscribed_track(&session, &request.namespace, &request.name) {
+                Ok(key) => key,
+                Err(_) => return refuse(&mut send, DOES_NOT_EXIST, "track does not exist").await,
+            }
+        }
+    };
     debug!(session = session.id, id, track = %key, "draft-22 subscribe");
-    let (sub, replica, largest) =
-        open_subscription(&session, id, &key, request.parameters.subscriber_priority());
+    let filter = request.parameters.filter();
+    let opened = open_subscription(
+        &session,
+        id,
+        &key,
+        request.parameters.subscriber_priority(),
+        request.parameters.forward(),
+        |largest| Window::draft22(filter, largest),
+    );
+    let Opened {
+        sub,
+        replica,
+        largest,
+        first,
+    } = match opened {
+        Ok(opened) => opened,
+        Err(InvalidRange(reason)) => return refuse(&mut send, INVALID_RANGE, reason).await,
+    };
     let ok = SubscribeOk {
         track_alias: sub.track_alias,
-        parameters: MessageParameters(
-            largest
-                .map(|l| {
-                    (
-                        draft22::param::LARGEST_OBJECT,
-                        draft22::ParamValue::Location(l),
-                    )
-                })
-                .into_iter()
-                .collect(),
-        ),
+        parameters: largest_parameter(largest),
         properties: Parameters::default(),
     };
-    let end = match write(&mut send, &ok).await {
-        false => None,
+    let served = match write(&mut send, &ok).await {
+        false => Served::Cancelled,
         true => {
             match request.parameters.fill() {
                 Some(Ok(fill)) => super::fetch::fill22(
@@ -423,27 +420,22 @@ async fn subscribe<T: Transport>(
                 }
                 None => {}
             }
-            let last = match start_after_newest {
-                true => replica.newest_sequence(),
-                false => None,
-            };
-            // The subscriber resetting its half cancels the subscription.
-            let watch = async {
-                if let Follow::Cancelled = follow(&session, &mut incoming).await {
-                    return;
-                }
-                std::future::pending::<()>().await
-            };
-            match race(serve_track(&session, &sub, &replica, last), watch).await {
-                Either::Left(end) => end,
-                Either::Right(()) => None,
+            // The subscriber resetting its half cancels the subscription;
+            // its REQUEST_UPDATEs change it in place.
+            let watch = watch_subscription(&session, &mut incoming, &mut send, &sub, &replica);
+            match race(serve_track(&session, &sub, &replica, first), watch).await {
+                Either::Left(served) => served,
+                Either::Right(watched) => watched,
             }
         }
     };
-    let status = match end {
-        Some(None) => Some((DONE_TRACK_ENDED, "track ended")),
-        Some(Some(_)) => Some((DONE_INTERNAL_ERROR, "track reset upstream")),
-        None => None,
+    let status = match served {
+        // Draft 22 keeps a subscription open past its range, so only the
+        // track's end (or a failed update) ends it from this side.
+        Served::Ended(None) | Served::RangeOver => Some((DONE_TRACK_ENDED, "track ended")),
+        Served::Ended(Some(_)) => Some((DONE_INTERNAL_ERROR, "track reset upstream")),
+        Served::UpdateFailed => Some((DONE_UPDATE_FAILED, "update failed")),
+        Served::Cancelled => None,
     };
     match status {
         Some((status, reason)) => {
@@ -504,6 +496,118 @@ async fn rendezvous<T: Transport>(
     .await;
     shard.unlisten(listener_id);
     matches!(found, Either::Left(()))
+}
+
+/// LARGEST_OBJECT, when the track has content.
+fn largest_parameter(largest: Option<Location>) -> MessageParameters {
+    MessageParameters(
+        largest
+            .map(|l| {
+                (
+                    draft22::param::LARGEST_OBJECT,
+                    draft22::ParamValue::Location(l),
+                )
+            })
+            .into_iter()
+            .collect(),
+    )
+}
+
+/// The subscriber's half of a subscription's stream after the SUBSCRIBE:
+/// each REQUEST_UPDATE is applied in place and answered (REQUEST_OK with
+/// LARGEST_OBJECT) before the next is read, so a peer's updates are held
+/// back by the stream, not queued. Returns when the subscriber resets its
+/// half ([`Served::Cancelled`]) or an update cannot be applied (REQUEST_ERROR
+/// sent, [`Served::UpdateFailed`]); anything but REQUEST_UPDATE is a
+/// violation. FIN ends the updates, not the subscription (draft 19 on).
+async fn watch_subscription<T: Transport>(
+    session: &IetfSession<T>,
+    incoming: &mut Incoming<T::Recv>,
+    send: &mut T::Send,
+    sub: &Subscription,
+    replica: &TrackReplica,
+) -> Served {
+    let limits = session.shard.settings.limits;
+    loop {
+        let update = match RequestUpdate::decode(&incoming.buf, &limits) {
+            Ok((update, used)) => {
+                let _ = incoming.buf.split_to(used);
+                update
+            }
+            Err(DecodeError::Short) => match incoming.fill().await {
+                Ok(true) => continue,
+                Ok(false) => return std::future::pending().await,
+                Err(()) => return Served::Cancelled,
+            },
+            Err(e) => {
+                debug!(session = session.id, error = %e, "bad message on a subscription stream");
+                session.violation(protocol_violation("unexpected message on a request stream"));
+                return Served::Cancelled;
+            }
+        };
+        match apply_update(sub, &update.parameters) {
+            Ok(()) => {
+                let largest = replica.group_after(None).map(|g| Location {
+                    group: g.sequence,
+                    object: (g.frame_count() as u64).saturating_sub(1),
+                });
+                let ok = RequestOk {
+                    parameters: largest_parameter(largest),
+                };
+                if !write(send, &ok).await {
+                    return Served::Cancelled;
+                }
+            }
+            Err((code, reason)) => {
+                debug!(
+                    session = session.id,
+                    id = sub.request_id,
+                    reason,
+                    "REQUEST_UPDATE refused"
+                );
+                let error = RequestError {
+                    code,
+                    retry_interval: 0,
+                    reason: reason.into(),
+                };
+                if !write(send, &error).await {
+                    return Served::Cancelled;
+                }
+                return Served::UpdateFailed;
+            }
+        }
+    }
+}
+
+/// Apply a REQUEST_UPDATE's parameters to a subscription, all or none: the
+/// FORWARD state, SUBSCRIBER_PRIORITY (which open streams take too) and
+/// LOCATION_FILTER. Any other parameter is not served: NOT_SUPPORTED.
+fn apply_update(
+    sub: &Subscription,
+    parameters: &MessageParameters,
+) -> Result<(), (u64, &'static str)> {
+    let mut window = sub.window.get();
+    let mut forward = sub.forward.get();
+    let mut priority = sub.priority.get();
+    for (key, value) in &parameters.0 {
+        match (*key, value) {
+            (draft22::param::FORWARD, draft22::ParamValue::Bool(f)) => forward = *f,
+            (draft22::param::SUBSCRIBER_PRIORITY, draft22::ParamValue::Byte(p)) => {
+                priority = super::bridge::lite_priority(*p)
+            }
+            (draft22::param::LOCATION_FILTER, draft22::ParamValue::Filter(f)) => {
+                window = window
+                    .updated(*f)
+                    .map_err(|InvalidRange(reason)| (INVALID_RANGE, reason))?;
+            }
+            _ => return Err((NOT_SUPPORTED, "REQUEST_UPDATE parameter not supported")),
+        }
+    }
+    sub.window.set(window);
+    sub.forward.set(forward);
+    sub.priority.set(priority);
+    sub.wake();
+    Ok(())
 }
 
 /// PUBLISH_NAMESPACE: into the announce table with REQUEST_OK (REQUEST_ERROR

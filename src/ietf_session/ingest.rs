@@ -3,6 +3,7 @@
 //! streams in as groups of frames for the track's hub (the same commands and
 //! media events a lite session's `consume` uses).
 
+use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -418,6 +419,8 @@ fn open_upstream<T: Transport>(
         hub,
         key,
         cancelled: Signal::default(),
+        streams_ended: Cell::new(0),
+        stream_ended: RefCell::new(None),
     });
     publishing
         .upstreams
@@ -557,7 +560,12 @@ fn refused<T: Transport>(session: &Rc<IetfSession<T>>, request_id: u64, code: u6
 }
 
 pub(super) fn publish_done<T: Transport>(session: &Rc<IetfSession<T>>, m: PublishDone) {
-    publish_ended(session, m.request_id, m.status);
+    publish_ended(
+        session,
+        m.request_id,
+        m.status,
+        stream_count(m.stream_count),
+    );
 }
 
 /// The publisher ended `request_id` (PUBLISH_DONE `status`, or on draft 22
@@ -567,6 +575,7 @@ pub(super) fn publish_ended<T: Transport>(
     session: &Rc<IetfSession<T>>,
     request_id: u64,
     status: u64,
+    streams: Option<u64>,
 ) {
     let path = session
         .publishing
@@ -581,19 +590,73 @@ pub(super) fn publish_ended<T: Transport>(
             .retain(|_, o| o.request_id != request_id);
         release(session, &path);
     }
-    done(session, request_id, status);
+    done(session, request_id, status, streams);
 }
 
-/// The publisher ended upstream `request_id` with PUBLISH_DONE `status`.
-fn done<T: Transport>(session: &Rc<IetfSession<T>>, request_id: u64, status: u64) {
-    if let Some(upstream) = remove_upstream(session, request_id) {
-        debug!(session = session.id, track = %upstream.key, status, "upstream PUBLISH_DONE");
-        // Track ended (0x2) is a clean end; anything else ends it with CANCEL.
-        let code = (status != 0x2).then_some(StreamCode::CANCEL);
-        session
-            .shard
-            .to_hub(upstream.hub, MediaEvent::track_end(code));
-    }
+/// The publisher ended upstream `request_id` with PUBLISH_DONE `status`,
+/// having opened `streams` subgroup streams for it (`None`: unknown). The
+/// PUBLISH_DONE travels apart from those streams and may overtake the end
+/// of the last one, so the track ends once that many have ended here (or
+/// after [`STREAMS_WAIT`]): ending it at once would cut the last group
+/// short (aiomoqt's `data-subgroup-basic` sends PUBLISH_DONE right after
+/// its last FIN).
+fn done<T: Transport>(
+    session: &Rc<IetfSession<T>>,
+    request_id: u64,
+    status: u64,
+    streams: Option<u64>,
+) {
+    let finish = move |session: &IetfSession<T>| {
+        if let Some(upstream) = remove_upstream(session, request_id) {
+            debug!(session = session.id, track = %upstream.key, status, "upstream PUBLISH_DONE");
+            // Track ended (0x2) is a clean end; anything else ends it with CANCEL.
+            let code = (status != 0x2).then_some(StreamCode::CANCEL);
+            session
+                .shard
+                .to_hub(upstream.hub, MediaEvent::track_end(code));
+        }
+    };
+    let upstream = session
+        .publishing
+        .upstreams
+        .borrow()
+        .get(&request_id)
+        .cloned();
+    let waiting = match (&upstream, streams) {
+        (Some(upstream), Some(count)) => upstream.streams_ended.get() < count,
+        _ => false,
+    };
+    let (Some(upstream), Some(count), true) = (upstream, streams, waiting) else {
+        return finish(session);
+    };
+    let session2 = session.clone();
+    session.spawn(async move {
+        let session = session2;
+        let drained = poll_fn(|cx| {
+            if upstream.streams_ended.get() >= count || upstream.cancelled.is_raised() {
+                return Poll::Ready(());
+            }
+            *upstream.stream_ended.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        });
+        let _ = race(
+            drained,
+            race(monoio::time::sleep(STREAMS_WAIT), session.closed.raised()),
+        )
+        .await;
+        finish(&session);
+    });
+}
+
+/// How long a PUBLISH_DONE waits for the subgroup streams it counts.
+const STREAMS_WAIT: Duration = Duration::from_secs(2);
+
+/// Draft 14's Stream Count for "unknown" (2^62 - 1) and anything above it.
+const STREAM_COUNT_UNKNOWN: u64 = (1 << 62) - 1;
+
+/// A PUBLISH_DONE's Stream Count, `None` when the publisher could not count.
+pub(super) fn stream_count(count: u64) -> Option<u64> {
+    (count < STREAM_COUNT_UNKNOWN).then_some(count)
 }
 
 /// Draft 22: a track the peer offered with PUBLISH is forwarded (see
@@ -654,7 +717,7 @@ async fn upstream22<T: Transport>(
                         return refused(&session, request_id, e.code)
                     }
                     Ok(RequestMessage::PublishDone(d)) => {
-                        return done(&session, request_id, d.status)
+                        return done(&session, request_id, d.status, stream_count(d.stream_count))
                     }
                     Ok(_) | Err(Some(_)) => {
                         session.shard.stats.sessions_protocol_violations.inc();
@@ -664,7 +727,7 @@ async fn upstream22<T: Transport>(
                         );
                     }
                     // The stream ended without PUBLISH_DONE.
-                    Err(None) => return done(&session, request_id, 0x0),
+                    Err(None) => return done(&session, request_id, 0x0, None),
                 }
             }
         };
@@ -674,7 +737,7 @@ async fn upstream22<T: Transport>(
         Ok::<(), ()>(())
     };
     if let Either::Left(Err(())) = race(run, session.closed.raised()).await {
-        done(&session, request_id, 0x0);
+        done(&session, request_id, 0x0, None);
     }
 }
 
@@ -750,6 +813,11 @@ pub(super) async fn relay_subgroup<T: Transport>(
                 .shard
                 .to_hub(hub, MediaEvent::GroupReset { sequence, code });
         }
+    }
+    upstream.streams_ended.set(upstream.streams_ended.get() + 1);
+    let waiting = upstream.stream_ended.borrow_mut().take();
+    if let Some(waker) = waiting {
+        waker.wake();
     }
 }
 

@@ -37,3 +37,4 @@ mod state;
 mod test_clients;
 #[cfg(test)]
 mod tests;
+mod window;

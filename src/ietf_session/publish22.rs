@@ -57,8 +57,8 @@ fn from_publisher(buf: &[u8], limits: &Limits) -> Result<(FromPublisher, usize),
 
 /// How the PUBLISH ended.
 enum End {
-    /// PUBLISH_DONE with this status: our half is finished.
-    Done(u64),
+    /// PUBLISH_DONE with this status and Stream Count: our half is finished.
+    Done(u64, u64),
     /// The publisher's half ended or failed, or an update was refused: our
     /// half is reset.
     Abandoned,
@@ -122,14 +122,14 @@ pub(super) async fn serve<T: Transport>(
     };
     session.publishing.forward22.borrow_mut().remove(&id);
     match end {
-        End::Done(status) => {
+        End::Done(status, streams) => {
             debug!(session = session.id, id, status, "draft-22 PUBLISH_DONE");
-            ingest::publish_ended(&session, id, status);
+            ingest::publish_ended(&session, id, status, ingest::stream_count(streams));
             let _ = send.finish();
         }
         End::Abandoned => {
             debug!(session = session.id, id, "draft-22 PUBLISH abandoned");
-            ingest::publish_ended(&session, id, DONE_INTERNAL_ERROR);
+            ingest::publish_ended(&session, id, DONE_INTERNAL_ERROR, None);
             let _ = send.reset(session.stream_code(STREAM_CANCELLED));
         }
         // `ingest::end` clears what the session held.
@@ -199,7 +199,7 @@ async fn exchange<T: Transport>(
                 return End::Abandoned;
             }
             FromPublisher::Message(RequestMessage::PublishDone(done)) => {
-                return End::Done(done.status)
+                return End::Done(done.status, done.stream_count)
             }
             // The publisher's own update (a priority, a timeout): nothing a
             // relay forwards, answered so that the publisher does not wait.

@@ -10,8 +10,8 @@
 //!   subscription) and one per group it sends (a subgroup stream).
 //!
 //! The peer as a publisher (PUBLISH_NAMESPACE, PUBLISH, its subgroup
-//! streams) is `ingest`'s; FETCH is `fetch`'s. Not yet here: filters other
-//! than LargestObject / NextGroupStart (refused, not guessed).
+//! streams) is `ingest`'s; FETCH is `fetch`'s. A subscription's filter and
+//! its updates are [`super::window`]'s rules.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -26,10 +26,12 @@ use tracing::{debug, info};
 use super::bridge::{object_for_frame, subgroup_for_group};
 use super::control::{ControlState, RequestKind, Violation};
 use super::state::{IetfSession, Subscription};
+use super::window::{First, InvalidRange, Window};
 use crate::ietf::{
-    ControlMessage, Decode, Encode, Filter, GroupOrder, Location, Parameters, PublishDone,
-    PublishNamespace, PublishNamespaceDone, SessionCode, Subscribe, SubscribeError,
-    SubscribeNamespace, SubscribeNamespaceError, SubscribeNamespaceOk, SubscribeOk, Version,
+    ControlMessage, Decode, Encode, GroupOrder, Location, NamespaceInterest, Parameters,
+    PublishDone, PublishNamespace, PublishNamespaceDone, SessionCode, Subscribe, SubscribeError,
+    SubscribeNamespace, SubscribeNamespaceError, SubscribeNamespaceOk, SubscribeOk,
+    SubscribeUpdate, UnsubscribeNamespace, Version,
 };
 use crate::lite::StreamCode;
 use crate::message::{TrackKey, TrackName};
@@ -45,12 +47,14 @@ const REQUEST_WINDOW: u64 = 100;
 /// SUBSCRIBE_ERROR codes (draft 14 section 9.8).
 const SUBSCRIBE_NOT_SUPPORTED: u64 = 0x3;
 const SUBSCRIBE_DOES_NOT_EXIST: u64 = 0x4;
+const SUBSCRIBE_INVALID_RANGE: u64 = 0x5;
 /// The generic NOT_SUPPORTED (0x3) of the namespace and fetch error tables.
 const REQUEST_NOT_SUPPORTED: u64 = 0x3;
 
 /// PUBLISH_DONE status codes (draft 14 section 9.12).
 const DONE_INTERNAL_ERROR: u64 = 0x0;
 const DONE_TRACK_ENDED: u64 = 0x2;
+const DONE_SUBSCRIPTION_ENDED: u64 = 0x3;
 
 /// Data stream reset codes (draft 14): INTERNAL_ERROR, CANCELLED.
 const STREAM_INTERNAL_ERROR: u32 = 0x0;
@@ -93,6 +97,7 @@ pub(super) fn open<T: Transport>(
         fetches: RefCell::new(HashMap::new()),
         control: RefCell::new(ControlState::server(REQUEST_WINDOW, webtransport)),
         namespace_listeners: Cell::new(0),
+        namespace_requests: RefCell::new(HashMap::new()),
         publishing: Default::default(),
         root: RefCell::new(String::new()),
         grant: std::cell::OnceCell::new(),
@@ -266,6 +271,8 @@ fn handle<T: Transport>(session: &Rc<IetfSession<T>>, msg: ControlMessage) {
     use ControlMessage as M;
     match msg {
         M::Subscribe(request) => subscribe(session, request),
+        M::SubscribeUpdate(m) => subscribe_update(session, m),
+        M::UnsubscribeNamespace(m) => unsubscribe_namespace(session, m),
         M::Unsubscribe(m) => {
             if let Some(sub) = session.subscriptions.borrow().get(&m.request_id) {
                 sub.cancelled.raise();
@@ -285,7 +292,7 @@ fn handle<T: Transport>(session: &Rc<IetfSession<T>>, msg: ControlMessage) {
             }
         }
         // A client sending GOAWAY is refused by the control state; the rest
-        // (SUBSCRIBE_UPDATE, REQUESTS_BLOCKED, ...) need no answer here.
+        // (REQUESTS_BLOCKED, ...) need no answer here.
         _ => {}
     }
 }
@@ -303,73 +310,162 @@ fn refuse(session: &IetfSession<impl Transport>, request_id: u64, code: u64, rea
 
 /// A subscription `id` of this session to `key`, following the shard's
 /// replica of the track: registered, counted, with the newest object there
-/// is now (SUBSCRIBE_OK's Largest). Either draft.
+/// is now (SUBSCRIBE_OK's Largest) and the filter `window` resolved against
+/// it. A range the relay cannot serve (it ends before it starts, or it is
+/// over and no longer cached) is refused before anything is registered.
+/// Either draft.
 pub(super) fn open_subscription<T: Transport>(
     session: &IetfSession<T>,
     id: u64,
     key: &TrackKey,
     subscriber_priority: u8,
-) -> (Rc<Subscription>, Rc<TrackReplica>, Option<Location>) {
+    forward: bool,
+    window: impl FnOnce(Option<Location>) -> Result<(Window, First), InvalidRange>,
+) -> Result<Opened, InvalidRange> {
     let replica = session.shard.subscribe_local(key);
-    replica.add_subscriber();
-    session.shard.stats.subscriptions_open.inc();
     let largest = replica.group_after(None).map(|g| Location {
         group: g.sequence,
         object: (g.frame_count() as u64).saturating_sub(1),
     });
+    let resolved = window(largest).and_then(|(window, first)| {
+        let passed = window
+            .end
+            .filter(|end| largest.is_some_and(|l| l.group > end.group));
+        if let (Some(end), First::From(from)) = (passed, first) {
+            if replica
+                .group_from(from)
+                .is_none_or(|g| g.sequence > end.group)
+            {
+                return Err(InvalidRange("the range is over and not cached"));
+            }
+        }
+        Ok((window, first))
+    });
+    let (window, first) = match resolved {
+        Ok(resolved) => resolved,
+        Err(e) => {
+            if replica.subscribers() == 0 {
+                session.shard.release_local(key, &replica);
+            }
+            return Err(e);
+        }
+    };
+    replica.add_subscriber();
+    session.shard.stats.subscriptions_open.inc();
     let sub = Rc::new(Subscription {
         request_id: id,
         // One alias per subscription: the Request ID is unique already.
         track_alias: id,
-        priority: super::bridge::lite_priority(subscriber_priority),
+        priority: Cell::new(super::bridge::lite_priority(subscriber_priority)),
+        forward: Cell::new(forward),
+        window: Cell::new(window),
+        changed: RefCell::new(None),
         cancelled: Signal::default(),
         streams: Cell::new(0),
+        writing: Cell::new(0),
         key: key.clone(),
         largest_group: largest.map(|l| l.group),
         join_group: Cell::new(None),
         joined: Signal::default(),
     });
     session.subscriptions.borrow_mut().insert(id, sub.clone());
-    (sub, replica, largest)
+    Ok(Opened {
+        sub,
+        replica,
+        largest,
+        first,
+    })
+}
+
+/// A subscription [`open_subscription`] registered.
+pub(super) struct Opened {
+    pub(super) sub: Rc<Subscription>,
+    pub(super) replica: Rc<TrackReplica>,
+    /// The Largest Object when it opened, for SUBSCRIBE_OK.
+    pub(super) largest: Option<Location>,
+    /// Where [`serve_track`] starts.
+    pub(super) first: First,
+}
+
+/// The track a SUBSCRIBE names, or `None` when nobody publishes it. A
+/// namespace longer than an announced one is that publisher's (aiomoqt's
+/// `data-subgroup-basic` names its test case below the namespace it
+/// announced): the track keeps the full path, so the upstream SUBSCRIBE
+/// names the same namespace. Either draft.
+pub(super) fn subscribed_track(
+    session: &IetfSession<impl Transport>,
+    namespace: &[String],
+    name: &str,
+) -> Result<TrackKey, TrackRefusal> {
+    let (relative, broadcast) = session.broadcast_of(namespace);
+    if !super::authorize::may_subscribe(session, &relative) {
+        return Err(TrackRefusal::Unauthorized);
+    }
+    let key: TrackKey = Arc::new(TrackName {
+        broadcast,
+        track: name.to_owned(),
+    });
+    if session.shard.publisher_covering(&key.broadcast).is_none() {
+        debug!(session = session.id, track = %key, "ietf subscribe: no such broadcast");
+        return Err(TrackRefusal::DoesNotExist);
+    }
+    Ok(key)
+}
+
+/// Why a SUBSCRIBE names no track this session may follow.
+pub(super) enum TrackRefusal {
+    /// Outside what the session's token grants (counted).
+    Unauthorized,
+    /// No publisher covers its broadcast.
+    DoesNotExist,
 }
 
 fn subscribe<T: Transport>(session: &Rc<IetfSession<T>>, request: Subscribe) {
     let id = request.request_id;
-    let start_after_newest = match request.filter {
-        Filter::LargestObject => false,
-        Filter::NextGroupStart => true,
-        Filter::AbsoluteStart(_) | Filter::AbsoluteRange { .. } => {
-            return refuse(session, id, SUBSCRIBE_NOT_SUPPORTED, "filter not supported");
-        }
-    };
     if session.requests_open() >= session.shard.settings.max_subscriptions_per_session {
         session.shard.stats.subscriptions_refused_limit.inc();
         return refuse(session, id, SUBSCRIBE_NOT_SUPPORTED, "subscription limit");
     }
-    let (relative, broadcast) = session.broadcast_of(&request.namespace);
-    if !super::authorize::may_subscribe(session, &relative) {
-        return refuse(
-            session,
-            id,
-            super::authorize::REQUEST_UNAUTHORIZED,
-            "unauthorized",
-        );
-    }
-    let key: TrackKey = Arc::new(TrackName {
-        broadcast,
-        track: request.name.clone(),
-    });
-    if session.shard.publisher_of(&key.broadcast).is_none() {
-        debug!(session = session.id, track = %key, "ietf subscribe: no such broadcast");
-        return refuse(
-            session,
-            id,
-            SUBSCRIBE_DOES_NOT_EXIST,
-            "track does not exist",
-        );
-    }
+    let key = match subscribed_track(session, &request.namespace, &request.name) {
+        Ok(key) => key,
+        Err(TrackRefusal::Unauthorized) => {
+            return refuse(
+                session,
+                id,
+                super::authorize::REQUEST_UNAUTHORIZED,
+                "unauthorized",
+            )
+        }
+        Err(TrackRefusal::DoesNotExist) => {
+            return refuse(
+                session,
+                id,
+                SUBSCRIBE_DOES_NOT_EXIST,
+                "track does not exist",
+            )
+        }
+    };
     debug!(session = session.id, id, track = %key, "ietf subscribe");
-    let (sub, replica, largest) = open_subscription(session, id, &key, request.subscriber_priority);
+    let filter = request.filter;
+    let opened = open_subscription(
+        session,
+        id,
+        &key,
+        request.subscriber_priority,
+        request.forward,
+        |largest| Window::draft14(filter, largest),
+    );
+    let Opened {
+        sub,
+        replica,
+        largest,
+        first,
+    } = match opened {
+        Ok(opened) => opened,
+        Err(InvalidRange(reason)) => {
+            return refuse(session, id, SUBSCRIBE_INVALID_RANGE, reason);
+        }
+    };
     session.send(
         SubscribeOk {
             request_id: id,
@@ -381,18 +477,14 @@ fn subscribe<T: Transport>(session: &Rc<IetfSession<T>>, request: Subscribe) {
         }
         .into(),
     );
-    let last = match start_after_newest {
-        true => replica.newest_sequence(),
-        false => None,
-    };
     let session2 = session.clone();
     session.spawn(async move {
         let session = session2;
-        let end = serve_track(&session, &sub, &replica, last).await;
-        let status = match end {
-            Some(None) => Some((DONE_TRACK_ENDED, "track ended")),
-            Some(Some(_)) => Some((DONE_INTERNAL_ERROR, "track reset upstream")),
-            None => None,
+        let status = match serve_track(&session, &sub, &replica, first).await {
+            Served::Ended(None) => Some((DONE_TRACK_ENDED, "track ended")),
+            Served::Ended(Some(_)) => Some((DONE_INTERNAL_ERROR, "track reset upstream")),
+            Served::RangeOver => Some((DONE_SUBSCRIPTION_ENDED, "subscription ended")),
+            Served::Cancelled | Served::UpdateFailed => None,
         };
         if let Some((status, reason)) = status {
             // Stream Count tells the subscriber how many streams to wait for.
@@ -405,6 +497,12 @@ fn subscribe<T: Transport>(session: &Rc<IetfSession<T>>, request: Subscribe) {
                 }
                 .into(),
             );
+        }
+        if status.is_some_and(|(status, _)| status == DONE_SUBSCRIPTION_ENDED) {
+            // The range's last streams are still being written: they finish
+            // (an UNSUBSCRIBE or the session's end still resets them), and
+            // the subscription counts against the session until they do.
+            streams_written(&session, &sub).await;
         }
         sub.cancelled.raise();
         session.subscriptions.borrow_mut().remove(&sub.request_id);
@@ -420,77 +518,193 @@ fn subscribe<T: Transport>(session: &Rc<IetfSession<T>>, request: Subscribe) {
     });
 }
 
-/// Follow the replica: each group to its own subgroup stream. `Some(code)`
-/// when the track ended (`None` cleanly), `None` when cancelled.
+/// SUBSCRIBE_UPDATE (draft 14 section 9.10): narrow the filter, change the
+/// priority, pause or resume forwarding; no answer. It changes the
+/// subscription in place, so updates allocate nothing. An update naming a
+/// request the peer never sent, or widening the filter, closes the session
+/// with PROTOCOL_VIOLATION; one for a subscription that has ended is ignored.
+fn subscribe_update<T: Transport>(session: &Rc<IetfSession<T>>, m: SubscribeUpdate) {
+    let target = m.subscription_request_id;
+    // The control state took the update's own ID in sequence, so an earlier
+    // ID of the same parity is one the peer used; anything else never was.
+    if target >= m.request_id || target % 2 != m.request_id % 2 {
+        return session.violation(Violation {
+            code: SessionCode::PROTOCOL_VIOLATION,
+            reason: "SUBSCRIBE_UPDATE names no request of the peer",
+        });
+    }
+    let Some(sub) = session.subscriptions.borrow().get(&target).cloned() else {
+        debug!(
+            session = session.id,
+            target, "SUBSCRIBE_UPDATE for an ended subscription"
+        );
+        return;
+    };
+    let window = match sub.window.get().narrowed(m.start, m.end_group) {
+        Ok(window) => window,
+        Err(reason) => {
+            return session.violation(Violation {
+                code: SessionCode::PROTOCOL_VIOLATION,
+                reason,
+            })
+        }
+    };
+    debug!(
+        session = session.id,
+        target,
+        ?window,
+        forward = m.forward,
+        "ietf subscribe update"
+    );
+    sub.window.set(window);
+    sub.priority
+        .set(super::bridge::lite_priority(m.subscriber_priority));
+    sub.forward.set(m.forward);
+    sub.wake();
+}
+
+/// Until `sub`'s open subgroup streams have been written (or it is
+/// cancelled, or the session closes).
+async fn streams_written<T: Transport>(session: &IetfSession<T>, sub: &Subscription) {
+    let cancel = sub.cancelled.waiter();
+    let closed = session.closed.waiter();
+    poll_fn(|cx| {
+        if sub.writing.get() == 0
+            || sub.cancelled.poll_raised(&cancel, cx).is_ready()
+            || session.closed.poll_raised(&closed, cx).is_ready()
+        {
+            return Poll::Ready(());
+        }
+        *sub.changed.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
+    })
+    .await
+}
+
+/// Counts a subgroup stream as being written while it lives.
+struct Writing(Rc<Subscription>);
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        self.0.writing.set(self.0.writing.get().saturating_sub(1));
+        self.0.wake();
+    }
+}
+
+/// How [`serve_track`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Served {
+    /// The subscription was cancelled or the session closed.
+    Cancelled,
+    /// The track ended (`None` cleanly).
+    Ended(Option<StreamCode>),
+    /// Draft 14 only: every group the filter names has been sent (draft 22
+    /// keeps such a subscription open: its end may be moved).
+    RangeOver,
+    /// Draft 22: a REQUEST_UPDATE could not be applied.
+    UpdateFailed,
+}
+
+/// Follow the replica from `first`: each group the subscription's window
+/// passes, while it forwards, to its own subgroup stream.
 pub(super) async fn serve_track<T: Transport>(
     session: &Rc<IetfSession<T>>,
     sub: &Rc<Subscription>,
     replica: &Rc<TrackReplica>,
-    mut last: Option<u64>,
-) -> Option<Option<StreamCode>> {
+    first: First,
+) -> Served {
     let cancel = sub.cancelled.waiter();
     let closed = session.closed.waiter();
     let waiter = replica.waiter();
-    let mut started = last.is_some();
-    // Starting after a known group, the subscription joins right after it.
-    if let Some(last) = last {
-        sub.join_at(last.saturating_add(1));
+    // The lowest sequence still to consider; `None`: the newest cached.
+    let mut next = match first {
+        First::Newest => None,
+        First::From(sequence) => Some(sequence),
+    };
+    // Starting at a group named against a known Largest, the subscription
+    // joins there (a joining FETCH ends right before it); otherwise at the
+    // first group it reaches.
+    if let (Some(next), Some(_)) = (next, sub.largest_group) {
+        sub.join_at(next);
     }
+    let ends_at_range = session.version == Version::Draft14;
     loop {
         let step = poll_fn(|cx| {
             if sub.cancelled.poll_raised(&cancel, cx).is_ready()
                 || session.closed.poll_raised(&closed, cx).is_ready()
             {
-                return Poll::Ready(None);
+                return Poll::Ready(Err(Served::Cancelled));
             }
-            let group = match started {
-                true => replica.group_after(last),
-                false => replica.newest_after(None),
+            *sub.changed.borrow_mut() = Some(cx.waker().clone());
+            let window = sub.window.get();
+            if ends_at_range && next.is_some_and(|n| window.over_before(n)) {
+                return Poll::Ready(Err(Served::RangeOver));
+            }
+            let group = match next {
+                None => replica.newest_after(None),
+                Some(next) => replica.group_from(next),
             };
             if let Some(group) = group {
-                return Poll::Ready(Some(Ok(group)));
+                return Poll::Ready(Ok(group));
             }
             if let TrackState::Ended(code) = replica.state() {
-                return Poll::Ready(Some(Err(code)));
+                return Poll::Ready(Err(Served::Ended(code)));
             }
             waiter.register(cx);
             Poll::Pending
         })
         .await;
-        match step {
-            None => return None,
-            Some(Ok(group)) => {
-                sub.join_at(group.sequence);
-                started = true;
-                last = Some(group.sequence);
-                sub.streams.set(sub.streams.get() + 1);
-                session.spawn(write_subgroup(session.clone(), sub.clone(), group));
-            }
-            Some(Err(code)) => return Some(code),
+        let group = match step {
+            Ok(group) => group,
+            Err(served) => return served,
+        };
+        sub.join_at(group.sequence);
+        // A group past u64::MAX cannot come: stay on it rather than wrap.
+        next = Some(group.sequence.saturating_add(1));
+        let window = sub.window.get();
+        if !sub.forward.get() || !window.passes(group.sequence) {
+            continue;
         }
+        sub.streams.set(sub.streams.get() + 1);
+        sub.writing.set(sub.writing.get() + 1);
+        let objects = window.objects(group.sequence);
+        let writing = Writing(sub.clone());
+        session.spawn(write_subgroup(session.clone(), writing, group, objects));
     }
 }
 
-/// One relay group as one subgroup stream: header, objects 0, 1, 2... as
-/// frames arrive, FIN at the group's end. The header waits for the first
-/// frame: its type says whether every object carries extension headers, and
-/// so it does when the first frame brought some in this session's draft
-/// (see [`super::bridge::extensions_for`]).
+/// The QUIC send priority of a subscription's group stream: the priority
+/// first, then the group sequence (newer groups first).
+fn send_priority(priority: u8, sequence: u64) -> i32 {
+    (i32::from(priority) << 23) | (sequence & 0x7f_ffff) as i32
+}
+
+/// One relay group as one subgroup stream: header, objects from `first` (to
+/// `last` when the range ends inside the group) as frames arrive, FIN at
+/// the group's end. A priority update reaches the stream before its next
+/// write. The header waits for the first frame: its type says whether every
+/// object carries extension headers, and so it does when the first frame
+/// brought some in this session's draft (see
+/// [`super::bridge::extensions_for`]).
 async fn write_subgroup<T: Transport>(
     session: Rc<IetfSession<T>>,
-    sub: Rc<Subscription>,
+    writing: Writing,
     group: Rc<Group>,
+    (first, last): (u64, Option<u64>),
 ) {
+    let sub = writing.0.clone();
     let opened = race(session.transport.open_uni(), sub.cancelled.raised()).await;
     let Either::Left(Ok(mut stream)) = opened else {
         return;
     };
-    let _ =
-        stream.set_priority((i32::from(sub.priority) << 23) | (group.sequence & 0x7f_ffff) as i32);
+    let mut priority = sub.priority.get();
+    let _ = stream.set_priority(send_priority(priority, group.sequence));
     let version = session.version;
     let write = async {
         let waiter = group.waiter();
-        let mut index = 0usize;
+        let mut index = usize::try_from(first).unwrap_or(usize::MAX);
+        // The first object's delta is its ID; each later one follows on.
+        let mut delta = first;
         // Set once the header is out: whether objects carry extensions.
         let mut with_extensions = None;
         loop {
@@ -500,16 +714,18 @@ async fn write_subgroup<T: Transport>(
                 None => {
                     let extended = matches!(&next, NextFrame::Frame(frame, _)
                         if super::bridge::extensions_for(frame, version).is_some());
-                    let mut header =
-                        subgroup_for_group(sub.track_alias, group.sequence, sub.priority);
+                    let mut header = subgroup_for_group(sub.track_alias, group.sequence, priority);
                     header.extensions = extended;
+                    // Ending inside the group, FIN does not end the group.
+                    header.end_of_group = last.is_none();
                     let mut head = BytesMut::new();
                     let encoded = match version {
                         Version::Draft14 => header.encode(&mut head, Version::Draft14),
-                        Version::Draft22 => crate::ietf::draft22::Encode::encode(
-                            &super::bridge::draft22_subgroup(&header),
-                            &mut head,
-                        ),
+                        Version::Draft22 => {
+                            let mut header = super::bridge::draft22_subgroup(&header);
+                            header.first_object = first == 0;
+                            crate::ietf::draft22::Encode::encode(&header, &mut head)
+                        }
                     };
                     encoded.map_err(|_| Some(STREAM_INTERNAL_ERROR))?;
                     stream.write_chunk(head.freeze()).await.map_err(|_| None)?;
@@ -519,10 +735,13 @@ async fn write_subgroup<T: Transport>(
             };
             match next {
                 NextFrame::Frame(frame, _) => {
-                    index += 1;
+                    if sub.priority.get() != priority {
+                        priority = sub.priority.get();
+                        let _ = stream.set_priority(send_priority(priority, group.sequence));
+                    }
                     let mut object = BytesMut::new();
-                    let len = frame.payload.len() as u64;
-                    let mut header = object_for_frame(len);
+                    let mut header = object_for_frame(frame.payload.len() as u64);
+                    header.object_id_delta = std::mem::take(&mut delta);
                     if extended {
                         // A frame without extensions (or with another
                         // draft's) says so with an empty block.
@@ -542,8 +761,12 @@ async fn write_subgroup<T: Transport>(
                     if !frame.payload.is_empty() {
                         stream.write_chunk(frame.payload).await.map_err(|_| None)?;
                     }
+                    if last == Some(index as u64) {
+                        return Ok::<(), Option<u32>>(());
+                    }
+                    index += 1;
                 }
-                NextFrame::End => return Ok::<(), Option<u32>>(()),
+                NextFrame::End => return Ok(()),
                 NextFrame::Reset(_) => return Err(Some(STREAM_INTERNAL_ERROR)),
             }
         }
@@ -560,6 +783,37 @@ async fn write_subgroup<T: Transport>(
             let _ = stream.reset(session.stream_code(code));
         }
         Err(None) => {}
+    }
+}
+
+/// UNSUBSCRIBE_NAMESPACE (draft 14 section 9.22): the namespace
+/// subscription on that prefix (or, as moq-net sends it, with that Request
+/// ID) stops and its listener is freed. One that names nothing open is
+/// ignored: it may have crossed the end of the session's interest.
+fn unsubscribe_namespace<T: Transport>(session: &Rc<IetfSession<T>>, m: UnsubscribeNamespace) {
+    let requests = session.namespace_requests.borrow();
+    let by_prefix = |prefix: &str| {
+        requests
+            .iter()
+            .find(|(_, (p, _))| p == prefix)
+            .map(|(id, _)| *id)
+    };
+    let found = match &m.interest {
+        NamespaceInterest::Prefix(prefix) => {
+            let (relative, prefix) = session.broadcast_of(prefix);
+            // An empty tuple is also how moq-net writes Request ID 0.
+            by_prefix(&prefix)
+                .or_else(|| (relative.is_empty() && requests.contains_key(&0)).then_some(0))
+        }
+        NamespaceInterest::RequestId(id) => requests.contains_key(id).then_some(*id),
+    };
+    match found.and_then(|id| requests.get(&id)) {
+        Some((_, stop)) => stop.raise(),
+        None => debug!(
+            session = session.id,
+            ?m,
+            "UNSUBSCRIBE_NAMESPACE names nothing open"
+        ),
     }
 }
 
@@ -600,6 +854,11 @@ fn subscribe_namespace<T: Transport>(session: &Rc<IetfSession<T>>, request: Subs
         }
         .into(),
     );
+    let stop = Rc::new(Signal::default());
+    session
+        .namespace_requests
+        .borrow_mut()
+        .insert(request.request_id, (prefix.clone(), stop.clone()));
     let me = session.session_ref();
     let (listener_id, listener) = session.shard.listen(&prefix, me);
     let session2 = session.clone();
@@ -640,7 +899,11 @@ fn subscribe_namespace<T: Transport>(session: &Rc<IetfSession<T>>, request: Subs
         let mut cursor: Option<String> = None;
         let mut paging = true;
         let closed = session.closed.waiter();
+        let stopped = stop.waiter();
         'serve: loop {
+            if stop.is_raised() || session.closed.is_raised() {
+                break;
+            }
             while let Some(heard) = listener.try_next() {
                 match heard {
                     Heard::Overflowed => {
@@ -663,7 +926,9 @@ fn subscribe_namespace<T: Transport>(session: &Rc<IetfSession<T>>, request: Subs
                 continue;
             }
             let next = poll_fn(|cx| {
-                if session.closed.poll_raised(&closed, cx).is_ready() {
+                if session.closed.poll_raised(&closed, cx).is_ready()
+                    || stop.poll_raised(&stopped, cx).is_ready()
+                {
                     return Poll::Ready(false);
                 }
                 listener.poll_ready(cx).map(|()| true)
@@ -673,6 +938,10 @@ fn subscribe_namespace<T: Transport>(session: &Rc<IetfSession<T>>, request: Subs
                 break;
             }
         }
+        session
+            .namespace_requests
+            .borrow_mut()
+            .remove(&request.request_id);
         session.shard.unlisten(listener_id);
         session
             .namespace_listeners

@@ -11,6 +11,7 @@ use tracing::debug;
 
 use super::bridge::{namespace_to_path, path_to_namespace};
 use super::control::{ControlState, Violation};
+use super::window::Window;
 use crate::auth::{self, Grant};
 use crate::ietf::{ControlMessage, DecodeError, SessionCode, Version};
 use crate::lite::StreamCode;
@@ -44,6 +45,9 @@ pub(super) struct IetfSession<T: Transport> {
     pub(super) control: RefCell<ControlState>,
     /// SUBSCRIBE_NAMESPACE listeners open.
     pub(super) namespace_listeners: Cell<usize>,
+    /// Draft 14: each open SUBSCRIBE_NAMESPACE by Request ID, with its
+    /// normalised prefix and the signal UNSUBSCRIBE_NAMESPACE raises.
+    pub(super) namespace_requests: RefCell<HashMap<u64, (String, Rc<Signal>)>>,
     /// The peer as a publisher: its namespaces and our upstream SUBSCRIBEs.
     pub(super) publishing: Publishing,
     /// The dialled path, normalised: the peer's namespaces are broadcast
@@ -58,10 +62,22 @@ pub(super) struct IetfSession<T: Transport> {
 pub(super) struct Subscription {
     pub(super) request_id: u64,
     pub(super) track_alias: u64,
-    pub(super) priority: u8,
+    /// The lite priority its streams are sent with; an update changes it,
+    /// for open streams too.
+    pub(super) priority: Cell<u8>,
+    /// Whether groups are sent (FORWARD); while false, arriving groups are
+    /// passed over.
+    pub(super) forward: Cell<bool>,
+    /// Which groups and objects it delivers.
+    pub(super) window: Cell<Window>,
+    /// The task serving it, woken when an update changes the above.
+    pub(super) changed: RefCell<Option<Waker>>,
     pub(super) cancelled: Signal,
     /// Subgroup streams opened so far (PUBLISH_DONE's Stream Count).
     pub(super) streams: Cell<u64>,
+    /// Of those, the ones still being written: a range that is over waits
+    /// for them before it lets go of the track.
+    pub(super) writing: Cell<u64>,
     /// The track, for a joining FETCH.
     pub(super) key: TrackKey,
     /// The newest group when the subscription opened (SUBSCRIBE_OK's
@@ -75,6 +91,13 @@ pub(super) struct Subscription {
 }
 
 impl Subscription {
+    /// An update changed it: the serving task looks again.
+    pub(super) fn wake(&self) {
+        if let Some(waker) = self.changed.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+
     /// Record the first group this subscription delivers (once).
     pub(super) fn join_at(&self, group: u64) {
         if self.join_group.get().is_none() {
@@ -276,6 +299,11 @@ pub(super) struct Upstream {
     pub(super) hub: HubRef,
     pub(super) key: TrackKey,
     pub(super) cancelled: Signal,
+    /// Its subgroup streams that have ended here (read to the end, or
+    /// given up), which a PUBLISH_DONE's Stream Count waits for.
+    pub(super) streams_ended: Cell<u64>,
+    /// The task waiting for that count, woken as each stream ends.
+    pub(super) stream_ended: RefCell<Option<Waker>>,
 }
 
 /// One incoming stream, decoded message by message.

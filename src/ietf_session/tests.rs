@@ -21,20 +21,20 @@ use crate::session::tests::{
 use crate::session::transport::{RecvStream, SendStream, Transport};
 use crate::shard::Shard;
 
-const V: Version = Version::Draft14;
+pub(super) const V: Version = Version::Draft14;
 
-fn limits() -> Limits {
+pub(super) fn limits() -> Limits {
     settings().limits
 }
 
 /// Bytes of one stream, decoded message by message.
-struct Incoming {
+pub(super) struct Incoming {
     recv: MemoryRecv,
-    buf: BytesMut,
+    pub(super) buf: BytesMut,
 }
 
 impl Incoming {
-    fn new(recv: MemoryRecv, leftover: Bytes) -> Self {
+    pub(super) fn new(recv: MemoryRecv, leftover: Bytes) -> Self {
         Incoming {
             recv,
             buf: BytesMut::from(&leftover[..]),
@@ -53,7 +53,7 @@ impl Incoming {
         }
     }
 
-    async fn decode<M>(
+    pub(super) async fn decode<M>(
         &mut self,
         f: impl Fn(&[u8]) -> Result<(M, usize), crate::ietf::DecodeError>,
     ) -> M {
@@ -76,28 +76,28 @@ impl Incoming {
         self.decode(|b| ControlMessage::decode(b, V, &limits)).await
     }
 
-    async fn payload(&mut self, len: usize) -> Bytes {
+    pub(super) async fn payload(&mut self, len: usize) -> Bytes {
         while self.buf.len() < len {
             assert!(self.fill().await, "stream ended mid-payload");
         }
         self.buf.split_to(len).freeze()
     }
 
-    async fn at_end(&mut self) -> bool {
+    pub(super) async fn at_end(&mut self) -> bool {
         self.buf.is_empty() && !self.fill().await
     }
 }
 
 /// A scripted draft-14 client on the far end of a memory pair.
-struct Client {
-    transport: MemoryTransport,
-    control: MemorySend,
+pub(super) struct Client {
+    pub(super) transport: MemoryTransport,
+    pub(super) control: MemorySend,
     replies: Incoming,
 }
 
 impl Client {
     /// Start a relay IETF session and do the SETUP exchange.
-    async fn connect(shard: &Rc<Shard>) -> Client {
+    pub(super) async fn connect(shard: &Rc<Shard>) -> Client {
         let (relay, transport) = MemoryTransport::pair();
         monoio::spawn(super::session::run(shard.clone(), relay, false));
         let (mut control, recv) = transport.open_bi().await.unwrap();
@@ -119,7 +119,7 @@ impl Client {
         }
     }
 
-    async fn send(&mut self, msg: ControlMessage) {
+    pub(super) async fn send(&mut self, msg: ControlMessage) {
         self.control
             .write_chunk(Bytes::from(msg.to_vec(V).unwrap()))
             .await
@@ -127,7 +127,7 @@ impl Client {
     }
 
     /// The next reply that is not a MAX_REQUEST_ID top-up.
-    async fn reply(&mut self) -> ControlMessage {
+    pub(super) async fn reply(&mut self) -> ControlMessage {
         loop {
             match self.replies.control().await {
                 ControlMessage::MaxRequestId(_) => continue,
@@ -137,7 +137,12 @@ impl Client {
     }
 }
 
-fn subscribe(request_id: u64, namespace: &str, name: &str, filter: Filter) -> ControlMessage {
+pub(super) fn subscribe(
+    request_id: u64,
+    namespace: &str,
+    name: &str,
+    filter: Filter,
+) -> ControlMessage {
     Subscribe {
         request_id,
         namespace: vec![namespace.into()],
@@ -237,7 +242,7 @@ async fn unsubscribe_releases_the_upstream_subscription() {
 }
 
 #[monoio::test(enable_timer = true)]
-async fn unknown_tracks_and_unsupported_filters_are_refused_alone() {
+async fn unknown_tracks_and_bad_ranges_are_refused_alone() {
     let shard = shard(settings());
     let _publisher = Publisher::connect(&shard, crate::lite::Version::Lite06).await;
     let mut client = Client::connect(&shard).await;
@@ -252,16 +257,14 @@ async fn unknown_tracks_and_unsupported_filters_are_refused_alone() {
         group: 0,
         object: 0,
     };
-    client
-        .send(subscribe(
-            2,
-            BROADCAST,
-            "video",
-            Filter::AbsoluteStart(start),
-        ))
-        .await;
+    // A range that ends before it starts: INVALID_RANGE.
+    let range = Filter::AbsoluteRange {
+        start: Location { group: 5, ..start },
+        end_group: 4,
+    };
+    client.send(subscribe(2, BROADCAST, "video", range)).await;
     match client.reply().await {
-        ControlMessage::SubscribeError(e) => assert_eq!((e.request_id, e.code), (2, 0x3)),
+        ControlMessage::SubscribeError(e) => assert_eq!((e.request_id, e.code), (2, 0x5)),
         other => panic!("expected SUBSCRIBE_ERROR, got {other:?}"),
     }
     // The session is still up: a good request is still answered.
@@ -624,7 +627,7 @@ mod fetch;
 
 /// Draft 22 ([`super::draft22::run`]): a scripted client that opens its SETUP
 /// stream, reads the relay's, and makes each request on a bidi stream of its own.
-mod draft22 {
+pub(super) mod draft22 {
     use super::*;
     use crate::ietf::draft22::{
         self as d22, Decode as _, Encode as _, LocationFilter, MessageParameters, ParamValue,
@@ -681,7 +684,12 @@ mod draft22 {
             }
         }
 
-        async fn subscribe(&self, id: u64, broadcast: &str, filter: LocationFilter) -> Request22 {
+        pub(in crate::ietf_session) async fn subscribe(
+            &self,
+            id: u64,
+            broadcast: &str,
+            filter: LocationFilter,
+        ) -> Request22 {
             let request = d22::Subscribe {
                 request_id: id,
                 namespace: vec![broadcast.into()],
@@ -798,20 +806,24 @@ mod draft22 {
         let mut unknown = client
             .subscribe(0, "nobody", LocationFilter::NextObject)
             .await;
+        // DOES_NOT_EXIST is 0x10 from draft 15 on (0x4 is MALFORMED_AUTH_TOKEN).
         match unknown.reply().await {
             RequestMessage::RequestError(e) => assert_eq!(e.code, 0x10),
             other => panic!("expected REQUEST_ERROR, got {other:?}"),
         }
         assert!(unknown.replies.at_end().await);
-        let start = Location {
-            group: 0,
-            object: 0,
+        // A range that ends before it starts: INVALID_RANGE (0x11).
+        let backwards = LocationFilter::AbsoluteRange {
+            start: Location {
+                group: 5,
+                object: 4,
+            },
+            end_group: 5,
+            end_object: 3,
         };
-        let mut absolute = client
-            .subscribe(2, BROADCAST, LocationFilter::AbsoluteStart(start))
-            .await;
+        let mut absolute = client.subscribe(2, BROADCAST, backwards).await;
         match absolute.reply().await {
-            RequestMessage::RequestError(e) => assert_eq!(e.code, 0x3),
+            RequestMessage::RequestError(e) => assert_eq!(e.code, 0x11),
             other => panic!("expected REQUEST_ERROR, got {other:?}"),
         }
         // A TRACK_STATUS (type 0x0d, its body skipped by length) is not served.
@@ -1137,3 +1149,5 @@ async fn a_peer_that_sends_no_setup_is_closed_at_the_setup_deadline() {
     }
     assert_eq!(shard.stats.sessions_setup_timeouts.get(), 2);
 }
+
+mod filters;

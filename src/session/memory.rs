@@ -79,6 +79,8 @@ struct Pipe {
     stopped: Option<VarInt>,
     reader: Option<Waker>,
     writer: Option<Waker>,
+    /// The send priority the writer last set, for tests of send order.
+    priority: Option<i32>,
 }
 
 impl Pipe {
@@ -636,8 +638,10 @@ impl SendStream for MemorySend {
         Ok(())
     }
 
-    fn set_priority(&mut self, _priority: i32) -> Result<(), WriteError> {
-        self.check()
+    fn set_priority(&mut self, priority: i32) -> Result<(), WriteError> {
+        self.check()?;
+        self.pipe.borrow_mut().priority = Some(priority);
+        Ok(())
     }
 }
 
@@ -662,6 +666,12 @@ pub struct MemoryRecv {
 }
 
 impl MemoryRecv {
+    /// The send priority the writer last set on this stream, if any (a
+    /// memory pair has no scheduler; tests read what a QUIC one would get).
+    pub fn priority(&self) -> Option<i32> {
+        self.pipe.borrow().priority
+    }
+
     /// Wait, without reading, until the writer resets the stream (its
     /// code) or finishes it or the connection ends (`None`). For tests of
     /// readers that fall behind: reading would free the window.

@@ -16,7 +16,7 @@ use crate::auth::{self, Grant, Refusal};
 use crate::lite::{Encode, Limits, SessionCode, StreamCode, Version};
 use crate::message::{FetchRef, HubRef, SessionRef, TrackKey};
 use crate::shard::Shard;
-use crate::task::{catch_unwind, Signal};
+use crate::task::{contain, Signal};
 
 /// Why a session ended abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -182,11 +182,7 @@ impl<T: Transport> Session<T> {
     /// the session (logged, counted, the session closed), not the shard.
     pub(super) fn spawn(self: &Rc<Self>, task: impl std::future::Future<Output = ()> + 'static) {
         let session = self.clone();
-        monoio::spawn(async move {
-            if let Err(panic) = catch_unwind(task).await {
-                session.contain_panic(&panic);
-            }
-        });
+        monoio::spawn(contain(task, move |panic| session.contain_panic(&panic)));
     }
 
     /// A task of this session panicked (a relay bug): close the session so

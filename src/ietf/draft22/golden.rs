@@ -56,13 +56,13 @@ macro_rules! into_message {
 into_message!(
     Setup,
     Subscribe,
+    RequestUpdate,
     SubscribeOk,
     RequestOk,
     RequestError,
     PublishDone,
     PublishNamespace,
     Publish,
-    RequestUpdate,
     SubscribeNamespace,
     Namespace,
     NamespaceDone,
@@ -487,6 +487,20 @@ fn hostile_input_is_refused_without_panic_or_allocation() {
         decode_object(&wire, false, &limits),
         Err(DecodeError::TooLong { .. })
     ));
+}
+
+#[test]
+fn request_update_matches_moq_nets_bytes() {
+    // moq-net 0.3.18's publisher tests script this REQUEST_UPDATE (Forward 0)
+    // on draft 22: Request ID 2, one parameter, key delta 0x10, value 0.
+    golden(
+        RequestUpdate {
+            request_id: 2,
+            parameters: MessageParameters(vec![(param::FORWARD, ParamValue::Bool(false))]),
+        },
+        "02",
+        "000402011000",
+    );
 }
 
 /// `live`/`video`, Request ID 1: the head of moq-net 0.3.18's draft-20+ FETCH

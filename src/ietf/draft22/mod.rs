@@ -643,6 +643,32 @@ impl Message for SubscribeOk {
     }
 }
 
+/// REQUEST_UPDATE (0x2), sent by a requester on its open request's stream to
+/// change it: its own Request ID, then the parameters that change (absent ones
+/// stay as they were).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestUpdate {
+    /// This update's Request ID.
+    pub request_id: u64,
+    /// FORWARD, SUBSCRIBER_PRIORITY, LOCATION_FILTER, ...
+    pub parameters: MessageParameters,
+}
+
+impl Message for RequestUpdate {
+    const TYPE: u64 = request_type::REQUEST_UPDATE;
+    const WHAT: &'static str = "REQUEST_UPDATE";
+    fn write_body(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+        write_varint(w, self.request_id);
+        self.parameters.write(w)
+    }
+    fn read_body(r: &mut Reader<'_>, _: &Limits) -> Result<Self, DecodeError> {
+        Ok(RequestUpdate {
+            request_id: read_varint(r)?,
+            parameters: MessageParameters::read(r)?,
+        })
+    }
+}
+
 /// REQUEST_OK (0x7): a request other than SUBSCRIBE succeeded.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestOk {
@@ -801,33 +827,6 @@ impl Message for Publish {
             track_alias: read_varint(r)?,
             parameters: MessageParameters::read(r)?,
             properties: read_pairs(r)?,
-        })
-    }
-}
-
-/// REQUEST_UPDATE (0x2), sent on an open request's stream to change it (for a
-/// PUBLISH, by the subscriber: FORWARD on or off). It takes a Request ID of its
-/// own from the sender's sequence and is answered by one REQUEST_OK or
-/// REQUEST_ERROR on the other half of the stream.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RequestUpdate {
-    /// This update's own Request ID.
-    pub request_id: u64,
-    /// The parameters that change (FORWARD, SUBSCRIBER_PRIORITY, LOCATION_FILTER).
-    pub parameters: MessageParameters,
-}
-
-impl Message for RequestUpdate {
-    const TYPE: u64 = 0x2;
-    const WHAT: &'static str = "REQUEST_UPDATE";
-    fn write_body(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
-        write_varint(w, self.request_id);
-        self.parameters.write(w)
-    }
-    fn read_body(r: &mut Reader<'_>, _: &Limits) -> Result<Self, DecodeError> {
-        Ok(RequestUpdate {
-            request_id: read_varint(r)?,
-            parameters: MessageParameters::read(r)?,
         })
     }
 }
@@ -1410,13 +1409,13 @@ impl Encode for FetchObject {
 pub enum RequestMessage {
     Setup(Setup),
     Subscribe(Subscribe),
+    RequestUpdate(RequestUpdate),
     SubscribeOk(SubscribeOk),
     RequestOk(RequestOk),
     RequestError(RequestError),
     PublishDone(PublishDone),
     PublishNamespace(PublishNamespace),
     Publish(Publish),
-    RequestUpdate(RequestUpdate),
     SubscribeNamespace(SubscribeNamespace),
     Namespace(Namespace),
     NamespaceDone(NamespaceDone),
@@ -1437,13 +1436,13 @@ impl Decode for RequestMessage {
         match peek_type(buf)? {
             Setup::TYPE => wrap(buf, limits, Self::Setup),
             Subscribe::TYPE => wrap(buf, limits, Self::Subscribe),
+            RequestUpdate::TYPE => wrap(buf, limits, Self::RequestUpdate),
             SubscribeOk::TYPE => wrap(buf, limits, Self::SubscribeOk),
             RequestOk::TYPE => wrap(buf, limits, Self::RequestOk),
             RequestError::TYPE => wrap(buf, limits, Self::RequestError),
             PublishDone::TYPE => wrap(buf, limits, Self::PublishDone),
             PublishNamespace::TYPE => wrap(buf, limits, Self::PublishNamespace),
             Publish::TYPE => wrap(buf, limits, Self::Publish),
-            RequestUpdate::TYPE => wrap(buf, limits, Self::RequestUpdate),
             SubscribeNamespace::TYPE => wrap(buf, limits, Self::SubscribeNamespace),
             Namespace::TYPE => wrap(buf, limits, Self::Namespace),
             NamespaceDone::TYPE => wrap(buf, limits, Self::NamespaceDone),
@@ -1463,13 +1462,13 @@ impl Encode for RequestMessage {
         match self {
             Self::Setup(m) => m.encode(out),
             Self::Subscribe(m) => m.encode(out),
+            Self::RequestUpdate(m) => m.encode(out),
             Self::SubscribeOk(m) => m.encode(out),
             Self::RequestOk(m) => m.encode(out),
             Self::RequestError(m) => m.encode(out),
             Self::PublishDone(m) => m.encode(out),
             Self::PublishNamespace(m) => m.encode(out),
             Self::Publish(m) => m.encode(out),
-            Self::RequestUpdate(m) => m.encode(out),
             Self::SubscribeNamespace(m) => m.encode(out),
             Self::Namespace(m) => m.encode(out),
             Self::NamespaceDone(m) => m.encode(out),
