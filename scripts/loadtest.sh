@@ -4,7 +4,7 @@
 #
 #   scripts/loadtest.sh [--shards N] [--profile NAME] [--subscribers S]
 #                       [--duration SECS] [--url URL [--metrics-url URL]]
-#                       [--transport quic|ws] [--protocol lite|ietf-14]
+#                       [--transport quic|ws] [--protocol lite|ietf-14|ietf-22]
 #                       [--cluster N] [--ramp] [--json FILE]
 #                       [--plot FILE]
 #
@@ -48,10 +48,11 @@ Options:
   --transport T       quic (default): clients dial raw QUIC; ws: QMux over a
                       WebSocket to the relay's TCP listener on the same port
                       (ws://HOST:PORT/PATH), publishers and subscribers alike
-  --protocol P        lite (default): subscribers speak moq-lite; ietf-14:
-                      they speak IETF moq-transport draft 14 (ALPN moq-00,
-                      raw QUIC only) while the publishers stay moq-lite, so
-                      the run measures the relay's lite -> IETF path
+  --protocol P        lite (default): subscribers speak moq-lite; ietf-14 or
+                      ietf-22: they speak IETF moq-transport draft 14 (ALPN
+                      moq-00) or draft 22 (ALPN moqt-22), raw QUIC only,
+                      while the publishers stay moq-lite, so the run
+                      measures the relay's lite -> IETF path
   --cluster N         start N relays (N >= 2) on loopback instead of one: relay
                       1 is the origin, relays 2..N each list it in
                       cluster.peers (a star: every edge dials the first); the
@@ -143,8 +144,8 @@ case "$transport" in
     *) echo "loadtest.sh: --transport is quic or ws" >&2; exit 64 ;;
 esac
 case "$protocol" in
-    lite|ietf-14) ;;
-    *) echo "loadtest.sh: --protocol is lite or ietf-14" >&2; exit 64 ;;
+    lite|ietf-14|ietf-22) ;;
+    *) echo "loadtest.sh: --protocol is lite, ietf-14 or ietf-22" >&2; exit 64 ;;
 esac
 [ "$protocol" = lite ] || [ "$transport" = quic ] \
     || { echo "loadtest.sh: --protocol $protocol runs on --transport quic only" >&2; exit 64; }

@@ -252,16 +252,29 @@ impl Default for RampPlan {
 }
 
 /// What the subscribers speak (`--protocol`); publishers always speak
-/// moq-lite, so `ietf-14` measures the relay's lite ⇒ IETF path.
+/// moq-lite, so `ietf-14` and `ietf-22` measure the relay's lite ⇒ IETF path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Protocol {
     /// moq-lite (`--version`).
     #[default]
     Lite,
     /// IETF moq-transport draft 14, ALPN `moq-00`, raw QUIC only.
-    // TODO(draft22): `ietf-22` (ALPN `moqt-22`) once qumo serves it.
     #[value(name = "ietf-14")]
     Ietf14,
+    /// IETF moq-transport draft 22, ALPN `moqt-22`, raw QUIC only.
+    #[value(name = "ietf-22")]
+    Ietf22,
+}
+
+impl Protocol {
+    /// The IETF ALPN the subscribers offer; `None` for moq-lite.
+    pub fn ietf_alpn(self) -> Option<&'static str> {
+        match self {
+            Protocol::Lite => None,
+            Protocol::Ietf14 => Some(qumo::ietf::ALPN_DRAFT14),
+            Protocol::Ietf22 => Some(qumo::ietf::ALPN_DRAFT22),
+        }
+    }
 }
 
 /// One bench run, fully resolved.
@@ -368,8 +381,8 @@ struct RunArgs {
     #[arg(long, value_name = "04|05|06", default_value = "05",
           value_parser = parse_version, help_heading = "Relay")]
     version: Version,
-    /// What subscribers speak: lite (--version), or ietf-14 (IETF
-    /// moq-transport draft 14 on raw QUIC; publishers stay moq-lite)
+    /// What subscribers speak: lite (--version), ietf-14 or ietf-22 (IETF
+    /// moq-transport draft 14 or 22 on raw QUIC; publishers stay moq-lite)
     #[arg(long, value_enum, default_value_t = Protocol::Lite, help_heading = "Relay")]
     protocol: Protocol,
     /// TLS server name (default: the URL's host)
@@ -586,8 +599,8 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
             )
         }
     };
-    if a.protocol == Protocol::Ietf14 && a.transport != TransportKind::Quic {
-        return Err("--protocol ietf-14 runs on --transport quic only".into());
+    if a.protocol != Protocol::Lite && a.transport != TransportKind::Quic {
+        return Err("--protocol ietf-14 and ietf-22 run on --transport quic only".into());
     }
     let cfg = Config {
         server_name: a.server_name.unwrap_or_else(|| a.url.host.clone()),
@@ -680,14 +693,19 @@ mod tests {
     }
 
     #[test]
-    fn the_protocol_is_lite_or_ietf_14_on_quic() {
+    fn the_protocol_is_lite_or_ietf_14_or_22_on_quic() {
         assert_eq!(run(&[]).unwrap().protocol, Protocol::Lite);
         assert_eq!(
             run(&["--protocol", "ietf-14"]).unwrap().protocol,
             Protocol::Ietf14
         );
+        assert_eq!(
+            run(&["--protocol", "ietf-22"]).unwrap().protocol,
+            Protocol::Ietf22
+        );
         assert!(run(&["--protocol", "ietf-14", "--transport", "ws"]).is_err());
-        assert!(run(&["--protocol", "ietf-22"]).is_err());
+        assert!(run(&["--protocol", "ietf-22", "--transport", "ws"]).is_err());
+        assert!(run(&["--protocol", "ietf-18"]).is_err());
     }
 
     #[test]

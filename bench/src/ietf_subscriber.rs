@@ -1,36 +1,44 @@
-//! A subscriber connection speaking IETF moq-transport draft 14 (ALPN
-//! `moq-00`, `--protocol ietf-14`) through qumo's own codec (`qumo::ietf`):
-//! one control stream, a SUBSCRIBE per wanted track (again after a refusal
-//! or PUBLISH_DONE), and every subgroup stream read object by object. The
-//! publishers stay moq-lite, so a run measures the relay's lite ⇒ IETF
-//! path. Counting is the lite subscriber's ([`crate::subscriber`]): the
-//! objects' payloads are the publishers' frames, send stamp first.
+//! A subscriber connection speaking IETF moq-transport through qumo's own
+//! codecs (`qumo::ietf`), draft 14 (ALPN `moq-00`, `--protocol ietf-14`) or
+//! draft 22 (ALPN `moqt-22`, `--protocol ietf-22`): a SUBSCRIBE per wanted
+//! track (again after a refusal or PUBLISH_DONE), and every subgroup stream
+//! read object by object. Draft 14 sends its SUBSCRIBEs on one control
+//! stream; draft 22 opens a SETUP uni stream and a bidi stream per
+//! SUBSCRIBE, whose replies come back on it. The publishers stay moq-lite, so
+//! a run measures the relay's lite ⇒ IETF path. Counting is the lite
+//! subscriber's ([`crate::subscriber`]): the objects' payloads are the
+//! publishers' frames, send stamp first.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
+use qumo::ietf::draft22;
 use qumo::ietf::{
-    ClientSetup, ControlMessage, Decode, Encode, Filter, GroupOrder, Limits, ParameterValue,
-    Parameters, SubgroupHeader, SubgroupObject, Subscribe, Version, PARAM_MAX_REQUEST_ID,
-    PARAM_PATH,
+    ClientSetup, ControlMessage, Decode, DecodeError, Encode, Filter, GroupOrder, Limits,
+    ParameterValue, Parameters, SubgroupHeader, SubgroupObject, Subscribe, Version,
+    PARAM_MAX_REQUEST_ID, PARAM_PATH,
 };
 use qumo_shards::{ReadStreamError, ShardContext};
 
+use crate::args::Protocol;
 use crate::loss::GroupTracker;
 use crate::payload::decode_stamp;
-use crate::plan::{Plan, Shard};
+use crate::plan::Shard;
 use crate::session::CODE_CANCEL;
-use crate::subscriber::{apply, SubConn, Subscription, Wanted, LOSS_WINDOW};
+use crate::subscriber::{
+    dial, frame_arrived, group_ended, group_reset, group_started, until_closed, wanted_tracks,
+    SubConn, Subscription, Wanted, LOSS_WINDOW,
+};
 use crate::transport::{BenchConn as Connection, BenchRecv as RecvStream, BenchSend};
 
 const V: Version = Version::Draft14;
 
-/// A draft-14 subscriber's session: the SubConn the run's accounting reads,
+/// An IETF subscriber's session: the SubConn the run's accounting reads,
 /// its subscriptions keyed by Request ID, and the aliases the relay gave.
 struct IetfConn {
     sc: Rc<SubConn>,
@@ -53,40 +61,40 @@ impl IetfConn {
             w.wake();
         }
     }
+
+    /// The next track to subscribe (again) and the Request ID to use,
+    /// counted as an attempt; `limited` waits for the relay's
+    /// MAX_REQUEST_ID (draft 14) to allow it. `None` once the run stops.
+    async fn next_subscribe(&self, shard: &Shard, limited: bool) -> Option<(u64, Rc<Wanted>)> {
+        let wanted = poll_fn(|cx| {
+            if shard.stopping() || self.sc.conn.close_reason().is_some() {
+                return Poll::Ready(None);
+            }
+            if !limited || self.next_request.get() < self.max_request.get() {
+                if let Some(w) = self.resubscribe.borrow_mut().pop() {
+                    return Poll::Ready(Some(w));
+                }
+            }
+            self.waiters.borrow_mut().push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await?;
+        let request_id = self.next_request.get();
+        self.next_request.set(request_id + 2);
+        shard.c.borrow_mut().subscribe_attempts += 1;
+        Some((request_id, wanted))
+    }
 }
 
 pub async fn run_ietf_subscriber(shard: Rc<Shard>, ctx: ShardContext<()>, j: usize) {
     let plan = shard.plan.clone();
-    monoio::time::sleep_until(monoio::time::Instant::from_std(plan.subscriber_start(j))).await;
-    if shard.stopping() {
-        return;
-    }
-    shard.c.borrow_mut().sub_attempted += 1;
     let (relay, path) = plan.subscriber_relay(j);
     let path = path.to_string();
-    let conn = match Connection::connect_tls(&plan, &ctx, relay, plan.subscriber_tls.clone()).await
-    {
-        Ok(conn) => conn,
-        Err(e) => {
-            shard.c.borrow_mut().sub_failed += 1;
-            shard.warn_once("subscriber connect failed", e);
-            return;
-        }
+    let tls = plan.subscriber_tls.clone();
+    let Some(conn) = dial(&shard, j, Connection::connect_tls(&plan, &ctx, relay, tls)).await else {
+        return;
     };
-    shard.c.borrow_mut().sub_connected += 1;
-    shard.conns.borrow_mut().push(conn.clone());
-    let wanted: Vec<Rc<Wanted>> = plan
-        .subscriber_tracks(j)
-        .into_iter()
-        .map(|i| {
-            let (p, b, t) = plan.track_of(i);
-            Rc::new(Wanted {
-                broadcast: plan.broadcast_path(p, b),
-                track: Plan::track_name(t),
-                last_frame: Cell::new(None),
-            })
-        })
-        .collect();
+    let wanted = wanted_tracks(&plan, j);
     let sc = Rc::new(SubConn::new(conn.clone(), wanted.clone()));
     shard.subs.borrow_mut().push(sc.clone());
     let ic = Rc::new(IetfConn {
@@ -99,26 +107,24 @@ pub async fn run_ietf_subscriber(shard: Rc<Shard>, ctx: ShardContext<()>, j: usi
         resubscribe: RefCell::new(wanted),
         waiters: RefCell::new(Vec::new()),
     });
-
+    let draft22 = plan.cfg.protocol == Protocol::Ietf22;
     {
         let (shard, ic) = (shard.clone(), ic.clone());
         monoio::spawn(async move {
             while let Ok(recv) = ic.sc.conn.accept_uni().await {
-                monoio::spawn(read_subgroup(shard.clone(), ic.clone(), recv));
+                monoio::spawn(read_subgroup(shard.clone(), ic.clone(), recv, draft22));
             }
         });
     }
     {
         let (shard, ic) = (shard.clone(), ic.clone());
-        let path = path.clone();
-        monoio::spawn(async move { control(shard, ic, path).await });
+        match draft22 {
+            false => monoio::spawn(async move { control(shard, ic, path).await }),
+            true => monoio::spawn(async move { setup22(shard, ic, path).await }),
+        };
     }
-    let reason = conn.closed().await;
+    until_closed(&shard, &conn).await;
     ic.wake();
-    if !shard.stopping() {
-        shard.c.borrow_mut().sub_dropped += 1;
-        shard.warn_once("subscriber connection closed", reason);
-    }
 }
 
 /// The control stream: CLIENT_SETUP, then the relay's replies; a task of
@@ -143,19 +149,13 @@ async fn control(shard: Rc<Shard>, ic: Rc<IetfConn>, path: String) {
     let mut buf = BytesMut::new();
     let mut setup_done = false;
     loop {
-        let msg = match ControlMessage::decode(&buf, V, &limits) {
-            Ok((msg, used)) => {
-                buf.advance(used);
-                msg
-            }
-            Err(qumo::ietf::DecodeError::Short) => match recv.read_chunk(usize::MAX).await {
-                Ok(Some(chunk)) => {
-                    buf.extend_from_slice(&chunk);
-                    continue;
-                }
-                _ => return,
-            },
-            Err(e) => {
+        let next = next_message(&mut recv, &mut buf, |b| {
+            ControlMessage::decode(b, V, &limits)
+        });
+        let msg = match next.await {
+            Ok(msg) => msg,
+            Err(None) => return,
+            Err(Some(e)) => {
                 shard.warn_once("malformed control message", e);
                 return;
             }
@@ -206,6 +206,28 @@ async fn control(shard: Rc<Shard>, ic: Rc<IetfConn>, path: String) {
     }
 }
 
+/// The next message `decode` finds on `recv`, reading more as needed;
+/// `Err(None)` once the stream ended or failed, `Err(Some)` if malformed.
+async fn next_message<M>(
+    recv: &mut RecvStream,
+    buf: &mut BytesMut,
+    decode: impl Fn(&[u8]) -> Result<(M, usize), DecodeError>,
+) -> Result<M, Option<DecodeError>> {
+    loop {
+        match decode(buf) {
+            Ok((msg, used)) => {
+                buf.advance(used);
+                return Ok(msg);
+            }
+            Err(DecodeError::Short) => match recv.read_chunk(usize::MAX).await {
+                Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
+                _ => return Err(None),
+            },
+            Err(e) => return Err(Some(e)),
+        }
+    }
+}
+
 fn retry_later(ic: Rc<IetfConn>, wanted: Rc<Wanted>) {
     monoio::spawn(async move {
         monoio::time::sleep(Duration::from_millis(200)).await;
@@ -217,25 +239,8 @@ fn retry_later(ic: Rc<IetfConn>, wanted: Rc<Wanted>) {
 /// Send a SUBSCRIBE for every track waiting for one, within the relay's
 /// MAX_REQUEST_ID, until the run stops.
 async fn subscriber_task(shard: Rc<Shard>, ic: Rc<IetfConn>) {
-    loop {
-        let next = poll_fn(|cx| {
-            if shard.stopping() || ic.sc.conn.close_reason().is_some() {
-                return Poll::Ready(None);
-            }
-            if ic.next_request.get() < ic.max_request.get() {
-                if let Some(w) = ic.resubscribe.borrow_mut().pop() {
-                    return Poll::Ready(Some(w));
-                }
-            }
-            ic.waiters.borrow_mut().push(cx.waker().clone());
-            Poll::Pending
-        })
-        .await;
-        let Some(wanted) = next else { return };
-        let request_id = ic.next_request.get();
-        ic.next_request.set(request_id + 2);
+    while let Some((request_id, wanted)) = ic.next_subscribe(&shard, true).await {
         ic.pending.borrow_mut().insert(request_id, wanted.clone());
-        shard.c.borrow_mut().subscribe_attempts += 1;
         let msg = Subscribe {
             request_id,
             namespace: qumo::ietf_session::bridge::path_to_namespace(&wanted.broadcast),
@@ -256,6 +261,98 @@ async fn subscriber_task(shard: Rc<Shard>, ic: Rc<IetfConn>) {
     }
 }
 
+/// Draft 22: our SETUP on a uni stream of its own (kept open: GOAWAY would
+/// ride it), then a task per SUBSCRIBE. The relay's SETUP arrives on a uni
+/// stream, which [`read_subgroup`] drains.
+async fn setup22(shard: Rc<Shard>, ic: Rc<IetfConn>, path: String) {
+    let Ok(mut send) = ic.sc.conn.open_uni().await else {
+        return;
+    };
+    let mut options = Vec::new();
+    if !path.is_empty() {
+        options.push((PARAM_PATH, ParameterValue::Bytes(path.into_bytes())));
+    }
+    let setup = draft22::Setup {
+        parameters: Parameters(options),
+    };
+    if send.write_chunk(encode22(&setup)).await.is_err() {
+        return;
+    }
+    *ic.control.borrow_mut() = Some(send);
+    // No MAX_REQUEST_ID on draft 22: QUIC's bidi stream limit bounds requests.
+    while let Some((request_id, wanted)) = ic.next_subscribe(&shard, false).await {
+        monoio::spawn(subscribe22(shard.clone(), ic.clone(), request_id, wanted));
+    }
+}
+
+/// Draft 22: one SUBSCRIBE on its own bidi stream, its replies read there
+/// until PUBLISH_DONE, a refusal or the stream's end, then tried again.
+async fn subscribe22(shard: Rc<Shard>, ic: Rc<IetfConn>, request_id: u64, wanted: Rc<Wanted>) {
+    let Ok((mut send, mut recv)) = ic.sc.conn.open_bi().await else {
+        return;
+    };
+    let request = draft22::Subscribe {
+        request_id,
+        namespace: qumo::ietf_session::bridge::path_to_namespace(&wanted.broadcast),
+        name: wanted.track.clone(),
+        parameters: draft22::MessageParameters(vec![(
+            draft22::param::LOCATION_FILTER,
+            draft22::ParamValue::Filter(draft22::LocationFilter::NextObject),
+        )]),
+    };
+    if send.write_chunk(encode22(&request)).await.is_err() {
+        return;
+    }
+    let limits = Limits::default();
+    let mut buf = BytesMut::new();
+    let mut alias = None;
+    loop {
+        use draft22::Decode as _;
+        let next = next_message(&mut recv, &mut buf, |b| {
+            draft22::RequestMessage::decode(b, &limits)
+        });
+        let reply = match next.await {
+            Ok(reply) => reply,
+            Err(None) => break,
+            Err(Some(e)) => {
+                shard.warn_once("malformed draft-22 reply", e);
+                break;
+            }
+        };
+        match reply {
+            draft22::RequestMessage::SubscribeOk(ok) => {
+                let sub = Rc::new(Subscription::new(
+                    wanted.clone(),
+                    GroupTracker::new(LOSS_WINDOW),
+                ));
+                ic.aliases.borrow_mut().insert(ok.track_alias, sub);
+                alias = Some(ok.track_alias);
+                ic.wake();
+            }
+            draft22::RequestMessage::RequestError(_) => {
+                shard.c.borrow_mut().subscribe_retries += 1;
+                shard.warn_once("subscribe refused (retrying)", &wanted.broadcast);
+                break;
+            }
+            draft22::RequestMessage::PublishDone(_) => {
+                shard.c.borrow_mut().subscriptions_ended += 1;
+                break;
+            }
+            _ => {}
+        }
+    }
+    if let Some(alias) = alias {
+        ic.aliases.borrow_mut().remove(&alias);
+    }
+    if !shard.stopping() {
+        retry_later(ic, wanted);
+    }
+}
+
+fn encode22(msg: &impl draft22::Encode) -> Bytes {
+    Bytes::from(msg.to_vec().expect("the bench's draft-22 messages encode"))
+}
+
 fn encode(msg: &ControlMessage) -> Bytes {
     let mut out = Vec::with_capacity(64);
     msg.encode(&mut out, V)
@@ -263,9 +360,64 @@ fn encode(msg: &ControlMessage) -> Bytes {
     Bytes::from(out)
 }
 
+/// The header fields a subgroup stream's reader needs, in either draft.
+struct Header {
+    track_alias: u64,
+    group: u64,
+    extensions: bool,
+}
+
+/// What opens a uni stream from the relay.
+enum Opening {
+    Subgroup(Header),
+    /// Draft 22: the relay's SETUP stream, or padding: drained unread.
+    NotData,
+}
+
+fn decode_opening(
+    buf: &[u8],
+    draft22: bool,
+    limits: &Limits,
+) -> Result<(Opening, usize), DecodeError> {
+    if !draft22 {
+        return SubgroupHeader::decode(buf, V, limits).map(|(h, used)| {
+            let header = Header {
+                track_alias: h.track_alias,
+                group: h.group,
+                extensions: h.extensions,
+            };
+            (Opening::Subgroup(header), used)
+        });
+    }
+    use draft22::Decode as _;
+    match draft22::peek_type(buf)? {
+        draft22::SETUP_TYPE | draft22::PADDING_STREAM_TYPE => Ok((Opening::NotData, 0)),
+        _ => draft22::SubgroupHeader::decode(buf, limits).map(|(h, used)| {
+            let header = Header {
+                track_alias: h.track_alias,
+                group: h.group,
+                extensions: h.extensions,
+            };
+            (Opening::Subgroup(header), used)
+        }),
+    }
+}
+
+fn decode_object(
+    buf: &[u8],
+    extensions: bool,
+    draft22: bool,
+    limits: &Limits,
+) -> Result<(SubgroupObject, usize), DecodeError> {
+    match draft22 {
+        false => SubgroupObject::decode(buf, extensions, limits),
+        true => draft22::decode_object(buf, extensions, limits),
+    }
+}
+
 /// One subgroup stream: its header, then objects whose payloads are the
 /// publishers' frames.
-async fn read_subgroup(shard: Rc<Shard>, ic: Rc<IetfConn>, mut recv: RecvStream) {
+async fn read_subgroup(shard: Rc<Shard>, ic: Rc<IetfConn>, mut recv: RecvStream, draft22: bool) {
     let limits = Limits::default();
     let mut buf = BytesMut::new();
     let mut eof = false;
@@ -282,18 +434,22 @@ async fn read_subgroup(shard: Rc<Shard>, ic: Rc<IetfConn>, mut recv: RecvStream)
                     eof = true;
                     false
                 }
-                Err(ReadStreamError::Reset(_)) => return on_reset(&shard, $sub),
+                Err(ReadStreamError::Reset(_)) => return group_reset(&shard, $sub),
                 Err(_) => return,
             }
         };
     }
     let header = loop {
-        match SubgroupHeader::decode(&buf, V, &limits) {
-            Ok((h, used)) => {
+        match decode_opening(&buf, draft22, &limits) {
+            Ok((Opening::Subgroup(h), used)) => {
                 buf.advance(used);
                 break h;
             }
-            Err(qumo::ietf::DecodeError::Short) => {
+            Ok((Opening::NotData, _)) => {
+                while let Ok(Some(_)) = recv.read_chunk(usize::MAX).await {}
+                return;
+            }
+            Err(DecodeError::Short) => {
                 if !fill!(None) {
                     return;
                 }
@@ -323,15 +479,7 @@ async fn read_subgroup(shard: Rc<Shard>, ic: Rc<IetfConn>, mut recv: RecvStream)
             return;
         }
     };
-    {
-        let d = sub.tracker.borrow_mut().on_group(header.group);
-        apply(&shard, d);
-        let mut c = shard.c.borrow_mut();
-        c.groups_started += 1;
-        if !sub.delivered.replace(true) {
-            c.subscriptions_started += 1;
-        }
-    }
+    group_started(&shard, &sub, header.group);
     let expected = shard.plan.cfg.load.frames_per_group as u64;
     let mut frames = 0u64;
     let mut ok = true;
@@ -339,9 +487,9 @@ async fn read_subgroup(shard: Rc<Shard>, ic: Rc<IetfConn>, mut recv: RecvStream)
         if buf.is_empty() && (eof || !fill!(Some(&sub))) {
             break;
         }
-        let (object, used) = match SubgroupObject::decode(&buf, header.extensions, &limits) {
+        let (object, used) = match decode_object(&buf, header.extensions, draft22, &limits) {
             Ok(decoded) => decoded,
-            Err(qumo::ietf::DecodeError::Short) if !eof => {
+            Err(DecodeError::Short) if !eof => {
                 fill!(Some(&sub));
                 continue;
             }
@@ -364,37 +512,15 @@ async fn read_subgroup(shard: Rc<Shard>, ic: Rc<IetfConn>, mut recv: RecvStream)
             // A status object (end of group / track) carries no frame.
             continue;
         }
-        let now = Instant::now();
         frames += 1;
-        sub.wanted.last_frame.set(Some(now));
-        shard.on_frame(now, len as u64, decode_stamp(&payload));
+        frame_arrived(&shard, &sub.wanted, len as u64, decode_stamp(&payload));
     }
-    if shard.stopping() {
-        return;
+    if !ok && !shard.stopping() {
+        shard.warn_once(
+            "malformed subgroup stream",
+            format!("group {}", header.group),
+        );
+        let _ = recv.stop(CODE_CANCEL);
     }
-    if ok && frames >= expected {
-        shard.c.borrow_mut().groups_complete += 1;
-    } else {
-        if !ok {
-            shard.warn_once(
-                "malformed subgroup stream",
-                format!("group {}", header.group),
-            );
-            let _ = recv.stop(CODE_CANCEL);
-        }
-        shard.c.borrow_mut().groups_incomplete += 1;
-        let d = sub.tracker.borrow_mut().on_reset();
-        apply(&shard, d);
-    }
-}
-
-fn on_reset(shard: &Shard, sub: Option<&Subscription>) {
-    if shard.stopping() {
-        return;
-    }
-    shard.c.borrow_mut().groups_reset += 1;
-    if let Some(sub) = sub {
-        let d = sub.tracker.borrow_mut().on_reset();
-        apply(shard, d);
-    }
+    group_ended(&shard, &sub, ok && frames >= expected);
 }

@@ -3,8 +3,9 @@
 //! One process runs P publishers and S subscribers as QUIC clients on the
 //! `qumo-shards` runtime, against any relay that speaks moq-lite over raw
 //! QUIC, or (`--transport ws`) over QMux on a WebSocket; with `--protocol
-//! ietf-14` the subscribers speak IETF moq-transport draft 14 instead. Every frame carries its send time; subscribers measure delivered
-//! bytes, lost groups and publish-to-receive latency. See `qumo-bench --help`
+//! ietf-14` or `ietf-22` the subscribers speak IETF moq-transport draft 14 or
+//! 22 instead. Every frame carries its send time; subscribers measure
+//! delivered bytes, lost groups and publish-to-receive latency. See `qumo-bench --help`
 //! and `scripts/loadtest.sh`.
 
 pub mod args;

@@ -30,7 +30,8 @@ pub struct Plan {
     /// `j % len`.
     pub subscriber_addrs: Vec<SocketAddr>,
     pub tls: Arc<rustls::ClientConfig>,
-    /// What IETF subscribers (`--protocol ietf-14`) dial with: ALPN `moq-00`.
+    /// What IETF subscribers (`--protocol ietf-14|ietf-22`) dial with: ALPN
+    /// `moq-00` or `moqt-22`.
     pub subscriber_tls: Arc<rustls::ClientConfig>,
     /// Broadcast path prefix, unique to the run.
     pub prefix: String,

@@ -41,7 +41,9 @@ async fn shard_main(ctx: ShardContext<()>, plan: Arc<Plan>, tx: mpsc::Sender<Sha
     for j in (0..plan.subscribers).filter(|j| j % n == index) {
         match plan.cfg.protocol {
             Protocol::Lite => monoio::spawn(run_subscriber(shard.clone(), ctx.clone(), j)),
-            Protocol::Ietf14 => monoio::spawn(run_ietf_subscriber(shard.clone(), ctx.clone(), j)),
+            Protocol::Ietf14 | Protocol::Ietf22 => {
+                monoio::spawn(run_ietf_subscriber(shard.clone(), ctx.clone(), j))
+            }
         };
     }
     let report = |fin: Option<Final>| ShardReport {
@@ -179,9 +181,8 @@ pub fn run_once(
         .map(|source| RelaySampler::new(source, relay_baseline_kb))
         .transpose()?;
     let mut plan = Plan::new(cfg.clone(), subscribers, addr, tls, prefix);
-    if cfg.protocol == Protocol::Ietf14 {
-        plan.subscriber_tls =
-            crate::tls::client_config_alpn(&cfg.tls, qumo::ietf::ALPN_DRAFT14.as_bytes())?;
+    if let Some(alpn) = cfg.protocol.ietf_alpn() {
+        plan.subscriber_tls = crate::tls::client_config_alpn(&cfg.tls, alpn.as_bytes())?;
     }
     plan.subscriber_addrs = cfg
         .subscribe_urls
@@ -471,13 +472,9 @@ pub fn run(cfg: &Config) -> Result<Report, String> {
         if cfg.ramp.is_some() { "ramp" } else { "run" },
         cfg.profile.clone(),
         cfg.url.dialled(cfg.transport),
-        match cfg.protocol {
-            Protocol::Lite => cfg.version.alpn().to_string(),
-            Protocol::Ietf14 => format!(
-                "{} publishers, {} subscribers",
-                cfg.version.alpn(),
-                qumo::ietf::ALPN_DRAFT14
-            ),
+        match cfg.protocol.ietf_alpn() {
+            None => cfg.version.alpn().to_string(),
+            Some(alpn) => format!("{} publishers, {alpn} subscribers", cfg.version.alpn()),
         },
         threads(cfg),
         cfg.ramp.as_ref().map(|r| r.p99_budget_ms),

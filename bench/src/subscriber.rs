@@ -117,28 +117,12 @@ pub(crate) fn apply(shard: &Shard, d: Delta) {
     c.groups_skipped_at_start = (c.groups_skipped_at_start as i64 + d.skipped).max(0) as u64;
 }
 
-pub async fn run_subscriber(shard: Rc<Shard>, ctx: ShardContext<()>, j: usize) {
-    let plan = shard.plan.clone();
-    monoio::time::sleep_until(monoio::time::Instant::from_std(plan.subscriber_start(j))).await;
-    if shard.stopping() {
-        return;
-    }
-    shard.c.borrow_mut().sub_attempted += 1;
-    let (relay, path) = plan.subscriber_relay(j);
-    let path = path.to_string();
-    let conn = match Connection::connect(&plan, &ctx, relay, &path).await {
-        Ok(conn) => conn,
-        Err(e) => {
-            shard.c.borrow_mut().sub_failed += 1;
-            shard.warn_once("subscriber connect failed", e);
-            return;
-        }
-    };
-    shard.c.borrow_mut().sub_connected += 1;
-    shard.conns.borrow_mut().push(conn.clone());
-    let version = plan.cfg.version;
-    let wanted = plan
-        .subscriber_tracks(j)
+// The measuring part every subscriber shares, whatever protocol it speaks
+// (this module's moq-lite one, `crate::ietf_subscriber`'s IETF ones).
+
+/// The tracks subscriber `j` wants, none delivered yet.
+pub(crate) fn wanted_tracks(plan: &Plan, j: usize) -> Vec<Rc<Wanted>> {
+    plan.subscriber_tracks(j)
         .into_iter()
         .map(|i| {
             let (p, b, t) = plan.track_of(i);
@@ -148,15 +132,104 @@ pub async fn run_subscriber(shard: Rc<Shard>, ctx: ShardContext<()>, j: usize) {
                 last_frame: Cell::new(None),
             })
         })
-        .collect();
-    let sc = Rc::new(SubConn {
-        conn: conn.clone(),
-        wanted,
-        subs: RefCell::new(HashMap::new()),
-        next_id: Cell::new(0),
-        announced: RefCell::new(HashSet::new()),
-        announce_waiters: RefCell::new(Vec::new()),
-    });
+        .collect()
+}
+
+/// Wait for subscriber `j`'s start, then dial with `connect`, counting the
+/// attempt and its outcome; `None` when the run stopped first or the dial
+/// failed.
+pub(crate) async fn dial<F, E>(shard: &Rc<Shard>, j: usize, connect: F) -> Option<Connection>
+where
+    F: std::future::Future<Output = Result<Connection, E>>,
+    E: std::fmt::Display,
+{
+    let start = shard.plan.subscriber_start(j);
+    monoio::time::sleep_until(monoio::time::Instant::from_std(start)).await;
+    if shard.stopping() {
+        return None;
+    }
+    shard.c.borrow_mut().sub_attempted += 1;
+    match connect.await {
+        Ok(conn) => {
+            shard.c.borrow_mut().sub_connected += 1;
+            shard.conns.borrow_mut().push(conn.clone());
+            Some(conn)
+        }
+        Err(e) => {
+            shard.c.borrow_mut().sub_failed += 1;
+            shard.warn_once("subscriber connect failed", e);
+            None
+        }
+    }
+}
+
+/// Wait for the connection to close; a close before the run stops is a
+/// dropped subscriber.
+pub(crate) async fn until_closed(shard: &Shard, conn: &Connection) {
+    let reason = conn.closed().await;
+    if !shard.stopping() {
+        shard.c.borrow_mut().sub_dropped += 1;
+        shard.warn_once("subscriber connection closed", reason);
+    }
+}
+
+/// A group stream of `sub` began with group `sequence`: tracked for loss,
+/// and the subscription's first counts it as started.
+pub(crate) fn group_started(shard: &Shard, sub: &Subscription, sequence: u64) {
+    let d = sub.tracker.borrow_mut().on_group(sequence);
+    apply(shard, d);
+    let mut c = shard.c.borrow_mut();
+    c.groups_started += 1;
+    if !sub.delivered.replace(true) {
+        c.subscriptions_started += 1;
+    }
+}
+
+/// A frame of `wanted` arrived: `size` payload bytes, stamped `sent_us`.
+pub(crate) fn frame_arrived(shard: &Shard, wanted: &Wanted, size: u64, sent_us: Option<u64>) {
+    let now = Instant::now();
+    wanted.last_frame.set(Some(now));
+    shard.on_frame(now, size, sent_us);
+}
+
+/// The relay reset a group stream of `sub` (`None`: before its header
+/// named the subscription).
+pub(crate) fn group_reset(shard: &Shard, sub: Option<&Subscription>) {
+    if shard.stopping() {
+        return;
+    }
+    shard.c.borrow_mut().groups_reset += 1;
+    if let Some(sub) = sub {
+        let d = sub.tracker.borrow_mut().on_reset();
+        apply(shard, d);
+    }
+}
+
+/// A group stream of `sub` ended: `whole` (every expected frame, nothing
+/// malformed) or incomplete, which counts against its loss tracker.
+pub(crate) fn group_ended(shard: &Shard, sub: &Subscription, whole: bool) {
+    if shard.stopping() {
+        return;
+    }
+    if whole {
+        shard.c.borrow_mut().groups_complete += 1;
+        return;
+    }
+    shard.c.borrow_mut().groups_incomplete += 1;
+    let d = sub.tracker.borrow_mut().on_reset();
+    apply(shard, d);
+}
+
+pub async fn run_subscriber(shard: Rc<Shard>, ctx: ShardContext<()>, j: usize) {
+    let plan = shard.plan.clone();
+    let (relay, path) = plan.subscriber_relay(j);
+    let path = path.to_string();
+    let Some(conn) = dial(&shard, j, Connection::connect(&plan, &ctx, relay, &path)).await else {
+        return;
+    };
+    let version = plan.cfg.version;
+    let wanted = wanted_tracks(&plan, j);
+    let sc = Rc::new(SubConn::new(conn.clone(), wanted));
     shard.subs.borrow_mut().push(sc.clone());
 
     {
@@ -195,11 +268,7 @@ pub async fn run_subscriber(shard: Rc<Shard>, ctx: ShardContext<()>, j: usize) {
         monoio::spawn(subscribe_loop(shard.clone(), sc.clone(), w));
     }
 
-    let reason = conn.closed().await;
-    if !shard.stopping() {
-        shard.c.borrow_mut().sub_dropped += 1;
-        shard.warn_once("subscriber connection closed", reason);
-    }
+    until_closed(&shard, &conn).await;
 }
 
 /// Keep the set of announced broadcasts under the run's prefix.
@@ -265,11 +334,10 @@ async fn subscribe_loop(shard: Rc<Shard>, sc: Rc<SubConn>, wanted: Rc<Wanted>) {
 
         let id = sc.next_id.get();
         sc.next_id.set(id + 1);
-        let sub = Rc::new(Subscription {
-            wanted: wanted.clone(),
-            tracker: RefCell::new(GroupTracker::new(LOSS_WINDOW)),
-            delivered: Cell::new(false),
-        });
+        let sub = Rc::new(Subscription::new(
+            wanted.clone(),
+            GroupTracker::new(LOSS_WINDOW),
+        ));
         sc.subs.borrow_mut().insert(id, sub.clone());
         shard.c.borrow_mut().subscribe_attempts += 1;
 
@@ -370,15 +438,7 @@ async fn read_group(shard: Rc<Shard>, sc: Rc<SubConn>, recv: RecvStream) {
         let _ = reader.recv.stop(CODE_CANCEL);
         return;
     };
-    {
-        let d = sub.tracker.borrow_mut().on_group(header.sequence);
-        apply(&shard, d);
-        let mut c = shard.c.borrow_mut();
-        c.groups_started += 1;
-        if !sub.delivered.replace(true) {
-            c.subscriptions_started += 1;
-        }
-    }
+    group_started(&shard, &sub, header.sequence);
 
     let expected = (plan.cfg.load.frames_per_group as u64).saturating_sub(header.frame_start);
     let (mut recv, rest, mut eof) = reader.into_parts();
@@ -386,44 +446,29 @@ async fn read_group(shard: Rc<Shard>, sc: Rc<SubConn>, recv: RecvStream) {
     let mut frames = 0u64;
     let wanted = sub.wanted.clone();
     let mut on_frame = |f: Frame| {
-        let now = Instant::now();
         frames += 1;
-        wanted.last_frame.set(Some(now));
-        shard.on_frame(now, f.size, f.sent_us);
+        frame_arrived(&shard, &wanted, f.size, f.sent_us);
     };
     let mut ok = parser.feed(&rest, &mut on_frame).is_ok();
     while ok && !eof {
         match recv.read_chunk(usize::MAX).await {
             Ok(Some(chunk)) => ok = parser.feed(&chunk, &mut on_frame).is_ok(),
             Ok(None) => eof = true,
-            Err(ReadStreamError::Reset(_)) => {
-                if shard.stopping() {
-                    return;
-                }
-                shard.c.borrow_mut().groups_reset += 1;
-                let d = sub.tracker.borrow_mut().on_reset();
-                apply(&shard, d);
-                return;
-            }
+            Err(ReadStreamError::Reset(_)) => return group_reset(&shard, Some(&sub)),
             // The connection ended; the session counts that.
             Err(_) => return,
         }
     }
-    if shard.stopping() {
-        return;
+    if !ok && !shard.stopping() {
+        shard.warn_once(
+            "malformed group stream",
+            format!("group {}", header.sequence),
+        );
+        let _ = recv.stop(CODE_CANCEL);
     }
-    if ok && parser.at_boundary() && frames >= expected {
-        shard.c.borrow_mut().groups_complete += 1;
-    } else {
-        if !ok {
-            shard.warn_once(
-                "malformed group stream",
-                format!("group {}", header.sequence),
-            );
-            let _ = recv.stop(CODE_CANCEL);
-        }
-        shard.c.borrow_mut().groups_incomplete += 1;
-        let d = sub.tracker.borrow_mut().on_reset();
-        apply(&shard, d);
-    }
+    group_ended(
+        &shard,
+        &sub,
+        ok && parser.at_boundary() && frames >= expected,
+    );
 }

@@ -462,6 +462,27 @@ mod tests {
                 namespace: ns.clone(),
                 parameters: MessageParameters::default(),
             }),
+            RequestMessage::Publish(Publish {
+                request_id: 6,
+                namespace: ns.clone(),
+                name: "t".into(),
+                track_alias: 3,
+                parameters: MessageParameters(vec![
+                    (
+                        param::LARGEST_OBJECT,
+                        ParamValue::Location(Location {
+                            group: 5,
+                            object: 1,
+                        }),
+                    ),
+                    (param::FORWARD, ParamValue::Bool(false)),
+                ]),
+                properties: Parameters(vec![(0x22, ParameterValue::Varint(2))]),
+            }),
+            RequestMessage::RequestUpdate(RequestUpdate {
+                request_id: 9,
+                parameters: MessageParameters(vec![(param::FORWARD, ParamValue::Bool(true))]),
+            }),
             RequestMessage::Fetch(Fetch {
                 request_id: 6,
                 namespace: ns.clone(),

@@ -21,7 +21,7 @@ pub struct Violation {
 }
 
 impl Violation {
-    fn protocol(reason: &'static str) -> Self {
+    pub(super) fn protocol(reason: &'static str) -> Self {
         Violation {
             code: SessionCode::PROTOCOL_VIOLATION,
             reason,

@@ -17,13 +17,15 @@
 //! its stream), SUBSCRIBE_NAMESPACE, and PUBLISH_NAMESPACE, whose tracks the
 //! relay then subscribes to upstream on streams of its own
 //! ([`super::ingest`]) and reads from the publisher's subgroup streams, and
-//! FETCH and SUBSCRIBE's FILL ([`super::fetch`]). Refused with REQUEST_ERROR
-//! NOT_SUPPORTED: TRACK_STATUS, PUBLISH and SUBSCRIBE_TRACKS. A malformed or
+//! FETCH and SUBSCRIBE's FILL ([`super::fetch`]), and PUBLISH
+//! ([`super::publish22`]). Refused with REQUEST_ERROR NOT_SUPPORTED:
+//! TRACK_STATUS and SUBSCRIBE_TRACKS. A malformed or
 //! unexpected message closes this session
 //! with PROTOCOL_VIOLATION.
 
 use std::future::poll_fn;
 use std::rc::Rc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tracing::debug;
@@ -31,15 +33,16 @@ use tracing::debug;
 use super::authorize::REQUEST_UNAUTHORIZED as UNAUTHORIZED;
 use super::bridge::path_to_namespace;
 use super::control::Violation;
+use super::reply22::{refuse, write};
 use super::session::{
     open_subscription, serve_track, subscribed_track, Opened, Served, TrackRefusal,
 };
 use super::state::{IetfSession, Incoming, Subscription};
 use super::window::{InvalidRange, Window};
 use crate::ietf::draft22::{
-    self, request_type, Decode, Encode, MessageParameters, Namespace, NamespaceDone, PublishDone,
-    PublishNamespace, RequestError, RequestOk, RequestUpdate, Setup, Subscribe, SubscribeNamespace,
-    SubscribeOk, PADDING_STREAM_TYPE, SETUP_TYPE,
+    self, request_type, Decode, Encode, MessageParameters, Namespace, NamespaceDone, Publish,
+    PublishDone, PublishNamespace, RequestError, RequestOk, RequestUpdate, Setup, Subscribe,
+    SubscribeNamespace, SubscribeOk, PADDING_STREAM_TYPE, SETUP_TYPE,
 };
 use crate::ietf::{DecodeError, Limits, Location, Parameters, SessionCode, Version};
 use crate::origin::{AnnounceEvent, Heard};
@@ -50,9 +53,15 @@ use crate::track::TrackReplica;
 
 /// REQUEST_ERROR codes (draft 22's request error table; draft 15 moved
 /// DOES_NOT_EXIST from 0x4, now MALFORMED_AUTH_TOKEN, to 0x10).
+const TIMEOUT: u64 = 0x2;
 const NOT_SUPPORTED: u64 = 0x3;
 const DOES_NOT_EXIST: u64 = 0x10;
 const INVALID_RANGE: u64 = 0x11;
+
+/// The longest RENDEZVOUS_TIMEOUT honoured: a subscription waiting for its
+/// publisher holds a request stream, which QUIC's stream limit bounds, but
+/// not for longer than this.
+const MAX_RENDEZVOUS: Duration = Duration::from_secs(30);
 
 /// PUBLISH_DONE status codes.
 const DONE_INTERNAL_ERROR: u64 = 0x0;
@@ -222,6 +231,7 @@ enum Request {
     Subscribe(Subscribe),
     SubscribeNamespace(SubscribeNamespace),
     PublishNamespace(PublishNamespace),
+    Publish(Publish),
     Fetch(draft22::Fetch),
     /// A request this relay does not serve yet; its body was skipped.
     NotServed(u64),
@@ -237,10 +247,13 @@ fn first_message(buf: &[u8], limits: &Limits) -> Result<(Request, usize), Decode
         request_type::PUBLISH_NAMESPACE => {
             PublishNamespace::decode(buf, limits).map(|(m, n)| (Request::PublishNamespace(m), n))
         }
+        request_type::PUBLISH => {
+            Publish::decode(buf, limits).map(|(m, n)| (Request::Publish(m), n))
+        }
         request_type::FETCH => {
             draft22::Fetch::decode(buf, limits).map(|(m, n)| (Request::Fetch(m), n))
         }
-        request_type::TRACK_STATUS | request_type::PUBLISH | request_type::SUBSCRIBE_TRACKS => {
+        request_type::TRACK_STATUS | request_type::SUBSCRIBE_TRACKS => {
             draft22::skip_message(buf, limits).map(|(ty, n)| (Request::NotServed(ty), n))
         }
         ty => Err(DecodeError::UnknownType {
@@ -274,6 +287,7 @@ async fn request<T: Transport>(
         Request::Subscribe(m) => subscribe(session, m, send, incoming).await,
         Request::SubscribeNamespace(m) => subscribe_namespace(session, m, send, incoming).await,
         Request::PublishNamespace(m) => publish_namespace(session, m, send, incoming).await,
+        Request::Publish(m) => super::publish22::serve(session, m, send, incoming).await,
         Request::Fetch(m) => {
             // The requester resetting its half cancels the fetch.
             let watch = async {
@@ -288,29 +302,6 @@ async fn request<T: Transport>(
             debug!(session = session.id, ty, "draft-22 request not served");
             refuse(&mut send, NOT_SUPPORTED, "not supported").await;
         }
-    }
-}
-
-/// Encode `msg` and write it; false if the stream is gone.
-async fn write<S: SendStream>(send: &mut S, msg: &impl Encode) -> bool {
-    match msg.to_vec() {
-        Ok(bytes) => send.write_chunk(Bytes::from(bytes)).await.is_ok(),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot encode a draft-22 reply");
-            false
-        }
-    }
-}
-
-/// REQUEST_ERROR, then the end of our half of the stream.
-async fn refuse<S: SendStream>(send: &mut S, code: u64, reason: &str) {
-    let error = RequestError {
-        code,
-        retry_interval: 0,
-        reason: reason.into(),
-    };
-    if write(send, &error).await {
-        let _ = send.finish();
     }
 }
 
@@ -372,7 +363,19 @@ async fn subscribe<T: Transport>(
             return refuse(&mut send, UNAUTHORIZED, "unauthorized").await
         }
         Err(TrackRefusal::DoesNotExist) => {
-            return refuse(&mut send, DOES_NOT_EXIST, "track does not exist").await
+            // RENDEZVOUS_TIMEOUT (draft 18 on): wait that long for a publisher.
+            let Some(wait) = request.parameters.rendezvous_timeout() else {
+                return refuse(&mut send, DOES_NOT_EXIST, "track does not exist").await;
+            };
+            let (_, broadcast) = session.broadcast_of(&request.namespace);
+            if !rendezvous(&session, &broadcast, wait).await {
+                let reason = "no publisher within the rendezvous timeout";
+                return refuse(&mut send, TIMEOUT, reason).await;
+            }
+            match subscribed_track(&session, &request.namespace, &request.name) {
+                Ok(key) => key,
+                Err(_) => return refuse(&mut send, DOES_NOT_EXIST, "track does not exist").await,
+            }
         }
     };
     debug!(session = session.id, id, track = %key, "draft-22 subscribe");
@@ -458,6 +461,42 @@ async fn subscribe<T: Transport>(
         session.shard.release_local(&key, &replica);
     }
     debug!(session = session.id, id, "draft-22 subscription over");
+}
+
+/// Wait up to `wait` (at most [`MAX_RENDEZVOUS`]) for `broadcast` to be
+/// announced; whether it was.
+async fn rendezvous<T: Transport>(
+    session: &IetfSession<T>,
+    broadcast: &str,
+    wait: Duration,
+) -> bool {
+    let shard = &session.shard;
+    let (listener_id, listener) = shard.listen(broadcast, session.session_ref());
+    // Every change from now on, none of the table as it was (checked below).
+    listener.paged(None, true);
+    let announced = async {
+        while shard.publisher_of(broadcast).is_none() {
+            poll_fn(|cx| listener.poll_ready(cx)).await;
+            while let Some(heard) = listener.try_next() {
+                if let Heard::Overflowed = heard {
+                    // Changes were lost (and always will be now): look
+                    // at the table itself now and then instead.
+                    monoio::time::sleep(Duration::from_millis(50)).await;
+                    break;
+                }
+            }
+        }
+    };
+    let found = race(
+        announced,
+        race(
+            monoio::time::sleep(wait.min(MAX_RENDEZVOUS)),
+            session.closed.raised(),
+        ),
+    )
+    .await;
+    shard.unlisten(listener_id);
+    matches!(found, Either::Left(()))
 }
 
 /// LARGEST_OBJECT, when the track has content.

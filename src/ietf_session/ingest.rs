@@ -160,88 +160,128 @@ fn release<T: Transport>(session: &IetfSession<T>, path: &str) {
     }
 }
 
+/// What became of a track offered with PUBLISH (either draft).
+pub(super) enum Offer {
+    /// On offer: the broadcast is announced and the track waits for the
+    /// router to want it.
+    Accepted,
+    /// Refused with this reason (already offered, or over the broadcast
+    /// limit); the session goes on.
+    Refused(&'static str),
+    /// The alias names another track: the session was closed.
+    Closed,
+    /// Outside the session's grant (its token's publish paths).
+    Unauthorized,
+}
+
 /// PUBLISH: the peer offers one track. Its broadcast is announced (as a
 /// PUBLISH_NAMESPACE would) and the offer accepted at once with PUBLISH_OK
 /// and Forward 0: no objects flow until the router wants the track, when a
 /// SUBSCRIBE_UPDATE sets Forward 1 (see [`forward_publish`]).
 pub(super) fn publish<T: Transport>(session: &Rc<IetfSession<T>>, m: Publish) {
-    let (relative, path) = session.broadcast_of(&m.namespace);
-    if !super::authorize::may_publish(session, &relative) {
-        return session.send(
+    match offer(session, m.request_id, &m.namespace, &m.name, m.track_alias) {
+        Offer::Accepted => session.send(
+            PublishOk {
+                request_id: m.request_id,
+                forward: false,
+                subscriber_priority: UPSTREAM_PRIORITY,
+                group_order: GroupOrder::Ascending,
+                filter: Filter::LargestObject,
+                parameters: Parameters::default(),
+            }
+            .into(),
+        ),
+        Offer::Unauthorized => session.send(
             PublishError {
                 request_id: m.request_id,
                 code: super::authorize::REQUEST_UNAUTHORIZED,
                 reason: "unauthorized".into(),
             }
             .into(),
-        );
-    }
-    let key: TrackKey = Arc::new(TrackName {
-        broadcast: path.clone(),
-        track: m.name.clone(),
-    });
-    let publishing = &session.publishing;
-    // Draft 14 section 9.13: an alias already naming another track closes
-    // the session.
-    let alias_taken = publishing.aliases.borrow().contains_key(&m.track_alias)
-        || publishing
-            .offered
-            .borrow()
-            .values()
-            .any(|o| o.track_alias == m.track_alias);
-    if alias_taken {
-        session.shard.stats.sessions_protocol_violations.inc();
-        return session.close(SessionCode::DUPLICATE_TRACK_ALIAS, "track alias in use");
-    }
-    let refusal = if publishing.offered.borrow().contains_key(&key) {
-        Some("track already offered")
-    } else if !may_hold(session, &path) {
-        session.shard.stats.broadcasts_refused_limit.inc();
-        Some("broadcast refused")
-    } else {
-        None
-    };
-    if let Some(reason) = refusal {
-        return session.send(
+        ),
+        Offer::Refused(reason) => session.send(
             PublishError {
                 request_id: m.request_id,
                 code: PUBLISH_UNINTERESTED,
                 reason: reason.into(),
             }
             .into(),
-        );
+        ),
+        Offer::Closed => {}
     }
-    debug!(session = session.id, id = m.request_id, track = %key, alias = m.track_alias, "ietf publish offered");
+}
+
+/// Put the track a PUBLISH offers on offer; the caller answers it in its
+/// draft's words.
+pub(super) fn offer<T: Transport>(
+    session: &Rc<IetfSession<T>>,
+    request_id: u64,
+    namespace: &[String],
+    name: &str,
+    track_alias: u64,
+) -> Offer {
+    let (relative, path) = session.broadcast_of(namespace);
+    if !super::authorize::may_publish(session, &relative) {
+        return Offer::Unauthorized;
+    }
+    let key: TrackKey = Arc::new(TrackName {
+        broadcast: path.clone(),
+        track: name.to_owned(),
+    });
+    let publishing = &session.publishing;
+    // Draft 14 section 9.13 (and draft 22): an alias already naming another
+    // track closes the session.
+    let alias_taken = publishing.aliases.borrow().contains_key(&track_alias)
+        || publishing
+            .offered
+            .borrow()
+            .values()
+            .any(|o| o.track_alias == track_alias);
+    if alias_taken {
+        session.shard.stats.sessions_protocol_violations.inc();
+        session.close(SessionCode::DUPLICATE_TRACK_ALIAS, "track alias in use");
+        return Offer::Closed;
+    }
+    if publishing.offered.borrow().contains_key(&key) {
+        return Offer::Refused("track already offered");
+    }
+    if !may_hold(session, &path) {
+        session.shard.stats.broadcasts_refused_limit.inc();
+        return Offer::Refused("broadcast refused");
+    }
+    debug!(session = session.id, id = request_id, track = %key, alias = track_alias, "ietf publish offered");
     hold(session, &path);
-    publishing.published.borrow_mut().insert(m.request_id, path);
+    publishing.published.borrow_mut().insert(request_id, path);
     publishing.offered.borrow_mut().insert(
         key,
         Offered {
-            request_id: m.request_id,
-            track_alias: m.track_alias,
+            request_id,
+            track_alias,
         },
     );
-    session.send(
-        PublishOk {
-            request_id: m.request_id,
-            forward: false,
-            subscriber_priority: UPSTREAM_PRIORITY,
-            group_order: GroupOrder::Ascending,
-            filter: Filter::LargestObject,
-            parameters: Parameters::default(),
-        }
-        .into(),
-    );
+    Offer::Accepted
 }
 
-/// SUBSCRIBE_UPDATE of a PUBLISH's subscription: Forward on or off. The
-/// update has a Request ID of its own and no answer (draft 14; moq-net and
-/// aiomoqt agree). `None` when the peer's MAX_REQUEST_ID leaves no room.
+/// Forward on or off for a PUBLISH's subscription. Draft 14: a
+/// SUBSCRIBE_UPDATE with a Request ID of its own and no answer (moq-net and
+/// aiomoqt agree); `None` when the peer's MAX_REQUEST_ID leaves no room.
+/// Draft 22: the task that owns the PUBLISH's stream sends REQUEST_UPDATE.
 fn update_forward<T: Transport>(
     session: &IetfSession<T>,
     subscription_request_id: u64,
     forward: bool,
 ) -> Option<()> {
+    if session.version == Version::Draft22 {
+        if let Some(wanted) = session
+            .publishing
+            .forward22
+            .borrow()
+            .get(&subscription_request_id)
+        {
+            wanted.set(forward);
+        }
+        return Some(());
+    }
     let taken = session.control.borrow_mut().take_request_id();
     let request_id = match taken {
         Ok(id) => id,
@@ -271,6 +311,7 @@ pub(super) fn end<T: Transport>(session: &Rc<IetfSession<T>>) {
     publishing.announced.borrow_mut().clear();
     publishing.offered.borrow_mut().clear();
     publishing.published.borrow_mut().clear();
+    publishing.forward22.borrow_mut().clear();
     let paths: Vec<String> = publishing
         .holds
         .borrow_mut()
@@ -519,27 +560,37 @@ fn refused<T: Transport>(session: &Rc<IetfSession<T>>, request_id: u64, code: u6
 }
 
 pub(super) fn publish_done<T: Transport>(session: &Rc<IetfSession<T>>, m: PublishDone) {
-    // The end of a PUBLISH: its offer (if still waiting) and its hold on
-    // the broadcast go too.
-    let path = session
-        .publishing
-        .published
-        .borrow_mut()
-        .remove(&m.request_id);
-    if let Some(path) = path {
-        session
-            .publishing
-            .offered
-            .borrow_mut()
-            .retain(|_, o| o.request_id != m.request_id);
-        release(session, &path);
-    }
-    done(
+    publish_ended(
         session,
         m.request_id,
         m.status,
         stream_count(m.stream_count),
     );
+}
+
+/// The publisher ended `request_id` (PUBLISH_DONE `status`, or on draft 22
+/// its PUBLISH's stream ending). For a PUBLISH, its offer (if still
+/// waiting) and its hold on the broadcast go too. Either draft.
+pub(super) fn publish_ended<T: Transport>(
+    session: &Rc<IetfSession<T>>,
+    request_id: u64,
+    status: u64,
+    streams: Option<u64>,
+) {
+    let path = session
+        .publishing
+        .published
+        .borrow_mut()
+        .remove(&request_id);
+    if let Some(path) = path {
+        session
+            .publishing
+            .offered
+            .borrow_mut()
+            .retain(|_, o| o.request_id != request_id);
+        release(session, &path);
+    }
+    done(session, request_id, status, streams);
 }
 
 /// The publisher ended upstream `request_id` with PUBLISH_DONE `status`,
@@ -604,20 +655,24 @@ const STREAMS_WAIT: Duration = Duration::from_secs(2);
 const STREAM_COUNT_UNKNOWN: u64 = (1 << 62) - 1;
 
 /// A PUBLISH_DONE's Stream Count, `None` when the publisher could not count.
-fn stream_count(count: u64) -> Option<u64> {
+pub(super) fn stream_count(count: u64) -> Option<u64> {
     (count < STREAM_COUNT_UNKNOWN).then_some(count)
 }
 
-/// Draft 22: an upstream SUBSCRIBE is a bidi stream of its own, run by
+/// Draft 22: a track the peer offered with PUBLISH is forwarded (see
+/// `publish22`); otherwise an upstream SUBSCRIBE is a
+/// bidi stream of its own, run by
 /// [`upstream22`] until PUBLISH_DONE, a refusal, or our cancel (a reset).
 fn subscribe_upstream22<T: Transport>(session: &Rc<IetfSession<T>>, key: TrackKey, hub: HubRef) {
     let publishing = &session.publishing;
     if publishing.by_hub.borrow().contains_key(&hub) {
         return;
     }
-    let sent = publishing.sent_requests.get();
-    publishing.sent_requests.set(sent + 1);
-    let request_id = 2 * sent + 1;
+    let offered = publishing.offered.borrow_mut().remove(&key);
+    if let Some(offered) = offered {
+        return forward_publish(session, key, hub, offered);
+    }
+    let request_id = publishing.next_request_id22();
     debug!(session = session.id, id = request_id, track = %key, "ietf subscribing upstream");
     let upstream = open_upstream(session, request_id, key, hub);
     session.spawn(upstream22(session.clone(), request_id, upstream));

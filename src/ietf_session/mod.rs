@@ -29,6 +29,8 @@ pub mod draft22;
 mod extension_tests;
 mod fetch;
 mod ingest;
+mod publish22;
+mod reply22;
 pub mod session;
 mod state;
 #[cfg(test)]

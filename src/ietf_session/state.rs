@@ -223,9 +223,20 @@ pub(super) struct Publishing {
     /// Subgroup streams waiting for a SUBSCRIBE_OK to name their alias:
     /// woken whenever one is learnt.
     pub(super) alias_waiters: RefCell<Vec<Waker>>,
+    /// Draft 22: the Forward state wanted for each open PUBLISH, by its
+    /// Request ID; the task that owns the PUBLISH's stream sends it.
+    pub(super) forward22: RefCell<HashMap<u64, Rc<WantedForward>>>,
 }
 
 impl Publishing {
+    /// Draft 22: the next Request ID of ours (odd: 1, 3, 5...), for an
+    /// upstream SUBSCRIBE or a REQUEST_UPDATE, which takes one too.
+    pub(super) fn next_request_id22(&self) -> u64 {
+        let sent = self.sent_requests.get();
+        self.sent_requests.set(sent + 1);
+        2 * sent + 1
+    }
+
     /// The Request ID whose SUBSCRIBE_OK named `alias`, if it is open.
     pub(super) fn upstream_for_alias(&self, alias: u64) -> Option<Rc<Upstream>> {
         let id = *self.aliases.borrow().get(&alias)?;
@@ -254,6 +265,40 @@ impl Publishing {
 pub(super) struct Offered {
     pub(super) request_id: u64,
     pub(super) track_alias: u64,
+}
+
+/// Draft 22: whether the router wants a PUBLISH's objects. Draft 20 took
+/// Forward out of PUBLISH_OK; the subscriber sets it with REQUEST_UPDATE on
+/// the PUBLISH's own stream, whose task waits here for a change.
+#[derive(Default)]
+pub(super) struct WantedForward {
+    wanted: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl WantedForward {
+    pub(super) fn get(&self) -> bool {
+        self.wanted.get()
+    }
+
+    pub(super) fn set(&self, forward: bool) {
+        self.wanted.set(forward);
+        if let Some(waker) = self.waker.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+
+    /// Ready once the wanted state is not `sent`.
+    pub(super) async fn differs_from(&self, sent: bool) {
+        std::future::poll_fn(|cx| {
+            if self.wanted.get() != sent {
+                return std::task::Poll::Ready(());
+            }
+            *self.waker.borrow_mut() = Some(cx.waker().clone());
+            std::task::Poll::Pending
+        })
+        .await
+    }
 }
 
 pub(super) struct Upstream {

@@ -374,6 +374,31 @@ async fn send_subgroup(client: &Client, alias: u64, group: u64, frames: &[(u64, 
     stream.finish().unwrap();
 }
 
+/// As [`send_subgroup`], in draft 22's layout.
+async fn send_subgroup22(
+    transport: &MemoryTransport,
+    alias: u64,
+    group: u64,
+    frames: &[(u64, Bytes)],
+) {
+    use crate::ietf::draft22::Encode as _;
+    let mut data = Vec::new();
+    super::bridge::draft22_subgroup(&super::bridge::subgroup_for_group(alias, group, 0))
+        .encode(&mut data)
+        .unwrap();
+    for (_, payload) in frames {
+        crate::ietf::draft22::encode_object(
+            &super::bridge::object_for_frame(payload.len() as u64),
+            &mut data,
+        )
+        .unwrap();
+        data.extend_from_slice(payload);
+    }
+    let mut stream = transport.open_uni().await.unwrap();
+    stream.write_chunk(Bytes::from(data)).await.unwrap();
+    stream.finish().unwrap();
+}
+
 async fn receive_group(subscriber: &Peer, group: u64, sent: &[(u64, Bytes)]) {
     let mut received = ReceivedGroup::accept(subscriber).await;
     assert_eq!(
@@ -826,6 +851,171 @@ pub(super) mod draft22 {
         );
     }
 
+    /// The relay's REQUEST_UPDATE on a PUBLISH's stream: its FORWARD, and
+    /// its own Request ID (odd: the relay is the server).
+    async fn expect_update(request: &mut Request22, forward: bool) -> u64 {
+        match request.reply().await {
+            RequestMessage::RequestUpdate(update) => {
+                assert_eq!(update.parameters.forward(), forward, "{update:?}");
+                assert_eq!(update.request_id % 2, 1, "a server's Request ID");
+                update.request_id
+            }
+            other => panic!("expected REQUEST_UPDATE, got {other:?}"),
+        }
+    }
+
+    /// aiomoqt's draft-22 publisher: PUBLISH on its own stream, answered
+    /// REQUEST_OK; Forward is then the relay's to set by REQUEST_UPDATE on
+    /// that stream: off at once (the PUBLISH left it out, which means on,
+    /// and nobody wants the track), on for a lite subscriber, whom the
+    /// PUBLISH's alias then feeds, off when it leaves. PUBLISH_DONE ends it.
+    #[monoio::test(enable_timer = true)]
+    async fn a_draft22_publish_is_forwarded_while_a_subscriber_wants_it() {
+        let shard = shard(settings());
+        let client = Client22::connect(&shard).await;
+        let publish = d22::Publish {
+            request_id: 0,
+            namespace: vec![BROADCAST.into()],
+            name: "video".into(),
+            track_alias: 5,
+            parameters: MessageParameters::default(),
+            properties: Parameters::default(),
+        };
+        let mut request = client.request(publish.to_vec().unwrap()).await;
+        assert!(matches!(
+            request.reply().await,
+            RequestMessage::RequestOk(_)
+        ));
+        let off = expect_update(&mut request, false).await;
+
+        let subscriber = Peer::connect(
+            &shard,
+            crate::lite::Version::Lite06,
+            MemoryLimits::default(),
+        )
+        .await
+        .0;
+        let _announce = subscriber.wait_announced().await;
+        let subscription = subscriber.open_subscribe(7, "video").await;
+        let on = expect_update(&mut request, true).await;
+        assert!(off < on, "{off} {on}");
+        request
+            .send
+            .write_chunk(Bytes::from(d22::RequestOk::default().to_vec().unwrap()))
+            .await
+            .unwrap();
+
+        let sent = frames(3, 150);
+        send_subgroup22(&client.transport, 5, 4, &sent).await;
+        receive_group(&subscriber, 4, &sent).await;
+
+        drop(subscription);
+        let off_again = expect_update(&mut request, false).await;
+        assert!(on < off_again, "{on} {off_again}");
+
+        let done = d22::PublishDone {
+            status: 0x2,
+            stream_count: 1,
+            reason: String::new(),
+        };
+        request
+            .send
+            .write_chunk(Bytes::from(done.to_vec().unwrap()))
+            .await
+            .unwrap();
+        assert!(
+            within("the relay's half ends", request.replies.at_end()).await,
+            "nothing after PUBLISH_DONE"
+        );
+    }
+
+    /// A second PUBLISH of a track on offer is refused alone (REQUEST_ERROR
+    /// UNINTERESTED, 0x20); garbage on a PUBLISH's stream closes the session
+    /// with PROTOCOL_VIOLATION; a PUBLISH whose alias names another track
+    /// closes it with DUPLICATE_TRACK_ALIAS.
+    #[monoio::test(enable_timer = true)]
+    async fn draft22_publish_refusals_and_violations() {
+        let shard = shard(settings());
+        let publish = |id: u64, name: &str, alias: u64| {
+            d22::Publish {
+                request_id: id,
+                namespace: vec![BROADCAST.into()],
+                name: name.into(),
+                track_alias: alias,
+                parameters: MessageParameters(vec![(d22::param::FORWARD, ParamValue::Bool(false))]),
+                properties: Parameters::default(),
+            }
+            .to_vec()
+            .unwrap()
+        };
+        let client = Client22::connect(&shard).await;
+        let mut first = client.request(publish(0, "video", 5)).await;
+        assert!(matches!(first.reply().await, RequestMessage::RequestOk(_)));
+        let mut again = client.request(publish(2, "video", 6)).await;
+        match again.reply().await {
+            RequestMessage::RequestError(e) => assert_eq!(e.code, 0x20),
+            other => panic!("expected REQUEST_ERROR, got {other:?}"),
+        }
+        // A SUBSCRIBE_NAMESPACE has no place on a PUBLISH's stream.
+        let junk = d22::SubscribeNamespace {
+            request_id: 4,
+            prefix: vec![],
+            parameters: MessageParameters::default(),
+        };
+        first
+            .send
+            .write_chunk(Bytes::from(junk.to_vec().unwrap()))
+            .await
+            .unwrap();
+        assert_eq!(
+            client.closed_with().await,
+            SessionCode::PROTOCOL_VIOLATION.0
+        );
+
+        let client = Client22::connect(&shard).await;
+        let mut video = client.request(publish(0, "video", 5)).await;
+        assert!(matches!(video.reply().await, RequestMessage::RequestOk(_)));
+        let _audio = client.request(publish(2, "audio", 5)).await;
+        assert_eq!(
+            client.closed_with().await,
+            SessionCode::DUPLICATE_TRACK_ALIAS.0
+        );
+    }
+
+    /// RENDEZVOUS_TIMEOUT (draft 18 on): a SUBSCRIBE for a broadcast nobody
+    /// publishes yet waits that long for its publisher, and is served when
+    /// one comes; without one in time it is refused with TIMEOUT (0x2).
+    #[monoio::test(enable_timer = true)]
+    async fn a_subscribe_waits_its_rendezvous_timeout_for_a_publisher() {
+        let shard = shard(settings());
+        let client = Client22::connect(&shard).await;
+        let rendezvous = |id: u64, broadcast: &str, ms: u64| d22::Subscribe {
+            request_id: id,
+            namespace: vec![broadcast.into()],
+            name: "video".into(),
+            parameters: MessageParameters(vec![(
+                d22::param::RENDEZVOUS_TIMEOUT,
+                ParamValue::Varint(ms),
+            )]),
+        };
+        let mut late = client
+            .request(rendezvous(0, "nobody", 100).to_vec().unwrap())
+            .await;
+        match late.reply().await {
+            RequestMessage::RequestError(e) => assert_eq!(e.code, 0x2),
+            other => panic!("expected REQUEST_ERROR, got {other:?}"),
+        }
+
+        let mut waiting = client
+            .request(rendezvous(2, BROADCAST, 60_000).to_vec().unwrap())
+            .await;
+        let _publisher = Publisher::connect(&shard, crate::lite::Version::Lite06).await;
+        assert!(matches!(
+            waiting.reply().await,
+            RequestMessage::SubscribeOk(_)
+        ));
+    }
+
     #[monoio::test(enable_timer = true)]
     async fn subscribe_namespace_lists_broadcasts_under_the_prefix() {
         let shard = shard(settings());
@@ -926,33 +1116,8 @@ mod draft22_publisher {
 
         // One subgroup stream in draft-22 layout: group 3, objects 0..3.
         let sent = frames(3, 150);
-        let mut data = Vec::new();
-        let header = super::super::bridge::draft22_subgroup(
-            &super::super::bridge::subgroup_for_group(9, 3, 0),
-        );
-        header.encode(&mut data).unwrap();
-        for (_, payload) in &sent {
-            d22::encode_object(
-                &super::super::bridge::object_for_frame(payload.len() as u64),
-                &mut data,
-            )
-            .unwrap();
-            data.extend_from_slice(payload);
-        }
-        let mut stream = transport.open_uni().await.unwrap();
-        stream.write_chunk(Bytes::from(data)).await.unwrap();
-        stream.finish().unwrap();
-
-        let mut received = ReceivedGroup::accept(&subscriber).await;
-        assert_eq!(
-            (received.header.subscribe, received.header.sequence),
-            (7, 3)
-        );
-        for (_, payload) in &sent {
-            let (_, got) = received.frame().await.unwrap().expect("a frame");
-            assert_eq!(&got, payload);
-        }
-        assert!(received.frame().await.unwrap().is_none(), "the group ends");
+        send_subgroup22(&transport, 9, 3, &sent).await;
+        receive_group(&subscriber, 3, &sent).await;
     }
 }
 

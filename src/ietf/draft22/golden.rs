@@ -62,6 +62,7 @@ into_message!(
     RequestError,
     PublishDone,
     PublishNamespace,
+    Publish,
     SubscribeNamespace,
     Namespace,
     NamespaceDone,
@@ -232,6 +233,51 @@ fn replies_match_moq_net_bytes() {
         "0b",
         "0008021105656e646564",
     );
+}
+
+/// PUBLISH and REQUEST_UPDATE as aiomoqt 0.13.3 writes them on draft 22
+/// (`Publish.serialize` / `RequestUpdate.serialize` with `profile_for(22)`):
+/// moq-net 0.3.18 refuses PUBLISH, so the publishing stack is the reference.
+#[test]
+fn publish_and_request_update_match_aiomoqt_bytes() {
+    let publish = |parameters, properties| Publish {
+        request_id: 2,
+        namespace: ns(&["live", "aio"]),
+        name: "counted".into(),
+        track_alias: 7,
+        parameters: MessageParameters(parameters),
+        properties: Parameters(properties),
+    };
+    // Forward 0, ascending (aiomoqt leaves the default group order out).
+    golden(
+        publish(vec![(param::FORWARD, ParamValue::Bool(false))], vec![]),
+        "1d",
+        "00170202046c6976650361696f07636f756e74656407011000",
+    );
+    // Forward 1 with the largest location, descending as a Track Property.
+    golden(
+        publish(
+            vec![
+                (
+                    param::LARGEST_OBJECT,
+                    ParamValue::Location(Location {
+                        group: 5,
+                        object: 3,
+                    }),
+                ),
+                (param::FORWARD, ParamValue::Bool(true)),
+            ],
+            vec![(0x22, ParameterValue::Varint(2))],
+        ),
+        "1d",
+        "001c0202046c6976650361696f07636f756e746564070209050307012202",
+    );
+    let update = |request_id, forward| RequestUpdate {
+        request_id,
+        parameters: MessageParameters(vec![(param::FORWARD, ParamValue::Bool(forward))]),
+    };
+    golden(update(3, true), "02", "000403011001");
+    golden(update(5, false), "02", "000405011000");
 }
 
 #[test]

@@ -346,6 +346,15 @@ impl MessageParameters {
         }
     }
 
+    /// RENDEZVOUS_TIMEOUT, if sent: how long a SUBSCRIBE may wait for a
+    /// publisher of its track.
+    pub fn rendezvous_timeout(&self) -> Option<std::time::Duration> {
+        match self.get(param::RENDEZVOUS_TIMEOUT) {
+            Some(ParamValue::Varint(ms)) => Some(std::time::Duration::from_millis(*ms)),
+            _ => None,
+        }
+    }
+
     /// LARGEST_OBJECT, if sent.
     pub fn largest(&self) -> Option<Location> {
         match self.get(param::LARGEST_OBJECT) {
@@ -773,6 +782,51 @@ impl Message for PublishNamespace {
             request_id: read_varint(r)?,
             namespace: wire::read_namespace(r, limits)?,
             parameters: MessageParameters::read(r)?,
+        })
+    }
+}
+
+/// PUBLISH (0x1D), the first message of a track offer's bidi stream, opened by
+/// the publisher. From draft 20 the answer is a REQUEST_OK carrying only
+/// EXPIRES; the subscriber sets Forward later with [`RequestUpdate`] on the same
+/// stream, and the publisher ends the track with PUBLISH_DONE there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    /// Request ID (even from the client, odd from the server).
+    pub request_id: u64,
+    /// Track Namespace tuple.
+    pub namespace: Vec<String>,
+    /// Track Name.
+    pub name: String,
+    /// The alias the publisher's subgroup streams carry.
+    pub track_alias: u64,
+    /// FORWARD (absent means 1: objects may flow before the answer),
+    /// LARGEST_OBJECT, delivery timeouts, ...
+    pub parameters: MessageParameters,
+    /// Track Properties (e.g. DEFAULT_PUBLISHER_GROUP_ORDER 0x22), to the end of
+    /// the message.
+    pub properties: Parameters,
+}
+
+impl Message for Publish {
+    const TYPE: u64 = 0x1d;
+    const WHAT: &'static str = "PUBLISH";
+    fn write_body(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+        write_varint(w, self.request_id);
+        wire::write_namespace(w, &self.namespace)?;
+        wire::write_bytes(w, self.name.as_bytes());
+        write_varint(w, self.track_alias);
+        self.parameters.write(w)?;
+        write_pairs(w, &self.properties)
+    }
+    fn read_body(r: &mut Reader<'_>, limits: &Limits) -> Result<Self, DecodeError> {
+        Ok(Publish {
+            request_id: read_varint(r)?,
+            namespace: wire::read_namespace(r, limits)?,
+            name: wire::read_string(r, "track name", limits.max_name)?,
+            track_alias: read_varint(r)?,
+            parameters: MessageParameters::read(r)?,
+            properties: read_pairs(r)?,
         })
     }
 }
@@ -1361,6 +1415,7 @@ pub enum RequestMessage {
     RequestError(RequestError),
     PublishDone(PublishDone),
     PublishNamespace(PublishNamespace),
+    Publish(Publish),
     SubscribeNamespace(SubscribeNamespace),
     Namespace(Namespace),
     NamespaceDone(NamespaceDone),
@@ -1387,6 +1442,7 @@ impl Decode for RequestMessage {
             RequestError::TYPE => wrap(buf, limits, Self::RequestError),
             PublishDone::TYPE => wrap(buf, limits, Self::PublishDone),
             PublishNamespace::TYPE => wrap(buf, limits, Self::PublishNamespace),
+            Publish::TYPE => wrap(buf, limits, Self::Publish),
             SubscribeNamespace::TYPE => wrap(buf, limits, Self::SubscribeNamespace),
             Namespace::TYPE => wrap(buf, limits, Self::Namespace),
             NamespaceDone::TYPE => wrap(buf, limits, Self::NamespaceDone),
@@ -1412,6 +1468,7 @@ impl Encode for RequestMessage {
             Self::RequestError(m) => m.encode(out),
             Self::PublishDone(m) => m.encode(out),
             Self::PublishNamespace(m) => m.encode(out),
+            Self::Publish(m) => m.encode(out),
             Self::SubscribeNamespace(m) => m.encode(out),
             Self::Namespace(m) => m.encode(out),
             Self::NamespaceDone(m) => m.encode(out),
