@@ -356,6 +356,20 @@ impl TrackReplica {
         self.find(sequence)
     }
 
+    /// Until the owner has attached this replica (or ended the track): a
+    /// replica on a shard that does not own the track starts empty.
+    pub async fn attached(&self) {
+        let waiter = self.waiter();
+        std::future::poll_fn(|cx| match self.state() {
+            TrackState::Pending => {
+                waiter.register(cx);
+                std::task::Poll::Pending
+            }
+            _ => std::task::Poll::Ready(()),
+        })
+        .await
+    }
+
     /// The owner attached this shard: the track is live from here on.
     pub fn attach(&self, properties: Option<TrackProperties>) {
         if self.state.get() == TrackState::Pending {

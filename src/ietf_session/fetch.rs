@@ -476,7 +476,7 @@ async fn resolve<T: Transport>(
             }
             let replica = holds.hold_track(&key);
             // The shard's replica attaches with the hub's cached groups.
-            let attached = super::session::attached(&replica);
+            let attached = replica.attached();
             match race(race(attached, monoio::time::sleep(FETCH_WAIT)), stopped()).await {
                 Either::Left(Either::Left(())) => {}
                 Either::Left(Either::Right(())) => return Err(Refusal::DoesNotExist),

@@ -314,19 +314,6 @@ fn refuse(session: &IetfSession<impl Transport>, request_id: u64, code: u64, rea
 /// before it is answered without a Largest.
 const ATTACH_WAIT: Duration = Duration::from_secs(2);
 
-/// Until the owner has attached the shard's replica (or ended the track).
-pub(super) async fn attached(replica: &TrackReplica) {
-    let waiter = replica.waiter();
-    poll_fn(|cx| match replica.state() {
-        TrackState::Pending => {
-            waiter.register(cx);
-            Poll::Pending
-        }
-        _ => Poll::Ready(()),
-    })
-    .await
-}
-
 /// A subscription `id` of this session to `key`, following the shard's
 /// replica of the track: registered, counted, with the newest object there
 /// is now (SUBSCRIBE_OK's Largest) and the filter `window` resolved against
@@ -354,7 +341,7 @@ pub(super) fn open_subscription<T: Transport>(
             // tell the subscriber the track has no content: no Largest, so a
             // FILL or a joining FETCH would cover nothing and NextGroupStart
             // would take the owner's current group as new.
-            let waited = race(attached(&replica), monoio::time::sleep(ATTACH_WAIT));
+            let waited = race(replica.attached(), monoio::time::sleep(ATTACH_WAIT));
             let _ = race(waited, session.closed.raised()).await;
         }
         let result = settle(
