@@ -38,13 +38,14 @@
 //! token could verify), treat every session as a peer, as before.
 
 use std::path::Path;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use moq_token::{Claims, Key, KeyOperation};
 
 use crate::lite::Role;
 use crate::metrics::{Figure, RelayStats};
 use crate::origin::{normalize, strip_prefix};
+use crate::task::{race, Either, Signal};
 
 /// The token `root` that grants cluster rights; moq-relay marks its peer
 /// dials with the same name (`/.cluster`).
@@ -372,3 +373,23 @@ fn covered(prefixes: &[String], path: &str) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+/// Wait until a token's `expires` (true), or until `stop` is raised first
+/// (false): a session lasts no longer than the token it was let in with
+/// (moq-relay closes it the same way). Either protocol's session uses it.
+pub async fn until_expired(expires: SystemTime, stop: &Signal) -> bool {
+    // In steps of at most a day: a timer far out is not worth trusting.
+    const STEP: Duration = Duration::from_secs(24 * 3600);
+    loop {
+        let left = expires
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        if left.is_zero() {
+            return true;
+        }
+        let wait = monoio::time::sleep(left.min(STEP));
+        if let Either::Right(()) = race(wait, stop.raised()).await {
+            return false;
+        }
+    }
+}

@@ -13,7 +13,7 @@
 //! refused alone with the draft's UNAUTHORIZED request error (0x1).
 
 use std::rc::Rc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use tracing::debug;
 
@@ -23,7 +23,6 @@ use crate::auth::{self, AnnounceScope, Grant, Refusal};
 use crate::ietf::token::decode_setup_token;
 use crate::ietf::{Parameters, SessionCode, PARAM_AUTHORIZATION_TOKEN};
 use crate::session::transport::Transport;
-use crate::task::{race, Either};
 
 /// The request error code for a request outside the grant: UNAUTHORIZED in
 /// draft 14's SUBSCRIBE_ERROR, PUBLISH_NAMESPACE_ERROR, SUBSCRIBE_NAMESPACE_ERROR
@@ -133,19 +132,8 @@ pub(super) fn namespace_scope<T: Transport>(
 /// The token was checked at SETUP; the session lasts no longer than it, as
 /// a lite session does (closed UNAUTHORIZED, counted as expired).
 async fn close_at_expiry<T: Transport>(session: Rc<IetfSession<T>>, expires: SystemTime) {
-    // In steps of at most a day: a timer far out is not worth trusting.
-    const STEP: Duration = Duration::from_secs(24 * 3600);
-    loop {
-        let left = expires
-            .duration_since(SystemTime::now())
-            .unwrap_or_default();
-        if left.is_zero() {
-            break;
-        }
-        let wait = monoio::time::sleep(left.min(STEP));
-        if let Either::Right(()) = race(wait, session.closed.raised()).await {
-            return;
-        }
+    if !crate::auth::until_expired(expires, &session.closed).await {
+        return;
     }
     debug!(
         session = session.id,

@@ -31,7 +31,6 @@ use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 
 use qumo_shards::VarInt;
 use tracing::{debug, info};
@@ -306,19 +305,8 @@ fn authorize<T: Transport>(
 /// The token was checked at connect; the session lasts no longer than it
 /// (moq-relay closes it the same way).
 async fn close_at_expiry<T: Transport>(session: Rc<Session<T>>, expires: std::time::SystemTime) {
-    // In steps of at most a day: a timer far out is not worth trusting.
-    const STEP: Duration = Duration::from_secs(24 * 3600);
-    loop {
-        let left = expires
-            .duration_since(std::time::SystemTime::now())
-            .unwrap_or_default();
-        if left.is_zero() {
-            break;
-        }
-        let wait = monoio::time::sleep(left.min(STEP));
-        if let Either::Right(()) = race(wait, session.closed.raised()).await {
-            return;
-        }
+    if !crate::auth::until_expired(expires, &session.closed).await {
+        return;
     }
     debug!(
         session = session.id.id,
