@@ -22,25 +22,27 @@ pub fn race<A: Future, B: Future>(a: A, b: B) -> Race<A, B> {
     Race { a, b }
 }
 
-/// The future of [`race`]: named rather than an `async fn`, which would
-/// keep a second copy of `a` and `b` (its arguments and their pinned
-/// copies) in every future that awaits a race.
-pub struct Race<A, B> {
-    a: A,
-    b: B,
+pin_project_lite::pin_project! {
+    /// The future of [`race`]: named rather than an `async fn`, which would
+    /// keep a second copy of `a` and `b` (its arguments and their pinned
+    /// copies) in every future that awaits a race.
+    pub struct Race<A, B> {
+        #[pin]
+        a: A,
+        #[pin]
+        b: B,
+    }
 }
 
 impl<A: Future, B: Future> Future for Race<A, B> {
     type Output = Either<A::Output, B::Output>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // SAFETY: `a` and `b` are pinned structurally: never moved out of
-        // `self`, and `Race` has no `Drop`.
-        let this = unsafe { self.get_unchecked_mut() };
-        if let Poll::Ready(x) = unsafe { Pin::new_unchecked(&mut this.a) }.poll(cx) {
+        let this = self.project();
+        if let Poll::Ready(x) = this.a.poll(cx) {
             return Poll::Ready(Either::Left(x));
         }
-        if let Poll::Ready(y) = unsafe { Pin::new_unchecked(&mut this.b) }.poll(cx) {
+        if let Poll::Ready(y) = this.b.poll(cx) {
             return Poll::Ready(Either::Right(y));
         }
         Poll::Pending
@@ -55,22 +57,22 @@ pub fn catch_unwind<F: Future>(fut: F) -> CatchUnwind<F> {
     CatchUnwind { fut }
 }
 
-/// The future of [`catch_unwind`]: a named type rather than an `async fn`,
-/// because an `async fn` keeps its argument and the pinned future it polls
-/// as two fields, and a task wrapped that way held two or three copies of
-/// its future for its whole life (~4 KB per session task).
-pub struct CatchUnwind<F> {
-    fut: F,
+pin_project_lite::pin_project! {
+    /// The future of [`catch_unwind`]: a named type rather than an `async
+    /// fn`, because an `async fn` keeps its argument and the pinned future it
+    /// polls as two fields, and a task wrapped that way held two or three
+    /// copies of its future for its whole life (~4 KB per session task).
+    pub struct CatchUnwind<F> {
+        #[pin]
+        fut: F,
+    }
 }
 
 impl<F: Future> Future for CatchUnwind<F> {
     type Output = Result<F::Output, String>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // SAFETY: `fut` is pinned structurally: it is never moved out of
-        // `self`, `CatchUnwind` has no `Drop`, and it is `Unpin` only when
-        // `F` is.
-        let fut = unsafe { self.map_unchecked_mut(|s| &mut s.fut) };
+        let fut = self.project().fut;
         match std::panic::catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
             Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
             Ok(Poll::Pending) => Poll::Pending,
@@ -94,21 +96,21 @@ where
     }
 }
 
-/// The future of [`contain`].
-pub struct Contain<F, P> {
-    task: CatchUnwind<F>,
-    on_panic: Option<P>,
+pin_project_lite::pin_project! {
+    /// The future of [`contain`].
+    pub struct Contain<F, P> {
+        #[pin]
+        task: CatchUnwind<F>,
+        on_panic: Option<P>,
+    }
 }
 
 impl<F: Future<Output = ()>, P: FnOnce(String)> Future for Contain<F, P> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        // SAFETY: `task` is pinned structurally (never moved out of
-        // `self`, no `Drop`); `on_panic` is not pinned, only taken.
-        let this = unsafe { self.get_unchecked_mut() };
-        let task = unsafe { Pin::new_unchecked(&mut this.task) };
-        match task.poll(cx) {
+        let this = self.project();
+        match this.task.poll(cx) {
             Poll::Ready(Ok(())) => Poll::Ready(()),
             Poll::Ready(Err(panic)) => {
                 if let Some(on_panic) = this.on_panic.take() {
