@@ -108,7 +108,21 @@ async fn send_setup<T: Transport>(session: Rc<IetfSession<T>>) {
     if stream.write_chunk(Bytes::from(setup)).await.is_err() {
         return session.closed.raise();
     }
-    session.closed.raised().await;
+    // At the relay's shutdown, GOAWAY with no new URI (reconnect to the
+    // same one) before the runtime closes the connection; the timeout is
+    // not promised (0).
+    let shutdown = session.shard.clone();
+    if let Either::Right(()) = race(session.closed.raised(), shutdown.shutdown_started()).await {
+        let goaway = draft22::Goaway {
+            new_session_uri: String::new(),
+            timeout: 0,
+        };
+        if let Ok(bytes) = goaway.to_vec() {
+            let _ = stream.write_chunk(Bytes::from(bytes)).await;
+            debug!(session = session.id, "sent GOAWAY");
+        }
+        session.closed.raised().await;
+    }
 }
 
 /// The peer's uni streams: its SETUP stream, padding, and the subgroup streams

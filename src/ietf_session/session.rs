@@ -29,7 +29,7 @@ use super::control::{ControlState, RequestKind, Violation};
 use super::state::{IetfSession, Subscription};
 use super::window::{First, InvalidRange, Window};
 use crate::ietf::{
-    ControlMessage, Decode, Encode, GroupOrder, Location, NamespaceInterest, Parameters,
+    ControlMessage, Decode, Encode, Goaway, GroupOrder, Location, NamespaceInterest, Parameters,
     PublishDone, PublishNamespace, PublishNamespaceDone, SessionCode, Subscribe, SubscribeError,
     SubscribeNamespace, SubscribeNamespaceError, SubscribeNamespaceOk, SubscribeOk,
     SubscribeUpdate, UnsubscribeNamespace, Version,
@@ -114,6 +114,7 @@ pub(super) fn open<T: Transport>(
     // Unregistered on every way out, this future dropped at shutdown included.
     let registered = Registered(session.clone(), inbox);
     session.spawn(setup_deadline(session.clone()));
+    session.spawn(goaway_on_shutdown(session.clone()));
     Some((session, registered))
 }
 
@@ -296,6 +297,20 @@ fn handle<T: Transport>(session: &Rc<IetfSession<T>>, msg: ControlMessage) {
         // A client sending GOAWAY is refused by the control state; the rest
         // (REQUESTS_BLOCKED, ...) need no answer here.
         _ => {}
+    }
+}
+
+/// At the relay's shutdown, once the session is set up, GOAWAY with no new
+/// URI (reconnect to the same one) before the runtime closes the connection.
+async fn goaway_on_shutdown<T: Transport>(session: Rc<IetfSession<T>>) {
+    let shard = session.shard.clone();
+    let set_up_and_shutdown = async {
+        session.set_up.raised().await;
+        shard.shutdown_started().await
+    };
+    if let Either::Right(()) = race(session.closed.raised(), set_up_and_shutdown).await {
+        session.send(Goaway { uri: String::new() }.into());
+        debug!(session = session.id, "sent GOAWAY");
     }
 }
 

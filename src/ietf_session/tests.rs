@@ -637,6 +637,8 @@ pub(super) mod draft22 {
     pub(super) struct Client22 {
         pub(super) transport: MemoryTransport,
         _setup: MemorySend,
+        /// The relay's SETUP stream, past its SETUP: where GOAWAY comes.
+        pub(super) theirs: Incoming,
     }
 
     /// One request's stream pair.
@@ -672,6 +674,7 @@ pub(super) mod draft22 {
             Client22 {
                 transport,
                 _setup: setup,
+                theirs,
             }
         }
 
@@ -1151,3 +1154,26 @@ async fn a_peer_that_sends_no_setup_is_closed_at_the_setup_deadline() {
 }
 
 mod filters;
+
+/// At the relay's shutdown each IETF session is told GOAWAY (no new URI)
+/// before the connection closes: on draft 14's control stream, on draft
+/// 22's SETUP stream.
+#[monoio::test(enable_timer = true)]
+async fn sessions_of_both_drafts_get_goaway_at_shutdown() {
+    let shard = shard(settings());
+    let mut client14 = Client::connect(&shard).await;
+    let mut client22 = draft22::Client22::connect(&shard).await;
+    shard.begin_shutdown();
+    match client14.reply().await {
+        ControlMessage::Goaway(goaway) => assert_eq!(goaway.uri, ""),
+        other => panic!("expected GOAWAY, got {other:?}"),
+    }
+    let limits = limits();
+    let goaway = client22
+        .theirs
+        .decode(|b| {
+            <crate::ietf::draft22::Goaway as crate::ietf::draft22::Decode>::decode(b, &limits)
+        })
+        .await;
+    assert_eq!(goaway.new_session_uri, "");
+}
