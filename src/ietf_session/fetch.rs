@@ -511,8 +511,9 @@ async fn resolve<T: Transport>(
                 Either::Right(_) => return Ok(None),
             }
             let join = sub.join_group.get();
-            // A replica still attaching at SUBSCRIBE time knew no Largest;
-            // the group the subscription then started with stands for it.
+            // A replica not attached when SUBSCRIBE_OK went (its wait ran
+            // out) knew no Largest; the group the subscription then started
+            // with stands for it.
             let largest = sub.largest_group.or(join);
             let end = match join {
                 Some(join) => join.checked_sub(1),

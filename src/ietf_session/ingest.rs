@@ -357,14 +357,26 @@ pub(super) async fn commands<T: Transport>(session: Rc<IetfSession<T>>, inbox: R
     }
 }
 
-fn subscribe_upstream<T: Transport>(session: &Rc<IetfSession<T>>, key: TrackKey, hub: HubRef) {
+/// Either draft, before an upstream SUBSCRIBE: whether `hub` is fed by this
+/// session already, or is now, by the PUBLISH the peer offered `key` with.
+fn fed_already<T: Transport>(session: &Rc<IetfSession<T>>, key: &TrackKey, hub: HubRef) -> bool {
     let publishing = &session.publishing;
     if publishing.by_hub.borrow().contains_key(&hub) {
-        return;
+        return true;
     }
-    let offered = publishing.offered.borrow_mut().remove(&key);
-    if let Some(offered) = offered {
-        return forward_publish(session, key, hub, offered);
+    let offered = publishing.offered.borrow_mut().remove(key);
+    match offered {
+        Some(offered) => {
+            forward_publish(session, key.clone(), hub, offered);
+            true
+        }
+        None => false,
+    }
+}
+
+fn subscribe_upstream<T: Transport>(session: &Rc<IetfSession<T>>, key: TrackKey, hub: HubRef) {
+    if fed_already(session, &key, hub) {
+        return;
     }
     let opened = session
         .control
@@ -664,14 +676,10 @@ pub(super) fn stream_count(count: u64) -> Option<u64> {
 /// bidi stream of its own, run by
 /// [`upstream22`] until PUBLISH_DONE, a refusal, or our cancel (a reset).
 fn subscribe_upstream22<T: Transport>(session: &Rc<IetfSession<T>>, key: TrackKey, hub: HubRef) {
-    let publishing = &session.publishing;
-    if publishing.by_hub.borrow().contains_key(&hub) {
+    if fed_already(session, &key, hub) {
         return;
     }
-    let offered = publishing.offered.borrow_mut().remove(&key);
-    if let Some(offered) = offered {
-        return forward_publish(session, key, hub, offered);
-    }
+    let publishing = &session.publishing;
     let request_id = publishing.next_request_id22();
     debug!(session = session.id, id = request_id, track = %key, "ietf subscribing upstream");
     let upstream = open_upstream(session, request_id, key, hub);
