@@ -382,7 +382,12 @@ async fn subscribe<T: Transport>(
                 return refuse(&mut send, DOES_NOT_EXIST, "track does not exist").await;
             };
             let (_, broadcast) = session.broadcast_of(&request.namespace);
-            if !rendezvous(&session, &broadcast, wait).await {
+            // Waiting, it counts against `max_subscriptions_per_session`
+            // like a SUBSCRIBE waiting for its replica.
+            let slot = session.hold_opening(id);
+            let found = rendezvous(&session, &broadcast, wait).await;
+            drop(slot);
+            if !found {
                 let reason = "no publisher within the rendezvous timeout";
                 return refuse(&mut send, TIMEOUT, reason).await;
             }

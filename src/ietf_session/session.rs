@@ -26,7 +26,7 @@ use tracing::{debug, info};
 
 use super::bridge::{object_for_frame, subgroup_for_group};
 use super::control::{ControlState, RequestKind, Violation};
-use super::state::{IetfSession, Subscription};
+use super::state::{IetfSession, OpeningSlot, Subscription};
 use super::window::{First, InvalidRange, Window};
 use crate::ietf::{
     ControlMessage, Decode, Encode, Goaway, GroupOrder, Location, NamespaceInterest, Parameters,
@@ -377,11 +377,9 @@ pub(super) fn open_subscription<T: Transport>(
 /// session's `opening`, holding the shard's replica. Dropped unsettled (the
 /// session's task gone), it gives both back.
 struct Reservation<T: Transport> {
-    session: Rc<IetfSession<T>>,
-    id: u64,
+    slot: OpeningSlot<T>,
     key: TrackKey,
     replica: Rc<TrackReplica>,
-    settled: Rc<Signal>,
     /// The hold on the replica passed to an open subscription.
     kept: Cell<bool>,
 }
@@ -392,14 +390,10 @@ impl<T: Transport> Reservation<T> {
         // Held while it attaches, so that no other subscription's end
         // releases it.
         replica.add_subscriber();
-        let settled = Rc::new(Signal::default());
-        session.opening.borrow_mut().insert(id, settled.clone());
         Reservation {
-            session: session.clone(),
-            id,
+            slot: session.hold_opening(id),
             key: key.clone(),
             replica,
-            settled,
             kept: Cell::new(false),
         }
     }
@@ -412,10 +406,10 @@ impl<T: Transport> Reservation<T> {
 
 impl<T: Transport> Drop for Reservation<T> {
     fn drop(&mut self) {
-        self.session.opening.borrow_mut().remove(&self.id);
-        self.settled.raise();
+        // The slot in `opening` goes with `slot`, after this.
         if !self.kept.get() && self.replica.remove_subscriber() == 0 {
-            self.session.shard.release_local(&self.key, &self.replica);
+            let shard = &self.slot.session().shard;
+            shard.release_local(&self.key, &self.replica);
         }
     }
 }

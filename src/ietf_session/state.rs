@@ -140,6 +140,18 @@ impl<T: Transport> IetfSession<T> {
         path_to_namespace(crate::origin::strip_prefix(broadcast, &root).unwrap_or(broadcast))
     }
 
+    /// Count request `id` in `opening` until the guard drops (its task
+    /// ended or was dropped), raising its signal then.
+    pub(super) fn hold_opening(self: &Rc<Self>, id: u64) -> OpeningSlot<T> {
+        let settled = Rc::new(Signal::default());
+        self.opening.borrow_mut().insert(id, settled.clone());
+        OpeningSlot {
+            session: self.clone(),
+            id,
+            settled,
+        }
+    }
+
     /// Subscriptions and FETCHes open: what `max_subscriptions_per_session`
     /// bounds.
     pub(super) fn requests_open(&self) -> usize {
@@ -367,5 +379,26 @@ impl<R: RecvStream> Incoming<R> {
 
     pub(super) fn stop<T: Transport<Recv = R>>(&mut self, session: &IetfSession<T>, code: u32) {
         let _ = self.recv.stop(session.stream_code(code));
+    }
+}
+
+/// A request counted in [`IetfSession::opening`]; see
+/// [`IetfSession::hold_opening`].
+pub(super) struct OpeningSlot<T: Transport> {
+    session: Rc<IetfSession<T>>,
+    id: u64,
+    settled: Rc<Signal>,
+}
+
+impl<T: Transport> OpeningSlot<T> {
+    pub(super) fn session(&self) -> &Rc<IetfSession<T>> {
+        &self.session
+    }
+}
+
+impl<T: Transport> Drop for OpeningSlot<T> {
+    fn drop(&mut self) {
+        self.session.opening.borrow_mut().remove(&self.id);
+        self.settled.raise();
     }
 }

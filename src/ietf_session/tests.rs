@@ -1019,6 +1019,37 @@ pub(super) mod draft22 {
         ));
     }
 
+    /// A SUBSCRIBE waiting out its RENDEZVOUS_TIMEOUT holds a request slot:
+    /// a peer cannot park more of them than `max_subscriptions_per_session`.
+    #[monoio::test(enable_timer = true)]
+    async fn subscribes_waiting_for_a_rendezvous_count_against_the_limit() {
+        let mut settings = settings();
+        settings.max_subscriptions_per_session = 1;
+        let shard = shard(settings);
+        let client = Client22::connect(&shard).await;
+        let rendezvous = |id: u64| d22::Subscribe {
+            request_id: id,
+            namespace: vec!["nobody".into()],
+            name: "video".into(),
+            parameters: MessageParameters(vec![(
+                d22::param::RENDEZVOUS_TIMEOUT,
+                ParamValue::Varint(60_000),
+            )]),
+        };
+        let _waiting = client.request(rendezvous(0).to_vec().unwrap()).await;
+        // The first is parked once the shard listens for its broadcast.
+        crate::session::tests::eventually("the first SUBSCRIBE waiting", || {
+            shard.stats.announce_listeners_open.get() > 0
+        })
+        .await;
+        let mut second = client.request(rendezvous(2).to_vec().unwrap()).await;
+        match second.reply().await {
+            RequestMessage::RequestError(e) => assert_eq!(e.code, 0x3),
+            other => panic!("expected REQUEST_ERROR, got {other:?}"),
+        }
+        assert_eq!(shard.stats.subscriptions_refused_limit.get(), 1);
+    }
+
     #[monoio::test(enable_timer = true)]
     async fn subscribe_namespace_lists_broadcasts_under_the_prefix() {
         let shard = shard(settings());
