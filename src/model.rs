@@ -113,13 +113,22 @@ pub enum MediaEvent {
         code: StreamCode,
     },
     Properties(TrackProperties),
-    /// A frame the publisher sent as a QUIC datagram (lite-05+): relayed
-    /// best-effort to subscribers, never cached in a group. Its sequence
-    /// is in the group namespace, but no group stream carries it.
+    /// A frame the publisher sent as a QUIC datagram (lite-05+, or an IETF
+    /// OBJECT_DATAGRAM): relayed best-effort to subscribers, never cached
+    /// in a group. Its sequence is in the group namespace, but no group
+    /// stream carries it.
     Datagram {
         sequence: u64,
+        /// The IETF Object ID within the group; a lite datagram is a
+        /// one-frame group, object 0, and only object 0 goes to lite.
+        object: u64,
+        /// The publisher said no object follows in the group (always so
+        /// for a lite datagram).
+        end_of_group: bool,
         timestamp: u64,
         payload: Bytes,
+        /// An IETF object's extension headers (see [`Frame::extensions`]).
+        extensions: Option<Box<ObjectExtensions>>,
     },
     /// The publisher ended the track: `None` cleanly, else with this code.
     /// Groups still open are reset with `open_groups`: CANCEL when the

@@ -20,9 +20,9 @@ use bytes::{Bytes, BytesMut};
 use qumo_shards::{WaitList, Waiter};
 
 use crate::lite::{Encode, FrameHeader, StreamCode, Timestamps, Version};
-use crate::model::MediaEvent;
 use crate::model::TrackKey;
 pub use crate::model::{Frame, GroupState, TrackProperties};
+use crate::model::{MediaEvent, ObjectExtensions};
 
 /// What the cache charges a frame beyond its payload: its slot in the
 /// group and its share of the messages that carried it. Without it, a
@@ -200,12 +200,16 @@ impl Group {
 /// rest (counted), as a congested path would.
 pub const DATAGRAM_RING: usize = 64;
 
-/// A frame the publisher sent as a datagram, as a replica keeps it.
+/// A frame the publisher sent as a datagram, as a replica keeps it (the
+/// fields of [`MediaEvent::Datagram`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrackDatagram {
     pub sequence: u64,
+    pub object: u64,
+    pub end_of_group: bool,
     pub timestamp: u64,
     pub payload: Bytes,
+    pub extensions: Option<Box<ObjectExtensions>>,
 }
 
 /// Where the track stands as a whole.
@@ -419,12 +423,18 @@ impl TrackReplica {
             }
             MediaEvent::Datagram {
                 sequence,
+                object,
+                end_of_group,
                 timestamp,
                 payload,
+                extensions,
             } => self.push_datagram(TrackDatagram {
                 sequence,
+                object,
+                end_of_group,
                 timestamp,
                 payload,
+                extensions,
             }),
             MediaEvent::TrackEnd { code, open_groups } => self.end(code, open_groups),
         }

@@ -127,17 +127,20 @@ fn datagram(input: &[u8]) {
 }
 
 /// Draft 22: byte 0 picks request/SETUP-stream messages back to back, a
-/// subgroup stream, or a fetch stream. Leading-ones varints have non-shortest forms (and the 7-byte
+/// subgroup stream, a fetch stream, or a datagram. Leading-ones varints have non-shortest forms (and the 7-byte
 /// form re-encodes as 8 bytes), so only the round trip is checked, not the length.
 pub fn draft22(data: &[u8]) {
     use super::draft22::{Decode as _, Encode as _, RequestMessage, SubgroupHeader};
     let Some((&kind, mut input)) = data.split_first() else {
         return;
     };
-    if kind % 3 == 2 {
+    if kind % 4 == 3 {
+        return draft22_datagram(input);
+    }
+    if kind % 4 == 2 {
         return draft22_fetch_stream(input);
     }
-    if kind % 3 == 0 {
+    if kind % 4 == 0 {
         while let Ok((msg, used)) = RequestMessage::decode(input, &LIMITS) {
             assert!(used > 0 && used <= input.len());
             let wire = msg
@@ -180,6 +183,21 @@ pub fn draft22(data: &[u8]) {
         );
         rest = skip(rest, used, object.payload_len);
     }
+}
+
+/// One draft-22 datagram: its header re-encodes to one that decodes the same.
+fn draft22_datagram(input: &[u8]) {
+    use super::draft22::DatagramHeader;
+    let Ok((header, offset)) = DatagramHeader::decode(input, &LIMITS) else {
+        return;
+    };
+    assert!(offset <= input.len());
+    let mut wire = Vec::new();
+    let n = header
+        .encode(&mut wire)
+        .unwrap_or_else(|e| panic!("{header:?} does not re-encode: {e}"));
+    wire.extend_from_slice(&input[offset..]);
+    assert_eq!(DatagramHeader::decode(&wire, &LIMITS), Ok((header, n)));
 }
 
 fn draft22_fetch_stream(input: &[u8]) {
@@ -569,7 +587,20 @@ mod tests {
                 fetch.extend(std::iter::repeat_n(0xbb, *payload_len as usize));
             }
         }
-        vec![control, sub, fetch]
+        let mut datagram = vec![3u8];
+        DatagramHeader {
+            track_alias: 2,
+            group: 70_000,
+            object: Some(3),
+            publisher_priority: None,
+            extensions: Some(vec![4, 2]),
+            end_of_group: true,
+            status: None,
+        }
+        .encode(&mut datagram)
+        .unwrap();
+        datagram.extend_from_slice(b"payload");
+        vec![control, sub, fetch, datagram]
     }
 
     #[test]
@@ -579,6 +610,7 @@ mod tests {
         assert!(RequestMessage::decode(&seeds[0][1..], &LIMITS).is_ok());
         assert!(SubgroupHeader::decode(&seeds[1][1..], &LIMITS).is_ok());
         assert!(crate::ietf::draft22::FetchHeader::decode(&seeds[2][1..], &LIMITS).is_ok());
+        assert!(crate::ietf::draft22::DatagramHeader::decode(&seeds[3][1..], &LIMITS).is_ok());
         replay(draft22, &seeds, 20_000);
     }
 }

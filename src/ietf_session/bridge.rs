@@ -116,8 +116,15 @@ pub fn frame_extensions(
 /// publisher's bytes when it wrote them in the same draft's layout, else none
 /// (lite frames have none; draft 14's and draft 22's layouts differ).
 pub fn extensions_for(frame: &Frame, draft: crate::ietf::Version) -> Option<&[u8]> {
-    frame
-        .extensions
+    extensions_in(&frame.extensions, draft)
+}
+
+/// The same rule for any block a frame or datagram kept.
+pub fn extensions_in(
+    extensions: &Option<Box<ObjectExtensions>>,
+    draft: crate::ietf::Version,
+) -> Option<&[u8]> {
+    extensions
         .as_deref()
         .filter(|e| e.draft == draft)
         .map(|e| &e.bytes[..])

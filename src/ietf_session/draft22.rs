@@ -86,6 +86,7 @@ pub async fn run<T: Transport>(shard: Rc<Shard>, transport: T) {
     session.spawn(send_setup(session.clone()));
     session.spawn(accept_uni(session.clone()));
     session.spawn(accept_requests(session.clone()));
+    session.spawn(super::datagram::receive(session.clone()));
     session.run_until_closed().await;
 }
 

@@ -24,6 +24,7 @@ mod auth_tests;
 mod authorize;
 pub mod bridge;
 pub mod control;
+mod datagram;
 pub mod draft22;
 #[cfg(test)]
 mod extension_tests;

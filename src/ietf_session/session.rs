@@ -74,6 +74,7 @@ pub async fn run<T: Transport>(shard: Rc<Shard>, transport: T, webtransport: boo
         _registered.1.clone(),
     ));
     session.spawn(super::ingest::accept_uni(session.clone()));
+    session.spawn(super::datagram::receive(session.clone()));
     session.run_until_closed().await;
 }
 
@@ -725,12 +726,24 @@ pub(super) async fn serve_track<T: Transport>(
         sub.join_at(next);
     }
     let ends_at_range = session.version == Version::Draft14;
+    // Only datagrams that arrive from now on; each is sent as it is seen.
+    let mut datagram_cursor = replica.next_datagram();
+    let mut datagrams = Vec::new();
     loop {
         let step = poll_fn(|cx| {
             if sub.cancelled.poll_raised(&cancel, cx).is_ready()
                 || session.closed.poll_raised(&closed, cx).is_ready()
             {
                 return Poll::Ready(Err(Served::Cancelled));
+            }
+            // Ahead of groups: a datagram is sent now or never.
+            if replica.next_datagram() > datagram_cursor {
+                let (missed, next) = replica.datagrams_from(datagram_cursor, &mut datagrams);
+                datagram_cursor = next;
+                session.shard.stats.datagrams_dropped.add(missed);
+                for datagram in datagrams.drain(..) {
+                    super::datagram::send(session, sub, &datagram);
+                }
             }
             *sub.changed.borrow_mut() = Some(cx.waker().clone());
             let window = sub.window.get();

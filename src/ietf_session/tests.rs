@@ -1184,6 +1184,7 @@ async fn a_peer_that_sends_no_setup_is_closed_at_the_setup_deadline() {
     assert_eq!(shard.stats.sessions_setup_timeouts.get(), 2);
 }
 
+mod datagrams;
 mod filters;
 
 /// At the relay's shutdown each IETF session is told GOAWAY (no new URI)

@@ -790,8 +790,11 @@ pub async fn datagrams<T: Transport>(session: Rc<Session<T>>) {
             hub,
             MediaEvent::Datagram {
                 sequence: header.sequence,
+                object: 0,
+                end_of_group: true,
                 timestamp: header.timestamp,
                 payload,
+                extensions: None,
             },
         );
     }

@@ -472,10 +472,12 @@ async fn serve_track<T: Transport>(
 }
 
 /// Relay one datagram to the subscriber, or drop it (counted) if its
-/// version or path takes none now: datagrams are never queued.
+/// version or path takes none now: datagrams are never queued. A lite
+/// datagram is a one-frame group, so an IETF datagram past object 0 has no
+/// lite spelling and is dropped too.
 fn send_datagram<T: Transport>(session: &Session<T>, subscribe: u64, datagram: TrackDatagram) {
     let stats = &session.shard.stats;
-    if !session.version.has_datagrams() {
+    if !session.version.has_datagrams() || datagram.object != 0 {
         stats.datagrams_dropped.inc();
         return;
     }

@@ -660,3 +660,112 @@ fn fetch_stream_matches_moq_net_bytes() {
         Err(DecodeError::TooLong { .. })
     ));
 }
+
+/// moq-net 0.3.18's `ObjectDatagram` on `Version::Draft22`, header then payload.
+#[test]
+fn datagrams_match_moq_net_bytes() {
+    let limits = Limits::default();
+    let header =
+        |object, priority, extensions: Option<&[u8]>, end_of_group, status| DatagramHeader {
+            track_alias: 0,
+            group: 0,
+            object,
+            publisher_priority: priority,
+            extensions: extensions.map(<[u8]>::to_vec),
+            end_of_group,
+            status,
+        };
+    let cases = [
+        (
+            DatagramHeader {
+                track_alias: 3,
+                group: 42,
+                ..header(None, Some(7), Some(&[0x10, 0x05]), true, None)
+            },
+            "07032a0702100568656c6c6f",
+            b"hello".as_slice(),
+        ),
+        (
+            DatagramHeader {
+                track_alias: 300,
+                group: 70000,
+                ..header(Some(9000), Some(128), None, false, None)
+            },
+            "00812cc11170a3288078797a",
+            b"xyz".as_slice(),
+        ),
+        (
+            DatagramHeader {
+                track_alias: 1,
+                group: 2,
+                ..header(Some(0), Some(128), None, false, Some(ObjectStatus::Normal))
+            },
+            "200102008000",
+            b"".as_slice(),
+        ),
+        (
+            DatagramHeader {
+                track_alias: 1,
+                group: 200,
+                ..header(
+                    Some(5),
+                    Some(0),
+                    None,
+                    false,
+                    Some(ObjectStatus::EndOfTrack),
+                )
+            },
+            "200180c8050004",
+            b"".as_slice(),
+        ),
+        (
+            DatagramHeader {
+                track_alias: 5,
+                group: 6,
+                ..header(Some(1), None, None, true, None)
+            },
+            "0a05060170",
+            b"p".as_slice(),
+        ),
+    ];
+    for (header, hex, payload) in cases {
+        let wire = bytes(hex);
+        let mut out = Vec::new();
+        header.encode(&mut out).unwrap();
+        out.extend_from_slice(payload);
+        assert_eq!(out, wire, "encode {header:?}");
+        let (back, offset) = DatagramHeader::decode(&wire, &limits).unwrap();
+        assert_eq!(back, header);
+        assert_eq!(&wire[offset..], payload);
+        // A datagram is whole: one cut inside the header is malformed, not short.
+        assert!(matches!(
+            DatagramHeader::decode(&wire[..offset - 1], &limits),
+            Err(DecodeError::Truncated { .. })
+        ));
+    }
+    // The reserved bit, a bit past the defined ones, a status that ends its
+    // group, an empty properties block, bytes after a status.
+    for hex in [
+        "1001020300",
+        "4001020300",
+        "220102008000",
+        "050102000078",
+        "20010200800000",
+    ] {
+        assert!(
+            DatagramHeader::decode(&bytes(hex), &limits).is_err(),
+            "{hex} decoded"
+        );
+    }
+    // Properties go with a Normal status only.
+    let mut bad = header(
+        Some(1),
+        Some(0),
+        Some(&[1, 2]),
+        false,
+        Some(ObjectStatus::DoesNotExist),
+    );
+    assert!(bad.encode(&mut Vec::new()).is_err());
+    bad.status = Some(ObjectStatus::Normal);
+    assert!(bad.encode(&mut Vec::new()).is_ok());
+}

@@ -1057,17 +1057,7 @@ pub fn decode_object(
         });
     }
     let status = match payload_len {
-        0 => Some(match read_varint(&mut r)? {
-            0x0 => ObjectStatus::Normal,
-            0x1 => ObjectStatus::DoesNotExist,
-            0x3 => ObjectStatus::EndOfGroup,
-            0x4 => ObjectStatus::EndOfTrack,
-            _ => {
-                return Err(DecodeError::InvalidValue {
-                    what: "object status",
-                })
-            }
-        }),
+        0 => Some(read_status(&mut r)?),
         _ => None,
     };
     let object = SubgroupObject {
@@ -1101,6 +1091,178 @@ pub fn encode_object<B: BufMut>(
         }
         Ok(())
     })
+}
+
+/// An Object Status in a leading-ones varint.
+fn read_status(r: &mut Reader<'_>) -> Result<ObjectStatus, DecodeError> {
+    match read_varint(r)? {
+        0x0 => Ok(ObjectStatus::Normal),
+        0x1 => Ok(ObjectStatus::DoesNotExist),
+        0x3 => Ok(ObjectStatus::EndOfGroup),
+        0x4 => Ok(ObjectStatus::EndOfTrack),
+        _ => Err(DecodeError::InvalidValue {
+            what: "object status",
+        }),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Datagrams
+
+/// Datagram type of a PADDING datagram (draft 18 on): bytes to discard.
+pub const PADDING_DATAGRAM_TYPE: u64 = 0x132b_3e29;
+
+/// The bits of a draft-22 OBJECT_DATAGRAM type (moq-net 0.3.18 `ietf/datagram.rs`).
+mod datagram_flag {
+    pub const EXTENSIONS: u64 = 0x01;
+    pub const END_OF_GROUP: u64 = 0x02;
+    pub const ZERO_OBJECT_ID: u64 = 0x04;
+    pub const DEFAULT_PRIORITY: u64 = 0x08;
+    pub const STATUS: u64 = 0x20;
+    /// Every defined bit; anything else (the reserved 0x10 too) is invalid.
+    pub const ALL: u64 = EXTENSIONS | END_OF_GROUP | ZERO_OBJECT_ID | DEFAULT_PRIORITY | STATUS;
+}
+
+/// A draft-22 OBJECT_DATAGRAM header. Unlike draft 14, the type is a set of
+/// flags throughout: 0x01 extensions (properties), 0x02 end of group, 0x04
+/// Object ID absent (it is 0), 0x08 no priority byte (the subscription's
+/// applies), 0x20 a status instead of a payload (never with 0x02). Fields are
+/// leading-ones varints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatagramHeader {
+    pub track_alias: u64,
+    pub group: u64,
+    /// Object ID; `None` when the type omits it (the object is 0).
+    pub object: Option<u64>,
+    /// Publisher Priority; `None` when the subscription's applies.
+    pub publisher_priority: Option<u8>,
+    /// Raw properties, never empty when present (moq-net refuses empty).
+    pub extensions: Option<Vec<u8>>,
+    /// This object ends its group.
+    pub end_of_group: bool,
+    /// `Some` for a status datagram, which has no payload.
+    pub status: Option<ObjectStatus>,
+}
+
+impl DatagramHeader {
+    fn datagram_type(&self) -> Result<u64, EncodeError> {
+        use datagram_flag::*;
+        let mut ty = 0;
+        if self.extensions.is_some() {
+            ty |= EXTENSIONS;
+        }
+        if self.end_of_group {
+            ty |= END_OF_GROUP;
+        }
+        if self.object.is_none() {
+            ty |= ZERO_OBJECT_ID;
+        }
+        if self.publisher_priority.is_none() {
+            ty |= DEFAULT_PRIORITY;
+        }
+        if let Some(status) = self.status {
+            ty |= STATUS;
+            check_status(ty, status, self.extensions.is_some())
+                .map_err(|what| EncodeError::InvalidValue { what })?;
+        }
+        Ok(ty)
+    }
+
+    /// Decode a whole datagram's header. Returns it and the payload's offset: the
+    /// payload is `datagram[offset..]` (empty for a status datagram).
+    pub fn decode(datagram: &[u8], limits: &Limits) -> Result<(Self, usize), DecodeError> {
+        use datagram_flag::*;
+        let mut r = Reader::bounded(datagram, "datagram");
+        let ty = read_varint(&mut r)?;
+        if ty & !ALL != 0 {
+            return Err(DecodeError::UnknownType {
+                what: "datagram",
+                ty,
+            });
+        }
+        let track_alias = read_varint(&mut r)?;
+        let group = read_varint(&mut r)?;
+        let object = match ty & ZERO_OBJECT_ID {
+            0 => Some(read_varint(&mut r)?),
+            _ => None,
+        };
+        let publisher_priority = match ty & DEFAULT_PRIORITY {
+            0 => Some(r.u8()?),
+            _ => None,
+        };
+        let extensions = match ty & EXTENSIONS {
+            0 => None,
+            _ => {
+                let block = wire::read_bytes(&mut r, "datagram properties", limits.max_message)?;
+                if block.is_empty() {
+                    return Err(DecodeError::InvalidValue {
+                        what: "empty datagram properties",
+                    });
+                }
+                Some(block.to_vec())
+            }
+        };
+        let status = match ty & STATUS {
+            0 => None,
+            _ => {
+                let status = read_status(&mut r)?;
+                check_status(ty, status, extensions.is_some())
+                    .map_err(|what| DecodeError::InvalidValue { what })?;
+                r.finish()?;
+                Some(status)
+            }
+        };
+        let header = DatagramHeader {
+            track_alias,
+            group,
+            object,
+            publisher_priority,
+            extensions,
+            end_of_group: ty & END_OF_GROUP != 0,
+            status,
+        };
+        Ok((header, r.consumed()))
+    }
+
+    /// Encode the header; the caller appends the payload.
+    pub fn encode<B: BufMut>(&self, out: &mut B) -> Result<usize, EncodeError> {
+        let ty = self.datagram_type()?;
+        if matches!(&self.extensions, Some(block) if block.is_empty()) {
+            return Err(EncodeError::InvalidValue {
+                what: "empty datagram properties",
+            });
+        }
+        emit(out, |w| {
+            write_varint(w, ty);
+            write_varint(w, self.track_alias);
+            write_varint(w, self.group);
+            if let Some(object) = self.object {
+                write_varint(w, object);
+            }
+            if let Some(priority) = self.publisher_priority {
+                w.u8(priority);
+            }
+            if let Some(block) = &self.extensions {
+                wire::write_bytes(w, block);
+            }
+            if let Some(status) = self.status {
+                write_varint(w, status.code());
+            }
+            Ok(())
+        })
+    }
+}
+
+/// A status datagram cannot end its group, and from draft 17 on only a Normal
+/// one may carry properties (moq-net 0.3.18).
+fn check_status(ty: u64, status: ObjectStatus, extensions: bool) -> Result<(), &'static str> {
+    if ty & datagram_flag::END_OF_GROUP != 0 {
+        return Err("a status datagram cannot end its group");
+    }
+    if extensions && status != ObjectStatus::Normal {
+        return Err("only a Normal status datagram carries properties");
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------

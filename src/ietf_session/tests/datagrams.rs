@@ -1,0 +1,408 @@
+//! OBJECT_DATAGRAMs through the relay on in-memory transports, each
+//! direction: an IETF publisher's datagrams (either draft) reach lite,
+//! draft-14 and draft-22 subscribers, a lite publisher's reach IETF ones, and
+//! a malformed datagram closes only its session. A subscription takes
+//! datagrams once it is served, so each test first sends a group and waits
+//! for every subscriber to get it; after that the memory transport keeps
+//! datagrams in order and loses none. Every wait has a deadline; no sleeps.
+
+use super::draft22::Client22;
+use super::*;
+use crate::ietf::draft22::{
+    self as d22, Decode as _, Encode as _, LocationFilter, MessageParameters, RequestMessage,
+};
+use crate::ietf::{DatagramHeader, ObjectStatus};
+use crate::session::tests::eventually;
+
+const ALIAS: u64 = 5;
+
+/// A draft-14 OBJECT_DATAGRAM for `ALIAS`.
+fn datagram14(group: u64, object: u64, extensions: Option<&[u8]>, payload: &[u8]) -> Bytes {
+    let mut body = Vec::new();
+    DatagramHeader {
+        track_alias: ALIAS,
+        group,
+        object: (object != 0).then_some(object),
+        publisher_priority: 0,
+        extensions: extensions.map(<[u8]>::to_vec),
+        end_of_group: object == 0,
+        status: None,
+    }
+    .encode(&mut body)
+    .unwrap();
+    body.extend_from_slice(payload);
+    Bytes::from(body)
+}
+
+/// A draft-22 OBJECT_DATAGRAM for `ALIAS`.
+fn datagram22(group: u64, object: u64, extensions: Option<&[u8]>, payload: &[u8]) -> Bytes {
+    let mut body = Vec::new();
+    d22::DatagramHeader {
+        track_alias: ALIAS,
+        group,
+        object: (object != 0).then_some(object),
+        publisher_priority: None,
+        extensions: extensions.map(<[u8]>::to_vec),
+        end_of_group: object == 0,
+        status: None,
+    }
+    .encode(&mut body)
+    .unwrap();
+    body.extend_from_slice(payload);
+    Bytes::from(body)
+}
+
+/// The next datagram `to` receives.
+async fn next_datagram(to: &MemoryTransport) -> Bytes {
+    within("a datagram", to.recv_datagram()).await.unwrap()
+}
+
+/// Until each subscriber has a group stream open: its subscription is
+/// being served, so datagrams from now on reach it.
+async fn served(lite: &Peer, ietf: &[&MemoryTransport]) {
+    let _ = ReceivedGroup::accept(lite).await;
+    for transport in ietf {
+        within("a subgroup stream", transport.accept_uni())
+            .await
+            .unwrap();
+    }
+}
+
+fn decode14(datagram: &[u8]) -> (DatagramHeader, &[u8]) {
+    let (header, offset) = DatagramHeader::decode(datagram, &limits()).unwrap();
+    (header, &datagram[offset..])
+}
+
+fn decode22(datagram: &[u8]) -> (d22::DatagramHeader, &[u8]) {
+    let (header, offset) = d22::DatagramHeader::decode(datagram, &limits()).unwrap();
+    (header, &datagram[offset..])
+}
+
+fn decode_lite(datagram: &[u8]) -> (crate::lite::DatagramHeader, &[u8]) {
+    crate::lite::DatagramHeader::decode(datagram, crate::lite::Version::Lite06).unwrap()
+}
+
+/// One Normal object as a one-frame group, to learn that subscriptions are
+/// being served.
+fn one_frame() -> Vec<(u64, Bytes)> {
+    vec![(0, Bytes::from_static(b"group"))]
+}
+
+/// Subscribers of BROADCAST/video on draft 14 and draft 22, each answered
+/// with SUBSCRIBE_OK: the clients, their aliases, and what keeps the
+/// draft-22 request open.
+async fn ietf_subscribers(shard: &Rc<Shard>) -> (Client, u64, Client22, u64, Request22Keep) {
+    let mut sub14 = Client::connect(shard).await;
+    sub14
+        .send(subscribe(0, BROADCAST, "video", Filter::LargestObject))
+        .await;
+    let alias14 = match sub14.reply().await {
+        ControlMessage::SubscribeOk(ok) => ok.track_alias,
+        other => panic!("expected SUBSCRIBE_OK, got {other:?}"),
+    };
+    let sub22 = Client22::connect(shard).await;
+    let mut request = sub22
+        .subscribe(0, BROADCAST, LocationFilter::NextObject)
+        .await;
+    let alias22 = match request.reply().await {
+        RequestMessage::SubscribeOk(ok) => ok.track_alias,
+        other => panic!("expected SUBSCRIBE_OK, got {other:?}"),
+    };
+    (sub14, alias14, sub22, alias22, Box::new(request))
+}
+
+type Request22Keep = Box<dyn std::any::Any>;
+
+/// Object 0 with a draft-14 extension block, then object 3 of another group,
+/// then object 0 of a third, from a draft-14 publisher: the lite subscriber
+/// gets the two objects 0 (object 3 has no lite spelling), the draft-14
+/// subscriber all three with the block byte for byte, the draft-22 one all
+/// three without it.
+#[monoio::test(enable_timer = true)]
+async fn draft14_datagrams_reach_lite_draft14_and_draft22_subscribers() {
+    let shard = shard(settings());
+    let (mut publisher, lite, _subscription, request) =
+        ietf_publisher_with_lite_subscriber(&shard).await;
+    publisher.send(subscribe_ok(&request, ALIAS)).await;
+    let (sub14, alias14, sub22, alias22, _keep) = ietf_subscribers(&shard).await;
+    send_subgroup(&publisher, ALIAS, 1, &one_frame()).await;
+    served(&lite, &[&sub14.transport, &sub22.transport]).await;
+    let dropped = shard.stats.datagrams_dropped.get();
+
+    let block: &[u8] = b"\x02\x05";
+    let from = &publisher.transport;
+    from.send_datagram(datagram14(4, 0, Some(block), b"zero"))
+        .unwrap();
+    from.send_datagram(datagram14(5, 3, None, b"three"))
+        .unwrap();
+    from.send_datagram(datagram14(6, 0, None, b"six")).unwrap();
+
+    for (sequence, payload) in [(4, &b"zero"[..]), (6, b"six")] {
+        let got = next_datagram(&lite.transport).await;
+        let (header, got) = decode_lite(&got);
+        assert_eq!(
+            (header.subscribe, header.sequence, got),
+            (7, sequence, payload),
+            "object 3 never reaches lite"
+        );
+    }
+    for (group, object, payload) in [
+        (4, None, &b"zero"[..]),
+        (5, Some(3), b"three"),
+        (6, None, b"six"),
+    ] {
+        let got = next_datagram(&sub14.transport).await;
+        let (header, got) = decode14(&got);
+        assert_eq!(
+            (header.track_alias, header.group, header.object, got),
+            (alias14, group, object, payload)
+        );
+        assert_eq!(header.end_of_group, object.is_none());
+        let same_draft = (group == 4).then_some(block);
+        assert_eq!(
+            header.extensions.as_deref(),
+            same_draft,
+            "same draft: byte for byte"
+        );
+        let got = next_datagram(&sub22.transport).await;
+        let (header, got) = decode22(&got);
+        assert_eq!(
+            (header.track_alias, header.group, header.object, got),
+            (alias22, group, object, payload)
+        );
+        assert_eq!(
+            header.extensions, None,
+            "a draft-14 block is not draft-22 bytes"
+        );
+    }
+    assert_eq!(
+        shard.stats.datagrams_dropped.get(),
+        dropped + 1,
+        "the lite drop is counted"
+    );
+    assert_eq!(shard.stats.media_datagrams_received.get(), 3);
+}
+
+/// A draft-22 publisher (PUBLISH_NAMESPACE, then the relay's SUBSCRIBE on a
+/// stream it opens): its datagrams reach a lite subscriber, and a draft-22
+/// subscriber with the properties byte for byte, a draft-14 one without.
+#[monoio::test(enable_timer = true)]
+async fn draft22_datagrams_reach_lite_draft14_and_draft22_subscribers() {
+    let shard = shard(settings());
+    let limits = limits();
+    let publisher = Client22::connect(&shard).await;
+    let namespace = d22::PublishNamespace {
+        request_id: 0,
+        namespace: vec![BROADCAST.into()],
+        parameters: MessageParameters::default(),
+    };
+    let mut announced = publisher.request(namespace.to_vec().unwrap()).await;
+    assert!(matches!(
+        announced.reply().await,
+        RequestMessage::RequestOk(_)
+    ));
+    let lite = Peer::connect(
+        &shard,
+        crate::lite::Version::Lite06,
+        MemoryLimits::default(),
+    )
+    .await
+    .0;
+    let _announce = lite.wait_announced().await;
+    let _subscription = lite.open_subscribe(7, "video").await;
+    let (mut reply, recv, leftover) = within("relay SUBSCRIBE", publisher.transport.accept_bi())
+        .await
+        .unwrap();
+    let mut upstream = Incoming::new(recv, leftover);
+    assert!(matches!(
+        upstream
+            .decode(|b| RequestMessage::decode(b, &limits))
+            .await,
+        RequestMessage::Subscribe(_)
+    ));
+    let ok = d22::SubscribeOk {
+        track_alias: ALIAS,
+        parameters: MessageParameters::default(),
+        properties: Parameters::default(),
+    };
+    reply
+        .write_chunk(Bytes::from(ok.to_vec().unwrap()))
+        .await
+        .unwrap();
+    let (sub14, alias14, sub22, alias22, _keep) = ietf_subscribers(&shard).await;
+    send_subgroup22(&publisher.transport, ALIAS, 1, &one_frame()).await;
+    served(&lite, &[&sub14.transport, &sub22.transport]).await;
+
+    let block: &[u8] = b"\x04\x3f";
+    let from = &publisher.transport;
+    from.send_datagram(datagram22(8, 0, Some(block), b"zero"))
+        .unwrap();
+    from.send_datagram(datagram22(9, 2, None, b"two")).unwrap();
+
+    let got = next_datagram(&lite.transport).await;
+    let (header, payload) = decode_lite(&got);
+    assert_eq!(
+        (header.subscribe, header.sequence, payload),
+        (7, 8, &b"zero"[..])
+    );
+    for (group, object, payload) in [(8, None, &b"zero"[..]), (9, Some(2), b"two")] {
+        let got = next_datagram(&sub22.transport).await;
+        let (header, got) = decode22(&got);
+        assert_eq!(
+            (header.track_alias, header.group, header.object, got),
+            (alias22, group, object, payload)
+        );
+        let same_draft = (group == 8).then_some(block);
+        assert_eq!(
+            header.extensions.as_deref(),
+            same_draft,
+            "same draft: byte for byte"
+        );
+        let got = next_datagram(&sub14.transport).await;
+        let (header, got) = decode14(&got);
+        assert_eq!(
+            (header.track_alias, header.group, header.object, got),
+            (alias14, group, object, payload)
+        );
+        assert_eq!(
+            header.extensions, None,
+            "a draft-22 block is not draft-14 bytes"
+        );
+    }
+}
+
+/// A lite publisher's datagram (a one-frame group) reaches IETF subscribers
+/// of both drafts as object 0 that ends its group, at the subscription's
+/// priority.
+#[monoio::test(enable_timer = true)]
+async fn a_lite_publishers_datagrams_reach_ietf_subscribers() {
+    let shard = shard(settings());
+    let publisher = Publisher::connect(&shard, crate::lite::Version::Lite06).await;
+    let (sub14, alias14, sub22, alias22, _keep) = ietf_subscribers(&shard).await;
+    let (upstream, _send, _reader) = within("upstream SUBSCRIBE", publisher.next_subscribe()).await;
+    let mut group = publisher.send_group(upstream.id, 1, &one_frame()).await;
+    group.finish().unwrap();
+    for transport in [&sub14.transport, &sub22.transport] {
+        within("a subgroup stream", transport.accept_uni())
+            .await
+            .unwrap();
+    }
+
+    let mut lite = BytesMut::new();
+    crate::lite::DatagramHeader {
+        subscribe: upstream.id,
+        sequence: 12,
+        timestamp: 99,
+    }
+    .encode(&mut lite, crate::lite::Version::Lite06)
+    .unwrap();
+    lite.extend_from_slice(b"lite");
+    publisher
+        .peer
+        .transport
+        .send_datagram(lite.freeze())
+        .unwrap();
+
+    let got = next_datagram(&sub14.transport).await;
+    let (header, payload) = decode14(&got);
+    assert_eq!(
+        (
+            header.track_alias,
+            header.group,
+            header.object,
+            header.end_of_group,
+            payload
+        ),
+        (alias14, 12, None, true, &b"lite"[..])
+    );
+    assert_eq!((header.extensions, header.status), (None, None));
+    // The subscriber's own priority comes back, as on its subgroup streams.
+    assert_eq!(header.publisher_priority, 128);
+    let got = next_datagram(&sub22.transport).await;
+    let (header, payload) = decode22(&got);
+    assert_eq!(
+        (
+            header.track_alias,
+            header.group,
+            header.object,
+            header.end_of_group,
+            payload
+        ),
+        (alias22, 12, None, true, &b"lite"[..])
+    );
+    assert_eq!(header.publisher_priority, Some(10));
+}
+
+/// What the relay cannot use is dropped and counted, and the session stays:
+/// an alias no SUBSCRIBE_OK named, a status other than Normal. A datagram
+/// that does not decode closes the session with PROTOCOL_VIOLATION, on
+/// either draft.
+#[monoio::test(enable_timer = true)]
+async fn unusable_datagrams_are_dropped_and_malformed_ones_close_the_session() {
+    let shard = shard(settings());
+    let stats = &shard.stats;
+    let publisher = Client::connect(&shard).await;
+    let before = stats.datagrams_dropped.get();
+    let mut status = Vec::new();
+    DatagramHeader {
+        track_alias: ALIAS,
+        group: 1,
+        object: Some(0),
+        publisher_priority: 0,
+        extensions: None,
+        end_of_group: false,
+        status: Some(ObjectStatus::EndOfTrack),
+    }
+    .encode(&mut status)
+    .unwrap();
+    publisher
+        .transport
+        .send_datagram(Bytes::from(status))
+        .unwrap();
+    publisher
+        .transport
+        .send_datagram(datagram14(1, 0, None, b"nobody"))
+        .unwrap();
+    eventually("both dropped", || {
+        stats.datagrams_dropped.get() == before + 2
+    })
+    .await;
+    assert!(publisher.transport.close_reason().is_none(), "still open");
+
+    // Draft 14 has no type 0x08; draft 22 has no 0x10; neither a cut header.
+    publisher
+        .transport
+        .send_datagram(Bytes::from_static(&[0x08, 0x01, 0x02, 0x00]))
+        .unwrap();
+    within("close", publisher.transport.closed()).await;
+    assert_eq!(
+        publisher.transport.close_reason().unwrap().code.0,
+        SessionCode::PROTOCOL_VIOLATION.0
+    );
+    let draft22 = Client22::connect(&shard).await;
+    draft22
+        .transport
+        .send_datagram(Bytes::from_static(&[0x00, 0x05]))
+        .unwrap();
+    assert_eq!(
+        draft22.closed_with().await,
+        SessionCode::PROTOCOL_VIOLATION.0
+    );
+    // A PADDING datagram is discarded, not an error: the datagram after it
+    // (for no alias) is counted, and the session stays.
+    let padded = Client22::connect(&shard).await;
+    let mut tmp = [0; 9];
+    let mut padding = d22::encode_varint(d22::PADDING_DATAGRAM_TYPE, &mut tmp).to_vec();
+    padding.extend_from_slice(&[0; 32]);
+    let before = stats.datagrams_dropped.get();
+    padded
+        .transport
+        .send_datagram(Bytes::from(padding))
+        .unwrap();
+    padded
+        .transport
+        .send_datagram(datagram22(1, 0, None, b"nobody"))
+        .unwrap();
+    eventually("dropped", || stats.datagrams_dropped.get() == before + 1).await;
+    assert!(padded.transport.close_reason().is_none(), "still open");
+}
