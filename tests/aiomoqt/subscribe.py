@@ -2,7 +2,7 @@
 """An aiomoqt subscriber for tests/aiomoqt.rs: aiomoqt's own sub_example
 counts objects but never shows them, so this one subscribes the same way
 (MOQTClient + SubscribedTrack, raw QUIC, any certificate) and prints each
-object as `object group=G id=O payload=HEX`, flushed, for the test to check.
+object as `object group=G id=O via=datagram|stream payload=HEX`, flushed, for the test to check.
 """
 
 import argparse
@@ -14,7 +14,9 @@ from aiomoqt.track import SubscribedTrack
 
 def on_object(msg, size, recv_time_us, group_id=None, subgroup_id=None):
     payload = bytes(msg.payload or b"").hex()
-    print(f"object group={group_id} id={msg.object_id} payload={payload}", flush=True)
+    # aiomoqt hands a datagram's object over with no subgroup.
+    via = "datagram" if subgroup_id is None else "stream"
+    print(f"object group={group_id} id={msg.object_id} via={via} payload={payload}", flush=True)
 
 
 async def main(args):
