@@ -32,6 +32,20 @@ struct Header {
     status: Option<ObjectStatus>,
 }
 
+/// The shared fields of either draft's datagram header (two types, one shape).
+macro_rules! shared_header {
+    ($h:expr) => {
+        Header {
+            track_alias: $h.track_alias,
+            group: $h.group,
+            object: $h.object.unwrap_or(0),
+            extensions: $h.extensions,
+            end_of_group: $h.end_of_group,
+            status: $h.status,
+        }
+    };
+}
+
 /// Decode a datagram of `version`: its header and the payload's offset, or
 /// `None` for a PADDING datagram (draft 22), which is discarded.
 fn decode(
@@ -42,15 +56,7 @@ fn decode(
     match version {
         Version::Draft14 => {
             let (h, offset) = DatagramHeader::decode(datagram, limits)?;
-            let header = Header {
-                track_alias: h.track_alias,
-                group: h.group,
-                object: h.object.unwrap_or(0),
-                extensions: h.extensions,
-                end_of_group: h.end_of_group,
-                status: h.status,
-            };
-            Ok(Some((header, offset)))
+            Ok(Some((shared_header!(h), offset)))
         }
         Version::Draft22 => {
             if matches!(
@@ -60,15 +66,7 @@ fn decode(
                 return Ok(None);
             }
             let (h, offset) = draft22::DatagramHeader::decode(datagram, limits)?;
-            let header = Header {
-                track_alias: h.track_alias,
-                group: h.group,
-                object: h.object.unwrap_or(0),
-                extensions: h.extensions,
-                end_of_group: h.end_of_group,
-                status: h.status,
-            };
-            Ok(Some((header, offset)))
+            Ok(Some((shared_header!(h), offset)))
         }
     }
 }

@@ -1070,59 +1070,45 @@ pub(super) mod draft22 {
 }
 
 mod draft22_publisher {
+    use super::draft22::Client22;
     use super::*;
     use crate::ietf::draft22::{
         self as d22, Decode as _, Encode as _, MessageParameters, RequestMessage,
     };
 
-    /// A draft-22 publisher: PUBLISH_NAMESPACE on its own stream, then the
-    /// relay's SUBSCRIBE arrives on a bidi stream the relay opens, and the
-    /// publisher's subgroup stream reaches a lite subscriber as a group.
-    #[monoio::test(enable_timer = true)]
-    async fn a_draft22_publishers_subgroups_reach_a_lite_subscriber() {
-        let shard = shard(settings());
-        let (relay, transport) = MemoryTransport::pair();
-        monoio::spawn(super::super::draft22::run(shard.clone(), relay));
-        let mut setup = transport.open_uni().await.unwrap();
-        setup
-            .write_chunk(Bytes::from(d22::Setup::default().to_vec().unwrap()))
-            .await
-            .unwrap();
-        let (recv, leftover) = within("relay SETUP", transport.accept_uni()).await.unwrap();
-        let mut theirs = Incoming::new(recv, leftover);
+    /// A draft-22 publisher of BROADCAST (PUBLISH_NAMESPACE on its own
+    /// stream, answered REQUEST_OK) and a lite subscriber to its "video"
+    /// track: returns once the relay's SUBSCRIBE has come on a bidi stream
+    /// the relay opened, with the request and that stream's send half, on
+    /// which the caller answers, and what must stay open.
+    pub(super) async fn draft22_publisher_with_lite_subscriber(
+        shard: &Rc<Shard>,
+    ) -> (
+        Client22,
+        Peer,
+        d22::Subscribe,
+        MemorySend,
+        Vec<Box<dyn std::any::Any>>,
+    ) {
         let limits = limits();
-        let _ = theirs.decode(|b| d22::Setup::decode(b, &limits)).await;
-
-        let (mut announce, recv) = transport.open_bi().await.unwrap();
+        let publisher = super::draft22::Client22::connect(shard).await;
         let publish = d22::PublishNamespace {
             request_id: 0,
             namespace: vec![BROADCAST.into()],
             parameters: MessageParameters::default(),
         };
-        announce
-            .write_chunk(Bytes::from(publish.to_vec().unwrap()))
-            .await
-            .unwrap();
-        let mut announced = Incoming::new(recv, Bytes::new());
+        let mut announced = publisher.request(publish.to_vec().unwrap()).await;
         assert!(matches!(
-            announced
-                .decode(|b| RequestMessage::decode(b, &limits))
-                .await,
+            announced.reply().await,
             RequestMessage::RequestOk(_)
         ));
-
-        let subscriber = Peer::connect(
-            &shard,
-            crate::lite::Version::Lite06,
-            MemoryLimits::default(),
-        )
-        .await
-        .0;
-        let _announce = subscriber.wait_announced().await;
-        let _subscription = subscriber.open_subscribe(7, "video").await;
-
-        // The relay's SUBSCRIBE, on a bidi stream it opened (its IDs are odd).
-        let (mut reply, recv, leftover) = within("relay SUBSCRIBE", transport.accept_bi())
+        let subscriber =
+            Peer::connect(shard, crate::lite::Version::Lite06, MemoryLimits::default())
+                .await
+                .0;
+        let announce = subscriber.wait_announced().await;
+        let subscription = subscriber.open_subscribe(7, "video").await;
+        let (reply, recv, leftover) = within("relay SUBSCRIBE", publisher.transport.accept_bi())
             .await
             .unwrap();
         let mut request = Incoming::new(recv, leftover);
@@ -1130,6 +1116,36 @@ mod draft22_publisher {
             RequestMessage::Subscribe(s) => s,
             other => panic!("expected SUBSCRIBE, got {other:?}"),
         };
+        let keep: Vec<Box<dyn std::any::Any>> = vec![
+            Box::new(announced),
+            Box::new(announce),
+            Box::new(subscription),
+            Box::new(request),
+        ];
+        (publisher, subscriber, subscribe, reply, keep)
+    }
+
+    /// Answer the relay's SUBSCRIBE on its stream with SUBSCRIBE_OK naming `alias`.
+    pub(super) async fn subscribe_ok22(reply: &mut MemorySend, alias: u64) {
+        let ok = d22::SubscribeOk {
+            track_alias: alias,
+            parameters: MessageParameters::default(),
+            properties: Parameters::default(),
+        };
+        reply
+            .write_chunk(Bytes::from(ok.to_vec().unwrap()))
+            .await
+            .unwrap();
+    }
+
+    /// A draft-22 publisher: the relay's SUBSCRIBE comes on a bidi stream it
+    /// opens (its Request IDs are odd), and the publisher's subgroup stream
+    /// reaches a lite subscriber as a group.
+    #[monoio::test(enable_timer = true)]
+    async fn a_draft22_publishers_subgroups_reach_a_lite_subscriber() {
+        let shard = shard(settings());
+        let (publisher, subscriber, subscribe, mut reply, _keep) =
+            draft22_publisher_with_lite_subscriber(&shard).await;
         assert_eq!(
             (
                 subscribe.request_id,
@@ -1138,19 +1154,11 @@ mod draft22_publisher {
             ),
             (1, &[BROADCAST.to_string()][..], "video")
         );
-        let ok = d22::SubscribeOk {
-            track_alias: 9,
-            parameters: MessageParameters::default(),
-            properties: Parameters::default(),
-        };
-        reply
-            .write_chunk(Bytes::from(ok.to_vec().unwrap()))
-            .await
-            .unwrap();
+        subscribe_ok22(&mut reply, 9).await;
 
         // One subgroup stream in draft-22 layout: group 3, objects 0..3.
         let sent = frames(3, 150);
-        send_subgroup22(&transport, 9, 3, &sent).await;
+        send_subgroup22(&publisher.transport, 9, 3, &sent).await;
         receive_group(&subscriber, 3, &sent).await;
     }
 }

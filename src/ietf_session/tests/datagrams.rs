@@ -7,10 +7,9 @@
 //! datagrams in order and loses none. Every wait has a deadline; no sleeps.
 
 use super::draft22::Client22;
+use super::draft22_publisher::{draft22_publisher_with_lite_subscriber, subscribe_ok22};
 use super::*;
-use crate::ietf::draft22::{
-    self as d22, Decode as _, Encode as _, LocationFilter, MessageParameters, RequestMessage,
-};
+use crate::ietf::draft22::{self as d22, LocationFilter, RequestMessage};
 use crate::ietf::{DatagramHeader, ObjectStatus};
 use crate::session::tests::eventually;
 
@@ -76,6 +75,61 @@ fn decode14(datagram: &[u8]) -> (DatagramHeader, &[u8]) {
 fn decode22(datagram: &[u8]) -> (d22::DatagramHeader, &[u8]) {
     let (header, offset) = d22::DatagramHeader::decode(datagram, &limits()).unwrap();
     (header, &datagram[offset..])
+}
+
+/// What an IETF subscriber got, in terms both drafts share: alias, group,
+/// Object ID (`None` for 0), end of group, extension block, payload.
+type Got = (u64, u64, Option<u64>, bool, Option<Vec<u8>>, Vec<u8>);
+
+/// A decoded header and payload of either draft as [`Got`].
+macro_rules! got {
+    ($decoded:expr) => {{
+        let (h, payload) = $decoded;
+        let block: Option<Vec<u8>> = h.extensions;
+        (
+            h.track_alias,
+            h.group,
+            h.object,
+            h.end_of_group,
+            block,
+            payload.to_vec(),
+        )
+    }};
+}
+
+/// The next datagram of a subscriber on `draft`, decoded.
+async fn next_ietf(to: &MemoryTransport, draft: Version) -> Got {
+    let got = next_datagram(to).await;
+    match draft {
+        Version::Draft14 => got!(decode14(&got)),
+        Version::Draft22 => got!(decode22(&got)),
+    }
+}
+
+/// Each IETF subscriber (transport, alias, draft) receives `sent` in order,
+/// as (group, object, payload), each object 0 ending its group; the
+/// publisher's extension `block` reaches only the subscriber on its own
+/// draft, with the object of `block_group`.
+async fn each_gets(
+    subscribers: [(&MemoryTransport, u64, Version); 2],
+    sent: &[(u64, Option<u64>, &[u8])],
+    (block, block_group, block_draft): (&[u8], u64, Version),
+) {
+    for &(group, object, payload) in sent {
+        for (transport, alias, draft) in subscribers {
+            let got = next_ietf(transport, draft).await;
+            let block = (group == block_group && draft == block_draft).then(|| block.to_vec());
+            let want = (
+                alias,
+                group,
+                object,
+                object.is_none(),
+                block,
+                payload.to_vec(),
+            );
+            assert_eq!(got, want, "{draft}");
+        }
+    }
 }
 
 fn decode_lite(datagram: &[u8]) -> (crate::lite::DatagramHeader, &[u8]) {
@@ -146,35 +200,16 @@ async fn draft14_datagrams_reach_lite_draft14_and_draft22_subscribers() {
             "object 3 never reaches lite"
         );
     }
-    for (group, object, payload) in [
-        (4, None, &b"zero"[..]),
+    let subscribers = [
+        (&sub14.transport, alias14, Version::Draft14),
+        (&sub22.transport, alias22, Version::Draft22),
+    ];
+    let sent: [(u64, Option<u64>, &[u8]); 3] = [
+        (4, None, b"zero"),
         (5, Some(3), b"three"),
         (6, None, b"six"),
-    ] {
-        let got = next_datagram(&sub14.transport).await;
-        let (header, got) = decode14(&got);
-        assert_eq!(
-            (header.track_alias, header.group, header.object, got),
-            (alias14, group, object, payload)
-        );
-        assert_eq!(header.end_of_group, object.is_none());
-        let same_draft = (group == 4).then_some(block);
-        assert_eq!(
-            header.extensions.as_deref(),
-            same_draft,
-            "same draft: byte for byte"
-        );
-        let got = next_datagram(&sub22.transport).await;
-        let (header, got) = decode22(&got);
-        assert_eq!(
-            (header.track_alias, header.group, header.object, got),
-            (alias22, group, object, payload)
-        );
-        assert_eq!(
-            header.extensions, None,
-            "a draft-14 block is not draft-22 bytes"
-        );
-    }
+    ];
+    each_gets(subscribers, &sent, (block, 4, Version::Draft14)).await;
     assert_eq!(
         shard.stats.datagrams_dropped.get(),
         dropped + 1,
@@ -189,46 +224,9 @@ async fn draft14_datagrams_reach_lite_draft14_and_draft22_subscribers() {
 #[monoio::test(enable_timer = true)]
 async fn draft22_datagrams_reach_lite_draft14_and_draft22_subscribers() {
     let shard = shard(settings());
-    let limits = limits();
-    let publisher = Client22::connect(&shard).await;
-    let namespace = d22::PublishNamespace {
-        request_id: 0,
-        namespace: vec![BROADCAST.into()],
-        parameters: MessageParameters::default(),
-    };
-    let mut announced = publisher.request(namespace.to_vec().unwrap()).await;
-    assert!(matches!(
-        announced.reply().await,
-        RequestMessage::RequestOk(_)
-    ));
-    let lite = Peer::connect(
-        &shard,
-        crate::lite::Version::Lite06,
-        MemoryLimits::default(),
-    )
-    .await
-    .0;
-    let _announce = lite.wait_announced().await;
-    let _subscription = lite.open_subscribe(7, "video").await;
-    let (mut reply, recv, leftover) = within("relay SUBSCRIBE", publisher.transport.accept_bi())
-        .await
-        .unwrap();
-    let mut upstream = Incoming::new(recv, leftover);
-    assert!(matches!(
-        upstream
-            .decode(|b| RequestMessage::decode(b, &limits))
-            .await,
-        RequestMessage::Subscribe(_)
-    ));
-    let ok = d22::SubscribeOk {
-        track_alias: ALIAS,
-        parameters: MessageParameters::default(),
-        properties: Parameters::default(),
-    };
-    reply
-        .write_chunk(Bytes::from(ok.to_vec().unwrap()))
-        .await
-        .unwrap();
+    let (publisher, lite, _subscribe, mut reply, _keep_publisher) =
+        draft22_publisher_with_lite_subscriber(&shard).await;
+    subscribe_ok22(&mut reply, ALIAS).await;
     let (sub14, alias14, sub22, alias22, _keep) = ietf_subscribers(&shard).await;
     send_subgroup22(&publisher.transport, ALIAS, 1, &one_frame()).await;
     served(&lite, &[&sub14.transport, &sub22.transport]).await;
@@ -245,30 +243,12 @@ async fn draft22_datagrams_reach_lite_draft14_and_draft22_subscribers() {
         (header.subscribe, header.sequence, payload),
         (7, 8, &b"zero"[..])
     );
-    for (group, object, payload) in [(8, None, &b"zero"[..]), (9, Some(2), b"two")] {
-        let got = next_datagram(&sub22.transport).await;
-        let (header, got) = decode22(&got);
-        assert_eq!(
-            (header.track_alias, header.group, header.object, got),
-            (alias22, group, object, payload)
-        );
-        let same_draft = (group == 8).then_some(block);
-        assert_eq!(
-            header.extensions.as_deref(),
-            same_draft,
-            "same draft: byte for byte"
-        );
-        let got = next_datagram(&sub14.transport).await;
-        let (header, got) = decode14(&got);
-        assert_eq!(
-            (header.track_alias, header.group, header.object, got),
-            (alias14, group, object, payload)
-        );
-        assert_eq!(
-            header.extensions, None,
-            "a draft-22 block is not draft-14 bytes"
-        );
-    }
+    let subscribers = [
+        (&sub14.transport, alias14, Version::Draft14),
+        (&sub22.transport, alias22, Version::Draft22),
+    ];
+    let sent: [(u64, Option<u64>, &[u8]); 2] = [(8, None, b"zero"), (9, Some(2), b"two")];
+    each_gets(subscribers, &sent, (block, 8, Version::Draft22)).await;
 }
 
 /// A lite publisher's datagram (a one-frame group) reaches IETF subscribers
