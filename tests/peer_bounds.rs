@@ -412,3 +412,42 @@ async fn shutdown_meets_its_deadline_during_an_announce_flood() {
     );
     drop(open);
 }
+
+/// A peer's datagrams are never queued by the relay: a flood of them for a
+/// subscription that does not exist is dropped as it comes, counted, and
+/// the session and its shard go on serving.
+#[tokio::test(flavor = "current_thread")]
+async fn a_datagram_flood_is_dropped_as_it_comes() {
+    let (relay, admin) = relay_with(1, "  max_broadcasts_per_session: 8\n");
+    let flooder = Peer::connect(relay.addr, &relay.fingerprint, Version::Lite06).await;
+    let mut body = BytesMut::new();
+    qumo::lite::DatagramHeader {
+        subscribe: 999,
+        sequence: 0,
+        timestamp: 0,
+    }
+    .encode(&mut body, Version::Lite06)
+    .unwrap();
+    body.extend_from_slice(&[0xab; 1000]);
+    let datagram = body.freeze();
+    for i in 0..20_000u32 {
+        // quinn drops its oldest queued datagram when its buffer is full;
+        // a yield now and then lets its driver put them on the wire.
+        let _ = flooder.conn.send_datagram(datagram.clone());
+        if i % 64 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    wait_counter(&relay, admin, "qumo_datagrams_dropped_total", 1000.0).await;
+    assert!(
+        flooder.conn.close_reason().is_none(),
+        "the flooder's session stays"
+    );
+    // The shard still serves: another peer's announcement goes through.
+    let other = Peer::connect(relay.addr, &relay.fingerprint, Version::Lite06).await;
+    announce_all(&other, vec!["after-the-flood".into()]);
+    assert!(relay
+        .wait_for_async("broadcast=after-the-flood active=true", LIMIT)
+        .await
+        .is_some());
+}

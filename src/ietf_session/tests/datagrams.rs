@@ -386,3 +386,32 @@ async fn unusable_datagrams_are_dropped_and_malformed_ones_close_the_session() {
     eventually("dropped", || stats.datagrams_dropped.get() == before + 1).await;
     assert!(padded.transport.close_reason().is_none(), "still open");
 }
+
+/// A flood of datagrams for an alias no SUBSCRIBE_OK named keeps nothing:
+/// each is dropped as it comes and counted, and the session stays.
+#[monoio::test(enable_timer = true)]
+async fn a_flood_of_datagrams_for_no_alias_is_dropped_as_it_comes() {
+    const FLOOD: u64 = 5000;
+    let shard = shard(settings());
+    let publisher = Client::connect(&shard).await;
+    let before = shard.stats.datagrams_dropped.get();
+    let datagram = datagram14(1, 0, None, &[0xab; 1000]);
+    let mut sent = 0;
+    while sent < FLOOD {
+        match publisher.transport.send_datagram(datagram.clone()) {
+            Ok(()) => sent += 1,
+            // The memory transport's queue is full: let the relay read.
+            Err(crate::session::transport::DatagramDrop::Full) => {
+                monoio::time::sleep(std::time::Duration::from_millis(1)).await
+            }
+            Err(other) => panic!("after {sent} datagrams: {other:?}"),
+        }
+    }
+    let stats = &shard.stats;
+    eventually("all dropped", || {
+        stats.datagrams_dropped.get() == before + FLOOD
+    })
+    .await;
+    assert_eq!(stats.media_datagrams_received.get(), 0);
+    assert!(publisher.transport.close_reason().is_none(), "still open");
+}
