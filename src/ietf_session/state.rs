@@ -36,11 +36,13 @@ pub(super) struct IetfSession<T: Transport> {
     /// Control messages for the writer task, in order.
     pub(super) outbox: RefCell<VecDeque<ControlMessage>>,
     pub(super) outbox_waker: RefCell<Option<Waker>>,
-    /// Open subscriptions by Request ID.
-    /// SUBSCRIBEs waiting (bounded) for the shard's replica of their track
-    /// to attach, so that SUBSCRIBE_OK's Largest is the track's and not an
-    /// empty replica's; the signal is raised when the wait is over.
+    /// SUBSCRIBEs read but not yet answered, by Request ID, each waiting
+    /// (bounded) for the shard's replica of its track to attach, so that
+    /// SUBSCRIBE_OK's Largest is the track's and not an empty replica's, or
+    /// (draft 22) for a publisher within RENDEZVOUS_TIMEOUT; the signal is
+    /// raised when the wait is over. Counted in [`Self::requests_open`].
     pub(super) opening: RefCell<HashMap<u64, Rc<Signal>>>,
+    /// Open subscriptions by Request ID.
     pub(super) subscriptions: RefCell<HashMap<u64, Rc<Subscription>>>,
     /// FETCHes being served, by Request ID: each one's cancel signal
     /// (FETCH_CANCEL on draft 14, a reset request stream on draft 22).
