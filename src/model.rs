@@ -92,6 +92,14 @@ impl Default for TrackProperties {
     }
 }
 
+/// Wall-clock milliseconds (the default timescale): the timestamp of a
+/// frame whose publisher sends none (lite-04, IETF objects) on arrival.
+pub fn arrival_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// One step of a track's media, in the order the publisher produced it.
 #[derive(Debug, Clone)]
 pub enum MediaEvent {

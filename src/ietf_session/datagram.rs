@@ -7,7 +7,6 @@
 //! pass on is counted in `qumo_datagrams_dropped_total`.
 
 use std::rc::Rc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use tracing::debug;
@@ -17,6 +16,7 @@ use super::state::{IetfSession, Subscription};
 use crate::ietf::draft22::{self, PADDING_DATAGRAM_TYPE};
 use crate::ietf::{DatagramHeader, DecodeError, ObjectStatus, SessionCode, Version};
 use crate::message::MediaEvent;
+use crate::model::arrival_ms;
 use crate::session::transport::Transport;
 use crate::task::{race, Either};
 use crate::track::TrackDatagram;
@@ -69,13 +69,6 @@ fn decode(
             Ok(Some((shared_header!(h), offset)))
         }
     }
-}
-
-/// Wall-clock milliseconds, the timestamp an IETF object gets on arrival.
-fn arrival_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The peer's datagrams, for as long as the session lives. One that cannot

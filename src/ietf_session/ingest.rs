@@ -8,7 +8,7 @@ use std::future::poll_fn;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use tracing::debug;
@@ -24,6 +24,7 @@ use crate::ietf::{
 };
 use crate::lite::StreamCode;
 use crate::message::{FetchEvent, HubRef, MediaEvent, TrackKey, TrackName};
+use crate::model::arrival_ms;
 use crate::router::SessionCommand;
 use crate::session::transport::{SendStream, Transport};
 use crate::shard::SessionInbox;
@@ -955,10 +956,3 @@ async fn read_objects<T: Transport>(
 /// Draft-14 data stream codes (reset / STOP_SENDING).
 pub(super) const STREAM_CANCELLED: u32 = 0x1;
 const STREAM_PROTOCOL_VIOLATION: u32 = 0x3;
-
-/// Wall-clock milliseconds, the timestamp an IETF object gets on arrival.
-fn arrival_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::{debug, warn};
 
@@ -22,6 +21,7 @@ use crate::lite::{
     TrackRequest, Version,
 };
 use crate::message::{FetchEvent, FetchRef, HubRef, MediaEvent, TrackKey, UpstreamFetch};
+use crate::model::arrival_ms;
 use crate::router::SessionCommand;
 use crate::shard::SessionInbox;
 use crate::shard::Shard;
@@ -746,13 +746,6 @@ async fn read_fetched<T: Transport>(
         window.sent(payload.len() as u64);
         answer.frame(timestamp, payload);
     }
-}
-
-/// Wall-clock milliseconds, the timestamp a lite-04 frame gets on arrival.
-fn arrival_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The peer's QUIC datagrams (lite-05+): each a one-frame group of a
