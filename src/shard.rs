@@ -469,6 +469,18 @@ impl Shard {
         self.post(hub.owner, ShardMessage::Media { hub, event });
     }
 
+    /// A publisher's datagram (either protocol) to its track's hub, counted;
+    /// while the mesh is congested it is dropped (and counted) instead: a
+    /// datagram is relayed now or never, and never slows its publisher.
+    pub fn datagram_to_hub(&self, hub: HubRef, datagram: MediaEvent) {
+        if self.mesh_congested() {
+            self.stats.datagrams_dropped.inc();
+            return;
+        }
+        self.stats.media_datagrams_received.inc();
+        self.to_hub(hub, datagram);
+    }
+
     // --- forwarded FETCH ------------------------------------------------
 
     /// Forward a FETCH to `publisher` (on any shard): its session fetches

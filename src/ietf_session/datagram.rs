@@ -115,12 +115,7 @@ pub(super) async fn receive<T: Transport>(session: Rc<IetfSession<T>>) {
             stats.datagrams_dropped.inc();
             continue;
         };
-        if session.shard.mesh_congested() {
-            stats.datagrams_dropped.inc();
-            continue;
-        }
-        stats.media_datagrams_received.inc();
-        session.shard.to_hub(
+        session.shard.datagram_to_hub(
             upstream.hub,
             MediaEvent::Datagram {
                 sequence: header.group,

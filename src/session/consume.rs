@@ -773,13 +773,8 @@ pub async fn datagrams<T: Transport>(session: Rc<Session<T>>) {
             stats.datagrams_dropped.inc();
             continue;
         };
-        if session.shard.mesh_congested() {
-            stats.datagrams_dropped.inc();
-            continue;
-        }
-        stats.media_datagrams_received.inc();
         let payload = datagram.slice_ref(payload);
-        session.shard.to_hub(
+        session.shard.datagram_to_hub(
             hub,
             MediaEvent::Datagram {
                 sequence: header.sequence,
