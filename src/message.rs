@@ -24,8 +24,8 @@ use crate::handoff::Handoff;
 use crate::lite::StreamCode;
 use crate::model::TrackProperties;
 pub use crate::model::{
-    FetchEvent, FetchRef, FetchWindow, GroupSnapshot, HubRef, MediaEvent, SessionRef, TrackKey,
-    TrackName, UpstreamFetch,
+    Datagram, FetchEvent, FetchRef, FetchWindow, GroupSnapshot, HubRef, MediaEvent, SessionRef,
+    TrackKey, TrackName, UpstreamFetch,
 };
 
 #[derive(Debug)]
@@ -124,7 +124,8 @@ impl ShardMessage {
     pub fn weight(&self) -> u64 {
         match self {
             ShardMessage::Media {
-                event: MediaEvent::Frame { payload, .. } | MediaEvent::Datagram { payload, .. },
+                event:
+                    MediaEvent::Frame { payload, .. } | MediaEvent::Datagram(Datagram { payload, .. }),
                 ..
             }
             | ShardMessage::FetchReply {

@@ -100,6 +100,25 @@ pub fn arrival_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// A frame the publisher sent as a QUIC datagram (lite-05+, or an IETF
+/// OBJECT_DATAGRAM): relayed best-effort to subscribers, never cached in a
+/// group; a replica keeps the newest few for its subscribers to pick up.
+/// Its sequence is in the group namespace, but no group stream carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Datagram {
+    pub sequence: u64,
+    /// The IETF Object ID within the group; a lite datagram is a one-frame
+    /// group, object 0, and only object 0 goes to lite.
+    pub object: u64,
+    /// The publisher said no object follows in the group (always so for a
+    /// lite datagram).
+    pub end_of_group: bool,
+    pub timestamp: u64,
+    pub payload: Bytes,
+    /// An IETF object's extension headers (see [`Frame::extensions`]).
+    pub extensions: Option<Box<ObjectExtensions>>,
+}
+
 /// One step of a track's media, in the order the publisher produced it.
 #[derive(Debug, Clone)]
 pub enum MediaEvent {
@@ -121,23 +140,8 @@ pub enum MediaEvent {
         code: StreamCode,
     },
     Properties(TrackProperties),
-    /// A frame the publisher sent as a QUIC datagram (lite-05+, or an IETF
-    /// OBJECT_DATAGRAM): relayed best-effort to subscribers, never cached
-    /// in a group. Its sequence is in the group namespace, but no group
-    /// stream carries it.
-    Datagram {
-        sequence: u64,
-        /// The IETF Object ID within the group; a lite datagram is a
-        /// one-frame group, object 0, and only object 0 goes to lite.
-        object: u64,
-        /// The publisher said no object follows in the group (always so
-        /// for a lite datagram).
-        end_of_group: bool,
-        timestamp: u64,
-        payload: Bytes,
-        /// An IETF object's extension headers (see [`Frame::extensions`]).
-        extensions: Option<Box<ObjectExtensions>>,
-    },
+    /// A frame the publisher sent as a datagram.
+    Datagram(Datagram),
     /// The publisher ended the track: `None` cleanly, else with this code.
     /// Groups still open are reset with `open_groups`: CANCEL when the
     /// track was ended, SESSION_CLOSED when its publisher vanished.
@@ -155,9 +159,9 @@ impl MediaEvent {
             | MediaEvent::Frame { sequence, .. }
             | MediaEvent::GroupEnd { sequence }
             | MediaEvent::GroupReset { sequence, .. } => Some(*sequence),
-            MediaEvent::Properties(_)
-            | MediaEvent::TrackEnd { .. }
-            | MediaEvent::Datagram { .. } => None,
+            MediaEvent::Properties(_) | MediaEvent::TrackEnd { .. } | MediaEvent::Datagram(_) => {
+                None
+            }
         }
     }
 

@@ -682,7 +682,7 @@ impl Router {
             return;
         }
         let mut sends = Vec::with_capacity(hub.shards.len());
-        let datagram = matches!(event, MediaEvent::Datagram { .. });
+        let datagram = matches!(event, MediaEvent::Datagram(_));
         for &shard in hub.shards.keys() {
             // Best-effort by definition: a lagging shard gets none.
             if datagram && (self.lagging)(shard) {

@@ -20,9 +20,9 @@ use bytes::{Bytes, BytesMut};
 use qumo_shards::{WaitList, Waiter};
 
 use crate::lite::{Encode, FrameHeader, StreamCode, Timestamps, Version};
+use crate::model::MediaEvent;
 use crate::model::TrackKey;
-pub use crate::model::{Frame, GroupState, TrackProperties};
-use crate::model::{MediaEvent, ObjectExtensions};
+pub use crate::model::{Datagram, Frame, GroupState, TrackProperties};
 
 /// What the cache charges a frame beyond its payload: its slot in the
 /// group and its share of the messages that carried it. Without it, a
@@ -200,18 +200,6 @@ impl Group {
 /// rest (counted), as a congested path would.
 pub const DATAGRAM_RING: usize = 64;
 
-/// A frame the publisher sent as a datagram, as a replica keeps it (the
-/// fields of [`MediaEvent::Datagram`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TrackDatagram {
-    pub sequence: u64,
-    pub object: u64,
-    pub end_of_group: bool,
-    pub timestamp: u64,
-    pub payload: Bytes,
-    pub extensions: Option<Box<ObjectExtensions>>,
-}
-
 /// Where the track stands as a whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TrackState {
@@ -235,7 +223,7 @@ pub struct TrackReplica {
     properties: Cell<Option<TrackProperties>>,
     subscribers: Cell<usize>,
     /// The newest datagrams, and the number the next one will get.
-    datagrams: RefCell<VecDeque<TrackDatagram>>,
+    datagrams: RefCell<VecDeque<Datagram>>,
     next_datagram: Cell<u64>,
     waiters: WaitList,
 }
@@ -334,7 +322,7 @@ impl TrackReplica {
 
     /// The datagrams numbered `from` on, into `out`; returns how many of
     /// them the ring no longer holds and where the cursor goes next.
-    pub fn datagrams_from(&self, from: u64, out: &mut Vec<TrackDatagram>) -> (u64, u64) {
+    pub fn datagrams_from(&self, from: u64, out: &mut Vec<Datagram>) -> (u64, u64) {
         let next = self.next_datagram.get();
         let ring = self.datagrams.borrow();
         let oldest = next - ring.len() as u64;
@@ -344,7 +332,7 @@ impl TrackReplica {
         (missed, next)
     }
 
-    fn push_datagram(&self, datagram: TrackDatagram) {
+    fn push_datagram(&self, datagram: Datagram) {
         let mut ring = self.datagrams.borrow_mut();
         if ring.len() == DATAGRAM_RING {
             ring.pop_front();
@@ -421,21 +409,7 @@ impl TrackReplica {
                 self.properties.set(Some(properties));
                 self.wake();
             }
-            MediaEvent::Datagram {
-                sequence,
-                object,
-                end_of_group,
-                timestamp,
-                payload,
-                extensions,
-            } => self.push_datagram(TrackDatagram {
-                sequence,
-                object,
-                end_of_group,
-                timestamp,
-                payload,
-                extensions,
-            }),
+            MediaEvent::Datagram(datagram) => self.push_datagram(datagram),
             MediaEvent::TrackEnd { code, open_groups } => self.end(code, open_groups),
         }
         None

@@ -17,9 +17,9 @@ use crate::ietf::draft22::{self, PADDING_DATAGRAM_TYPE};
 use crate::ietf::{DatagramHeader, DecodeError, ObjectStatus, SessionCode, Version};
 use crate::message::MediaEvent;
 use crate::model::arrival_ms;
+use crate::model::Datagram;
 use crate::session::transport::Transport;
 use crate::task::{race, Either};
-use crate::track::TrackDatagram;
 
 /// A datagram's header in the terms both drafts share.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,14 +117,14 @@ pub(super) async fn receive<T: Transport>(session: Rc<IetfSession<T>>) {
         };
         session.shard.datagram_to_hub(
             upstream.hub,
-            MediaEvent::Datagram {
+            MediaEvent::Datagram(Datagram {
                 sequence: header.group,
                 object: header.object,
                 end_of_group: header.end_of_group,
                 timestamp: arrival_ms(),
                 payload: datagram.slice(offset..),
                 extensions: frame_extensions(header.extensions, session.version),
-            },
+            }),
         );
     }
 }
@@ -136,7 +136,7 @@ pub(super) async fn receive<T: Transport>(session: Rc<IetfSession<T>>) {
 pub(super) fn send<T: Transport>(
     session: &IetfSession<T>,
     sub: &Subscription,
-    datagram: &TrackDatagram,
+    datagram: &Datagram,
 ) {
     let window = sub.window.get();
     if !sub.forward.get() || !window.passes(datagram.sequence) {
@@ -163,7 +163,7 @@ pub(super) fn send<T: Transport>(
 
 /// The whole OBJECT_DATAGRAM: header, then the payload (one copy into the
 /// datagram, which QUIC needs whole).
-fn encode(version: Version, sub: &Subscription, datagram: &TrackDatagram) -> Option<Bytes> {
+fn encode(version: Version, sub: &Subscription, datagram: &Datagram) -> Option<Bytes> {
     let object = (datagram.object != 0).then_some(datagram.object);
     let priority = ietf_priority(sub.priority.get());
     let extensions = extensions_in(&datagram.extensions, version).map(<[u8]>::to_vec);

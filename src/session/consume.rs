@@ -21,7 +21,7 @@ use crate::lite::{
     TrackRequest, Version,
 };
 use crate::message::{FetchEvent, FetchRef, HubRef, MediaEvent, TrackKey, UpstreamFetch};
-use crate::model::arrival_ms;
+use crate::model::{arrival_ms, Datagram};
 use crate::router::SessionCommand;
 use crate::shard::SessionInbox;
 use crate::shard::Shard;
@@ -776,14 +776,14 @@ pub async fn datagrams<T: Transport>(session: Rc<Session<T>>) {
         let payload = datagram.slice_ref(payload);
         session.shard.datagram_to_hub(
             hub,
-            MediaEvent::Datagram {
+            MediaEvent::Datagram(Datagram {
                 sequence: header.sequence,
                 object: 0,
                 end_of_group: true,
                 timestamp: header.timestamp,
                 payload,
                 extensions: None,
-            },
+            }),
         );
     }
 }

@@ -27,7 +27,7 @@ use crate::lite::{
 use crate::message::{TrackKey, TrackName};
 use crate::origin::{AnnounceEvent, Heard, Listener};
 use crate::task::{race, Either, Signal};
-use crate::track::{Group, TrackDatagram, TrackReplica, TrackState};
+use crate::track::{Datagram, Group, TrackReplica, TrackState};
 
 /// How long a TRACK request waits for the publisher's properties.
 const TRACK_INFO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -475,7 +475,7 @@ async fn serve_track<T: Transport>(
 /// version or path takes none now: datagrams are never queued. A lite
 /// datagram is a one-frame group, so an IETF datagram past object 0 has no
 /// lite spelling and is dropped too.
-fn send_datagram<T: Transport>(session: &Session<T>, subscribe: u64, datagram: TrackDatagram) {
+fn send_datagram<T: Transport>(session: &Session<T>, subscribe: u64, datagram: Datagram) {
     let stats = &session.shard.stats;
     if !session.version.has_datagrams() || datagram.object != 0 {
         stats.datagrams_dropped.inc();

@@ -200,13 +200,15 @@ fn cached_frame_heads_match_a_per_stream_encoding() {
 fn datagrams_are_kept_in_a_ring_and_a_late_cursor_counts_what_it_missed() {
     let r = replica(4, 1 << 20);
     let now = Instant::now();
-    let datagram = |n: u64| MediaEvent::Datagram {
-        sequence: n,
-        object: 0,
-        end_of_group: true,
-        timestamp: n * 10,
-        payload: Bytes::from(vec![n as u8]),
-        extensions: None,
+    let datagram = |n: u64| {
+        MediaEvent::Datagram(Datagram {
+            sequence: n,
+            object: 0,
+            end_of_group: true,
+            timestamp: n * 10,
+            payload: Bytes::from(vec![n as u8]),
+            extensions: None,
+        })
     };
     let start = r.next_datagram();
     r.apply(datagram(0), now);
