@@ -333,16 +333,20 @@ fn a_lite_clock_reaches_an_aiomoqt_subscriber_on_draft_22() {
     a_lite_clock_reaches_an_aiomoqt_subscriber(DRAFT22, "draft-22 subscribe");
 }
 
-/// `subscribed` is what the relay logs for the subscriber's SUBSCRIBE.
-fn a_lite_clock_reaches_an_aiomoqt_subscriber(draft: &str, subscribed: &str) {
-    let relay = Relay::start(2);
-    let _publisher = moq_clock(&format!("moql://{}", relay.addr), "lite-to-aio", "publish");
-    relay
-        .wait_for("broadcast=lite-to-aio active=true", SLOW_STEP)
-        .expect("the relay saw the clock's announcement");
+/// Start `tests/aiomoqt/subscribe.py` subscribers of `namespace`/`track`
+/// until one has printed what `enough` wants (its answer is returned): a
+/// subscriber refused the track as unknown (an announcement not yet on its
+/// shard) is replaced, at most 5 times; one that has not had enough by
+/// [`SLOW_STEP`] fails the test, with `describe` of what it got.
+fn aiomoqt_subscriber_until<T>(
+    relay: &Relay,
+    draft: &str,
+    (namespace, track): (&str, &str),
+    enough: impl Fn(&Client) -> Option<T>,
+    describe: impl Fn(&Client) -> String,
+) -> T {
     let port = relay.addr.port().to_string();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/aiomoqt/subscribe.py");
-
     for _ in 0..5 {
         let subscriber = spawn_aiomoqt(&[
             script,
@@ -351,27 +355,22 @@ fn a_lite_clock_reaches_an_aiomoqt_subscriber(draft: &str, subscribed: &str) {
             "--draft",
             draft,
             "--namespace",
-            "lite-to-aio",
+            namespace,
             "--track",
-            "seconds",
+            track,
         ]);
         let deadline = Instant::now() + SLOW_STEP;
         loop {
-            let ticks = ticks(&subscriber);
-            if ticks.len() >= 3 {
-                assert!(
-                    ticks.iter().all(|t| is_tick(t)),
-                    "not clock ticks: {ticks:?}"
-                );
-                assert!(relay.count(subscribed) >= 1, "{}", relay.log());
-                return;
+            if let Some(got) = enough(&subscriber) {
+                return got;
             }
             if refused_as_unknown(&subscriber) {
                 break;
             }
             assert!(
                 Instant::now() < deadline,
-                "got {ticks:?}; subscriber log:\n{:#?}\n{:#?}\nrelay log:\n{}",
+                "{}; subscriber log:\n{:#?}\n{:#?}\nrelay log:\n{}",
+                describe(&subscriber),
                 subscriber.stdout.snapshot(),
                 subscriber.stderr.snapshot(),
                 relay.log()
@@ -380,9 +379,30 @@ fn a_lite_clock_reaches_an_aiomoqt_subscriber(draft: &str, subscribed: &str) {
         }
     }
     panic!(
-        "every aiomoqt subscriber was refused the clock:\n{}",
+        "every aiomoqt subscriber was refused {namespace}/{track}:\n{}",
         relay.log()
     );
+}
+
+/// `subscribed` is what the relay logs for the subscriber's SUBSCRIBE.
+fn a_lite_clock_reaches_an_aiomoqt_subscriber(draft: &str, subscribed: &str) {
+    let relay = Relay::start(2);
+    let _publisher = moq_clock(&format!("moql://{}", relay.addr), "lite-to-aio", "publish");
+    relay
+        .wait_for("broadcast=lite-to-aio active=true", SLOW_STEP)
+        .expect("the relay saw the clock's announcement");
+    let ticks = aiomoqt_subscriber_until(
+        &relay,
+        draft,
+        ("lite-to-aio", "seconds"),
+        |subscriber| Some(ticks(subscriber)).filter(|ticks| ticks.len() >= 3),
+        |subscriber| format!("got {:?}", ticks(subscriber)),
+    );
+    assert!(
+        ticks.iter().all(|t| is_tick(t)),
+        "not clock ticks: {ticks:?}"
+    );
+    assert!(relay.count(subscribed) >= 1, "{}", relay.log());
 }
 
 /// aiomoqt subscribers of a bounded range (`tests/aiomoqt/range.py`) of
@@ -649,62 +669,42 @@ fn aiomoqt_datagrams_reach_an_aiomoqt_subscriber(draft: &str) {
         &["--datagram"],
     );
     wait_announced(&relay, &publisher, "live/datagrams");
-    let port = relay.addr.port().to_string();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/aiomoqt/subscribe.py");
-
-    for _ in 0..5 {
-        let subscriber = spawn_aiomoqt(&[
-            script,
-            "--port",
-            &port,
-            "--draft",
-            draft,
-            "--namespace",
-            "live/datagrams",
-            "--track",
-            "counted",
-        ]);
-        let deadline = Instant::now() + SLOW_STEP;
-        loop {
-            let objects: Vec<_> = subscriber
-                .stdout
-                .snapshot()
-                .iter()
-                .filter(|l| l.contains(" via=datagram "))
-                .filter_map(|l| parse_object(l))
-                .collect();
-            if objects.len() >= GROUP_SIZE && objects.iter().any(|(_, id, _)| *id > 0) {
-                for (group, id, payload) in &objects {
-                    assert_eq!(
-                        payload,
-                        &expected_payload(*group, *id),
-                        "group {group} object {id}"
-                    );
-                }
-                assert!(
-                    relay.count("ietf publish forwarded") >= 1,
-                    "{}",
-                    relay.log()
-                );
-                return;
-            }
-            if refused_as_unknown(&subscriber) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} datagram objects; subscriber log:\n{:#?}\n{:#?}\npublisher log:\n{:#?}\nrelay log:\n{}",
-                objects.len(),
-                subscriber.stdout.snapshot(),
-                subscriber.stderr.snapshot(),
-                publisher.stderr.snapshot(),
-                relay.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    let datagrams = |subscriber: &Client| -> Vec<(u64, u64, Vec<u8>)> {
+        subscriber
+            .stdout
+            .snapshot()
+            .iter()
+            .filter(|l| l.contains(" via=datagram "))
+            .filter_map(|l| parse_object(l))
+            .collect()
+    };
+    let objects = aiomoqt_subscriber_until(
+        &relay,
+        draft,
+        ("live/datagrams", "counted"),
+        |subscriber| {
+            let objects = datagrams(subscriber);
+            let past_zero = objects.iter().any(|(_, id, _)| *id > 0);
+            (objects.len() >= GROUP_SIZE && past_zero).then_some(objects)
+        },
+        |subscriber| {
+            format!(
+                "{} datagram objects; publisher log:\n{:#?}",
+                datagrams(subscriber).len(),
+                publisher.stderr.snapshot()
+            )
+        },
+    );
+    for (group, id, payload) in &objects {
+        assert_eq!(
+            payload,
+            &expected_payload(*group, *id),
+            "group {group} object {id}"
+        );
     }
-    panic!(
-        "every aiomoqt subscriber was refused the track:\n{}",
+    assert!(
+        relay.count("ietf publish forwarded") >= 1,
+        "{}",
         relay.log()
     );
 }
