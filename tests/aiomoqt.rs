@@ -122,16 +122,20 @@ async fn an_aiomoqt_publisher_reaches_a_lite_subscriber_on_draft_22() {
     an_aiomoqt_publisher_reaches_a_lite_subscriber(DRAFT22).await;
 }
 
-async fn an_aiomoqt_publisher_reaches_a_lite_subscriber(draft: &str) {
-    let relay = Relay::start(2);
-    let publisher = example_publisher(&relay, RAW_QUIC, draft, "live/aio", "counted");
-    wait_announced(&relay, &publisher, "live/aio");
-
+/// A moq-lite subscriber (id 1) of `broadcast`/counted: an announcement
+/// can reach the subscriber's shard a moment after the publisher's logged
+/// it, so a refused SUBSCRIBE is tried again on a new session until
+/// [`SLOW_STEP`].
+async fn lite_subscriber(
+    relay: &Relay,
+    version: Version,
+    broadcast: &str,
+) -> (Peer, (quinn::SendStream, support::lite::Reader)) {
     let deadline = Instant::now() + SLOW_STEP;
-    let subscriber = loop {
-        let peer = Peer::connect(relay.addr, &relay.fingerprint, Version::Lite04).await;
-        match peer.subscribe(1, "live/aio", "counted", 0).await {
-            Ok(subscription) => break (peer, subscription),
+    loop {
+        let peer = Peer::connect(relay.addr, &relay.fingerprint, version).await;
+        match peer.subscribe(1, broadcast, "counted", 0).await {
+            Ok(subscription) => return (peer, subscription),
             Err(e) => assert!(
                 Instant::now() < deadline,
                 "the lite SUBSCRIBE was refused: {e}\nrelay log:\n{}",
@@ -139,8 +143,15 @@ async fn an_aiomoqt_publisher_reaches_a_lite_subscriber(draft: &str) {
             ),
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let (peer, _subscription) = subscriber;
+    }
+}
+
+async fn an_aiomoqt_publisher_reaches_a_lite_subscriber(draft: &str) {
+    let relay = Relay::start(2);
+    let publisher = example_publisher(&relay, RAW_QUIC, draft, "live/aio", "counted");
+    wait_announced(&relay, &publisher, "live/aio");
+
+    let (peer, _subscription) = lite_subscriber(&relay, Version::Lite04, "live/aio").await;
 
     // The hub was made for this subscriber, so the Forward 1 it caused
     // (SUBSCRIBE_UPDATE, or REQUEST_UPDATE on draft 22) started the track: every group arrives whole, object i as frame i.
@@ -725,19 +736,7 @@ async fn aiomoqt_datagrams_reach_a_lite_subscriber_as_lite_datagrams() {
     );
     wait_announced(&relay, &publisher, "live/dgram-lite");
 
-    let deadline = Instant::now() + SLOW_STEP;
-    let (peer, _subscription) = loop {
-        let peer = Peer::connect(relay.addr, &relay.fingerprint, Version::Lite06).await;
-        match peer.subscribe(1, "live/dgram-lite", "counted", 0).await {
-            Ok(subscription) => break (peer, subscription),
-            Err(e) => assert!(
-                Instant::now() < deadline,
-                "the lite SUBSCRIBE was refused: {e}\nrelay log:\n{}",
-                relay.log()
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let (peer, _subscription) = lite_subscriber(&relay, Version::Lite06, "live/dgram-lite").await;
     // A group a second: two of them, lost ones aside, within the step.
     let mut groups = Vec::new();
     while groups.len() < 2 {
