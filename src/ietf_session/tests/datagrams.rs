@@ -6,7 +6,7 @@
 //! for every subscriber to get it; after that the memory transport keeps
 //! datagrams in order and loses none. Every wait has a deadline; no sleeps.
 
-use super::draft22::Client22;
+use super::draft22::{Client22, Request22};
 use super::draft22_publisher::{draft22_publisher_with_lite_subscriber, subscribe_ok22};
 use super::*;
 use crate::ietf::draft22::{self as d22, LocationFilter, RequestMessage};
@@ -78,19 +78,33 @@ fn decode22(datagram: &[u8]) -> (d22::DatagramHeader, &[u8]) {
 }
 
 /// What an IETF subscriber got, in terms both drafts share: alias, group,
-/// Object ID (`None` for 0), end of group, extension block, payload.
-type Got = (u64, u64, Option<u64>, bool, Option<Vec<u8>>, Vec<u8>);
+/// Object ID (`None` for 0), end of group, publisher priority, extension
+/// block, payload.
+type Got = (
+    u64,
+    u64,
+    Option<u64>,
+    bool,
+    Option<u8>,
+    Option<Vec<u8>>,
+    Vec<u8>,
+);
 
-/// A decoded header and payload of either draft as [`Got`].
+/// A decoded header and payload of either draft as [`Got`] (draft 14's
+/// priority is a byte, draft 22's an optional one).
 macro_rules! got {
     ($decoded:expr) => {{
         let (h, payload) = $decoded;
+        let priority: Option<u8> = h.publisher_priority.into();
         let block: Option<Vec<u8>> = h.extensions;
+        let fields = (h.track_alias, h.group, h.object, h.end_of_group);
+        let (alias, group, object, end_of_group) = fields;
         (
-            h.track_alias,
-            h.group,
-            h.object,
-            h.end_of_group,
+            alias,
+            group,
+            object,
+            end_of_group,
+            priority,
             block,
             payload.to_vec(),
         )
@@ -106,32 +120,6 @@ async fn next_ietf(to: &MemoryTransport, draft: Version) -> Got {
     }
 }
 
-/// Each IETF subscriber (transport, alias, draft) receives `sent` in order,
-/// as (group, object, payload), each object 0 ending its group; the
-/// publisher's extension `block` reaches only the subscriber on its own
-/// draft, with the object of `block_group`.
-async fn each_gets(
-    subscribers: [(&MemoryTransport, u64, Version); 2],
-    sent: &[(u64, Option<u64>, &[u8])],
-    (block, block_group, block_draft): (&[u8], u64, Version),
-) {
-    for &(group, object, payload) in sent {
-        for (transport, alias, draft) in subscribers {
-            let got = next_ietf(transport, draft).await;
-            let block = (group == block_group && draft == block_draft).then(|| block.to_vec());
-            let want = (
-                alias,
-                group,
-                object,
-                object.is_none(),
-                block,
-                payload.to_vec(),
-            );
-            assert_eq!(got, want, "{draft}");
-        }
-    }
-}
-
 fn decode_lite(datagram: &[u8]) -> (crate::lite::DatagramHeader, &[u8]) {
     crate::lite::DatagramHeader::decode(datagram, crate::lite::Version::Lite06).unwrap()
 }
@@ -142,30 +130,83 @@ fn one_frame() -> Vec<(u64, Bytes)> {
     vec![(0, Bytes::from_static(b"group"))]
 }
 
-/// Subscribers of BROADCAST/video on draft 14 and draft 22, each answered
-/// with SUBSCRIBE_OK: the clients, their aliases, and what keeps the
-/// draft-22 request open.
-async fn ietf_subscribers(shard: &Rc<Shard>) -> (Client, u64, Client22, u64, Request22Keep) {
-    let mut sub14 = Client::connect(shard).await;
-    sub14
-        .send(subscribe(0, BROADCAST, "video", Filter::LargestObject))
-        .await;
-    let alias14 = match sub14.reply().await {
-        ControlMessage::SubscribeOk(ok) => ok.track_alias,
-        other => panic!("expected SUBSCRIBE_OK, got {other:?}"),
-    };
-    let sub22 = Client22::connect(shard).await;
-    let mut request = sub22
-        .subscribe(0, BROADCAST, LocationFilter::NextObject)
-        .await;
-    let alias22 = match request.reply().await {
-        RequestMessage::SubscribeOk(ok) => ok.track_alias,
-        other => panic!("expected SUBSCRIBE_OK, got {other:?}"),
-    };
-    (sub14, alias14, sub22, alias22, Box::new(request))
+/// Subscribers of BROADCAST/video on draft 14 (subscriber priority 128)
+/// and draft 22 (priority 10), each answered with SUBSCRIBE_OK.
+struct IetfSubscribers {
+    sub14: Client,
+    alias14: u64,
+    sub22: Client22,
+    alias22: u64,
+    /// The draft-22 request's stream, held open.
+    _request22: Request22,
 }
 
-type Request22Keep = Box<dyn std::any::Any>;
+impl IetfSubscribers {
+    async fn subscribe(shard: &Rc<Shard>) -> IetfSubscribers {
+        let mut sub14 = Client::connect(shard).await;
+        sub14
+            .send(subscribe(0, BROADCAST, "video", Filter::LargestObject))
+            .await;
+        let alias14 = match sub14.reply().await {
+            ControlMessage::SubscribeOk(ok) => ok.track_alias,
+            other => panic!("expected SUBSCRIBE_OK, got {other:?}"),
+        };
+        let sub22 = Client22::connect(shard).await;
+        let mut request = sub22
+            .subscribe(0, BROADCAST, LocationFilter::NextObject)
+            .await;
+        let alias22 = match request.reply().await {
+            RequestMessage::SubscribeOk(ok) => ok.track_alias,
+            other => panic!("expected SUBSCRIBE_OK, got {other:?}"),
+        };
+        IetfSubscribers {
+            sub14,
+            alias14,
+            sub22,
+            alias22,
+            _request22: request,
+        }
+    }
+
+    fn transports(&self) -> [&MemoryTransport; 2] {
+        [&self.sub14.transport, &self.sub22.transport]
+    }
+
+    /// Each receives `sent` in order, as (group, object, payload), each
+    /// object 0 ending its group, under its own alias and its own priority
+    /// mirrored back (as its subgroup streams carry it); the publisher's
+    /// extension block, if any, reaches only the subscriber on the block's
+    /// draft, with the object of the given group.
+    async fn each_get(
+        &self,
+        sent: &[(u64, Option<u64>, &[u8])],
+        block: Option<(&[u8], u64, Version)>,
+    ) {
+        let subscribers = [
+            (&self.sub14.transport, self.alias14, Version::Draft14, 128),
+            (&self.sub22.transport, self.alias22, Version::Draft22, 10),
+        ];
+        for &(group, object, payload) in sent {
+            for (transport, alias, draft, priority) in subscribers {
+                let got = next_ietf(transport, draft).await;
+                let block = block
+                    .filter(|&(_, g, d)| g == group && d == draft)
+                    .map(|(bytes, ..)| bytes.to_vec());
+                let end_of_group = object.is_none();
+                let want = (
+                    alias,
+                    group,
+                    object,
+                    end_of_group,
+                    Some(priority),
+                    block,
+                    payload.to_vec(),
+                );
+                assert_eq!(got, want, "{draft}");
+            }
+        }
+    }
+}
 
 /// Object 0 with a draft-14 extension block, then object 3 of another group,
 /// then object 0 of a third, from a draft-14 publisher: the lite subscriber
@@ -178,9 +219,9 @@ async fn draft14_datagrams_reach_lite_draft14_and_draft22_subscribers() {
     let (mut publisher, lite, _subscription, request) =
         ietf_publisher_with_lite_subscriber(&shard).await;
     publisher.send(subscribe_ok(&request, ALIAS)).await;
-    let (sub14, alias14, sub22, alias22, _keep) = ietf_subscribers(&shard).await;
+    let ietf = IetfSubscribers::subscribe(&shard).await;
     send_subgroup(&publisher, ALIAS, 1, &one_frame()).await;
-    served(&lite, &[&sub14.transport, &sub22.transport]).await;
+    served(&lite, &ietf.transports()).await;
     let dropped = shard.stats.datagrams_dropped.get();
 
     let block: &[u8] = b"\x02\x05";
@@ -200,16 +241,13 @@ async fn draft14_datagrams_reach_lite_draft14_and_draft22_subscribers() {
             "object 3 never reaches lite"
         );
     }
-    let subscribers = [
-        (&sub14.transport, alias14, Version::Draft14),
-        (&sub22.transport, alias22, Version::Draft22),
-    ];
     let sent: [(u64, Option<u64>, &[u8]); 3] = [
         (4, None, b"zero"),
         (5, Some(3), b"three"),
         (6, None, b"six"),
     ];
-    each_gets(subscribers, &sent, (block, 4, Version::Draft14)).await;
+    ietf.each_get(&sent, Some((block, 4, Version::Draft14)))
+        .await;
     assert_eq!(
         shard.stats.datagrams_dropped.get(),
         dropped + 1,
@@ -227,9 +265,9 @@ async fn draft22_datagrams_reach_lite_draft14_and_draft22_subscribers() {
     let (publisher, lite, _subscribe, mut reply, _keep_publisher) =
         draft22_publisher_with_lite_subscriber(&shard).await;
     subscribe_ok22(&mut reply, ALIAS).await;
-    let (sub14, alias14, sub22, alias22, _keep) = ietf_subscribers(&shard).await;
+    let ietf = IetfSubscribers::subscribe(&shard).await;
     send_subgroup22(&publisher.transport, ALIAS, 1, &one_frame()).await;
-    served(&lite, &[&sub14.transport, &sub22.transport]).await;
+    served(&lite, &ietf.transports()).await;
 
     let block: &[u8] = b"\x04\x3f";
     let from = &publisher.transport;
@@ -243,12 +281,9 @@ async fn draft22_datagrams_reach_lite_draft14_and_draft22_subscribers() {
         (header.subscribe, header.sequence, payload),
         (7, 8, &b"zero"[..])
     );
-    let subscribers = [
-        (&sub14.transport, alias14, Version::Draft14),
-        (&sub22.transport, alias22, Version::Draft22),
-    ];
     let sent: [(u64, Option<u64>, &[u8]); 2] = [(8, None, b"zero"), (9, Some(2), b"two")];
-    each_gets(subscribers, &sent, (block, 8, Version::Draft22)).await;
+    ietf.each_get(&sent, Some((block, 8, Version::Draft22)))
+        .await;
 }
 
 /// A lite publisher's datagram (a one-frame group) reaches IETF subscribers
@@ -258,11 +293,11 @@ async fn draft22_datagrams_reach_lite_draft14_and_draft22_subscribers() {
 async fn a_lite_publishers_datagrams_reach_ietf_subscribers() {
     let shard = shard(settings());
     let publisher = Publisher::connect(&shard, crate::lite::Version::Lite06).await;
-    let (sub14, alias14, sub22, alias22, _keep) = ietf_subscribers(&shard).await;
+    let ietf = IetfSubscribers::subscribe(&shard).await;
     let (upstream, _send, _reader) = within("upstream SUBSCRIBE", publisher.next_subscribe()).await;
     let mut group = publisher.send_group(upstream.id, 1, &one_frame()).await;
     group.finish().unwrap();
-    for transport in [&sub14.transport, &sub22.transport] {
+    for transport in ietf.transports() {
         within("a subgroup stream", transport.accept_uni())
             .await
             .unwrap();
@@ -283,34 +318,7 @@ async fn a_lite_publishers_datagrams_reach_ietf_subscribers() {
         .send_datagram(lite.freeze())
         .unwrap();
 
-    let got = next_datagram(&sub14.transport).await;
-    let (header, payload) = decode14(&got);
-    assert_eq!(
-        (
-            header.track_alias,
-            header.group,
-            header.object,
-            header.end_of_group,
-            payload
-        ),
-        (alias14, 12, None, true, &b"lite"[..])
-    );
-    assert_eq!((header.extensions, header.status), (None, None));
-    // The subscriber's own priority comes back, as on its subgroup streams.
-    assert_eq!(header.publisher_priority, 128);
-    let got = next_datagram(&sub22.transport).await;
-    let (header, payload) = decode22(&got);
-    assert_eq!(
-        (
-            header.track_alias,
-            header.group,
-            header.object,
-            header.end_of_group,
-            payload
-        ),
-        (alias22, 12, None, true, &b"lite"[..])
-    );
-    assert_eq!(header.publisher_priority, Some(10));
+    ietf.each_get(&[(12, None, b"lite")], None).await;
 }
 
 /// What the relay cannot use is dropped and counted, and the session stays:
