@@ -32,6 +32,10 @@ use qumo::session::reader::StreamReader;
 use qumo::session::transport::{SendStream, Transport};
 use qumo::shard::{Settings, Shard};
 
+/// The relay's allocator, so the cost per delivery is the relay's.
+#[global_allocator]
+static ALLOCATOR: qumo::allocator::Allocator = qumo::allocator::Allocator {};
+
 const VERSION: Version = Version::Lite06;
 const BROADCAST: &str = "bench";
 const FRAMES_PER_GROUP: usize = 10;

@@ -1,6 +1,7 @@
 //! qumo: a thread-per-core Media over QUIC relay.
 
 pub mod admin;
+pub mod allocator;
 pub mod announced;
 pub mod auth;
 pub mod config;

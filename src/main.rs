@@ -81,7 +81,12 @@ fn fail(message: impl std::fmt::Display, code: i32) -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
+#[global_allocator]
+static ALLOCATOR: qumo::allocator::Allocator = qumo::allocator::Allocator {};
+
 fn main() -> ExitCode {
+    // Before the shards and their heaps exist (see allocator.rs).
+    let no_thp = qumo::allocator::disable_transparent_huge_pages();
     let cli = match parse_args(std::env::args()) {
         Ok(cli) => cli,
         Err(code) => return code,
@@ -99,6 +104,9 @@ fn main() -> ExitCode {
         return fail(e, EX_CONFIG);
     }
     tracing::info!(config = %file, version = env!("CARGO_PKG_VERSION"), "qumo-relay starting");
+    if !no_thp {
+        tracing::debug!("transparent huge pages stay as the host sets them");
+    }
 
     let alpn = qumo::ALPN_PROTOCOLS.iter().map(|p| p.to_vec()).collect();
     let tls = match config.server_tls(&file, alpn) {
