@@ -103,6 +103,10 @@ shard_counters! {
     /// the peer gone, or timed out (those are also in
     /// `handshakes_timed_out`).
     handshakes_failed,
+    /// Entries in the shard's timer heap (a gauge): one live per
+    /// connection with a deadline, plus dead ones, compacted whenever they
+    /// pass one per connection plus 64.
+    timers_queued (gauge),
 }
 
 /// Upper bounds of the GSO batch histogram's buckets: datagrams per send
@@ -139,6 +143,10 @@ impl ShardStats {
         // One writer per counter: a load and a store are enough, and cheaper
         // than a locked read-modify-write.
         counter.store(counter.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set(gauge: &AtomicU64, n: u64) {
+        gauge.store(n, Ordering::Relaxed);
     }
 
     pub(crate) fn sub(counter: &AtomicU64, n: u64) {
