@@ -208,7 +208,14 @@ mod tests {
                 gauges.push(name);
             }
         });
-        assert_eq!(gauges, ["connections_open", "handshakes_in_progress"]);
+        assert_eq!(
+            gauges,
+            [
+                "connections_open",
+                "handshakes_in_progress",
+                "timers_queued"
+            ]
+        );
         assert!(all > gauges.len());
     }
 
