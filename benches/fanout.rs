@@ -47,6 +47,8 @@ const DELIVERIES: usize = 2_000_000;
 const ROUNDS: usize = 3;
 
 fn main() {
+    // As the relay does at start-up (see `qumo::allocator`).
+    qumo::allocator::disable_transparent_huge_pages();
     // FANOUT_SUBSCRIBERS=S runs one size alone (for a profiler); S,S,...
     // several, so that their ratios come from one run on one machine.
     let sizes: Vec<usize> = match std::env::var("FANOUT_SUBSCRIBERS") {

@@ -7,7 +7,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -250,13 +250,25 @@ impl ShardInner {
     /// again. Left to surface on their own (up to `keep_alive` later), dead
     /// entries were ~100 per connection (59,000 for 510 connections on a
     /// shard), deepening every push and pop.
+    ///
+    /// One entry per connection survives: a connection can hold several
+    /// copies of its live entry (its deadline fired and the same later
+    /// deadline was pushed again), and keeping them all could leave the
+    /// heap above the threshold, compacting again on every turn. With at
+    /// most one per connection left, the next compaction is at least
+    /// `conns + TIMER_SLACK` pushes away, so its cost is spread over them.
     fn compact_timers(&mut self, stats: &ShardStats) {
         if self.timers.len() > 2 * self.conns.len() + TIMER_SLACK {
             let conns = &self.conns;
+            let mut kept = HashSet::with_capacity(conns.len());
             self.timers.retain(|&Reverse((at, handle, id))| {
-                conns
+                let live = conns
                     .get(&ConnectionHandle(handle))
-                    .is_some_and(|e| e.shared.id == id && e.timer_in_heap == Some(at))
+                    .is_some_and(|e| e.shared.id == id && e.timer_in_heap == Some(at));
+                // A second copy of a live entry finds `timer_in_heap`
+                // cleared by the first when it pops, so dropping it now
+                // changes nothing.
+                live && kept.insert(handle)
             });
         }
         ShardStats::set(&stats.timers_queued, self.timers.len() as u64);
