@@ -353,10 +353,20 @@ fn moq_cli_subscribes_over_lite06_before_the_publisher_and_exits_when_it_ends() 
     // subscribe upstream, and moq-net starts a subscription at its newest
     // group (frame 0 on an idle box, frame 4 under stress-ng). What the relay
     // owes it: frames in order, the last one included, then the clean end.
+    // In order within each subscription: under load moq-net may drop its
+    // video subscription and subscribe again (seen once: frames 0..=10, then
+    // 9, 10, 11, ...), and a new subscription starts at the newest group, so
+    // each SUBSCRIBE the relay logged for the track allows one step back.
+    let subscriptions = relay
+        .log()
+        .lines()
+        .filter(|l| l.contains("serve: subscribe ") && l.contains("track=ending.hang/0.avc3"))
+        .count();
+    let steps_back = frames.windows(2).filter(|w| w[0] > w[1]).count();
     let seen = distinct(&frames);
     assert!(
-        frames.windows(2).all(|w| w[0] <= w[1]) && seen.last() == Some(&29) && seen.len() >= 10,
-        "got frames {frames:?}; relay:\n{}",
+        steps_back < subscriptions.max(1) && seen.last() == Some(&29) && seen.len() >= 10,
+        "got frames {frames:?} over {subscriptions} subscription(s); relay:\n{}",
         relay.log()
     );
 }
