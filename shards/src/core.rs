@@ -499,9 +499,7 @@ impl ShardCore {
     }
 
     fn publish_handshakes(&self, handshakes: usize) {
-        self.stats
-            .handshakes_in_progress
-            .store(handshakes as u64, std::sync::atomic::Ordering::Relaxed);
+        ShardStats::set(&self.stats.handshakes_in_progress, handshakes as u64);
     }
 
     /// A connection is gone while still handshaking (an established one
