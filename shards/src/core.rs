@@ -240,7 +240,8 @@ pub(crate) struct ShardInner {
 const TIMER_SLACK: usize = 64;
 
 impl ShardInner {
-    /// Drop the timer heap's dead entries once they outnumber the live ones.
+    /// Drop the timer heap's dead entries once it holds more than two
+    /// entries per connection plus `TIMER_SLACK`.
     ///
     /// A connection keeps one live entry, but leaves a dead one behind each
     /// time its deadline moves earlier, and each time that earlier entry
